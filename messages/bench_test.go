@@ -1,0 +1,89 @@
+package messages
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+)
+
+// BenchmarkParse measures the whole gate on the contract's example payload
+// (a delete and an insert).
+func BenchmarkParse(b *testing.B) {
+	body := []byte(examplePayload)
+	if _, err := Parse(body); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := Parse(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseParallel is BenchmarkParse from GOMAXPROCS goroutines, to
+// show the gate does not serialise callers.
+func BenchmarkParseParallel(b *testing.B) {
+	body := []byte(examplePayload)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := Parse(body); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkParseStages splits BenchmarkParse into its stages, to show what
+// the schema validator costs next to the rest.
+func BenchmarkParseStages(b *testing.B) {
+	body := []byte(examplePayload)
+	g, err := loadGate()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decode-generic", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var doc any
+			_ = json.Unmarshal(body, &doc)
+		}
+	})
+	b.Run("schema", func(b *testing.B) {
+		var doc any
+		_ = json.Unmarshal(body, &doc)
+		b.ReportAllocs()
+		for b.Loop() {
+			if errs := *g.root.Validate(context.Background(), doc).Errs; len(errs) != 0 {
+				b.Fatal(errs)
+			}
+		}
+	})
+	b.Run("decode-wire", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var w WirePayload
+			_ = json.Unmarshal(body, &w)
+		}
+	})
+	b.Run("semantic", func(b *testing.B) {
+		var w WirePayload
+		_ = json.Unmarshal(body, &w)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, problems := fromWire(w); len(problems) != 0 {
+				b.Fatal(problems)
+			}
+		}
+	})
+	b.Run("canonical", func(b *testing.B) {
+		p, _ := Parse(body)
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = p.Canonical()
+		}
+	})
+}

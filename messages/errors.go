@@ -1,0 +1,108 @@
+package messages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Class is what kind of failure an error is. It is decided once, by ClassOf,
+// and the class alone decides the HTTP status at the ingestion edge and
+// retry-versus-poison in the apply stage.
+type Class string
+
+const (
+	// ClassInvalid: the payload breaks the contract. HTTP 400; never published.
+	ClassInvalid Class = "invalid"
+	// ClassTransient: trying again later may succeed (unavailable, busy,
+	// timeout, concurrent update). HTTP 503; retried with backoff, then poisoned.
+	ClassTransient Class = "transient"
+	// ClassPermanent: the payload cannot be applied as it is (missing table or
+	// column on a delete, type conflict, malformed message). Poisoned at once.
+	ClassPermanent Class = "permanent"
+)
+
+// ClassError attaches a Class to an error. Adapters and handlers wrap the
+// errors they understand with Transient or Permanent; ClassOf unwraps them.
+type ClassError struct {
+	Class Class
+	Err   error
+}
+
+func (e *ClassError) Error() string { return e.Err.Error() }
+func (e *ClassError) Unwrap() error { return e.Err }
+
+// Transient marks err as worth retrying. Transient(nil) is nil.
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ClassError{Class: ClassTransient, Err: err}
+}
+
+// Permanent marks err as one no retry can fix. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ClassError{Class: ClassPermanent, Err: err}
+}
+
+// ClassOf classifies err. The outermost ClassError wins, so a caller can
+// re-classify what it wraps. Errors nobody classified are transient: retrying
+// them is harmless because every apply is idempotent, and the retry budget
+// still ends in the poison topic.
+func ClassOf(err error) Class {
+	if err == nil {
+		return ""
+	}
+	var ce *ClassError
+	if errors.As(err, &ce) {
+		return ce.Class
+	}
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		return ClassInvalid
+	}
+	var se *SyntaxError
+	if errors.As(err, &se) {
+		return ClassInvalid
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ClassTransient
+	}
+	return ClassTransient
+}
+
+// Problem is one reason a payload was rejected, located by a JSON Pointer
+// into the payload ("" for the whole document).
+type Problem struct {
+	Path    string `json:"path"`
+	Message string `json:"message"`
+}
+
+// ValidationError lists every problem the gate found in one payload.
+type ValidationError struct {
+	Problems []Problem
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, 0, len(e.Problems))
+	for _, p := range e.Problems {
+		if p.Path == "" {
+			parts = append(parts, p.Message)
+			continue
+		}
+		parts = append(parts, p.Path+": "+p.Message)
+	}
+	return "invalid payload: " + strings.Join(parts, "; ")
+}
+
+// SyntaxError means the body is not a JSON document (or not valid UTF-8).
+type SyntaxError struct {
+	Err error
+}
+
+func (e *SyntaxError) Error() string { return fmt.Sprintf("invalid JSON: %v", e.Err) }
+func (e *SyntaxError) Unwrap() error { return e.Err }

@@ -1,0 +1,18 @@
+package messages
+
+// Metadata keys on Pub/Sub messages. They are part of the contract: operators
+// filter and replay by them, so they never change meaning.
+const (
+	// On accepted payloads.
+	MetaReceivedAt    = "received_at"    // RFC 3339 with nanoseconds, when the edge read the body
+	MetaCorrelationID = "correlation_id" // X-Correlation-ID of the request, or generated
+	MetaContentType   = "content_type"   // Content-Type the payload arrived with
+
+	// Added on poisoned payloads, beside Watermill's own reason_poisoned,
+	// topic_poisoned, handler_poisoned and subscriber_poisoned.
+	MetaErrorClass     = "error_class"      // a Class
+	MetaAttempts       = "attempts"         // how many times the handler ran on it
+	MetaFirstFailureAt = "first_failure_at" // RFC 3339 with nanoseconds
+	MetaLastFailureAt  = "last_failure_at"  // RFC 3339 with nanoseconds
+	MetaTables         = "tables"           // comma-separated, sorted, distinct
+)
