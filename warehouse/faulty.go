@@ -1,0 +1,110 @@
+package warehouse
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+)
+
+// ErrInjected is the error Faulty fails with when it is given none.
+var ErrInjected = errors.New("injected warehouse failure")
+
+// Faulty wraps a Warehouse and fails Apply calls on demand, so end-to-end
+// tests can drive the retry path with a real warehouse underneath. It is safe
+// for concurrent use.
+type Faulty struct {
+	warehouse Warehouse
+
+	mu sync.Mutex
+	// failBefore and failAfter count the Apply calls still to fail, before
+	// and after passing them through; the first non-zero one applies.
+	failBefore, failAfter int
+	err                   error
+	calls, failures       int
+}
+
+// NewFaulty wraps w. It passes every call through until told otherwise.
+func NewFaulty(w Warehouse) *Faulty {
+	return &Faulty{warehouse: w}
+}
+
+// FailNext makes the next n Apply calls return err without reaching the
+// wrapped warehouse. A nil err means messages.Transient(ErrInjected).
+func (f *Faulty) FailNext(n int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failBefore, f.failAfter = n, 0
+	f.err = defaultInjected(err)
+}
+
+// FailNextAfterApply makes the next n Apply calls pass through and then
+// return err instead of their outcomes: the group committed but the caller
+// cannot know it, as when a commit's reply is lost. Retrying must then find
+// the payloads in the ledger. A nil err means messages.Transient(ErrInjected).
+func (f *Faulty) FailNextAfterApply(n int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failBefore, f.failAfter = 0, n
+	f.err = defaultInjected(err)
+}
+
+// Calls returns how many Apply calls Faulty received, failed or not.
+func (f *Faulty) Calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+// Failures returns how many Apply calls Faulty failed.
+func (f *Faulty) Failures() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failures
+}
+
+// Unwrap returns the wrapped warehouse, for reading what was applied.
+func (f *Faulty) Unwrap() Warehouse { return f.warehouse }
+
+// Apply fails as configured, or passes the call through.
+func (f *Faulty) Apply(ctx context.Context, group []Payload) ([]Outcome, error) {
+	f.mu.Lock()
+	f.calls++
+	var failBefore, failAfter bool
+	switch {
+	case f.failBefore > 0:
+		f.failBefore--
+		failBefore = true
+	case f.failAfter > 0:
+		f.failAfter--
+		failAfter = true
+	}
+	err := f.err
+	if failBefore || failAfter {
+		f.failures++
+	}
+	f.mu.Unlock()
+
+	if failBefore {
+		return nil, err
+	}
+	outcomes, applyErr := f.warehouse.Apply(ctx, group)
+	if failAfter {
+		return nil, err
+	}
+	return outcomes, applyErr
+}
+
+// Ping passes through.
+func (f *Faulty) Ping(ctx context.Context) error { return f.warehouse.Ping(ctx) }
+
+// Close passes through.
+func (f *Faulty) Close() error { return f.warehouse.Close() }
+
+func defaultInjected(err error) error {
+	if err == nil {
+		return messages.Transient(ErrInjected)
+	}
+	return err
+}

@@ -1,0 +1,81 @@
+package sqlite
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config configures the SQLite warehouse.
+type Config struct {
+	// Path is the database file, created when missing. Required.
+	// In-memory databases are refused: reads go through their own
+	// connections, which would each see a different empty database.
+	Path string
+	// BusyTimeout is how long a connection waits for a lock another process
+	// holds before failing with a transient error.
+	// Optional, default 5s.
+	BusyTimeout time.Duration
+	// MaxReaders bounds the read-only connections used by the Reader methods
+	// and Ping; the single writer connection is separate.
+	// Optional, default 4.
+	MaxReaders int
+	// DisableDeleteIndexes stops the adapter from indexing the column set of
+	// each delete it sees (see Warehouse). Without those indexes every delete
+	// scans its table.
+	// Optional, default false.
+	DisableDeleteIndexes bool
+	// SyncEachCommit makes every commit wait for the disk (synchronous=FULL).
+	// By default (synchronous=NORMAL) the WAL is synced at checkpoints only:
+	// a commit survives a crash of the process but an OS crash or power loss
+	// can undo the last commits, after their payloads were acknowledged. The
+	// database is never corrupted either way. FULL costs an fsync per group.
+	// Optional, default false.
+	SyncEachCommit bool
+}
+
+func (c Config) synchronous() string {
+	if c.SyncEachCommit {
+		return "FULL"
+	}
+	return "NORMAL"
+}
+
+func (c *Config) setDefaults() {
+	if c.BusyTimeout == 0 {
+		c.BusyTimeout = 5 * time.Second
+	}
+	if c.MaxReaders == 0 {
+		c.MaxReaders = 4
+	}
+}
+
+// Validate reports every problem of the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	switch {
+	case strings.TrimSpace(c.Path) == "":
+		errs = append(errs, errors.New("Path is required"))
+	case c.Path == ":memory:" || strings.HasPrefix(c.Path, "file:") || strings.Contains(c.Path, "mode=memory"):
+		errs = append(errs, fmt.Errorf("Path %q: give a plain file path; in-memory and URI databases are not supported", c.Path))
+	case strings.ContainsAny(c.Path, "?#"):
+		// The driver reads everything after '?' as connection parameters.
+		errs = append(errs, fmt.Errorf("Path %q must not contain '?' or '#'", c.Path))
+	}
+	if c.BusyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("BusyTimeout must not be negative, got %v", c.BusyTimeout))
+	}
+	if c.MaxReaders < 1 {
+		errs = append(errs, fmt.Errorf("MaxReaders must be at least 1, got %d", c.MaxReaders))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) dsn(extra ...string) string {
+	params := []string{
+		fmt.Sprintf("_pragma=busy_timeout(%d)", c.BusyTimeout.Milliseconds()),
+	}
+	params = append(params, extra...)
+	return c.Path + "?" + strings.Join(params, "&")
+}

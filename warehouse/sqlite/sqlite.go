@@ -1,0 +1,921 @@
+// Package sqlite is the embedded warehouse: a single SQLite file, written
+// through modernc.org/sqlite (pure Go, no cgo). It is gatekeeper's default
+// and the reference the conformance suite in warehouse/warehousetest is first
+// proven against.
+//
+// Writes go through one connection, because SQLite has one writer anyway and
+// a single connection lets prepared statements and the schema cache be
+// reused without coordination. Reads (the warehouse.Reader methods) use a
+// separate pool of read-only connections; in WAL mode they see the last
+// committed state and never block the writer.
+//
+// Deletes name an arbitrary column set and SQLite has no index a delete
+// could use, so without help each delete scans its whole table and the cost
+// of a payload grows with the table. The adapter therefore creates an index
+// on the column set of each delete the first time it sees it (at most eight
+// per table; see Config.DisableDeleteIndexes), inside the payload's
+// transaction. Every user gets these indexes, the benchmark included; they
+// cost a little on each insert and make each delete a lookup.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+)
+
+// ErrClosed is returned, classified transient, by calls after Close.
+var ErrClosed = errors.New("sqlite warehouse closed")
+
+const (
+	savepointName = "gatekeeper_payload"
+	// deleteIndexPrefix starts with the prefix the gate reserves for
+	// gatekeeper, so an index name can never collide with a user's table
+	// (SQLite keeps tables and indexes in one namespace).
+	deleteIndexPrefix        = "_gatekeeper_del_"
+	maxDeleteIndexesPerTable = 8
+	reservedPrefix           = "_gatekeeper"
+)
+
+var (
+	createLedgerSQL = "CREATE TABLE IF NOT EXISTS " + quoteIdent(warehouse.LedgerTable) +
+		" (payload_id TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL) WITHOUT ROWID"
+	// A conflict means the payload is a duplicate; inserting first, inside
+	// the payload's savepoint, checks and records the id in one statement,
+	// and rolling the savepoint back forgets it again.
+	ledgerInsertSQL = "INSERT INTO " + quoteIdent(warehouse.LedgerTable) +
+		" (payload_id, applied_at) VALUES (?, ?) ON CONFLICT (payload_id) DO NOTHING"
+	ledgerLookupSQL = "SELECT EXISTS (SELECT 1 FROM " + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id = ?)"
+)
+
+// Warehouse is the SQLite adapter. It implements warehouse.Warehouse and
+// warehouse.Reader.
+type Warehouse struct {
+	cfg     Config
+	logger  *slog.Logger
+	writeDB *sql.DB
+	readDB  *sql.DB
+
+	// mu serializes Apply: everything below belongs to the one writer
+	// connection.
+	mu   sync.Mutex
+	conn *sql.Conn
+	// stmts holds prepared statements by table key ("" for the fixed ones),
+	// then by SQL text, which names the statement's shape exactly.
+	stmts map[string]map[string]*sql.Stmt
+	// tables caches the schema of tables as the current transaction sees
+	// them, by lower-cased name (SQLite names are case-insensitive).
+	tables map[string]*tableInfo
+	// schemaVersion is the committed PRAGMA schema_version the cache
+	// matches; a different value at the start of a group means someone else
+	// changed the schema.
+	schemaVersion int64
+	// ddlCount counts DDL statements run, so a rollback knows whether the
+	// cache may have run ahead of the database.
+	ddlCount int
+	// closed is atomic so Ping need not wait for an Apply holding mu.
+	closed atomic.Bool
+}
+
+type tableInfo struct {
+	name    string
+	columns []warehouse.ColumnSchema
+	byName  map[string]int
+	indexes map[string]bool
+}
+
+func (t *tableInfo) column(name string) (messages.ColumnType, bool) {
+	i, ok := t.byName[strings.ToLower(name)]
+	if !ok {
+		return messages.ColumnType{}, false
+	}
+	return t.columns[i].Type, true
+}
+
+// Open opens (creating if needed) the database at cfg.Path. A nil logger
+// discards logs.
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Warehouse, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid sqlite warehouse config: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+
+	writeDB, err := sql.Open("sqlite", cfg.dsn(
+		// WAL lets readers see the last commit while the writer works.
+		"_pragma=journal_mode(WAL)",
+		"_pragma=synchronous("+cfg.synchronous()+")",
+		// Savepoints keep their undo journal in memory, not a temp file.
+		"_pragma=temp_store(MEMORY)",
+		// Up to 64 MiB of page cache: the ledger's random ids touch pages
+		// all over its index.
+		"_pragma=cache_size(-65536)",
+		// Checkpoint every ~40 MiB of WAL instead of ~4 MiB: the same hot
+		// pages (ledger, table tails, delete indexes) are copied back once
+		// per checkpoint, so fewer checkpoints copy and sync much less.
+		"_pragma=wal_autocheckpoint(10000)",
+	))
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %q: %w", cfg.Path, err)
+	}
+	writeDB.SetMaxOpenConns(1)
+	writeDB.SetMaxIdleConns(1)
+	writeDB.SetConnMaxLifetime(0)
+	writeDB.SetConnMaxIdleTime(0)
+
+	w := &Warehouse{
+		cfg:           cfg,
+		logger:        logger,
+		writeDB:       writeDB,
+		stmts:         map[string]map[string]*sql.Stmt{},
+		tables:        map[string]*tableInfo{},
+		schemaVersion: -1,
+	}
+	if err := w.initWriter(ctx); err != nil {
+		_ = writeDB.Close()
+		return nil, fmt.Errorf("open sqlite %q: %w", cfg.Path, err)
+	}
+
+	readDB, err := sql.Open("sqlite", cfg.dsn("_pragma=query_only(1)"))
+	if err != nil {
+		_ = w.closeWriter()
+		return nil, fmt.Errorf("open sqlite %q for reading: %w", cfg.Path, err)
+	}
+	readDB.SetMaxOpenConns(cfg.MaxReaders)
+	readDB.SetMaxIdleConns(cfg.MaxReaders)
+	if err := readDB.PingContext(ctx); err != nil {
+		_ = readDB.Close()
+		_ = w.closeWriter()
+		return nil, fmt.Errorf("open sqlite %q for reading: %w", cfg.Path, err)
+	}
+	w.readDB = readDB
+	logger.Info("SQLite warehouse open", "path", cfg.Path)
+	return w, nil
+}
+
+func (w *Warehouse) initWriter(ctx context.Context) error {
+	if err := w.ensureConn(ctx); err != nil {
+		return err
+	}
+	var mode string
+	if err := w.conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("read journal mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		// Some file systems (network mounts) cannot do WAL. It still works,
+		// but readers and the writer then block each other.
+		w.logger.Warn("SQLite is not in WAL mode; readers will block the writer", "journal_mode", mode)
+	}
+	if _, err := w.conn.ExecContext(ctx, createLedgerSQL); err != nil {
+		return fmt.Errorf("create ledger: %w", err)
+	}
+	return nil
+}
+
+// Apply applies group in one transaction, each payload inside its own
+// savepoint; see warehouse.Warehouse for the contract.
+func (w *Warehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]warehouse.Outcome, error) {
+	if len(group) == 0 {
+		return []warehouse.Outcome{}, nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed.Load() {
+		return nil, messages.Transient(ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, messages.Transient(err)
+	}
+	if err := w.ensureConn(ctx); err != nil {
+		return nil, w.groupError(ctx, "connect", err)
+	}
+	// BEGIN IMMEDIATE takes the write lock now, so a busy database fails
+	// here, before any work, rather than at the first write.
+	if _, err := w.execFixed(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return nil, w.groupError(ctx, "begin", err)
+	}
+	ddlAtBegin := w.ddlCount
+	outcomes, err := w.applyGroup(ctx, group)
+	if err != nil {
+		w.rollback(ddlAtBegin)
+		return nil, err
+	}
+	return outcomes, nil
+}
+
+func (w *Warehouse) applyGroup(ctx context.Context, group []warehouse.Payload) ([]warehouse.Outcome, error) {
+	// The driver watches a cancellable context with a goroutine per
+	// statement, which costs more than the short statements of a payload
+	// take. Those run under quick, which is never cancelled; ctx is checked
+	// between them and given only to statements that can run long.
+	quick := context.WithoutCancel(ctx)
+	version, err := w.readSchemaVersion(quick)
+	if err != nil {
+		return nil, w.groupError(ctx, "read schema version", err)
+	}
+	if version != w.schemaVersion {
+		w.resetCache()
+	}
+	ddlAtBegin := w.ddlCount
+	appliedAt := time.Now().UTC().Format(time.RFC3339Nano)
+	outcomes := make([]warehouse.Outcome, len(group))
+	for i, p := range group {
+		if err := ctx.Err(); err != nil {
+			return nil, messages.Transient(err)
+		}
+		outcome, err := w.applyPayload(ctx, quick, p, appliedAt)
+		if err != nil {
+			return nil, err
+		}
+		outcomes[i] = outcome
+	}
+	if w.ddlCount != ddlAtBegin {
+		// Read inside the transaction, the version is the one this commit
+		// creates; reading it after COMMIT could pick up another process's
+		// change that the cache does not reflect.
+		if version, err = w.readSchemaVersion(quick); err != nil {
+			return nil, w.groupError(ctx, "read schema version", err)
+		}
+	}
+	if _, err := w.execFixed(quick, "COMMIT"); err != nil {
+		return nil, w.groupError(ctx, "commit", err)
+	}
+	w.schemaVersion = version
+	return outcomes, nil
+}
+
+func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload, appliedAt string) (warehouse.Outcome, error) {
+	if _, err := w.execFixed(quick, "SAVEPOINT "+savepointName); err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "savepoint", err)
+	}
+	res, err := w.execFixed(quick, ledgerInsertSQL, p.ID, appliedAt)
+	if err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "record payload in ledger", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		if err != nil {
+			return warehouse.Outcome{}, w.groupError(ctx, "record payload in ledger", err)
+		}
+		if _, err := w.execFixed(quick, "RELEASE "+savepointName); err != nil {
+			return warehouse.Outcome{}, w.groupError(ctx, "release savepoint", err)
+		}
+		return warehouse.Outcome{Status: warehouse.Duplicate}, nil
+	}
+
+	problem, err := w.check(quick, p.Payload)
+	if err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "read schema", err)
+	}
+	if problem != nil {
+		return w.reject(ctx, quick, p, problem, w.ddlCount)
+	}
+
+	ddlBefore := w.ddlCount
+	rows, err := w.execute(ctx, quick, p.Payload)
+	if err != nil {
+		if ctx.Err() != nil || !isPermanent(err) {
+			return warehouse.Outcome{}, w.groupError(ctx, "apply payload "+p.ID, err)
+		}
+		return w.reject(ctx, quick, p, err, ddlBefore)
+	}
+	if _, err := w.execFixed(quick, "RELEASE "+savepointName); err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "release savepoint", err)
+	}
+	return warehouse.Outcome{Status: warehouse.Applied, RowsAffected: rows}, nil
+}
+
+// reject undoes everything payload p wrote, its ledger row included, and
+// reports it Rejected so the rest of the group goes on.
+func (w *Warehouse) reject(ctx, quick context.Context, p warehouse.Payload, problem error, ddlBefore int) (warehouse.Outcome, error) {
+	if _, err := w.execFixed(quick, "ROLLBACK TO "+savepointName); err != nil {
+		// SQLite may have rolled back the whole transaction on its own.
+		return warehouse.Outcome{}, w.groupError(ctx, "roll back payload", err)
+	}
+	if _, err := w.execFixed(quick, "RELEASE "+savepointName); err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "release savepoint", err)
+	}
+	if w.ddlCount != ddlBefore {
+		// The payload's DDL is undone; the cache recorded it.
+		w.resetCache()
+	}
+	w.logger.Debug("Payload rejected", "payload_id", p.ID, "error", problem)
+	return warehouse.Outcome{Status: warehouse.Rejected, Err: messages.Permanent(problem)}, nil
+}
+
+// check finds, before any of the payload's DDL runs, every reason the
+// payload cannot apply: a delete naming a table or column that will not
+// exist when it runs, or a type that conflicts with an existing column. It
+// follows the tables and columns the payload's earlier inserts create. A
+// non-nil problem is the payload's fault; a non-nil err is the database's.
+func (w *Warehouse) check(ctx context.Context, p messages.Payload) (problem, err error) {
+	// planned holds, per table the payload creates or widens, what its
+	// earlier activities will have added; tables it only reads need none.
+	type plannedTable struct {
+		existing *tableInfo
+		added    map[string]messages.ColumnType
+	}
+	var planned map[string]*plannedTable
+	lookup := func(table string) (*tableInfo, *plannedTable, error) {
+		if pt, ok := planned[strings.ToLower(table)]; ok {
+			return pt.existing, pt, nil
+		}
+		ti, err := w.table(ctx, w.conn, table)
+		return ti, nil, err
+	}
+	columnType := func(ti *tableInfo, pt *plannedTable, name string) (messages.ColumnType, bool) {
+		if ti != nil {
+			if t, ok := ti.column(name); ok {
+				return t, true
+			}
+		}
+		if pt != nil {
+			t, ok := pt.added[strings.ToLower(name)]
+			return t, ok
+		}
+		return messages.ColumnType{}, false
+	}
+
+	for i, a := range p.Activities {
+		where := fmt.Sprintf("activities[%d]: %s on table %q", i, a.Op, a.Table)
+		if err := checkTableName(a.Table); err != nil {
+			return fmt.Errorf("%s: %w", where, err), nil
+		}
+		if len(a.Columns) == 0 {
+			return fmt.Errorf("%s: no columns", where), nil
+		}
+		for _, c := range a.Columns {
+			if _, err := bindValue(c); err != nil {
+				return fmt.Errorf("%s: %w", where, err), nil
+			}
+		}
+		ti, pt, err := lookup(a.Table)
+		if errors.Is(err, errForeignSchema) {
+			return fmt.Errorf("%s: %w", where, err), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch a.Op {
+		case messages.OpInsert:
+			for _, c := range a.Columns {
+				existing, ok := columnType(ti, pt, c.Name)
+				if !ok {
+					if pt == nil {
+						if planned == nil {
+							planned = map[string]*plannedTable{}
+						}
+						pt = &plannedTable{existing: ti, added: map[string]messages.ColumnType{}}
+						planned[strings.ToLower(a.Table)] = pt
+					}
+					pt.added[strings.ToLower(c.Name)] = c.Type
+					continue
+				}
+				if !existing.Compatible(c.Type) {
+					return fmt.Errorf("%s: column %q is %s, the payload gives %s: %w",
+						where, c.Name, existing, c.Type, warehouse.ErrTypeConflict), nil
+				}
+			}
+		case messages.OpDelete:
+			if ti == nil && pt == nil {
+				return fmt.Errorf("%s: %w", where, warehouse.ErrTableNotFound), nil
+			}
+			for _, c := range a.Columns {
+				existing, ok := columnType(ti, pt, c.Name)
+				if !ok {
+					return fmt.Errorf("%s: column %q: %w", where, c.Name, warehouse.ErrColumnNotFound), nil
+				}
+				if !existing.Compatible(c.Type) {
+					return fmt.Errorf("%s: column %q is %s, the payload gives %s: %w",
+						where, c.Name, existing, c.Type, warehouse.ErrTypeConflict), nil
+				}
+			}
+		default:
+			return fmt.Errorf("%s: unknown operation", where), nil
+		}
+	}
+	return nil, nil
+}
+
+func checkTableName(table string) error {
+	lower := strings.ToLower(table)
+	switch {
+	case table == "":
+		return errors.New("empty table name")
+	case strings.HasPrefix(lower, reservedPrefix):
+		return fmt.Errorf("table names starting with %q are reserved for gatekeeper", reservedPrefix)
+	case strings.HasPrefix(lower, "sqlite_"):
+		return errors.New(`table names starting with "sqlite_" are reserved by SQLite`)
+	}
+	return nil
+}
+
+// execute runs the payload's activities in order. check has passed, so an
+// error is either the database's or a constraint SQLite enforces.
+func (w *Warehouse) execute(ctx, quick context.Context, p messages.Payload) (int64, error) {
+	var rows int64
+	for i, a := range p.Activities {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		n, err := w.executeActivity(ctx, quick, a)
+		if err != nil {
+			return 0, fmt.Errorf("activities[%d]: %s on table %q: %w", i, a.Op, a.Table, err)
+		}
+		rows += n
+	}
+	return rows, nil
+}
+
+// executeActivity runs a under quick, except for what may take long enough
+// to be worth interrupting: DDL (an index on a big table) and a delete that
+// has no index and scans its table.
+func (w *Warehouse) executeActivity(ctx, quick context.Context, a messages.Activity) (int64, error) {
+	ti, err := w.table(quick, w.conn, a.Table)
+	if err != nil {
+		return 0, err
+	}
+	args := make([]any, 0, len(a.Columns))
+	for _, c := range a.Columns {
+		v, err := bindValue(c)
+		if err != nil {
+			return 0, err
+		}
+		if v != nil || a.Op == messages.OpInsert {
+			args = append(args, v)
+		}
+	}
+
+	var query string
+	execCtx := quick
+	switch a.Op {
+	case messages.OpInsert:
+		if ti == nil {
+			if ti, err = w.createTable(ctx, a.Table, a.Columns); err != nil {
+				return 0, err
+			}
+		} else if err := w.addMissingColumns(ctx, ti, a.Columns); err != nil {
+			return 0, err
+		}
+		query = insertSQL(a.Table, a.Columns)
+	case messages.OpDelete:
+		if ti == nil {
+			return 0, warehouse.ErrTableNotFound
+		}
+		indexed, err := w.ensureDeleteIndex(ctx, ti, a.Columns)
+		if err != nil {
+			return 0, err
+		}
+		if !indexed {
+			execCtx = ctx
+		}
+		query = deleteSQL(a.Table, a.Columns)
+	default:
+		return 0, fmt.Errorf("unknown operation %q", a.Op)
+	}
+
+	stmt, err := w.prepare(quick, strings.ToLower(a.Table), query)
+	if err != nil {
+		return 0, err
+	}
+	res, err := stmt.ExecContext(execCtx, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func insertSQL(table string, columns []messages.Column) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(quoteIdent(table))
+	b.WriteString(" (")
+	for i, c := range columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.Name))
+	}
+	b.WriteString(") VALUES (")
+	for i := range columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('?')
+	}
+	b.WriteByte(')')
+	return b.String()
+}
+
+// deleteSQL matches rows whose every named column equals its value. A nil
+// value is written as IS NULL in the text rather than bound, so which
+// columns are NULL is part of the statement's shape.
+func deleteSQL(table string, columns []messages.Column) string {
+	var b strings.Builder
+	b.WriteString("DELETE FROM ")
+	b.WriteString(quoteIdent(table))
+	b.WriteString(" WHERE ")
+	for i, c := range columns {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString(quoteIdent(c.Name))
+		if c.Value == nil {
+			b.WriteString(" IS NULL")
+		} else {
+			b.WriteString(" = ?")
+		}
+	}
+	return b.String()
+}
+
+func (w *Warehouse) createTable(ctx context.Context, table string, columns []messages.Column) (*tableInfo, error) {
+	ti := &tableInfo{name: table, byName: map[string]int{}, indexes: map[string]bool{}}
+	var b strings.Builder
+	b.WriteString("CREATE TABLE ")
+	b.WriteString(quoteIdent(table))
+	b.WriteString(" (")
+	for i, c := range columns {
+		decl, err := declaredType(c.Type)
+		if err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.Name))
+		b.WriteByte(' ')
+		b.WriteString(decl)
+		ti.byName[strings.ToLower(c.Name)] = len(ti.columns)
+		ti.columns = append(ti.columns, warehouse.ColumnSchema{Name: c.Name, Type: storedType(c.Type)})
+	}
+	b.WriteByte(')')
+	if err := w.ddl(ctx, table, b.String()); err != nil {
+		return nil, err
+	}
+	w.tables[strings.ToLower(table)] = ti
+	return ti, nil
+}
+
+func (w *Warehouse) addMissingColumns(ctx context.Context, ti *tableInfo, columns []messages.Column) error {
+	for _, c := range columns {
+		if _, ok := ti.column(c.Name); ok {
+			continue
+		}
+		decl, err := declaredType(c.Type)
+		if err != nil {
+			return err
+		}
+		if err := w.ddl(ctx, ti.name, "ALTER TABLE "+quoteIdent(ti.name)+" ADD COLUMN "+quoteIdent(c.Name)+" "+decl); err != nil {
+			return err
+		}
+		ti.byName[strings.ToLower(c.Name)] = len(ti.columns)
+		ti.columns = append(ti.columns, warehouse.ColumnSchema{Name: c.Name, Type: storedType(c.Type)})
+	}
+	return nil
+}
+
+// storedType is the type a column reads back as: a STRING keeps no length.
+func storedType(t messages.ColumnType) messages.ColumnType {
+	t.MaxLength = 0
+	return t
+}
+
+// ensureDeleteIndex indexes the delete's column set, once per set and table,
+// so the delete is a lookup instead of a scan, and reports whether the set
+// is indexed. The name is derived from the set, so the same set in another
+// order finds the same index.
+func (w *Warehouse) ensureDeleteIndex(ctx context.Context, ti *tableInfo, columns []messages.Column) (bool, error) {
+	if w.cfg.DisableDeleteIndexes {
+		return false, nil
+	}
+	names := make([]string, len(columns))
+	for i, c := range columns {
+		names[i] = strings.ToLower(c.Name)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	h := fnv.New64a()
+	h.Write([]byte(strings.ToLower(ti.name)))
+	for _, n := range names {
+		h.Write([]byte{0})
+		h.Write([]byte(n))
+	}
+	index := deleteIndexPrefix + strconv.FormatUint(h.Sum64(), 36)
+	if ti.indexes[index] {
+		return true, nil
+	}
+	if len(ti.indexes) >= maxDeleteIndexesPerTable {
+		return false, nil
+	}
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = quoteIdent(n)
+	}
+	query := "CREATE INDEX IF NOT EXISTS " + quoteIdent(index) + " ON " + quoteIdent(ti.name) +
+		" (" + strings.Join(quoted, ", ") + ")"
+	if err := w.ddl(ctx, ti.name, query); err != nil {
+		return false, err
+	}
+	ti.indexes[index] = true
+	return true, nil
+}
+
+// ddl runs a schema change and forgets the statements prepared for the
+// table: SQLite would re-prepare them, but only after failing once on the
+// changed schema.
+func (w *Warehouse) ddl(ctx context.Context, table, query string) error {
+	w.ddlCount++
+	w.closeStatements(strings.ToLower(table))
+	_, err := w.conn.ExecContext(ctx, query)
+	return err
+}
+
+// table returns the cached schema of table, loading it through q on a
+// miss; nil means the table does not exist. Only existing tables are cached:
+// a missing one is created by the insert that looked it up.
+func (w *Warehouse) table(ctx context.Context, q querier, table string) (*tableInfo, error) {
+	key := strings.ToLower(table)
+	if ti, ok := w.tables[key]; ok {
+		return ti, nil
+	}
+	ti, err := loadTable(ctx, q, table)
+	if err != nil || ti == nil {
+		return nil, err
+	}
+	w.tables[key] = ti
+	return ti, nil
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// errForeignSchema marks a table with a column this adapter did not create.
+var errForeignSchema = errors.New("table has a column gatekeeper did not create")
+
+func loadTable(ctx context.Context, q querier, table string) (*tableInfo, error) {
+	rows, err := q.QueryContext(ctx, "SELECT name, type FROM pragma_table_info(?) ORDER BY cid", table)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %q: %w", table, err)
+	}
+	ti := &tableInfo{byName: map[string]int{}, indexes: map[string]bool{}}
+	for rows.Next() {
+		var name, decl string
+		if err := rows.Scan(&name, &decl); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		t, err := parseDeclaredType(decl)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("column %q: %w: %w", name, errForeignSchema, err)
+		}
+		ti.byName[strings.ToLower(name)] = len(ti.columns)
+		ti.columns = append(ti.columns, warehouse.ColumnSchema{Name: name, Type: t})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read columns of %q: %w", table, err)
+	}
+	if len(ti.columns) == 0 {
+		return nil, nil
+	}
+	var stored string
+	if err := queryRow(ctx, q, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ? COLLATE NOCASE", table).Scan(&stored); err != nil {
+		return nil, fmt.Errorf("read name of %q: %w", table, err)
+	}
+	ti.name = stored
+
+	idx, err := q.QueryContext(ctx, "SELECT name FROM pragma_index_list(?)", table)
+	if err != nil {
+		return nil, fmt.Errorf("read indexes of %q: %w", table, err)
+	}
+	defer idx.Close()
+	for idx.Next() {
+		var name string
+		if err := idx.Scan(&name); err != nil {
+			return nil, err
+		}
+		if strings.HasPrefix(name, deleteIndexPrefix) {
+			ti.indexes[name] = true
+		}
+	}
+	if err := idx.Err(); err != nil {
+		return nil, fmt.Errorf("read indexes of %q: %w", table, err)
+	}
+	return ti, nil
+}
+
+type rowScanner struct {
+	rows *sql.Rows
+	err  error
+}
+
+func (r rowScanner) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	return r.rows.Close()
+}
+
+func queryRow(ctx context.Context, q querier, query string, args ...any) rowScanner {
+	rows, err := q.QueryContext(ctx, query, args...)
+	return rowScanner{rows: rows, err: err}
+}
+
+func (w *Warehouse) readSchemaVersion(ctx context.Context) (int64, error) {
+	stmt, err := w.prepare(ctx, "", "PRAGMA schema_version")
+	if err != nil {
+		return 0, err
+	}
+	var v int64
+	err = stmt.QueryRowContext(ctx).Scan(&v)
+	return v, err
+}
+
+func (w *Warehouse) execFixed(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	stmt, err := w.prepare(ctx, "", query)
+	if err != nil {
+		return nil, err
+	}
+	return stmt.ExecContext(ctx, args...)
+}
+
+func (w *Warehouse) prepare(ctx context.Context, tableKey, query string) (*sql.Stmt, error) {
+	byQuery := w.stmts[tableKey]
+	if stmt, ok := byQuery[query]; ok {
+		return stmt, nil
+	}
+	stmt, err := w.conn.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if byQuery == nil {
+		byQuery = map[string]*sql.Stmt{}
+		w.stmts[tableKey] = byQuery
+	}
+	byQuery[query] = stmt
+	return stmt, nil
+}
+
+func (w *Warehouse) closeStatements(tableKey string) {
+	for _, stmt := range w.stmts[tableKey] {
+		_ = stmt.Close()
+	}
+	delete(w.stmts, tableKey)
+}
+
+// resetCache forgets every cached table and the statements prepared for
+// them, after the database's schema and the cache may have parted.
+func (w *Warehouse) resetCache() {
+	clear(w.tables)
+	for key := range w.stmts {
+		if key != "" {
+			w.closeStatements(key)
+		}
+	}
+	w.schemaVersion = -1
+}
+
+// rollback ends the open transaction after a group-level failure.
+func (w *Warehouse) rollback(ddlAtBegin int) {
+	if w.ddlCount != ddlAtBegin {
+		w.resetCache()
+	}
+	if w.conn == nil {
+		return
+	}
+	// The group's context may be what failed; the rollback must run anyway.
+	_, err := w.conn.ExecContext(context.Background(), "ROLLBACK")
+	if err == nil || strings.Contains(err.Error(), "no transaction is active") {
+		return
+	}
+	// A connection that cannot roll back might keep the transaction open;
+	// start over on a fresh one.
+	w.logger.Warn("SQLite rollback failed; reopening the writer connection", "error", err)
+	w.dropConn()
+}
+
+// groupError classifies a failure that ends the whole group. Everything that
+// reaches it is transient: the payload-level problems were taken out before.
+func (w *Warehouse) groupError(ctx context.Context, op string, err error) error {
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) {
+		w.dropConn()
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		err = fmt.Errorf("%w (%w)", ctxErr, err)
+	}
+	return messages.Transient(fmt.Errorf("sqlite %s: %w", op, err))
+}
+
+// isPermanent reports whether a failed statement is the payload's fault:
+// a constraint, a type or size SQLite refuses, or an SQL error (the
+// statements are built from the payload). Busy, locked, I/O, full, interrupt
+// and the like are the database's state and worth retrying.
+func isPermanent(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_TOOBIG,
+		sqlite3.SQLITE_RANGE, sqlite3.SQLITE_ERROR:
+		return true
+	}
+	return false
+}
+
+func (w *Warehouse) ensureConn(ctx context.Context) error {
+	if w.conn != nil {
+		return nil
+	}
+	conn, err := w.writeDB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	w.conn = conn
+	return nil
+}
+
+// dropConn discards the writer connection and everything prepared on it.
+func (w *Warehouse) dropConn() {
+	if w.conn == nil {
+		return
+	}
+	for key := range w.stmts {
+		w.closeStatements(key)
+	}
+	clear(w.tables)
+	w.schemaVersion = -1
+	// Returning ErrBadConn from Raw makes database/sql close the driver
+	// connection instead of pooling it with a transaction possibly open.
+	_ = w.conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = w.conn.Close()
+	w.conn = nil
+}
+
+// Ping checks that the database file can be read.
+func (w *Warehouse) Ping(ctx context.Context) error {
+	if w.closed.Load() {
+		return messages.Transient(ErrClosed)
+	}
+	var one int
+	if err := w.readDB.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return messages.Transient(fmt.Errorf("sqlite ping: %w", err))
+	}
+	return nil
+}
+
+// Close waits for an Apply in progress and closes the database.
+func (w *Warehouse) Close() error {
+	w.mu.Lock()
+	if w.closed.Swap(true) {
+		w.mu.Unlock()
+		return nil
+	}
+	err := w.closeWriter()
+	w.mu.Unlock()
+	return errors.Join(err, w.readDB.Close())
+}
+
+// closeWriter closes the writer connection and pool. w.mu must be held, or
+// w not yet shared.
+func (w *Warehouse) closeWriter() error {
+	for key := range w.stmts {
+		w.closeStatements(key)
+	}
+	var errs []error
+	if w.conn != nil {
+		errs = append(errs, w.conn.Close())
+		w.conn = nil
+	}
+	errs = append(errs, w.writeDB.Close())
+	return errors.Join(errs...)
+}
