@@ -1,0 +1,69 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+)
+
+// Gate validates a posted payload and publishes it, in canonical form, to the
+// accepted topic. Nothing invalid is ever published.
+type Gate struct {
+	publisher      message.Publisher
+	topic          string
+	publishTimeout time.Duration
+}
+
+// GateConfig configures a Gate.
+type GateConfig struct {
+	// Publisher publishes accepted payloads. Required.
+	Publisher message.Publisher
+	// Topic receives accepted payloads. Required.
+	Topic string
+	// PublishTimeout bounds the publish; past it the gate reports a
+	// transient error. Optional, default 10s.
+	PublishTimeout time.Duration
+}
+
+// NewGate returns a Gate, or an error naming every missing field.
+func NewGate(cfg GateConfig) (*Gate, error) {
+	if cfg.PublishTimeout == 0 {
+		cfg.PublishTimeout = 10 * time.Second
+	}
+	var missing []string
+	if cfg.Publisher == nil {
+		missing = append(missing, "Publisher")
+	}
+	if cfg.Topic == "" {
+		missing = append(missing, "Topic")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("gate config: missing %v", missing)
+	}
+	return &Gate{publisher: cfg.Publisher, topic: cfg.Topic, publishTimeout: cfg.PublishTimeout}, nil
+}
+
+// Handle is a Watermill no-publisher handler: it publishes itself, so that
+// the publish is bounded by its own timeout and its failure classified as
+// transient, which the edge turns into 503.
+func (g *Gate) Handle(msg *message.Message) error {
+	payload, err := messages.Parse(msg.Payload)
+	if err != nil {
+		return err
+	}
+	out := message.NewMessage(msg.UUID, payload.Canonical())
+	for _, key := range []string{messages.MetaReceivedAt, messages.MetaCorrelationID, messages.MetaContentType} {
+		out.Metadata.Set(key, msg.Metadata.Get(key))
+	}
+	ctx, cancel := context.WithTimeout(msg.Context(), g.publishTimeout)
+	defer cancel()
+	out.SetContext(ctx)
+	if err := g.publisher.Publish(g.topic, out); err != nil {
+		return messages.Transient(fmt.Errorf("publishing to %s: %w", g.topic, err))
+	}
+	return nil
+}
