@@ -1,0 +1,130 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/gatekeeper/gatekeeper/handlers"
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+)
+
+// applyStage is the accepted topic → apply handler → applied topic router,
+// with retries and the poison topic.
+type applyStage struct {
+	router *message.Router
+}
+
+func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics *Metrics, onSettled func(), logger *slog.Logger) (*applyStage, error) {
+	wlog := watermill.NewSlogLogger(logger)
+	sub, err := ps.NewSubscriber(cfg.TopicID, cfg.SubscriptionID)
+	if err != nil {
+		return nil, fmt.Errorf("apply subscriber: %w", err)
+	}
+	apply, err := handlers.NewApply(committer)
+	if err != nil {
+		return nil, err
+	}
+	apply.OnOutcome = func(s warehouse.Status) {
+		if s == warehouse.Duplicate {
+			metrics.Payload(OutcomeDuplicate)
+			return
+		}
+		metrics.Payload(OutcomeApplied)
+	}
+	poisonPublisher := poisonPublisher{Publisher: ps.Publisher(), metrics: metrics, logger: logger}
+	poison, err := middleware.PoisonQueueWithFilter(poisonPublisher, cfg.PoisonTopicID, shouldPoison)
+	if err != nil {
+		return nil, err
+	}
+	retry := middleware.Retry{
+		MaxRetries:          cfg.RetryMax,
+		InitialInterval:     cfg.RetryInitial,
+		MaxInterval:         cfg.RetryMaxGap,
+		Multiplier:          cfg.RetryMultiplier,
+		RandomizationFactor: cfg.RetryJitter,
+		// Timeout sits inside Retry: without a fresh context each attempt
+		// would start already expired.
+		ResetContextOnRetry: true,
+		ShouldRetry: func(p middleware.RetryParams) bool {
+			return messages.ClassOf(p.Err) == messages.ClassTransient && !errors.Is(p.Err, context.Canceled)
+		},
+		OnRetryHook: func(int, time.Duration) { metrics.retries.Inc() },
+		Logger:      wlog,
+	}
+
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, wlog)
+	if err != nil {
+		return nil, err
+	}
+	handler := router.AddHandler("apply", cfg.TopicID, sub, cfg.AppliedTopicID, ps.Publisher(), apply.Handle)
+	// Outermost first:
+	//   settled     counts messages acked, for the shutdown drain;
+	//   poison      diverts what Retry gave up on, and permanent errors at
+	//               once; it acks what it diverts, which is right here and
+	//               only here;
+	//   Retry       retries transient errors with backoff and jitter;
+	//   failures    records every attempt into metadata for the poison topic;
+	//   Timeout     bounds one attempt;
+	//   Recoverer   turns a panic into an error that gets poisoned, not a
+	//               crash loop on redelivery.
+	handler.AddMiddleware(
+		settled(onSettled),
+		poison,
+		retry.Middleware,
+		RecordFailures(time.Now),
+		middleware.Timeout(cfg.ApplyTimeout),
+		middleware.Recoverer,
+	)
+	return &applyStage{router: router}, nil
+}
+
+// shouldPoison diverts every error except the subscriber's own
+// cancellation: on shutdown an in-flight payload is nacked and redelivered,
+// not poisoned.
+func shouldPoison(err error) bool {
+	return !errors.Is(err, context.Canceled)
+}
+
+// poisonPublisher logs and counts what reached the poison topic (not what
+// was meant to), so an operator sees each poisoned payload once, with why.
+type poisonPublisher struct {
+	message.Publisher
+	metrics *Metrics
+	logger  *slog.Logger
+}
+
+func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := p.Publisher.Publish(topic, msgs...); err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		p.metrics.Payload(OutcomePoisoned)
+		p.logger.Warn("payload poisoned", "payload_id", m.UUID, "topic", topic,
+			"class", m.Metadata.Get(messages.MetaErrorClass),
+			"attempts", m.Metadata.Get(messages.MetaAttempts),
+			"tables", m.Metadata.Get(messages.MetaTables),
+			"correlation_id", m.Metadata.Get(messages.MetaCorrelationID),
+			"reason", m.Metadata.Get(middleware.ReasonForPoisonedKey))
+	}
+	return nil
+}
+
+func settled(onSettled func()) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err == nil && onSettled != nil {
+				onSettled()
+			}
+			return out, err
+		}
+	}
+}

@@ -1,0 +1,348 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"github.com/ThreeDotsLabs/watermill-googlecloud/v2/pkg/googlecloud"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
+)
+
+// waitApplied polls the ledger until the payload is applied.
+func waitApplied(t *testing.T, store warehouse.Reader, id string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		ok, err := store.Applied(context.Background(), id)
+		if err == nil && ok {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("payload %s not applied within %s", id, within)
+}
+
+func rows(t *testing.T, store warehouse.Reader, table string) []map[string]any {
+	t.Helper()
+	rs, err := store.Rows(context.Background(), table, 0)
+	if err != nil {
+		t.Fatalf("rows of %s: %v", table, err)
+	}
+	return rs
+}
+
+func TestApplyEndToEnd(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
+		cfg := testConfig(t, mode)
+		r := startService(t, cfg)
+		applied := r.watch(t, cfg.AppliedTopicID)
+		store := r.svc.Store
+
+		// The replaced service's functional payloads. Its example deletes by
+		// column e, which its insert does not have: a delete naming a missing
+		// column fails the whole payload, so a first insert creates e.
+		seed := `{"activities":[{"operation":"insert","table":"table1","col_names":["a","b","c","e"],"col_types":["INTEGER","TEXT","TEXT","TEXT"],"col_values":[3,"seed","2019-04-28 10:24:30.183414","something"]}]}`
+		var ids []string
+		for _, body := range []string{seed, examplePayload, insertOnly} {
+			code, resp, _ := post(t, r.base, "application/json", body)
+			if code != 200 {
+				t.Fatalf("POST %s: %d %+v", body, code, resp)
+			}
+			waitApplied(t, store, resp.ID, 15*time.Second)
+			ids = append(ids, resp.ID)
+		}
+		// The example's delete removed the seed row; its insert and the
+		// insert-only payload added one row each.
+		got := rows(t, store, "table1")
+		if len(got) != 2 || got[0]["a"] != int64(1) || got[1]["a"] != int64(1) || got[0]["b"] != "Backup and Restore" {
+			t.Fatalf("table1 = %v, want the two inserted rows", got)
+		}
+		deleteOnly := `{"activities":[{"operation":"delete","table":"table1","value_to_delete":{"col_names":["a","b"],"col_types":["INTEGER","TEXT"],"col_values":[1,"Backup and Restore"]}}]}`
+		code, third, _ := post(t, r.base, "application/json", deleteOnly)
+		if code != 200 {
+			t.Fatalf("delete: %d %+v", code, third)
+		}
+		waitApplied(t, store, third.ID, 15*time.Second)
+		if got := rows(t, store, "table1"); len(got) != 0 {
+			t.Fatalf("table1 has %d rows after deleting both, want 0: %v", len(got), got)
+		}
+		second := struct{ ID string }{ids[1]}
+
+		events := map[string]messages.AppliedEvent{}
+		for len(events) < 4 {
+			m := receive(t, applied, 10*time.Second)
+			var ev messages.AppliedEvent
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				t.Fatalf("applied event %s: %v", m.Data, err)
+			}
+			events[ev.PayloadID] = ev
+		}
+		if ev := events[second.ID]; ev.RowsAffected != 2 || len(ev.Tables) != 1 || ev.Tables[0] != "table1" || ev.AppliedAt.IsZero() {
+			t.Errorf("applied event of the example: %+v", ev)
+		}
+		if ev := events[third.ID]; ev.RowsAffected != 2 {
+			t.Errorf("delete of two rows reported %d rows affected", ev.RowsAffected)
+		}
+	})
+}
+
+func TestApplyPoisonsPayloadWithMissingTable(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
+		cfg := testConfig(t, mode)
+		r := startService(t, cfg)
+		poisoned := r.watch(t, cfg.PoisonTopicID)
+		body := `{"activities":[
+		  {"operation":"insert","table":"fresh","col_names":["id"],"col_types":["INTEGER"],"col_values":[7]},
+		  {"operation":"insert","table":"table1","col_names":["a"],"col_types":["INTEGER"],"col_values":[7]},
+		  {"operation":"delete","table":"nowhere","value_to_delete":{"col_names":["id"],"col_types":["INTEGER"],"col_values":[1]}}]}`
+		code, resp, _ := post(t, r.base, "application/json", body)
+		if code != 200 {
+			t.Fatalf("POST: %d %+v (the gate cannot know the table is missing)", code, resp)
+		}
+		m := receive(t, poisoned, 15*time.Second)
+		if m.Attributes[googlecloud.UUIDHeaderKey] != resp.ID {
+			t.Fatalf("poisoned %q, want payload %q", m.Attributes[googlecloud.UUIDHeaderKey], resp.ID)
+		}
+		want, _ := messages.Parse([]byte(body))
+		if string(m.Data) != string(want.Canonical()) {
+			t.Errorf("poison message lost the original payload: %s", m.Data)
+		}
+		reason := m.Attributes[middleware.ReasonForPoisonedKey]
+		if !strings.Contains(reason, "nowhere") {
+			t.Errorf("reason %q does not name the missing table", reason)
+		}
+		checks := map[string]string{
+			messages.MetaErrorClass:       string(messages.ClassPermanent),
+			messages.MetaAttempts:         "1", // permanent: no retries
+			messages.MetaTables:           "fresh,nowhere,table1",
+			middleware.PoisonedHandlerKey: "apply",
+			messages.MetaCorrelationID:    m.Attributes[messages.MetaCorrelationID],
+		}
+		for k, v := range checks {
+			if m.Attributes[k] != v || v == "" {
+				t.Errorf("poison metadata %s = %q, want %q", k, m.Attributes[k], v)
+			}
+		}
+		for _, k := range []string{messages.MetaFirstFailureAt, messages.MetaLastFailureAt, messages.MetaReceivedAt} {
+			if _, err := time.Parse(time.RFC3339Nano, m.Attributes[k]); err != nil {
+				t.Errorf("poison metadata %s = %q: %v", k, m.Attributes[k], err)
+			}
+		}
+		// Nothing of the payload was applied, not even the tables its
+		// inserts would have created.
+		tables, err := r.svc.Store.Tables(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tables) != 0 {
+			t.Errorf("tables left behind by a poisoned payload: %v", tables)
+		}
+		if ok, _ := r.svc.Store.Applied(context.Background(), resp.ID); ok {
+			t.Error("poisoned payload is in the ledger")
+		}
+
+		// An operator reads why, fixes the cause, and replays it.
+		q, err := pipeline.NewPoisonQueue(context.Background(), toolConfig(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer q.Close()
+		listed, err := q.List(context.Background(), 10)
+		if err != nil || len(listed) != 1 || listed[0].PayloadID != resp.ID || !strings.Contains(listed[0].Reason, "nowhere") {
+			t.Fatalf("poison list = %+v, %v; want the one payload with its reason", listed, err)
+		}
+		code, fix, _ := post(t, r.base, "application/json",
+			`{"activities":[{"operation":"insert","table":"nowhere","col_names":["id"],"col_types":["INTEGER"],"col_values":[1]}]}`)
+		if code != 200 {
+			t.Fatalf("fix: %d", code)
+		}
+		waitApplied(t, r.svc.Store, fix.ID, 15*time.Second)
+		replayed, err := q.Replay(context.Background(), 0, "")
+		if err != nil || len(replayed) != 1 {
+			t.Fatalf("replay = %+v, %v", replayed, err)
+		}
+		waitApplied(t, r.svc.Store, resp.ID, 15*time.Second)
+		if got := rows(t, r.svc.Store, "nowhere"); len(got) != 0 {
+			t.Errorf("the replayed delete left %v", got)
+		}
+		if got := rows(t, r.svc.Store, "fresh"); len(got) != 1 {
+			t.Errorf("the replayed insert gave %v", got)
+		}
+		if left, err := q.List(context.Background(), 10); err != nil || len(left) != 0 {
+			t.Errorf("poison queue after replay: %+v, %v", left, err)
+		}
+	})
+}
+
+// toolConfig is what an operator's tool needs to reach the running service.
+func toolConfig(r *running) pipeline.Config {
+	cfg := r.cfg
+	if r.svc.PubSub.Embedded != nil {
+		cfg.EmbeddedPubSubAddr = r.svc.PubSub.Embedded.Addr()
+	}
+	return cfg
+}
+
+// faultyStore fails the first Apply calls, then behaves.
+type faultyStore struct {
+	*warehouse.Faulty
+	warehouse.Reader
+}
+
+func TestApplyRetriesTransientFailureThenAppliesOnce(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
+		cfg := testConfig(t, mode)
+		cfg.RetryInitial = 20 * time.Millisecond
+		cfg.RetryMaxGap = 50 * time.Millisecond
+		spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
+		inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		faulty := warehouse.NewFaulty(inner)
+		faulty.FailNext(3, nil)
+		r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
+		applied := r.watch(t, cfg.AppliedTopicID)
+
+		code, resp, _ := post(t, r.base, "application/json", insertOnly)
+		if code != 200 {
+			t.Fatalf("POST: %d", code)
+		}
+		waitApplied(t, inner, resp.ID, 15*time.Second)
+		if got := rows(t, inner, "table1"); len(got) != 1 {
+			t.Errorf("table1 has %d rows, want exactly 1", len(got))
+		}
+		if calls := faulty.Calls(); calls != 4 {
+			t.Errorf("warehouse saw %d Apply calls, want 3 failures + 1 success", calls)
+		}
+		m := receive(t, applied, 10*time.Second)
+		var ev messages.AppliedEvent
+		_ = json.Unmarshal(m.Data, &ev)
+		if ev.PayloadID != resp.ID || ev.Duplicate {
+			t.Errorf("applied event %+v", ev)
+		}
+	})
+}
+
+func TestApplyRedeliveryIsAppliedOnce(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
+		cfg := testConfig(t, mode)
+		r := startService(t, cfg)
+		applied := r.watch(t, cfg.AppliedTopicID)
+		payload, err := messages.Parse([]byte(insertOnly))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The same message (same payload id) delivered twice in a row and
+		// twice at once, as at-least-once delivery may.
+		pub := r.client.Publisher(cfg.TopicID)
+		defer pub.Stop()
+		publish := func(id string) {
+			res := pub.Publish(context.Background(), &pubsub.Message{
+				Data: payload.Canonical(), Attributes: map[string]string{googlecloud.UUIDHeaderKey: id},
+			})
+			if _, err := res.Get(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}
+		publish("redelivered-1")
+		waitApplied(t, r.svc.Store, "redelivered-1", 15*time.Second)
+		publish("redelivered-1")
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() { defer wg.Done(); publish("concurrent-1") }()
+		}
+		wg.Wait()
+
+		dups := map[string]int{}
+		total := map[string]int{}
+		for n := 0; n < 4; n++ {
+			m := receive(t, applied, 15*time.Second)
+			var ev messages.AppliedEvent
+			_ = json.Unmarshal(m.Data, &ev)
+			total[ev.PayloadID]++
+			if ev.Duplicate {
+				dups[ev.PayloadID]++
+			}
+		}
+		if total["redelivered-1"] != 2 || dups["redelivered-1"] != 1 || total["concurrent-1"] != 2 || dups["concurrent-1"] != 1 {
+			t.Errorf("events per payload %v, duplicates %v; want 2 each, 1 duplicate each", total, dups)
+		}
+		if got := rows(t, r.svc.Store, "table1"); len(got) != 2 {
+			t.Errorf("table1 has %d rows, want 2 (one per distinct payload)", len(got))
+		}
+	})
+}
+
+// SIGTERM while requests are in flight: every request answered 200 is
+// applied, whatever Pub/Sub the service runs on, and Run returns cleanly.
+func TestShutdownLosesNothingAccepted(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
+		cfg := testConfig(t, mode)
+		r := startService(t, cfg)
+		var (
+			mu       sync.Mutex
+			accepted []string
+			wg       sync.WaitGroup
+		)
+		stopAt := time.Now().Add(300 * time.Millisecond)
+		for w := 0; w < 16; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := 0; time.Now().Before(stopAt.Add(2 * time.Second)); i++ {
+					body := fmt.Sprintf(`{"activities":[{"operation":"insert","table":"drain","col_names":["w","i"],"col_types":["INTEGER","INTEGER"],"col_values":[%d,%d]}]}`, w, i)
+					resp, err := http.Post(r.base+pipeline.IngestPath, "application/json", strings.NewReader(body))
+					if err != nil {
+						return // the server stopped listening
+					}
+					var out pipeline.Response
+					_ = json.NewDecoder(resp.Body).Decode(&out)
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						mu.Lock()
+						accepted = append(accepted, out.ID)
+						mu.Unlock()
+					}
+				}
+			}(w)
+		}
+		time.Sleep(time.Until(stopAt))
+		if err := r.stop(); err != nil {
+			t.Fatalf("Run returned %v, want a clean shutdown", err)
+		}
+		wg.Wait()
+		if len(accepted) == 0 {
+			t.Fatal("no request was accepted before shutdown")
+		}
+		if mode == pipeline.PubSubEmulator {
+			// The emulator keeps the backlog; a new apply stage takes it.
+			cfg2 := cfg
+			cfg2.Stages = []pipeline.Stage{pipeline.StageApply}
+			startService(t, cfg2)
+		}
+		spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
+		store, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer store.Close()
+		for _, id := range accepted {
+			waitApplied(t, store, id, 20*time.Second)
+		}
+		t.Logf("%d payloads accepted before shutdown, all applied", len(accepted))
+	})
+}

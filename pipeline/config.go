@@ -1,0 +1,361 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+)
+
+// Stage names one half of the pipeline.
+type Stage string
+
+const (
+	// StageIngest serves POST /api/activities and publishes accepted payloads.
+	StageIngest Stage = "ingest"
+	// StageApply consumes accepted payloads and applies them to the warehouse.
+	StageApply Stage = "apply"
+)
+
+// PubSubMode says which Pub/Sub the service talks to.
+type PubSubMode string
+
+const (
+	// PubSubAuto picks emulator when PUBSUB_EMULATOR_HOST is set, Google when
+	// credentials are configured, and embedded otherwise.
+	PubSubAuto     PubSubMode = "auto"
+	PubSubEmulator PubSubMode = "emulator"
+	PubSubGoogle   PubSubMode = "google"
+	PubSubEmbedded PubSubMode = "embedded"
+)
+
+// Config is everything the service needs. Field comments name the
+// environment variable; cmd/gatekeeper maps flags and environment onto it.
+type Config struct {
+	// ProjectID (PROJECT_ID) is the Google Cloud project of the topics and,
+	// for WAREHOUSE=bigquery, of the dataset. Required in google mode;
+	// defaults to "gatekeeper-local" for the emulator and embedded modes.
+	ProjectID string
+	// DatasetID (DATASET_ID) is the BigQuery dataset. Optional, default "gatekeeper".
+	DatasetID string
+	// TopicID (TOPIC_ID) carries accepted payloads. Optional, default "db-transaction-topic".
+	TopicID string
+	// SubscriptionID (SUBSCRIPTION_ID) is the apply stage's subscription on
+	// TopicID. Optional, default "db-sub".
+	SubscriptionID string
+	// PoisonTopicID (POISON_TOPIC_ID): payloads that cannot be applied.
+	// Optional, default TopicID + "-poison".
+	PoisonTopicID string
+	// PoisonSubscriptionID (POISON_SUBSCRIPTION_ID) keeps poisoned payloads
+	// until an operator reads or replays them. Optional, default
+	// SubscriptionID + "-poison".
+	PoisonSubscriptionID string
+	// AppliedTopicID (APPLIED_TOPIC_ID): one event per applied payload.
+	// Optional, default TopicID + "-applied".
+	AppliedTopicID string
+	// CredentialsFile (GOOGLE_APPLICATION_CREDENTIALS) selects google mode
+	// under PubSubAuto. Optional.
+	CredentialsFile string
+	// PubSubMode (PUBSUB_MODE). Optional, default auto.
+	PubSubMode PubSubMode
+	// EmulatorHost (PUBSUB_EMULATOR_HOST) is a Pub/Sub emulator's host:port.
+	// Optional.
+	EmulatorHost string
+	// EmbeddedPubSubAddr (PUBSUB_EMBEDDED_ADDR) is where the embedded Pub/Sub
+	// listens, so other processes can share it through PUBSUB_EMULATOR_HOST.
+	// Optional, default "127.0.0.1:8086".
+	EmbeddedPubSubAddr string
+	// CreateResources (CREATE_RESOURCES) creates missing topics and
+	// subscriptions at start. Optional, default true; switch it off where they
+	// are managed as infrastructure, and start fails if any is missing.
+	CreateResources bool
+	// PublishTimeout (PUBLISH_TIMEOUT) bounds one publish; past it the HTTP
+	// client gets 503. Optional, default 10s.
+	PublishTimeout time.Duration
+	// PublishDelayThreshold (PUBLISH_DELAY_THRESHOLD) is how long the Pub/Sub
+	// client waits to batch publishes. Each HTTP request waits for its own
+	// publish, so this adds straight to latency. Optional, default 1ms.
+	PublishDelayThreshold time.Duration
+	// ReceiveStreams (RECEIVE_STREAMS) is the number of streaming pulls the
+	// apply stage opens. The embedded server hands each stream at most one
+	// message per 10 ms tick, so it needs many. Optional, default 32 for the
+	// embedded Pub/Sub, 4 otherwise.
+	ReceiveStreams int
+	// MaxOutstanding (MAX_OUTSTANDING) is how many messages the apply stage
+	// holds unacknowledged at once, which bounds how large a group can get.
+	// Optional, default 1000.
+	MaxOutstanding int
+
+	// Stages (STAGES) this process runs. Optional, default both.
+	Stages []Stage
+	// HTTPAddr (HTTP_ADDR) is where the ingestion API, /healthz, /readyz and
+	// /metrics listen. Optional, default ":8080".
+	HTTPAddr string
+	// MaxBodyBytes (MAX_BODY_BYTES) is the largest accepted request body.
+	// Optional, default 1 MiB.
+	MaxBodyBytes int64
+	// ReadTimeout, WriteTimeout, IdleTimeout, ReadHeaderTimeout bound the
+	// HTTP server. Optional, defaults 30s, 30s, 120s, 5s.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+
+	// Warehouse (WAREHOUSE) is "sqlite:PATH" or "bigquery". Optional,
+	// default "sqlite:gatekeeper.db".
+	Warehouse string
+	// ApplyTimeout (APPLY_TIMEOUT) bounds one apply attempt. Optional, default 60s.
+	ApplyTimeout time.Duration
+	// Retry of transient apply failures. Optional, defaults: 5 retries, 100ms
+	// initial, 10s max interval, multiplier 2, randomization 0.5.
+	RetryMax                  int
+	RetryInitial, RetryMaxGap time.Duration
+	RetryMultiplier           float64
+	RetryJitter               float64
+	// Group commit: MaxSize payloads or MaxWait, whichever first; at most
+	// MaxInFlight groups apply at once. Optional, defaults 200, 2ms, 4.
+	GroupMaxSize     int
+	GroupMaxWait     time.Duration
+	GroupMaxInFlight int
+
+	// PushgatewayHost (PUSHGATEWAY_PROMETHEUS_HOST) receives metrics every
+	// PushInterval when set. Optional.
+	PushgatewayHost string
+	// PushInterval (PUSH_INTERVAL). Optional, default 15s.
+	PushInterval time.Duration
+	// ShutdownTimeout (SHUTDOWN_TIMEOUT) bounds draining on SIGTERM. Optional, default 30s.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig returns a Config with every default set: what `gatekeeper
+// serve` runs with when nothing is configured.
+func DefaultConfig() Config {
+	var c Config
+	c.CreateResources = true
+	c.setDefaults()
+	return c
+}
+
+func (c *Config) setDefaults() {
+	setDefault(&c.DatasetID, "gatekeeper")
+	setDefault(&c.TopicID, "db-transaction-topic")
+	setDefault(&c.SubscriptionID, "db-sub")
+	setDefault(&c.PoisonTopicID, c.TopicID+"-poison")
+	setDefault(&c.PoisonSubscriptionID, c.SubscriptionID+"-poison")
+	setDefault(&c.AppliedTopicID, c.TopicID+"-applied")
+	setDefault(&c.PubSubMode, PubSubAuto)
+	setDefault(&c.EmbeddedPubSubAddr, "127.0.0.1:8086")
+	setDefault(&c.PublishTimeout, 10*time.Second)
+	setDefault(&c.PublishDelayThreshold, time.Millisecond)
+	if c.ResolvedPubSubMode() == PubSubEmbedded {
+		setDefault(&c.ReceiveStreams, 32)
+	}
+	setDefault(&c.ReceiveStreams, 4)
+	setDefault(&c.MaxOutstanding, 1000)
+	if len(c.Stages) == 0 {
+		c.Stages = []Stage{StageIngest, StageApply}
+	}
+	setDefault(&c.HTTPAddr, ":8080")
+	setDefault(&c.MaxBodyBytes, 1<<20)
+	setDefault(&c.ReadHeaderTimeout, 5*time.Second)
+	setDefault(&c.ReadTimeout, 30*time.Second)
+	setDefault(&c.WriteTimeout, 30*time.Second)
+	setDefault(&c.IdleTimeout, 120*time.Second)
+	setDefault(&c.Warehouse, "sqlite:gatekeeper.db")
+	setDefault(&c.ApplyTimeout, 60*time.Second)
+	setDefault(&c.RetryMax, 5)
+	setDefault(&c.RetryInitial, 100*time.Millisecond)
+	setDefault(&c.RetryMaxGap, 10*time.Second)
+	setDefault(&c.RetryMultiplier, 2)
+	setDefault(&c.RetryJitter, 0.5)
+	setDefault(&c.GroupMaxSize, 200)
+	setDefault(&c.GroupMaxWait, 2*time.Millisecond)
+	setDefault(&c.GroupMaxInFlight, 4)
+	setDefault(&c.PushInterval, 15*time.Second)
+	setDefault(&c.ShutdownTimeout, 30*time.Second)
+	if c.ResolvedPubSubMode() != PubSubGoogle {
+		setDefault(&c.ProjectID, "gatekeeper-local")
+	}
+}
+
+func setDefault[T comparable](field *T, value T) {
+	var zero T
+	if *field == zero {
+		*field = value
+	}
+}
+
+// ResolvedPubSubMode turns PubSubAuto into the mode the environment asks for.
+func (c Config) ResolvedPubSubMode() PubSubMode {
+	switch {
+	case c.PubSubMode != "" && c.PubSubMode != PubSubAuto:
+		return c.PubSubMode
+	case c.EmulatorHost != "":
+		return PubSubEmulator
+	case c.CredentialsFile != "":
+		return PubSubGoogle
+	default:
+		return PubSubEmbedded
+	}
+}
+
+// Runs reports whether this process runs stage s.
+func (c Config) Runs(s Stage) bool {
+	for _, have := range c.Stages {
+		if have == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	switch c.PubSubMode {
+	case PubSubAuto, PubSubEmulator, PubSubGoogle, PubSubEmbedded:
+	default:
+		bad("PUBSUB_MODE %q: want auto, emulator, google or embedded", c.PubSubMode)
+	}
+	mode := c.ResolvedPubSubMode()
+	if mode == PubSubEmulator && c.EmulatorHost == "" {
+		bad("PUBSUB_MODE=emulator needs PUBSUB_EMULATOR_HOST")
+	}
+	if mode == PubSubGoogle && c.ProjectID == "" {
+		bad("PROJECT_ID is required for Google Pub/Sub")
+	}
+	if mode == PubSubEmbedded {
+		if _, _, err := net.SplitHostPort(c.EmbeddedPubSubAddr); err != nil {
+			bad("PUBSUB_EMBEDDED_ADDR %q: %v", c.EmbeddedPubSubAddr, err)
+		}
+	}
+	for name, id := range map[string]string{
+		"TOPIC_ID": c.TopicID, "SUBSCRIPTION_ID": c.SubscriptionID,
+		"POISON_TOPIC_ID": c.PoisonTopicID, "POISON_SUBSCRIPTION_ID": c.PoisonSubscriptionID,
+		"APPLIED_TOPIC_ID": c.AppliedTopicID,
+	} {
+		if !validPubSubName(id) {
+			bad("%s %q: Pub/Sub names are 3-255 characters of letters, digits and -_.~+%%, starting with a letter", name, id)
+		}
+	}
+	if c.TopicID == c.PoisonTopicID || c.TopicID == c.AppliedTopicID || c.PoisonTopicID == c.AppliedTopicID {
+		bad("TOPIC_ID, POISON_TOPIC_ID and APPLIED_TOPIC_ID must differ")
+	}
+	if c.SubscriptionID == c.PoisonSubscriptionID {
+		bad("SUBSCRIPTION_ID and POISON_SUBSCRIPTION_ID must differ")
+	}
+	if !messages.ValidIdentifier(c.DatasetID, 1024) {
+		bad("DATASET_ID %q: letters, digits and underscores only", c.DatasetID)
+	}
+	if len(c.Stages) == 0 {
+		bad("STAGES: name at least one of ingest, apply")
+	}
+	for _, s := range c.Stages {
+		if s != StageIngest && s != StageApply {
+			bad("STAGES: unknown stage %q, want ingest or apply", s)
+		}
+	}
+	if _, err := ParseWarehouse(c.Warehouse); err != nil {
+		bad("WAREHOUSE: %v", err)
+	}
+	if c.Runs(StageIngest) {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			bad("HTTP_ADDR %q: %v", c.HTTPAddr, err)
+		}
+	}
+	positive := map[string]float64{
+		"MAX_BODY_BYTES": float64(c.MaxBodyBytes), "PUBLISH_TIMEOUT": float64(c.PublishTimeout),
+		"PUBLISH_DELAY_THRESHOLD": float64(c.PublishDelayThreshold), "RECEIVE_STREAMS": float64(c.ReceiveStreams),
+		"MAX_OUTSTANDING": float64(c.MaxOutstanding), "APPLY_TIMEOUT": float64(c.ApplyTimeout),
+		"RETRY_INITIAL": float64(c.RetryInitial), "RETRY_MAX_INTERVAL": float64(c.RetryMaxGap),
+		"GROUP_MAX_SIZE": float64(c.GroupMaxSize), "GROUP_MAX_WAIT": float64(c.GroupMaxWait),
+		"GROUP_MAX_IN_FLIGHT": float64(c.GroupMaxInFlight), "SHUTDOWN_TIMEOUT": float64(c.ShutdownTimeout),
+		"PUSH_INTERVAL": float64(c.PushInterval), "READ_TIMEOUT": float64(c.ReadTimeout),
+		"WRITE_TIMEOUT": float64(c.WriteTimeout), "IDLE_TIMEOUT": float64(c.IdleTimeout),
+		"READ_HEADER_TIMEOUT": float64(c.ReadHeaderTimeout),
+	}
+	for name, v := range positive {
+		if v <= 0 {
+			bad("%s must be positive", name)
+		}
+	}
+	if c.RetryMax < 0 {
+		bad("RETRY_MAX must not be negative")
+	}
+	if c.RetryMultiplier < 1 {
+		bad("RETRY_MULTIPLIER must be at least 1")
+	}
+	if c.RetryJitter < 0 || c.RetryJitter > 1 {
+		bad("RETRY_JITTER must be within [0, 1]")
+	}
+	if c.WriteTimeout <= c.PublishTimeout {
+		bad("WRITE_TIMEOUT (%s) must exceed PUBLISH_TIMEOUT (%s), or clients never see the 503", c.WriteTimeout, c.PublishTimeout)
+	}
+	return errors.Join(errs...)
+}
+
+func validPubSubName(s string) bool {
+	if len(s) < 3 || len(s) > 255 || strings.HasPrefix(strings.ToLower(s), "goog") {
+		return false
+	}
+	for i, r := range s {
+		letter := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if i == 0 && !letter {
+			return false
+		}
+		if !letter && !(r >= '0' && r <= '9') && !strings.ContainsRune("-_.~+%", r) {
+			return false
+		}
+	}
+	return true
+}
+
+// WarehouseKind names a warehouse adapter.
+type WarehouseKind string
+
+const (
+	WarehouseSQLite   WarehouseKind = "sqlite"
+	WarehouseBigQuery WarehouseKind = "bigquery"
+)
+
+// WarehouseSpec is a parsed WAREHOUSE value.
+type WarehouseSpec struct {
+	Kind WarehouseKind
+	// Path is the SQLite database file.
+	Path string
+}
+
+// ParseWarehouse parses "sqlite:PATH" or "bigquery".
+func ParseWarehouse(s string) (WarehouseSpec, error) {
+	kind, rest, _ := strings.Cut(s, ":")
+	switch WarehouseKind(kind) {
+	case WarehouseSQLite:
+		if rest == "" {
+			return WarehouseSpec{}, fmt.Errorf("%q: want sqlite:PATH", s)
+		}
+		return WarehouseSpec{Kind: WarehouseSQLite, Path: rest}, nil
+	case WarehouseBigQuery:
+		if rest != "" {
+			return WarehouseSpec{}, fmt.Errorf("%q: bigquery takes PROJECT_ID and DATASET_ID, not a path", s)
+		}
+		return WarehouseSpec{Kind: WarehouseBigQuery}, nil
+	default:
+		return WarehouseSpec{}, fmt.Errorf("%q: want sqlite:PATH or bigquery", s)
+	}
+}
+
+// ValidateWarehouse checks only what opening the warehouse needs, for tools
+// that read it without running a stage.
+func (c Config) ValidateWarehouse() error {
+	c.setDefaults()
+	var errs []error
+	if _, err := ParseWarehouse(c.Warehouse); err != nil {
+		errs = append(errs, fmt.Errorf("WAREHOUSE: %w", err))
+	}
+	if !messages.ValidIdentifier(c.DatasetID, 1024) {
+		errs = append(errs, fmt.Errorf("DATASET_ID %q: letters, digits and underscores only", c.DatasetID))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,240 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+)
+
+// Edge is the HTTP side of the ingestion stage. The watermill-http
+// subscriber turns a request into a message and answers with a bare status
+// code once the router acks or nacks it; the Watermill handler stays the
+// validation step. Edge wraps that exchange to give clients the replaced
+// service's JSON body and the status the error's class calls for:
+//
+//   - Middleware (on the chi router handed to the subscriber) checks the
+//     Content-Type, opens an exchange, holds back the subscriber's bare
+//     status, and renders the response when the subscriber returns;
+//   - Unmarshal (the subscriber's UnmarshalMessageFunc) reads the bounded
+//     body into a message and registers the exchange under its UUID, the
+//     payload id;
+//   - Settle (a router middleware) records the handler's result on the
+//     exchange before the message is acked.
+//
+// The registry is needed because the subscriber gives messages a context of
+// its own, not the request's.
+type Edge struct {
+	maxBody int64
+	now     func() time.Time
+	logger  *slog.Logger
+
+	pending sync.Map // payload id → *exchange
+
+	// OnSettle, when set, sees the gate's result for every payload: nil for
+	// accepted, an error otherwise. The service counts with it.
+	OnSettle func(err error)
+}
+
+type exchangeKey struct{}
+
+// exchange is one request's way through the stage.
+type exchange struct {
+	mu      sync.Mutex
+	id      string
+	body    []byte
+	readErr error
+	settled bool
+	err     error
+}
+
+// NewEdge returns an Edge that accepts bodies up to maxBody bytes.
+func NewEdge(maxBody int64, logger *slog.Logger) *Edge {
+	return &Edge{maxBody: maxBody, now: time.Now, logger: logger}
+}
+
+// ErrUnsupportedMediaType is the edge's answer to a body that is not JSON by
+// its Content-Type.
+var ErrUnsupportedMediaType = errors.New(`Content-Type must be "application/json"`)
+
+// errNotSettled means the handler never reported back: the client went
+// away, or the service is shutting down.
+var errNotSettled = messages.Transient(errors.New("the payload was not processed; nothing was published, retry"))
+
+// Middleware renders every response of the ingestion route.
+func (e *Edge) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		correlationID := r.Header.Get("X-Correlation-ID")
+		if correlationID == "" {
+			correlationID = watermill.NewUUID()
+			r.Header.Set("X-Correlation-ID", correlationID)
+		}
+		w.Header().Set("X-Correlation-ID", correlationID)
+
+		if mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mediaType != "application/json" {
+			e.render(w, nil, &exchange{settled: true, err: ErrUnsupportedMediaType})
+			return
+		}
+		x := &exchange{}
+		r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+		next.ServeHTTP(&heldStatus{ResponseWriter: w}, r)
+
+		e.pending.Delete(x.id)
+		e.render(w, r, x)
+	})
+}
+
+// heldStatus swallows the subscriber's bare status code: Middleware writes
+// the real response after the subscriber returns.
+type heldStatus struct {
+	http.ResponseWriter
+}
+
+func (h *heldStatus) WriteHeader(int)             {}
+func (h *heldStatus) Write(b []byte) (int, error) { return len(b), nil }
+
+// Unmarshal is the subscriber's UnmarshalMessageFunc.
+func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
+	x, _ := r.Context().Value(exchangeKey{}).(*exchange)
+	if x == nil {
+		return nil, errors.New("request did not pass through Edge.Middleware")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, e.maxBody))
+	if err != nil {
+		x.mu.Lock()
+		x.readErr = err
+		x.mu.Unlock()
+		return nil, err
+	}
+	msg := message.NewMessage(watermill.NewUUID(), body)
+	msg.Metadata.Set(messages.MetaReceivedAt, e.now().UTC().Format(time.RFC3339Nano))
+	msg.Metadata.Set(messages.MetaCorrelationID, r.Header.Get("X-Correlation-ID"))
+	msg.Metadata.Set(messages.MetaContentType, r.Header.Get("Content-Type"))
+
+	x.mu.Lock()
+	x.id, x.body = msg.UUID, body
+	x.mu.Unlock()
+	e.pending.Store(msg.UUID, x)
+	return msg, nil
+}
+
+// Settle records what the ingestion handler decided for msg.
+func (e *Edge) Settle(msg *message.Message, err error) {
+	v, ok := e.pending.Load(msg.UUID)
+	if !ok {
+		return // the client is gone; its request already ended
+	}
+	x := v.(*exchange)
+	x.mu.Lock()
+	x.settled, x.err = true, err
+	x.mu.Unlock()
+}
+
+// SettleMiddleware reports the handler's result to the edge. Rejections are
+// the handler doing its job, so they are acked rather than logged as
+// handler errors; everything else is returned and nacks the message.
+func (e *Edge) SettleMiddleware(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		e.Settle(msg, err)
+		if e.OnSettle != nil {
+			e.OnSettle(err)
+		}
+		if messages.ClassOf(err) == messages.ClassInvalid {
+			return out, nil
+		}
+		return out, err
+	}
+}
+
+// Response is the body of every ingestion response, as the replaced service
+// wrote it, plus the payload id.
+type Response struct {
+	Status  int                `json:"status"`
+	ID      string             `json:"id,omitempty"`
+	Payload json.RawMessage    `json:"payload"`
+	Message string             `json:"message"`
+	Error   []messages.Problem `json:"error"`
+}
+
+func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange) {
+	x.mu.Lock()
+	err, settled, readErr := x.err, x.settled, x.readErr
+	resp := Response{ID: x.id}
+	if json.Valid(x.body) {
+		var compact bytes.Buffer
+		if json.Compact(&compact, x.body) == nil {
+			resp.Payload = compact.Bytes()
+		}
+	}
+	x.mu.Unlock()
+	if readErr != nil {
+		err = readErr
+	} else if !settled {
+		err = errNotSettled
+	}
+	resp.Status, resp.Message, resp.Error = e.classify(err)
+	if resp.Status != http.StatusOK {
+		resp.ID = ""
+	}
+	if resp.Payload == nil {
+		resp.Payload = json.RawMessage("null")
+	}
+	if resp.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	if resp.Status >= 500 && r != nil {
+		e.logger.Warn("ingestion failed", "status", resp.Status, "err", err,
+			"correlation_id", r.Header.Get("X-Correlation-ID"))
+	}
+	body, mErr := json.Marshal(resp)
+	if mErr != nil {
+		http.Error(w, mErr.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.WriteHeader(resp.Status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// classify is the one place an ingestion error becomes an HTTP status.
+func (e *Edge) classify(err error) (status int, msg string, problems []messages.Problem) {
+	if err == nil {
+		return http.StatusOK, "Valid Schema", nil
+	}
+	problem := []messages.Problem{{Path: "", Message: err.Error()}}
+	var tooLarge *http.MaxBytesError
+	var syntax *messages.SyntaxError
+	var invalid *messages.ValidationError
+	switch {
+	case errors.As(err, &tooLarge):
+		return http.StatusRequestEntityTooLarge, "Payload Too Large",
+			[]messages.Problem{{Message: fmt.Sprintf("the body exceeds %d bytes", tooLarge.Limit)}}
+	case errors.Is(err, ErrUnsupportedMediaType):
+		return http.StatusUnsupportedMediaType, "Unsupported Media Type", problem
+	case errors.As(err, &syntax):
+		return http.StatusBadRequest, "Invalid JSON", problem
+	case errors.As(err, &invalid):
+		return http.StatusBadRequest, "Invalid Schema", invalid.Problems
+	}
+	switch messages.ClassOf(err) {
+	case messages.ClassTransient:
+		return http.StatusServiceUnavailable, "Service Unavailable", problem
+	default:
+		return http.StatusInternalServerError, "Internal Server Error", problem
+	}
+}

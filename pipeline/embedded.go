@@ -1,0 +1,142 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync"
+	"time"
+	"unsafe"
+
+	"cloud.google.com/go/pubsub/v2/pstest"
+)
+
+// EmbeddedPubSub is an in-process Pub/Sub server (pstest) on a loopback port,
+// so that `gatekeeper serve` needs no cloud account and other processes can
+// share it through PUBSUB_EMULATOR_HOST.
+//
+// pstest keeps every message ever published in a log that only
+// ClearMessages empties, and ClearMessages also drops the subscriptions'
+// unacknowledged messages: calling it under load would lose accepted
+// payloads. The log exists only for test inspection (Server.Messages), so
+// EmbeddedPubSub trims that log alone, under pstest's own lock, and never
+// touches a subscription's pending messages. Memory then stays bounded by
+// what is pending, not by what was ever published.
+type EmbeddedPubSub struct {
+	server *pstest.Server
+	log    pstestLog
+	logger *slog.Logger
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// pstestLog reaches pstest's unexported message log. The fields are checked
+// when the server starts, so a pstest upgrade that renames them fails
+// loudly at start instead of leaking memory silently.
+type pstestLog struct {
+	mu       *sync.Mutex
+	msgs     reflect.Value // []*pstest.Message
+	msgsByID reflect.Value // map[string]*pstest.Message
+}
+
+// NewEmbeddedPubSub starts the server on addr and trims its log every
+// trimEvery (default 1s when zero).
+func NewEmbeddedPubSub(addr string, trimEvery time.Duration, logger *slog.Logger) (e *EmbeddedPubSub, err error) {
+	if trimEvery <= 0 {
+		trimEvery = time.Second
+	}
+	// pstest panics when it cannot listen; the constructor must not.
+	defer func() {
+		if r := recover(); r != nil {
+			e, err = nil, fmt.Errorf("embedded Pub/Sub on %s: %v", addr, r)
+		}
+	}()
+	server := pstest.NewServerWithAddress(addr)
+	log, err := reachLog(server)
+	if err != nil {
+		_ = server.Close()
+		return nil, err
+	}
+	e = &EmbeddedPubSub{
+		server: server, log: log, logger: logger,
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	go e.trimLoop(trimEvery)
+	return e, nil
+}
+
+func reachLog(server *pstest.Server) (pstestLog, error) {
+	g := reflect.ValueOf(&server.GServer).Elem()
+	mu, msgs, byID := g.FieldByName("mu"), g.FieldByName("msgs"), g.FieldByName("msgsByID")
+	if !mu.IsValid() || mu.Type() != reflect.TypeOf(sync.Mutex{}) ||
+		!msgs.IsValid() || msgs.Kind() != reflect.Slice ||
+		!byID.IsValid() || byID.Kind() != reflect.Map {
+		return pstestLog{}, fmt.Errorf("this pstest version keeps its message log differently; the embedded Pub/Sub cannot bound its memory")
+	}
+	return pstestLog{
+		mu:       (*sync.Mutex)(unsafe.Pointer(mu.UnsafeAddr())),
+		msgs:     reflect.NewAt(msgs.Type(), unsafe.Pointer(msgs.UnsafeAddr())).Elem(),
+		msgsByID: reflect.NewAt(byID.Type(), unsafe.Pointer(byID.UnsafeAddr())).Elem(),
+	}, nil
+}
+
+// Addr is the host:port other processes use as PUBSUB_EMULATOR_HOST.
+func (e *EmbeddedPubSub) Addr() string { return e.server.Addr }
+
+// Server exposes pstest for tests that inspect what was published.
+func (e *EmbeddedPubSub) Server() *pstest.Server { return e.server }
+
+// TrimLog forgets the log of published messages and returns how many it
+// held. Pending (unacknowledged) messages stay with their subscriptions.
+func (e *EmbeddedPubSub) TrimLog() int {
+	e.log.mu.Lock()
+	defer e.log.mu.Unlock()
+	n := e.log.msgs.Len()
+	if n == 0 {
+		return 0
+	}
+	e.log.msgs.SetZero()
+	e.log.msgsByID.Set(reflect.MakeMap(e.log.msgsByID.Type()))
+	return n
+}
+
+func (e *EmbeddedPubSub) trimLoop(every time.Duration) {
+	defer close(e.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			if n := e.TrimLog(); n > 0 {
+				e.logger.Debug("trimmed embedded Pub/Sub log", "messages", n)
+			}
+		}
+	}
+}
+
+// Close stops the server. Unacknowledged messages are gone with it: the
+// service drains the apply stage before closing (see Service.drain).
+func (e *EmbeddedPubSub) Close() error {
+	var err error
+	e.once.Do(func() {
+		close(e.stop)
+		<-e.done
+		err = e.server.Close()
+	})
+	return err
+}
+
+// ctxDone reports whether ctx has ended; a small helper for polling loops.
+func ctxDone(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,39 @@
+package pipeline
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+)
+
+// RecordFailures writes each failed attempt into the message's metadata —
+// attempts, first and last failure time, error class — so that a poisoned
+// message tells an operator what happened without reading logs. It sits
+// inside Retry, so it sees every attempt, and outside Timeout, so it can
+// hand Retry and the poison queue back the message with the context they
+// gave it rather than the expired one Timeout leaves behind.
+func RecordFailures(now func() time.Time) message.HandlerMiddleware {
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			ctx := msg.Context()
+			out, err := h(msg)
+			msg.SetContext(ctx)
+
+			attempts, _ := strconv.Atoi(msg.Metadata.Get(messages.MetaAttempts))
+			msg.Metadata.Set(messages.MetaAttempts, strconv.Itoa(attempts+1))
+			if err == nil {
+				return out, nil
+			}
+			at := now().UTC().Format(time.RFC3339Nano)
+			if msg.Metadata.Get(messages.MetaFirstFailureAt) == "" {
+				msg.Metadata.Set(messages.MetaFirstFailureAt, at)
+			}
+			msg.Metadata.Set(messages.MetaLastFailureAt, at)
+			msg.Metadata.Set(messages.MetaErrorClass, string(messages.ClassOf(err)))
+			return out, err
+		}
+	}
+}

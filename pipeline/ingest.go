@@ -1,0 +1,57 @@
+package pipeline
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/ThreeDotsLabs/watermill"
+	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/go-chi/chi"
+
+	"github.com/gatekeeper/gatekeeper/handlers"
+)
+
+// IngestPath is where backends POST payloads.
+const IngestPath = "/api/activities"
+
+// ingestStage is the HTTP subscriber → gate → accepted topic router.
+type ingestStage struct {
+	router *message.Router
+	// routes is the chi router the subscriber registers IngestPath on; the
+	// service's own http.Server serves it, because the subscriber's
+	// StartHTTPServer sets no timeouts and no body limit.
+	routes chi.Router
+}
+
+func newIngestStage(cfg Config, ps *PubSub, edge *Edge, logger *slog.Logger) (*ingestStage, error) {
+	wlog := watermill.NewSlogLogger(logger)
+	routes := chi.NewRouter()
+	routes.Use(edge.Middleware)
+	sub, err := whttp.NewSubscriber("", whttp.SubscriberConfig{Router: routes, UnmarshalMessageFunc: edge.Unmarshal}, wlog)
+	if err != nil {
+		return nil, fmt.Errorf("http subscriber: %w", err)
+	}
+	gate, err := handlers.NewGate(handlers.GateConfig{
+		Publisher: ps.Publisher(), Topic: cfg.TopicID, PublishTimeout: cfg.PublishTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, wlog)
+	if err != nil {
+		return nil, err
+	}
+	handler := router.AddConsumerHandler("gate", IngestPath, sub, gate.Handle)
+	// Outermost first. Settle must see panics as errors (so the client gets
+	// a 500 rather than a hung request), hence Recoverer inside it. No Retry
+	// here: the HTTP client is the one to retry. No poison queue either: it
+	// acks what it diverts, which would tell the client 200 for a payload
+	// that went nowhere.
+	handler.AddMiddleware(
+		edge.SettleMiddleware,
+		middleware.Recoverer,
+	)
+	return &ingestStage{router: router, routes: routes}, nil
+}

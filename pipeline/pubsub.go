@@ -1,0 +1,262 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-googlecloud/v2/pkg/googlecloud"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// PubSub is the transport between the stages: one admin client for
+// resources and readiness, one shared publisher, and subscribers on demand.
+type PubSub struct {
+	Mode     PubSubMode
+	Embedded *EmbeddedPubSub // set in embedded mode only
+
+	cfg     Config
+	client  *pubsub.Client
+	options []option.ClientOption
+	pub     *googlecloud.Publisher
+	wlog    watermill.LoggerAdapter
+	logger  *slog.Logger
+}
+
+// NewPubSub connects to the Pub/Sub that cfg selects, starting the embedded
+// server in embedded mode, and creates or checks the topics and
+// subscriptions the configured stages use.
+func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, error) {
+	ps := &PubSub{Mode: cfg.ResolvedPubSubMode(), cfg: cfg, logger: logger, wlog: watermill.NewSlogLogger(logger)}
+	switch ps.Mode {
+	case PubSubEmbedded:
+		emb, err := NewEmbeddedPubSub(cfg.EmbeddedPubSubAddr, 0, logger)
+		if err != nil {
+			return nil, err
+		}
+		ps.Embedded = emb
+		ps.options = emulatorOptions(emb.Addr())
+	case PubSubEmulator:
+		ps.options = emulatorOptions(cfg.EmulatorHost)
+	case PubSubGoogle:
+		if cfg.CredentialsFile != "" {
+			ps.options = []option.ClientOption{option.WithAuthCredentialsFile(option.ServiceAccount, cfg.CredentialsFile)}
+		}
+	}
+	logger.Info("pub/sub mode", "mode", ps.Mode, "project", cfg.ProjectID, "endpoint", ps.endpoint())
+
+	client, err := pubsub.NewClient(ctx, cfg.ProjectID, ps.options...)
+	if err != nil {
+		ps.closeEmbedded()
+		return nil, fmt.Errorf("pub/sub client: %w", err)
+	}
+	ps.client = client
+	if err := ps.ensureResources(ctx); err != nil {
+		_ = ps.Close()
+		return nil, err
+	}
+	ps.pub, err = googlecloud.NewPublisher(googlecloud.PublisherConfig{
+		ProjectID: cfg.ProjectID,
+		// Resources were created or checked above; checking again per
+		// topic would cost a round trip on the first publish of each.
+		DoNotCheckTopicExistence:  true,
+		DoNotCreateTopicIfMissing: true,
+		PublishTimeout:            cfg.PublishTimeout,
+		PublishSettings:           ps.publishSettings(),
+		ClientOptions:             ps.options,
+	}, ps.wlog)
+	if err != nil {
+		_ = ps.Close()
+		return nil, fmt.Errorf("pub/sub publisher: %w", err)
+	}
+	return ps, nil
+}
+
+func emulatorOptions(addr string) []option.ClientOption {
+	return []option.ClientOption{
+		option.WithEndpoint(addr),
+		// The client opens one connection for an emulator; one connection
+		// serialises the many concurrent publishes of the ingestion stage.
+		option.WithGRPCConnectionPool(4),
+		option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+	}
+}
+
+func (ps *PubSub) endpoint() string {
+	switch ps.Mode {
+	case PubSubEmbedded:
+		return ps.Embedded.Addr()
+	case PubSubEmulator:
+		return ps.cfg.EmulatorHost
+	default:
+		return "pubsub.googleapis.com"
+	}
+}
+
+// publishSettings favour latency: every HTTP request waits for its own
+// publish, so batching delay is paid by every caller, while concurrency
+// across requests still fills batches.
+func (ps *PubSub) publishSettings() *pubsub.PublishSettings {
+	s := pubsub.DefaultPublishSettings
+	s.DelayThreshold = ps.cfg.PublishDelayThreshold
+	s.CountThreshold = 100
+	s.Timeout = ps.cfg.PublishTimeout
+	s.FlowControlSettings.MaxOutstandingMessages = 10_000
+	s.FlowControlSettings.MaxOutstandingBytes = 256 << 20
+	s.FlowControlSettings.LimitExceededBehavior = pubsub.FlowControlBlock
+	return &s
+}
+
+// Publisher is shared by every handler. Routers close the publishers their
+// handlers use, so they get a view whose Close does nothing; PubSub.Close
+// closes the real one once, last.
+func (ps *PubSub) Publisher() message.Publisher { return sharedPublisher{ps.pub} }
+
+type sharedPublisher struct{ message.Publisher }
+
+func (sharedPublisher) Close() error { return nil }
+
+// NewSubscriber returns a subscriber that reads subscription from topic.
+// Each call gets its own subscriber: subscribing twice to one subscription on
+// one subscriber starves the second channel.
+func (ps *PubSub) NewSubscriber(topic, subscription string) (*googlecloud.Subscriber, error) {
+	return googlecloud.NewSubscriber(googlecloud.SubscriberConfig{
+		ProjectID: ps.cfg.ProjectID,
+		GenerateSubscriptionName: func(t string) string {
+			if t == topic {
+				return subscription
+			}
+			return t
+		},
+		DoNotCreateSubscriptionIfMissing: true,
+		DoNotCreateTopicIfMissing:        true,
+		ReceiveSettings: pubsub.ReceiveSettings{
+			NumGoroutines:          ps.cfg.ReceiveStreams,
+			MaxOutstandingMessages: ps.cfg.MaxOutstanding,
+			MaxOutstandingBytes:    256 << 20,
+			MaxExtension:           60 * time.Minute,
+		},
+		ClientOptions: ps.options,
+	}, ps.wlog)
+}
+
+// resource is a topic, or a subscription on a topic.
+type resource struct {
+	topic, subscription string
+	ackDeadline         time.Duration
+}
+
+func (ps *PubSub) resources() []resource {
+	c := ps.cfg
+	rs := []resource{{topic: c.TopicID}}
+	if c.Runs(StageApply) {
+		rs = append(rs,
+			resource{topic: c.PoisonTopicID},
+			resource{topic: c.AppliedTopicID},
+			// The apply deadline is extended by the client while a group is
+			// applied; 60s only bounds how soon a crashed consumer's
+			// messages are redelivered.
+			resource{topic: c.TopicID, subscription: c.SubscriptionID, ackDeadline: 60 * time.Second},
+			// Without a subscription Pub/Sub keeps nothing: this one holds
+			// poisoned payloads until an operator reads or replays them.
+			resource{topic: c.PoisonTopicID, subscription: c.PoisonSubscriptionID, ackDeadline: 60 * time.Second},
+		)
+	}
+	return rs
+}
+
+func (ps *PubSub) ensureResources(ctx context.Context) error {
+	var errs []error
+	for _, r := range ps.resources() {
+		if err := ps.ensure(ctx, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (ps *PubSub) ensure(ctx context.Context, r resource) error {
+	project := ps.cfg.ProjectID
+	topicName := fmt.Sprintf("projects/%s/topics/%s", project, r.topic)
+	if r.subscription == "" {
+		_, err := ps.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: topicName})
+		if status.Code(err) == codes.NotFound && ps.cfg.CreateResources {
+			_, err = ps.client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topicName})
+			if status.Code(err) == codes.AlreadyExists {
+				err = nil
+			} else if err == nil {
+				ps.logger.Info("created topic", "topic", r.topic)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("topic %s: %w", r.topic, err)
+		}
+		return nil
+	}
+	subName := fmt.Sprintf("projects/%s/subscriptions/%s", project, r.subscription)
+	sub, err := ps.client.SubscriptionAdminClient.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{Subscription: subName})
+	if err == nil {
+		if sub.GetTopic() != topicName {
+			return fmt.Errorf("subscription %s is attached to %s, want %s", r.subscription, sub.GetTopic(), topicName)
+		}
+		return nil
+	}
+	if status.Code(err) != codes.NotFound || !ps.cfg.CreateResources {
+		return fmt.Errorf("subscription %s: %w", r.subscription, err)
+	}
+	_, err = ps.client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+		Name:                     subName,
+		Topic:                    topicName,
+		AckDeadlineSeconds:       int32(r.ackDeadline / time.Second),
+		MessageRetentionDuration: durationpb.New(7 * 24 * time.Hour),
+	})
+	if status.Code(err) == codes.AlreadyExists {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create subscription %s: %w", r.subscription, err)
+	}
+	ps.logger.Info("created subscription", "subscription", r.subscription, "topic", r.topic)
+	return nil
+}
+
+// Ping reports whether Pub/Sub answers, for /readyz.
+func (ps *PubSub) Ping(ctx context.Context) error {
+	_, err := ps.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{
+		Topic: fmt.Sprintf("projects/%s/topics/%s", ps.cfg.ProjectID, ps.cfg.TopicID),
+	})
+	return err
+}
+
+// Close closes the publisher, the admin client and the embedded server, in
+// that order, so nothing publishes into a closed server.
+func (ps *PubSub) Close() error {
+	var errs []error
+	if ps.pub != nil {
+		errs = append(errs, ps.pub.Close())
+	}
+	if ps.client != nil {
+		errs = append(errs, ps.client.Close())
+	}
+	errs = append(errs, ps.closeEmbedded())
+	return errors.Join(errs...)
+}
+
+func (ps *PubSub) closeEmbedded() error {
+	if ps.Embedded == nil {
+		return nil
+	}
+	return ps.Embedded.Close()
+}

@@ -1,0 +1,299 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/components/metrics"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+)
+
+// Service runs the configured stages in one process: the HTTP server, the
+// ingestion and apply routers, the group committer and the transports, and
+// shuts them down in the order that loses nothing.
+type Service struct {
+	cfg     Config
+	logger  *slog.Logger
+	Metrics *Metrics
+	PubSub  *PubSub
+	// Store is nil when this process does not run the apply stage.
+	Store Store
+
+	committer *warehouse.GroupCommitter
+	edge      *Edge
+	ingest    *ingestStage
+	apply     *applyStage
+	server    *http.Server
+	listener  net.Listener
+
+	ready    atomic.Bool
+	accepted atomic.Int64 // published by this process's gate
+	settled  atomic.Int64 // acked by this process's apply stage
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Option adjusts a Service beyond its Config.
+type Option func(*Service)
+
+// WithWarehouse makes the apply stage write to store instead of the adapter
+// cfg.Warehouse names; the service closes it. Tests use it to inject
+// failures (warehouse.Faulty).
+func WithWarehouse(store Store) Option {
+	return func(s *Service) { s.Store = store }
+}
+
+// NewService validates cfg, connects to Pub/Sub and the warehouse, creates
+// missing resources, and binds the HTTP listener. Nothing runs until Run.
+func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) (_ *Service, err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	s := &Service{cfg: cfg, logger: logger, Metrics: NewMetrics()}
+	for _, opt := range opts {
+		opt(s)
+	}
+	defer func() {
+		if err != nil {
+			_ = s.closeResources()
+		}
+	}()
+
+	if s.PubSub, err = NewPubSub(ctx, cfg, logger); err != nil {
+		return nil, err
+	}
+	wmMetrics := metrics.NewPrometheusMetricsBuilder(s.Metrics.Registry, "gatekeeper", "")
+
+	if cfg.Runs(StageApply) {
+		if s.Store == nil {
+			if s.Store, err = OpenWarehouse(ctx, cfg, logger); err != nil {
+				return nil, fmt.Errorf("warehouse: %w", err)
+			}
+		}
+		s.committer, err = warehouse.NewGroupCommitter(s.Store, warehouse.GroupConfig{
+			MaxSize: cfg.GroupMaxSize, MaxWait: cfg.GroupMaxWait, MaxInFlight: cfg.GroupMaxInFlight,
+			OnGroup: s.Metrics.Group,
+		}, logger)
+		if err != nil {
+			return nil, err
+		}
+		if s.apply, err = newApplyStage(cfg, s.PubSub, s.committer, s.Metrics, func() { s.settled.Add(1) }, logger); err != nil {
+			return nil, err
+		}
+		wmMetrics.AddPrometheusRouterMetrics(s.apply.router)
+	}
+	if cfg.Runs(StageIngest) {
+		s.edge = NewEdge(cfg.MaxBodyBytes, logger)
+		s.edge.OnSettle = func(err error) {
+			switch {
+			case err == nil:
+				s.accepted.Add(1)
+				s.Metrics.Payload(OutcomeAccepted)
+			case messages.ClassOf(err) == messages.ClassInvalid:
+				s.Metrics.Payload(OutcomeRejected)
+			default:
+				s.Metrics.Payload(OutcomeFailed)
+			}
+		}
+		if s.ingest, err = newIngestStage(cfg, s.PubSub, s.edge, logger); err != nil {
+			return nil, err
+		}
+		wmMetrics.AddPrometheusRouterMetrics(s.ingest.router)
+	}
+
+	s.server = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("HTTP_ADDR: %w", err)
+	}
+	return s, nil
+}
+
+// Addr is the address the HTTP server listens on.
+func (s *Service) Addr() net.Addr { return s.listener.Addr() }
+
+func (s *Service) routes() http.Handler {
+	mux := http.NewServeMux()
+	if s.ingest != nil {
+		mux.Handle(IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingest.routes))
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.readyz)))
+	mux.Handle("GET /metrics", s.Metrics.Handler())
+	return mux
+}
+
+// readyz answers 200 only while the service accepts work and every backend
+// it needs answers within two seconds.
+func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var problems []error
+	if !s.ready.Load() {
+		problems = append(problems, errors.New("not serving (starting or shutting down)"))
+	}
+	if err := s.PubSub.Ping(ctx); err != nil {
+		problems = append(problems, fmt.Errorf("pub/sub: %w", err))
+	}
+	if s.Store != nil {
+		if err := s.Store.Ping(ctx); err != nil {
+			problems = append(problems, fmt.Errorf("warehouse: %w", err))
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := errors.Join(problems...); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, "{\"status\":\"unavailable\",\"error\":%q}\n", err.Error())
+		return
+	}
+	_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+}
+
+// Run serves until ctx ends, then shuts down gracefully: it stops taking
+// requests, lets every request in flight finish (each waits for its
+// publish), drains the apply stage, and closes the transports last.
+func (s *Service) Run(ctx context.Context) error {
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	failed := make(chan error, 3)
+
+	for _, r := range s.routers() {
+		go func() {
+			if err := r.Run(runCtx); err != nil {
+				failed <- fmt.Errorf("router: %w", err)
+			}
+		}()
+		select {
+		case <-r.Running():
+		case err := <-failed:
+			_ = s.closeResources()
+			return err
+		}
+	}
+	go func() {
+		if err := s.server.Serve(s.listener); !errors.Is(err, http.ErrServerClosed) {
+			failed <- fmt.Errorf("http server: %w", err)
+		}
+	}()
+	pushCtx, stopPush := context.WithCancel(context.Background())
+	pushDone := make(chan struct{})
+	go func() {
+		defer close(pushDone)
+		if s.cfg.PushgatewayHost != "" {
+			s.Metrics.pushLoop(pushCtx, s.cfg.PushgatewayHost, s.cfg.PushInterval, s.logger)
+		}
+	}()
+	s.ready.Store(true)
+	s.logger.Info("gatekeeper serving", "addr", s.Addr().String(), "stages", s.cfg.Stages,
+		"pubsub", s.PubSub.Mode, "warehouse", s.cfg.Warehouse)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		s.logger.Info("shutting down: draining")
+	case runErr = <-failed:
+		s.logger.Error("shutting down after failure", "err", runErr)
+	}
+	err := s.shutdown()
+	stopPush()
+	<-pushDone
+	return errors.Join(runErr, err)
+}
+
+func (s *Service) routers() []*message.Router {
+	var rs []*message.Router
+	// The apply stage starts first so that, in one process, nothing is
+	// accepted before something is ready to apply it.
+	if s.apply != nil {
+		rs = append(rs, s.apply.router)
+	}
+	if s.ingest != nil {
+		rs = append(rs, s.ingest.router)
+	}
+	return rs
+}
+
+func (s *Service) shutdown() error {
+	s.ready.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	// Requests in flight wait for their publish; Shutdown waits for them.
+	if err := s.server.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if s.ingest != nil {
+		errs = append(errs, s.ingest.router.Close())
+	}
+	if s.apply != nil {
+		s.drain(ctx)
+		errs = append(errs, s.apply.router.Close())
+		errs = append(errs, s.committer.Close(ctx))
+	}
+	errs = append(errs, s.closeResources())
+	return errors.Join(errs...)
+}
+
+// drain waits, in embedded mode, until the apply stage has settled every
+// payload this process accepted: the embedded Pub/Sub lives in memory, so
+// whatever it still holds at exit is lost. With an emulator or Google
+// Pub/Sub the subscription keeps the backlog and nothing needs waiting for.
+func (s *Service) drain(ctx context.Context) {
+	if s.PubSub.Mode != PubSubEmbedded || s.ingest == nil {
+		return
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		left := s.accepted.Load() - s.settled.Load()
+		if left <= 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.logger.Error("shutdown timeout: accepted payloads not yet applied are lost with the embedded Pub/Sub",
+				"payloads", left)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Service) closeResources() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.listener != nil {
+			_ = s.listener.Close() // already closed by Shutdown when serving
+		}
+		if s.PubSub != nil {
+			errs = append(errs, s.PubSub.Close())
+		}
+		if s.Store != nil {
+			errs = append(errs, s.Store.Close())
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}

@@ -1,0 +1,395 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"github.com/ThreeDotsLabs/watermill-googlecloud/v2/pkg/googlecloud"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline"
+)
+
+// The replaced service's functional-test payloads.
+const (
+	examplePayload = `{"activities":[
+  {"operation":"delete","table":"table1","value_to_delete":{"col_names":["a","c","e"],"col_types":["INTEGER","TEXT","TEXT"],"col_values":[3,"2019-04-28 10:24:30.183414","something"]}},
+  {"operation":"insert","table":"table1","col_names":["a","b","c"],"col_types":["INTEGER","TEXT","TEXT"],"col_values":[1,"Backup and Restore","2018-03-27 11:58:28.988414"]}
+]}`
+	insertOnly   = `{"activities":[{"operation":"insert","table":"table1","col_names":["a","b","c"],"col_types":["INTEGER","TEXT","TEXT"],"col_values":[1,"Backup and Restore","2018-03-27 11:58:28.988414"]}]}`
+	badOperation = `{"activities":[{"operation":"upsert","table":"table1","col_names":["a"],"col_types":["INTEGER"],"col_values":[1]}]}`
+)
+
+// pubsubModes lists the Pub/Sub backends a stage test runs against: always
+// the embedded server, and the real emulator when PUBSUB_EMULATOR_HOST is set
+// (as .ci/run does).
+func pubsubModes() []pipeline.PubSubMode {
+	modes := []pipeline.PubSubMode{pipeline.PubSubEmbedded}
+	if os.Getenv("PUBSUB_EMULATOR_HOST") != "" {
+		modes = append(modes, pipeline.PubSubEmulator)
+	}
+	return modes
+}
+
+var testSeq atomic.Int64
+
+// testConfig gives every test its own topics, so tests sharing one emulator
+// never see each other's messages.
+func testConfig(t *testing.T, mode pipeline.PubSubMode) pipeline.Config {
+	t.Helper()
+	suffix := fmt.Sprintf("%d-%d", time.Now().UnixNano(), testSeq.Add(1))
+	cfg := pipeline.DefaultConfig()
+	cfg.PubSubMode = mode
+	cfg.EmulatorHost = os.Getenv("PUBSUB_EMULATOR_HOST")
+	if mode == pipeline.PubSubEmulator {
+		cfg.ProjectID = "test"
+	}
+	cfg.EmbeddedPubSubAddr = "127.0.0.1:0"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.TopicID = "accepted-" + suffix
+	cfg.SubscriptionID = "apply-" + suffix
+	cfg.PoisonTopicID = "poison-" + suffix
+	cfg.PoisonSubscriptionID = "poison-sub-" + suffix
+	cfg.AppliedTopicID = "applied-" + suffix
+	cfg.Warehouse = "sqlite:" + t.TempDir() + "/warehouse.db"
+	cfg.ShutdownTimeout = 20 * time.Second
+	return cfg
+}
+
+type running struct {
+	svc    *pipeline.Service
+	base   string
+	stop   func() error
+	cfg    pipeline.Config
+	client *pubsub.Client
+}
+
+func startService(t *testing.T, cfg pipeline.Config) *running {
+	t.Helper()
+	return startServiceWith(t, cfg)
+}
+
+func startServiceWith(t *testing.T, cfg pipeline.Config, opts ...pipeline.Option) *running {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel()}))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	svc, err := pipeline.NewService(ctx, cfg, logger, opts...)
+	if err != nil {
+		cancel()
+		t.Fatalf("NewService: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	var stopped atomic.Bool
+	var stopErr error
+	stop := func() error {
+		if stopped.CompareAndSwap(false, true) {
+			cancel()
+			select {
+			case stopErr = <-done:
+			case <-time.After(60 * time.Second):
+				stopErr = fmt.Errorf("Run did not return within 60s of cancel")
+			}
+		}
+		return stopErr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	r := &running{svc: svc, base: "http://" + svc.Addr().String(), stop: stop, cfg: cfg}
+	waitReady(t, r.base)
+	r.client = observerClient(t, svc, cfg)
+	return r
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s/readyz never answered 200", base)
+}
+
+// observerClient is a test's own Pub/Sub client on the service's Pub/Sub.
+func observerClient(t *testing.T, svc *pipeline.Service, cfg pipeline.Config) *pubsub.Client {
+	t.Helper()
+	addr := cfg.EmulatorHost
+	if svc.PubSub.Embedded != nil {
+		addr = svc.PubSub.Embedded.Addr()
+	}
+	c, err := pubsub.NewClient(context.Background(), cfg.ProjectID,
+		option.WithEndpoint(addr), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// watch subscribes to topic and returns a channel of what arrives after this
+// call. It must be called before publishing: Pub/Sub keeps nothing for a
+// subscription created later.
+func (r *running) watch(t *testing.T, topic string) <-chan *pubsub.Message {
+	t.Helper()
+	name := fmt.Sprintf("watch-%s-%d", topic, testSeq.Add(1))
+	ctx := context.Background()
+	_, err := r.client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+		Name:  fmt.Sprintf("projects/%s/subscriptions/%s", r.cfg.ProjectID, name),
+		Topic: fmt.Sprintf("projects/%s/topics/%s", r.cfg.ProjectID, topic),
+	})
+	if err != nil {
+		t.Fatalf("create watch subscription: %v", err)
+	}
+	out := make(chan *pubsub.Message, 1000)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.client.Subscriber(name).Receive(rctx, func(_ context.Context, m *pubsub.Message) {
+			m.Ack()
+			out <- m
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return out
+}
+
+func post(t *testing.T, base, contentType, body string, header ...string) (int, pipeline.Response, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+pipeline.IngestPath, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out pipeline.Response
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("response is not the JSON body clients expect: %v\n%s", err, raw)
+	}
+	if out.Status != resp.StatusCode {
+		t.Errorf("body status %d != HTTP status %d", out.Status, resp.StatusCode)
+	}
+	return resp.StatusCode, out, resp.Header
+}
+
+func receive(t *testing.T, ch <-chan *pubsub.Message, within time.Duration) *pubsub.Message {
+	t.Helper()
+	select {
+	case m := <-ch:
+		return m
+	case <-time.After(within):
+		t.Fatalf("no message within %s", within)
+		return nil
+	}
+}
+
+func forEachMode(t *testing.T, f func(t *testing.T, mode pipeline.PubSubMode)) {
+	for _, mode := range pubsubModes() {
+		t.Run(string(mode), func(t *testing.T) { f(t, mode) })
+	}
+}
+
+func TestIngestPublishesValidPayload(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
+		cfg := testConfig(t, mode)
+		cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
+		r := startService(t, cfg)
+		arrived := r.watch(t, cfg.TopicID)
+
+		before := time.Now().UTC()
+		code, resp, hdr := post(t, r.base, "application/json", examplePayload, "X-Correlation-ID", "corr-123")
+		if code != http.StatusOK || resp.Message != "Valid Schema" || resp.Error != nil || resp.ID == "" {
+			t.Fatalf("got %d %+v, want 200 Valid Schema with an id", code, resp)
+		}
+		if hdr.Get("X-Correlation-ID") != "corr-123" {
+			t.Errorf("correlation id not echoed: %q", hdr.Get("X-Correlation-ID"))
+		}
+		var echoed, sent any
+		_ = json.Unmarshal(resp.Payload, &echoed)
+		_ = json.Unmarshal([]byte(examplePayload), &sent)
+		if fmt.Sprint(echoed) != fmt.Sprint(sent) {
+			t.Errorf("payload echoed as %s", resp.Payload)
+		}
+
+		m := receive(t, arrived, 10*time.Second)
+		if got := m.Attributes[googlecloud.UUIDHeaderKey]; got != resp.ID {
+			t.Errorf("message uuid %q, want payload id %q", got, resp.ID)
+		}
+		want, err := messages.Parse([]byte(examplePayload))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m.Data, want.Canonical()) {
+			t.Errorf("published %s\nwant canonical %s", m.Data, want.Canonical())
+		}
+		receivedAt, err := time.Parse(time.RFC3339Nano, m.Attributes[messages.MetaReceivedAt])
+		if err != nil || receivedAt.Before(before.Add(-time.Second)) || receivedAt.After(time.Now().Add(time.Second)) {
+			t.Errorf("received_at %q: %v", m.Attributes[messages.MetaReceivedAt], err)
+		}
+		if got := m.Attributes[messages.MetaCorrelationID]; got != "corr-123" {
+			t.Errorf("correlation_id %q", got)
+		}
+		if got := m.Attributes[messages.MetaContentType]; got != "application/json" {
+			t.Errorf("content_type %q", got)
+		}
+	})
+}
+
+func TestIngestPublishesNothingInvalid(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
+		cfg := testConfig(t, mode)
+		cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
+		cfg.MaxBodyBytes = 4096
+		r := startService(t, cfg)
+		arrived := r.watch(t, cfg.TopicID)
+
+		cases := []struct {
+			name, contentType, body string
+			code                    int
+			message                 string
+		}{
+			{"unknown operation", "application/json", badOperation, 400, "Invalid Schema"},
+			{"missing table", "application/json", `{"activities":[{"operation":"insert","col_names":["a"],"col_types":["INTEGER"],"col_values":[1]}]}`, 400, "Invalid Schema"},
+			{"sql in identifier", "application/json", `{"activities":[{"operation":"insert","table":"t; DROP TABLE x","col_names":["a"],"col_types":["INTEGER"],"col_values":[1]}]}`, 400, "Invalid Schema"},
+			{"not json", "application/json", `{"activities":`, 400, "Invalid JSON"},
+			{"wrong content type", "text/plain", insertOnly, 415, "Unsupported Media Type"},
+			{"too large", "application/json", `{"activities":[` + strings.Repeat(" ", 5000) + `]}`, 413, "Payload Too Large"},
+		}
+		for _, c := range cases {
+			code, resp, _ := post(t, r.base, c.contentType, c.body)
+			if code != c.code || resp.Message != c.message || len(resp.Error) == 0 || resp.ID != "" {
+				t.Errorf("%s: got %d %q errors=%v id=%q, want %d %q with errors and no id",
+					c.name, code, resp.Message, resp.Error, resp.ID, c.code, c.message)
+			}
+		}
+		// A valid payload after the invalid ones is the first and only
+		// message on the topic.
+		code, resp, _ := post(t, r.base, "application/json; charset=utf-8", insertOnly)
+		if code != 200 {
+			t.Fatalf("valid payload: %d %+v", code, resp)
+		}
+		m := receive(t, arrived, 10*time.Second)
+		if m.Attributes[googlecloud.UUIDHeaderKey] != resp.ID {
+			t.Fatalf("first message on the topic is %s, not the valid payload", m.Data)
+		}
+		select {
+		case extra := <-arrived:
+			t.Fatalf("unexpected message: %s", extra.Data)
+		case <-time.After(500 * time.Millisecond):
+		}
+	})
+}
+
+func TestIngestListsEveryProblem(t *testing.T) {
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
+	r := startService(t, cfg)
+	body := `{"activities":[
+	  {"operation":"insert","table":"t","col_names":["a","a"],"col_types":["INTEGER","TEXT"],"col_values":[1,"x"]},
+	  {"operation":"insert","table":"t","col_names":["b"],"col_types":["NOPE"],"col_values":[1]},
+	  {"operation":"delete","table":"t","value_to_delete":{"col_names":["c"],"col_types":["INTEGER"],"col_values":[1.5]}}]}`
+	code, resp, _ := post(t, r.base, "application/json", body)
+	if code != 400 || len(resp.Error) < 3 {
+		t.Fatalf("got %d with %d problems %+v, want 400 listing all three", code, len(resp.Error), resp.Error)
+	}
+	for _, want := range []string{"/activities/0/", "/activities/1/", "/activities/2/"} {
+		found := false
+		for _, p := range resp.Error {
+			found = found || strings.HasPrefix(p.Path, want)
+		}
+		if !found {
+			t.Errorf("no problem under %s in %+v", want, resp.Error)
+		}
+	}
+}
+
+func TestIngestAnswers503WhenPubSubIsDown(t *testing.T) {
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
+	cfg.PublishTimeout = 500 * time.Millisecond
+	r := startService(t, cfg)
+	if err := r.svc.PubSub.Embedded.Close(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	code, resp, hdr := post(t, r.base, "application/json", insertOnly)
+	if code != http.StatusServiceUnavailable || resp.ID != "" || hdr.Get("Retry-After") == "" {
+		t.Fatalf("got %d %+v, want 503 with Retry-After and no id", code, resp)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("503 took %s; the publish timeout is %s", took, cfg.PublishTimeout)
+	}
+	resp2, err := http.Get(r.base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp2.Body.Close()
+	if resp2.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d with Pub/Sub down, want 503", resp2.StatusCode)
+	}
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	r := startService(t, cfg)
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200} {
+		resp, err := http.Get(r.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s = %d, want %d: %s", path, resp.StatusCode, want, body)
+		}
+		if path == "/metrics" && !bytes.Contains(body, []byte("gatekeeper_payloads_total")) {
+			t.Errorf("/metrics lacks gatekeeper_payloads_total")
+		}
+	}
+}
+
+// testLogLevel is warn under -v, or GATEKEEPER_TEST_LOG (debug, info, …).
+func testLogLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("GATEKEEPER_TEST_LOG"))); err != nil {
+		return slog.LevelWarn
+	}
+	return l
+}
