@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -129,14 +128,4 @@ func (e *EmbeddedPubSub) Close() error {
 		err = e.server.Close()
 	})
 	return err
-}
-
-// ctxDone reports whether ctx has ended; a small helper for polling loops.
-func ctxDone(ctx context.Context) bool {
-	select {
-	case <-ctx.Done():
-		return true
-	default:
-		return false
-	}
 }

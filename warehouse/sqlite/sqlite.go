@@ -468,7 +468,7 @@ func (w *Warehouse) executeActivity(ctx, quick context.Context, a messages.Activ
 	switch a.Op {
 	case messages.OpInsert:
 		if ti == nil {
-			if ti, err = w.createTable(ctx, a.Table, a.Columns); err != nil {
+			if _, err = w.createTable(ctx, a.Table, a.Columns); err != nil {
 				return 0, err
 			}
 		} else if err := w.addMissingColumns(ctx, ti, a.Columns); err != nil {
