@@ -393,3 +393,39 @@ func testLogLevel() slog.Level {
 	}
 	return l
 }
+
+// With PUSHGATEWAY_PROMETHEUS_HOST set the service pushes its metrics; .ci/run
+// starts a real Pushgateway and names it in GATEKEEPER_TEST_PUSHGATEWAY.
+func TestMetricsArePushedToPushgateway(t *testing.T) {
+	gateway := os.Getenv("GATEKEEPER_TEST_PUSHGATEWAY")
+	if gateway == "" {
+		t.Skip("set GATEKEEPER_TEST_PUSHGATEWAY=host:port of a Prometheus Pushgateway")
+	}
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.PushgatewayHost = gateway
+	cfg.PushInterval = 100 * time.Millisecond
+	r := startService(t, cfg)
+	code, resp, _ := post(t, r.base, "application/json", insertOnly)
+	if code != 200 {
+		t.Fatalf("POST: %d %+v", code, resp)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := http.Get("http://" + gateway + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "gatekeeper_payloads_total{") && strings.Contains(line, `job="gatekeeper"`) &&
+				strings.Contains(line, `outcome="accepted"`) && !strings.HasSuffix(line, " 0") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Pushgateway never showed an accepted payload from job gatekeeper:\n%s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
