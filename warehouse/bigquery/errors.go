@@ -1,0 +1,167 @@
+package bigquery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"cloud.google.com/go/bigquery"
+	"google.golang.org/api/googleapi"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+)
+
+// ErrClosed is returned, classified transient, by calls after Close.
+var ErrClosed = errors.New("bigquery warehouse closed")
+
+// Messages BigQuery gives for conditions that pass on their own. They are
+// matched on the message because BigQuery reports them under reasons
+// (invalidQuery, invalid) that otherwise mean a bad query.
+var transientMessages = []string{
+	"transaction is aborted due to concurrent update",
+	"could not serialize access",
+	"too many dml statements outstanding",
+	"exceeded rate limits",
+	ledgerConflictMarker,
+}
+
+// Reasons (googleapi.ErrorItem.Reason, bigquery.Error.Reason) worth
+// retrying: BigQuery's own state, quotas and limits that reset.
+var transientReasons = map[string]bool{
+	"backendError":             true,
+	"internalError":            true,
+	"jobBackendError":          true,
+	"jobInternalError":         true,
+	"rateLimitExceeded":        true,
+	"jobRateLimitExceeded":     true,
+	"quotaExceeded":            true,
+	"tableUnavailable":         true,
+	"timeout":                  true,
+	"stopped":                  true,
+	"resourceInUse":            true,
+	"accessDenied":             true, // an operator grants it; poisoning the payloads helps nobody
+	"billingNotEnabled":        true,
+	"billingTierLimitExceeded": true,
+}
+
+// Reasons that mean the query itself cannot succeed.
+var permanentReasons = map[string]bool{
+	"notFound":          true,
+	"invalid":           true,
+	"invalidQuery":      true,
+	"duplicate":         true,
+	"resourcesExceeded": true, // the job is too big or complex: a smaller one may pass
+	"responseTooLarge":  true,
+}
+
+// classify marks err transient or permanent for the apply stage, from
+// BigQuery's error reason, HTTP status and message. Permanent errors that
+// name a missing table or column, or a type mismatch, also wrap the
+// matching warehouse error. Anything not recognised is transient: retrying
+// is harmless because the ledger makes every apply idempotent.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return messages.Transient(err)
+	}
+	reason, message, code := errorDetails(err)
+	lower := strings.ToLower(message)
+	for _, m := range transientMessages {
+		if strings.Contains(lower, m) {
+			return messages.Transient(err)
+		}
+	}
+	switch {
+	case code >= 500:
+		return messages.Transient(err)
+	case code == http.StatusTooManyRequests, code == http.StatusPreconditionFailed:
+		return messages.Transient(err)
+	case transientReasons[reason]:
+		return messages.Transient(err)
+	case reason == "notFound" && !strings.Contains(lower, "table"):
+		// A missing dataset, job or project is the deployment's problem.
+		return messages.Transient(err)
+	case reason == "notFound" && strings.Contains(lower, strings.ToLower(warehouse.LedgerTable)):
+		return messages.Transient(err)
+	case permanentReasons[reason], code == http.StatusBadRequest, code == http.StatusNotFound:
+		if sentinel := sentinelFor(reason, lower); sentinel != nil {
+			return messages.Permanent(fmt.Errorf("%w: %w", sentinel, err))
+		}
+		return messages.Permanent(err)
+	}
+	return messages.Transient(err)
+}
+
+// sentinelFor recognises the warehouse error a permanent BigQuery error
+// amounts to, from messages such as "Not found: Table p:d.t was not found",
+// "Unrecognized name: x", "No such field: x", "Column x is not present in
+// table t", "Value has type STRING which cannot be inserted into column a,
+// which has type INT64" and "No matching signature for operator =".
+func sentinelFor(reason, lower string) error {
+	switch {
+	case reason == "notFound" || strings.Contains(lower, "not found: table") || strings.Contains(lower, "table not found"):
+		return warehouse.ErrTableNotFound
+	case strings.Contains(lower, "unrecognized name"), strings.Contains(lower, "no such field"),
+		strings.Contains(lower, "is not present in table"):
+		return warehouse.ErrColumnNotFound
+	case strings.Contains(lower, "cannot be inserted into column"), strings.Contains(lower, "no matching signature"),
+		strings.Contains(lower, "has type") && strings.Contains(lower, "which has type"):
+		return warehouse.ErrTypeConflict
+	}
+	return nil
+}
+
+// errorDetails digs the reason, message and HTTP status out of the errors
+// the client library returns: *googleapi.Error from API calls,
+// *bigquery.Error (or a MultiError of them) from a job's status.
+func errorDetails(err error) (reason, message string, code int) {
+	message = err.Error()
+	var ge *googleapi.Error
+	if errors.As(err, &ge) {
+		code = ge.Code
+		for _, item := range ge.Errors {
+			if reason == "" {
+				reason = item.Reason
+			}
+			message += " " + item.Message
+		}
+		return reason, message, code
+	}
+	var be *bigquery.Error
+	if errors.As(err, &be) {
+		return be.Reason, message, 0
+	}
+	var me bigquery.MultiError
+	if errors.As(err, &me) {
+		for _, e := range me {
+			var be *bigquery.Error
+			if errors.As(e, &be) && reason == "" {
+				reason = be.Reason
+			}
+		}
+	}
+	return reason, message, 0
+}
+
+// shorten bounds an error's text for outcomes and logs: the emulator
+// echoes whole translated scripts in its messages.
+func shorten(err error) error {
+	const max = 2000
+	if err == nil || len(err.Error()) <= max {
+		return err
+	}
+	return &shortError{err: err, text: err.Error()[:max] + "…"}
+}
+
+type shortError struct {
+	err  error
+	text string
+}
+
+func (e *shortError) Error() string { return e.text }
+func (e *shortError) Unwrap() error { return e.err }
