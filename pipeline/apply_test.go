@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -345,4 +346,47 @@ func TestShutdownLosesNothingAccepted(t *testing.T) {
 		}
 		t.Logf("%d payloads accepted before shutdown, all applied", len(accepted))
 	})
+}
+
+// The replaced service's payloads through the whole service into BigQuery
+// (the emulator .ci/run starts), over the embedded Pub/Sub.
+func TestApplyEndToEndOnBigQuery(t *testing.T) {
+	host := os.Getenv("BIGQUERY_EMULATOR_HOST")
+	if host == "" {
+		t.Skip("set BIGQUERY_EMULATOR_HOST to run against a BigQuery emulator")
+	}
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.Warehouse = "bigquery"
+	cfg.BigQueryEmulatorHost = host
+	cfg.ProjectID = "test"
+	cfg.DatasetID = fmt.Sprintf("e2e_%d_%d", time.Now().UnixNano(), testSeq.Add(1))
+	r := startService(t, cfg)
+	poisoned := r.watch(t, cfg.PoisonTopicID)
+	store := r.svc.Store
+
+	seed := `{"activities":[{"operation":"insert","table":"table1","col_names":["a","b","c","e"],"col_types":["INTEGER","TEXT","TEXT","TEXT"],"col_values":[3,"seed","2019-04-28 10:24:30.183414","something"]}]}`
+	for _, body := range []string{seed, examplePayload, insertOnly} {
+		code, resp, _ := post(t, r.base, "application/json", body)
+		if code != 200 {
+			t.Fatalf("POST: %d %+v", code, resp)
+		}
+		waitApplied(t, store, resp.ID, 60*time.Second)
+	}
+	got := rows(t, store, "table1")
+	if len(got) != 2 || got[0]["a"] != int64(1) || got[1]["b"] != "Backup and Restore" {
+		t.Fatalf("table1 = %v, want the two inserted rows", got)
+	}
+	missing := `{"activities":[{"operation":"insert","table":"table1","col_names":["a"],"col_types":["INTEGER"],"col_values":[9]},
+	  {"operation":"delete","table":"nowhere","value_to_delete":{"col_names":["id"],"col_types":["INTEGER"],"col_values":[1]}}]}`
+	code, resp, _ := post(t, r.base, "application/json", missing)
+	if code != 200 {
+		t.Fatalf("POST: %d", code)
+	}
+	m := receive(t, poisoned, 60*time.Second)
+	if m.Attributes[googlecloud.UUIDHeaderKey] != resp.ID || m.Attributes[messages.MetaErrorClass] != "permanent" {
+		t.Errorf("poisoned %v", m.Attributes)
+	}
+	if got := rows(t, store, "table1"); len(got) != 2 {
+		t.Errorf("the poisoned payload's insert was applied: %v", got)
+	}
 }

@@ -68,9 +68,10 @@ type Config struct {
 	// listens, so other processes can share it through PUBSUB_EMULATOR_HOST.
 	// Optional, default "127.0.0.1:8086".
 	EmbeddedPubSubAddr string
-	// CreateResources (CREATE_RESOURCES) creates missing topics and
-	// subscriptions at start. Optional, default true; switch it off where they
-	// are managed as infrastructure, and start fails if any is missing.
+	// CreateResources (CREATE_RESOURCES) creates missing topics,
+	// subscriptions and, for WAREHOUSE=bigquery, the dataset at start.
+	// Optional, default true; switch it off where they are managed as
+	// infrastructure, and start fails if any is missing.
 	CreateResources bool
 	// PublishTimeout (PUBLISH_TIMEOUT) bounds one publish; past it the HTTP
 	// client gets 503. Optional, default 10s.
@@ -104,6 +105,12 @@ type Config struct {
 	// Warehouse (WAREHOUSE) is "sqlite:PATH" or "bigquery". Optional,
 	// default "sqlite:gatekeeper.db".
 	Warehouse string
+	// BigQueryEmulatorHost (BIGQUERY_EMULATOR_HOST) points WAREHOUSE=bigquery
+	// at an emulator's host:port. Optional.
+	BigQueryEmulatorHost string
+	// BigQueryLocation (BIGQUERY_LOCATION) is where a dataset gatekeeper
+	// creates lives and its jobs run. Optional, BigQuery's default.
+	BigQueryLocation string
 	// ApplyTimeout (APPLY_TIMEOUT) bounds one apply attempt. Optional, default 60s.
 	ApplyTimeout time.Duration
 	// Retry of transient apply failures. Optional, defaults: 5 retries, 100ms
@@ -173,7 +180,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.GroupMaxInFlight, 4)
 	setDefault(&c.PushInterval, 15*time.Second)
 	setDefault(&c.ShutdownTimeout, 30*time.Second)
-	if c.ResolvedPubSubMode() != PubSubGoogle {
+	if c.ResolvedPubSubMode() != PubSubGoogle && !c.usesGoogleBigQuery() {
 		setDefault(&c.ProjectID, "gatekeeper-local")
 	}
 }
@@ -183,6 +190,13 @@ func setDefault[T comparable](field *T, value T) {
 	if *field == zero {
 		*field = value
 	}
+}
+
+// usesGoogleBigQuery reports whether the apply stage talks to BigQuery
+// itself rather than an emulator.
+func (c Config) usesGoogleBigQuery() bool {
+	spec, err := ParseWarehouse(c.Warehouse)
+	return err == nil && spec.Kind == WarehouseBigQuery && c.BigQueryEmulatorHost == "" && c.Runs(StageApply)
 }
 
 // ResolvedPubSubMode turns PubSubAuto into the mode the environment asks for.
@@ -223,8 +237,8 @@ func (c Config) Validate() error {
 	if mode == PubSubEmulator && c.EmulatorHost == "" {
 		bad("PUBSUB_MODE=emulator needs PUBSUB_EMULATOR_HOST")
 	}
-	if mode == PubSubGoogle && c.ProjectID == "" {
-		bad("PROJECT_ID is required for Google Pub/Sub")
+	if (mode == PubSubGoogle || c.usesGoogleBigQuery()) && c.ProjectID == "" {
+		bad("PROJECT_ID is required for Google Pub/Sub and BigQuery")
 	}
 	if mode == PubSubEmbedded {
 		if _, _, err := net.SplitHostPort(c.EmbeddedPubSubAddr); err != nil {

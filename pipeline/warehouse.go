@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/gatekeeper/gatekeeper/warehouse"
+	"github.com/gatekeeper/gatekeeper/warehouse/bigquery"
 	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
 )
 
@@ -24,6 +25,15 @@ func OpenWarehouse(ctx context.Context, cfg Config, logger *slog.Logger) (Store,
 	switch spec.Kind {
 	case WarehouseSQLite:
 		return sqlite.Open(ctx, sqlite.Config{Path: spec.Path}, logger)
+	case WarehouseBigQuery:
+		return bigquery.Open(ctx, bigquery.Config{
+			ProjectID:                   cfg.ProjectID,
+			DatasetID:                   cfg.DatasetID,
+			Location:                    cfg.BigQueryLocation,
+			EmulatorHost:                cfg.BigQueryEmulatorHost,
+			CredentialsFile:             cfg.CredentialsFile,
+			DoNotCreateDatasetIfMissing: !cfg.CreateResources,
+		}, logger)
 	default:
 		return nil, fmt.Errorf("WAREHOUSE=%s is not available in this build", spec.Kind)
 	}

@@ -77,6 +77,20 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 	if !strings.Contains(emu.Command, "--project="+gk.Environment["PROJECT_ID"]) {
 		t.Errorf("emulator project differs from PROJECT_ID %q: %q", gk.Environment["PROJECT_ID"], emu.Command)
 	}
+	bq, ok := compose.Services["bigquery-emulator"]
+	if !ok {
+		t.Fatal("no bigquery-emulator service")
+	}
+	if gk.Environment["WAREHOUSE"] != "bigquery" || gk.Environment["BIGQUERY_EMULATOR_HOST"] != "bigquery-emulator:9050" ||
+		!strings.Contains(bq.Command, "--port=9050") {
+		t.Errorf("gatekeeper's warehouse (%q at %q) is not the emulator (%q)",
+			gk.Environment["WAREHOUSE"], gk.Environment["BIGQUERY_EMULATOR_HOST"], bq.Command)
+	}
+	for _, want := range []string{"--project=" + gk.Environment["PROJECT_ID"], "--dataset=" + gk.Environment["DATASET_ID"]} {
+		if !strings.Contains(bq.Command, want) {
+			t.Errorf("bigquery emulator command %q lacks %s", bq.Command, want)
+		}
+	}
 	for dep, d := range gk.DependsOn {
 		if _, ok := compose.Services[dep]; !ok || d.Condition != "service_healthy" {
 			t.Errorf("depends_on %s: service missing or not waited for health (%q)", dep, d.Condition)
