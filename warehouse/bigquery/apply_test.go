@@ -14,6 +14,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/warehouse"
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
 func int64Field(name string) *bigquery.FieldSchema {
@@ -59,12 +60,12 @@ func TestAddsColumnsWithOneUpdatePerTable(t *testing.T) {
 	w := openFake(t, f, Config{})
 
 	outcomes := mustApply(t, w,
-		payload("p1", insertInto("t", icol("a", int64(1)), scol("b", "x"))),
-		payload("p2", insertInto("t", scol("B", "y"), icol("c", int64(2)))),
+		warehousetest.Payload("p1", warehousetest.Insert("t", icol("a", int64(1)), scol("b", "x"))),
+		warehousetest.Payload("p2", warehousetest.Insert("t", scol("B", "y"), icol("c", int64(2)))),
 		// c exists by now: p2 adds it.
-		payload("p3", deleteFrom("t", icol("c", int64(2)))),
-		payload("p4", insertInto("u", icol("x", int64(1)))),
-		payload("p5", insertInto("u", icol("y", int64(1))), deleteFrom("u", icol("y", int64(1)))),
+		warehousetest.Payload("p3", warehousetest.Delete("t", icol("c", int64(2)))),
+		warehousetest.Payload("p4", warehousetest.Insert("u", icol("x", int64(1)))),
+		warehousetest.Payload("p5", warehousetest.Insert("u", icol("y", int64(1))), warehousetest.Delete("u", icol("y", int64(1)))),
 	)
 	if got := statuses(outcomes); got != "Applied Applied Applied Applied Applied" {
 		t.Fatalf("outcomes %s", got)
@@ -94,9 +95,9 @@ func TestRejectedPayloadChangesNoSchema(t *testing.T) {
 	f.setTable("t", bigquery.Schema{int64Field("a")})
 	w := openFake(t, f, Config{})
 	outcomes := mustApply(t, w,
-		payload("bad", insertInto("t", scol("new_col", "v")), insertInto("new_table", icol("x", int64(1))),
-			deleteFrom("missing", icol("a", int64(1)))),
-		payload("good", insertInto("t", icol("a", int64(2)))),
+		warehousetest.Payload("bad", warehousetest.Insert("t", scol("new_col", "v")), warehousetest.Insert("new_table", icol("x", int64(1))),
+			warehousetest.Delete("missing", icol("a", int64(1)))),
+		warehousetest.Payload("good", warehousetest.Insert("t", icol("a", int64(2)))),
 	)
 	if got := statuses(outcomes); got != "Rejected Applied" {
 		t.Fatalf("outcomes %s", got)
@@ -114,11 +115,11 @@ func TestSchemaConflictsReject(t *testing.T) {
 	f.setTable("t", bigquery.Schema{int64Field("a"), {Name: "g", Type: "GEOGRAPHY"}, {Name: "r", Type: "STRING", Required: true}})
 	w := openFake(t, f, Config{})
 	outcomes := mustApply(t, w,
-		payload("type", insertInto("t", scol("a", "x"), scol("r", "v"))),
-		payload("foreign", deleteFrom("t", scol("g", "POINT(1 1)"))),
-		payload("required", insertInto("t", icol("a", int64(1)))),
-		payload("column", deleteFrom("t", icol("zz", int64(1)))),
-		payload("ok", insertInto("t", icol("a", int64(1)), scol("r", "v"))),
+		warehousetest.Payload("type", warehousetest.Insert("t", scol("a", "x"), scol("r", "v"))),
+		warehousetest.Payload("foreign", warehousetest.Delete("t", scol("g", "POINT(1 1)"))),
+		warehousetest.Payload("required", warehousetest.Insert("t", icol("a", int64(1)))),
+		warehousetest.Payload("column", warehousetest.Delete("t", icol("zz", int64(1)))),
+		warehousetest.Payload("ok", warehousetest.Insert("t", icol("a", int64(1)), scol("r", "v"))),
 	)
 	if got := statuses(outcomes); got != "Rejected Rejected Rejected Rejected Applied" {
 		t.Fatalf("outcomes %s", got)
@@ -133,14 +134,14 @@ func TestSchemaConflictsReject(t *testing.T) {
 func TestRejectionIsDecidedOnAFreshRead(t *testing.T) {
 	f := newFakeBackend()
 	w := openFake(t, f, Config{MetadataTTL: time.Hour})
-	outcomes := mustApply(t, w, payload("early", deleteFrom("late", icol("a", int64(1)))))
+	outcomes := mustApply(t, w, warehousetest.Payload("early", warehousetest.Delete("late", icol("a", int64(1)))))
 	if got := statuses(outcomes); got != "Rejected" {
 		t.Fatalf("outcomes %s", got)
 	}
 	// Another process creates the table; the cache still says missing.
 	f.setTable("late", bigquery.Schema{int64Field("a")})
 	reads := f.callCount("tables.get")
-	outcomes = mustApply(t, w, payload("on-time", deleteFrom("late", icol("a", int64(1)))))
+	outcomes = mustApply(t, w, warehousetest.Payload("on-time", warehousetest.Delete("late", icol("a", int64(1)))))
 	if got := statuses(outcomes); got != "Applied" {
 		t.Fatalf("outcomes %s: a cached 'missing' must be read again before rejecting", got)
 	}
@@ -149,7 +150,7 @@ func TestRejectionIsDecidedOnAFreshRead(t *testing.T) {
 	}
 	// Cached and present: no read at all.
 	reads = f.callCount("tables.get")
-	mustApply(t, w, payload("cached", deleteFrom("late", icol("a", int64(1)))))
+	mustApply(t, w, warehousetest.Payload("cached", warehousetest.Delete("late", icol("a", int64(1)))))
 	if got := f.callCount("tables.get") - reads; got != 0 {
 		t.Fatalf("%d metadata reads for a cached table, want 0", got)
 	}
@@ -159,10 +160,10 @@ func TestSchemaChangedConcurrentlyIsReadAgain(t *testing.T) {
 	f := newFakeBackend()
 	f.setTable("t", bigquery.Schema{int64Field("a")})
 	w := openFake(t, f, Config{MetadataTTL: time.Hour})
-	mustApply(t, w, payload("p1", insertInto("t", icol("a", int64(1)))))
+	mustApply(t, w, warehousetest.Payload("p1", warehousetest.Insert("t", icol("a", int64(1)))))
 	// Another process adds a column: the cached ETag is stale now.
 	f.setTable("t", bigquery.Schema{int64Field("a"), int64Field("other")})
-	outcomes := mustApply(t, w, payload("p2", insertInto("t", icol("a", int64(2)), scol("mine", "x"))))
+	outcomes := mustApply(t, w, warehousetest.Payload("p2", warehousetest.Insert("t", icol("a", int64(2)), scol("mine", "x"))))
 	if got := statuses(outcomes); got != "Applied" {
 		t.Fatalf("outcomes %s", got)
 	}
@@ -177,8 +178,8 @@ func TestSchemaChangedConcurrentlyIsReadAgain(t *testing.T) {
 func TestSameIDTwiceInAGroupAppliesOnce(t *testing.T) {
 	f := newFakeBackend()
 	w := openFake(t, f, Config{})
-	p := payload("twice", insertInto("t", icol("a", int64(1))))
-	outcomes := mustApply(t, w, p, payload("other", insertInto("t", icol("a", int64(2)))), p)
+	p := warehousetest.Payload("twice", warehousetest.Insert("t", icol("a", int64(1))))
+	outcomes := mustApply(t, w, p, warehousetest.Payload("other", warehousetest.Insert("t", icol("a", int64(2)))), p)
 	if got := statuses(outcomes); got != "Applied Applied Duplicate" {
 		t.Fatalf("outcomes %s", got)
 	}
@@ -199,7 +200,7 @@ func TestResubmittedJobWaitsForTheFirst(t *testing.T) {
 	w := openFake(t, f, Config{})
 	f.pending = true
 	f.loseReply = func(string) error { return apiError(http.StatusServiceUnavailable, "backendError", "connection reset") }
-	group := []warehouse.Payload{payload("p1", insertInto("t", icol("a", int64(1))))}
+	group := []warehouse.Payload{warehousetest.Payload("p1", warehousetest.Insert("t", icol("a", int64(1))))}
 	_, err := w.Apply(context.Background(), group)
 	if messages.ClassOf(err) != messages.ClassTransient {
 		t.Fatalf("Apply with a lost reply = %v, want a transient error", err)
@@ -223,7 +224,7 @@ func TestLostReplyOfACommittedJob(t *testing.T) {
 	f := newFakeBackend()
 	w := openFake(t, f, Config{})
 	f.loseReply = func(string) error { return apiError(http.StatusBadGateway, "", "bad gateway") }
-	group := []warehouse.Payload{payload("p1", insertInto("t", icol("a", int64(1))))}
+	group := []warehouse.Payload{warehousetest.Payload("p1", warehousetest.Insert("t", icol("a", int64(1))))}
 	if _, err := w.Apply(context.Background(), group); messages.ClassOf(err) != messages.ClassTransient {
 		t.Fatalf("Apply with a lost reply = %v, want a transient error", err)
 	}
@@ -247,7 +248,7 @@ func TestFailedJobIsRetriedUnderANewID(t *testing.T) {
 		}
 		return nil
 	}
-	group := []warehouse.Payload{payload("p1", insertInto("t", icol("a", int64(1))))}
+	group := []warehouse.Payload{warehousetest.Payload("p1", warehousetest.Insert("t", icol("a", int64(1))))}
 	if _, err := w.Apply(context.Background(), group); messages.ClassOf(err) != messages.ClassTransient {
 		t.Fatalf("Apply of an aborted transaction = %v, want a transient error", err)
 	}
@@ -274,7 +275,7 @@ func TestConcurrentWriterIsCaughtByTheScript(t *testing.T) {
 		f.ledger[ids[0]] = true
 		return nil
 	}
-	group := []warehouse.Payload{payload("p1", insertInto("t", icol("a", int64(1))))}
+	group := []warehouse.Payload{warehousetest.Payload("p1", warehousetest.Insert("t", icol("a", int64(1))))}
 	_, err := w.Apply(context.Background(), group)
 	if messages.ClassOf(err) != messages.ClassTransient || !strings.Contains(err.Error(), ledgerConflictMarker) {
 		t.Fatalf("Apply racing another writer = %v, want a transient ledger conflict", err)
@@ -300,7 +301,7 @@ func TestPermanentJobFailureIsBisectedToThePayloadAtFault(t *testing.T) {
 		if i == 5 {
 			id = "bad"
 		}
-		group = append(group, payload(id, insertInto("t", icol("a", int64(i)))))
+		group = append(group, warehousetest.Payload(id, warehousetest.Insert("t", icol("a", int64(i)))))
 	}
 	outcomes := mustApply(t, w, group...)
 	if got := statuses(outcomes); got != "Applied Applied Applied Applied Applied Rejected Applied Applied" {
@@ -331,7 +332,7 @@ func TestSplitsGroupsWithinLimits(t *testing.T) {
 		var group []warehouse.Payload
 		for i := range 12 {
 			// 1 id + 3 values = 4 parameters: 5 payloads per job.
-			group = append(group, payload(fmt.Sprint("p", i), insertInto("t", icol("a", int64(i)), icol("b", int64(i)), icol("c", int64(i)))))
+			group = append(group, warehousetest.Payload(fmt.Sprint("p", i), warehousetest.Insert("t", icol("a", int64(i)), icol("b", int64(i)), icol("c", int64(i)))))
 		}
 		if got := statuses(mustApply(t, w, group...)); strings.Count(got, "Applied") != 12 {
 			t.Fatalf("outcomes %s", got)
@@ -359,7 +360,7 @@ func TestSplitsGroupsWithinLimits(t *testing.T) {
 		w := openFake(t, f, Config{MaxTables: 3})
 		var group []warehouse.Payload
 		for i := range 5 {
-			group = append(group, payload(fmt.Sprint("p", i), insertInto(fmt.Sprint("t", i), icol("a", int64(i)))))
+			group = append(group, warehousetest.Payload(fmt.Sprint("p", i), warehousetest.Insert(fmt.Sprint("t", i), icol("a", int64(i)))))
 		}
 		mustApply(t, w, group...)
 		// The ledger is one of the 3 tables: 2 payload tables per job.
@@ -369,7 +370,7 @@ func TestSplitsGroupsWithinLimits(t *testing.T) {
 		// With deletes, the temporary table counting them is another.
 		group = nil
 		for i := range 4 {
-			group = append(group, payload(fmt.Sprint("d", i), deleteFrom(fmt.Sprint("t", i), icol("a", int64(i)))))
+			group = append(group, warehousetest.Payload(fmt.Sprint("d", i), warehousetest.Delete(fmt.Sprint("t", i), icol("a", int64(i)))))
 		}
 		if got := statuses(mustApply(t, w, group...)); got != "Applied Applied Applied Applied" {
 			t.Fatalf("deletes: %s", got)
@@ -383,13 +384,13 @@ func TestSplitsGroupsWithinLimits(t *testing.T) {
 		w := openFake(t, f, Config{MaxScriptBytes: minScriptBytes})
 		var group []warehouse.Payload
 		for i := range 150 {
-			group = append(group, payload(fmt.Sprint("p", i), insertInto("t", icol("a", int64(i)), icol("b", int64(i)), icol("c", int64(i)))))
+			group = append(group, warehousetest.Payload(fmt.Sprint("p", i), warehousetest.Insert("t", icol("a", int64(i)), icol("b", int64(i)), icol("c", int64(i)))))
 		}
 		var huge []messages.Activity
 		for i := range 100 {
-			huge = append(huge, deleteFrom("t", icol("a", int64(i))))
+			huge = append(huge, warehousetest.Delete("t", icol("a", int64(i))))
 		}
-		group = append(group, payload("huge", huge...))
+		group = append(group, warehousetest.Payload("huge", huge...))
 		outcomes := mustApply(t, w, group...)
 		if outcomes[150].Status != warehouse.Rejected || !strings.Contains(outcomes[150].Err.Error(), "script") ||
 			messages.ClassOf(outcomes[150].Err) != messages.ClassPermanent {
@@ -415,7 +416,7 @@ func TestSplitsGroupsWithinLimits(t *testing.T) {
 		for i := range 10 {
 			cols = append(cols, icol(fmt.Sprint("c", i), int64(i)))
 		}
-		outcomes := mustApply(t, w, payload("wide", insertInto("t", cols...)), payload("narrow", insertInto("t", icol("c0", int64(1)))))
+		outcomes := mustApply(t, w, warehousetest.Payload("wide", warehousetest.Insert("t", cols...)), warehousetest.Payload("narrow", warehousetest.Insert("t", icol("c0", int64(1)))))
 		if got := statuses(outcomes); got != "Rejected Applied" {
 			t.Fatalf("outcomes %s", got)
 		}
@@ -432,9 +433,9 @@ func TestThousandPayloadsOnOneTable(t *testing.T) {
 	build := func(n int) []warehouse.Payload {
 		var group []warehouse.Payload
 		for i := range n {
-			group = append(group, payload(fmt.Sprintf("payload-%04d", i),
-				deleteFrom("table1", icol("a", int64(i)), scol("c", "2019-04-28 10:24:30.183414"), scol("e", "something")),
-				insertInto("table1", icol("a", int64(i)), scol("b", "Backup and Restore"), scol("c", "2018-03-27 11:58:28.988414")),
+			group = append(group, warehousetest.Payload(fmt.Sprintf("payload-%04d", i),
+				warehousetest.Delete("table1", icol("a", int64(i)), scol("c", "2019-04-28 10:24:30.183414"), scol("e", "something")),
+				warehousetest.Insert("table1", icol("a", int64(i)), scol("b", "Backup and Restore"), scol("c", "2018-03-27 11:58:28.988414")),
 			))
 		}
 		return group
@@ -491,7 +492,7 @@ func TestClosedWarehouseRefusesCalls(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	_, err := w.Apply(context.Background(), []warehouse.Payload{payload("p", insertInto("t", icol("a", int64(1))))})
+	_, err := w.Apply(context.Background(), []warehouse.Payload{warehousetest.Payload("p", warehousetest.Insert("t", icol("a", int64(1))))})
 	if !errors.Is(err, ErrClosed) || messages.ClassOf(err) != messages.ClassTransient {
 		t.Fatalf("Apply after Close = %v, want transient ErrClosed", err)
 	}

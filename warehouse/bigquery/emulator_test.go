@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/warehouse"
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
 // openEmulator opens a warehouse on a fresh dataset of the emulator at
@@ -58,14 +59,14 @@ func openEmulator(t *testing.T, cfg Config) *Warehouse {
 func TestEmulatorScriptRefusesAPayloadAlreadyInTheLedger(t *testing.T) {
 	w := openEmulator(t, Config{})
 	ctx := context.Background()
-	p := payload("racer", insertInto("t", icol("a", int64(1))))
+	p := warehousetest.Payload("racer", warehousetest.Insert("t", icol("a", int64(1))))
 	if got := statuses(mustApply(t, w, p)); got != "Applied" {
 		t.Fatalf("first apply: %s", got)
 	}
 
 	// A group of the applied payload and a new one gets a job id of its
 	// own; BigQuery would otherwise find the first job by its id.
-	fresh := payload("fresh", insertInto("t", icol("a", int64(2))))
+	fresh := warehousetest.Payload("fresh", warehousetest.Insert("t", icol("a", int64(2))))
 	run := &applyRun{w: w, view: map[string]*tableInfo{}, fresh: map[string]bool{}}
 	items := []*item{{index: 0, payload: p}, {index: 1, payload: fresh}}
 	_, accepted, _, err := run.check(ctx, items)
@@ -95,15 +96,15 @@ func TestEmulatorThousandPayloads(t *testing.T) {
 	}
 	w := openEmulator(t, Config{})
 	const n, groupSize = 1000, 200
-	setup := payload("setup", insertInto("table1", icol("a", int64(-1)), scol("b", "x"), scol("c", "x"), scol("e", "x")))
+	setup := warehousetest.Payload("setup", warehousetest.Insert("table1", icol("a", int64(-1)), scol("b", "x"), scol("c", "x"), scol("e", "x")))
 	if got := statuses(mustApply(t, w, setup)); got != "Applied" {
 		t.Fatalf("setup: %s", got)
 	}
 	var group []warehouse.Payload
 	for i := range n {
-		group = append(group, payload(fmt.Sprintf("payload-%04d", i),
-			deleteFrom("table1", icol("a", int64(i-1)), scol("c", "2018-03-27 11:58:28.988414"), scol("e", nil)),
-			insertInto("table1", icol("a", int64(i)), scol("b", "Backup and Restore"), scol("c", "2018-03-27 11:58:28.988414")),
+		group = append(group, warehousetest.Payload(fmt.Sprintf("payload-%04d", i),
+			warehousetest.Delete("table1", icol("a", int64(i-1)), scol("c", "2018-03-27 11:58:28.988414"), scol("e", nil)),
+			warehousetest.Insert("table1", icol("a", int64(i)), scol("b", "Backup and Restore"), scol("c", "2018-03-27 11:58:28.988414")),
 		))
 	}
 	began := time.Now()

@@ -298,18 +298,6 @@ func scol(name string, v any) messages.Column {
 	return messages.Column{Name: name, Type: messages.ColumnType{Base: messages.TypeString}, Value: v}
 }
 
-func insertInto(table string, cols ...messages.Column) messages.Activity {
-	return messages.Activity{Op: messages.OpInsert, Table: table, Columns: cols}
-}
-
-func deleteFrom(table string, cols ...messages.Column) messages.Activity {
-	return messages.Activity{Op: messages.OpDelete, Table: table, Columns: cols}
-}
-
-func payload(id string, activities ...messages.Activity) warehouse.Payload {
-	return warehouse.Payload{ID: id, Payload: messages.Payload{Activities: activities}}
-}
-
 func mustApply(t *testing.T, w *Warehouse, group ...warehouse.Payload) []warehouse.Outcome {
 	t.Helper()
 	outcomes, err := w.Apply(context.Background(), group)

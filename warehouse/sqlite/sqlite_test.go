@@ -62,19 +62,7 @@ func rawDB(t *testing.T, path string) *sql.DB {
 }
 
 func col(name string, b messages.BaseType, v any) messages.Column {
-	return messages.Column{Name: name, Type: messages.ColumnType{Base: b}, Value: v}
-}
-
-func insert(table string, cols ...messages.Column) messages.Activity {
-	return messages.Activity{Op: messages.OpInsert, Table: table, Columns: cols}
-}
-
-func del(table string, cols ...messages.Column) messages.Activity {
-	return messages.Activity{Op: messages.OpDelete, Table: table, Columns: cols}
-}
-
-func payload(id string, activities ...messages.Activity) warehouse.Payload {
-	return warehouse.Payload{ID: id, Payload: messages.Payload{Activities: activities}}
+	return warehousetest.Col(name, messages.ColumnType{Base: b}, v)
 }
 
 func mustApply(t *testing.T, w *sqlite.Warehouse, group ...warehouse.Payload) []warehouse.Outcome {
@@ -128,7 +116,7 @@ func TestStorage_keeps_values_in_the_right_storage_class(t *testing.T) {
 	for _, c := range cases {
 		cols = append(cols, c.column)
 	}
-	if out := mustApply(t, w, payload("p", insert("t", cols...))); out[0].Status != warehouse.Applied {
+	if out := mustApply(t, w, warehousetest.Payload("p", warehousetest.Insert("t", cols...))); out[0].Status != warehouse.Applied {
 		t.Fatalf("outcome %+v", out[0])
 	}
 
@@ -154,7 +142,7 @@ func TestApply_rejects_payloads_on_tables_it_did_not_create(t *testing.T) {
 	if _, err := rawDB(t, path).Exec(`CREATE TABLE foreign_made (a TEXT)`); err != nil {
 		t.Fatal(err)
 	}
-	out := mustApply(t, w, payload("p", insert("foreign_made", col("a", messages.TypeString, "x"))))
+	out := mustApply(t, w, warehousetest.Payload("p", warehousetest.Insert("foreign_made", col("a", messages.TypeString, "x"))))
 	if out[0].Status != warehouse.Rejected || messages.ClassOf(out[0].Err) != messages.ClassPermanent {
 		t.Fatalf("outcome %+v, want a permanent rejection", out[0])
 	}
@@ -169,8 +157,8 @@ func TestApply_rejects_payloads_on_tables_it_did_not_create(t *testing.T) {
 func TestApply_refuses_reserved_table_names(t *testing.T) {
 	w := openWarehouse(t, sqlite.Config{})
 	out := mustApply(t, w,
-		payload("ledger", insert(warehouse.LedgerTable, col("payload_id", messages.TypeString, "forged"))),
-		payload("sqlite", insert("sqlite_mine", col("a", messages.TypeInt64, int64(1)))),
+		warehousetest.Payload("ledger", warehousetest.Insert(warehouse.LedgerTable, col("payload_id", messages.TypeString, "forged"))),
+		warehousetest.Payload("sqlite", warehousetest.Insert("sqlite_mine", col("a", messages.TypeInt64, int64(1)))),
 	)
 	for i, o := range out {
 		if o.Status != warehouse.Rejected {
@@ -197,7 +185,7 @@ func TestApply_is_transient_while_another_writer_holds_the_lock(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := payload("p", insert("t", col("a", messages.TypeInt64, int64(1))))
+	p := warehousetest.Payload("p", warehousetest.Insert("t", col("a", messages.TypeInt64, int64(1))))
 	_, err = w.Apply(context.Background(), []warehouse.Payload{p})
 	if err == nil || messages.ClassOf(err) != messages.ClassTransient {
 		t.Fatalf("Apply while locked = %v (class %q), want a transient error", err, messages.ClassOf(err))
@@ -218,7 +206,7 @@ func TestApply_rolls_back_the_whole_group_when_its_context_ends(t *testing.T) {
 	// must itself forget what the rolled-back group created.
 	fresh := func() *sqlite.Warehouse {
 		w := openWarehouse(t, sqlite.Config{})
-		mustApply(t, w, payload("setup", insert("setup", col("a", messages.TypeInt64, int64(1)))))
+		mustApply(t, w, warehousetest.Payload("setup", warehousetest.Insert("setup", col("a", messages.TypeInt64, int64(1)))))
 		return w
 	}
 	w := fresh()
@@ -226,9 +214,9 @@ func TestApply_rolls_back_the_whole_group_when_its_context_ends(t *testing.T) {
 	for i := range 300 {
 		var acts []messages.Activity
 		for j := range 20 {
-			acts = append(acts, insert(fmt.Sprintf("t%d", j), col("a", messages.TypeInt64, int64(i)), col("b", messages.TypeString, "x")))
+			acts = append(acts, warehousetest.Insert(fmt.Sprintf("t%d", j), col("a", messages.TypeInt64, int64(i)), col("b", messages.TypeString, "x")))
 		}
-		group = append(group, payload(fmt.Sprintf("p%d", i), acts...))
+		group = append(group, warehousetest.Payload(fmt.Sprintf("p%d", i), acts...))
 	}
 
 	failures := 0
@@ -279,11 +267,11 @@ func TestApply_forgets_the_ddl_of_a_payload_sqlite_refused(t *testing.T) {
 		return cols
 	}
 	out := mustApply(t, w,
-		payload("base", insert("wide", wide(0, 1990)...)),
+		warehousetest.Payload("base", warehousetest.Insert("wide", wide(0, 1990)...)),
 		// SQLite allows 2000 columns: the 11th ALTER fails.
-		payload("too-wide", insert("wide", wide(0, 2010)...)),
-		payload("uses-c1995", del("wide", col("c1995", messages.TypeInt64, int64(1995)))),
-		payload("after", insert("wide", col("c1", messages.TypeInt64, int64(-1)))),
+		warehousetest.Payload("too-wide", warehousetest.Insert("wide", wide(0, 2010)...)),
+		warehousetest.Payload("uses-c1995", warehousetest.Delete("wide", col("c1995", messages.TypeInt64, int64(1995)))),
+		warehousetest.Payload("after", warehousetest.Insert("wide", col("c1", messages.TypeInt64, int64(-1)))),
 	)
 	want := []warehouse.Status{warehouse.Applied, warehouse.Rejected, warehouse.Rejected, warehouse.Applied}
 	for i, o := range out {
@@ -308,13 +296,13 @@ func TestApply_forgets_the_ddl_of_a_payload_sqlite_refused(t *testing.T) {
 func TestApply_notices_schema_changes_made_by_another_process(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "w.db")
 	w := openWarehouse(t, sqlite.Config{Path: path})
-	mustApply(t, w, payload("p1", insert("t", col("a", messages.TypeInt64, int64(1)))))
+	mustApply(t, w, warehousetest.Payload("p1", warehousetest.Insert("t", col("a", messages.TypeInt64, int64(1)))))
 	if _, err := rawDB(t, path).Exec(`DROP TABLE t`); err != nil {
 		t.Fatal(err)
 	}
 	out := mustApply(t, w,
-		payload("p2", del("t", col("a", messages.TypeInt64, int64(1)))),
-		payload("p3", insert("t", col("a", messages.TypeString, "now a string"))),
+		warehousetest.Payload("p2", warehousetest.Delete("t", col("a", messages.TypeInt64, int64(1)))),
+		warehousetest.Payload("p3", warehousetest.Insert("t", col("a", messages.TypeString, "now a string"))),
 	)
 	if !errors.Is(out[0].Err, warehouse.ErrTableNotFound) {
 		t.Errorf("delete on the dropped table: %+v, want ErrTableNotFound", out[0])
@@ -344,19 +332,19 @@ func deleteIndexes(t *testing.T, path, table string) []string {
 
 func TestDeleteIndexes(t *testing.T) {
 	example := func(id string, a int64) warehouse.Payload {
-		return payload(id,
-			del("table1", col("a", messages.TypeInt64, int64(3)), col("c", messages.TypeString, "2019-04-28 10:24:30.183414"), col("e", messages.TypeString, "something")),
-			insert("table1", col("a", messages.TypeInt64, a), col("b", messages.TypeString, "Backup and Restore"), col("c", messages.TypeString, "x"), col("e", messages.TypeString, nil)),
+		return warehousetest.Payload(id,
+			warehousetest.Delete("table1", col("a", messages.TypeInt64, int64(3)), col("c", messages.TypeString, "2019-04-28 10:24:30.183414"), col("e", messages.TypeString, "something")),
+			warehousetest.Insert("table1", col("a", messages.TypeInt64, a), col("b", messages.TypeString, "Backup and Restore"), col("c", messages.TypeString, "x"), col("e", messages.TypeString, nil)),
 		)
 	}
-	setup := payload("setup", insert("table1", col("a", messages.TypeInt64, int64(0)), col("b", messages.TypeString, "b"), col("c", messages.TypeString, "c"), col("e", messages.TypeString, "e")))
+	setup := warehousetest.Payload("setup", warehousetest.Insert("table1", col("a", messages.TypeInt64, int64(0)), col("b", messages.TypeString, "b"), col("c", messages.TypeString, "c"), col("e", messages.TypeString, "e")))
 
 	t.Run("one_index_per_column_set", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "w.db")
 		w := openWarehouse(t, sqlite.Config{Path: path})
 		mustApply(t, w, setup, example("p1", 1), example("p2", 2))
 		// The same set in another order, with a NULL, shares the index.
-		mustApply(t, w, payload("p3", del("table1", col("e", messages.TypeString, nil), col("c", messages.TypeString, "x"), col("a", messages.TypeInt64, int64(1)))))
+		mustApply(t, w, warehousetest.Payload("p3", warehousetest.Delete("table1", col("e", messages.TypeString, nil), col("c", messages.TypeString, "x"), col("a", messages.TypeInt64, int64(1)))))
 		if got := deleteIndexes(t, path, "table1"); len(got) != 1 {
 			t.Fatalf("indexes %v, want one for the set {a,c,e}", got)
 		}
@@ -398,7 +386,7 @@ func TestDeleteIndexes(t *testing.T) {
 					}
 				}
 			}
-			out := mustApply(t, w, payload(fmt.Sprintf("d%d", mask), del("table1", cols...)))
+			out := mustApply(t, w, warehousetest.Payload(fmt.Sprintf("d%d", mask), warehousetest.Delete("table1", cols...)))
 			if out[0].Status != warehouse.Applied {
 				t.Fatalf("delete %d: %+v", mask, out[0])
 			}
@@ -420,7 +408,7 @@ func TestDeleteIndexes(t *testing.T) {
 
 func TestWarehouse_keeps_the_ledger_across_reopening(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "w.db")
-	p := payload("p", insert("t", col("a", messages.TypeInt64, int64(1))))
+	p := warehousetest.Payload("p", warehousetest.Insert("t", col("a", messages.TypeInt64, int64(1))))
 	first, err := sqlite.Open(context.Background(), sqlite.Config{Path: path}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -447,7 +435,7 @@ func TestApply_with_an_ended_context_writes_nothing(t *testing.T) {
 	w := openWarehouse(t, sqlite.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := w.Apply(ctx, []warehouse.Payload{payload("p", insert("t", col("a", messages.TypeInt64, int64(1))))})
+	_, err := w.Apply(ctx, []warehouse.Payload{warehousetest.Payload("p", warehousetest.Insert("t", col("a", messages.TypeInt64, int64(1))))})
 	if !errors.Is(err, context.Canceled) || messages.ClassOf(err) != messages.ClassTransient {
 		t.Fatalf("Apply = %v, want transient context.Canceled", err)
 	}
@@ -474,9 +462,9 @@ func TestApply_the_example_payload(t *testing.T) {
 	}
 
 	out = mustApply(t, w,
-		payload("setup",
-			insert("table1", col("a", messages.TypeInt64, int64(3)), col("c", messages.TypeString, "2019-04-28 10:24:30.183414"), col("e", messages.TypeString, "something")),
-			insert("table1", col("a", messages.TypeInt64, int64(4)), col("c", messages.TypeString, "2019-04-28 10:24:30.183414"), col("e", messages.TypeString, "something")),
+		warehousetest.Payload("setup",
+			warehousetest.Insert("table1", col("a", messages.TypeInt64, int64(3)), col("c", messages.TypeString, "2019-04-28 10:24:30.183414"), col("e", messages.TypeString, "something")),
+			warehousetest.Insert("table1", col("a", messages.TypeInt64, int64(4)), col("c", messages.TypeString, "2019-04-28 10:24:30.183414"), col("e", messages.TypeString, "something")),
 		),
 		warehouse.Payload{ID: "example", Payload: parsed},
 	)
@@ -502,7 +490,7 @@ func TestConfig_SyncEachCommit_selects_synchronous_full(t *testing.T) {
 		want int // PRAGMA synchronous: 1 NORMAL, 2 FULL
 	}{{false, 1}, {true, 2}} {
 		w := openWarehouse(t, sqlite.Config{SyncEachCommit: tc.sync})
-		mustApply(t, w, payload("p", insert("t", col("a", messages.TypeInt64, int64(1)))))
+		mustApply(t, w, warehousetest.Payload("p", warehousetest.Insert("t", col("a", messages.TypeInt64, int64(1)))))
 		if got := sqlite.WriterSynchronous(t, w); got != tc.want {
 			t.Errorf("SyncEachCommit=%v: synchronous = %d, want %d", tc.sync, got, tc.want)
 		}

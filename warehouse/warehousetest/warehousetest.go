@@ -97,19 +97,23 @@ var (
 	stringType = typ(messages.TypeString)
 )
 
-func col(name string, t messages.ColumnType, v any) messages.Column {
+// Col is a column of a test payload.
+func Col(name string, t messages.ColumnType, v any) messages.Column {
 	return messages.Column{Name: name, Type: t, Value: v}
 }
 
-func insert(table string, cols ...messages.Column) messages.Activity {
+// Insert is an insert activity of a test payload.
+func Insert(table string, cols ...messages.Column) messages.Activity {
 	return messages.Activity{Op: messages.OpInsert, Table: table, Columns: cols}
 }
 
-func del(table string, cols ...messages.Column) messages.Activity {
+// Delete is a delete activity of a test payload.
+func Delete(table string, cols ...messages.Column) messages.Activity {
 	return messages.Activity{Op: messages.OpDelete, Table: table, Columns: cols}
 }
 
-func payload(id string, activities ...messages.Activity) warehouse.Payload {
+// Payload is a test payload; adapters' own tests build theirs with these too.
+func Payload(id string, activities ...messages.Activity) warehouse.Payload {
 	return warehouse.Payload{ID: id, Payload: messages.Payload{Activities: activities}}
 }
 
@@ -375,21 +379,21 @@ func emptyGroupIsNoError(t *testing.T, w Subject) {
 // than a float64 holds.
 func allTypes() (cols []messages.Column, want []warehouse.ColumnSchema) {
 	cols = []messages.Column{
-		col("s", stringType, "0123"),
-		col("s_bounded", messages.ColumnType{Base: messages.TypeString, MaxLength: 10}, "Backup"),
-		col("i", int64Type, int64(-9007199254740993)),
-		col("f", typ(messages.TypeFloat64), 3.25),
-		col("n", typ(messages.TypeNumeric), "-12.5"),
-		col("n_ps", decimalType(messages.TypeNumeric, 10, 2), "12345678.9"),
-		col("bn", typ(messages.TypeBigNumeric), "123456789012345678901234567890.123456789"),
-		col("bn_ps", decimalType(messages.TypeBigNumeric, 40, 10), "1.0000000001"),
-		col("b", typ(messages.TypeBool), true),
-		col("d", typ(messages.TypeDate), "2019-04-28"),
-		col("dt", typ(messages.TypeDatetime), "2019-04-28 10:24:30.183414"),
-		col("ts", typ(messages.TypeTimestamp), "2018-03-27T11:58:28.988414Z"),
-		col("tm", typ(messages.TypeTime), "10:24:30.5"),
-		col("j", typ(messages.TypeJSON), `{"a":[1,"x",null],"b":{"c":true}}`),
-		col("by", typ(messages.TypeBytes), []byte{0, 1, 2, 0xff}),
+		Col("s", stringType, "0123"),
+		Col("s_bounded", messages.ColumnType{Base: messages.TypeString, MaxLength: 10}, "Backup"),
+		Col("i", int64Type, int64(-9007199254740993)),
+		Col("f", typ(messages.TypeFloat64), 3.25),
+		Col("n", typ(messages.TypeNumeric), "-12.5"),
+		Col("n_ps", decimalType(messages.TypeNumeric, 10, 2), "12345678.9"),
+		Col("bn", typ(messages.TypeBigNumeric), "123456789012345678901234567890.123456789"),
+		Col("bn_ps", decimalType(messages.TypeBigNumeric, 40, 10), "1.0000000001"),
+		Col("b", typ(messages.TypeBool), true),
+		Col("d", typ(messages.TypeDate), "2019-04-28"),
+		Col("dt", typ(messages.TypeDatetime), "2019-04-28 10:24:30.183414"),
+		Col("ts", typ(messages.TypeTimestamp), "2018-03-27T11:58:28.988414Z"),
+		Col("tm", typ(messages.TypeTime), "10:24:30.5"),
+		Col("j", typ(messages.TypeJSON), `{"a":[1,"x",null],"b":{"c":true}}`),
+		Col("by", typ(messages.TypeBytes), []byte{0, 1, 2, 0xff}),
 	}
 	for _, c := range cols {
 		ct := c.Type
@@ -429,7 +433,7 @@ func insertCreatesTableWithExactTypes(t *testing.T, w Subject) {
 	cols, wantSchema := allTypes()
 	// A second, all-NULL row proves NULL round-trips in every type; it
 	// sorts first.
-	outcomes := apply(t, w, payload("p1", insert("typed", cols...), insert("typed", nulls(cols)...)))
+	outcomes := apply(t, w, Payload("p1", Insert("typed", cols...), Insert("typed", nulls(cols)...)))
 	expectStatuses(t, outcomes, warehouse.Applied)
 	expectRowsAffected(t, outcomes[0], 2)
 
@@ -439,10 +443,10 @@ func insertCreatesTableWithExactTypes(t *testing.T, w Subject) {
 }
 
 func insertAddsMissingColumns(t *testing.T, w Subject) {
-	expectStatuses(t, apply(t, w, payload("p1", insert("t", col("a", int64Type, int64(1))))), warehouse.Applied)
+	expectStatuses(t, apply(t, w, Payload("p1", Insert("t", Col("a", int64Type, int64(1))))), warehouse.Applied)
 	expectStatuses(t, apply(t, w,
-		payload("p2", insert("t", col("a", int64Type, int64(2)), col("b", stringType, "x"))),
-		payload("p3", insert("t", col("b", stringType, "y"), col("c", typ(messages.TypeNumeric), "1.5"))),
+		Payload("p2", Insert("t", Col("a", int64Type, int64(2)), Col("b", stringType, "x"))),
+		Payload("p3", Insert("t", Col("b", stringType, "y"), Col("c", typ(messages.TypeNumeric), "1.5"))),
 	), warehouse.Applied, warehouse.Applied)
 
 	expectSchema(t, w, "t",
@@ -459,9 +463,9 @@ func insertAddsMissingColumns(t *testing.T, w Subject) {
 
 func columnNamesAreCaseInsensitive(t *testing.T, w Subject) {
 	outcomes := apply(t, w,
-		payload("p1", insert("t", col("Amount", int64Type, int64(1)))),
-		payload("p2", insert("t", col("amount", int64Type, int64(2)))),
-		payload("p3", del("t", col("AMOUNT", int64Type, int64(1)))),
+		Payload("p1", Insert("t", Col("Amount", int64Type, int64(1)))),
+		Payload("p2", Insert("t", Col("amount", int64Type, int64(2)))),
+		Payload("p3", Delete("t", Col("AMOUNT", int64Type, int64(1)))),
 	)
 	expectStatuses(t, outcomes, warehouse.Applied, warehouse.Applied, warehouse.Applied)
 	expectRowsAffected(t, outcomes[2], 1)
@@ -470,12 +474,12 @@ func columnNamesAreCaseInsensitive(t *testing.T, w Subject) {
 }
 
 func incompatibleColumnTypeRejectsPayload(t *testing.T, w Subject) {
-	expectStatuses(t, apply(t, w, payload("setup", insert("t", col("a", int64Type, int64(1))))), warehouse.Applied)
+	expectStatuses(t, apply(t, w, Payload("setup", Insert("t", Col("a", int64Type, int64(1))))), warehouse.Applied)
 
-	outcomes := apply(t, w, payload("bad",
-		insert("created_by_bad", col("x", int64Type, int64(1))),
-		insert("t", col("added_by_bad", stringType, "v"), col("a", int64Type, int64(2))),
-		insert("t", col("a", stringType, "not a number")),
+	outcomes := apply(t, w, Payload("bad",
+		Insert("created_by_bad", Col("x", int64Type, int64(1))),
+		Insert("t", Col("added_by_bad", stringType, "v"), Col("a", int64Type, int64(2))),
+		Insert("t", Col("a", stringType, "not a number")),
 	))
 	expectStatuses(t, outcomes, warehouse.Rejected)
 	expectRejectedWith(t, outcomes[0], warehouse.ErrTypeConflict)
@@ -488,19 +492,19 @@ func incompatibleColumnTypeRejectsPayload(t *testing.T, w Subject) {
 
 func deleteRemovesExactlyTheMatchingRows(t *testing.T, w Subject) {
 	r := func(a int64, b string, c any) messages.Activity {
-		return insert("t", col("a", int64Type, a), col("b", stringType, b), col("c", stringType, c))
+		return Insert("t", Col("a", int64Type, a), Col("b", stringType, b), Col("c", stringType, c))
 	}
-	expectStatuses(t, apply(t, w, payload("setup",
+	expectStatuses(t, apply(t, w, Payload("setup",
 		r(1, "x", nil), r(1, "y", nil), r(1, "x", "z"), r(2, "x", nil), r(3, "dup", nil), r(3, "dup", nil),
 	)), warehouse.Applied)
 
 	outcomes := apply(t, w,
 		// NULL matches IS NULL: removes (1,x,NULL) and not (1,x,z).
-		payload("d1", del("t", col("a", int64Type, int64(1)), col("b", stringType, "x"), col("c", stringType, nil))),
+		Payload("d1", Delete("t", Col("a", int64Type, int64(1)), Col("b", stringType, "x"), Col("c", stringType, nil))),
 		// Every matching row goes, duplicates included.
-		payload("d2", del("t", col("a", int64Type, int64(3)), col("b", stringType, "dup"))),
+		Payload("d2", Delete("t", Col("a", int64Type, int64(3)), Col("b", stringType, "dup"))),
 		// Matching nothing is not an error.
-		payload("d3", del("t", col("a", int64Type, int64(9)))),
+		Payload("d3", Delete("t", Col("a", int64Type, int64(9)))),
 	)
 	expectStatuses(t, outcomes, warehouse.Applied, warehouse.Applied, warehouse.Applied)
 	expectRowsAffected(t, outcomes[0], 1)
@@ -516,14 +520,14 @@ func deleteRemovesExactlyTheMatchingRows(t *testing.T, w Subject) {
 func deleteMatchesEveryType(t *testing.T, w Subject) {
 	cols, _ := allTypes()
 	other := withValues(cols, map[string]any{"i": int64(7)})
-	expectStatuses(t, apply(t, w, payload("setup", insert("typed", cols...), insert("typed", other...))), warehouse.Applied)
+	expectStatuses(t, apply(t, w, Payload("setup", Insert("typed", cols...), Insert("typed", other...))), warehouse.Applied)
 
 	for _, c := range cols {
 		// Each column on its own must find the rows holding its value, so
 		// no type's equality is broken by how the adapter stores it.
-		outcomes := apply(t, w, payload("probe-"+c.Name,
-			del("typed", c),
-			insert("typed", cols...),
+		outcomes := apply(t, w, Payload("probe-"+c.Name,
+			Delete("typed", c),
+			Insert("typed", cols...),
 		))
 		expectStatuses(t, outcomes, warehouse.Applied)
 		// Both rows share every value but i, so a delete by i removes one
@@ -537,10 +541,10 @@ func deleteMatchesEveryType(t *testing.T, w Subject) {
 		}
 		if c.Name != "i" {
 			// Put the other row back for the next probe.
-			expectStatuses(t, apply(t, w, payload("restore-"+c.Name, insert("typed", other...))), warehouse.Applied)
+			expectStatuses(t, apply(t, w, Payload("restore-"+c.Name, Insert("typed", other...))), warehouse.Applied)
 		}
 	}
-	expectStatuses(t, apply(t, w, payload("all", del("typed", cols...))), warehouse.Applied)
+	expectStatuses(t, apply(t, w, Payload("all", Delete("typed", cols...))), warehouse.Applied)
 	expectRows(t, w, "typed", rowOf(other))
 }
 
@@ -556,23 +560,23 @@ func expectUntouched(t *testing.T, w Subject, id string) {
 
 func setupExisting(t *testing.T, w Subject) {
 	t.Helper()
-	expectStatuses(t, apply(t, w, payload("setup", insert("existing", col("a", int64Type, int64(1))))), warehouse.Applied)
+	expectStatuses(t, apply(t, w, Payload("setup", Insert("existing", Col("a", int64Type, int64(1))))), warehouse.Applied)
 }
 
 // writesBeforeTheBadDelete are the activities a rejected payload runs
 // before its failing delete: a new table, a new column, a row and a delete.
 func writesBeforeTheBadDelete() []messages.Activity {
 	return []messages.Activity{
-		insert("new_table", col("x", int64Type, int64(1))),
-		insert("existing", col("a", int64Type, int64(2)), col("new_column", stringType, "v")),
-		del("existing", col("a", int64Type, int64(1))),
+		Insert("new_table", Col("x", int64Type, int64(1))),
+		Insert("existing", Col("a", int64Type, int64(2)), Col("new_column", stringType, "v")),
+		Delete("existing", Col("a", int64Type, int64(1))),
 	}
 }
 
 func deleteOnMissingTableRejectsPayload(t *testing.T, w Subject) {
 	setupExisting(t, w)
-	activities := append(writesBeforeTheBadDelete(), del("missing", col("a", int64Type, int64(1))))
-	outcomes := apply(t, w, payload("bad", activities...))
+	activities := append(writesBeforeTheBadDelete(), Delete("missing", Col("a", int64Type, int64(1))))
+	outcomes := apply(t, w, Payload("bad", activities...))
 	expectStatuses(t, outcomes, warehouse.Rejected)
 	expectRejectedWith(t, outcomes[0], warehouse.ErrTableNotFound)
 	expectUntouched(t, w, "bad")
@@ -580,16 +584,16 @@ func deleteOnMissingTableRejectsPayload(t *testing.T, w Subject) {
 
 func deleteOnMissingColumnRejectsPayload(t *testing.T, w Subject) {
 	setupExisting(t, w)
-	activities := append(writesBeforeTheBadDelete(), del("existing", col("a", int64Type, int64(2)), col("missing", int64Type, int64(1))))
-	outcomes := apply(t, w, payload("bad", activities...))
+	activities := append(writesBeforeTheBadDelete(), Delete("existing", Col("a", int64Type, int64(2)), Col("missing", int64Type, int64(1))))
+	outcomes := apply(t, w, Payload("bad", activities...))
 	expectStatuses(t, outcomes, warehouse.Rejected)
 	expectRejectedWith(t, outcomes[0], warehouse.ErrColumnNotFound)
 	expectUntouched(t, w, "bad")
 
 	// A column only a later activity would add does not count either.
-	outcomes = apply(t, w, payload("bad-order",
-		del("existing", col("later", stringType, "v")),
-		insert("existing", col("a", int64Type, int64(3)), col("later", stringType, "v")),
+	outcomes = apply(t, w, Payload("bad-order",
+		Delete("existing", Col("later", stringType, "v")),
+		Insert("existing", Col("a", int64Type, int64(3)), Col("later", stringType, "v")),
 	))
 	expectStatuses(t, outcomes, warehouse.Rejected)
 	expectRejectedWith(t, outcomes[0], warehouse.ErrColumnNotFound)
@@ -598,20 +602,20 @@ func deleteOnMissingColumnRejectsPayload(t *testing.T, w Subject) {
 
 func deleteWithConflictingTypeRejectsPayload(t *testing.T, w Subject) {
 	setupExisting(t, w)
-	activities := append(writesBeforeTheBadDelete(), del("existing", col("a", stringType, "1")))
-	outcomes := apply(t, w, payload("bad", activities...))
+	activities := append(writesBeforeTheBadDelete(), Delete("existing", Col("a", stringType, "1")))
+	outcomes := apply(t, w, Payload("bad", activities...))
 	expectStatuses(t, outcomes, warehouse.Rejected)
 	expectRejectedWith(t, outcomes[0], warehouse.ErrTypeConflict)
 	expectUntouched(t, w, "bad")
 }
 
 func activitiesApplyInOrder(t *testing.T, w Subject) {
-	a := func(v int64) messages.Column { return col("a", int64Type, v) }
-	expectStatuses(t, apply(t, w, payload("setup", insert("t", a(3)))), warehouse.Applied)
+	a := func(v int64) messages.Column { return Col("a", int64Type, v) }
+	expectStatuses(t, apply(t, w, Payload("setup", Insert("t", a(3)))), warehouse.Applied)
 
 	outcomes := apply(t, w,
-		payload("insert-then-delete", insert("t", a(1)), del("t", a(1))),
-		payload("delete-then-insert", del("t", a(3)), insert("t", a(3))),
+		Payload("insert-then-delete", Insert("t", a(1)), Delete("t", a(1))),
+		Payload("delete-then-insert", Delete("t", a(3)), Insert("t", a(3))),
 	)
 	expectStatuses(t, outcomes, warehouse.Applied, warehouse.Applied)
 	expectRowsAffected(t, outcomes[0], 2)
@@ -621,12 +625,12 @@ func activitiesApplyInOrder(t *testing.T, w Subject) {
 
 func deleteMayUseWhatEarlierInsertsCreated(t *testing.T, w Subject) {
 	setupExisting(t, w)
-	outcomes := apply(t, w, payload("p1",
-		insert("fresh", col("k", int64Type, int64(1)), col("v", stringType, "gone")),
-		insert("fresh", col("k", int64Type, int64(2)), col("v", stringType, "kept")),
-		del("fresh", col("v", stringType, "gone")),
-		insert("existing", col("a", int64Type, int64(5)), col("added", stringType, "x")),
-		del("existing", col("added", stringType, "x")),
+	outcomes := apply(t, w, Payload("p1",
+		Insert("fresh", Col("k", int64Type, int64(1)), Col("v", stringType, "gone")),
+		Insert("fresh", Col("k", int64Type, int64(2)), Col("v", stringType, "kept")),
+		Delete("fresh", Col("v", stringType, "gone")),
+		Insert("existing", Col("a", int64Type, int64(5)), Col("added", stringType, "x")),
+		Delete("existing", Col("added", stringType, "x")),
 	))
 	expectStatuses(t, outcomes, warehouse.Applied)
 	expectRowsAffected(t, outcomes[0], 5)
@@ -639,25 +643,25 @@ func deleteMayUseWhatEarlierInsertsCreated(t *testing.T, w Subject) {
 }
 
 func secondApplyOfAPayloadIsDuplicate(t *testing.T, w Subject) {
-	p := payload("once", insert("t", col("a", int64Type, int64(1))))
+	p := Payload("once", Insert("t", Col("a", int64Type, int64(1))))
 	expectStatuses(t, apply(t, w, p), warehouse.Applied)
 	expectStatuses(t, apply(t, w, p), warehouse.Duplicate)
 	// The ledger is keyed by id alone: different content, same id, still a
 	// duplicate.
-	expectStatuses(t, apply(t, w, payload("once", insert("t", col("a", int64Type, int64(2))))), warehouse.Duplicate)
+	expectStatuses(t, apply(t, w, Payload("once", Insert("t", Col("a", int64Type, int64(2))))), warehouse.Duplicate)
 	expectRows(t, w, "t", row{"a": int64(1)})
 }
 
 func sameIDTwiceInOneGroup(t *testing.T, w Subject) {
-	p := payload("twice", insert("t", col("a", int64Type, int64(1))))
-	expectStatuses(t, apply(t, w, p, payload("other", insert("t", col("a", int64Type, int64(2)))), p),
+	p := Payload("twice", Insert("t", Col("a", int64Type, int64(1))))
+	expectStatuses(t, apply(t, w, p, Payload("other", Insert("t", Col("a", int64Type, int64(2)))), p),
 		warehouse.Applied, warehouse.Applied, warehouse.Duplicate)
 	expectRows(t, w, "t", row{"a": int64(1)}, row{"a": int64(2)})
 }
 
 func samePayloadAppliedConcurrentlyAppliesOnce(t *testing.T, w Subject) {
 	setupExisting(t, w)
-	p := payload("racer", insert("existing", col("a", int64Type, int64(2))))
+	p := Payload("racer", Insert("existing", Col("a", int64Type, int64(2))))
 	ctx := testContext(t)
 	var wg sync.WaitGroup
 	results := make([][]warehouse.Outcome, 2)
@@ -690,11 +694,11 @@ func samePayloadAppliedConcurrentlyAppliesOnce(t *testing.T, w Subject) {
 
 func failingPayloadDoesNotAffectItsGroup(t *testing.T, w Subject) {
 	setupExisting(t, w)
-	bad := append(writesBeforeTheBadDelete(), del("missing", col("a", int64Type, int64(1))))
+	bad := append(writesBeforeTheBadDelete(), Delete("missing", Col("a", int64Type, int64(1))))
 	outcomes := apply(t, w,
-		payload("first", insert("existing", col("a", int64Type, int64(10)))),
-		payload("bad", bad...),
-		payload("last", insert("existing", col("a", int64Type, int64(30)))),
+		Payload("first", Insert("existing", Col("a", int64Type, int64(10)))),
+		Payload("bad", bad...),
+		Payload("last", Insert("existing", Col("a", int64Type, int64(30)))),
 	)
 	expectStatuses(t, outcomes, warehouse.Applied, warehouse.Rejected, warehouse.Applied)
 	expectRejectedWith(t, outcomes[1], warehouse.ErrTableNotFound)
@@ -708,9 +712,9 @@ func failingPayloadDoesNotAffectItsGroup(t *testing.T, w Subject) {
 
 func payloadSeesEarlierPayloadsOfItsGroup(t *testing.T, w Subject) {
 	outcomes := apply(t, w,
-		payload("create", insert("t", col("a", int64Type, int64(1)), col("b", stringType, "x"))),
-		payload("widen", insert("t", col("a", int64Type, int64(2)), col("c", stringType, "y"))),
-		payload("use", del("t", col("c", stringType, "y")), del("t", col("a", int64Type, int64(1)))),
+		Payload("create", Insert("t", Col("a", int64Type, int64(1)), Col("b", stringType, "x"))),
+		Payload("widen", Insert("t", Col("a", int64Type, int64(2)), Col("c", stringType, "y"))),
+		Payload("use", Delete("t", Col("c", stringType, "y")), Delete("t", Col("a", int64Type, int64(1)))),
 	)
 	expectStatuses(t, outcomes, warehouse.Applied, warehouse.Applied, warehouse.Applied)
 	expectRowsAffected(t, outcomes[2], 2)
@@ -725,12 +729,12 @@ func payloadSeesEarlierPayloadsOfItsGroup(t *testing.T, w Subject) {
 func rejectedPayloadLeavesNoSchemaForLaterPayloads(t *testing.T, w Subject) {
 	outcomes := apply(t, w,
 		// Creates table t with a INT64 and adds nothing else: rejected.
-		payload("rejected", insert("t", col("a", int64Type, int64(1))), del("missing", col("a", int64Type, int64(1)))),
+		Payload("rejected", Insert("t", Col("a", int64Type, int64(1))), Delete("missing", Col("a", int64Type, int64(1)))),
 		// Must see no table t: the delete fails.
-		payload("sees-no-table", del("t", col("a", int64Type, int64(1)))),
+		Payload("sees-no-table", Delete("t", Col("a", int64Type, int64(1)))),
 		// May create t afresh, with another type for a.
-		payload("recreates", insert("t", col("a", stringType, "x"))),
-		payload("uses", del("t", col("a", stringType, "x")), insert("t", col("a", stringType, "y"))),
+		Payload("recreates", Insert("t", Col("a", stringType, "x"))),
+		Payload("uses", Delete("t", Col("a", stringType, "x")), Insert("t", Col("a", stringType, "y"))),
 	)
 	expectStatuses(t, outcomes, warehouse.Rejected, warehouse.Rejected, warehouse.Applied, warehouse.Applied)
 	expectRejectedWith(t, outcomes[1], warehouse.ErrTableNotFound)
@@ -759,24 +763,24 @@ func awkwardValuesAndNamesRoundTrip(t *testing.T, w Subject) {
 	var inserts []messages.Activity
 	var want []row
 	for i, s := range awkward {
-		inserts = append(inserts, insert("order",
-			col("select", stringType, s),
-			col("from", int64Type, int64(i)),
-			col("where", typ(messages.TypeJSON), jsonObject(s)),
-			col("group", typ(messages.TypeBytes), []byte(s)),
+		inserts = append(inserts, Insert("order",
+			Col("select", stringType, s),
+			Col("from", int64Type, int64(i)),
+			Col("where", typ(messages.TypeJSON), jsonObject(s)),
+			Col("group", typ(messages.TypeBytes), []byte(s)),
 		))
 		want = append(want, row{"select": s, "from": int64(i), "where": jsonObject(s), "group": []byte(s)})
 	}
-	expectStatuses(t, apply(t, w, payload("awkward", inserts...)), warehouse.Applied)
+	expectStatuses(t, apply(t, w, Payload("awkward", inserts...)), warehouse.Applied)
 	slices.SortFunc(want, func(a, b row) int { return strings.Compare(a["select"].(string), b["select"].(string)) })
 	expectRows(t, w, "order", want...)
 
 	// The same values must also match in a delete.
 	var deletes []messages.Activity
 	for i, s := range awkward {
-		deletes = append(deletes, del("order", col("select", stringType, s), col("from", int64Type, int64(i)), col("group", typ(messages.TypeBytes), []byte(s))))
+		deletes = append(deletes, Delete("order", Col("select", stringType, s), Col("from", int64Type, int64(i)), Col("group", typ(messages.TypeBytes), []byte(s))))
 	}
-	outcomes := apply(t, w, payload("awkward-delete", deletes...))
+	outcomes := apply(t, w, Payload("awkward-delete", deletes...))
 	expectStatuses(t, outcomes, warehouse.Applied)
 	expectRowsAffected(t, outcomes[0], int64(len(awkward)))
 	expectRows(t, w, "order")
@@ -791,17 +795,17 @@ func jsonObject(s string) string {
 func appliedReportsOnlyCommittedPayloads(t *testing.T, w Subject) {
 	expectApplied(t, w, "good", false)
 	outcomes := apply(t, w,
-		payload("good", insert("t", col("a", int64Type, int64(1)))),
-		payload("bad", insert("t", col("a", stringType, "x"))),
+		Payload("good", Insert("t", Col("a", int64Type, int64(1)))),
+		Payload("bad", Insert("t", Col("a", stringType, "x"))),
 	)
 	expectStatuses(t, outcomes, warehouse.Applied, warehouse.Rejected)
 	expectApplied(t, w, "good", true)
 	expectApplied(t, w, "bad", false)
-	expectStatuses(t, apply(t, w, payload("good")), warehouse.Duplicate)
+	expectStatuses(t, apply(t, w, Payload("good")), warehouse.Duplicate)
 	expectApplied(t, w, "good", true)
 
 	// A payload with no activities still applies, and is recorded.
-	expectStatuses(t, apply(t, w, payload("empty")), warehouse.Applied)
+	expectStatuses(t, apply(t, w, Payload("empty")), warehouse.Applied)
 	expectApplied(t, w, "empty", true)
 	expectTables(t, w, "t")
 }
@@ -809,10 +813,10 @@ func appliedReportsOnlyCommittedPayloads(t *testing.T, w Subject) {
 func rowsHonoursLimitAndOrder(t *testing.T, w Subject) {
 	var inserts []messages.Activity
 	for _, v := range []int64{5, -2, 3, 9, 0} {
-		inserts = append(inserts, insert("t", col("a", int64Type, v), col("b", stringType, "x")))
+		inserts = append(inserts, Insert("t", Col("a", int64Type, v), Col("b", stringType, "x")))
 	}
-	inserts = append(inserts, insert("t", col("a", int64Type, int64(3)), col("b", stringType, "a")))
-	expectStatuses(t, apply(t, w, payload("p", inserts...)), warehouse.Applied)
+	inserts = append(inserts, Insert("t", Col("a", int64Type, int64(3)), Col("b", stringType, "a")))
+	expectStatuses(t, apply(t, w, Payload("p", inserts...)), warehouse.Applied)
 
 	got, err := w.Rows(testContext(t), "t", 3)
 	if err != nil {
