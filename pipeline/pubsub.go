@@ -147,6 +147,17 @@ func (ps *PubSub) NewSubscriber(topic, subscription string) (*googlecloud.Subscr
 			MaxOutstandingMessages: ps.cfg.MaxOutstanding,
 			MaxOutstandingBytes:    256 << 20,
 			MaxExtension:           60 * time.Minute,
+			// Leases are renewed 20 s at a time, so a message whose consumer
+			// died or stopped without a nack comes back within 20 s, not the
+			// up to 10 minutes a lease may otherwise be extended by.
+			MaxDurationPerAckExtension: 20 * time.Second,
+			// Messages pulled but not yet handled when the stage stops go
+			// back at once, so another instance (or the next start) gets
+			// them now rather than when their ack deadline expires.
+			ShutdownOptions: &pubsub.ShutdownOptions{
+				Behavior: pubsub.ShutdownBehaviorNackImmediately,
+				Timeout:  5 * time.Second,
+			},
 		},
 		ClientOptions: ps.options,
 	}, ps.wlog)
@@ -165,10 +176,10 @@ func (ps *PubSub) resources() []resource {
 		rs = append(rs,
 			resource{topic: c.PoisonTopicID},
 			resource{topic: c.AppliedTopicID},
-			// The apply deadline is extended by the client while a group is
-			// applied; 60s only bounds how soon a crashed consumer's
+			// The client keeps extending the deadline while a group is
+			// applied; 20 s only bounds how soon a crashed consumer's
 			// messages are redelivered.
-			resource{topic: c.TopicID, subscription: c.SubscriptionID, ackDeadline: 60 * time.Second},
+			resource{topic: c.TopicID, subscription: c.SubscriptionID, ackDeadline: 20 * time.Second},
 			// Without a subscription Pub/Sub keeps nothing: this one holds
 			// poisoned payloads until an operator reads or replays them.
 			resource{topic: c.PoisonTopicID, subscription: c.PoisonSubscriptionID, ackDeadline: 60 * time.Second},
