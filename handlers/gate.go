@@ -16,6 +16,7 @@ type Gate struct {
 	publisher      message.Publisher
 	topic          string
 	publishTimeout time.Duration
+	admit          func() error
 }
 
 // GateConfig configures a Gate.
@@ -27,6 +28,10 @@ type GateConfig struct {
 	// PublishTimeout bounds the publish; past it the gate reports a
 	// transient error. Optional, default 10s.
 	PublishTimeout time.Duration
+	// Admit, when set, is asked before each publish; its error (classify it)
+	// refuses the payload. The service uses it to bound the embedded
+	// Pub/Sub's backlog. Optional.
+	Admit func() error
 }
 
 // NewGate returns a Gate, or an error naming every missing field.
@@ -44,7 +49,7 @@ func NewGate(cfg GateConfig) (*Gate, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("gate config: missing %v", missing)
 	}
-	return &Gate{publisher: cfg.Publisher, topic: cfg.Topic, publishTimeout: cfg.PublishTimeout}, nil
+	return &Gate{publisher: cfg.Publisher, topic: cfg.Topic, publishTimeout: cfg.PublishTimeout, admit: cfg.Admit}, nil
 }
 
 // Handle is a Watermill no-publisher handler: it publishes itself, so that
@@ -54,6 +59,11 @@ func (g *Gate) Handle(msg *message.Message) error {
 	payload, err := messages.Parse(msg.Payload)
 	if err != nil {
 		return err
+	}
+	if g.admit != nil {
+		if err := g.admit(); err != nil {
+			return err
+		}
 	}
 	out := message.NewMessage(msg.UUID, payload.Canonical())
 	for _, key := range []string{messages.MetaReceivedAt, messages.MetaCorrelationID, messages.MetaContentType} {

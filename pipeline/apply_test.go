@@ -395,3 +395,42 @@ func TestApplyEndToEndOnBigQuery(t *testing.T) {
 		t.Errorf("the poisoned payload's insert was applied: %v", got)
 	}
 }
+
+// The embedded Pub/Sub keeps its backlog in memory: past
+// EMBEDDED_MAX_BACKLOG payloads the apply stage has not settled, the gate
+// answers 503 instead of publishing, and accepts again once it caught up.
+func TestEmbeddedBacklogIsBounded(t *testing.T) {
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.EmbeddedMaxBacklog = 1
+	cfg.RetryInitial = 300 * time.Millisecond
+	cfg.RetryMaxGap = 300 * time.Millisecond
+	spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
+	inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faulty := warehouse.NewFaulty(inner)
+	faulty.FailNext(4, nil) // keeps the first payload unsettled for about a second
+	r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
+
+	code, first, _ := post(t, r.base, "application/json", insertOnly)
+	if code != 200 {
+		t.Fatalf("first POST: %d", code)
+	}
+	code, refused, hdr := post(t, r.base, "application/json", insertOnly)
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || !strings.Contains(refused.Error[0].Message, "backlog") {
+		t.Fatalf("second POST while the first is unsettled: %d %+v, want 503 naming the backlog", code, refused)
+	}
+	waitApplied(t, inner, first.ID, 15*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, _, _ = post(t, r.base, "application/json", insertOnly)
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gate still refuses after the backlog drained: %d", code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

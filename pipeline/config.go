@@ -68,6 +68,12 @@ type Config struct {
 	// listens, so other processes can share it through PUBSUB_EMULATOR_HOST.
 	// Optional, default "127.0.0.1:8086".
 	EmbeddedPubSubAddr string
+	// EmbeddedMaxBacklog (EMBEDDED_MAX_BACKLOG) is how many accepted payloads
+	// may wait for the apply stage while both run on the embedded Pub/Sub;
+	// past it the gate answers 503. The embedded server keeps its backlog in
+	// memory and slows down as it grows, so this bounds both. Optional,
+	// default 10,000.
+	EmbeddedMaxBacklog int
 	// CreateResources (CREATE_RESOURCES) creates missing topics,
 	// subscriptions and, for WAREHOUSE=bigquery, the dataset at start.
 	// Optional, default true; switch it off where they are managed as
@@ -152,6 +158,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.AppliedTopicID, c.TopicID+"-applied")
 	setDefault(&c.PubSubMode, PubSubAuto)
 	setDefault(&c.EmbeddedPubSubAddr, "127.0.0.1:8086")
+	setDefault(&c.EmbeddedMaxBacklog, 10_000)
 	setDefault(&c.PublishTimeout, 10*time.Second)
 	setDefault(&c.PublishDelayThreshold, time.Millisecond)
 	if c.ResolvedPubSubMode() == PubSubEmbedded {
@@ -283,7 +290,8 @@ func (c Config) Validate() error {
 		"MAX_BODY_BYTES": float64(c.MaxBodyBytes), "PUBLISH_TIMEOUT": float64(c.PublishTimeout),
 		"PUBLISH_DELAY_THRESHOLD": float64(c.PublishDelayThreshold), "RECEIVE_STREAMS": float64(c.ReceiveStreams),
 		"MAX_OUTSTANDING": float64(c.MaxOutstanding), "APPLY_TIMEOUT": float64(c.ApplyTimeout),
-		"RETRY_INITIAL": float64(c.RetryInitial), "RETRY_MAX_INTERVAL": float64(c.RetryMaxGap),
+		"EMBEDDED_MAX_BACKLOG": float64(c.EmbeddedMaxBacklog),
+		"RETRY_INITIAL":        float64(c.RetryInitial), "RETRY_MAX_INTERVAL": float64(c.RetryMaxGap),
 		"GROUP_MAX_SIZE": float64(c.GroupMaxSize), "GROUP_MAX_WAIT": float64(c.GroupMaxWait),
 		"GROUP_MAX_IN_FLIGHT": float64(c.GroupMaxInFlight), "SHUTDOWN_TIMEOUT": float64(c.ShutdownTimeout),
 		"PUSH_INTERVAL": float64(c.PushInterval), "READ_TIMEOUT": float64(c.ReadTimeout),

@@ -107,7 +107,7 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 				s.Metrics.Payload(OutcomeFailed)
 			}
 		}
-		if s.ingest, err = newIngestStage(cfg, s.PubSub, s.edge, logger); err != nil {
+		if s.ingest, err = newIngestStage(cfg, s.PubSub, s.edge, s.admit, logger); err != nil {
 			return nil, err
 		}
 		wmMetrics.AddPrometheusRouterMetrics(s.ingest.router)
@@ -126,6 +126,23 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		return nil, fmt.Errorf("HTTP_ADDR: %w", err)
 	}
 	return s, nil
+}
+
+// ErrBacklogFull refuses a payload while the embedded Pub/Sub holds
+// EMBEDDED_MAX_BACKLOG payloads the apply stage has not settled yet.
+var ErrBacklogFull = errors.New("the apply stage is behind; the embedded Pub/Sub's backlog is full, retry")
+
+// admit bounds the embedded Pub/Sub's backlog when this process runs both
+// stages on it, the only case where it can count the backlog: everything
+// published to it comes from this gate and is settled by this apply stage.
+func (s *Service) admit() error {
+	if s.PubSub.Mode != PubSubEmbedded || s.apply == nil {
+		return nil
+	}
+	if s.accepted.Load()-s.settled.Load() >= int64(s.cfg.EmbeddedMaxBacklog) {
+		return messages.Transient(ErrBacklogFull)
+	}
+	return nil
 }
 
 // Addr is the address the HTTP server listens on.

@@ -48,6 +48,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	ss = append(ss, setting{"pubsub-mode", "PUBSUB_MODE"})
 	str(&c.EmulatorHost, "pubsub-emulator-host", "PUBSUB_EMULATOR_HOST", "Pub/Sub emulator host:port; selects emulator mode")
 	str(&c.EmbeddedPubSubAddr, "pubsub-embedded-addr", "PUBSUB_EMBEDDED_ADDR", "where the embedded Pub/Sub listens")
+	num(&c.EmbeddedMaxBacklog, "embedded-max-backlog", "EMBEDDED_MAX_BACKLOG", "accepted payloads that may wait for the apply stage on the embedded Pub/Sub; past it, 503")
 	fs.BoolVar(&c.CreateResources, "create-resources", c.CreateResources, "create missing topics, subscriptions and the BigQuery dataset at start")
 	ss = append(ss, setting{"create-resources", "CREATE_RESOURCES"})
 	dur(&c.PublishTimeout, "publish-timeout", "PUBLISH_TIMEOUT", "longest wait for Pub/Sub to acknowledge a publish; then 503")
