@@ -89,7 +89,7 @@ func (q *PoisonQueue) Close() error { return q.client.Close() }
 // pull takes up to max poisoned payloads (all when max <= 0) and holds them
 // until released or acked. A pull that returns nothing ends the walk.
 func (q *PoisonQueue) pull(ctx context.Context, max int) ([]Poisoned, error) {
-	sub := fmt.Sprintf("projects/%s/subscriptions/%s", q.cfg.ProjectID, q.cfg.PoisonSubscriptionID)
+	sub := q.subscription()
 	var out []Poisoned
 	for max <= 0 || len(out) < max {
 		want := 100
@@ -126,7 +126,15 @@ func (q *PoisonQueue) pull(ctx context.Context, max int) ([]Poisoned, error) {
 }
 
 func (q *PoisonQueue) subscription() string {
-	return fmt.Sprintf("projects/%s/subscriptions/%s", q.cfg.ProjectID, q.cfg.PoisonSubscriptionID)
+	return subscriptionPath(q.cfg.ProjectID, q.cfg.PoisonSubscriptionID)
+}
+
+// release hands pulled payloads straight back to the subscription (a zero
+// ack deadline), for the next list or replay to find.
+func (q *PoisonQueue) release(ctx context.Context, ps []Poisoned) error {
+	return q.client.SubscriptionAdminClient.ModifyAckDeadline(ctx, &pubsubpb.ModifyAckDeadlineRequest{
+		Subscription: q.subscription(), AckIds: ackIDs(ps), AckDeadlineSeconds: 0,
+	})
 }
 
 func ackIDs(ps []Poisoned) []string {
@@ -141,10 +149,7 @@ func ackIDs(ps []Poisoned) []string {
 func (q *PoisonQueue) List(ctx context.Context, max int) ([]Poisoned, error) {
 	ps, err := q.pull(ctx, max)
 	if len(ps) > 0 {
-		// A zero deadline hands them straight back to the subscription.
-		if rerr := q.client.SubscriptionAdminClient.ModifyAckDeadline(ctx, &pubsubpb.ModifyAckDeadlineRequest{
-			Subscription: q.subscription(), AckIds: ackIDs(ps), AckDeadlineSeconds: 0,
-		}); rerr != nil && err == nil {
+		if rerr := q.release(ctx, ps); rerr != nil && err == nil {
 			err = fmt.Errorf("release: %w", rerr)
 		}
 	}
@@ -170,9 +175,7 @@ func (q *PoisonQueue) Replay(ctx context.Context, max int, payloadID string) ([]
 		}
 	}
 	if len(keep) > 0 {
-		_ = q.client.SubscriptionAdminClient.ModifyAckDeadline(ctx, &pubsubpb.ModifyAckDeadlineRequest{
-			Subscription: q.subscription(), AckIds: ackIDs(keep), AckDeadlineSeconds: 0,
-		})
+		_ = q.release(ctx, keep)
 	}
 	if len(replay) == 0 {
 		return nil, nil
@@ -184,9 +187,7 @@ func (q *PoisonQueue) Replay(ctx context.Context, max int, payloadID string) ([]
 	for start := 0; start < len(replay); start += 500 {
 		chunk := replay[start:min(start+500, len(replay))]
 		if err := q.republish(ctx, chunk, now); err != nil {
-			_ = q.client.SubscriptionAdminClient.ModifyAckDeadline(ctx, &pubsubpb.ModifyAckDeadlineRequest{
-				Subscription: q.subscription(), AckIds: ackIDs(replay[start:]), AckDeadlineSeconds: 0,
-			})
+			_ = q.release(ctx, replay[start:])
 			return done, err
 		}
 		done = append(done, chunk...)
@@ -210,7 +211,7 @@ func (q *PoisonQueue) republish(ctx context.Context, chunk []Poisoned, now strin
 		msgs[i] = &pubsubpb.PubsubMessage{Data: p.data, Attributes: attrs}
 	}
 	if _, err := q.client.TopicAdminClient.Publish(ctx, &pubsubpb.PublishRequest{
-		Topic: fmt.Sprintf("projects/%s/topics/%s", q.cfg.ProjectID, q.cfg.TopicID), Messages: msgs,
+		Topic: topicPath(q.cfg.ProjectID, q.cfg.TopicID), Messages: msgs,
 	}); err != nil {
 		return fmt.Errorf("publish to %s: %w", q.cfg.TopicID, err)
 	}

@@ -199,8 +199,7 @@ func (ps *PubSub) ensureResources(ctx context.Context) error {
 }
 
 func (ps *PubSub) ensure(ctx context.Context, r resource) error {
-	project := ps.cfg.ProjectID
-	topicName := fmt.Sprintf("projects/%s/topics/%s", project, r.topic)
+	topicName := topicPath(ps.cfg.ProjectID, r.topic)
 	if r.subscription == "" {
 		_, err := ps.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: topicName})
 		if status.Code(err) == codes.NotFound && ps.cfg.CreateResources {
@@ -216,7 +215,7 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) error {
 		}
 		return nil
 	}
-	subName := fmt.Sprintf("projects/%s/subscriptions/%s", project, r.subscription)
+	subName := subscriptionPath(ps.cfg.ProjectID, r.subscription)
 	sub, err := ps.client.SubscriptionAdminClient.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{Subscription: subName})
 	if err == nil {
 		if sub.GetTopic() != topicName {
@@ -243,10 +242,19 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) error {
 	return nil
 }
 
+// topicPath and subscriptionPath are the resource names the admin API takes.
+func topicPath(project, topic string) string {
+	return "projects/" + project + "/topics/" + topic
+}
+
+func subscriptionPath(project, subscription string) string {
+	return "projects/" + project + "/subscriptions/" + subscription
+}
+
 // Ping reports whether Pub/Sub answers, for /readyz.
 func (ps *PubSub) Ping(ctx context.Context) error {
 	_, err := ps.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{
-		Topic: fmt.Sprintf("projects/%s/topics/%s", ps.cfg.ProjectID, ps.cfg.TopicID),
+		Topic: topicPath(ps.cfg.ProjectID, ps.cfg.TopicID),
 	})
 	return err
 }

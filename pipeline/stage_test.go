@@ -17,9 +17,6 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/ThreeDotsLabs/watermill-googlecloud/v2/pkg/googlecloud"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
@@ -118,7 +115,7 @@ func startServiceWith(t *testing.T, cfg pipeline.Config, opts ...pipeline.Option
 	})
 	r := &running{svc: svc, base: "http://" + svc.Addr().String(), stop: stop, cfg: cfg}
 	waitReady(t, r.base)
-	r.client = observerClient(t, svc, cfg)
+	r.client = observerClient(t, r)
 	return r
 }
 
@@ -138,16 +135,11 @@ func waitReady(t *testing.T, base string) {
 	t.Fatalf("%s/readyz never answered 200", base)
 }
 
-// observerClient is a test's own Pub/Sub client on the service's Pub/Sub.
-func observerClient(t *testing.T, svc *pipeline.Service, cfg pipeline.Config) *pubsub.Client {
+// observerClient is a test's own Pub/Sub client on the service's Pub/Sub,
+// reached the way an operator's tool reaches it.
+func observerClient(t *testing.T, r *running) *pubsub.Client {
 	t.Helper()
-	addr := cfg.EmulatorHost
-	if svc.PubSub.Embedded != nil {
-		addr = svc.PubSub.Embedded.Addr()
-	}
-	c, err := pubsub.NewClient(context.Background(), cfg.ProjectID,
-		option.WithEndpoint(addr), option.WithoutAuthentication(),
-		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	c, err := pubsub.NewClient(context.Background(), r.cfg.ProjectID, pipeline.ClientOptions(toolConfig(r))...)
 	if err != nil {
 		t.Fatal(err)
 	}
