@@ -46,7 +46,11 @@ func examplePayload(key int64) warehouse.Payload {
 func BenchmarkApply(b *testing.B) {
 	for _, concurrency := range []int{1, 10, 100} {
 		b.Run(fmt.Sprintf("concurrency=%d", concurrency), func(b *testing.B) {
-			benchmarkApply(b, concurrency, sqlite.Config{})
+			for _, sync := range []sqlite.Sync{sqlite.SyncFull, sqlite.SyncNormal} {
+				b.Run("sync="+string(sync), func(b *testing.B) {
+					benchmarkApply(b, concurrency, sqlite.Config{Sync: sync})
+				})
+			}
 		})
 	}
 }

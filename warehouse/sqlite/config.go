@@ -17,6 +17,9 @@ type Config struct {
 	// holds before failing with a transient error.
 	// Optional, default 5s.
 	BusyTimeout time.Duration
+	// ProbeTimeout is how long Ping waits for the write lock before it
+	// reports the database locked. Optional, default 1s.
+	ProbeTimeout time.Duration
 	// MaxReaders bounds the read-only connections used by the Reader methods
 	// and Ping; the single writer connection is separate.
 	// Optional, default 4.
@@ -26,20 +29,31 @@ type Config struct {
 	// scans its table.
 	// Optional, default false.
 	DisableDeleteIndexes bool
-	// SyncEachCommit makes every commit wait for the disk (synchronous=FULL).
-	// By default (synchronous=NORMAL) the WAL is synced at checkpoints only:
-	// a commit survives a crash of the process but an OS crash or power loss
-	// can undo the last commits, after their payloads were acknowledged. The
-	// database is never corrupted either way. FULL costs an fsync per group.
-	// Optional, default false.
-	SyncEachCommit bool
+	// Sync is SQLite's synchronous setting for the writer: SyncFull (the
+	// default) makes every commit wait for the disk, so a payload whose
+	// Pub/Sub message is acknowledged after its commit survives a power loss
+	// too; it costs one fsync per group. SyncNormal syncs the WAL at
+	// checkpoints only: a commit survives a crash of the process, but an OS
+	// crash or power loss can undo the last commits after their messages
+	// were acknowledged, and those payloads are then lost. The database is
+	// never corrupted either way.
+	// Optional, default SyncFull.
+	Sync Sync
 }
 
+// Sync names a SQLite synchronous level.
+type Sync string
+
+const (
+	SyncFull   Sync = "full"
+	SyncNormal Sync = "normal"
+)
+
 func (c Config) synchronous() string {
-	if c.SyncEachCommit {
-		return "FULL"
+	if c.Sync == SyncNormal {
+		return "NORMAL"
 	}
-	return "NORMAL"
+	return "FULL"
 }
 
 func (c *Config) setDefaults() {
@@ -48,6 +62,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxReaders == 0 {
 		c.MaxReaders = 4
+	}
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = time.Second
+	}
+	if c.Sync == "" {
+		c.Sync = SyncFull
 	}
 }
 
@@ -63,8 +83,14 @@ func (c Config) Validate() error {
 		// The driver reads everything after '?' as connection parameters.
 		errs = append(errs, fmt.Errorf("Path %q must not contain '?' or '#'", c.Path))
 	}
+	if c.ProbeTimeout < 0 {
+		errs = append(errs, fmt.Errorf("ProbeTimeout must not be negative, got %v", c.ProbeTimeout))
+	}
 	if c.BusyTimeout < 0 {
 		errs = append(errs, fmt.Errorf("BusyTimeout must not be negative, got %v", c.BusyTimeout))
+	}
+	if c.Sync != SyncFull && c.Sync != SyncNormal {
+		errs = append(errs, fmt.Errorf("Sync %q: want %q or %q", c.Sync, SyncFull, SyncNormal))
 	}
 	if c.MaxReaders < 1 {
 		errs = append(errs, fmt.Errorf("MaxReaders must be at least 1, got %d", c.MaxReaders))
@@ -78,4 +104,8 @@ func (c Config) dsn(extra ...string) string {
 	}
 	params = append(params, extra...)
 	return c.Path + "?" + strings.Join(params, "&")
+}
+
+func (c Config) probeDSN() string {
+	return fmt.Sprintf("%s?_pragma=busy_timeout(%d)", c.Path, c.ProbeTimeout.Milliseconds())
 }

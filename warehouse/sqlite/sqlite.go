@@ -71,6 +71,10 @@ type Warehouse struct {
 	logger  *slog.Logger
 	writeDB *sql.DB
 	readDB  *sql.DB
+	// probeDB is one connection Ping takes the write lock on, briefly, to
+	// prove the apply stage's path is open: WAL keeps reads working while
+	// another process holds the database locked.
+	probeDB *sql.DB
 
 	// mu serializes Apply: everything below belongs to the one writer
 	// connection.
@@ -167,7 +171,15 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Warehouse, err
 		return nil, fmt.Errorf("open sqlite %q for reading: %w", cfg.Path, err)
 	}
 	w.readDB = readDB
-	logger.Info("SQLite warehouse open", "path", cfg.Path)
+	probeDB, err := sql.Open("sqlite", cfg.probeDSN())
+	if err != nil {
+		_ = readDB.Close()
+		_ = w.closeWriter()
+		return nil, fmt.Errorf("open sqlite %q for probing: %w", cfg.Path, err)
+	}
+	probeDB.SetMaxOpenConns(1)
+	w.probeDB = probeDB
+	logger.Info("SQLite warehouse open", "path", cfg.Path, "synchronous", cfg.synchronous())
 	return w, nil
 }
 
@@ -881,13 +893,24 @@ func (w *Warehouse) dropConn() {
 	w.conn = nil
 }
 
-// Ping checks that the database file can be read.
+// Ping checks the path the apply stage writes through: it takes the write
+// lock and releases it at once. A database another process holds locked
+// fails within the probe's busy timeout (ProbeTimeout), though reads still work.
 func (w *Warehouse) Ping(ctx context.Context) error {
 	if w.closed.Load() {
 		return messages.Transient(ErrClosed)
 	}
-	var one int
-	if err := w.readDB.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+	conn, err := w.probeDB.Conn(ctx)
+	if err != nil {
+		return messages.Transient(fmt.Errorf("sqlite ping: %w", err))
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return messages.Transient(fmt.Errorf("sqlite ping: cannot take the write lock: %w", err))
+	}
+	if _, err := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+		// A connection left inside a transaction would hold the lock.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 		return messages.Transient(fmt.Errorf("sqlite ping: %w", err))
 	}
 	return nil
@@ -902,7 +925,7 @@ func (w *Warehouse) Close() error {
 	}
 	err := w.closeWriter()
 	w.mu.Unlock()
-	return errors.Join(err, w.readDB.Close())
+	return errors.Join(err, w.readDB.Close(), w.probeDB.Close())
 }
 
 // closeWriter closes the writer connection and pool. w.mu must be held, or

@@ -484,15 +484,50 @@ func TestApply_the_example_payload(t *testing.T) {
 	}
 }
 
-func TestConfig_SyncEachCommit_selects_synchronous_full(t *testing.T) {
+// Acknowledgement follows durability: by default a commit waits for the disk.
+func TestConfig_Sync_defaults_to_full(t *testing.T) {
 	for _, tc := range []struct {
-		sync bool
+		sync sqlite.Sync
 		want int // PRAGMA synchronous: 1 NORMAL, 2 FULL
-	}{{false, 1}, {true, 2}} {
-		w := openWarehouse(t, sqlite.Config{SyncEachCommit: tc.sync})
+	}{{"", 2}, {sqlite.SyncFull, 2}, {sqlite.SyncNormal, 1}} {
+		w := openWarehouse(t, sqlite.Config{Sync: tc.sync})
 		mustApply(t, w, warehousetest.Payload("p", warehousetest.Insert("t", col("a", messages.TypeInt64, int64(1)))))
 		if got := sqlite.WriterSynchronous(t, w); got != tc.want {
-			t.Errorf("SyncEachCommit=%v: synchronous = %d, want %d", tc.sync, got, tc.want)
+			t.Errorf("Sync=%q: synchronous = %d, want %d", tc.sync, got, tc.want)
 		}
+	}
+}
+
+// Readiness must see what the apply stage sees: a database another process
+// holds locked refuses writes, though WAL keeps reads working.
+func TestPing_fails_while_another_connection_holds_the_write_lock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "warehouse.db")
+	w := openWarehouse(t, sqlite.Config{Path: path, ProbeTimeout: 100 * time.Millisecond})
+	ctx := context.Background()
+	if err := w.Ping(ctx); err != nil {
+		t.Fatalf("Ping on an idle database: %v", err)
+	}
+	locker, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close()
+	conn, err := locker.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	err = w.Ping(ctx)
+	if err == nil || messages.ClassOf(err) != messages.ClassTransient {
+		t.Fatalf("Ping while locked: %v, want a transient error", err)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Ping(ctx); err != nil {
+		t.Fatalf("Ping after the lock is released: %v", err)
 	}
 }
