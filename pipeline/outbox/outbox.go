@@ -1,0 +1,412 @@
+// Package outbox keeps every accepted payload on local disk until the apply
+// stage has settled it, so that "200 means it will be applied" holds when
+// the Pub/Sub between the stages forgets: the embedded Pub/Sub is process
+// memory, and the emulator loses everything when it restarts.
+//
+// It is the transactional-outbox pattern (Watermill's components/forwarder
+// shows it over a SQL table): the gate appends a payload, durably, before it
+// publishes and answers 200; the apply stage forgets it once its commit (or
+// its ledger row) is in the warehouse; whatever is left at the next start,
+// or when the accepted subscription had to be recreated, is published again.
+// The warehouse ledger makes republishing safe: a payload already applied
+// is a duplicate, never applied twice.
+//
+// The outbox is its own SQLite file, not a table of the SQLite warehouse, so
+// that ingestion never waits behind a warehouse transaction or a lock
+// another process holds on the warehouse (the case where an outbox matters
+// most). Appends from concurrent requests share one transaction and one
+// fsync (group commit).
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// State is where an outboxed payload stands.
+type State string
+
+const (
+	// Pending: accepted, not yet applied or poisoned.
+	Pending State = "pending"
+	// Poisoned: the apply stage gave up on it and published it to the
+	// poison topic. It stays so that a poison topic the Pub/Sub forgot can
+	// be refilled; applying it (after a replay) forgets it.
+	Poisoned State = "poisoned"
+)
+
+// Entry is one payload in the outbox.
+type Entry struct {
+	ID       string
+	Payload  []byte
+	Metadata map[string]string
+	State    State
+}
+
+// Config configures an Outbox.
+type Config struct {
+	// Path is the outbox's SQLite file, created when missing. Required.
+	Path string
+	// Sync is "full" (default): an append returns only once it is on disk,
+	// so it survives a power loss; or "normal": it survives a crash of the
+	// process, not of the machine. Optional.
+	Sync string
+	// MaxBatch bounds the operations written in one transaction.
+	// Optional, default 1024.
+	MaxBatch int
+}
+
+func (c *Config) setDefaults() {
+	if c.Sync == "" {
+		c.Sync = "full"
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = 1024
+	}
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if strings.TrimSpace(c.Path) == "" {
+		errs = append(errs, errors.New("outbox: Path is required"))
+	} else if strings.ContainsAny(c.Path, "?#") || c.Path == ":memory:" {
+		errs = append(errs, fmt.Errorf("outbox: Path %q must be a plain file path", c.Path))
+	}
+	if c.Sync != "full" && c.Sync != "normal" {
+		errs = append(errs, fmt.Errorf("outbox: Sync %q: want full or normal", c.Sync))
+	}
+	if c.MaxBatch < 1 {
+		errs = append(errs, fmt.Errorf("outbox: MaxBatch must be at least 1, got %d", c.MaxBatch))
+	}
+	return errors.Join(errs...)
+}
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("outbox closed")
+
+type opKind int
+
+const (
+	opAppend opKind = iota
+	opForget
+	opPoison
+	opFlush
+)
+
+type op struct {
+	kind     opKind
+	id       string
+	payload  []byte
+	metadata string
+	// done is closed (after err is set) once the op is written; nil for
+	// fire-and-forget ops.
+	done chan struct{}
+	err  error
+}
+
+// Outbox is the durable record of accepted payloads not yet settled.
+type Outbox struct {
+	cfg    Config
+	logger *slog.Logger
+	write  *sql.DB
+	read   *sql.DB
+
+	ops     chan *op
+	closing chan struct{}
+	stopped chan struct{}
+	mu      sync.RWMutex // held for reading while sending on ops
+	closed  bool
+	commits atomic.Int64
+}
+
+// Commits counts the transactions written so far; with concurrent appends
+// it grows slower than the appends do.
+func (o *Outbox) Commits() int64 { return o.commits.Load() }
+
+// Open opens, creating if needed, the outbox at cfg.Path.
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Outbox, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	dsn := func(extra ...string) string {
+		return cfg.Path + "?" + strings.Join(append([]string{"_pragma=busy_timeout(5000)"}, extra...), "&")
+	}
+	write, err := sql.Open("sqlite", dsn("_pragma=journal_mode(WAL)", "_pragma=synchronous("+strings.ToUpper(cfg.Sync)+")"))
+	if err != nil {
+		return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetConnMaxIdleTime(0)
+	write.SetConnMaxLifetime(0)
+	if _, err := write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS outbox (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT,
+		id TEXT NOT NULL UNIQUE,
+		state TEXT NOT NULL,
+		payload BLOB NOT NULL,
+		metadata TEXT NOT NULL,
+		appended_at TEXT NOT NULL)`); err != nil {
+		_ = write.Close()
+		return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
+	}
+	read, err := sql.Open("sqlite", dsn("_pragma=query_only(1)"))
+	if err != nil {
+		_ = write.Close()
+		return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
+	}
+	read.SetMaxOpenConns(2)
+	o := &Outbox{
+		cfg: cfg, logger: logger, write: write, read: read,
+		ops: make(chan *op, 4*cfg.MaxBatch), closing: make(chan struct{}), stopped: make(chan struct{}),
+	}
+	go o.writer()
+	return o, nil
+}
+
+// Append records a payload durably (per Config.Sync) and returns once it is
+// written. When ctx ends first the append may still land; it is then
+// forgotten again, so that a payload whose client was told to retry is not
+// applied behind its back.
+func (o *Outbox) Append(ctx context.Context, e Entry) error {
+	meta, err := json.Marshal(e.Metadata)
+	if err != nil {
+		return fmt.Errorf("outbox: metadata: %w", err)
+	}
+	a := &op{kind: opAppend, id: e.ID, payload: e.Payload, metadata: string(meta), done: make(chan struct{})}
+	if err := o.send(ctx, a); err != nil {
+		return err
+	}
+	select {
+	case <-a.done:
+		return a.err
+	case <-ctx.Done():
+		o.Forget(e.ID)
+		return fmt.Errorf("outbox: append: %w", ctx.Err())
+	}
+}
+
+// Forget drops a payload: it was applied, was a duplicate, or its publish
+// failed and its client was told to retry. Written asynchronously, in order
+// with every other operation; a forget lost to a crash only means the
+// payload is published once more, and the ledger makes it a duplicate.
+func (o *Outbox) Forget(id string) {
+	_ = o.send(context.Background(), &op{kind: opForget, id: id})
+}
+
+// MarkPoisoned records that the payload went to the poison topic, with the
+// metadata it went with. Asynchronous, like Forget.
+func (o *Outbox) MarkPoisoned(id string, metadata map[string]string) {
+	meta, err := json.Marshal(metadata)
+	if err != nil {
+		o.logger.Error("outbox: cannot record a poisoned payload", "payload_id", id, "error", err)
+		return
+	}
+	_ = o.send(context.Background(), &op{kind: opPoison, id: id, metadata: string(meta)})
+}
+
+// Flush waits until every operation sent before it is written.
+func (o *Outbox) Flush(ctx context.Context) error {
+	f := &op{kind: opFlush, done: make(chan struct{})}
+	if err := o.send(ctx, f); err != nil {
+		return err
+	}
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (o *Outbox) send(ctx context.Context, x *op) error {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	if o.closed {
+		return ErrClosed
+	}
+	select {
+	case o.ops <- x:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("outbox: %w", ctx.Err())
+	}
+}
+
+// writer is the one goroutine that writes: it takes whatever operations
+// are waiting, up to MaxBatch, and writes them in one transaction, so
+// concurrent appends share one fsync.
+func (o *Outbox) writer() {
+	defer close(o.stopped)
+	batch := make([]*op, 0, o.cfg.MaxBatch)
+	for {
+		var first *op
+		select {
+		case first = <-o.ops:
+		case <-o.closing:
+			// Close holds mu, so nothing more arrives: write what is queued.
+			batch = batch[:0]
+			for {
+				select {
+				case x := <-o.ops:
+					batch = append(batch, x)
+					if len(batch) == o.cfg.MaxBatch {
+						o.writeBatch(batch)
+						batch = batch[:0]
+					}
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				o.writeBatch(batch)
+			}
+			return
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < o.cfg.MaxBatch {
+			select {
+			case x := <-o.ops:
+				batch = append(batch, x)
+			default:
+				break fill
+			}
+		}
+		o.writeBatch(batch)
+	}
+}
+
+func (o *Outbox) writeBatch(batch []*op) {
+	err := o.writeTx(batch)
+	if err != nil {
+		o.logger.Error("outbox write failed", "operations", len(batch), "error", err)
+	}
+	for _, x := range batch {
+		if x.done != nil {
+			x.err = err
+			close(x.done)
+		}
+	}
+}
+
+func (o *Outbox) writeTx(batch []*op) error {
+	ctx := context.Background()
+	tx, err := o.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	var appendStmt, forgetStmt, poisonStmt *sql.Stmt
+	prepare := func(p **sql.Stmt, query string) (*sql.Stmt, error) {
+		if *p == nil {
+			s, err := tx.PrepareContext(ctx, query)
+			if err != nil {
+				return nil, err
+			}
+			*p = s
+		}
+		return *p, nil
+	}
+	for _, x := range batch {
+		var stmt *sql.Stmt
+		var args []any
+		switch x.kind {
+		case opAppend:
+			stmt, err = prepare(&appendStmt, `INSERT INTO outbox (id, state, payload, metadata, appended_at)
+				VALUES (?, 'pending', ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+			args = []any{x.id, x.payload, x.metadata, now}
+		case opForget:
+			stmt, err = prepare(&forgetStmt, `DELETE FROM outbox WHERE id = ?`)
+			args = []any{x.id}
+		case opPoison:
+			stmt, err = prepare(&poisonStmt, `UPDATE outbox SET state = 'poisoned', metadata = ? WHERE id = ?`)
+			args = []any{x.metadata, x.id}
+		case opFlush:
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	o.commits.Add(1)
+	return nil
+}
+
+// Each calls fn for every entry in state, oldest first, and stops at fn's
+// first error.
+func (o *Outbox) Each(ctx context.Context, state State, fn func(Entry) error) error {
+	rows, err := o.read.QueryContext(ctx, `SELECT id, payload, metadata FROM outbox WHERE state = ? ORDER BY seq`, string(state))
+	if err != nil {
+		return fmt.Errorf("outbox: read: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		e := Entry{State: state}
+		var meta string
+		if err := rows.Scan(&e.ID, &e.Payload, &meta); err != nil {
+			return fmt.Errorf("outbox: read: %w", err)
+		}
+		if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {
+			return fmt.Errorf("outbox: entry %s: metadata: %w", e.ID, err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Count returns how many entries are in each state.
+func (o *Outbox) Count(ctx context.Context) (map[State]int, error) {
+	rows, err := o.read.QueryContext(ctx, `SELECT state, count(*) FROM outbox GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("outbox: count: %w", err)
+	}
+	defer rows.Close()
+	counts := map[State]int{Pending: 0, Poisoned: 0}
+	for rows.Next() {
+		var s string
+		var n int
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, fmt.Errorf("outbox: count: %w", err)
+		}
+		counts[State(s)] = n
+	}
+	return counts, rows.Err()
+}
+
+// Close writes what is queued and closes the file.
+func (o *Outbox) Close() error {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return nil
+	}
+	o.closed = true
+	close(o.closing)
+	o.mu.Unlock()
+	<-o.stopped
+	return errors.Join(o.write.Close(), o.read.Close())
+}

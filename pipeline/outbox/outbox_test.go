@@ -1,0 +1,136 @@
+package outbox_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+)
+
+func open(t *testing.T, path string) *outbox.Outbox {
+	t.Helper()
+	o, err := outbox.Open(context.Background(), outbox.Config{Path: path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func ids(t *testing.T, o *outbox.Outbox, state outbox.State) []string {
+	t.Helper()
+	var got []string
+	err := o.Each(context.Background(), state, func(e outbox.Entry) error {
+		got = append(got, e.ID)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestOutboxKeepsWhatIsNotSettledAcrossReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	o := open(t, path)
+	for i := range 4 {
+		if err := o.Append(ctx, outbox.Entry{
+			ID: fmt.Sprintf("p%d", i), Payload: []byte(`{"activities":[]}`),
+			Metadata: map[string]string{"correlation_id": fmt.Sprintf("c%d", i)},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.Forget("p1")
+	o.MarkPoisoned("p2", map[string]string{"reason": "missing table"})
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	o = open(t, path)
+	defer o.Close()
+	if got := fmt.Sprint(ids(t, o, outbox.Pending)); got != "[p0 p3]" {
+		t.Errorf("pending after reopen: %s, want [p0 p3] in append order", got)
+	}
+	var poisoned []outbox.Entry
+	_ = o.Each(ctx, outbox.Poisoned, func(e outbox.Entry) error { poisoned = append(poisoned, e); return nil })
+	if len(poisoned) != 1 || poisoned[0].ID != "p2" || poisoned[0].Metadata["reason"] != "missing table" ||
+		string(poisoned[0].Payload) != `{"activities":[]}` {
+		t.Errorf("poisoned after reopen: %+v", poisoned)
+	}
+	counts, err := o.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[outbox.Pending] != 2 || counts[outbox.Poisoned] != 1 {
+		t.Errorf("counts %v", counts)
+	}
+	// Applying a replayed poisoned payload forgets it too.
+	o.Forget("p2")
+	if err := o.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, o, outbox.Poisoned); len(got) != 0 {
+		t.Errorf("poisoned after forget: %v", got)
+	}
+}
+
+// Concurrent requests must share fsyncs, or the outbox would cost each
+// request a disk flush of its own.
+func TestOutboxGroupsConcurrentAppends(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "outbox.db"))
+	defer o.Close()
+	const n = 400
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- o.Append(ctx, outbox.Entry{ID: fmt.Sprintf("p%d", i), Payload: []byte("{}")})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(ids(t, o, outbox.Pending)); got != n {
+		t.Fatalf("%d pending, want %d", got, n)
+	}
+	if c := o.Commits(); c >= n {
+		t.Errorf("%d appends took %d commits; concurrent appends should share them", n, c)
+	} else {
+		t.Logf("%d concurrent appends in %d commits", n, c)
+	}
+}
+
+func TestOutboxAppendAfterCloseFails(t *testing.T) {
+	o := open(t, filepath.Join(t.TempDir(), "outbox.db"))
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Append(context.Background(), outbox.Entry{ID: "p"}); err == nil {
+		t.Fatal("Append after Close succeeded")
+	}
+}
+
+func TestOutboxConfigReportsEveryProblem(t *testing.T) {
+	_, err := outbox.Open(context.Background(), outbox.Config{Sync: "sometimes", MaxBatch: -1}, nil)
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{"Path", "Sync", "MaxBatch"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s: %v", want, err)
+		}
+	}
+}
+
