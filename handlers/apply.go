@@ -25,8 +25,9 @@ type Apply struct {
 	submitter Submitter
 	now       func() time.Time
 	// OnOutcome, when set, sees every payload the handler settles without
-	// error, for metrics.
-	OnOutcome func(status warehouse.Status)
+	// error (applied or duplicate: in the ledger either way), for metrics and
+	// the outbox.
+	OnOutcome func(payloadID string, status warehouse.Status)
 }
 
 // NewApply returns an Apply handler that writes through submitter.
@@ -59,7 +60,7 @@ func (a *Apply) Handle(msg *message.Message) ([]*message.Message, error) {
 		return nil, messages.Permanent(outcome.Err)
 	}
 	if a.OnOutcome != nil {
-		a.OnOutcome(outcome.Status)
+		a.OnOutcome(msg.UUID, outcome.Status)
 	}
 	appliedAt := a.now()
 	event, err := json.Marshal(messages.AppliedEvent{

@@ -17,6 +17,18 @@ type Gate struct {
 	topic          string
 	publishTimeout time.Duration
 	admit          func() error
+	outbox         Outbox
+}
+
+// Outbox keeps accepted payloads durably until they are applied (see
+// pipeline/outbox). The gate records a payload before it publishes it and
+// answers 200 only after both.
+type Outbox interface {
+	// Record returns once msg is durably kept.
+	Record(ctx context.Context, msg *message.Message) error
+	// Forget drops a payload whose publish failed: its client is told to
+	// retry, so it must not be applied behind the client's back.
+	Forget(payloadID string)
 }
 
 // GateConfig configures a Gate.
@@ -32,6 +44,9 @@ type GateConfig struct {
 	// refuses the payload. The service uses it to bound the embedded
 	// Pub/Sub's backlog. Optional.
 	Admit func() error
+	// Outbox, when set, records every payload before it is published.
+	// Optional.
+	Outbox Outbox
 }
 
 // NewGate returns a Gate, or an error naming every missing field.
@@ -49,7 +64,7 @@ func NewGate(cfg GateConfig) (*Gate, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("gate config: missing %v", missing)
 	}
-	return &Gate{publisher: cfg.Publisher, topic: cfg.Topic, publishTimeout: cfg.PublishTimeout, admit: cfg.Admit}, nil
+	return &Gate{publisher: cfg.Publisher, topic: cfg.Topic, publishTimeout: cfg.PublishTimeout, admit: cfg.Admit, outbox: cfg.Outbox}, nil
 }
 
 // Handle is a Watermill no-publisher handler: it publishes itself, so that
@@ -69,10 +84,22 @@ func (g *Gate) Handle(msg *message.Message) error {
 	for _, key := range []string{messages.MetaReceivedAt, messages.MetaCorrelationID, messages.MetaContentType} {
 		out.Metadata.Set(key, msg.Metadata.Get(key))
 	}
-	ctx, cancel := context.WithTimeout(msg.Context(), g.publishTimeout)
+	// The HTTP subscriber cancels the message's context when the client
+	// goes away. The publish must run to its end all the same: cancelled
+	// midway, it may have landed while the payload is reported failed, and
+	// a client that retries then creates a duplicate under a new id.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(msg.Context()), g.publishTimeout)
 	defer cancel()
 	out.SetContext(ctx)
+	if g.outbox != nil {
+		if err := g.outbox.Record(ctx, out); err != nil {
+			return messages.Transient(fmt.Errorf("recording the payload in the outbox: %w", err))
+		}
+	}
 	if err := g.publisher.Publish(g.topic, out); err != nil {
+		if g.outbox != nil {
+			g.outbox.Forget(out.UUID)
+		}
 		return messages.Transient(fmt.Errorf("publishing to %s: %w", g.topic, err))
 	}
 	return nil

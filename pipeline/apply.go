@@ -13,6 +13,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/handlers"
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -22,7 +23,9 @@ type applyStage struct {
 	router *message.Router
 }
 
-func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics *Metrics, onSettled func(), logger *slog.Logger) (*applyStage, error) {
+// box, when set, forgets each payload once it is in the ledger and records
+// each poisoned one.
+func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics *Metrics, box *outbox.Outbox, onSettled func(), logger *slog.Logger) (*applyStage, error) {
 	wlog := watermill.NewSlogLogger(logger)
 	sub, err := ps.NewSubscriber(cfg.TopicID, cfg.SubscriptionID)
 	if err != nil {
@@ -32,14 +35,17 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics
 	if err != nil {
 		return nil, err
 	}
-	apply.OnOutcome = func(s warehouse.Status) {
+	apply.OnOutcome = func(id string, s warehouse.Status) {
+		if box != nil {
+			box.Forget(id)
+		}
 		if s == warehouse.Duplicate {
 			metrics.Payload(OutcomeDuplicate)
 			return
 		}
 		metrics.Payload(OutcomeApplied)
 	}
-	poisonPublisher := poisonPublisher{Publisher: ps.Publisher(), metrics: metrics, logger: logger}
+	poisonPublisher := poisonPublisher{Publisher: ps.Publisher(), metrics: metrics, outbox: box, logger: logger}
 	poison, err := middleware.PoisonQueueWithFilter(poisonPublisher, cfg.PoisonTopicID, shouldPoison)
 	if err != nil {
 		return nil, err
@@ -98,6 +104,7 @@ func shouldPoison(err error) bool {
 type poisonPublisher struct {
 	message.Publisher
 	metrics *Metrics
+	outbox  *outbox.Outbox
 	logger  *slog.Logger
 }
 
@@ -106,6 +113,9 @@ func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
 		return err
 	}
 	for _, m := range msgs {
+		if p.outbox != nil {
+			p.outbox.MarkPoisoned(m.UUID, m.Metadata)
+		}
 		p.metrics.Payload(OutcomePoisoned)
 		p.logger.Warn("payload poisoned", "payload_id", m.UUID, "topic", topic,
 			"class", m.Metadata.Get(messages.MetaErrorClass),

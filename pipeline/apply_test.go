@@ -415,7 +415,7 @@ func TestEmbeddedBacklogIsBounded(t *testing.T) {
 
 	code, first, _ := post(t, r.base, "application/json", insertOnly)
 	if code != 200 {
-		t.Fatalf("first POST: %d", code)
+		t.Fatalf("first POST: %d %+v", code, first)
 	}
 	code, refused, hdr := post(t, r.base, "application/json", insertOnly)
 	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || !strings.Contains(refused.Error[0].Message, "backlog") {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -30,6 +31,20 @@ const (
 	PubSubEmulator PubSubMode = "emulator"
 	PubSubGoogle   PubSubMode = "google"
 	PubSubEmbedded PubSubMode = "embedded"
+)
+
+// OutboxMode says whether accepted payloads are kept on local disk until
+// applied (see package outbox).
+type OutboxMode string
+
+const (
+	// OutboxAuto keeps the outbox when this process runs both stages on the
+	// embedded Pub/Sub or the emulator, the two that lose what they hold
+	// when they stop.
+	OutboxAuto OutboxMode = "auto"
+	// OutboxOn keeps it on Google Pub/Sub too; both stages must run here.
+	OutboxOn  OutboxMode = "on"
+	OutboxOff OutboxMode = "off"
 )
 
 // Config is everything the service needs. Field comments name the
@@ -131,6 +146,32 @@ type Config struct {
 	GroupMaxWait     time.Duration
 	GroupMaxInFlight int
 
+	// Outbox (OUTBOX) is auto, on or off. Optional, default auto.
+	Outbox OutboxMode
+	// OutboxPath (OUTBOX_PATH) is the outbox's SQLite file. Optional,
+	// default beside a SQLite warehouse (gatekeeper.db → gatekeeper-outbox.db),
+	// else gatekeeper-outbox.db in the working directory.
+	OutboxPath string
+	// SQLiteSync (SQLITE_SYNC) is "full" or "normal", for the SQLite
+	// warehouse and the outbox alike: full waits for the disk at every
+	// commit; normal survives a crash of the process but not a power loss.
+	// Optional, default full.
+	SQLiteSync string
+	// UnhealthyAfter (UNHEALTHY_AFTER): when Pub/Sub or the warehouse has
+	// failed for this long without a success, /healthz answers 503 so that
+	// an orchestrator restarts the process. Optional, default 5m.
+	UnhealthyAfter time.Duration
+	// ResourceCheckInterval (RESOURCE_CHECK_INTERVAL) is how often the
+	// service checks that its topics and subscriptions exist (recreating
+	// them when CREATE_RESOURCES allows) and probes the warehouse.
+	// Optional, default 5s.
+	ResourceCheckInterval time.Duration
+	// ExactlyOnceDelivery (EXACTLY_ONCE_DELIVERY) enables Pub/Sub's
+	// exactly-once delivery on the apply subscription when gatekeeper
+	// creates it on Google Pub/Sub (emulators ignore it). Default true
+	// (DefaultConfig).
+	ExactlyOnceDelivery bool
+
 	// PushgatewayHost (PUSHGATEWAY_PROMETHEUS_HOST) receives metrics every
 	// PushInterval when set. Optional.
 	PushgatewayHost string
@@ -145,6 +186,7 @@ type Config struct {
 func DefaultConfig() Config {
 	var c Config
 	c.CreateResources = true
+	c.ExactlyOnceDelivery = true
 	c.setDefaults()
 	return c
 }
@@ -185,11 +227,37 @@ func (c *Config) setDefaults() {
 	setDefault(&c.GroupMaxSize, 200)
 	setDefault(&c.GroupMaxWait, 2*time.Millisecond)
 	setDefault(&c.GroupMaxInFlight, 4)
+	setDefault(&c.Outbox, OutboxAuto)
+	setDefault(&c.OutboxPath, defaultOutboxPath(c.Warehouse))
+	setDefault(&c.SQLiteSync, "full")
+	setDefault(&c.UnhealthyAfter, 5*time.Minute)
+	setDefault(&c.ResourceCheckInterval, 5*time.Second)
 	setDefault(&c.PushInterval, 15*time.Second)
 	setDefault(&c.ShutdownTimeout, 30*time.Second)
 	if c.ResolvedPubSubMode() != PubSubGoogle && !c.usesGoogleBigQuery() {
 		setDefault(&c.ProjectID, "gatekeeper-local")
 	}
+}
+
+func defaultOutboxPath(warehouse string) string {
+	const name = "gatekeeper-outbox.db"
+	spec, err := ParseWarehouse(warehouse)
+	if err != nil || spec.Kind != WarehouseSQLite {
+		return name
+	}
+	return strings.TrimSuffix(spec.Path, filepath.Ext(spec.Path)) + "-outbox.db"
+}
+
+// OutboxEnabled reports whether this process keeps accepted payloads in
+// the outbox.
+func (c Config) OutboxEnabled() bool {
+	switch c.Outbox {
+	case OutboxOff:
+		return false
+	case OutboxOn:
+		return true
+	}
+	return c.Runs(StageIngest) && c.Runs(StageApply) && c.ResolvedPubSubMode() != PubSubGoogle
 }
 
 func setDefault[T comparable](field *T, value T) {
@@ -204,6 +272,13 @@ func setDefault[T comparable](field *T, value T) {
 func (c Config) usesGoogleBigQuery() bool {
 	spec, err := ParseWarehouse(c.Warehouse)
 	return err == nil && spec.Kind == WarehouseBigQuery && c.BigQueryEmulatorHost == "" && c.Runs(StageApply)
+}
+
+// maxHandlingTime bounds how long the apply stage may hold one message:
+// every attempt at its longest and every backoff between them, plus a
+// margin for the group it waits in.
+func (c Config) maxHandlingTime() time.Duration {
+	return time.Duration(c.RetryMax+1)*c.ApplyTimeout + time.Duration(c.RetryMax)*c.RetryMaxGap + time.Minute
 }
 
 // ResolvedPubSubMode turns PubSubAuto into the mode the environment asks for.
@@ -281,6 +356,24 @@ func (c Config) Validate() error {
 	if _, err := ParseWarehouse(c.Warehouse); err != nil {
 		bad("WAREHOUSE: %v", err)
 	}
+	switch c.Outbox {
+	case OutboxAuto, OutboxOff:
+	case OutboxOn:
+		if !c.Runs(StageIngest) || !c.Runs(StageApply) {
+			bad("OUTBOX=on needs both stages in this process: the apply stage forgets what the ingest stage recorded")
+		}
+	default:
+		bad("OUTBOX %q: want auto, on or off", c.Outbox)
+	}
+	if c.OutboxEnabled() {
+		if spec, err := ParseWarehouse(c.Warehouse); err == nil && spec.Kind == WarehouseSQLite &&
+			filepath.Clean(spec.Path) == filepath.Clean(c.OutboxPath) {
+			bad("OUTBOX_PATH must not be the SQLite warehouse's file")
+		}
+	}
+	if c.SQLiteSync != "full" && c.SQLiteSync != "normal" {
+		bad("SQLITE_SYNC %q: want full or normal", c.SQLiteSync)
+	}
 	if c.Runs(StageIngest) {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			bad("HTTP_ADDR %q: %v", c.HTTPAddr, err)
@@ -296,7 +389,8 @@ func (c Config) Validate() error {
 		"GROUP_MAX_IN_FLIGHT": float64(c.GroupMaxInFlight), "SHUTDOWN_TIMEOUT": float64(c.ShutdownTimeout),
 		"PUSH_INTERVAL": float64(c.PushInterval), "READ_TIMEOUT": float64(c.ReadTimeout),
 		"WRITE_TIMEOUT": float64(c.WriteTimeout), "IDLE_TIMEOUT": float64(c.IdleTimeout),
-		"READ_HEADER_TIMEOUT": float64(c.ReadHeaderTimeout),
+		"READ_HEADER_TIMEOUT": float64(c.ReadHeaderTimeout), "UNHEALTHY_AFTER": float64(c.UnhealthyAfter),
+		"RESOURCE_CHECK_INTERVAL": float64(c.ResourceCheckInterval),
 	}
 	for name, v := range positive {
 		if v <= 0 {

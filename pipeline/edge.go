@@ -38,9 +38,10 @@ import (
 // The registry is needed because the subscriber gives messages a context of
 // its own, not the request's.
 type Edge struct {
-	maxBody int64
-	now     func() time.Time
-	logger  *slog.Logger
+	maxBody    int64
+	settleWait time.Duration
+	now        func() time.Time
+	logger     *slog.Logger
 
 	pending sync.Map // payload id → *exchange
 
@@ -59,11 +60,16 @@ type exchange struct {
 	readErr error
 	settled bool
 	err     error
+	// done is closed when the handler reports its result.
+	done chan struct{}
 }
 
-// NewEdge returns an Edge that accepts bodies up to maxBody bytes.
-func NewEdge(maxBody int64, logger *slog.Logger) *Edge {
-	return &Edge{maxBody: maxBody, now: time.Now, logger: logger}
+// NewEdge returns an Edge that accepts bodies up to maxBody bytes. When a
+// client leaves before its answer, the edge still waits up to settleWait
+// (longer than the gate's publish can take) for what became of its
+// payload, so that the log and the metrics say what happened to it.
+func NewEdge(maxBody int64, settleWait time.Duration, logger *slog.Logger) *Edge {
+	return &Edge{maxBody: maxBody, settleWait: settleWait, now: time.Now, logger: logger}
 }
 
 // ErrUnsupportedMediaType is the edge's answer to a body that is not JSON by
@@ -85,15 +91,28 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 		w.Header().Set("X-Correlation-ID", correlationID)
 
 		if mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mediaType != "application/json" {
-			e.render(w, nil, &exchange{settled: true, err: ErrUnsupportedMediaType})
+			e.render(w, nil, &exchange{settled: true, err: ErrUnsupportedMediaType}, false)
 			return
 		}
-		x := &exchange{}
+		x := &exchange{done: make(chan struct{})}
 		r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
 		next.ServeHTTP(&heldStatus{ResponseWriter: w}, r)
 
+		// The subscriber returns early when the client goes away, while
+		// the gate goes on: the payload's fate, not the client's patience,
+		// decides the outcome.
+		clientGone := r.Context().Err() != nil
+		x.mu.Lock()
+		inRouter := x.id != "" && !x.settled
+		x.mu.Unlock()
+		if clientGone && inRouter {
+			select {
+			case <-x.done:
+			case <-time.After(e.settleWait):
+			}
+		}
 		e.pending.Delete(x.id)
-		e.render(w, r, x)
+		e.render(w, r, x, clientGone)
 	})
 }
 
@@ -139,7 +158,10 @@ func (e *Edge) Settle(msg *message.Message, err error) {
 	}
 	x := v.(*exchange)
 	x.mu.Lock()
-	x.settled, x.err = true, err
+	if !x.settled {
+		x.settled, x.err = true, err
+		close(x.done)
+	}
 	x.mu.Unlock()
 }
 
@@ -170,9 +192,9 @@ type Response struct {
 	Error   []messages.Problem `json:"error"`
 }
 
-func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange) {
+func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clientGone bool) {
 	x.mu.Lock()
-	err, settled, readErr := x.err, x.settled, x.readErr
+	err, settled, readErr, id := x.err, x.settled, x.readErr, x.id
 	resp := Response{ID: x.id}
 	if json.Valid(x.body) {
 		var compact bytes.Buffer
@@ -196,9 +218,14 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange) {
 	if resp.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	if resp.Status >= 500 && r != nil {
-		e.logger.Warn("ingestion failed", "status", resp.Status, "err", err,
-			"correlation_id", r.Header.Get("X-Correlation-ID"))
+	switch {
+	case r == nil:
+	case resp.Status >= 500:
+		e.logger.Warn("ingestion failed", "status", resp.Status, "error", err, "payload_id", id,
+			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", clientGone)
+	case clientGone && resp.Status == http.StatusOK:
+		e.logger.Info("payload accepted; the client left before the answer", "payload_id", id,
+			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", true)
 	}
 	body, mErr := json.Marshal(resp)
 	if mErr != nil {

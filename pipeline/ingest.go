@@ -25,7 +25,7 @@ type ingestStage struct {
 	routes chi.Router
 }
 
-func newIngestStage(cfg Config, ps *PubSub, edge *Edge, admit func() error, logger *slog.Logger) (*ingestStage, error) {
+func newIngestStage(cfg Config, ps *PubSub, edge *Edge, admit func() error, box handlers.Outbox, logger *slog.Logger) (*ingestStage, error) {
 	wlog := watermill.NewSlogLogger(logger)
 	routes := chi.NewRouter()
 	routes.Use(edge.Middleware)
@@ -34,7 +34,7 @@ func newIngestStage(cfg Config, ps *PubSub, edge *Edge, admit func() error, logg
 		return nil, fmt.Errorf("http subscriber: %w", err)
 	}
 	gate, err := handlers.NewGate(handlers.GateConfig{
-		Publisher: ps.Publisher(), Topic: cfg.TopicID, PublishTimeout: cfg.PublishTimeout, Admit: admit,
+		Publisher: ps.Publisher(), Topic: cfg.TopicID, PublishTimeout: cfg.PublishTimeout, Admit: admit, Outbox: box,
 	})
 	if err != nil {
 		return nil, err

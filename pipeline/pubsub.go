@@ -32,6 +32,15 @@ type PubSub struct {
 	pub     *googlecloud.Publisher
 	wlog    watermill.LoggerAdapter
 	logger  *slog.Logger
+
+	// created lists what NewPubSub had to create: a subscription created
+	// here holds nothing that was published before.
+	created []resource
+	// missing lists what NewPubSub found missing and could not create; only
+	// an ingest-only process starts so, and is not ready until they exist.
+	missing []missingResource
+	// onPublish, when set, sees the result of every publish.
+	onPublish func(topic string, err error)
 }
 
 // NewPubSub connects to the Pub/Sub that cfg selects, starting the embedded
@@ -65,6 +74,15 @@ func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, e
 	if err := ps.ensureResources(ctx); err != nil {
 		_ = ps.Close()
 		return nil, err
+	}
+	if len(ps.missing) > 0 && cfg.Runs(StageApply) {
+		// The apply stage's subscriber cannot start without them.
+		var errs []error
+		for _, m := range ps.missing {
+			errs = append(errs, m.err)
+		}
+		_ = ps.Close()
+		return nil, errors.Join(errs...)
 	}
 	ps.pub, err = googlecloud.NewPublisher(googlecloud.PublisherConfig{
 		ProjectID: cfg.ProjectID,
@@ -122,9 +140,22 @@ func (ps *PubSub) publishSettings() *pubsub.PublishSettings {
 // Publisher is shared by every handler. Routers close the publishers their
 // handlers use, so they get a view whose Close does nothing; PubSub.Close
 // closes the real one once, last.
-func (ps *PubSub) Publisher() message.Publisher { return sharedPublisher{ps.pub} }
+// Every publish's result is reported to onPublish, so that a topic Pub/Sub
+// lost is noticed (and recreated) at the first publish that finds it gone.
+func (ps *PubSub) Publisher() message.Publisher { return sharedPublisher{ps.pub, ps} }
 
-type sharedPublisher struct{ message.Publisher }
+type sharedPublisher struct {
+	message.Publisher
+	ps *PubSub
+}
+
+func (p sharedPublisher) Publish(topic string, msgs ...*message.Message) error {
+	err := p.Publisher.Publish(topic, msgs...)
+	if p.ps.onPublish != nil {
+		p.ps.onPublish(topic, err)
+	}
+	return err
+}
 
 func (sharedPublisher) Close() error { return nil }
 
@@ -146,7 +177,12 @@ func (ps *PubSub) NewSubscriber(topic, subscription string) (*googlecloud.Subscr
 			NumGoroutines:          ps.cfg.ReceiveStreams,
 			MaxOutstandingMessages: ps.cfg.MaxOutstanding,
 			MaxOutstandingBytes:    256 << 20,
-			MaxExtension:           60 * time.Minute,
+			// The lease is extended for as long as the apply handler may
+			// hold the message (every attempt and backoff), and no longer:
+			// a second apply process must not get a message this one is
+			// still applying (BigQuery lets two insert-only transactions
+			// commit side by side).
+			MaxExtension: ps.cfg.maxHandlingTime(),
 			// Leases are renewed 20 s at a time, so a message whose consumer
 			// died or stopped without a nack comes back within 20 s, not the
 			// up to 10 minutes a lease may otherwise be extended by.
@@ -167,80 +203,135 @@ func (ps *PubSub) NewSubscriber(topic, subscription string) (*googlecloud.Subscr
 type resource struct {
 	topic, subscription string
 	ackDeadline         time.Duration
+	exactlyOnce         bool
 }
 
+type missingResource struct {
+	resource
+	err error
+}
+
+func (r resource) name() string {
+	if r.subscription != "" {
+		return r.subscription
+	}
+	return r.topic
+}
+
+// resources lists, topics before their subscriptions, what the stages this
+// process runs need.
 func (ps *PubSub) resources() []resource {
 	c := ps.cfg
 	rs := []resource{{topic: c.TopicID}}
-	if c.Runs(StageApply) {
-		rs = append(rs,
-			resource{topic: c.PoisonTopicID},
-			resource{topic: c.AppliedTopicID},
-			// The client keeps extending the deadline while a group is
-			// applied; 20 s only bounds how soon a crashed consumer's
-			// messages are redelivered.
-			resource{topic: c.TopicID, subscription: c.SubscriptionID, ackDeadline: 20 * time.Second},
-			// Without a subscription Pub/Sub keeps nothing: this one holds
-			// poisoned payloads until an operator reads or replays them.
-			resource{topic: c.PoisonTopicID, subscription: c.PoisonSubscriptionID, ackDeadline: 60 * time.Second},
-		)
+	// The ingest stage needs the apply subscription as much as the apply
+	// stage does: Pub/Sub drops what is published to a topic without one.
+	apply := resource{
+		topic: c.TopicID, subscription: c.SubscriptionID,
+		// The client keeps extending the deadline while a group is
+		// applied; 20 s only bounds how soon a crashed consumer's
+		// messages are redelivered.
+		ackDeadline: 20 * time.Second,
+		exactlyOnce: c.ExactlyOnceDelivery && ps.Mode == PubSubGoogle,
 	}
-	return rs
+	if !c.Runs(StageApply) {
+		return append(rs, apply)
+	}
+	return append(rs,
+		resource{topic: c.PoisonTopicID},
+		resource{topic: c.AppliedTopicID},
+		apply,
+		// Without a subscription Pub/Sub keeps nothing: this one holds
+		// poisoned payloads until an operator reads or replays them.
+		resource{topic: c.PoisonTopicID, subscription: c.PoisonSubscriptionID, ackDeadline: 60 * time.Second},
+	)
 }
 
+// ensureResources creates or checks every resource at start. What is
+// missing and may not be created is collected in ps.missing; any other
+// failure is returned.
 func (ps *PubSub) ensureResources(ctx context.Context) error {
 	var errs []error
 	for _, r := range ps.resources() {
-		if err := ps.ensure(ctx, r); err != nil {
+		created, err := ps.ensure(ctx, r)
+		switch {
+		case err == nil:
+			if created {
+				ps.created = append(ps.created, r)
+			}
+		case status.Code(err) == codes.NotFound:
+			ps.missing = append(ps.missing, missingResource{r, err})
+		default:
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (ps *PubSub) ensure(ctx context.Context, r resource) error {
+// ensure checks that r exists and creates it when it is missing and
+// CREATE_RESOURCES allows; created reports that it did. A missing resource
+// it may not create is an error whose status code is NotFound.
+func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err error) {
 	topicName := topicPath(ps.cfg.ProjectID, r.topic)
 	if r.subscription == "" {
 		_, err := ps.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: topicName})
-		if status.Code(err) == codes.NotFound && ps.cfg.CreateResources {
+		if status.Code(err) == codes.NotFound && !ps.cfg.CreateResources {
+			return false, fmt.Errorf("topic %s does not exist, and CREATE_RESOURCES=false forbids creating it: %w", r.topic, err)
+		}
+		if status.Code(err) == codes.NotFound {
 			_, err = ps.client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topicName})
 			if status.Code(err) == codes.AlreadyExists {
 				err = nil
 			} else if err == nil {
+				created = true
 				ps.logger.Info("created topic", "topic", r.topic)
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("topic %s: %w", r.topic, err)
+			return false, fmt.Errorf("topic %s: %w", r.topic, err)
 		}
-		return nil
+		return created, nil
 	}
 	subName := subscriptionPath(ps.cfg.ProjectID, r.subscription)
 	sub, err := ps.client.SubscriptionAdminClient.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{Subscription: subName})
 	if err == nil {
-		if sub.GetTopic() != topicName {
-			return fmt.Errorf("subscription %s is attached to %s, want %s", r.subscription, sub.GetTopic(), topicName)
+		if sub.GetTopic() == deletedTopic {
+			// Its backlog can still be pulled, so gatekeeper does not
+			// delete it; until someone does, nothing published reaches it.
+			return false, status.Errorf(codes.NotFound, "subscription %s is detached: its topic %s was deleted; "+
+				"drain it if it holds anything, then delete it so that gatekeeper can recreate it", r.subscription, r.topic)
 		}
-		return nil
+		if sub.GetTopic() != topicName {
+			return false, fmt.Errorf("subscription %s is attached to %s, want %s", r.subscription, sub.GetTopic(), topicName)
+		}
+		return false, nil
 	}
-	if status.Code(err) != codes.NotFound || !ps.cfg.CreateResources {
-		return fmt.Errorf("subscription %s: %w", r.subscription, err)
+	if status.Code(err) == codes.NotFound && !ps.cfg.CreateResources {
+		return false, fmt.Errorf("subscription %s on topic %s does not exist, and CREATE_RESOURCES=false forbids creating it; "+
+			"Pub/Sub would drop every payload published to the topic: %w", r.subscription, r.topic, err)
+	}
+	if status.Code(err) != codes.NotFound {
+		return false, fmt.Errorf("subscription %s: %w", r.subscription, err)
 	}
 	_, err = ps.client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-		Name:                     subName,
-		Topic:                    topicName,
-		AckDeadlineSeconds:       int32(r.ackDeadline / time.Second),
-		MessageRetentionDuration: durationpb.New(7 * 24 * time.Hour),
+		Name:                      subName,
+		Topic:                     topicName,
+		AckDeadlineSeconds:        int32(r.ackDeadline / time.Second),
+		MessageRetentionDuration:  durationpb.New(7 * 24 * time.Hour),
+		EnableExactlyOnceDelivery: r.exactlyOnce,
 	})
 	if status.Code(err) == codes.AlreadyExists {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("create subscription %s: %w", r.subscription, err)
+		return false, fmt.Errorf("create subscription %s: %w", r.subscription, err)
 	}
-	ps.logger.Info("created subscription", "subscription", r.subscription, "topic", r.topic)
-	return nil
+	ps.logger.Info("created subscription", "subscription", r.subscription, "topic", r.topic, "exactly_once", r.exactlyOnce)
+	return true, nil
 }
+
+// deletedTopic is what Pub/Sub names as the topic of a subscription whose
+// topic was deleted.
+const deletedTopic = "_deleted-topic_"
 
 // topicPath and subscriptionPath are the resource names the admin API takes.
 func topicPath(project, topic string) string {

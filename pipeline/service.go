@@ -14,7 +14,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/components/metrics"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/gatekeeper/gatekeeper/handlers"
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -30,6 +32,8 @@ type Service struct {
 	Store Store
 
 	committer *warehouse.GroupCommitter
+	outbox    *outbox.Outbox // nil unless cfg.OutboxEnabled()
+	monitor   *monitor
 	edge      *Edge
 	ingest    *ingestStage
 	apply     *applyStage
@@ -74,6 +78,14 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	if s.PubSub, err = NewPubSub(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
+	if cfg.OutboxEnabled() {
+		if s.outbox, err = outbox.Open(ctx, outbox.Config{Path: cfg.OutboxPath, Sync: cfg.SQLiteSync}, logger); err != nil {
+			return nil, fmt.Errorf("OUTBOX_PATH: %w", err)
+		}
+	} else if s.PubSub.Mode == PubSubEmbedded && !cfg.Runs(StageApply) {
+		logger.Warn("accepted payloads live only in this process's memory until an apply stage takes them: " +
+			"with the embedded Pub/Sub, run both stages in one process to keep them in the outbox")
+	}
 	wmMetrics := metrics.NewPrometheusMetricsBuilder(s.Metrics.Registry, "gatekeeper", "")
 
 	if cfg.Runs(StageApply) {
@@ -89,13 +101,13 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		if err != nil {
 			return nil, err
 		}
-		if s.apply, err = newApplyStage(cfg, s.PubSub, s.committer, s.Metrics, func() { s.settled.Add(1) }, logger); err != nil {
+		if s.apply, err = newApplyStage(cfg, s.PubSub, s.committer, s.Metrics, s.outbox, func() { s.settled.Add(1) }, logger); err != nil {
 			return nil, err
 		}
 		wmMetrics.AddPrometheusRouterMetrics(s.apply.router)
 	}
 	if cfg.Runs(StageIngest) {
-		s.edge = NewEdge(cfg.MaxBodyBytes, logger)
+		s.edge = NewEdge(cfg.MaxBodyBytes, cfg.PublishTimeout+5*time.Second, logger)
 		s.edge.OnSettle = func(err error) {
 			switch {
 			case err == nil:
@@ -107,11 +119,22 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 				s.Metrics.Payload(OutcomeFailed)
 			}
 		}
-		if s.ingest, err = newIngestStage(cfg, s.PubSub, s.edge, s.admit, logger); err != nil {
+		var box handlers.Outbox
+		if s.outbox != nil {
+			box = gateOutbox{s.outbox}
+		}
+		if s.ingest, err = newIngestStage(cfg, s.PubSub, s.edge, s.admit, box, logger); err != nil {
 			return nil, err
 		}
 		wmMetrics.AddPrometheusRouterMetrics(s.ingest.router)
 	}
+
+	s.monitor = newMonitor(s.PubSub, s.Store, cfg.ResourceCheckInterval, s.resourceCreated, logger)
+	for _, m := range s.PubSub.missing {
+		s.monitor.setMissing(m.resource, m.err)
+		logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", m.name(), "error", m.err)
+	}
+	s.PubSub.onPublish = s.monitor.published
 
 	s.server = &http.Server{
 		Handler:           s.routes(),
@@ -136,6 +159,9 @@ var ErrBacklogFull = errors.New("the apply stage is behind; the embedded Pub/Sub
 // stages on it, the only case where it can count the backlog: everything
 // published to it comes from this gate and is settled by this apply stage.
 func (s *Service) admit() error {
+	if err := s.monitor.admit(); err != nil {
+		return messages.Transient(err)
+	}
 	if s.PubSub.Mode != PubSubEmbedded || s.apply == nil {
 		return nil
 	}
@@ -153,13 +179,22 @@ func (s *Service) routes() http.Handler {
 	if s.ingest != nil {
 		mux.Handle(IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingest.routes))
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
-	})
+	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.readyz)))
 	mux.Handle("GET /metrics", s.Metrics.Handler())
 	return mux
+}
+
+// healthz answers 503 once Pub/Sub or the warehouse has failed for longer
+// than UNHEALTHY_AFTER: the process cannot heal itself, and a restart may.
+func (s *Service) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	if err := s.monitor.unhealthy(s.cfg.UnhealthyAfter); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, "{\"status\":\"unhealthy\",\"error\":%q}\n", err.Error())
+		return
+	}
+	_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 }
 
 // readyz answers 200 only while the service accepts work and every backend
@@ -171,6 +206,7 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		problems = append(problems, errors.New("not serving (starting or shutting down)"))
 	}
+	problems = append(problems, s.monitor.problems()...)
 	if err := s.PubSub.Ping(ctx); err != nil {
 		problems = append(problems, fmt.Errorf("pub/sub: %w", err))
 	}
@@ -209,6 +245,25 @@ func (s *Service) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	monitorCtx, stopMonitor := context.WithCancel(context.Background())
+	monitorDone := make(chan struct{})
+	go func() {
+		defer close(monitorDone)
+		s.monitor.run(monitorCtx)
+	}()
+	defer func() {
+		stopMonitor()
+		<-monitorDone
+	}()
+	if s.outbox != nil {
+		// Before serving, so that what was accepted before the restart
+		// queues ahead of what is accepted now.
+		if err := s.republishAtStart(ctx); err != nil {
+			stopMonitor()
+			<-monitorDone
+			return errors.Join(err, s.shutdown())
+		}
+	}
 	go func() {
 		if err := s.server.Serve(s.listener); !errors.Is(err, http.ErrServerClosed) {
 			failed <- fmt.Errorf("http server: %w", err)
@@ -233,6 +288,8 @@ func (s *Service) Run(ctx context.Context) error {
 	case runErr = <-failed:
 		s.logger.Error("shutting down after failure", "err", runErr)
 	}
+	stopMonitor()
+	<-monitorDone
 	err := s.shutdown()
 	stopPush()
 	<-pushDone
@@ -265,7 +322,7 @@ func (s *Service) shutdown() error {
 		errs = append(errs, s.ingest.router.Close())
 	}
 	if s.apply != nil {
-		s.drain(ctx)
+		errs = append(errs, s.drain(ctx))
 		errs = append(errs, s.apply.router.Close())
 		errs = append(errs, s.committer.Close(ctx))
 	}
@@ -274,35 +331,165 @@ func (s *Service) shutdown() error {
 }
 
 // drain waits, in embedded mode, until the apply stage has settled every
-// payload this process accepted: the embedded Pub/Sub lives in memory, so
-// whatever it still holds at exit is lost. With an emulator or Google
-// Pub/Sub the subscription keeps the backlog and nothing needs waiting for.
-func (s *Service) drain(ctx context.Context) {
+// payload this process accepted: the embedded Pub/Sub lives in memory. What
+// is left when SHUTDOWN_TIMEOUT ends stays in the outbox for the next start,
+// and the exit is an error, so that whoever stopped the process knows. With
+// an emulator or Google Pub/Sub the subscription keeps the backlog.
+func (s *Service) drain(ctx context.Context) error {
 	if s.PubSub.Mode != PubSubEmbedded || s.ingest == nil {
-		return
+		return nil
 	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
 		left := s.accepted.Load() - s.settled.Load()
 		if left <= 0 {
-			return
+			return nil
 		}
 		select {
 		case <-ctx.Done():
+			if s.outbox != nil {
+				s.logger.Error("shutdown timeout: accepted payloads not yet applied wait in the outbox for the next start",
+					"payloads", left, "outbox", s.cfg.OutboxPath)
+				return fmt.Errorf("shutdown timeout: %d accepted payloads not yet applied wait in the outbox %s for the next start", left, s.cfg.OutboxPath)
+			}
 			s.logger.Error("shutdown timeout: accepted payloads not yet applied are lost with the embedded Pub/Sub",
 				"payloads", left)
-			return
+			return fmt.Errorf("shutdown timeout: %d accepted payloads not yet applied are lost with the embedded Pub/Sub (OUTBOX=off)", left)
 		case <-t.C:
 		}
 	}
 }
+
+// republishAtStart publishes again what the outbox holds: payloads accepted
+// and not settled before the last stop, and, when the poison subscription
+// is new (the embedded Pub/Sub always, an emulator that restarted), the
+// poisoned ones, so operators still find them there. The ledger turns a
+// payload that was in fact applied into a duplicate.
+func (s *Service) republishAtStart(ctx context.Context) error {
+	if _, err := s.republish(ctx, outbox.Pending); err != nil {
+		return err
+	}
+	for _, r := range s.PubSub.created {
+		if r.subscription == s.cfg.PoisonSubscriptionID {
+			if _, err := s.republish(ctx, outbox.Poisoned); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// resourceCreated runs when the monitor had to recreate a subscription:
+// whatever it held is gone, and the outbox has it.
+func (s *Service) resourceCreated(r resource) {
+	if s.outbox == nil {
+		return
+	}
+	var state outbox.State
+	switch r.subscription {
+	case s.cfg.SubscriptionID:
+		state = outbox.Pending
+	case s.cfg.PoisonSubscriptionID:
+		state = outbox.Poisoned
+	default:
+		return
+	}
+	if _, err := s.republish(context.Background(), state); err != nil {
+		s.logger.Error("cannot republish the outbox after Pub/Sub lost a subscription; the next start will",
+			"state", state, "error", err)
+	}
+}
+
+// republish publishes every outbox entry in state, with its id and
+// metadata, to the topic that state belongs on.
+func (s *Service) republish(ctx context.Context, state outbox.State) (int, error) {
+	topic := s.cfg.TopicID
+	if state == outbox.Poisoned {
+		topic = s.cfg.PoisonTopicID
+	}
+	started := time.Now()
+	pub := s.PubSub.Publisher()
+	entries := make(chan outbox.Entry)
+	var (
+		wg        sync.WaitGroup
+		published atomic.Int64
+		errOnce   sync.Once
+		firstErr  error
+	)
+	failed := make(chan struct{})
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range entries {
+				msg := message.NewMessage(e.ID, e.Payload)
+				for k, v := range e.Metadata {
+					msg.Metadata.Set(k, v)
+				}
+				pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+				msg.SetContext(pctx)
+				if state == outbox.Pending {
+					s.accepted.Add(1)
+				}
+				err := pub.Publish(topic, msg)
+				cancel()
+				if err != nil {
+					if state == outbox.Pending {
+						s.accepted.Add(-1)
+					}
+					errOnce.Do(func() {
+						firstErr = fmt.Errorf("republishing payload %s from the outbox: %w", e.ID, err)
+						close(failed)
+					})
+					continue
+				}
+				published.Add(1)
+			}
+		}()
+	}
+	walkErr := s.outbox.Each(ctx, state, func(e outbox.Entry) error {
+		select {
+		case entries <- e:
+			return nil
+		case <-failed:
+			return errors.New("stopped")
+		}
+	})
+	close(entries)
+	wg.Wait()
+	n := int(published.Load())
+	if firstErr != nil {
+		return n, firstErr
+	}
+	if walkErr != nil {
+		return n, walkErr
+	}
+	if n > 0 {
+		s.logger.Info("republished payloads from the outbox", "state", state, "payloads", n, "topic", topic,
+			"took", time.Since(started).Round(time.Millisecond))
+	}
+	return n, nil
+}
+
+// gateOutbox is the outbox as the gate sees it.
+type gateOutbox struct{ box *outbox.Outbox }
+
+func (g gateOutbox) Record(ctx context.Context, msg *message.Message) error {
+	return g.box.Append(ctx, outbox.Entry{ID: msg.UUID, Payload: msg.Payload, Metadata: msg.Metadata})
+}
+
+func (g gateOutbox) Forget(payloadID string) { g.box.Forget(payloadID) }
 
 func (s *Service) closeResources() error {
 	s.closeOnce.Do(func() {
 		var errs []error
 		if s.listener != nil {
 			_ = s.listener.Close() // already closed by Shutdown when serving
+		}
+		if s.outbox != nil {
+			// After the apply stage: its last forgets are written first.
+			errs = append(errs, s.outbox.Close())
 		}
 		if s.PubSub != nil {
 			errs = append(errs, s.PubSub.Close())

@@ -63,7 +63,9 @@ func testConfig(t *testing.T, mode pipeline.PubSubMode) pipeline.Config {
 	cfg.PoisonTopicID = "poison-" + suffix
 	cfg.PoisonSubscriptionID = "poison-sub-" + suffix
 	cfg.AppliedTopicID = "applied-" + suffix
-	cfg.Warehouse = "sqlite:" + t.TempDir() + "/warehouse.db"
+	dir := t.TempDir()
+	cfg.Warehouse = "sqlite:" + dir + "/warehouse.db"
+	cfg.OutboxPath = dir + "/outbox.db"
 	cfg.ShutdownTimeout = 20 * time.Second
 	return cfg
 }

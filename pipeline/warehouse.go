@@ -24,7 +24,7 @@ func OpenWarehouse(ctx context.Context, cfg Config, logger *slog.Logger) (Store,
 	}
 	switch spec.Kind {
 	case WarehouseSQLite:
-		return sqlite.Open(ctx, sqlite.Config{Path: spec.Path}, logger)
+		return sqlite.Open(ctx, sqlite.Config{Path: spec.Path, Sync: sqlite.Sync(cfg.SQLiteSync)}, logger)
 	case WarehouseBigQuery:
 		return bigquery.Open(ctx, bigquery.Config{
 			ProjectID:                   cfg.ProjectID,

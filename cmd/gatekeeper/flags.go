@@ -86,6 +86,17 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	num(&c.GroupMaxSize, "group-max-size", "GROUP_MAX_SIZE", "most payloads in one warehouse transaction")
 	dur(&c.GroupMaxWait, "group-max-wait", "GROUP_MAX_WAIT", "longest wait to fill a group")
 	num(&c.GroupMaxInFlight, "group-max-in-flight", "GROUP_MAX_IN_FLIGHT", "groups applied at once (never two on one table)")
+	fs.Func("outbox", "keep accepted payloads on local disk until applied: auto (when this process runs both stages on the embedded Pub/Sub or an emulator), on or off (default auto)", func(v string) error {
+		c.Outbox = pipeline.OutboxMode(v)
+		return nil
+	})
+	ss = append(ss, setting{"outbox", "OUTBOX"})
+	str(&c.OutboxPath, "outbox-path", "OUTBOX_PATH", "the outbox's SQLite file (default beside a SQLite warehouse: NAME-outbox.db; else gatekeeper-outbox.db)")
+	str(&c.SQLiteSync, "sqlite-sync", "SQLITE_SYNC", "full: every SQLite commit (warehouse, outbox) waits for the disk; normal: survives a process crash, not a power loss")
+	dur(&c.UnhealthyAfter, "unhealthy-after", "UNHEALTHY_AFTER", "/healthz answers 503 once Pub/Sub or the warehouse has failed this long without a success")
+	dur(&c.ResourceCheckInterval, "resource-check-interval", "RESOURCE_CHECK_INTERVAL", "how often topics and subscriptions are checked (and recreated) and the warehouse probed")
+	fs.BoolVar(&c.ExactlyOnceDelivery, "exactly-once-delivery", c.ExactlyOnceDelivery, "enable exactly-once delivery on an apply subscription gatekeeper creates on Google Pub/Sub")
+	ss = append(ss, setting{"exactly-once-delivery", "EXACTLY_ONCE_DELIVERY"})
 	str(&c.PushgatewayHost, "pushgateway", "PUSHGATEWAY_PROMETHEUS_HOST", "Prometheus Pushgateway host:port; metrics are pushed when set")
 	dur(&c.PushInterval, "push-interval", "PUSH_INTERVAL", "how often metrics are pushed")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "longest drain on SIGTERM")

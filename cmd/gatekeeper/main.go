@@ -62,6 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func loadConfig(name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (pipeline.Config, *slog.Logger, *flag.FlagSet, error) {
 	cfg := pipeline.DefaultConfig()
 	cfg.ProjectID, cfg.PoisonTopicID, cfg.PoisonSubscriptionID, cfg.AppliedTopicID, cfg.PubSubMode = "", "", "", "", ""
+	cfg.OutboxPath, cfg.Outbox = "", ""
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	// Tools print results on stdout; their logs stay quiet unless asked.

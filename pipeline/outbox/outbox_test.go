@@ -133,4 +133,3 @@ func TestOutboxConfigReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
-

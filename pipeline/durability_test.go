@@ -1,0 +1,294 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
+	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
+)
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel()}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// runUntil starts a service and returns a function that stops it and
+// returns what Run returned, for tests that expect a failed shutdown.
+func runUntil(t *testing.T, cfg pipeline.Config, opts ...pipeline.Option) (*pipeline.Service, string, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	svc, err := pipeline.NewService(ctx, cfg, testLogger(), opts...)
+	if err != nil {
+		cancel()
+		t.Fatalf("NewService: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	base := "http://" + svc.Addr().String()
+	waitReady(t, base)
+	var stopped bool
+	var result error
+	stop := func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			select {
+			case result = <-done:
+			case <-time.After(60 * time.Second):
+				result = errors.New("Run did not return within 60s of cancel")
+			}
+		}
+		return result
+	}
+	t.Cleanup(func() { _ = stop() })
+	return svc, base, stop
+}
+
+func insertBody(i int) string {
+	return fmt.Sprintf(`{"activities":[{"operation":"insert","table":"durable","col_names":["i"],"col_types":["INTEGER"],"col_values":[%d]}]}`, i)
+}
+
+// The default mode keeps its promise across a SIGTERM whose drain cannot
+// finish: what was answered 200 waits in the outbox, the exit is an error
+// that says so, and the next start applies it.
+func TestEmbeddedShutdownWithStuckWarehouseKeepsAcceptedInOutbox(t *testing.T) {
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.ShutdownTimeout = time.Second
+	cfg.RetryMax = 1000
+	cfg.RetryInitial = 50 * time.Millisecond
+	cfg.RetryMaxGap = 100 * time.Millisecond
+	spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
+	inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faulty := warehouse.NewFaulty(inner)
+	faulty.FailNext(1_000_000, nil) // the warehouse is stuck for the whole first run
+	_, base, stop := runUntil(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
+
+	var accepted []string
+	for i := range 20 {
+		code, resp, _ := post(t, base, "application/json", insertBody(i))
+		if code != http.StatusOK {
+			t.Fatalf("POST %d: %d %+v", i, code, resp)
+		}
+		accepted = append(accepted, resp.ID)
+	}
+	err = stop()
+	if err == nil || !strings.Contains(err.Error(), "wait in the outbox") {
+		t.Fatalf("Run returned %v, want an error saying payloads wait in the outbox", err)
+	}
+
+	cfg2 := cfg
+	cfg2.RetryMax = 5
+	svc, _, stop2 := runUntil(t, cfg2)
+	for _, id := range accepted {
+		waitApplied(t, svc.Store, id, 20*time.Second)
+	}
+	if got := rows(t, svc.Store, "durable"); len(got) != len(accepted) {
+		t.Errorf("durable has %d rows, want %d", len(got), len(accepted))
+	}
+	if err := stop2(); err != nil {
+		t.Errorf("second run: %v", err)
+	}
+}
+
+// Stages run apart: the ingest stage creates the apply subscription, so
+// what it accepts before any apply stage ever ran is kept and applied.
+func TestIngestBeforeAnyApplyStageLosesNothing(t *testing.T) {
+	if os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
+		t.Skip("needs PUBSUB_EMULATOR_HOST: the stages share the emulator")
+	}
+	cfg := testConfig(t, pipeline.PubSubEmulator)
+	ingestCfg := cfg
+	ingestCfg.Stages = []pipeline.Stage{pipeline.StageIngest}
+	r := startService(t, ingestCfg)
+	var accepted []string
+	for i := range 10 {
+		code, resp, _ := post(t, r.base, "application/json", insertBody(i))
+		if code != http.StatusOK {
+			t.Fatalf("POST %d: %d %+v", i, code, resp)
+		}
+		accepted = append(accepted, resp.ID)
+	}
+	applyCfg := cfg
+	applyCfg.Stages = []pipeline.Stage{pipeline.StageApply}
+	applyCfg.HTTPAddr = "127.0.0.1:0"
+	a := startService(t, applyCfg)
+	for _, id := range accepted {
+		waitApplied(t, a.svc.Store, id, 30*time.Second)
+	}
+}
+
+// With CREATE_RESOURCES=false and no apply subscription, the ingest stage
+// starts but is not ready, and refuses payloads saying why, rather than
+// publishing them into a topic that keeps nothing.
+func TestIngestRefusesWithoutApplySubscription(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
+		cfg := testConfig(t, mode)
+		cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
+		if mode == pipeline.PubSubEmulator {
+			// The topic exists; only the subscription is missing.
+			first := startService(t, cfg)
+			err := first.client.SubscriptionAdminClient.DeleteSubscription(context.Background(),
+				&pubsubpb.DeleteSubscriptionRequest{Subscription: "projects/" + cfg.ProjectID + "/subscriptions/" + cfg.SubscriptionID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := first.stop(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg.CreateResources = false
+		cfg.UnhealthyAfter = 500 * time.Millisecond
+		svc, err := pipeline.NewService(context.Background(), cfg, testLogger())
+		if err != nil {
+			t.Fatalf("NewService: %v", err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- svc.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		base := "http://" + svc.Addr().String()
+
+		var body string
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			resp, err := http.Get(base + "/readyz")
+			if err == nil {
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body = string(raw)
+				if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, cfg.SubscriptionID) {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz never said the subscription is missing: %s", body)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !strings.Contains(body, "CREATE_RESOURCES=false") {
+			t.Errorf("/readyz does not say why: %s", body)
+		}
+		code, resp, _ := post(t, base, "application/json", insertBody(1))
+		if code != http.StatusServiceUnavailable || len(resp.Error) == 0 || !strings.Contains(resp.Error[0].Message, cfg.SubscriptionID) {
+			t.Fatalf("POST without a subscription: %d %+v, want 503 naming it", code, resp)
+		}
+		// Past UNHEALTHY_AFTER the process asks to be restarted.
+		deadline = time.Now().Add(5 * time.Second)
+		for {
+			resp, err := http.Get(base + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusServiceUnavailable {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("/healthz stayed 200 past UNHEALTHY_AFTER")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+}
+
+// Pub/Sub losing the topics (an emulator restart, someone deleting them)
+// heals without a restart: the service recreates them, and what was
+// accepted but not yet applied comes back from the outbox.
+//
+// Only against the emulator: pstest (the embedded Pub/Sub) keeps the
+// streams of a deleted subscription open and silent instead of ending them
+// with NotFound, so its subscriber never moves to the recreated one; and
+// nothing but an operator's tool can delete topics of the embedded server.
+func TestServiceRecreatesLostTopicsAndSubscriptions(t *testing.T) {
+	if os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
+		t.Skip("needs PUBSUB_EMULATOR_HOST; see the comment for why not the embedded Pub/Sub")
+	}
+	{
+		mode := pipeline.PubSubEmulator
+		cfg := testConfig(t, mode)
+		// Checks then run only when a publish finds a topic gone, so none
+		// runs halfway through the deletions below (an emulator restart
+		// loses everything at once; this test deletes one by one).
+		cfg.ResourceCheckInterval = time.Hour
+		cfg.RetryMax = 1000
+		cfg.RetryInitial = 50 * time.Millisecond
+		cfg.RetryMaxGap = 100 * time.Millisecond
+		spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
+		inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		faulty := warehouse.NewFaulty(inner)
+		r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
+
+		// Accepted while the warehouse fails, so they sit in the
+		// subscription when it is lost.
+		faulty.FailNext(1_000_000, nil)
+		var accepted []string
+		for i := range 5 {
+			code, resp, _ := post(t, r.base, "application/json", insertBody(i))
+			if code != http.StatusOK {
+				t.Fatalf("POST %d: %d %+v", i, code, resp)
+			}
+			accepted = append(accepted, resp.ID)
+		}
+		ctx := context.Background()
+		admin := r.client
+		for _, sub := range []string{cfg.SubscriptionID, cfg.PoisonSubscriptionID} {
+			if err := admin.SubscriptionAdminClient.DeleteSubscription(ctx, &pubsubpb.DeleteSubscriptionRequest{
+				Subscription: "projects/" + cfg.ProjectID + "/subscriptions/" + sub}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, topic := range []string{cfg.TopicID, cfg.PoisonTopicID, cfg.AppliedTopicID} {
+			if err := admin.TopicAdminClient.DeleteTopic(ctx, &pubsubpb.DeleteTopicRequest{
+				Topic: "projects/" + cfg.ProjectID + "/topics/" + topic}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		faulty.FailNext(0, nil)
+
+		// New payloads are refused (never published into nothing) until
+		// the service has put everything back, then accepted.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			code, resp, _ := post(t, r.base, "application/json", insertBody(100+len(accepted)))
+			if code == http.StatusOK {
+				accepted = append(accepted, resp.ID)
+				break
+			}
+			if code != http.StatusServiceUnavailable {
+				t.Fatalf("POST while topics are lost: %d %+v, want 503 or 200", code, resp)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("still refused 30s after the topics were lost: %+v", resp)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// A republished message the emulator handed to a stream that was
+		// closing as the subscriber restarted comes back only at its ack
+		// deadline; measured 20 s, and once over 60 s.
+		for _, id := range accepted {
+			waitApplied(t, inner, id, 150*time.Second)
+		}
+		if got := rows(t, inner, "durable"); len(got) != len(accepted) {
+			t.Errorf("durable has %d rows, want %d (each accepted payload once)", len(got), len(accepted))
+		}
+	}
+}
