@@ -152,6 +152,10 @@ type Config struct {
 	// default beside a SQLite warehouse (gatekeeper.db → gatekeeper-outbox.db),
 	// else gatekeeper-outbox.db in the working directory.
 	OutboxPath string
+	// OutboxRedeliverAfter (OUTBOX_REDELIVER_AFTER): a payload still in the
+	// outbox after this long is published again while the process runs,
+	// then after twice as long, and so on. Optional, default 2m.
+	OutboxRedeliverAfter time.Duration
 	// SQLiteSync (SQLITE_SYNC) is "full" or "normal", for the SQLite
 	// warehouse and the outbox alike: full waits for the disk at every
 	// commit; normal survives a crash of the process but not a power loss.
@@ -229,6 +233,7 @@ func (c *Config) setDefaults() {
 	setDefault(&c.GroupMaxInFlight, 4)
 	setDefault(&c.Outbox, OutboxAuto)
 	setDefault(&c.OutboxPath, defaultOutboxPath(c.Warehouse))
+	setDefault(&c.OutboxRedeliverAfter, 2*time.Minute)
 	setDefault(&c.SQLiteSync, "full")
 	setDefault(&c.UnhealthyAfter, 5*time.Minute)
 	setDefault(&c.ResourceCheckInterval, 5*time.Second)
@@ -390,7 +395,7 @@ func (c Config) Validate() error {
 		"PUSH_INTERVAL": float64(c.PushInterval), "READ_TIMEOUT": float64(c.ReadTimeout),
 		"WRITE_TIMEOUT": float64(c.WriteTimeout), "IDLE_TIMEOUT": float64(c.IdleTimeout),
 		"READ_HEADER_TIMEOUT": float64(c.ReadHeaderTimeout), "UNHEALTHY_AFTER": float64(c.UnhealthyAfter),
-		"RESOURCE_CHECK_INTERVAL": float64(c.ResourceCheckInterval),
+		"RESOURCE_CHECK_INTERVAL": float64(c.ResourceCheckInterval), "OUTBOX_REDELIVER_AFTER": float64(c.OutboxRedeliverAfter),
 	}
 	for name, v := range positive {
 		if v <= 0 {

@@ -79,7 +79,9 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		return nil, err
 	}
 	if cfg.OutboxEnabled() {
-		if s.outbox, err = outbox.Open(ctx, outbox.Config{Path: cfg.OutboxPath, Sync: cfg.SQLiteSync}, logger); err != nil {
+		if s.outbox, err = outbox.Open(ctx, outbox.Config{
+			Path: cfg.OutboxPath, Sync: cfg.SQLiteSync, RedeliverAfter: cfg.OutboxRedeliverAfter,
+		}, logger); err != nil {
 			return nil, fmt.Errorf("OUTBOX_PATH: %w", err)
 		}
 	} else if s.PubSub.Mode == PubSubEmbedded && !cfg.Runs(StageApply) {
@@ -249,7 +251,12 @@ func (s *Service) Run(ctx context.Context) error {
 	monitorDone := make(chan struct{})
 	go func() {
 		defer close(monitorDone)
+		var wg sync.WaitGroup
+		if s.outbox != nil {
+			wg.Go(func() { s.redeliverLoop(monitorCtx) })
+		}
 		s.monitor.run(monitorCtx)
+		wg.Wait()
 	}()
 	defer func() {
 		stopMonitor()
@@ -367,12 +374,12 @@ func (s *Service) drain(ctx context.Context) error {
 // poisoned ones, so operators still find them there. The ledger turns a
 // payload that was in fact applied into a duplicate.
 func (s *Service) republishAtStart(ctx context.Context) error {
-	if _, err := s.republish(ctx, outbox.Pending); err != nil {
+	if _, err := s.republish(ctx, outbox.Pending, false); err != nil {
 		return err
 	}
 	for _, r := range s.PubSub.created {
 		if r.subscription == s.cfg.PoisonSubscriptionID {
-			if _, err := s.republish(ctx, outbox.Poisoned); err != nil {
+			if _, err := s.republish(ctx, outbox.Poisoned, false); err != nil {
 				return err
 			}
 		}
@@ -395,15 +402,35 @@ func (s *Service) resourceCreated(r resource) {
 	default:
 		return
 	}
-	if _, err := s.republish(context.Background(), state); err != nil {
+	if _, err := s.republish(context.Background(), state, false); err != nil {
 		s.logger.Error("cannot republish the outbox after Pub/Sub lost a subscription; the next start will",
 			"state", state, "error", err)
 	}
 }
 
-// republish publishes every outbox entry in state, with its id and
-// metadata, to the topic that state belongs on.
-func (s *Service) republish(ctx context.Context, state outbox.State) (int, error) {
+// redeliverLoop publishes again, while the process runs, what has waited in
+// the outbox past OUTBOX_REDELIVER_AFTER without being applied: a message
+// the Pub/Sub lost, or holds out of reach (the emulator keeps messages it
+// handed to the streams of a killed process for minutes).
+func (s *Service) redeliverLoop(ctx context.Context) {
+	every := max(s.cfg.OutboxRedeliverAfter/4, time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := s.republish(ctx, outbox.Pending, true); err != nil && ctx.Err() == nil {
+			s.logger.Warn("cannot republish overdue payloads from the outbox; will try again", "error", err)
+		}
+	}
+}
+
+// republish publishes outbox entries in state (only those overdue when
+// dueOnly), with their ids and metadata, to the topic that state belongs on.
+func (s *Service) republish(ctx context.Context, state outbox.State, dueOnly bool) (int, error) {
 	topic := s.cfg.TopicID
 	if state == outbox.Poisoned {
 		topic = s.cfg.PoisonTopicID
@@ -444,18 +471,27 @@ func (s *Service) republish(ctx context.Context, state outbox.State) (int, error
 					})
 					continue
 				}
+				if state == outbox.Pending {
+					s.outbox.Republished(e)
+				}
 				published.Add(1)
 			}
 		}()
 	}
-	walkErr := s.outbox.Each(ctx, state, func(e outbox.Entry) error {
+	feed := func(e outbox.Entry) error {
 		select {
 		case entries <- e:
 			return nil
 		case <-failed:
 			return errors.New("stopped")
 		}
-	})
+	}
+	var walkErr error
+	if dueOnly {
+		walkErr = s.outbox.Due(ctx, feed)
+	} else {
+		walkErr = s.outbox.Each(ctx, state, feed)
+	}
 	close(entries)
 	wg.Wait()
 	n := int(published.Load())
@@ -466,7 +502,7 @@ func (s *Service) republish(ctx context.Context, state outbox.State) (int, error
 		return n, walkErr
 	}
 	if n > 0 {
-		s.logger.Info("republished payloads from the outbox", "state", state, "payloads", n, "topic", topic,
+		s.logger.Info("republished payloads from the outbox", "state", state, "overdue_only", dueOnly, "payloads", n, "topic", topic,
 			"took", time.Since(started).Round(time.Millisecond))
 	}
 	return n, nil

@@ -92,6 +92,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	})
 	ss = append(ss, setting{"outbox", "OUTBOX"})
 	str(&c.OutboxPath, "outbox-path", "OUTBOX_PATH", "the outbox's SQLite file (default beside a SQLite warehouse: NAME-outbox.db; else gatekeeper-outbox.db)")
+	dur(&c.OutboxRedeliverAfter, "outbox-redeliver-after", "OUTBOX_REDELIVER_AFTER", "a payload still in the outbox this long is published again while the process runs (then after twice as long, and so on)")
 	str(&c.SQLiteSync, "sqlite-sync", "SQLITE_SYNC", "full: every SQLite commit (warehouse, outbox) waits for the disk; normal: survives a process crash, not a power loss")
 	dur(&c.UnhealthyAfter, "unhealthy-after", "UNHEALTHY_AFTER", "/healthz answers 503 once Pub/Sub or the warehouse has failed this long without a success")
 	dur(&c.ResourceCheckInterval, "resource-check-interval", "RESOURCE_CHECK_INTERVAL", "how often topics and subscriptions are checked (and recreated) and the warehouse probed")

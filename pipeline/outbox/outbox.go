@@ -51,6 +51,8 @@ type Entry struct {
 	Payload  []byte
 	Metadata map[string]string
 	State    State
+	// Republished counts how often it was published again.
+	Republished int
 }
 
 // Config configures an Outbox.
@@ -64,6 +66,11 @@ type Config struct {
 	// MaxBatch bounds the operations written in one transaction.
 	// Optional, default 1024.
 	MaxBatch int
+	// RedeliverAfter is how long a pending payload may wait before Due
+	// offers it for publishing again; each further republish doubles the
+	// wait (up to 64 times it), so a slow apply stage is not buried under
+	// copies. Optional, default 2m.
+	RedeliverAfter time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +79,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 1024
+	}
+	if c.RedeliverAfter == 0 {
+		c.RedeliverAfter = 2 * time.Minute
 	}
 }
 
@@ -89,6 +99,9 @@ func (c Config) Validate() error {
 	if c.MaxBatch < 1 {
 		errs = append(errs, fmt.Errorf("outbox: MaxBatch must be at least 1, got %d", c.MaxBatch))
 	}
+	if c.RedeliverAfter < 0 {
+		errs = append(errs, fmt.Errorf("outbox: RedeliverAfter must not be negative, got %s", c.RedeliverAfter))
+	}
 	return errors.Join(errs...)
 }
 
@@ -101,6 +114,7 @@ const (
 	opAppend opKind = iota
 	opForget
 	opPoison
+	opPostpone
 	opFlush
 )
 
@@ -109,6 +123,7 @@ type op struct {
 	id       string
 	payload  []byte
 	metadata string
+	nextAt   int64
 	// done is closed (after err is set) once the op is written; nil for
 	// fire-and-forget ops.
 	done chan struct{}
@@ -159,7 +174,9 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Outbox, error)
 		state TEXT NOT NULL,
 		payload BLOB NOT NULL,
 		metadata TEXT NOT NULL,
-		appended_at TEXT NOT NULL)`); err != nil {
+		appended_at TEXT NOT NULL,
+		next_at INTEGER NOT NULL, -- unix nanoseconds
+		republished INTEGER NOT NULL DEFAULT 0)`); err != nil {
 		_ = write.Close()
 		return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
 	}
@@ -216,6 +233,14 @@ func (o *Outbox) MarkPoisoned(id string, metadata map[string]string) {
 		return
 	}
 	_ = o.send(context.Background(), &op{kind: opPoison, id: id, metadata: string(meta)})
+}
+
+// Republished records that a pending payload was published again, and
+// when Due may offer it next. Asynchronous, like Forget.
+func (o *Outbox) Republished(e Entry) {
+	wait := o.cfg.RedeliverAfter << min(e.Republished+1, 6)
+	next := time.Now().Add(wait).UnixNano()
+	_ = o.send(context.Background(), &op{kind: opPostpone, id: e.ID, nextAt: next})
 }
 
 // Flush waits until every operation sent before it is written.
@@ -312,7 +337,8 @@ func (o *Outbox) writeTx(batch []*op) error {
 	}
 	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	var appendStmt, forgetStmt, poisonStmt *sql.Stmt
+	next := time.Now().Add(o.cfg.RedeliverAfter).UnixNano()
+	var appendStmt, forgetStmt, poisonStmt, postponeStmt *sql.Stmt
 	prepare := func(p **sql.Stmt, query string) (*sql.Stmt, error) {
 		if *p == nil {
 			s, err := tx.PrepareContext(ctx, query)
@@ -328,15 +354,19 @@ func (o *Outbox) writeTx(batch []*op) error {
 		var args []any
 		switch x.kind {
 		case opAppend:
-			stmt, err = prepare(&appendStmt, `INSERT INTO outbox (id, state, payload, metadata, appended_at)
-				VALUES (?, 'pending', ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
-			args = []any{x.id, x.payload, x.metadata, now}
+			stmt, err = prepare(&appendStmt, `INSERT INTO outbox (id, state, payload, metadata, appended_at, next_at)
+				VALUES (?, 'pending', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+			args = []any{x.id, x.payload, x.metadata, now, next}
 		case opForget:
 			stmt, err = prepare(&forgetStmt, `DELETE FROM outbox WHERE id = ?`)
 			args = []any{x.id}
 		case opPoison:
 			stmt, err = prepare(&poisonStmt, `UPDATE outbox SET state = 'poisoned', metadata = ? WHERE id = ?`)
 			args = []any{x.metadata, x.id}
+		case opPostpone:
+			stmt, err = prepare(&postponeStmt, `UPDATE outbox SET next_at = ?, republished = republished + 1
+				WHERE id = ? AND state = 'pending'`)
+			args = []any{x.nextAt, x.id}
 		case opFlush:
 			continue
 		}
@@ -357,17 +387,31 @@ func (o *Outbox) writeTx(batch []*op) error {
 // Each calls fn for every entry in state, oldest first, and stops at fn's
 // first error.
 func (o *Outbox) Each(ctx context.Context, state State, fn func(Entry) error) error {
-	rows, err := o.read.QueryContext(ctx, `SELECT id, payload, metadata FROM outbox WHERE state = ? ORDER BY seq`, string(state))
+	return o.each(ctx, fn, `SELECT id, payload, metadata, republished, state FROM outbox WHERE state = ? ORDER BY seq`, string(state))
+}
+
+// Due calls fn, oldest first, for every pending entry that has waited past
+// its time (Config.RedeliverAfter, doubled per republish): a message the
+// Pub/Sub lost, or holds out of reach, while this process runs.
+func (o *Outbox) Due(ctx context.Context, fn func(Entry) error) error {
+	now := time.Now().UnixNano()
+	return o.each(ctx, fn, `SELECT id, payload, metadata, republished, state FROM outbox
+		WHERE state = 'pending' AND next_at <= ? ORDER BY seq`, now)
+}
+
+func (o *Outbox) each(ctx context.Context, fn func(Entry) error, query string, args ...any) error {
+	rows, err := o.read.QueryContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("outbox: read: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		e := Entry{State: state}
-		var meta string
-		if err := rows.Scan(&e.ID, &e.Payload, &meta); err != nil {
+		var e Entry
+		var meta, state string
+		if err := rows.Scan(&e.ID, &e.Payload, &meta, &e.Republished, &state); err != nil {
 			return fmt.Errorf("outbox: read: %w", err)
 		}
+		e.State = State(state)
 		if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {
 			return fmt.Errorf("outbox: entry %s: metadata: %w", e.ID, err)
 		}

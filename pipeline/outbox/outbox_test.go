@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 )
@@ -131,5 +132,50 @@ func TestOutboxConfigReportsEveryProblem(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s: %v", want, err)
 		}
+	}
+}
+
+// A payload Pub/Sub lost while the process runs is offered again once it
+// has waited RedeliverAfter, and then ever less often.
+func TestOutboxOffersOverduePayloadsAgain(t *testing.T) {
+	ctx := context.Background()
+	o, err := outbox.Open(ctx, outbox.Config{Path: filepath.Join(t.TempDir(), "outbox.db"), RedeliverAfter: 100 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if err := o.Append(ctx, outbox.Entry{ID: "late", Payload: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	due := func() []outbox.Entry {
+		var got []outbox.Entry
+		if err := o.Due(ctx, func(e outbox.Entry) error { got = append(got, e); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := due(); len(got) != 0 {
+		t.Fatalf("due at once: %v", got)
+	}
+	time.Sleep(150 * time.Millisecond)
+	got := due()
+	if len(got) != 1 || got[0].ID != "late" || got[0].Republished != 0 {
+		t.Fatalf("due after RedeliverAfter: %+v", got)
+	}
+	o.Republished(got[0])
+	if err := o.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if got := due(); len(got) != 0 {
+		t.Fatalf("due again before twice the wait: %+v", got)
+	}
+	o.Forget("late")
+	if err := o.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := due(); len(got) != 0 {
+		t.Fatalf("a forgotten payload is due: %+v", got)
 	}
 }
