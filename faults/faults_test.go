@@ -1,0 +1,321 @@
+package faults_test
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// settleWithin bounds every wait for settlement. A message leased to a
+// stream of a killed process comes back only when its lease runs out
+// (measured on the emulator: 20 to 60+ s), so this leaves room for two.
+const settleWithin = 180 * time.Second
+
+// Stages run apart on the emulator: the apply process is killed five times
+// and the ingest process three times under load, each restarted at once.
+func TestKillStagesApart(t *testing.T) {
+	host := needEmulator(t)
+	t.Parallel()
+	e := newEnv(t, host)
+	apply := e.start("apply", "STAGES", "apply")
+	ingest := e.start("ingest", "STAGES", "ingest")
+	var target atomic.Value
+	target.Store(ingest.base)
+	l := startLoad(func() string { return target.Load().(string) }, 4, 200_000, 60*time.Second)
+
+	kills := []string{"apply", "ingest", "apply", "apply", "ingest", "apply", "ingest", "apply"}
+	for _, which := range kills {
+		time.Sleep(2500 * time.Millisecond)
+		if which == "apply" {
+			apply.kill9()
+			apply = e.start("apply", "STAGES", "apply")
+		} else {
+			ingest.kill9()
+			ingest = e.start("ingest", "STAGES", "ingest")
+			target.Store(ingest.base)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	l.halt()
+	accepted := l.acceptedIDs()
+	if len(accepted) == 0 {
+		t.Fatalf("nothing accepted: %s", l.summary())
+	}
+	took := settle(t, e.warehousePath(), accepted, settleWithin)
+	record(t, "kill -9 apply ×5 and ingest ×3 (emulator, stages apart): %s; 0 lost, 0 duplicated of %d answered 200; settled in %s",
+		l.summary(), len(accepted), took.Round(100*time.Millisecond))
+}
+
+// The whole service on the emulator, with its outbox: kill -9 three times
+// and SIGTERM three times under load.
+func TestKillAndStopWholeService(t *testing.T) {
+	host := needEmulator(t)
+	t.Parallel()
+	// The emulator keeps messages it handed to a killed process's streams
+	// for minutes; the outbox publishes them again after 30 s.
+	e := newEnv(t, host).with("OUTBOX_REDELIVER_AFTER", "30s")
+	p := e.start("service")
+	var target atomic.Value
+	target.Store(p.base)
+	l := startLoad(func() string { return target.Load().(string) }, 4, 200_000, 60*time.Second)
+	for i := range 6 {
+		time.Sleep(2500 * time.Millisecond)
+		if i%2 == 0 {
+			p.kill9()
+		} else if code := p.term(40 * time.Second); code != 0 {
+			p.dumpLog(30)
+			t.Fatalf("SIGTERM %d: exit code %d, want 0", i/2+1, code)
+		}
+		p = e.start("service")
+		target.Store(p.base)
+	}
+	time.Sleep(2 * time.Second)
+	l.halt()
+	accepted := l.acceptedIDs()
+	took := settle(t, e.warehousePath(), accepted, settleWithin)
+	record(t, "kill -9 ×3 and SIGTERM ×3 (emulator, whole service): %s; 0 lost, 0 duplicated of %d answered 200; settled in %s",
+		l.summary(), len(accepted), took.Round(100*time.Millisecond))
+}
+
+// The default mode (embedded Pub/Sub, SQLite): kill -9 under load, then a
+// SIGTERM while the warehouse is locked past SHUTDOWN_TIMEOUT. What was
+// answered 200 survives both in the outbox and is applied after the restart.
+func TestEmbeddedKillAndStuckShutdown(t *testing.T) {
+	needFaults(t)
+	t.Parallel()
+	e := newEnv(t, "")
+	p := e.start("service")
+	var target atomic.Value
+	target.Store(p.base)
+	l := startLoad(func() string { return target.Load().(string) }, 4, 200_000, 60*time.Second)
+	time.Sleep(3 * time.Second)
+	p.kill9()
+	p = e.start("service")
+	target.Store(p.base)
+	time.Sleep(2 * time.Second)
+	l.halt()
+	afterKill := l.acceptedIDs()
+	took := settle(t, e.warehousePath(), afterKill, settleWithin)
+	record(t, "embedded, kill -9 under load: %s; 0 lost, 0 duplicated of %d answered 200; settled in %s after the restart",
+		l.summary(), len(afterKill), took.Round(100*time.Millisecond))
+
+	// The warehouse is locked by another process; SIGTERM cannot drain.
+	release := lockWarehouse(t, e.warehousePath())
+	var stuck []string
+	for range 30 {
+		if id, _ := l.post(p.base); id != "" {
+			stuck = append(stuck, id)
+		}
+	}
+	if len(stuck) != 30 {
+		t.Fatalf("only %d of 30 accepted while the warehouse is locked: %s", len(stuck), l.summary())
+	}
+	// /readyz follows the write path, which the lock blocks.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := readyzBody(p.base)
+		if code == 503 && strings.Contains(body, "warehouse") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz while the warehouse is locked: %d %s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	p.signal(syscall.SIGTERM)
+	<-p.done
+	code := p.cmd.ProcessState.ExitCode()
+	if code == 0 || !strings.Contains(p.logText(), "wait in the outbox") {
+		p.dumpLog(20)
+		t.Fatalf("SIGTERM with a stuck warehouse: exit %d; want non-zero and a log line counting what waits in the outbox", code)
+	}
+	release()
+	p = e.start("service")
+	all := l.acceptedIDs()
+	took = settle(t, e.warehousePath(), all, settleWithin)
+	record(t, "embedded, SIGTERM with the warehouse locked past SHUTDOWN_TIMEOUT: %d accepted during the lock, exit code %d, all applied %s after the restart; 0 lost, 0 duplicated",
+		len(stuck), code, took.Round(100*time.Millisecond))
+	if code := p.term(40 * time.Second); code != 0 {
+		t.Errorf("final SIGTERM: exit %d", code)
+	}
+}
+
+// Stages started apart, in either order, lose nothing: the ingest stage
+// creates the apply subscription itself.
+func TestStagesStartInEitherOrder(t *testing.T) {
+	host := needEmulator(t)
+	t.Parallel()
+	for _, order := range [][]string{{"ingest", "apply"}, {"apply", "ingest"}} {
+		t.Run(strings.Join(order, "-first-then-"), func(t *testing.T) {
+			e := newEnv(t, host)
+			var ingest *proc
+			l := startLoad(func() string { return "" }, 0, 0, 0)
+			for _, stage := range order {
+				p := e.start(stage, "STAGES", stage)
+				if stage == "ingest" {
+					ingest = p
+					for range 50 {
+						l.post(ingest.base)
+					}
+				}
+			}
+			accepted := l.acceptedIDs()
+			if len(accepted) != 50 {
+				t.Fatalf("%d of 50 accepted: %s", len(accepted), l.summary())
+			}
+			took := settle(t, e.warehousePath(), accepted, settleWithin)
+			record(t, "%s started first: 50 of 50 applied in %s, 0 duplicated", order[0], took.Round(100*time.Millisecond))
+		})
+	}
+}
+
+// The Pub/Sub emulator restarts mid-load and loses every topic: the
+// service recreates them by itself, the outbox brings back what the
+// emulator lost, and new payloads are applied.
+func TestEmulatorRestartHeals(t *testing.T) {
+	needFaults(t)
+	if _, err := exec.LookPath("gcloud"); err != nil {
+		t.Skip("needs gcloud's Pub/Sub emulator")
+	}
+	t.Parallel()
+	addr := freeAddr(t)
+	emu := startEmulator(t, addr)
+	e := newEnv(t, addr).with("RESOURCE_CHECK_INTERVAL", "1s")
+	p := e.start("service")
+	l := startLoad(func() string { return p.base }, 4, 200_000, 90*time.Second)
+	time.Sleep(3 * time.Second)
+	emu.kill9()
+	downAt := time.Now()
+	emu = startEmulator(t, addr)
+	// No restart of gatekeeper: it must heal by itself.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if code, _ := readyzBody(p.base); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, body := readyzBody(p.base)
+			t.Fatalf("not ready 60s after the emulator came back: %s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	healed := time.Since(downAt)
+	before := len(l.acceptedIDs())
+	time.Sleep(3 * time.Second)
+	l.halt()
+	accepted := l.acceptedIDs()
+	if len(accepted) <= before {
+		t.Fatalf("nothing accepted after the service healed: %s", l.summary())
+	}
+	took := settle(t, e.warehousePath(), accepted, settleWithin)
+	record(t, "emulator killed and restarted mid-load (topics lost): ready again %s after the kill without a restart; %s; 0 lost, 0 duplicated of %d answered 200; settled in %s",
+		healed.Round(100*time.Millisecond), l.summary(), len(accepted), took.Round(100*time.Millisecond))
+	_ = emu
+}
+
+// The warehouse is locked for 60 s by another process: payloads that
+// outlast RETRY_MAX are poisoned as transient and replayable; later ones
+// are retried and applied once the lock goes. Ingestion never stops.
+func TestWarehouseLockedForAMinute(t *testing.T) {
+	host := needEmulator(t)
+	t.Parallel()
+	e := newEnv(t, host).with("RETRY_MAX", "4", "RETRY_INITIAL", "500ms", "RETRY_MAX_INTERVAL", "2s")
+	p := e.start("service")
+	l := startLoad(func() string { return "" }, 0, 0, 0)
+	release := lockWarehouse(t, e.warehousePath())
+	lockedAt := time.Now()
+	for range 30 {
+		l.post(p.base)
+	}
+	if n := len(l.acceptedIDs()); n != 30 {
+		t.Fatalf("%d of 30 accepted while the warehouse is locked: %s", n, l.summary())
+	}
+	time.Sleep(time.Until(lockedAt.Add(50 * time.Second)))
+	for range 30 {
+		l.post(p.base)
+	}
+	time.Sleep(time.Until(lockedAt.Add(60 * time.Second)))
+	release()
+
+	// The first ones gave up: poisoned, class transient.
+	var poisoned []map[string]any
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, stderr, err := e.runTool("poison", "list", "--max", "0")
+		if err != nil {
+			t.Fatalf("poison list: %v: %s", err, stderr)
+		}
+		poisoned = poisoned[:0]
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil {
+				poisoned = append(poisoned, m)
+			}
+		}
+		if len(poisoned) >= 30 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if len(poisoned) < 30 {
+		t.Fatalf("%d poisoned, want at least the 30 accepted at the start of the lock", len(poisoned))
+	}
+	for _, m := range poisoned {
+		if m["error_class"] != "transient" {
+			t.Fatalf("poisoned with class %v, want transient: %v", m["error_class"], m)
+		}
+	}
+	_, stderr, err := e.runTool("poison", "replay", "--max", "0")
+	if err != nil {
+		t.Fatalf("poison replay: %v: %s", err, stderr)
+	}
+	took := settle(t, e.warehousePath(), l.acceptedIDs(), settleWithin)
+	record(t, "warehouse locked 60 s (RETRY_MAX=4): 60 accepted during the lock, %d poisoned as transient and replayed, the rest retried; all applied %s after the replay; 0 lost, 0 duplicated",
+		len(poisoned), took.Round(100*time.Millisecond))
+}
+
+// startEmulator starts gcloud's Pub/Sub emulator on addr in its own
+// process group and waits until it listens.
+func startEmulator(t *testing.T, addr string) *proc {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "emulator.log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("gcloud", "beta", "emulators", "pubsub", "start", "--host-port="+addr, "--project=test")
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{t: t, name: "emulator", cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.signal(syscall.SIGKILL)
+		<-p.done
+	})
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			p.dumpLog(30)
+			t.Fatalf("emulator did not listen on %s within 90s", addr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
