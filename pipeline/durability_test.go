@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -291,4 +292,71 @@ func TestServiceRecreatesLostTopicsAndSubscriptions(t *testing.T) {
 			t.Errorf("durable has %d rows, want %d (each accepted payload once)", len(got), len(accepted))
 		}
 	}
+}
+
+// A client that hangs up right after sending does not decide the payload's
+// fate: the publish runs to its end, and every payload counted accepted is
+// applied, none counted failed for a publish that landed.
+func TestClientThatLeavesDoesNotFailItsPayload(t *testing.T) {
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	r := startService(t, cfg)
+	addr := strings.TrimPrefix(r.base, "http://")
+	const n = 40
+	for i := range n {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := insertBody(1000 + i)
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+			pipeline.IngestPath, addr, len(body), body)
+		conn.Close() // gone before any answer
+	}
+	var accepted, failed float64
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		accepted, failed = payloadCount(t, r.base, "accepted"), payloadCount(t, r.base, "failed")
+		applied := len(storeRows(t, r.svc.Store, "durable"))
+		if accepted+failed == n && float64(applied) == accepted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d clients left: accepted %v, failed %v, applied %d; want every accepted one applied", n, accepted, failed, applied)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if failed != 0 {
+		t.Errorf("%v payloads counted failed although their clients only left", failed)
+	}
+}
+
+func storeRows(t *testing.T, store warehouse.Reader, table string) []map[string]any {
+	t.Helper()
+	rs, err := store.Rows(context.Background(), table, 0)
+	if errors.Is(err, warehouse.ErrTableNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("rows of %s: %v", table, err)
+	}
+	return rs
+}
+
+func payloadCount(t *testing.T, base, outcome string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	prefix := `gatekeeper_payloads_total{outcome="` + outcome + `"} `
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
 }
