@@ -65,6 +65,10 @@ func needEmulator(t *testing.T) string {
 	return host
 }
 
+// probeClient bounds every health probe: a hung service fails the test
+// instead of hanging it.
+var probeClient = &http.Client{Timeout: 5 * time.Second}
+
 // freeAddr returns a loopback address nothing listens on right now.
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -217,7 +221,7 @@ func (p *proc) waitReady(within time.Duration) {
 			p.t.Fatalf("%s exited before it was ready: %v", p.name, p.err)
 		default:
 		}
-		resp, err := http.Get(p.base + "/readyz")
+		resp, err := probeClient.Get(p.base + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -230,8 +234,14 @@ func (p *proc) waitReady(within time.Duration) {
 	p.t.Fatalf("%s not ready within %s", p.name, within)
 }
 
-// signal sends sig to the process group: only what this test started.
+// signal sends sig to the process group: only what this test started,
+// and never after it was reaped (its pid may belong to another by then).
 func (p *proc) signal(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
 	if p.cmd.Process != nil {
 		_ = syscall.Kill(-p.cmd.Process.Pid, sig)
 	}
@@ -523,7 +533,7 @@ func record(t *testing.T, format string, args ...any) {
 
 // readyzBody returns /readyz's status and body.
 func readyzBody(base string) (int, string) {
-	resp, err := http.Get(base + "/readyz")
+	resp, err := probeClient.Get(base + "/readyz")
 	if err != nil {
 		return 0, err.Error()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -25,7 +26,8 @@ type applyStage struct {
 
 // box, when set, forgets each payload once it is in the ledger and records
 // each poisoned one.
-func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics *Metrics, box *outbox.Outbox, onSettled func(), logger *slog.Logger) (*applyStage, error) {
+// handling, when set, holds the id of every message while it is handled.
+func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics *Metrics, box *outbox.Outbox, handling *sync.Map, onSettled func(), logger *slog.Logger) (*applyStage, error) {
 	wlog := watermill.NewSlogLogger(logger)
 	sub, err := ps.NewSubscriber(cfg.TopicID, cfg.SubscriptionID)
 	if err != nil {
@@ -72,7 +74,8 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics
 	}
 	handler := router.AddHandler("apply", cfg.TopicID, sub, cfg.AppliedTopicID, ps.Publisher(), apply.Handle)
 	// Outermost first:
-	//   settled     counts messages acked, for the shutdown drain;
+	//   settled     counts messages acked, for the shutdown drain, and marks
+	//               the ones being handled, for the outbox's overdue sweep;
 	//   poison      diverts what Retry gave up on, and permanent errors at
 	//               once; it acks what it diverts, which is right here and
 	//               only here;
@@ -82,7 +85,7 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics
 	//   Recoverer   turns a panic into an error that gets poisoned, not a
 	//               crash loop on redelivery.
 	handler.AddMiddleware(
-		settled(onSettled),
+		settled(handling, onSettled),
 		poison,
 		retry.Middleware,
 		RecordFailures(time.Now),
@@ -127,9 +130,13 @@ func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
 	return nil
 }
 
-func settled(onSettled func()) message.HandlerMiddleware {
+func settled(handling *sync.Map, onSettled func()) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
+			if handling != nil {
+				handling.Store(msg.UUID, struct{}{})
+				defer handling.Delete(msg.UUID)
+			}
 			out, err := h(msg)
 			if err == nil && onSettled != nil {
 				onSettled()

@@ -376,6 +376,9 @@ func (c Config) Validate() error {
 			bad("OUTBOX_PATH must not be the SQLite warehouse's file")
 		}
 	}
+	if c.OutboxEnabled() && c.OutboxRedeliverAfter <= c.PublishTimeout {
+		bad("OUTBOX_REDELIVER_AFTER (%s) must exceed PUBLISH_TIMEOUT (%s), or a payload still being published could be published again behind its client", c.OutboxRedeliverAfter, c.PublishTimeout)
+	}
 	if c.SQLiteSync != "full" && c.SQLiteSync != "normal" {
 		bad("SQLITE_SYNC %q: want full or normal", c.SQLiteSync)
 	}

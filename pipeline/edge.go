@@ -95,13 +95,17 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		x := &exchange{done: make(chan struct{})}
-		r = r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x))
+		// The subscriber sees a context the client's departure does not
+		// cancel, so it waits for the gate's verdict like for any request:
+		// the payload's fate, not the client's patience, decides the
+		// outcome. (Its own client-gone branch also reads the message's
+		// context while the router sets it, a data race in watermill-http
+		// v2.3.1.)
+		clientCtx := r.Context()
+		r = r.WithContext(context.WithValue(context.WithoutCancel(clientCtx), exchangeKey{}, x))
 		next.ServeHTTP(&heldStatus{ResponseWriter: w}, r)
 
-		// The subscriber returns early when the client goes away, while
-		// the gate goes on: the payload's fate, not the client's patience,
-		// decides the outcome.
-		clientGone := r.Context().Err() != nil
+		clientGone := clientCtx.Err() != nil
 		x.mu.Lock()
 		inRouter := x.id != "" && !x.settled
 		x.mu.Unlock()

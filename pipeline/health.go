@@ -14,12 +14,16 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// processStart anchors the components' clocks: durations since it are
+// monotonic, so a wall clock that steps does not fake or hide a failure.
+var processStart = time.Now()
+
 // component tracks whether one dependency works: since when it has failed
 // without a success in between, and the last error. Its ok path is a single
 // atomic load, cheap enough for every publish.
 type component struct {
 	name         string
-	failingSince atomic.Int64 // unix nanoseconds; 0 while it works
+	failingSince atomic.Int64 // nanoseconds since processStart, plus one; 0 while it works
 	lastErr      atomic.Pointer[error]
 }
 
@@ -31,7 +35,7 @@ func (c *component) ok() {
 
 func (c *component) fail(err error) {
 	c.lastErr.Store(&err)
-	c.failingSince.CompareAndSwap(0, time.Now().UnixNano())
+	c.failingSince.CompareAndSwap(0, int64(time.Since(processStart))+1)
 }
 
 // failingFor reports how long the component has failed, and why; zero
@@ -45,7 +49,7 @@ func (c *component) failingFor(now time.Time) (time.Duration, error) {
 	if p := c.lastErr.Load(); p != nil {
 		err = *p
 	}
-	return now.Sub(time.Unix(0, since)), err
+	return now.Sub(processStart.Add(time.Duration(since - 1))), err
 }
 
 // resourceProblem is a topic or subscription that is missing and that this
@@ -67,10 +71,19 @@ type monitor struct {
 	store     Store // nil without the apply stage
 	interval  time.Duration
 	logger    *slog.Logger
-	onCreated func(r resource)
+	onCreated func(ctx context.Context, r resource)
 
-	pubsub    component
+	// publish follows the gate's and the apply stage's publishes; admin the
+	// resource checks. Kept apart so that checks that succeed cannot hide
+	// publishes that keep failing (a role that may read topics but not
+	// publish to them).
+	publish   component
+	admin     component
 	warehouse component
+	// lastCommit is when the apply stage last committed a group (since
+	// processStart): proof enough that the write path is open, without
+	// probing the lock this process's own writer holds.
+	lastCommit atomic.Int64
 
 	mu       sync.Mutex
 	missing  map[string]resourceProblem // by resource name
@@ -79,11 +92,12 @@ type monitor struct {
 	kick     chan struct{}
 }
 
-func newMonitor(ps *PubSub, store Store, interval time.Duration, onCreated func(resource), logger *slog.Logger) *monitor {
+func newMonitor(ps *PubSub, store Store, interval time.Duration, onCreated func(context.Context, resource), logger *slog.Logger) *monitor {
 	return &monitor{
 		ps: ps, store: store, interval: interval, logger: logger, onCreated: onCreated,
-		pubsub: component{name: "pub/sub"}, warehouse: component{name: "warehouse"},
-		missing: map[string]resourceProblem{}, logged: map[string]string{},
+		publish: component{name: "publishing to Pub/Sub"}, admin: component{name: "Pub/Sub resource checks"},
+		warehouse: component{name: "warehouse"},
+		missing:   map[string]resourceProblem{}, logged: map[string]string{},
 		kick: make(chan struct{}, 1),
 	}
 }
@@ -113,14 +127,34 @@ func (m *monitor) admit() error {
 func (m *monitor) published(topic string, err error) {
 	switch {
 	case err == nil:
-		m.pubsub.ok()
+		m.publish.ok()
 	case status.Code(err) == codes.NotFound:
 		m.setMissing(resource{topic: topic}, fmt.Errorf("topic %s not found", topic))
+		if topic == m.ps.cfg.TopicID {
+			// A recreated topic has no subscription until the check
+			// recreates that too; the gate stays shut until it has.
+			m.setMissing(resource{topic: topic, subscription: m.ps.cfg.SubscriptionID},
+				fmt.Errorf("subscription %s: its topic %s was lost", m.ps.cfg.SubscriptionID, topic))
+		}
 		m.wake()
 	case errors.Is(err, context.Canceled):
 	default:
-		m.pubsub.fail(err)
+		m.publish.fail(err)
 	}
+}
+
+// committed sees the result of every group the apply stage commits.
+func (m *monitor) committed(err error) {
+	if err == nil {
+		m.lastCommit.Store(int64(time.Since(processStart)))
+		m.warehouse.ok()
+	}
+}
+
+// recentlyCommitted reports whether a group committed within d.
+func (m *monitor) recentlyCommitted(d time.Duration) bool {
+	last := m.lastCommit.Load()
+	return last != 0 && time.Since(processStart)-time.Duration(last) < d
 }
 
 func (m *monitor) wake() {
@@ -189,12 +223,12 @@ func (m *monitor) check(ctx context.Context) bool {
 		}
 		switch {
 		case err == nil:
-			m.pubsub.ok()
+			m.admin.ok()
 			m.clearMissing(r)
 			if created {
 				m.logger.Warn("Pub/Sub had lost a resource; recreated it", "resource", r.name(), "topic", r.topic)
 				if m.onCreated != nil {
-					m.onCreated(r)
+					m.onCreated(ctx, r)
 				}
 			}
 		case status.Code(err) == codes.NotFound:
@@ -203,11 +237,11 @@ func (m *monitor) check(ctx context.Context) bool {
 			m.logOnce(r, "Pub/Sub resource missing", err)
 		default:
 			healthy = false
-			m.pubsub.fail(err)
+			m.admin.fail(err)
 			m.logOnce(r, "cannot check a Pub/Sub resource", err)
 		}
 	}
-	if m.store != nil {
+	if m.store != nil && !m.recentlyCommitted(m.interval) {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := m.store.Ping(pctx)
 		cancel()
@@ -245,7 +279,7 @@ func (m *monitor) problems() []error {
 		errs = append(errs, m.missing[name].err)
 	}
 	m.mu.Unlock()
-	for _, c := range []*component{&m.pubsub, &m.warehouse} {
+	for _, c := range []*component{&m.publish, &m.admin, &m.warehouse} {
 		if d, err := c.failingFor(now); d > 0 {
 			errs = append(errs, fmt.Errorf("%s failing for %s: %w", c.name, d.Round(time.Second), err))
 		}
@@ -257,7 +291,7 @@ func (m *monitor) problems() []error {
 // that cannot publish, receive or write for that long should be restarted.
 func (m *monitor) unhealthy(after time.Duration) error {
 	now := time.Now()
-	for _, c := range []*component{&m.pubsub, &m.warehouse} {
+	for _, c := range []*component{&m.publish, &m.admin, &m.warehouse} {
 		if d, err := c.failingFor(now); d > after {
 			return fmt.Errorf("%s has failed for %s (UNHEALTHY_AFTER %s): %w", c.name, d.Round(time.Second), after, err)
 		}

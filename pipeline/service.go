@@ -40,6 +40,9 @@ type Service struct {
 	server    *http.Server
 	listener  net.Listener
 
+	// handling holds the ids of the payloads the apply stage is handling.
+	handling sync.Map
+
 	ready    atomic.Bool
 	accepted atomic.Int64 // published by this process's gate
 	settled  atomic.Int64 // acked by this process's apply stage
@@ -98,12 +101,17 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		}
 		s.committer, err = warehouse.NewGroupCommitter(s.Store, warehouse.GroupConfig{
 			MaxSize: cfg.GroupMaxSize, MaxWait: cfg.GroupMaxWait, MaxInFlight: cfg.GroupMaxInFlight,
-			OnGroup: s.Metrics.Group,
+			OnGroup: func(size int, took time.Duration, err error) {
+				s.Metrics.Group(size, took, err)
+				if s.monitor != nil {
+					s.monitor.committed(err)
+				}
+			},
 		}, logger)
 		if err != nil {
 			return nil, err
 		}
-		if s.apply, err = newApplyStage(cfg, s.PubSub, s.committer, s.Metrics, s.outbox, func() { s.settled.Add(1) }, logger); err != nil {
+		if s.apply, err = newApplyStage(cfg, s.PubSub, s.committer, s.Metrics, s.outbox, &s.handling, func() { s.settled.Add(1) }, logger); err != nil {
 			return nil, err
 		}
 		wmMetrics.AddPrometheusRouterMetrics(s.apply.router)
@@ -212,7 +220,9 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.PubSub.Ping(ctx); err != nil {
 		problems = append(problems, fmt.Errorf("pub/sub: %w", err))
 	}
-	if s.Store != nil {
+	// A group committed moments ago proves the write path; probing it then
+	// would only contend with this process's own writer.
+	if s.Store != nil && !s.monitor.recentlyCommitted(2*time.Second) {
 		if err := s.Store.Ping(ctx); err != nil {
 			problems = append(problems, fmt.Errorf("warehouse: %w", err))
 		}
@@ -389,7 +399,7 @@ func (s *Service) republishAtStart(ctx context.Context) error {
 
 // resourceCreated runs when the monitor had to recreate a subscription:
 // whatever it held is gone, and the outbox has it.
-func (s *Service) resourceCreated(r resource) {
+func (s *Service) resourceCreated(ctx context.Context, r resource) {
 	if s.outbox == nil {
 		return
 	}
@@ -402,7 +412,13 @@ func (s *Service) resourceCreated(r resource) {
 	default:
 		return
 	}
-	if _, err := s.republish(context.Background(), state, false); err != nil {
+	// Entries younger than a publish may still be on their way through the
+	// gate, whose client hears 503 if that publish fails: republishing them
+	// could apply a payload its client was told to retry. The overdue sweep
+	// takes any of them whose message was lost.
+	settledBefore := time.Now().Add(-s.cfg.PublishTimeout)
+	publishedBy := func(e outbox.Entry) bool { return state == outbox.Poisoned || e.AppendedAt.Before(settledBefore) }
+	if _, err := s.republishIf(ctx, state, false, publishedBy); err != nil && ctx.Err() == nil {
 		s.logger.Error("cannot republish the outbox after Pub/Sub lost a subscription; the next start will",
 			"state", state, "error", err)
 	}
@@ -422,7 +438,14 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := s.republish(ctx, outbox.Pending, true); err != nil && ctx.Err() == nil {
+		// A payload the apply stage is handling right now (retrying through
+		// a locked warehouse, say) is not lost; a copy would only be
+		// applied as a duplicate or poisoned a second time.
+		notHandled := func(e outbox.Entry) bool {
+			_, busy := s.handling.Load(e.ID)
+			return !busy
+		}
+		if _, err := s.republishIf(ctx, outbox.Pending, true, notHandled); err != nil && ctx.Err() == nil {
 			s.logger.Warn("cannot republish overdue payloads from the outbox; will try again", "error", err)
 		}
 	}
@@ -431,6 +454,11 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 // republish publishes outbox entries in state (only those overdue when
 // dueOnly), with their ids and metadata, to the topic that state belongs on.
 func (s *Service) republish(ctx context.Context, state outbox.State, dueOnly bool) (int, error) {
+	return s.republishIf(ctx, state, dueOnly, func(outbox.Entry) bool { return true })
+}
+
+// republishIf is republish for the entries keep accepts.
+func (s *Service) republishIf(ctx context.Context, state outbox.State, dueOnly bool, keep func(outbox.Entry) bool) (int, error) {
 	topic := s.cfg.TopicID
 	if state == outbox.Poisoned {
 		topic = s.cfg.PoisonTopicID
@@ -479,6 +507,9 @@ func (s *Service) republish(ctx context.Context, state outbox.State, dueOnly boo
 		}()
 	}
 	feed := func(e outbox.Entry) error {
+		if !keep(e) {
+			return nil
+		}
 		select {
 		case entries <- e:
 			return nil
@@ -515,7 +546,11 @@ func (g gateOutbox) Record(ctx context.Context, msg *message.Message) error {
 	return g.box.Append(ctx, outbox.Entry{ID: msg.UUID, Payload: msg.Payload, Metadata: msg.Metadata})
 }
 
-func (g gateOutbox) Forget(payloadID string) { g.box.Forget(payloadID) }
+func (g gateOutbox) Forget(payloadID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = g.box.ForgetNow(ctx, payloadID)
+}
 
 func (s *Service) closeResources() error {
 	s.closeOnce.Do(func() {

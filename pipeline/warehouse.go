@@ -22,11 +22,17 @@ func OpenWarehouse(ctx context.Context, cfg Config, logger *slog.Logger) (Store,
 	if err != nil {
 		return nil, err
 	}
+	// Each adapter's nil pointer is returned as a nil Store, never as a
+	// Store holding a nil pointer, which callers would try to Close.
 	switch spec.Kind {
 	case WarehouseSQLite:
-		return sqlite.Open(ctx, sqlite.Config{Path: spec.Path, Sync: sqlite.Sync(cfg.SQLiteSync)}, logger)
+		w, err := sqlite.Open(ctx, sqlite.Config{Path: spec.Path, Sync: sqlite.Sync(cfg.SQLiteSync)}, logger)
+		if err != nil {
+			return nil, err
+		}
+		return w, nil
 	case WarehouseBigQuery:
-		return bigquery.Open(ctx, bigquery.Config{
+		w, err := bigquery.Open(ctx, bigquery.Config{
 			ProjectID:                   cfg.ProjectID,
 			DatasetID:                   cfg.DatasetID,
 			Location:                    cfg.BigQueryLocation,
@@ -34,6 +40,10 @@ func OpenWarehouse(ctx context.Context, cfg Config, logger *slog.Logger) (Store,
 			CredentialsFile:             cfg.CredentialsFile,
 			DoNotCreateDatasetIfMissing: !cfg.CreateResources,
 		}, logger)
+		if err != nil {
+			return nil, err
+		}
+		return w, nil
 	default:
 		return nil, fmt.Errorf("WAREHOUSE=%s is not available in this build", spec.Kind)
 	}

@@ -53,6 +53,8 @@ type Entry struct {
 	State    State
 	// Republished counts how often it was published again.
 	Republished int
+	// AppendedAt is when the gate recorded it.
+	AppendedAt time.Time
 }
 
 // Config configures an Outbox.
@@ -224,6 +226,22 @@ func (o *Outbox) Forget(id string) {
 	_ = o.send(context.Background(), &op{kind: opForget, id: id})
 }
 
+// ForgetNow is Forget, returning once the entry is gone from the file:
+// the gate uses it when it is about to tell the client to retry, so that
+// no republish can still find the entry afterwards.
+func (o *Outbox) ForgetNow(ctx context.Context, id string) error {
+	f := &op{kind: opForget, id: id, done: make(chan struct{})}
+	if err := o.send(ctx, f); err != nil {
+		return err
+	}
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // MarkPoisoned records that the payload went to the poison topic, with the
 // metadata it went with. Asynchronous, like Forget.
 func (o *Outbox) MarkPoisoned(id string, metadata map[string]string) {
@@ -387,7 +405,7 @@ func (o *Outbox) writeTx(batch []*op) error {
 // Each calls fn for every entry in state, oldest first, and stops at fn's
 // first error.
 func (o *Outbox) Each(ctx context.Context, state State, fn func(Entry) error) error {
-	return o.each(ctx, fn, `SELECT id, payload, metadata, republished, state FROM outbox WHERE state = ? ORDER BY seq`, string(state))
+	return o.each(ctx, fn, `SELECT id, payload, metadata, republished, state, appended_at FROM outbox WHERE state = ? ORDER BY seq`, string(state))
 }
 
 // Due calls fn, oldest first, for every pending entry that has waited past
@@ -395,7 +413,7 @@ func (o *Outbox) Each(ctx context.Context, state State, fn func(Entry) error) er
 // Pub/Sub lost, or holds out of reach, while this process runs.
 func (o *Outbox) Due(ctx context.Context, fn func(Entry) error) error {
 	now := time.Now().UnixNano()
-	return o.each(ctx, fn, `SELECT id, payload, metadata, republished, state FROM outbox
+	return o.each(ctx, fn, `SELECT id, payload, metadata, republished, state, appended_at FROM outbox
 		WHERE state = 'pending' AND next_at <= ? ORDER BY seq`, now)
 }
 
@@ -407,10 +425,11 @@ func (o *Outbox) each(ctx context.Context, fn func(Entry) error, query string, a
 	defer rows.Close()
 	for rows.Next() {
 		var e Entry
-		var meta, state string
-		if err := rows.Scan(&e.ID, &e.Payload, &meta, &e.Republished, &state); err != nil {
+		var meta, state, appended string
+		if err := rows.Scan(&e.ID, &e.Payload, &meta, &e.Republished, &state, &appended); err != nil {
 			return fmt.Errorf("outbox: read: %w", err)
 		}
+		e.AppendedAt, _ = time.Parse(time.RFC3339Nano, appended)
 		e.State = State(state)
 		if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {
 			return fmt.Errorf("outbox: entry %s: metadata: %w", e.ID, err)
