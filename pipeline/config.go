@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"path/filepath"
 	"strings"
@@ -38,11 +39,11 @@ const (
 type OutboxMode string
 
 const (
-	// OutboxAuto keeps the outbox when this process runs both stages on the
-	// embedded Pub/Sub or the emulator, the two that lose what they hold
-	// when they stop.
+	// OutboxAuto keeps the outbox when this process runs the ingest stage on
+	// the embedded Pub/Sub or the emulator, the two that lose messages when
+	// they stop (or, the emulator, when a consumer is killed).
 	OutboxAuto OutboxMode = "auto"
-	// OutboxOn keeps it on Google Pub/Sub too; both stages must run here.
+	// OutboxOn keeps it on Google Pub/Sub too.
 	OutboxOn  OutboxMode = "on"
 	OutboxOff OutboxMode = "off"
 )
@@ -146,7 +147,9 @@ type Config struct {
 	GroupMaxWait     time.Duration
 	GroupMaxInFlight int
 
-	// Outbox (OUTBOX) is auto, on or off. Optional, default auto.
+	// Outbox (OUTBOX) is auto, on or off. Optional, default auto. An ingest
+	// stage running without the apply stage follows the applied and poison
+	// topics, through subscriptions of its own, to learn what is settled.
 	Outbox OutboxMode
 	// OutboxPath (OUTBOX_PATH) is the outbox's SQLite file. Optional,
 	// default beside a SQLite warehouse (gatekeeper.db → gatekeeper-outbox.db),
@@ -262,7 +265,27 @@ func (c Config) OutboxEnabled() bool {
 	case OutboxOn:
 		return true
 	}
-	return c.Runs(StageIngest) && c.Runs(StageApply) && c.ResolvedPubSubMode() != PubSubGoogle
+	return c.Runs(StageIngest) && c.ResolvedPubSubMode() != PubSubGoogle
+}
+
+// outboxSubscription names this process's subscription on the applied or
+// poison topic: one per outbox file, so that each ingest replica sees
+// every event, not a share of them.
+func (c Config) outboxSubscription(topic string) string {
+	path, err := filepath.Abs(c.OutboxPath)
+	if err != nil {
+		path = c.OutboxPath
+	}
+	h := fnv.New32a()
+	h.Write([]byte(path))
+	return fmt.Sprintf("%s-outbox-%s-%08x", c.SubscriptionID, topic, h.Sum32())
+}
+
+// OutboxFollowsTopics reports whether this process learns which outboxed
+// payloads were settled from the applied and poison topics, because its
+// own apply stage is not the one settling them (the stages run apart).
+func (c Config) OutboxFollowsTopics() bool {
+	return c.OutboxEnabled() && !c.Runs(StageApply)
 }
 
 func setDefault[T comparable](field *T, value T) {
@@ -364,8 +387,8 @@ func (c Config) Validate() error {
 	switch c.Outbox {
 	case OutboxAuto, OutboxOff:
 	case OutboxOn:
-		if !c.Runs(StageIngest) || !c.Runs(StageApply) {
-			bad("OUTBOX=on needs both stages in this process: the apply stage forgets what the ingest stage recorded")
+		if !c.Runs(StageIngest) {
+			bad("OUTBOX=on needs the ingest stage in this process: it is the one that records payloads")
 		}
 	default:
 		bad("OUTBOX %q: want auto, on or off", c.Outbox)

@@ -204,6 +204,9 @@ type resource struct {
 	topic, subscription string
 	ackDeadline         time.Duration
 	exactlyOnce         bool
+	// expires makes Pub/Sub delete the subscription after a day unused:
+	// one per outbox file, so a replica that is gone leaves nothing behind.
+	expires bool
 }
 
 type missingResource struct {
@@ -234,7 +237,15 @@ func (ps *PubSub) resources() []resource {
 		exactlyOnce: c.ExactlyOnceDelivery && ps.Mode == PubSubGoogle,
 	}
 	if !c.Runs(StageApply) {
-		return append(rs, apply)
+		rs = append(rs, apply)
+		if c.OutboxFollowsTopics() {
+			rs = append(rs,
+				resource{topic: c.AppliedTopicID}, resource{topic: c.PoisonTopicID},
+				resource{topic: c.AppliedTopicID, subscription: c.outboxSubscription("applied"), ackDeadline: 20 * time.Second, expires: true},
+				resource{topic: c.PoisonTopicID, subscription: c.outboxSubscription("poison"), ackDeadline: 20 * time.Second, expires: true},
+			)
+		}
+		return rs
 	}
 	return append(rs,
 		resource{topic: c.PoisonTopicID},
@@ -312,13 +323,17 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 	if status.Code(err) != codes.NotFound {
 		return false, fmt.Errorf("subscription %s: %w", r.subscription, err)
 	}
-	_, err = ps.client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
+	sub = &pubsubpb.Subscription{
 		Name:                      subName,
 		Topic:                     topicName,
 		AckDeadlineSeconds:        int32(r.ackDeadline / time.Second),
 		MessageRetentionDuration:  durationpb.New(7 * 24 * time.Hour),
 		EnableExactlyOnceDelivery: r.exactlyOnce,
-	})
+	}
+	if r.expires {
+		sub.ExpirationPolicy = &pubsubpb.ExpirationPolicy{Ttl: durationpb.New(24 * time.Hour)}
+	}
+	_, err = ps.client.SubscriptionAdminClient.CreateSubscription(ctx, sub)
 	if status.Code(err) == codes.AlreadyExists {
 		return false, nil
 	}

@@ -87,9 +87,6 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		}, logger); err != nil {
 			return nil, fmt.Errorf("OUTBOX_PATH: %w", err)
 		}
-	} else if s.PubSub.Mode == PubSubEmbedded && !cfg.Runs(StageApply) {
-		logger.Warn("accepted payloads live only in this process's memory until an apply stage takes them: " +
-			"with the embedded Pub/Sub, run both stages in one process to keep them in the outbox")
 	}
 	wmMetrics := metrics.NewPrometheusMetricsBuilder(s.Metrics.Registry, "gatekeeper", "")
 
@@ -264,6 +261,9 @@ func (s *Service) Run(ctx context.Context) error {
 		var wg sync.WaitGroup
 		if s.outbox != nil {
 			wg.Go(func() { s.redeliverLoop(monitorCtx) })
+		}
+		if s.outbox != nil && s.cfg.OutboxFollowsTopics() {
+			wg.Go(func() { s.followSettled(monitorCtx) })
 		}
 		s.monitor.run(monitorCtx)
 		wg.Wait()

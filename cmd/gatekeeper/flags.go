@@ -86,7 +86,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	num(&c.GroupMaxSize, "group-max-size", "GROUP_MAX_SIZE", "most payloads in one warehouse transaction")
 	dur(&c.GroupMaxWait, "group-max-wait", "GROUP_MAX_WAIT", "longest wait to fill a group")
 	num(&c.GroupMaxInFlight, "group-max-in-flight", "GROUP_MAX_IN_FLIGHT", "groups applied at once (never two on one table)")
-	fs.Func("outbox", "keep accepted payloads on local disk until applied: auto (when this process runs both stages on the embedded Pub/Sub or an emulator), on or off (default auto)", func(v string) error {
+	fs.Func("outbox", "keep accepted payloads on local disk until applied: auto (when this process runs the ingest stage on the embedded Pub/Sub or an emulator), on or off (default auto)", func(v string) error {
 		c.Outbox = pipeline.OutboxMode(v)
 		return nil
 	})
