@@ -26,9 +26,10 @@ type Gate struct {
 type Outbox interface {
 	// Record returns once msg is durably kept.
 	Record(ctx context.Context, msg *message.Message) error
-	// Forget drops a payload whose publish failed: its client is told to
-	// retry, so it must not be applied behind the client's back.
-	Forget(payloadID string)
+	// Published reports how the publish of a recorded payload ended. A
+	// payload whose publish failed is dropped before it returns: its
+	// client is told to retry, so it must not be applied behind its back.
+	Published(payloadID string, err error)
 }
 
 // GateConfig configures a Gate.
@@ -96,10 +97,11 @@ func (g *Gate) Handle(msg *message.Message) error {
 			return messages.Transient(fmt.Errorf("recording the payload in the outbox: %w", err))
 		}
 	}
-	if err := g.publisher.Publish(g.topic, out); err != nil {
-		if g.outbox != nil {
-			g.outbox.Forget(out.UUID)
-		}
+	err = g.publisher.Publish(g.topic, out)
+	if g.outbox != nil {
+		g.outbox.Published(out.UUID, err)
+	}
+	if err != nil {
 		return messages.Transient(fmt.Errorf("publishing to %s: %w", g.topic, err))
 	}
 	return nil

@@ -40,8 +40,9 @@ type Service struct {
 	server    *http.Server
 	listener  net.Listener
 
-	// handling holds the ids of the payloads the apply stage is handling.
-	handling sync.Map
+	// handling holds the ids of the payloads the apply stage is handling,
+	// publishing those the gate is publishing.
+	handling, publishing sync.Map
 
 	ready    atomic.Bool
 	accepted atomic.Int64 // published by this process's gate
@@ -128,7 +129,7 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		}
 		var box handlers.Outbox
 		if s.outbox != nil {
-			box = gateOutbox{s.outbox}
+			box = gateOutbox{box: s.outbox, publishing: &s.publishing}
 		}
 		if s.ingest, err = newIngestStage(cfg, s.PubSub, s.edge, s.admit, box, logger); err != nil {
 			return nil, err
@@ -412,13 +413,10 @@ func (s *Service) resourceCreated(ctx context.Context, r resource) {
 	default:
 		return
 	}
-	// Entries younger than a publish may still be on their way through the
-	// gate, whose client hears 503 if that publish fails: republishing them
-	// could apply a payload its client was told to retry. The overdue sweep
-	// takes any of them whose message was lost.
-	settledBefore := time.Now().Add(-s.cfg.PublishTimeout)
-	publishedBy := func(e outbox.Entry) bool { return state == outbox.Poisoned || e.AppendedAt.Before(settledBefore) }
-	if _, err := s.republishIf(ctx, state, false, publishedBy); err != nil && ctx.Err() == nil {
+	// An entry the gate is still publishing may yet fail, and its client
+	// hear 503: republishing it could apply a payload its client was told
+	// to retry. The overdue sweep takes any of them whose message was lost.
+	if _, err := s.republishIf(ctx, state, false, s.notInFlight); err != nil && ctx.Err() == nil {
 		s.logger.Error("cannot republish the outbox after Pub/Sub lost a subscription; the next start will",
 			"state", state, "error", err)
 	}
@@ -441,11 +439,7 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 		// A payload the apply stage is handling right now (retrying through
 		// a locked warehouse, say) is not lost; a copy would only be
 		// applied as a duplicate or poisoned a second time.
-		notHandled := func(e outbox.Entry) bool {
-			_, busy := s.handling.Load(e.ID)
-			return !busy
-		}
-		if _, err := s.republishIf(ctx, outbox.Pending, true, notHandled); err != nil && ctx.Err() == nil {
+		if _, err := s.republishIf(ctx, outbox.Pending, true, s.notInFlight); err != nil && ctx.Err() == nil {
 			s.logger.Warn("cannot republish overdue payloads from the outbox; will try again", "error", err)
 		}
 	}
@@ -539,17 +533,41 @@ func (s *Service) republishIf(ctx context.Context, state outbox.State, dueOnly b
 	return n, nil
 }
 
-// gateOutbox is the outbox as the gate sees it.
-type gateOutbox struct{ box *outbox.Outbox }
-
-func (g gateOutbox) Record(ctx context.Context, msg *message.Message) error {
-	return g.box.Append(ctx, outbox.Entry{ID: msg.UUID, Payload: msg.Payload, Metadata: msg.Metadata})
+// gateOutbox is the outbox as the gate sees it. It marks each payload
+// whose publish is under way in publishing, so that no republish sends a
+// copy of a payload whose client may yet be told to retry.
+type gateOutbox struct {
+	box        *outbox.Outbox
+	publishing *sync.Map
 }
 
-func (g gateOutbox) Forget(payloadID string) {
+func (g gateOutbox) Record(ctx context.Context, msg *message.Message) error {
+	g.publishing.Store(msg.UUID, struct{}{})
+	err := g.box.Append(ctx, outbox.Entry{ID: msg.UUID, Payload: msg.Payload, Metadata: msg.Metadata})
+	if err != nil {
+		g.publishing.Delete(msg.UUID)
+	}
+	return err
+}
+
+func (g gateOutbox) Published(payloadID string, err error) {
+	defer g.publishing.Delete(payloadID)
+	if err == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = g.box.ForgetNow(ctx, payloadID)
+}
+
+// notInFlight keeps the outbox entries that neither the gate is publishing
+// nor the apply stage is handling right now.
+func (s *Service) notInFlight(e outbox.Entry) bool {
+	if _, busy := s.publishing.Load(e.ID); busy {
+		return false
+	}
+	_, busy := s.handling.Load(e.ID)
+	return !busy
 }
 
 func (s *Service) closeResources() error {
