@@ -14,9 +14,11 @@ import (
 )
 
 // settleWithin bounds every wait for settlement. A message leased to a
-// stream of a killed process comes back only when its lease runs out
-// (measured on the emulator: 20 to 60+ s), so this leaves room for two.
-const settleWithin = 180 * time.Second
+// stream of a killed process comes back only when its lease runs out, or
+// (the emulator loses some) when the outbox publishes it again; the
+// scenarios with kills settled in 62 to 138 s in this session's runs, so
+// this leaves room for one more round of both.
+const settleWithin = 270 * time.Second
 
 // Stages run apart on the emulator: the apply process is killed five times
 // and the ingest process three times under load, each restarted at once.
