@@ -265,17 +265,23 @@ func (m *monitor) logOnce(r resource, msg string, err error) {
 	}
 }
 
-// problems lists, in a stable order, what keeps the service from working.
-func (m *monitor) problems() []error {
-	now := time.Now()
-	var errs []error
-	m.mu.Lock()
+// missingNamesLocked returns the missing resources' names, sorted, so that
+// what the service reports is in a stable order. m.mu must be held.
+func (m *monitor) missingNamesLocked() []string {
 	names := make([]string, 0, len(m.missing))
 	for name := range m.missing {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	for _, name := range names {
+	return names
+}
+
+// problems lists, in a stable order, what keeps the service from working.
+func (m *monitor) problems() []error {
+	now := time.Now()
+	var errs []error
+	m.mu.Lock()
+	for _, name := range m.missingNamesLocked() {
 		errs = append(errs, m.missing[name].err)
 	}
 	m.mu.Unlock()
@@ -298,12 +304,7 @@ func (m *monitor) unhealthy(after time.Duration) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	names := make([]string, 0, len(m.missing))
-	for name := range m.missing {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range m.missingNamesLocked() {
 		if p := m.missing[name]; now.Sub(p.since) > after {
 			return fmt.Errorf("missing for %s (UNHEALTHY_AFTER %s): %w", now.Sub(p.since).Round(time.Second), after, p.err)
 		}

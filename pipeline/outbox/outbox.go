@@ -206,16 +206,14 @@ func (o *Outbox) Append(ctx context.Context, e Entry) error {
 		return fmt.Errorf("outbox: metadata: %w", err)
 	}
 	a := &op{kind: opAppend, id: e.ID, payload: e.Payload, metadata: string(meta), done: make(chan struct{})}
-	if err := o.send(ctx, a); err != nil {
+	if err := o.sendWait(ctx, a); err != nil {
+		if ctx.Err() != nil {
+			o.Forget(e.ID)
+			return fmt.Errorf("outbox: append: %w", err)
+		}
 		return err
 	}
-	select {
-	case <-a.done:
-		return a.err
-	case <-ctx.Done():
-		o.Forget(e.ID)
-		return fmt.Errorf("outbox: append: %w", ctx.Err())
-	}
+	return nil
 }
 
 // Forget drops a payload: it was applied, was a duplicate, or its publish
@@ -230,16 +228,7 @@ func (o *Outbox) Forget(id string) {
 // the gate uses it when it is about to tell the client to retry, so that
 // no republish can still find the entry afterwards.
 func (o *Outbox) ForgetNow(ctx context.Context, id string) error {
-	f := &op{kind: opForget, id: id, done: make(chan struct{})}
-	if err := o.send(ctx, f); err != nil {
-		return err
-	}
-	select {
-	case <-f.done:
-		return f.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return o.sendWait(ctx, &op{kind: opForget, id: id, done: make(chan struct{})})
 }
 
 // MarkPoisoned records that the payload went to the poison topic, with the
@@ -263,13 +252,18 @@ func (o *Outbox) Republished(e Entry) {
 
 // Flush waits until every operation sent before it is written.
 func (o *Outbox) Flush(ctx context.Context) error {
-	f := &op{kind: opFlush, done: make(chan struct{})}
-	if err := o.send(ctx, f); err != nil {
+	return o.sendWait(ctx, &op{kind: opFlush, done: make(chan struct{})})
+}
+
+// sendWait sends x, which must have a done channel, and waits until it is
+// written or ctx ends.
+func (o *Outbox) sendWait(ctx context.Context, x *op) error {
+	if err := o.send(ctx, x); err != nil {
 		return err
 	}
 	select {
-	case <-f.done:
-		return f.err
+	case <-x.done:
+		return x.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
