@@ -50,9 +50,10 @@ func Permanent(err error) error {
 }
 
 // ClassOf classifies err. The outermost ClassError wins, so a caller can
-// re-classify what it wraps. Errors nobody classified are transient: retrying
-// them is harmless because every apply is idempotent, and the retry budget
-// still ends in the poison topic.
+// re-classify what it wraps. Deadlines are transient. Any other error that
+// nobody classified is a bug, and a bug is permanent: retrying it only
+// repeats it, so the edge answers 500 and the apply stage poisons it at once.
+// Code that knows an error is worth retrying says so with Transient.
 func ClassOf(err error) Class {
 	if err == nil {
 		return ""
@@ -72,7 +73,7 @@ func ClassOf(err error) Class {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return ClassTransient
 	}
-	return ClassTransient
+	return ClassPermanent
 }
 
 // Problem is one reason a payload was rejected, located by a JSON Pointer

@@ -82,15 +82,15 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics
 	//   Retry       retries transient errors with backoff and jitter;
 	//   failures    records every attempt into metadata for the poison topic;
 	//   Timeout     bounds one attempt;
-	//   Recoverer   turns a panic into an error that gets poisoned, not a
-	//               crash loop on redelivery.
+	//   recoverer   turns a panic into a permanent error that gets poisoned
+	//               at once, not a crash loop on redelivery.
 	handler.AddMiddleware(
 		settled(handling, onSettled),
 		poison,
 		retry.Middleware,
 		RecordFailures(time.Now),
 		middleware.Timeout(cfg.ApplyTimeout),
-		middleware.Recoverer,
+		recoverer,
 	)
 	return &applyStage{router: router}, nil
 }

@@ -7,7 +7,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/go-chi/chi"
 
 	"github.com/gatekeeper/gatekeeper/handlers"
@@ -45,13 +44,13 @@ func newIngestStage(cfg Config, ps *PubSub, edge *Edge, admit func() error, box 
 	}
 	handler := router.AddConsumerHandler("gate", IngestPath, sub, gate.Handle)
 	// Outermost first. Settle must see panics as errors (so the client gets
-	// a 500 rather than a hung request), hence Recoverer inside it. No Retry
+	// a 500 rather than a hung request), hence recoverer inside it. No Retry
 	// here: the HTTP client is the one to retry. No poison queue either: it
 	// acks what it diverts, which would tell the client 200 for a payload
 	// that went nowhere.
 	handler.AddMiddleware(
 		edge.SettleMiddleware,
-		middleware.Recoverer,
+		recoverer,
 	)
 	return &ingestStage{router: router, routes: routes}, nil
 }

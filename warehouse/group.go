@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -371,13 +372,26 @@ func (c *GroupCommitter) start(members []*submission) *group {
 
 // run makes g's Apply call, starts what waited for g's tables, and hands
 // every member its outcome.
+// apply calls the warehouse and turns a panic into the group's error, of
+// class permanent like every bug. Unrecovered, a panic would crash the
+// process from a timer's goroutine, or leave the group's members waiting
+// and its slot taken for ever from a leader's.
+func (c *GroupCommitter) apply(payloads []Payload) (outcomes []Outcome, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			outcomes, err = nil, messages.Permanent(fmt.Errorf("the warehouse panicked: %v\n%s", r, debug.Stack()))
+		}
+	}()
+	return c.warehouse.Apply(c.applyCtx, payloads)
+}
+
 func (c *GroupCommitter) run(g *group) {
 	payloads := make([]Payload, len(g.members))
 	for i, s := range g.members {
 		payloads[i] = s.payload
 	}
 	began := time.Now()
-	outcomes, err := c.warehouse.Apply(c.applyCtx, payloads)
+	outcomes, err := c.apply(payloads)
 	took := time.Since(began)
 	if err == nil && len(outcomes) != len(payloads) {
 		err = messages.Transient(fmt.Errorf("warehouse returned %d outcomes for a group of %d payloads", len(outcomes), len(payloads)))
