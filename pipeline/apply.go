@@ -62,10 +62,16 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics
 		// would start already expired.
 		ResetContextOnRetry: true,
 		ShouldRetry: func(p middleware.RetryParams) bool {
-			return messages.ClassOf(p.Err) == messages.ClassTransient && !errors.Is(p.Err, context.Canceled)
+			retry := messages.ClassOf(p.Err) == messages.ClassTransient && !errors.Is(p.Err, context.Canceled)
+			// Retries are counted here, where they are decided:
+			// OnRetryHook skips the first one. Watermill also asks after
+			// the last attempt, when none follows whatever the answer.
+			if retry && p.RetryNum < cfg.RetryMax {
+				metrics.retries.Inc()
+			}
+			return retry
 		},
-		OnRetryHook: func(int, time.Duration) { metrics.retries.Inc() },
-		Logger:      wlog,
+		Logger: wlog,
 	}
 
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, wlog)

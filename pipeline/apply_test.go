@@ -228,11 +228,61 @@ func TestApplyRetriesTransientFailureThenAppliesOnce(t *testing.T) {
 		if calls := faulty.Calls(); calls != 4 {
 			t.Errorf("warehouse saw %d Apply calls, want 3 failures + 1 success", calls)
 		}
+		if n := metricValue(t, r.base, "gatekeeper_apply_retries_total"); n != 3 {
+			t.Errorf("gatekeeper_apply_retries_total = %v, want 3", n)
+		}
 		m := receive(t, applied, 10*time.Second)
 		var ev messages.AppliedEvent
 		_ = json.Unmarshal(m.Data, &ev)
 		if ev.PayloadID != resp.ID || ev.Duplicate {
 			t.Errorf("applied event %+v", ev)
+		}
+	})
+}
+
+// A transient failure that outlasts the retry budget ends in the poison
+// topic, as transient, after RETRY_MAX+1 attempts.
+func TestApplyPoisonsTransientFailureAfterRetryMax(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
+		cfg := testConfig(t, mode)
+		cfg.RetryMax = 2
+		cfg.RetryInitial = 10 * time.Millisecond
+		cfg.RetryMaxGap = 20 * time.Millisecond
+		spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
+		inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		faulty := warehouse.NewFaulty(inner)
+		faulty.FailNext(1_000_000, nil)
+		r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
+		poisoned := r.watch(t, cfg.PoisonTopicID)
+
+		code, resp, _ := post(t, r.base, "application/json", insertOnly)
+		if code != 200 {
+			t.Fatalf("POST: %d", code)
+		}
+		m := receive(t, poisoned, 15*time.Second)
+		if m.Attributes[googlecloud.UUIDHeaderKey] != resp.ID {
+			t.Fatalf("poisoned %q, want %q", m.Attributes[googlecloud.UUIDHeaderKey], resp.ID)
+		}
+		if c := m.Attributes[messages.MetaErrorClass]; c != string(messages.ClassTransient) {
+			t.Errorf("error class %q, want transient", c)
+		}
+		if a := m.Attributes[messages.MetaAttempts]; a != "3" {
+			t.Errorf("attempts %q, want RETRY_MAX+1 = 3", a)
+		}
+		if reason := m.Attributes[middleware.ReasonForPoisonedKey]; !strings.Contains(reason, warehouse.ErrInjected.Error()) {
+			t.Errorf("reason %q does not name the failure", reason)
+		}
+		if calls := faulty.Calls(); calls != 3 {
+			t.Errorf("warehouse saw %d Apply calls, want 3", calls)
+		}
+		if n := metricValue(t, r.base, "gatekeeper_apply_retries_total"); n != 2 {
+			t.Errorf("gatekeeper_apply_retries_total = %v, want 2", n)
+		}
+		if ok, _ := inner.Applied(context.Background(), resp.ID); ok {
+			t.Error("a payload that never applied is in the ledger")
 		}
 	})
 }

@@ -344,19 +344,26 @@ func storeRows(t *testing.T, store warehouse.Reader, table string) []map[string]
 
 func payloadCount(t *testing.T, base, outcome string) float64 {
 	t.Helper()
+	return metricValue(t, base, `gatekeeper_payloads_total{outcome="`+outcome+`"}`)
+}
+
+// metricValue reads one series, named as /metrics prints it, from the
+// service's own exposition.
+func metricValue(t *testing.T, base, series string) float64 {
+	t.Helper()
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	prefix := `gatekeeper_payloads_total{outcome="` + outcome + `"} `
 	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, prefix); ok {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			var f float64
 			fmt.Sscan(v, &f)
 			return f
 		}
 	}
+	t.Fatalf("/metrics has no series %s", series)
 	return 0
 }
