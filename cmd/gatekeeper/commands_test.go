@@ -41,7 +41,7 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		{[]string{"poison", "list", "--max", "x"}, `invalid value "x" for flag -max: parse error`},
 		{[]string{"poison", "list", "--id", "x"}, "flag provided but not defined: -id"},
 		{[]string{"healthcheck", "--http-addr", "no-port"}, "gatekeeper: HTTP_ADDR: address no-port: missing port in address"},
-		{[]string{"tables", "--warehouse", "postgres:x"}, "gatekeeper: "},
+		{[]string{"tables", "--warehouse", "postgres:x"}, `gatekeeper: WAREHOUSE: "postgres:x": want sqlite:PATH or bigquery`},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
@@ -242,6 +242,12 @@ func TestTablesAndRows(t *testing.T) {
 				break
 			}
 		}
+	}
+
+	// a warehouse that cannot be opened is exit 1, naming it
+	r = gk(t, dir, map[string]string{"WAREHOUSE": "sqlite:" + filepath.Join(dir, "no", "such", "dir.db")}, "tables")
+	if r.code != 1 || !strings.HasPrefix(r.stderr, `gatekeeper: open sqlite "`+filepath.Join(dir, "no", "such", "dir.db")+`"`) {
+		t.Errorf("tables of an unopenable warehouse: exit %d, stderr %q; want 1 and the path", r.code, r.stderr)
 	}
 
 	r = gk(t, dir, wh, "rows", "nosuch")
