@@ -17,8 +17,10 @@ const LedgerTable = "_gatekeeper_ledger"
 // Payload is one accepted payload to apply all-or-nothing.
 type Payload struct {
 	// ID is the payload id given at ingestion (the Pub/Sub message UUID).
-	ID      string
-	Payload messages.Payload
+	ID string
+	// Activities are the payload's, in payload order, as the gate validated
+	// them (messages.Payload).
+	Activities []messages.Activity
 }
 
 // Status says what happened to one payload of a group.

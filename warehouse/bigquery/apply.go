@@ -124,7 +124,7 @@ restart:
 		var accepted []*item
 		var rejected []rejection
 		for _, it := range items {
-			res, err := plan.check(ctx, it.payload.Payload, r.lookup)
+			res, err := plan.check(ctx, it.payload.Activities, r.lookup)
 			if err != nil {
 				return nil, nil, nil, err
 			}

@@ -107,12 +107,13 @@ type checkResult struct {
 	order []string
 }
 
-// check decides, before any DDL runs, whether payload p can apply after
-// the payloads accepted so far: every delete names a table and columns that
-// exist by then, and no column type conflicts. It follows the tables and
-// columns p's earlier activities create. Nothing of p enters the plan until
-// accept. err is a failure to read metadata.
-func (s *schemaPlan) check(ctx context.Context, p messages.Payload, lookup lookupFunc) (checkResult, error) {
+// check decides, before any DDL runs, whether a payload's activities can
+// apply after the payloads accepted so far: every delete names a table and
+// columns that exist by then, and no column type conflicts. It follows the
+// tables and columns the payload's earlier activities create. Nothing of
+// the payload enters the plan until accept. err is a failure to read
+// metadata.
+func (s *schemaPlan) check(ctx context.Context, activities []messages.Activity, lookup lookupFunc) (checkResult, error) {
 	var res checkResult
 	views := map[string]*payloadView{}
 	view := func(table string) (*payloadView, error) {
@@ -135,7 +136,7 @@ func (s *schemaPlan) check(ctx context.Context, p messages.Payload, lookup looku
 	}
 	var order []string
 
-	for i, a := range p.Activities {
+	for i, a := range activities {
 		where := fmt.Sprintf("activities[%d]: %s on table %q", i, a.Op, a.Table)
 		problem := func(format string, args ...any) (checkResult, error) {
 			res.problem = fmt.Errorf("%s: %w", where, fmt.Errorf(format, args...))

@@ -292,7 +292,7 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 		return warehouse.Outcome{Status: warehouse.Duplicate}, nil
 	}
 
-	problem, err := w.check(quick, p.Payload)
+	problem, err := w.check(quick, p.Activities)
 	if err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "read schema", err)
 	}
@@ -301,7 +301,7 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 	}
 
 	ddlBefore := w.ddlCount
-	rows, err := w.execute(ctx, quick, p.Payload)
+	rows, err := w.execute(ctx, quick, p.Activities)
 	if err != nil {
 		if ctx.Err() != nil || !isPermanent(err) {
 			return warehouse.Outcome{}, w.groupError(ctx, "apply payload "+p.ID, err)
@@ -337,7 +337,7 @@ func (w *Warehouse) reject(ctx, quick context.Context, p warehouse.Payload, prob
 // exist when it runs, or a type that conflicts with an existing column. It
 // follows the tables and columns the payload's earlier inserts create. A
 // non-nil problem is the payload's fault; a non-nil err is the database's.
-func (w *Warehouse) check(ctx context.Context, p messages.Payload) (problem, err error) {
+func (w *Warehouse) check(ctx context.Context, activities []messages.Activity) (problem, err error) {
 	// planned holds, per table the payload creates or widens, what its
 	// earlier activities will have added; tables it only reads need none.
 	type plannedTable struct {
@@ -365,7 +365,7 @@ func (w *Warehouse) check(ctx context.Context, p messages.Payload) (problem, err
 		return messages.ColumnType{}, false
 	}
 
-	for i, a := range p.Activities {
+	for i, a := range activities {
 		where := fmt.Sprintf("activities[%d]: %s on table %q", i, a.Op, a.Table)
 		if err := checkTableName(a.Table); err != nil {
 			return fmt.Errorf("%s: %w", where, err), nil
@@ -441,9 +441,9 @@ func checkTableName(table string) error {
 
 // execute runs the payload's activities in order. check has passed, so an
 // error is either the database's or a constraint SQLite enforces.
-func (w *Warehouse) execute(ctx, quick context.Context, p messages.Payload) (int64, error) {
+func (w *Warehouse) execute(ctx, quick context.Context, activities []messages.Activity) (int64, error) {
 	var rows int64
-	for i, a := range p.Activities {
+	for i, a := range activities {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}

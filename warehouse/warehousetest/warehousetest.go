@@ -114,7 +114,7 @@ func Delete(table string, cols ...messages.Column) messages.Activity {
 
 // Payload is a test payload; adapters' own tests build theirs with these too.
 func Payload(id string, activities ...messages.Activity) warehouse.Payload {
-	return warehouse.Payload{ID: id, Payload: messages.Payload{Activities: activities}}
+	return warehouse.Payload{ID: id, Activities: activities}
 }
 
 // ---- applying and reading ----
