@@ -83,6 +83,14 @@ type Reader interface {
 	Applied(ctx context.Context, payloadID string) (bool, error)
 }
 
+// Store is an adapter as its users hold it: the apply stage writes through
+// Warehouse, and tools, tests and the conformance suite read back through
+// Reader.
+type Store interface {
+	Warehouse
+	Reader
+}
+
 // ColumnSchema is one column of a warehouse table.
 type ColumnSchema struct {
 	Name string

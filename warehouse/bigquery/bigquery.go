@@ -61,10 +61,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
-var (
-	_ warehouse.Warehouse = (*Warehouse)(nil)
-	_ warehouse.Reader    = (*Warehouse)(nil)
-)
+var _ warehouse.Store = (*Warehouse)(nil)
 
 // Warehouse is the BigQuery adapter. It implements warehouse.Warehouse and
 // warehouse.Reader, and is safe for concurrent use.

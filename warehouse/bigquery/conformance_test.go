@@ -12,6 +12,7 @@ import (
 	bq "cloud.google.com/go/bigquery"
 	"google.golang.org/api/option"
 
+	"github.com/gatekeeper/gatekeeper/warehouse"
 	"github.com/gatekeeper/gatekeeper/warehouse/bigquery"
 	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
@@ -51,7 +52,7 @@ var emulatorGaps = map[string]string{
 
 func TestConformance(t *testing.T) {
 	host := emulatorHost(t)
-	warehousetest.Run(t, func(t *testing.T) warehousetest.Subject {
+	warehousetest.Run(t, func(t *testing.T) warehouse.Store {
 		scenario := t.Name()[strings.LastIndex(t.Name(), "/")+1:]
 		if reason, ok := emulatorGaps[scenario]; ok {
 			t.Skip(reason)

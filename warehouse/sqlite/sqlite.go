@@ -64,6 +64,8 @@ var (
 	ledgerLookupSQL = "SELECT EXISTS (SELECT 1 FROM " + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id = ?)"
 )
 
+var _ warehouse.Store = (*Warehouse)(nil)
+
 // Warehouse is the SQLite adapter. It implements warehouse.Warehouse and
 // warehouse.Reader.
 type Warehouse struct {

@@ -20,13 +20,13 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	warehousetest.Run(t, func(t *testing.T) warehousetest.Subject {
+	warehousetest.Run(t, func(t *testing.T) warehouse.Store {
 		return openWarehouse(t, sqlite.Config{})
 	})
 }
 
 func TestConformance_without_delete_indexes(t *testing.T) {
-	warehousetest.Run(t, func(t *testing.T) warehousetest.Subject {
+	warehousetest.Run(t, func(t *testing.T) warehouse.Store {
 		return openWarehouse(t, sqlite.Config{DisableDeleteIndexes: true})
 	})
 }

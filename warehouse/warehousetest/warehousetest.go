@@ -6,7 +6,7 @@
 // An adapter's test calls Run with a Factory:
 //
 //	func TestConformance(t *testing.T) {
-//		warehousetest.Run(t, func(t *testing.T) warehousetest.Subject {
+//		warehousetest.Run(t, func(t *testing.T) warehouse.Store {
 //			w := openFreshWarehouse(t)
 //			t.Cleanup(func() { w.Close() })
 //			return w
@@ -33,19 +33,13 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
-// Subject is what the suite tests: a warehouse and its reader.
-type Subject interface {
-	warehouse.Warehouse
-	warehouse.Reader
-}
-
 // Factory opens a fresh, empty warehouse for one scenario and arranges its
 // cleanup (t.Cleanup).
-type Factory func(t *testing.T) Subject
+type Factory func(t *testing.T) warehouse.Store
 
 type scenario struct {
 	name string
-	run  func(t *testing.T, w Subject)
+	run  func(t *testing.T, w warehouse.Store)
 }
 
 var scenarios = []scenario{
@@ -128,7 +122,7 @@ func testContext(t *testing.T) context.Context {
 // apply applies group and fails the test on a group-level error. Transient
 // errors are retried a few times: a remote backend may have them for
 // reasons of its own, and the ledger makes the retry safe.
-func apply(t *testing.T, w Subject, group ...warehouse.Payload) []warehouse.Outcome {
+func apply(t *testing.T, w warehouse.Store, group ...warehouse.Payload) []warehouse.Outcome {
 	t.Helper()
 	outcomes, err := applyRetrying(testContext(t), t, w, group)
 	if err != nil {
@@ -140,7 +134,7 @@ func apply(t *testing.T, w Subject, group ...warehouse.Payload) []warehouse.Outc
 	return outcomes
 }
 
-func applyRetrying(ctx context.Context, t *testing.T, w Subject, group []warehouse.Payload) ([]warehouse.Outcome, error) {
+func applyRetrying(ctx context.Context, t *testing.T, w warehouse.Store, group []warehouse.Payload) ([]warehouse.Outcome, error) {
 	var err error
 	for attempt := range 5 {
 		var outcomes []warehouse.Outcome
@@ -246,7 +240,7 @@ func expectRowsAffected(t *testing.T, o warehouse.Outcome, want int64) {
 	}
 }
 
-func tables(t *testing.T, w Subject) []string {
+func tables(t *testing.T, w warehouse.Store) []string {
 	t.Helper()
 	got, err := w.Tables(testContext(t))
 	if err != nil {
@@ -255,7 +249,7 @@ func tables(t *testing.T, w Subject) []string {
 	return got
 }
 
-func expectTables(t *testing.T, w Subject, want ...string) {
+func expectTables(t *testing.T, w warehouse.Store, want ...string) {
 	t.Helper()
 	got := tables(t, w)
 	if want == nil {
@@ -269,7 +263,7 @@ func expectTables(t *testing.T, w Subject, want ...string) {
 	}
 }
 
-func schema(t *testing.T, w Subject, table string) []warehouse.ColumnSchema {
+func schema(t *testing.T, w warehouse.Store, table string) []warehouse.ColumnSchema {
 	t.Helper()
 	got, err := w.Schema(testContext(t), table)
 	if err != nil {
@@ -278,7 +272,7 @@ func schema(t *testing.T, w Subject, table string) []warehouse.ColumnSchema {
 	return got
 }
 
-func expectSchema(t *testing.T, w Subject, table string, want ...warehouse.ColumnSchema) {
+func expectSchema(t *testing.T, w warehouse.Store, table string, want ...warehouse.ColumnSchema) {
 	t.Helper()
 	got := schema(t, w, table)
 	if !reflect.DeepEqual(got, want) {
@@ -294,7 +288,7 @@ func formatSchema(s []warehouse.ColumnSchema) string {
 	return strings.Join(parts, ", ")
 }
 
-func rows(t *testing.T, w Subject, table string) []map[string]any {
+func rows(t *testing.T, w warehouse.Store, table string) []map[string]any {
 	t.Helper()
 	got, err := w.Rows(testContext(t), table, 0)
 	if err != nil {
@@ -305,7 +299,7 @@ func rows(t *testing.T, w Subject, table string) []map[string]any {
 
 type row = map[string]any
 
-func expectRows(t *testing.T, w Subject, table string, want ...row) {
+func expectRows(t *testing.T, w warehouse.Store, table string, want ...row) {
 	t.Helper()
 	got := rows(t, w, table)
 	if len(got) == 0 && len(want) == 0 {
@@ -333,7 +327,7 @@ func formatRows(rs []map[string]any) string {
 	return strings.Join(parts, "\n  ")
 }
 
-func expectApplied(t *testing.T, w Subject, id string, want bool) {
+func expectApplied(t *testing.T, w warehouse.Store, id string, want bool) {
 	t.Helper()
 	got, err := w.Applied(testContext(t), id)
 	if err != nil {
@@ -346,7 +340,7 @@ func expectApplied(t *testing.T, w Subject, id string, want bool) {
 
 // ---- scenarios ----
 
-func emptyWarehouseListsNoTables(t *testing.T, w Subject) {
+func emptyWarehouseListsNoTables(t *testing.T, w warehouse.Store) {
 	expectTables(t, w)
 	if _, err := w.Schema(testContext(t), "nothing_here"); !errors.Is(err, warehouse.ErrTableNotFound) {
 		t.Errorf("Schema of a missing table = %v, want ErrTableNotFound", err)
@@ -360,7 +354,7 @@ func emptyWarehouseListsNoTables(t *testing.T, w Subject) {
 	}
 }
 
-func emptyGroupIsNoError(t *testing.T, w Subject) {
+func emptyGroupIsNoError(t *testing.T, w warehouse.Store) {
 	for _, group := range [][]warehouse.Payload{nil, {}} {
 		outcomes, err := w.Apply(testContext(t), group)
 		if err != nil {
@@ -429,7 +423,7 @@ func nulls(cols []messages.Column) []messages.Column {
 	return out
 }
 
-func insertCreatesTableWithExactTypes(t *testing.T, w Subject) {
+func insertCreatesTableWithExactTypes(t *testing.T, w warehouse.Store) {
 	cols, wantSchema := allTypes()
 	// A second, all-NULL row proves NULL round-trips in every type; it
 	// sorts first.
@@ -442,7 +436,7 @@ func insertCreatesTableWithExactTypes(t *testing.T, w Subject) {
 	expectRows(t, w, "typed", rowOf(nulls(cols)), rowOf(cols))
 }
 
-func insertAddsMissingColumns(t *testing.T, w Subject) {
+func insertAddsMissingColumns(t *testing.T, w warehouse.Store) {
 	expectStatuses(t, apply(t, w, Payload("p1", Insert("t", Col("a", int64Type, int64(1))))), warehouse.Applied)
 	expectStatuses(t, apply(t, w,
 		Payload("p2", Insert("t", Col("a", int64Type, int64(2)), Col("b", stringType, "x"))),
@@ -461,7 +455,7 @@ func insertAddsMissingColumns(t *testing.T, w Subject) {
 	)
 }
 
-func columnNamesAreCaseInsensitive(t *testing.T, w Subject) {
+func columnNamesAreCaseInsensitive(t *testing.T, w warehouse.Store) {
 	outcomes := apply(t, w,
 		Payload("p1", Insert("t", Col("Amount", int64Type, int64(1)))),
 		Payload("p2", Insert("t", Col("amount", int64Type, int64(2)))),
@@ -473,7 +467,7 @@ func columnNamesAreCaseInsensitive(t *testing.T, w Subject) {
 	expectRows(t, w, "t", row{"Amount": int64(2)})
 }
 
-func incompatibleColumnTypeRejectsPayload(t *testing.T, w Subject) {
+func incompatibleColumnTypeRejectsPayload(t *testing.T, w warehouse.Store) {
 	expectStatuses(t, apply(t, w, Payload("setup", Insert("t", Col("a", int64Type, int64(1))))), warehouse.Applied)
 
 	outcomes := apply(t, w, Payload("bad",
@@ -490,7 +484,7 @@ func incompatibleColumnTypeRejectsPayload(t *testing.T, w Subject) {
 	expectApplied(t, w, "bad", false)
 }
 
-func deleteRemovesExactlyTheMatchingRows(t *testing.T, w Subject) {
+func deleteRemovesExactlyTheMatchingRows(t *testing.T, w warehouse.Store) {
 	r := func(a int64, b string, c any) messages.Activity {
 		return Insert("t", Col("a", int64Type, a), Col("b", stringType, b), Col("c", stringType, c))
 	}
@@ -517,7 +511,7 @@ func deleteRemovesExactlyTheMatchingRows(t *testing.T, w Subject) {
 	)
 }
 
-func deleteMatchesEveryType(t *testing.T, w Subject) {
+func deleteMatchesEveryType(t *testing.T, w warehouse.Store) {
 	cols, _ := allTypes()
 	other := withValues(cols, map[string]any{"i": int64(7)})
 	expectStatuses(t, apply(t, w, Payload("setup", Insert("typed", cols...), Insert("typed", other...))), warehouse.Applied)
@@ -550,7 +544,7 @@ func deleteMatchesEveryType(t *testing.T, w Subject) {
 
 // expectUntouched checks that a rejected payload left no trace: no table or
 // column its inserts would have created, no row, no ledger entry.
-func expectUntouched(t *testing.T, w Subject, id string) {
+func expectUntouched(t *testing.T, w warehouse.Store, id string) {
 	t.Helper()
 	expectTables(t, w, "existing")
 	expectSchema(t, w, "existing", warehouse.ColumnSchema{Name: "a", Type: int64Type})
@@ -558,7 +552,7 @@ func expectUntouched(t *testing.T, w Subject, id string) {
 	expectApplied(t, w, id, false)
 }
 
-func setupExisting(t *testing.T, w Subject) {
+func setupExisting(t *testing.T, w warehouse.Store) {
 	t.Helper()
 	expectStatuses(t, apply(t, w, Payload("setup", Insert("existing", Col("a", int64Type, int64(1))))), warehouse.Applied)
 }
@@ -573,7 +567,7 @@ func writesBeforeTheBadDelete() []messages.Activity {
 	}
 }
 
-func deleteOnMissingTableRejectsPayload(t *testing.T, w Subject) {
+func deleteOnMissingTableRejectsPayload(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	activities := append(writesBeforeTheBadDelete(), Delete("missing", Col("a", int64Type, int64(1))))
 	outcomes := apply(t, w, Payload("bad", activities...))
@@ -582,7 +576,7 @@ func deleteOnMissingTableRejectsPayload(t *testing.T, w Subject) {
 	expectUntouched(t, w, "bad")
 }
 
-func deleteOnMissingColumnRejectsPayload(t *testing.T, w Subject) {
+func deleteOnMissingColumnRejectsPayload(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	activities := append(writesBeforeTheBadDelete(), Delete("existing", Col("a", int64Type, int64(2)), Col("missing", int64Type, int64(1))))
 	outcomes := apply(t, w, Payload("bad", activities...))
@@ -600,7 +594,7 @@ func deleteOnMissingColumnRejectsPayload(t *testing.T, w Subject) {
 	expectUntouched(t, w, "bad-order")
 }
 
-func deleteWithConflictingTypeRejectsPayload(t *testing.T, w Subject) {
+func deleteWithConflictingTypeRejectsPayload(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	activities := append(writesBeforeTheBadDelete(), Delete("existing", Col("a", stringType, "1")))
 	outcomes := apply(t, w, Payload("bad", activities...))
@@ -609,7 +603,7 @@ func deleteWithConflictingTypeRejectsPayload(t *testing.T, w Subject) {
 	expectUntouched(t, w, "bad")
 }
 
-func activitiesApplyInOrder(t *testing.T, w Subject) {
+func activitiesApplyInOrder(t *testing.T, w warehouse.Store) {
 	a := func(v int64) messages.Column { return Col("a", int64Type, v) }
 	expectStatuses(t, apply(t, w, Payload("setup", Insert("t", a(3)))), warehouse.Applied)
 
@@ -623,7 +617,7 @@ func activitiesApplyInOrder(t *testing.T, w Subject) {
 	expectRows(t, w, "t", row{"a": int64(3)})
 }
 
-func deleteMayUseWhatEarlierInsertsCreated(t *testing.T, w Subject) {
+func deleteMayUseWhatEarlierInsertsCreated(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	outcomes := apply(t, w, Payload("p1",
 		Insert("fresh", Col("k", int64Type, int64(1)), Col("v", stringType, "gone")),
@@ -642,7 +636,7 @@ func deleteMayUseWhatEarlierInsertsCreated(t *testing.T, w Subject) {
 	expectRows(t, w, "existing", row{"a": int64(1), "added": nil})
 }
 
-func secondApplyOfAPayloadIsDuplicate(t *testing.T, w Subject) {
+func secondApplyOfAPayloadIsDuplicate(t *testing.T, w warehouse.Store) {
 	p := Payload("once", Insert("t", Col("a", int64Type, int64(1))))
 	expectStatuses(t, apply(t, w, p), warehouse.Applied)
 	expectStatuses(t, apply(t, w, p), warehouse.Duplicate)
@@ -652,14 +646,14 @@ func secondApplyOfAPayloadIsDuplicate(t *testing.T, w Subject) {
 	expectRows(t, w, "t", row{"a": int64(1)})
 }
 
-func sameIDTwiceInOneGroup(t *testing.T, w Subject) {
+func sameIDTwiceInOneGroup(t *testing.T, w warehouse.Store) {
 	p := Payload("twice", Insert("t", Col("a", int64Type, int64(1))))
 	expectStatuses(t, apply(t, w, p, Payload("other", Insert("t", Col("a", int64Type, int64(2)))), p),
 		warehouse.Applied, warehouse.Applied, warehouse.Duplicate)
 	expectRows(t, w, "t", row{"a": int64(1)}, row{"a": int64(2)})
 }
 
-func samePayloadAppliedConcurrentlyAppliesOnce(t *testing.T, w Subject) {
+func samePayloadAppliedConcurrentlyAppliesOnce(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	p := Payload("racer", Insert("existing", Col("a", int64Type, int64(2))))
 	ctx := testContext(t)
@@ -692,7 +686,7 @@ func samePayloadAppliedConcurrentlyAppliesOnce(t *testing.T, w Subject) {
 	expectRows(t, w, "existing", row{"a": int64(1)}, row{"a": int64(2)})
 }
 
-func failingPayloadDoesNotAffectItsGroup(t *testing.T, w Subject) {
+func failingPayloadDoesNotAffectItsGroup(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	bad := append(writesBeforeTheBadDelete(), Delete("missing", Col("a", int64Type, int64(1))))
 	outcomes := apply(t, w,
@@ -710,7 +704,7 @@ func failingPayloadDoesNotAffectItsGroup(t *testing.T, w Subject) {
 	expectApplied(t, w, "last", true)
 }
 
-func payloadSeesEarlierPayloadsOfItsGroup(t *testing.T, w Subject) {
+func payloadSeesEarlierPayloadsOfItsGroup(t *testing.T, w warehouse.Store) {
 	outcomes := apply(t, w,
 		Payload("create", Insert("t", Col("a", int64Type, int64(1)), Col("b", stringType, "x"))),
 		Payload("widen", Insert("t", Col("a", int64Type, int64(2)), Col("c", stringType, "y"))),
@@ -726,7 +720,7 @@ func payloadSeesEarlierPayloadsOfItsGroup(t *testing.T, w Subject) {
 	)
 }
 
-func rejectedPayloadLeavesNoSchemaForLaterPayloads(t *testing.T, w Subject) {
+func rejectedPayloadLeavesNoSchemaForLaterPayloads(t *testing.T, w warehouse.Store) {
 	outcomes := apply(t, w,
 		// Creates table t with a INT64 and adds nothing else: rejected.
 		Payload("rejected", Insert("t", Col("a", int64Type, int64(1))), Delete("missing", Col("a", int64Type, int64(1)))),
@@ -743,7 +737,7 @@ func rejectedPayloadLeavesNoSchemaForLaterPayloads(t *testing.T, w Subject) {
 	expectRows(t, w, "t", row{"a": "y"})
 }
 
-func awkwardValuesAndNamesRoundTrip(t *testing.T, w Subject) {
+func awkwardValuesAndNamesRoundTrip(t *testing.T, w warehouse.Store) {
 	awkward := []string{
 		"",
 		"it's",
@@ -792,7 +786,7 @@ func jsonObject(s string) string {
 	return string(b)
 }
 
-func appliedReportsOnlyCommittedPayloads(t *testing.T, w Subject) {
+func appliedReportsOnlyCommittedPayloads(t *testing.T, w warehouse.Store) {
 	expectApplied(t, w, "good", false)
 	outcomes := apply(t, w,
 		Payload("good", Insert("t", Col("a", int64Type, int64(1)))),
@@ -810,7 +804,7 @@ func appliedReportsOnlyCommittedPayloads(t *testing.T, w Subject) {
 	expectTables(t, w, "t")
 }
 
-func rowsHonoursLimitAndOrder(t *testing.T, w Subject) {
+func rowsHonoursLimitAndOrder(t *testing.T, w warehouse.Store) {
 	var inserts []messages.Activity
 	for _, v := range []int64{5, -2, 3, 9, 0} {
 		inserts = append(inserts, Insert("t", Col("a", int64Type, v), Col("b", stringType, "x")))
