@@ -22,7 +22,7 @@ func (w *Warehouse) Tables(ctx context.Context) ([]string, error) {
 		if err := rows.Scan(&name); err != nil {
 			return nil, fmt.Errorf("list tables: %w", err)
 		}
-		if strings.HasPrefix(strings.ToLower(name), reservedPrefix) {
+		if warehouse.IsReserved(name) {
 			continue
 		}
 		tables = append(tables, name)
@@ -43,7 +43,7 @@ func (w *Warehouse) Schema(ctx context.Context, table string) ([]warehouse.Colum
 }
 
 func (w *Warehouse) readTable(ctx context.Context, table string) (*tableInfo, error) {
-	if checkTableName(table) != nil {
+	if table == "" || warehouse.IsReserved(table) || isSQLiteName(table) {
 		return nil, fmt.Errorf("table %q: %w", table, warehouse.ErrTableNotFound)
 	}
 	ti, err := loadTable(ctx, w.readDB, table)

@@ -106,7 +106,7 @@ func bindValue(c messages.Column) (any, error) {
 		return nil, nil
 	}
 	mismatch := func() error {
-		return fmt.Errorf("column %q: a %s value cannot be %T", c.Name, c.Type.Base, c.Value)
+		return fmt.Errorf("a %s value cannot be %T", c.Type.Base, c.Value)
 	}
 	switch c.Type.Base {
 	case messages.TypeInt64:
