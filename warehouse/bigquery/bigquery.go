@@ -173,8 +173,8 @@ func ensureLedger(ctx context.Context, b backend) error {
 			return fmt.Errorf("create ledger table: %w", err)
 		}
 	}
-	id, ok1 := info.column("payload_id")
-	at, ok2 := info.column("applied_at")
+	id, ok1 := info.Column("payload_id")
+	at, ok2 := info.Column("applied_at")
 	if !ok1 || !ok2 || id.typ.Base != messages.TypeString || at.typ.Base != messages.TypeTimestamp {
 		return fmt.Errorf("ledger table %s exists with columns other than payload_id STRING and applied_at TIMESTAMP", warehouse.LedgerTable)
 	}

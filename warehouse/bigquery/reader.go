@@ -28,7 +28,7 @@ func (w *Warehouse) Tables(ctx context.Context) ([]string, error) {
 	}
 	tables := []string{}
 	for _, n := range names {
-		if !strings.HasPrefix(strings.ToLower(n), reservedPrefix) {
+		if !warehouse.IsReserved(n) {
 			tables = append(tables, n)
 		}
 	}
@@ -55,7 +55,7 @@ func (w *Warehouse) Schema(ctx context.Context, table string) ([]warehouse.Colum
 
 // readTable reads a user table whose every column gatekeeper can represent.
 func (w *Warehouse) readTable(ctx context.Context, table string) (*tableInfo, error) {
-	if !messages.ValidIdentifier(table, messages.MaxTableNameLen) || strings.HasPrefix(strings.ToLower(table), reservedPrefix) {
+	if !messages.ValidIdentifier(table, messages.MaxTableNameLen) || warehouse.IsReserved(table) {
 		return nil, fmt.Errorf("table %q: %w", table, warehouse.ErrTableNotFound)
 	}
 	info, err := w.backend.table(ctx, table)
