@@ -65,7 +65,8 @@ type Rules[C Column, T Table[C]] struct {
 	// Column checks payload column c against the column col it names,
 	// existing or added by the group, before their types are compared.
 	Column func(col C, c messages.Column) error
-	// Value checks that c's value, never nil here, can be written to col.
+	// Value checks that c's value, never nil here and of the Go type of
+	// its column (CheckValue), can be written to col.
 	Value func(col C, c messages.Column) error
 	// Insert checks an insert whose columns passed every other rule.
 	// existing is the table as read; ok is false when the group creates it.
@@ -310,10 +311,15 @@ func (p *Plan[C, T]) checkColumn(col C, c messages.Column) error {
 	if !stored.Type.Compatible(c.Type) {
 		return fmt.Errorf("column %q is %s, the payload gives %s: %w", stored.Name, stored.Type, c.Type, ErrTypeConflict)
 	}
-	if c.Value != nil && p.rules.Value != nil {
-		if err := p.rules.Value(col, c); err != nil {
-			return fmt.Errorf("column %q: %w", c.Name, err)
-		}
+	if c.Value == nil {
+		return nil
+	}
+	err := CheckValue(stored.Type, c.Value)
+	if err == nil && p.rules.Value != nil {
+		err = p.rules.Value(col, c)
+	}
+	if err != nil {
+		return fmt.Errorf("column %q: %w", c.Name, err)
 	}
 	return nil
 }

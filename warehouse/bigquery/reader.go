@@ -91,16 +91,9 @@ func (w *Warehouse) Rows(ctx context.Context, table string, limit int) ([]map[st
 	}
 	result := make([]map[string]any, 0, len(rows))
 	for _, raw := range rows {
-		if len(raw) != len(info.columns) {
-			return nil, fmt.Errorf("read rows of %q: got %d columns, want %d", table, len(raw), len(info.columns))
-		}
-		row := make(map[string]any, len(info.columns))
-		for i, c := range info.columns {
-			v, err := normaliseValue(c.typ, raw[i])
-			if err != nil {
-				return nil, fmt.Errorf("read rows of %q: column %q: %w", table, c.name, err)
-			}
-			row[c.name] = v
+		row, err := warehouse.NormaliseRow(info.columns, raw, normaliseValue)
+		if err != nil {
+			return nil, fmt.Errorf("read rows of %q: %w", table, err)
 		}
 		result = append(result, row)
 	}

@@ -87,13 +87,9 @@ func (w *Warehouse) Rows(ctx context.Context, table string, limit int) ([]map[st
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("read rows of %q: %w", table, err)
 		}
-		row := make(map[string]any, len(ti.columns))
-		for i, c := range ti.columns {
-			v, err := normaliseValue(c.Type, raw[i])
-			if err != nil {
-				return nil, fmt.Errorf("read rows of %q: column %q: %w", table, c.Name, err)
-			}
-			row[c.Name] = v
+		row, err := warehouse.NormaliseRow(ti.columns, raw, normaliseValue)
+		if err != nil {
+			return nil, fmt.Errorf("read rows of %q: %w", table, err)
 		}
 		result = append(result, row)
 	}

@@ -351,10 +351,6 @@ var planRules = warehouse.Rules[warehouse.ColumnSchema, *tableInfo]{
 	NewColumn: func(c messages.Column) warehouse.ColumnSchema {
 		return warehouse.ColumnSchema{Name: c.Name, Type: warehouse.StoredType(c.Type)}
 	},
-	Value: func(_ warehouse.ColumnSchema, c messages.Column) error {
-		_, err := bindValue(c)
-		return err
-	},
 }
 
 func isSQLiteName(table string) bool {
