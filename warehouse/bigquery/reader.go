@@ -38,19 +38,30 @@ func (w *Warehouse) Tables(ctx context.Context) ([]string, error) {
 
 // Schema returns the table's columns in table order.
 func (w *Warehouse) Schema(ctx context.Context, table string) ([]warehouse.ColumnSchema, error) {
-	if !w.enter() {
-		return nil, messages.Transient(ErrClosed)
-	}
-	defer w.closeMu.RUnlock()
-	info, err := w.readTable(ctx, table)
+	info, exit, err := w.enterTable(ctx, table)
 	if err != nil {
 		return nil, err
 	}
+	defer exit()
 	columns := make([]warehouse.ColumnSchema, len(info.columns))
 	for i, c := range info.columns {
 		columns[i] = warehouse.ColumnSchema{Name: c.name, Type: c.typ}
 	}
 	return columns, nil
+}
+
+// enterTable starts a Reader call on a user table: unless it fails, the
+// call is in progress, and Close waits for it, until exit.
+func (w *Warehouse) enterTable(ctx context.Context, table string) (info *tableInfo, exit func(), err error) {
+	if !w.enter() {
+		return nil, nil, messages.Transient(ErrClosed)
+	}
+	info, err = w.readTable(ctx, table)
+	if err != nil {
+		w.closeMu.RUnlock()
+		return nil, nil, err
+	}
+	return info, w.closeMu.RUnlock, nil
 }
 
 // readTable reads a user table whose every column gatekeeper can represent.
@@ -77,14 +88,11 @@ func (w *Warehouse) readTable(ctx context.Context, table string) (*tableInfo, er
 // column ascending (NULLs first, JSON by its text), with values normalised
 // as in messages.Column.Value.
 func (w *Warehouse) Rows(ctx context.Context, table string, limit int) ([]map[string]any, error) {
-	if !w.enter() {
-		return nil, messages.Transient(ErrClosed)
-	}
-	defer w.closeMu.RUnlock()
-	info, err := w.readTable(ctx, table)
+	info, exit, err := w.enterTable(ctx, table)
 	if err != nil {
 		return nil, err
 	}
+	defer exit()
 	rows, err := w.backend.query(ctx, rowsSQL(w.qualifier, info, limit), nil)
 	if err != nil {
 		return nil, fmt.Errorf("read rows of %q: %w", table, err)
