@@ -762,13 +762,24 @@ func (w *Warehouse) rollback(ddlAtBegin int) {
 	}
 	// The group's context may be what failed; the rollback must run anyway.
 	_, err := w.conn.ExecContext(context.Background(), "ROLLBACK")
-	if err == nil || strings.Contains(err.Error(), "no transaction is active") {
+	if err == nil || noTransaction(err) {
 		return
 	}
 	// A connection that cannot roll back might keep the transaction open;
 	// start over on a fresh one.
 	w.logger.Warn("SQLite rollback failed; reopening the writer connection", "error", err)
 	w.dropConn()
+}
+
+// noTransaction reports whether ROLLBACK failed because no transaction was
+// open: SQLite rolls a transaction back by itself after some errors (a full
+// disk, an I/O error, an interrupt). ROLLBACK is well-formed, so
+// SQLITE_ERROR, the code of "no transaction is active", can mean nothing
+// else from it; busy, I/O and the like have codes of their own. Only
+// meaningful for the error of a ROLLBACK.
+func noTransaction(rollbackErr error) bool {
+	var se *sqlite.Error
+	return errors.As(rollbackErr, &se) && se.Code()&0xff == sqlite3.SQLITE_ERROR
 }
 
 // groupError classifies a failure that ends the whole group. Everything that
