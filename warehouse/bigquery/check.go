@@ -16,7 +16,6 @@ var errRequiredColumn = errors.New("column is REQUIRED")
 // metadata; these are its instances for BigQuery's columns and tables.
 type (
 	schemaPlan       = warehouse.Plan[columnInfo, *tableInfo]
-	checkResult      = warehouse.Checked[columnInfo, *tableInfo]
 	resolvedActivity = warehouse.ResolvedActivity[columnInfo]
 	resolvedColumn   = warehouse.ResolvedColumn[columnInfo]
 )
