@@ -19,14 +19,17 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
+// SQLite has every feature the suite knows.
+var features = warehousetest.Features{AddsColumns: true}
+
 func TestConformance(t *testing.T) {
-	warehousetest.Run(t, func(t *testing.T) warehouse.Store {
+	warehousetest.Run(t, features, func(t *testing.T) warehouse.Store {
 		return openWarehouse(t, sqlite.Config{})
 	})
 }
 
 func TestConformance_without_delete_indexes(t *testing.T) {
-	warehousetest.Run(t, func(t *testing.T) warehouse.Store {
+	warehousetest.Run(t, features, func(t *testing.T) warehouse.Store {
 		return openWarehouse(t, sqlite.Config{DisableDeleteIndexes: true})
 	})
 }

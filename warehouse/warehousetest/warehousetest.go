@@ -3,17 +3,20 @@
 // or nothing, the ledger, type mapping and value round trips) are defined
 // here once, without SQL, so SQLite and BigQuery cannot drift apart.
 //
-// An adapter's test calls Run with a Factory:
+// An adapter's test calls Run with the Features of the backend it tests and
+// a Factory:
 //
 //	func TestConformance(t *testing.T) {
-//		warehousetest.Run(t, func(t *testing.T) warehouse.Store {
+//		features := warehousetest.Features{AddsColumns: true}
+//		warehousetest.Run(t, features, func(t *testing.T) warehouse.Store {
 //			w := openFreshWarehouse(t)
 //			t.Cleanup(func() { w.Close() })
 //			return w
 //		})
 //	}
 //
-// Every scenario gets its own fresh warehouse and runs in parallel with the
+// Scenarios that need a feature the backend lacks are skipped. Every other
+// scenario gets its own fresh warehouse and runs in parallel with the
 // others; use go test's -parallel flag to throttle a remote backend.
 package warehousetest
 
@@ -37,41 +40,56 @@ import (
 // cleanup (t.Cleanup).
 type Factory func(t *testing.T) warehouse.Store
 
+// Features are what a backend under test can do. A scenario that needs a
+// feature the backend lacks is skipped, saying which; the zero value lacks
+// everything optional, so an adapter claims each feature it has.
+type Features struct {
+	// AddsColumns: an insert naming columns an existing table lacks adds
+	// them, and later activities and payloads can use them at once.
+	AddsColumns bool
+}
+
 type scenario struct {
 	name string
 	run  func(t *testing.T, w warehouse.Store)
+	// addsColumns scenarios need Features.AddsColumns.
+	addsColumns bool
 }
 
 var scenarios = []scenario{
-	{"empty_warehouse_lists_no_tables", emptyWarehouseListsNoTables},
-	{"empty_group_is_no_error", emptyGroupIsNoError},
-	{"insert_creates_table_with_exact_types", insertCreatesTableWithExactTypes},
-	{"insert_adds_missing_columns", insertAddsMissingColumns},
-	{"column_names_are_case_insensitive", columnNamesAreCaseInsensitive},
-	{"incompatible_column_type_rejects_payload", incompatibleColumnTypeRejectsPayload},
-	{"delete_removes_exactly_the_matching_rows", deleteRemovesExactlyTheMatchingRows},
-	{"delete_matches_every_type", deleteMatchesEveryType},
-	{"delete_on_missing_table_rejects_payload", deleteOnMissingTableRejectsPayload},
-	{"delete_on_missing_column_rejects_payload", deleteOnMissingColumnRejectsPayload},
-	{"delete_with_conflicting_type_rejects_payload", deleteWithConflictingTypeRejectsPayload},
-	{"activities_apply_in_order", activitiesApplyInOrder},
-	{"delete_may_use_what_earlier_inserts_created", deleteMayUseWhatEarlierInsertsCreated},
-	{"second_apply_of_a_payload_is_duplicate", secondApplyOfAPayloadIsDuplicate},
-	{"same_id_twice_in_one_group", sameIDTwiceInOneGroup},
-	{"same_payload_applied_concurrently_applies_once", samePayloadAppliedConcurrentlyAppliesOnce},
-	{"failing_payload_does_not_affect_its_group", failingPayloadDoesNotAffectItsGroup},
-	{"payload_sees_earlier_payloads_of_its_group", payloadSeesEarlierPayloadsOfItsGroup},
-	{"rejected_payload_leaves_no_schema_for_later_payloads", rejectedPayloadLeavesNoSchemaForLaterPayloads},
-	{"awkward_values_and_names_round_trip", awkwardValuesAndNamesRoundTrip},
-	{"applied_reports_only_committed_payloads", appliedReportsOnlyCommittedPayloads},
-	{"rows_honours_limit_and_order", rowsHonoursLimitAndOrder},
+	{name: "empty_warehouse_lists_no_tables", run: emptyWarehouseListsNoTables},
+	{name: "empty_group_is_no_error", run: emptyGroupIsNoError},
+	{name: "insert_creates_table_with_exact_types", run: insertCreatesTableWithExactTypes},
+	{name: "insert_adds_missing_columns", run: insertAddsMissingColumns, addsColumns: true},
+	{name: "column_names_are_case_insensitive", run: columnNamesAreCaseInsensitive},
+	{name: "incompatible_column_type_rejects_payload", run: incompatibleColumnTypeRejectsPayload},
+	{name: "delete_removes_exactly_the_matching_rows", run: deleteRemovesExactlyTheMatchingRows},
+	{name: "delete_matches_every_type", run: deleteMatchesEveryType},
+	{name: "delete_on_missing_table_rejects_payload", run: deleteOnMissingTableRejectsPayload},
+	{name: "delete_on_missing_column_rejects_payload", run: deleteOnMissingColumnRejectsPayload},
+	{name: "delete_with_conflicting_type_rejects_payload", run: deleteWithConflictingTypeRejectsPayload},
+	{name: "activities_apply_in_order", run: activitiesApplyInOrder},
+	{name: "delete_may_use_what_earlier_inserts_created", run: deleteMayUseWhatEarlierInsertsCreated, addsColumns: true},
+	{name: "second_apply_of_a_payload_is_duplicate", run: secondApplyOfAPayloadIsDuplicate},
+	{name: "same_id_twice_in_one_group", run: sameIDTwiceInOneGroup},
+	{name: "same_payload_applied_concurrently_applies_once", run: samePayloadAppliedConcurrentlyAppliesOnce},
+	{name: "failing_payload_does_not_affect_its_group", run: failingPayloadDoesNotAffectItsGroup},
+	{name: "payload_sees_earlier_payloads_of_its_group", run: payloadSeesEarlierPayloadsOfItsGroup, addsColumns: true},
+	{name: "rejected_payload_leaves_no_schema_for_later_payloads", run: rejectedPayloadLeavesNoSchemaForLaterPayloads},
+	{name: "awkward_values_and_names_round_trip", run: awkwardValuesAndNamesRoundTrip},
+	{name: "applied_reports_only_committed_payloads", run: appliedReportsOnlyCommittedPayloads},
+	{name: "rows_honours_limit_and_order", run: rowsHonoursLimitAndOrder},
 }
 
-// Run runs every scenario against warehouses from newWarehouse.
-func Run(t *testing.T, newWarehouse Factory) {
+// Run runs every scenario the features allow against warehouses from
+// newWarehouse.
+func Run(t *testing.T, features Features, newWarehouse Factory) {
 	t.Helper()
 	for _, s := range scenarios {
 		t.Run(s.name, func(t *testing.T) {
+			if s.addsColumns && !features.AddsColumns {
+				t.Skip("the backend does not add columns to existing tables (Features.AddsColumns)")
+			}
 			t.Parallel()
 			s.run(t, newWarehouse(t))
 		})
