@@ -52,7 +52,7 @@ func (a *Apply) Handle(msg *message.Message) ([]*message.Message, error) {
 	tables := payload.Tables()
 	msg.Metadata.Set(messages.MetaTables, strings.Join(tables, ","))
 
-	outcome, err := a.submitter.Submit(msg.Context(), warehouse.Payload{ID: msg.UUID, Payload: payload})
+	outcome, err := a.submitter.Submit(msg.Context(), warehouse.Payload{ID: msg.UUID, Activities: payload.Activities})
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
 // waitApplied polls the ledger until the payload is applied.
@@ -198,7 +199,7 @@ func toolConfig(r *running) pipeline.Config {
 
 // faultyStore fails the first Apply calls, then behaves.
 type faultyStore struct {
-	*warehouse.Faulty
+	*warehousetest.Faulty
 	warehouse.Reader
 }
 
@@ -212,7 +213,7 @@ func TestApplyRetriesTransientFailureThenAppliesOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		faulty := warehouse.NewFaulty(inner)
+		faulty := warehousetest.NewFaulty(inner)
 		faulty.FailNext(3, nil)
 		r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
 		applied := r.watch(t, cfg.AppliedTopicID)
@@ -459,7 +460,7 @@ func TestEmbeddedBacklogIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	faulty := warehouse.NewFaulty(inner)
+	faulty := warehousetest.NewFaulty(inner)
 	faulty.FailNext(4, nil) // keeps the first payload unsettled for about a second
 	r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
 

@@ -18,6 +18,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
 func testLogger() *slog.Logger {
@@ -77,7 +78,7 @@ func TestEmbeddedShutdownWithStuckWarehouseKeepsAcceptedInOutbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	faulty := warehouse.NewFaulty(inner)
+	faulty := warehousetest.NewFaulty(inner)
 	faulty.FailNext(1_000_000, nil) // the warehouse is stuck for the whole first run
 	_, base, stop := runUntil(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
 
@@ -235,7 +236,7 @@ func TestServiceRecreatesLostTopicsAndSubscriptions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		faulty := warehouse.NewFaulty(inner)
+		faulty := warehousetest.NewFaulty(inner)
 		r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
 
 		// Accepted while the warehouse fails, so they sit in the

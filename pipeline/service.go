@@ -57,7 +57,7 @@ type Option func(*Service)
 
 // WithWarehouse makes the apply stage write to store instead of the adapter
 // cfg.Warehouse names; the service closes it. Tests use it to inject
-// failures (warehouse.Faulty).
+// failures (warehousetest.Faulty).
 func WithWarehouse(store Store) Option {
 	return func(s *Service) { s.Store = store }
 }

@@ -11,10 +11,7 @@ import (
 )
 
 // Store is what the service and its tools need of a warehouse adapter.
-type Store interface {
-	warehouse.Warehouse
-	warehouse.Reader
-}
+type Store = warehouse.Store
 
 // OpenWarehouse opens the adapter cfg.Warehouse names.
 func OpenWarehouse(ctx context.Context, cfg Config, logger *slog.Logger) (Store, error) {

@@ -177,7 +177,7 @@ func (c *GroupCommitter) Submit(ctx context.Context, p Payload) (Outcome, error)
 	}
 	s := &submission{
 		payload: p,
-		tables:  tableKeys(p.Payload),
+		tables:  tableKeys(p.Activities),
 		arrived: time.Now(),
 		result:  make(chan submissionResult, 1),
 	}
@@ -480,13 +480,13 @@ func (c *GroupCommitter) checkDrained() {
 	}
 }
 
-// tableKeys returns the distinct tables p touches, as lock keys. Keys are
+// tableKeys returns the distinct tables the activities touch, as lock keys. Keys are
 // case-folded so that backends treating table names case-insensitively
 // (SQLite) are serialized too; for case-sensitive backends that only
 // serializes a little more than needed.
-func tableKeys(p messages.Payload) []string {
+func tableKeys(activities []messages.Activity) []string {
 	var keys []string
-	for _, a := range p.Activities {
+	for _, a := range activities {
 		k := strings.ToLower(a.Table)
 		seen := false
 		for _, existing := range keys {

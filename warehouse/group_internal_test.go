@@ -15,7 +15,7 @@ type blockingWarehouse struct{ release chan struct{} }
 
 func (b *blockingWarehouse) Apply(ctx context.Context, group []Payload) ([]Outcome, error) {
 	for _, p := range group {
-		for _, a := range p.Payload.Activities {
+		for _, a := range p.Activities {
 			if a.Table == "held" {
 				<-b.release
 			}
@@ -32,7 +32,7 @@ func (b *blockingWarehouse) Ping(context.Context) error { return nil }
 func (b *blockingWarehouse) Close() error               { return nil }
 
 func onTable(id, table string) Payload {
-	return Payload{ID: id, Payload: messages.Payload{Activities: []messages.Activity{{Op: messages.OpInsert, Table: table}}}}
+	return Payload{ID: id, Activities: []messages.Activity{{Op: messages.OpInsert, Table: table}}}
 }
 
 // The leader is elected under c.mu while its ctx has already ended and its

@@ -47,7 +47,7 @@ func newRecordingWarehouse(t *testing.T) *recordingWarehouse {
 func (r *recordingWarehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]warehouse.Outcome, error) {
 	tables := map[string]bool{}
 	for _, p := range group {
-		for _, a := range p.Payload.Activities {
+		for _, a := range p.Activities {
 			tables[a.Table] = true
 		}
 	}
@@ -134,7 +134,7 @@ func (r *recordingWarehouse) assertNotStarted(t *testing.T, within time.Duration
 func payloadOn(n int, tables ...string) warehouse.Payload {
 	p := warehouse.Payload{ID: fmt.Sprintf("p%d", n)}
 	for _, table := range tables {
-		p.Payload.Activities = append(p.Payload.Activities, messages.Activity{
+		p.Activities = append(p.Activities, messages.Activity{
 			Op:      messages.OpInsert,
 			Table:   table,
 			Columns: []messages.Column{{Name: "a", Type: messages.ColumnType{Base: messages.TypeInt64}, Value: int64(n)}},

@@ -17,8 +17,10 @@ const LedgerTable = "_gatekeeper_ledger"
 // Payload is one accepted payload to apply all-or-nothing.
 type Payload struct {
 	// ID is the payload id given at ingestion (the Pub/Sub message UUID).
-	ID      string
-	Payload messages.Payload
+	ID string
+	// Activities are the payload's, in payload order, as the gate validated
+	// them (messages.Payload).
+	Activities []messages.Activity
 }
 
 // Status says what happened to one payload of a group.
@@ -79,6 +81,14 @@ type Reader interface {
 	Rows(ctx context.Context, table string, limit int) ([]map[string]any, error)
 	// Applied reports whether the ledger holds the payload id.
 	Applied(ctx context.Context, payloadID string) (bool, error)
+}
+
+// Store is an adapter as its users hold it: the apply stage writes through
+// Warehouse, and tools, tests and the conformance suite read back through
+// Reader.
+type Store interface {
+	Warehouse
+	Reader
 }
 
 // ColumnSchema is one column of a warehouse table.

@@ -41,6 +41,12 @@ func (r *applyRun) lookup(ctx context.Context, table string) (*tableInfo, error)
 	return r.reload(ctx, table)
 }
 
+// lookupTable is lookup as the plan reads tables.
+func (r *applyRun) lookupTable(ctx context.Context, table string) (*tableInfo, bool, error) {
+	info, err := r.lookup(ctx, table)
+	return info, info != nil, err
+}
+
 func (r *applyRun) reload(ctx context.Context, table string) (*tableInfo, error) {
 	info, err := r.w.cache.read(ctx, table)
 	if err != nil {
@@ -120,29 +126,29 @@ type rejection struct {
 func (r *applyRun) check(ctx context.Context, items []*item) (*schemaPlan, []*item, []rejection, error) {
 restart:
 	for {
-		plan := newSchemaPlan()
+		plan := warehouse.NewPlan(planRules, r.lookupTable)
 		var accepted []*item
 		var rejected []rejection
 		for _, it := range items {
-			res, err := plan.check(ctx, it.payload.Payload, r.lookup)
+			res, err := plan.Check(ctx, it.payload.Activities)
 			if err != nil {
 				return nil, nil, nil, err
 			}
-			if res.problem == nil {
-				size, problem := r.measure(it.payload.ID, res.activities)
+			if res.Problem == nil {
+				size, problem := r.measure(it.payload.ID, res.Activities)
 				if problem != nil {
 					r.w.logger.Warn("Payload rejected: too large for one BigQuery job", "payload_id", it.payload.ID, "error", problem)
 					rejected = append(rejected, rejection{item: it, problem: problem})
 					continue
 				}
-				plan.accept(res)
-				it.activities, it.size = res.activities, size
+				plan.Accept(res)
+				it.activities, it.size = res.Activities, size
 				accepted = append(accepted, it)
 				continue
 			}
-			if isSchemaProblem(res.problem) {
+			if isSchemaProblem(res.Problem) {
 				changed := false
-				for _, t := range res.consulted {
+				for _, t := range res.Consulted {
 					if r.fresh[t] {
 						continue
 					}
@@ -157,7 +163,7 @@ restart:
 					continue restart
 				}
 			}
-			rejected = append(rejected, rejection{item: it, problem: res.problem})
+			rejected = append(rejected, rejection{item: it, problem: res.Problem})
 		}
 		return plan, accepted, rejected, nil
 	}
@@ -166,16 +172,16 @@ restart:
 // ensureSchema creates the tables and adds the columns the plan needs:
 // one API call per table, whatever the number of payloads and columns.
 func (r *applyRun) ensureSchema(ctx context.Context, plan *schemaPlan) error {
-	for _, table := range plan.order {
-		pt := plan.tables[table]
+	for _, pt := range plan.Tables() {
+		table := pt.Name
 		current := r.view[table]
-		if pt.existing == nil {
+		if !pt.Exists {
 			if current != nil {
 				r.forget(table)
 				return fmt.Errorf("table %q: %w", table, errSchemaRace)
 			}
-			schema := make(bigquery.Schema, 0, len(pt.added))
-			for _, c := range pt.added {
+			schema := make(bigquery.Schema, 0, len(pt.Added))
+			for _, c := range pt.Added {
 				schema = append(schema, fieldSchema(c.name, c.typ))
 			}
 			info, err := r.w.backend.createTable(ctx, table, schema, nil)
@@ -196,8 +202,8 @@ func (r *applyRun) ensureSchema(ctx context.Context, plan *schemaPlan) error {
 		}
 		schema := slices.Clone(current.schema)
 		added := 0
-		for _, c := range pt.added {
-			if _, ok := current.column(c.name); !ok {
+		for _, c := range pt.Added {
+			if _, ok := current.Column(c.name); !ok {
 				schema = append(schema, fieldSchema(c.name, c.typ))
 				added++
 			}
@@ -369,7 +375,7 @@ func (r *applyRun) runChunk(ctx context.Context, chunk []*item, outcomes []wareh
 		for i, it := range chunk {
 			var inserted int64
 			for _, a := range it.activities {
-				if a.op == messages.OpInsert {
+				if a.Op == messages.OpInsert {
 					inserted++
 				}
 			}

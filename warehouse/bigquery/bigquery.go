@@ -61,10 +61,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
-var (
-	_ warehouse.Warehouse = (*Warehouse)(nil)
-	_ warehouse.Reader    = (*Warehouse)(nil)
-)
+var _ warehouse.Store = (*Warehouse)(nil)
 
 // Warehouse is the BigQuery adapter. It implements warehouse.Warehouse and
 // warehouse.Reader, and is safe for concurrent use.
@@ -176,8 +173,8 @@ func ensureLedger(ctx context.Context, b backend) error {
 			return fmt.Errorf("create ledger table: %w", err)
 		}
 	}
-	id, ok1 := info.column("payload_id")
-	at, ok2 := info.column("applied_at")
+	id, ok1 := info.Column("payload_id")
+	at, ok2 := info.Column("applied_at")
 	if !ok1 || !ok2 || id.typ.Base != messages.TypeString || at.typ.Base != messages.TypeTimestamp {
 		return fmt.Errorf("ledger table %s exists with columns other than payload_id STRING and applied_at TIMESTAMP", warehouse.LedgerTable)
 	}

@@ -148,13 +148,13 @@ func (jp *jobPlan) add(id string, activities []resolvedActivity) error {
 	jp.ledgerParams = append(jp.ledgerParams, jp.newParam(
 		bigquery.QueryParameterValue{Type: bigquery.StandardSQLDataType{TypeKind: "STRING"}, Value: id}, id))
 	for _, a := range activities {
-		o := &op{payload: index, insert: a.op == messages.OpInsert, cols: make([]opColumn, len(a.columns))}
-		for i, c := range a.columns {
-			oc := opColumn{col: c.col, key: c.key, value: c.value}
-			if c.value != nil {
-				bound, err := bindValue(c.col.typ, c.value)
+		o := &op{payload: index, insert: a.Op == messages.OpInsert, cols: make([]opColumn, len(a.Columns))}
+		for i, c := range a.Columns {
+			oc := opColumn{col: c.Col, key: c.Key, value: c.Value}
+			if c.Value != nil {
+				bound, err := bindValue(c.Col.typ, c.Value)
 				if err != nil {
-					return fmt.Errorf("column %q: %w", c.col.name, err)
+					return fmt.Errorf("column %q: %w", c.Col.name, err)
 				}
 				oc.bound = bound
 				oc.param = jp.newParam(bound.param, bound.text)
@@ -171,10 +171,10 @@ func (jp *jobPlan) add(id string, activities []resolvedActivity) error {
 		} else {
 			jp.hasDeletes = true
 		}
-		tp, ok := jp.byTable[a.table]
+		tp, ok := jp.byTable[a.Table]
 		if !ok {
-			tp = &tablePlan{table: a.table}
-			jp.byTable[a.table] = tp
+			tp = &tablePlan{table: a.Table}
+			jp.byTable[a.Table] = tp
 			jp.tables = append(jp.tables, tp)
 		}
 		tp.place(o)

@@ -31,17 +31,17 @@ type cv struct {
 func rcols(vals ...cv) []resolvedColumn {
 	out := make([]resolvedColumn, len(vals))
 	for i, v := range vals {
-		out[i] = resolvedColumn{col: v.col, key: strings.ToLower(v.col.name), value: v.value}
+		out[i] = resolvedColumn{Col: v.col, Key: strings.ToLower(v.col.name), Value: v.value}
 	}
 	return out
 }
 
 func ins(table string, vals ...cv) resolvedActivity {
-	return resolvedActivity{op: messages.OpInsert, table: table, columns: rcols(vals...)}
+	return resolvedActivity{Op: messages.OpInsert, Table: table, Columns: rcols(vals...)}
 }
 
 func dl(table string, vals ...cv) resolvedActivity {
-	return resolvedActivity{op: messages.OpDelete, table: table, columns: rcols(vals...)}
+	return resolvedActivity{Op: messages.OpDelete, Table: table, Columns: rcols(vals...)}
 }
 
 func a(v any) cv { return cv{intCol, v} }
@@ -329,9 +329,9 @@ func TestPlanMatchesSequentialExecution(t *testing.T) {
 		var inOrder []*op
 		for p, acts := range payloads {
 			for _, act := range acts {
-				o := &op{payload: p, insert: act.op == messages.OpInsert}
-				for _, rc := range act.columns {
-					o.cols = append(o.cols, opColumn{col: rc.col, key: rc.key, value: rc.value})
+				o := &op{payload: p, insert: act.Op == messages.OpInsert}
+				for _, rc := range act.Columns {
+					o.cols = append(o.cols, opColumn{col: rc.Col, key: rc.Key, value: rc.Value})
 				}
 				inOrder = append(inOrder, o)
 			}

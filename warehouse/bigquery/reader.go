@@ -28,7 +28,7 @@ func (w *Warehouse) Tables(ctx context.Context) ([]string, error) {
 	}
 	tables := []string{}
 	for _, n := range names {
-		if !strings.HasPrefix(strings.ToLower(n), reservedPrefix) {
+		if !warehouse.IsReserved(n) {
 			tables = append(tables, n)
 		}
 	}
@@ -38,14 +38,11 @@ func (w *Warehouse) Tables(ctx context.Context) ([]string, error) {
 
 // Schema returns the table's columns in table order.
 func (w *Warehouse) Schema(ctx context.Context, table string) ([]warehouse.ColumnSchema, error) {
-	if !w.enter() {
-		return nil, messages.Transient(ErrClosed)
-	}
-	defer w.closeMu.RUnlock()
-	info, err := w.readTable(ctx, table)
+	info, exit, err := w.enterTable(ctx, table)
 	if err != nil {
 		return nil, err
 	}
+	defer exit()
 	columns := make([]warehouse.ColumnSchema, len(info.columns))
 	for i, c := range info.columns {
 		columns[i] = warehouse.ColumnSchema{Name: c.name, Type: c.typ}
@@ -53,9 +50,23 @@ func (w *Warehouse) Schema(ctx context.Context, table string) ([]warehouse.Colum
 	return columns, nil
 }
 
+// enterTable starts a Reader call on a user table: unless it fails, the
+// call is in progress, and Close waits for it, until exit.
+func (w *Warehouse) enterTable(ctx context.Context, table string) (info *tableInfo, exit func(), err error) {
+	if !w.enter() {
+		return nil, nil, messages.Transient(ErrClosed)
+	}
+	info, err = w.readTable(ctx, table)
+	if err != nil {
+		w.closeMu.RUnlock()
+		return nil, nil, err
+	}
+	return info, w.closeMu.RUnlock, nil
+}
+
 // readTable reads a user table whose every column gatekeeper can represent.
 func (w *Warehouse) readTable(ctx context.Context, table string) (*tableInfo, error) {
-	if !messages.ValidIdentifier(table, messages.MaxTableNameLen) || strings.HasPrefix(strings.ToLower(table), reservedPrefix) {
+	if !messages.ValidIdentifier(table, messages.MaxTableNameLen) || warehouse.IsReserved(table) {
 		return nil, fmt.Errorf("table %q: %w", table, warehouse.ErrTableNotFound)
 	}
 	info, err := w.backend.table(ctx, table)
@@ -77,30 +88,20 @@ func (w *Warehouse) readTable(ctx context.Context, table string) (*tableInfo, er
 // column ascending (NULLs first, JSON by its text), with values normalised
 // as in messages.Column.Value.
 func (w *Warehouse) Rows(ctx context.Context, table string, limit int) ([]map[string]any, error) {
-	if !w.enter() {
-		return nil, messages.Transient(ErrClosed)
-	}
-	defer w.closeMu.RUnlock()
-	info, err := w.readTable(ctx, table)
+	info, exit, err := w.enterTable(ctx, table)
 	if err != nil {
 		return nil, err
 	}
+	defer exit()
 	rows, err := w.backend.query(ctx, rowsSQL(w.qualifier, info, limit), nil)
 	if err != nil {
 		return nil, fmt.Errorf("read rows of %q: %w", table, err)
 	}
 	result := make([]map[string]any, 0, len(rows))
 	for _, raw := range rows {
-		if len(raw) != len(info.columns) {
-			return nil, fmt.Errorf("read rows of %q: got %d columns, want %d", table, len(raw), len(info.columns))
-		}
-		row := make(map[string]any, len(info.columns))
-		for i, c := range info.columns {
-			v, err := normaliseValue(c.typ, raw[i])
-			if err != nil {
-				return nil, fmt.Errorf("read rows of %q: column %q: %w", table, c.name, err)
-			}
-			row[c.name] = v
+		row, err := warehouse.NormaliseRow(info.columns, raw, normaliseValue)
+		if err != nil {
+			return nil, fmt.Errorf("read rows of %q: %w", table, err)
 		}
 		result = append(result, row)
 	}

@@ -10,6 +10,7 @@ import (
 	"cloud.google.com/go/bigquery"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
 // columnInfo is one column of a table as gatekeeper sees it.
@@ -26,6 +27,11 @@ type columnInfo struct {
 	required bool
 	// collated columns compare strings by a collation, not by bytes.
 	collated bool
+}
+
+// Schema is the column's stored spelling and type.
+func (c columnInfo) Schema() warehouse.ColumnSchema {
+	return warehouse.ColumnSchema{Name: c.name, Type: c.typ}
 }
 
 // tableInfo is a table's schema as read from BigQuery's table metadata.
@@ -54,7 +60,9 @@ func newTableInfo(name string, schema bigquery.Schema, etag string) *tableInfo {
 	return ti
 }
 
-func (t *tableInfo) column(name string) (columnInfo, bool) {
+// Column returns the column of that name, matched case-insensitively, as
+// BigQuery matches column names.
+func (t *tableInfo) Column(name string) (columnInfo, bool) {
 	i, ok := t.byKey[strings.ToLower(name)]
 	if !ok {
 		return columnInfo{}, false

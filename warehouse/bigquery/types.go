@@ -13,6 +13,7 @@ import (
 	"cloud.google.com/go/civil"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
 // Every messages.BaseType is spelled as its GoogleSQL type name, so the
@@ -263,56 +264,36 @@ func fractionDigits(decimal string) int {
 // normaliseValue turns what the client library read from a column of type
 // t into the Go type messages.Column.Value uses for it.
 func normaliseValue(t messages.ColumnType, v bigquery.Value) (any, error) {
-	if v == nil {
-		return nil, nil
-	}
-	unexpected := fmt.Errorf("%s column holds a %T", t.Base, v)
+	return warehouse.NormaliseValue(t, v, fromBigQuery)
+}
+
+// fromBigQuery converts the client library's values of the types it does
+// not read as strings: decimals as *big.Rat, dates and times as civil and
+// time values.
+func fromBigQuery(t messages.ColumnType, v any) (any, bool) {
 	switch t.Base {
-	case messages.TypeInt64:
-		if n, ok := v.(int64); ok {
-			return n, nil
-		}
-	case messages.TypeFloat64:
-		if f, ok := v.(float64); ok {
-			return f, nil
-		}
-	case messages.TypeBool:
-		if b, ok := v.(bool); ok {
-			return b, nil
-		}
-	case messages.TypeBytes:
-		if b, ok := v.([]byte); ok {
-			if b == nil {
-				return []byte{}, nil
-			}
-			return b, nil
-		}
-	case messages.TypeString, messages.TypeJSON:
-		if s, ok := v.(string); ok {
-			return s, nil
-		}
 	case messages.TypeNumeric, messages.TypeBigNumeric:
 		if r, ok := v.(*big.Rat); ok {
-			return canonicalDecimal(r), nil
+			return canonicalDecimal(r), true
 		}
 	case messages.TypeDate:
 		if d, ok := v.(civil.Date); ok {
-			return d.String(), nil
+			return d.String(), true
 		}
 	case messages.TypeDatetime:
 		if dt, ok := v.(civil.DateTime); ok {
-			return dt.Date.String() + " " + clockString(dt.Time), nil
+			return dt.Date.String() + " " + clockString(dt.Time), true
 		}
 	case messages.TypeTime:
 		if tm, ok := v.(civil.Time); ok {
-			return clockString(tm), nil
+			return clockString(tm), true
 		}
 	case messages.TypeTimestamp:
 		if ts, ok := v.(time.Time); ok {
-			return ts.UTC().Format("2006-01-02T15:04:05.999999Z"), nil
+			return ts.UTC().Format("2006-01-02T15:04:05.999999Z"), true
 		}
 	}
-	return nil, unexpected
+	return nil, false
 }
 
 // canonicalDecimal renders r as the gate does: no exponent, no trailing

@@ -28,14 +28,14 @@ func examplePayload(key int64) warehouse.Payload {
 	c := fmt.Sprintf("2018-03-27 11:58:%02d.%06d", key%60, key)
 	return warehouse.Payload{
 		ID: uuid.NewString(),
-		Payload: messages.Payload{Activities: []messages.Activity{
+		Activities: []messages.Activity{
 			{Op: messages.OpDelete, Table: "table1", Columns: []messages.Column{
 				col("a", messages.TypeInt64, key), col("c", messages.TypeString, c), col("e", messages.TypeString, nil),
 			}},
 			{Op: messages.OpInsert, Table: "table1", Columns: []messages.Column{
 				col("a", messages.TypeInt64, key), col("b", messages.TypeString, "Backup and Restore"), col("c", messages.TypeString, c),
 			}},
-		}},
+		},
 	}
 }
 
@@ -65,12 +65,12 @@ func benchmarkApply(b *testing.B, concurrency int, cfg sqlite.Config) {
 	cfg.Path = filepath.Join(b.TempDir(), "bench.db")
 	w := openWarehouse(b, cfg)
 	ctx := context.Background()
-	setup := warehouse.Payload{ID: "setup", Payload: messages.Payload{Activities: []messages.Activity{{
+	setup := warehouse.Payload{ID: "setup", Activities: []messages.Activity{{
 		Op: messages.OpInsert, Table: "table1", Columns: []messages.Column{
 			col("a", messages.TypeInt64, int64(-1)), col("b", messages.TypeString, "setup"),
 			col("c", messages.TypeString, "setup"), col("e", messages.TypeString, "setup"),
 		},
-	}}}}
+	}}}
 	if _, err := w.Apply(ctx, []warehouse.Payload{setup}); err != nil {
 		b.Fatal(err)
 	}

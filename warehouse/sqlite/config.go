@@ -76,12 +76,12 @@ func (c Config) Validate() error {
 	var errs []error
 	switch {
 	case strings.TrimSpace(c.Path) == "":
-		errs = append(errs, errors.New("Path is required"))
+		errs = append(errs, errors.New("a Path is required"))
 	case c.Path == ":memory:" || strings.HasPrefix(c.Path, "file:") || strings.Contains(c.Path, "mode=memory"):
-		errs = append(errs, fmt.Errorf("Path %q: give a plain file path; in-memory and URI databases are not supported", c.Path))
+		errs = append(errs, fmt.Errorf("in-memory and URI databases are not supported: give Path a plain file path, not %q", c.Path))
 	case strings.ContainsAny(c.Path, "?#"):
 		// The driver reads everything after '?' as connection parameters.
-		errs = append(errs, fmt.Errorf("Path %q must not contain '?' or '#'", c.Path))
+		errs = append(errs, fmt.Errorf("the Path %q must not contain '?' or '#'", c.Path))
 	}
 	if c.ProbeTimeout < 0 {
 		errs = append(errs, fmt.Errorf("ProbeTimeout must not be negative, got %v", c.ProbeTimeout))

@@ -22,7 +22,7 @@ func (w *Warehouse) Tables(ctx context.Context) ([]string, error) {
 		if err := rows.Scan(&name); err != nil {
 			return nil, fmt.Errorf("list tables: %w", err)
 		}
-		if strings.HasPrefix(strings.ToLower(name), reservedPrefix) {
+		if warehouse.IsReserved(name) {
 			continue
 		}
 		tables = append(tables, name)
@@ -43,7 +43,7 @@ func (w *Warehouse) Schema(ctx context.Context, table string) ([]warehouse.Colum
 }
 
 func (w *Warehouse) readTable(ctx context.Context, table string) (*tableInfo, error) {
-	if checkTableName(table) != nil {
+	if table == "" || warehouse.IsReserved(table) || isSQLiteName(table) {
 		return nil, fmt.Errorf("table %q: %w", table, warehouse.ErrTableNotFound)
 	}
 	ti, err := loadTable(ctx, w.readDB, table)
@@ -87,13 +87,9 @@ func (w *Warehouse) Rows(ctx context.Context, table string, limit int) ([]map[st
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("read rows of %q: %w", table, err)
 		}
-		row := make(map[string]any, len(ti.columns))
-		for i, c := range ti.columns {
-			v, err := normaliseValue(c.Type, raw[i])
-			if err != nil {
-				return nil, fmt.Errorf("read rows of %q: column %q: %w", table, c.Name, err)
-			}
-			row[c.Name] = v
+		row, err := warehouse.NormaliseRow(ti.columns, raw, normaliseValue)
+		if err != nil {
+			return nil, fmt.Errorf("read rows of %q: %w", table, err)
 		}
 		result = append(result, row)
 	}

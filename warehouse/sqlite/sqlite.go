@@ -50,7 +50,6 @@ const (
 	// (SQLite keeps tables and indexes in one namespace).
 	deleteIndexPrefix        = "_gatekeeper_del_"
 	maxDeleteIndexesPerTable = 8
-	reservedPrefix           = "_gatekeeper"
 )
 
 var (
@@ -63,6 +62,8 @@ var (
 		" (payload_id, applied_at) VALUES (?, ?) ON CONFLICT (payload_id) DO NOTHING"
 	ledgerLookupSQL = "SELECT EXISTS (SELECT 1 FROM " + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id = ?)"
 )
+
+var _ warehouse.Store = (*Warehouse)(nil)
 
 // Warehouse is the SQLite adapter. It implements warehouse.Warehouse and
 // warehouse.Reader.
@@ -93,6 +94,8 @@ type Warehouse struct {
 	// ddlCount counts DDL statements run, so a rollback knows whether the
 	// cache may have run ahead of the database.
 	ddlCount int
+	// lookup is lookupTable, made a func once rather than per payload.
+	lookup warehouse.Lookup[warehouse.ColumnSchema, *tableInfo]
 	// closed is atomic so Ping need not wait for an Apply holding mu.
 	closed atomic.Bool
 }
@@ -104,12 +107,14 @@ type tableInfo struct {
 	indexes map[string]bool
 }
 
-func (t *tableInfo) column(name string) (messages.ColumnType, bool) {
+// Column returns the column of that name, matched case-insensitively, as
+// SQLite matches column names.
+func (t *tableInfo) Column(name string) (warehouse.ColumnSchema, bool) {
 	i, ok := t.byName[strings.ToLower(name)]
 	if !ok {
-		return messages.ColumnType{}, false
+		return warehouse.ColumnSchema{}, false
 	}
-	return t.columns[i].Type, true
+	return t.columns[i], true
 }
 
 // Open opens (creating if needed) the database at cfg.Path. A nil logger
@@ -153,6 +158,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Warehouse, err
 		tables:        map[string]*tableInfo{},
 		schemaVersion: -1,
 	}
+	w.lookup = w.lookupTable
 	if err := w.initWriter(ctx); err != nil {
 		_ = writeDB.Close()
 		return nil, fmt.Errorf("open sqlite %q: %w", cfg.Path, err)
@@ -292,7 +298,7 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 		return warehouse.Outcome{Status: warehouse.Duplicate}, nil
 	}
 
-	problem, err := w.check(quick, p.Payload)
+	problem, err := w.check(quick, p.Activities)
 	if err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "read schema", err)
 	}
@@ -301,7 +307,7 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 	}
 
 	ddlBefore := w.ddlCount
-	rows, err := w.execute(ctx, quick, p.Payload)
+	rows, err := w.execute(ctx, quick, p.Activities)
 	if err != nil {
 		if ctx.Err() != nil || !isPermanent(err) {
 			return warehouse.Outcome{}, w.groupError(ctx, "apply payload "+p.ID, err)
@@ -332,118 +338,54 @@ func (w *Warehouse) reject(ctx, quick context.Context, p warehouse.Payload, prob
 	return warehouse.Outcome{Status: warehouse.Rejected, Err: messages.Permanent(problem)}, nil
 }
 
-// check finds, before any of the payload's DDL runs, every reason the
-// payload cannot apply: a delete naming a table or column that will not
-// exist when it runs, or a type that conflicts with an existing column. It
-// follows the tables and columns the payload's earlier inserts create. A
-// non-nil problem is the payload's fault; a non-nil err is the database's.
-func (w *Warehouse) check(ctx context.Context, p messages.Payload) (problem, err error) {
-	// planned holds, per table the payload creates or widens, what its
-	// earlier activities will have added; tables it only reads need none.
-	type plannedTable struct {
-		existing *tableInfo
-		added    map[string]messages.ColumnType
-	}
-	var planned map[string]*plannedTable
-	lookup := func(table string) (*tableInfo, *plannedTable, error) {
-		if pt, ok := planned[strings.ToLower(table)]; ok {
-			return pt.existing, pt, nil
+// planRules are SQLite's part of warehouse.Plan: table names fold case, and
+// SQLite keeps the "sqlite_" names for itself.
+var planRules = warehouse.Rules[warehouse.ColumnSchema, *tableInfo]{
+	FoldTableCase: true,
+	Table: func(table string) error {
+		if isSQLiteName(table) {
+			return errors.New(`table names starting with "sqlite_" are reserved by SQLite`)
 		}
-		ti, err := w.table(ctx, w.conn, table)
-		return ti, nil, err
-	}
-	columnType := func(ti *tableInfo, pt *plannedTable, name string) (messages.ColumnType, bool) {
-		if ti != nil {
-			if t, ok := ti.column(name); ok {
-				return t, true
-			}
-		}
-		if pt != nil {
-			t, ok := pt.added[strings.ToLower(name)]
-			return t, ok
-		}
-		return messages.ColumnType{}, false
-	}
-
-	for i, a := range p.Activities {
-		where := fmt.Sprintf("activities[%d]: %s on table %q", i, a.Op, a.Table)
-		if err := checkTableName(a.Table); err != nil {
-			return fmt.Errorf("%s: %w", where, err), nil
-		}
-		if len(a.Columns) == 0 {
-			return fmt.Errorf("%s: no columns", where), nil
-		}
-		for _, c := range a.Columns {
-			if _, err := bindValue(c); err != nil {
-				return fmt.Errorf("%s: %w", where, err), nil
-			}
-		}
-		ti, pt, err := lookup(a.Table)
-		if errors.Is(err, errForeignSchema) {
-			return fmt.Errorf("%s: %w", where, err), nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		switch a.Op {
-		case messages.OpInsert:
-			for _, c := range a.Columns {
-				existing, ok := columnType(ti, pt, c.Name)
-				if !ok {
-					if pt == nil {
-						if planned == nil {
-							planned = map[string]*plannedTable{}
-						}
-						pt = &plannedTable{existing: ti, added: map[string]messages.ColumnType{}}
-						planned[strings.ToLower(a.Table)] = pt
-					}
-					pt.added[strings.ToLower(c.Name)] = c.Type
-					continue
-				}
-				if !existing.Compatible(c.Type) {
-					return fmt.Errorf("%s: column %q is %s, the payload gives %s: %w",
-						where, c.Name, existing, c.Type, warehouse.ErrTypeConflict), nil
-				}
-			}
-		case messages.OpDelete:
-			if ti == nil && pt == nil {
-				return fmt.Errorf("%s: %w", where, warehouse.ErrTableNotFound), nil
-			}
-			for _, c := range a.Columns {
-				existing, ok := columnType(ti, pt, c.Name)
-				if !ok {
-					return fmt.Errorf("%s: column %q: %w", where, c.Name, warehouse.ErrColumnNotFound), nil
-				}
-				if !existing.Compatible(c.Type) {
-					return fmt.Errorf("%s: column %q is %s, the payload gives %s: %w",
-						where, c.Name, existing, c.Type, warehouse.ErrTypeConflict), nil
-				}
-			}
-		default:
-			return fmt.Errorf("%s: unknown operation", where), nil
-		}
-	}
-	return nil, nil
+		return nil
+	},
+	NewColumn: func(c messages.Column) warehouse.ColumnSchema {
+		return warehouse.ColumnSchema{Name: c.Name, Type: warehouse.StoredType(c.Type)}
+	},
 }
 
-func checkTableName(table string) error {
-	lower := strings.ToLower(table)
-	switch {
-	case table == "":
-		return errors.New("empty table name")
-	case strings.HasPrefix(lower, reservedPrefix):
-		return fmt.Errorf("table names starting with %q are reserved for gatekeeper", reservedPrefix)
-	case strings.HasPrefix(lower, "sqlite_"):
-		return errors.New(`table names starting with "sqlite_" are reserved by SQLite`)
+func isSQLiteName(table string) bool {
+	return len(table) >= len("sqlite_") && strings.EqualFold(table[:len("sqlite_")], "sqlite_")
+}
+
+// check finds, before any of the payload's DDL runs, every reason the
+// payload cannot apply (see warehouse.Plan). The group's earlier payloads
+// ran already, so each payload is checked on a plan of its own, against the
+// tables as they left them. A non-nil problem is the payload's fault; a
+// non-nil err is the database's.
+func (w *Warehouse) check(ctx context.Context, activities []messages.Activity) (problem, err error) {
+	res, err := warehouse.NewPlan(planRules, w.lookup).Check(ctx, activities)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return res.Problem, nil
+}
+
+// lookupTable is the plan's view of the tables: the cache, read through
+// the writer connection, so it sees the transaction's own changes. A table
+// with a column this adapter did not create is no payload's to write.
+func (w *Warehouse) lookupTable(ctx context.Context, table string) (*tableInfo, bool, error) {
+	ti, err := w.table(ctx, w.conn, table)
+	if errors.Is(err, errForeignSchema) {
+		return nil, false, messages.Permanent(err)
+	}
+	return ti, ti != nil, err
 }
 
 // execute runs the payload's activities in order. check has passed, so an
 // error is either the database's or a constraint SQLite enforces.
-func (w *Warehouse) execute(ctx, quick context.Context, p messages.Payload) (int64, error) {
+func (w *Warehouse) execute(ctx, quick context.Context, activities []messages.Activity) (int64, error) {
 	var rows int64
-	for i, a := range p.Activities {
+	for i, a := range activities {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
@@ -468,7 +410,7 @@ func (w *Warehouse) executeActivity(ctx, quick context.Context, a messages.Activ
 	for _, c := range a.Columns {
 		v, err := bindValue(c)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("column %q: %w", c.Name, err)
 		}
 		if v != nil || a.Op == messages.OpInsert {
 			args = append(args, v)
@@ -576,7 +518,7 @@ func (w *Warehouse) createTable(ctx context.Context, table string, columns []mes
 		b.WriteByte(' ')
 		b.WriteString(decl)
 		ti.byName[strings.ToLower(c.Name)] = len(ti.columns)
-		ti.columns = append(ti.columns, warehouse.ColumnSchema{Name: c.Name, Type: storedType(c.Type)})
+		ti.columns = append(ti.columns, warehouse.ColumnSchema{Name: c.Name, Type: warehouse.StoredType(c.Type)})
 	}
 	b.WriteByte(')')
 	if err := w.ddl(ctx, table, b.String()); err != nil {
@@ -588,7 +530,7 @@ func (w *Warehouse) createTable(ctx context.Context, table string, columns []mes
 
 func (w *Warehouse) addMissingColumns(ctx context.Context, ti *tableInfo, columns []messages.Column) error {
 	for _, c := range columns {
-		if _, ok := ti.column(c.Name); ok {
+		if _, ok := ti.Column(c.Name); ok {
 			continue
 		}
 		decl, err := declaredType(c.Type)
@@ -599,15 +541,9 @@ func (w *Warehouse) addMissingColumns(ctx context.Context, ti *tableInfo, column
 			return err
 		}
 		ti.byName[strings.ToLower(c.Name)] = len(ti.columns)
-		ti.columns = append(ti.columns, warehouse.ColumnSchema{Name: c.Name, Type: storedType(c.Type)})
+		ti.columns = append(ti.columns, warehouse.ColumnSchema{Name: c.Name, Type: warehouse.StoredType(c.Type)})
 	}
 	return nil
-}
-
-// storedType is the type a column reads back as: a STRING keeps no length.
-func storedType(t messages.ColumnType) messages.ColumnType {
-	t.MaxLength = 0
-	return t
 }
 
 // ensureDeleteIndex indexes the delete's column set, once per set and table,
@@ -826,13 +762,24 @@ func (w *Warehouse) rollback(ddlAtBegin int) {
 	}
 	// The group's context may be what failed; the rollback must run anyway.
 	_, err := w.conn.ExecContext(context.Background(), "ROLLBACK")
-	if err == nil || strings.Contains(err.Error(), "no transaction is active") {
+	if err == nil || noTransaction(err) {
 		return
 	}
 	// A connection that cannot roll back might keep the transaction open;
 	// start over on a fresh one.
 	w.logger.Warn("SQLite rollback failed; reopening the writer connection", "error", err)
 	w.dropConn()
+}
+
+// noTransaction reports whether ROLLBACK failed because no transaction was
+// open: SQLite rolls a transaction back by itself after some errors (a full
+// disk, an I/O error, an interrupt). ROLLBACK is well-formed, so
+// SQLITE_ERROR, the code of "no transaction is active", can mean nothing
+// else from it; busy, I/O and the like have codes of their own. Only
+// meaningful for the error of a ROLLBACK.
+func noTransaction(rollbackErr error) bool {
+	var se *sqlite.Error
+	return errors.As(rollbackErr, &se) && se.Code()&0xff == sqlite3.SQLITE_ERROR
 }
 
 // groupError classifies a failure that ends the whole group. Everything that

@@ -19,14 +19,17 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
+// SQLite has every feature the suite knows.
+var features = warehousetest.Features{AddsColumns: true}
+
 func TestConformance(t *testing.T) {
-	warehousetest.Run(t, func(t *testing.T) warehousetest.Subject {
+	warehousetest.Run(t, features, func(t *testing.T) warehouse.Store {
 		return openWarehouse(t, sqlite.Config{})
 	})
 }
 
 func TestConformance_without_delete_indexes(t *testing.T) {
-	warehousetest.Run(t, func(t *testing.T) warehousetest.Subject {
+	warehousetest.Run(t, features, func(t *testing.T) warehouse.Store {
 		return openWarehouse(t, sqlite.Config{DisableDeleteIndexes: true})
 	})
 }
@@ -456,7 +459,7 @@ func TestApply_the_example_payload(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := openWarehouse(t, sqlite.Config{})
-	out := mustApply(t, w, warehouse.Payload{ID: "example", Payload: parsed})
+	out := mustApply(t, w, warehouse.Payload{ID: "example", Activities: parsed.Activities})
 	if !errors.Is(out[0].Err, warehouse.ErrTableNotFound) {
 		t.Fatalf("on an empty warehouse: %+v, want ErrTableNotFound", out[0])
 	}
@@ -466,7 +469,7 @@ func TestApply_the_example_payload(t *testing.T) {
 			warehousetest.Insert("table1", col("a", messages.TypeInt64, int64(3)), col("c", messages.TypeString, "2019-04-28 10:24:30.183414"), col("e", messages.TypeString, "something")),
 			warehousetest.Insert("table1", col("a", messages.TypeInt64, int64(4)), col("c", messages.TypeString, "2019-04-28 10:24:30.183414"), col("e", messages.TypeString, "something")),
 		),
-		warehouse.Payload{ID: "example", Payload: parsed},
+		warehouse.Payload{ID: "example", Activities: parsed.Activities},
 	)
 	if out[1].Status != warehouse.Applied || out[1].RowsAffected != 2 {
 		t.Fatalf("with table1 in place: %+v, want Applied with 1 row deleted and 1 inserted", out[1])

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
 // SQLite decides a column's affinity from words in its declared type, and
@@ -99,90 +100,61 @@ func parseDeclaredType(decl string) (messages.ColumnType, error) {
 }
 
 // bindValue converts a column's value to what is bound for it, refusing a
-// Go type that does not belong to the column's type: a float64 slipping into
-// a NUMERIC column would silently lose exactness.
+// Go type that does not belong to the column's type (warehouse.CheckValue).
 func bindValue(c messages.Column) (any, error) {
 	if c.Value == nil {
 		return nil, nil
 	}
-	mismatch := func() error {
-		return fmt.Errorf("column %q: a %s value cannot be %T", c.Name, c.Type.Base, c.Value)
+	if err := warehouse.CheckValue(c.Type, c.Value); err != nil {
+		return nil, err
 	}
-	switch c.Type.Base {
-	case messages.TypeInt64:
-		if v, ok := c.Value.(int64); ok {
-			return v, nil
+	switch v := c.Value.(type) {
+	case bool:
+		if v {
+			return int64(1), nil
 		}
-	case messages.TypeFloat64:
-		if v, ok := c.Value.(float64); ok {
-			return v, nil
-		}
-	case messages.TypeBool:
-		if v, ok := c.Value.(bool); ok {
-			if v {
-				return int64(1), nil
-			}
-			return int64(0), nil
-		}
-	case messages.TypeBytes:
-		if v, ok := c.Value.([]byte); ok {
-			if v == nil {
-				// The driver binds a nil slice as NULL; an empty BYTES value
-				// is not NULL.
-				return []byte{}, nil
-			}
-			return v, nil
-		}
-	default:
-		if v, ok := c.Value.(string); ok {
-			return v, nil
+		return int64(0), nil
+	case []byte:
+		if v == nil {
+			// The driver binds a nil slice as NULL; an empty BYTES value
+			// is not NULL.
+			return []byte{}, nil
 		}
 	}
-	return nil, mismatch()
+	return c.Value, nil
 }
 
 // normaliseValue turns what the driver returned for a column of type t into
 // the Go type messages.Column.Value uses for it.
 func normaliseValue(t messages.ColumnType, v any) (any, error) {
-	if v == nil {
-		return nil, nil
-	}
-	unexpected := fmt.Errorf("%s column holds a %T", t.Base, v)
+	return warehouse.NormaliseValue(t, v, fromSQLite)
+}
+
+// fromSQLite converts the driver's values that are not already of the Go
+// type of their column: SQLite has no BOOL, stores an integral REAL as an
+// integer, and hands back TEXT and BLOB values as either string or []byte.
+func fromSQLite(t messages.ColumnType, v any) (any, bool) {
 	switch t.Base {
 	case messages.TypeInt64:
-		if n, ok := v.(int64); ok {
-			return n, nil
-		}
+		// Only an int64 is an INT64.
 	case messages.TypeFloat64:
-		switch f := v.(type) {
-		case float64:
-			return f, nil
-		case int64:
-			return float64(f), nil
+		if n, ok := v.(int64); ok {
+			return float64(n), true
 		}
 	case messages.TypeBool:
 		if n, ok := v.(int64); ok {
-			return n != 0, nil
+			return n != 0, true
 		}
 	case messages.TypeBytes:
-		switch b := v.(type) {
-		case []byte:
-			if b == nil {
-				return []byte{}, nil
-			}
-			return b, nil
-		case string:
-			return []byte(b), nil
+		if s, ok := v.(string); ok {
+			return []byte(s), true
 		}
 	default:
-		switch s := v.(type) {
-		case string:
-			return s, nil
-		case []byte:
-			return string(s), nil
+		if b, ok := v.([]byte); ok {
+			return string(b), true
 		}
 	}
-	return nil, unexpected
+	return nil, false
 }
 
 // quoteIdent quotes a table, column or index name. Names are valid BigQuery

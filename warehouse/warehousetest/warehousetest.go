@@ -3,17 +3,20 @@
 // or nothing, the ledger, type mapping and value round trips) are defined
 // here once, without SQL, so SQLite and BigQuery cannot drift apart.
 //
-// An adapter's test calls Run with a Factory:
+// An adapter's test calls Run with the Features of the backend it tests and
+// a Factory:
 //
 //	func TestConformance(t *testing.T) {
-//		warehousetest.Run(t, func(t *testing.T) warehousetest.Subject {
+//		features := warehousetest.Features{AddsColumns: true}
+//		warehousetest.Run(t, features, func(t *testing.T) warehouse.Store {
 //			w := openFreshWarehouse(t)
 //			t.Cleanup(func() { w.Close() })
 //			return w
 //		})
 //	}
 //
-// Every scenario gets its own fresh warehouse and runs in parallel with the
+// Scenarios that need a feature the backend lacks are skipped. Every other
+// scenario gets its own fresh warehouse and runs in parallel with the
 // others; use go test's -parallel flag to throttle a remote backend.
 package warehousetest
 
@@ -33,51 +36,60 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
-// Subject is what the suite tests: a warehouse and its reader.
-type Subject interface {
-	warehouse.Warehouse
-	warehouse.Reader
-}
-
 // Factory opens a fresh, empty warehouse for one scenario and arranges its
 // cleanup (t.Cleanup).
-type Factory func(t *testing.T) Subject
+type Factory func(t *testing.T) warehouse.Store
+
+// Features are what a backend under test can do. A scenario that needs a
+// feature the backend lacks is skipped, saying which; the zero value lacks
+// everything optional, so an adapter claims each feature it has.
+type Features struct {
+	// AddsColumns: an insert naming columns an existing table lacks adds
+	// them, and later activities and payloads can use them at once.
+	AddsColumns bool
+}
 
 type scenario struct {
 	name string
-	run  func(t *testing.T, w Subject)
+	run  func(t *testing.T, w warehouse.Store)
+	// addsColumns scenarios need Features.AddsColumns.
+	addsColumns bool
 }
 
 var scenarios = []scenario{
-	{"empty_warehouse_lists_no_tables", emptyWarehouseListsNoTables},
-	{"empty_group_is_no_error", emptyGroupIsNoError},
-	{"insert_creates_table_with_exact_types", insertCreatesTableWithExactTypes},
-	{"insert_adds_missing_columns", insertAddsMissingColumns},
-	{"column_names_are_case_insensitive", columnNamesAreCaseInsensitive},
-	{"incompatible_column_type_rejects_payload", incompatibleColumnTypeRejectsPayload},
-	{"delete_removes_exactly_the_matching_rows", deleteRemovesExactlyTheMatchingRows},
-	{"delete_matches_every_type", deleteMatchesEveryType},
-	{"delete_on_missing_table_rejects_payload", deleteOnMissingTableRejectsPayload},
-	{"delete_on_missing_column_rejects_payload", deleteOnMissingColumnRejectsPayload},
-	{"delete_with_conflicting_type_rejects_payload", deleteWithConflictingTypeRejectsPayload},
-	{"activities_apply_in_order", activitiesApplyInOrder},
-	{"delete_may_use_what_earlier_inserts_created", deleteMayUseWhatEarlierInsertsCreated},
-	{"second_apply_of_a_payload_is_duplicate", secondApplyOfAPayloadIsDuplicate},
-	{"same_id_twice_in_one_group", sameIDTwiceInOneGroup},
-	{"same_payload_applied_concurrently_applies_once", samePayloadAppliedConcurrentlyAppliesOnce},
-	{"failing_payload_does_not_affect_its_group", failingPayloadDoesNotAffectItsGroup},
-	{"payload_sees_earlier_payloads_of_its_group", payloadSeesEarlierPayloadsOfItsGroup},
-	{"rejected_payload_leaves_no_schema_for_later_payloads", rejectedPayloadLeavesNoSchemaForLaterPayloads},
-	{"awkward_values_and_names_round_trip", awkwardValuesAndNamesRoundTrip},
-	{"applied_reports_only_committed_payloads", appliedReportsOnlyCommittedPayloads},
-	{"rows_honours_limit_and_order", rowsHonoursLimitAndOrder},
+	{name: "empty_warehouse_lists_no_tables", run: emptyWarehouseListsNoTables},
+	{name: "empty_group_is_no_error", run: emptyGroupIsNoError},
+	{name: "insert_creates_table_with_exact_types", run: insertCreatesTableWithExactTypes},
+	{name: "insert_adds_missing_columns", run: insertAddsMissingColumns, addsColumns: true},
+	{name: "column_names_are_case_insensitive", run: columnNamesAreCaseInsensitive},
+	{name: "incompatible_column_type_rejects_payload", run: incompatibleColumnTypeRejectsPayload},
+	{name: "delete_removes_exactly_the_matching_rows", run: deleteRemovesExactlyTheMatchingRows},
+	{name: "delete_matches_every_type", run: deleteMatchesEveryType},
+	{name: "delete_on_missing_table_rejects_payload", run: deleteOnMissingTableRejectsPayload},
+	{name: "delete_on_missing_column_rejects_payload", run: deleteOnMissingColumnRejectsPayload},
+	{name: "delete_with_conflicting_type_rejects_payload", run: deleteWithConflictingTypeRejectsPayload},
+	{name: "activities_apply_in_order", run: activitiesApplyInOrder},
+	{name: "delete_may_use_what_earlier_inserts_created", run: deleteMayUseWhatEarlierInsertsCreated, addsColumns: true},
+	{name: "second_apply_of_a_payload_is_duplicate", run: secondApplyOfAPayloadIsDuplicate},
+	{name: "same_id_twice_in_one_group", run: sameIDTwiceInOneGroup},
+	{name: "same_payload_applied_concurrently_applies_once", run: samePayloadAppliedConcurrentlyAppliesOnce},
+	{name: "failing_payload_does_not_affect_its_group", run: failingPayloadDoesNotAffectItsGroup},
+	{name: "payload_sees_earlier_payloads_of_its_group", run: payloadSeesEarlierPayloadsOfItsGroup, addsColumns: true},
+	{name: "rejected_payload_leaves_no_schema_for_later_payloads", run: rejectedPayloadLeavesNoSchemaForLaterPayloads},
+	{name: "awkward_values_and_names_round_trip", run: awkwardValuesAndNamesRoundTrip},
+	{name: "applied_reports_only_committed_payloads", run: appliedReportsOnlyCommittedPayloads},
+	{name: "rows_honours_limit_and_order", run: rowsHonoursLimitAndOrder},
 }
 
-// Run runs every scenario against warehouses from newWarehouse.
-func Run(t *testing.T, newWarehouse Factory) {
+// Run runs every scenario the features allow against warehouses from
+// newWarehouse.
+func Run(t *testing.T, features Features, newWarehouse Factory) {
 	t.Helper()
 	for _, s := range scenarios {
 		t.Run(s.name, func(t *testing.T) {
+			if s.addsColumns && !features.AddsColumns {
+				t.Skip("the backend does not add columns to existing tables (Features.AddsColumns)")
+			}
 			t.Parallel()
 			s.run(t, newWarehouse(t))
 		})
@@ -114,7 +126,7 @@ func Delete(table string, cols ...messages.Column) messages.Activity {
 
 // Payload is a test payload; adapters' own tests build theirs with these too.
 func Payload(id string, activities ...messages.Activity) warehouse.Payload {
-	return warehouse.Payload{ID: id, Payload: messages.Payload{Activities: activities}}
+	return warehouse.Payload{ID: id, Activities: activities}
 }
 
 // ---- applying and reading ----
@@ -128,7 +140,7 @@ func testContext(t *testing.T) context.Context {
 // apply applies group and fails the test on a group-level error. Transient
 // errors are retried a few times: a remote backend may have them for
 // reasons of its own, and the ledger makes the retry safe.
-func apply(t *testing.T, w Subject, group ...warehouse.Payload) []warehouse.Outcome {
+func apply(t *testing.T, w warehouse.Store, group ...warehouse.Payload) []warehouse.Outcome {
 	t.Helper()
 	outcomes, err := applyRetrying(testContext(t), t, w, group)
 	if err != nil {
@@ -140,7 +152,7 @@ func apply(t *testing.T, w Subject, group ...warehouse.Payload) []warehouse.Outc
 	return outcomes
 }
 
-func applyRetrying(ctx context.Context, t *testing.T, w Subject, group []warehouse.Payload) ([]warehouse.Outcome, error) {
+func applyRetrying(ctx context.Context, t *testing.T, w warehouse.Store, group []warehouse.Payload) ([]warehouse.Outcome, error) {
 	var err error
 	for attempt := range 5 {
 		var outcomes []warehouse.Outcome
@@ -246,7 +258,7 @@ func expectRowsAffected(t *testing.T, o warehouse.Outcome, want int64) {
 	}
 }
 
-func tables(t *testing.T, w Subject) []string {
+func tables(t *testing.T, w warehouse.Store) []string {
 	t.Helper()
 	got, err := w.Tables(testContext(t))
 	if err != nil {
@@ -255,7 +267,7 @@ func tables(t *testing.T, w Subject) []string {
 	return got
 }
 
-func expectTables(t *testing.T, w Subject, want ...string) {
+func expectTables(t *testing.T, w warehouse.Store, want ...string) {
 	t.Helper()
 	got := tables(t, w)
 	if want == nil {
@@ -269,7 +281,7 @@ func expectTables(t *testing.T, w Subject, want ...string) {
 	}
 }
 
-func schema(t *testing.T, w Subject, table string) []warehouse.ColumnSchema {
+func schema(t *testing.T, w warehouse.Store, table string) []warehouse.ColumnSchema {
 	t.Helper()
 	got, err := w.Schema(testContext(t), table)
 	if err != nil {
@@ -278,7 +290,7 @@ func schema(t *testing.T, w Subject, table string) []warehouse.ColumnSchema {
 	return got
 }
 
-func expectSchema(t *testing.T, w Subject, table string, want ...warehouse.ColumnSchema) {
+func expectSchema(t *testing.T, w warehouse.Store, table string, want ...warehouse.ColumnSchema) {
 	t.Helper()
 	got := schema(t, w, table)
 	if !reflect.DeepEqual(got, want) {
@@ -294,7 +306,7 @@ func formatSchema(s []warehouse.ColumnSchema) string {
 	return strings.Join(parts, ", ")
 }
 
-func rows(t *testing.T, w Subject, table string) []map[string]any {
+func rows(t *testing.T, w warehouse.Store, table string) []map[string]any {
 	t.Helper()
 	got, err := w.Rows(testContext(t), table, 0)
 	if err != nil {
@@ -305,7 +317,7 @@ func rows(t *testing.T, w Subject, table string) []map[string]any {
 
 type row = map[string]any
 
-func expectRows(t *testing.T, w Subject, table string, want ...row) {
+func expectRows(t *testing.T, w warehouse.Store, table string, want ...row) {
 	t.Helper()
 	got := rows(t, w, table)
 	if len(got) == 0 && len(want) == 0 {
@@ -333,7 +345,7 @@ func formatRows(rs []map[string]any) string {
 	return strings.Join(parts, "\n  ")
 }
 
-func expectApplied(t *testing.T, w Subject, id string, want bool) {
+func expectApplied(t *testing.T, w warehouse.Store, id string, want bool) {
 	t.Helper()
 	got, err := w.Applied(testContext(t), id)
 	if err != nil {
@@ -346,7 +358,7 @@ func expectApplied(t *testing.T, w Subject, id string, want bool) {
 
 // ---- scenarios ----
 
-func emptyWarehouseListsNoTables(t *testing.T, w Subject) {
+func emptyWarehouseListsNoTables(t *testing.T, w warehouse.Store) {
 	expectTables(t, w)
 	if _, err := w.Schema(testContext(t), "nothing_here"); !errors.Is(err, warehouse.ErrTableNotFound) {
 		t.Errorf("Schema of a missing table = %v, want ErrTableNotFound", err)
@@ -360,7 +372,7 @@ func emptyWarehouseListsNoTables(t *testing.T, w Subject) {
 	}
 }
 
-func emptyGroupIsNoError(t *testing.T, w Subject) {
+func emptyGroupIsNoError(t *testing.T, w warehouse.Store) {
 	for _, group := range [][]warehouse.Payload{nil, {}} {
 		outcomes, err := w.Apply(testContext(t), group)
 		if err != nil {
@@ -429,7 +441,7 @@ func nulls(cols []messages.Column) []messages.Column {
 	return out
 }
 
-func insertCreatesTableWithExactTypes(t *testing.T, w Subject) {
+func insertCreatesTableWithExactTypes(t *testing.T, w warehouse.Store) {
 	cols, wantSchema := allTypes()
 	// A second, all-NULL row proves NULL round-trips in every type; it
 	// sorts first.
@@ -442,7 +454,7 @@ func insertCreatesTableWithExactTypes(t *testing.T, w Subject) {
 	expectRows(t, w, "typed", rowOf(nulls(cols)), rowOf(cols))
 }
 
-func insertAddsMissingColumns(t *testing.T, w Subject) {
+func insertAddsMissingColumns(t *testing.T, w warehouse.Store) {
 	expectStatuses(t, apply(t, w, Payload("p1", Insert("t", Col("a", int64Type, int64(1))))), warehouse.Applied)
 	expectStatuses(t, apply(t, w,
 		Payload("p2", Insert("t", Col("a", int64Type, int64(2)), Col("b", stringType, "x"))),
@@ -461,7 +473,7 @@ func insertAddsMissingColumns(t *testing.T, w Subject) {
 	)
 }
 
-func columnNamesAreCaseInsensitive(t *testing.T, w Subject) {
+func columnNamesAreCaseInsensitive(t *testing.T, w warehouse.Store) {
 	outcomes := apply(t, w,
 		Payload("p1", Insert("t", Col("Amount", int64Type, int64(1)))),
 		Payload("p2", Insert("t", Col("amount", int64Type, int64(2)))),
@@ -473,7 +485,7 @@ func columnNamesAreCaseInsensitive(t *testing.T, w Subject) {
 	expectRows(t, w, "t", row{"Amount": int64(2)})
 }
 
-func incompatibleColumnTypeRejectsPayload(t *testing.T, w Subject) {
+func incompatibleColumnTypeRejectsPayload(t *testing.T, w warehouse.Store) {
 	expectStatuses(t, apply(t, w, Payload("setup", Insert("t", Col("a", int64Type, int64(1))))), warehouse.Applied)
 
 	outcomes := apply(t, w, Payload("bad",
@@ -490,7 +502,7 @@ func incompatibleColumnTypeRejectsPayload(t *testing.T, w Subject) {
 	expectApplied(t, w, "bad", false)
 }
 
-func deleteRemovesExactlyTheMatchingRows(t *testing.T, w Subject) {
+func deleteRemovesExactlyTheMatchingRows(t *testing.T, w warehouse.Store) {
 	r := func(a int64, b string, c any) messages.Activity {
 		return Insert("t", Col("a", int64Type, a), Col("b", stringType, b), Col("c", stringType, c))
 	}
@@ -517,7 +529,7 @@ func deleteRemovesExactlyTheMatchingRows(t *testing.T, w Subject) {
 	)
 }
 
-func deleteMatchesEveryType(t *testing.T, w Subject) {
+func deleteMatchesEveryType(t *testing.T, w warehouse.Store) {
 	cols, _ := allTypes()
 	other := withValues(cols, map[string]any{"i": int64(7)})
 	expectStatuses(t, apply(t, w, Payload("setup", Insert("typed", cols...), Insert("typed", other...))), warehouse.Applied)
@@ -550,7 +562,7 @@ func deleteMatchesEveryType(t *testing.T, w Subject) {
 
 // expectUntouched checks that a rejected payload left no trace: no table or
 // column its inserts would have created, no row, no ledger entry.
-func expectUntouched(t *testing.T, w Subject, id string) {
+func expectUntouched(t *testing.T, w warehouse.Store, id string) {
 	t.Helper()
 	expectTables(t, w, "existing")
 	expectSchema(t, w, "existing", warehouse.ColumnSchema{Name: "a", Type: int64Type})
@@ -558,7 +570,7 @@ func expectUntouched(t *testing.T, w Subject, id string) {
 	expectApplied(t, w, id, false)
 }
 
-func setupExisting(t *testing.T, w Subject) {
+func setupExisting(t *testing.T, w warehouse.Store) {
 	t.Helper()
 	expectStatuses(t, apply(t, w, Payload("setup", Insert("existing", Col("a", int64Type, int64(1))))), warehouse.Applied)
 }
@@ -573,7 +585,7 @@ func writesBeforeTheBadDelete() []messages.Activity {
 	}
 }
 
-func deleteOnMissingTableRejectsPayload(t *testing.T, w Subject) {
+func deleteOnMissingTableRejectsPayload(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	activities := append(writesBeforeTheBadDelete(), Delete("missing", Col("a", int64Type, int64(1))))
 	outcomes := apply(t, w, Payload("bad", activities...))
@@ -582,7 +594,7 @@ func deleteOnMissingTableRejectsPayload(t *testing.T, w Subject) {
 	expectUntouched(t, w, "bad")
 }
 
-func deleteOnMissingColumnRejectsPayload(t *testing.T, w Subject) {
+func deleteOnMissingColumnRejectsPayload(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	activities := append(writesBeforeTheBadDelete(), Delete("existing", Col("a", int64Type, int64(2)), Col("missing", int64Type, int64(1))))
 	outcomes := apply(t, w, Payload("bad", activities...))
@@ -600,7 +612,7 @@ func deleteOnMissingColumnRejectsPayload(t *testing.T, w Subject) {
 	expectUntouched(t, w, "bad-order")
 }
 
-func deleteWithConflictingTypeRejectsPayload(t *testing.T, w Subject) {
+func deleteWithConflictingTypeRejectsPayload(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	activities := append(writesBeforeTheBadDelete(), Delete("existing", Col("a", stringType, "1")))
 	outcomes := apply(t, w, Payload("bad", activities...))
@@ -609,7 +621,7 @@ func deleteWithConflictingTypeRejectsPayload(t *testing.T, w Subject) {
 	expectUntouched(t, w, "bad")
 }
 
-func activitiesApplyInOrder(t *testing.T, w Subject) {
+func activitiesApplyInOrder(t *testing.T, w warehouse.Store) {
 	a := func(v int64) messages.Column { return Col("a", int64Type, v) }
 	expectStatuses(t, apply(t, w, Payload("setup", Insert("t", a(3)))), warehouse.Applied)
 
@@ -623,7 +635,7 @@ func activitiesApplyInOrder(t *testing.T, w Subject) {
 	expectRows(t, w, "t", row{"a": int64(3)})
 }
 
-func deleteMayUseWhatEarlierInsertsCreated(t *testing.T, w Subject) {
+func deleteMayUseWhatEarlierInsertsCreated(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	outcomes := apply(t, w, Payload("p1",
 		Insert("fresh", Col("k", int64Type, int64(1)), Col("v", stringType, "gone")),
@@ -642,7 +654,7 @@ func deleteMayUseWhatEarlierInsertsCreated(t *testing.T, w Subject) {
 	expectRows(t, w, "existing", row{"a": int64(1), "added": nil})
 }
 
-func secondApplyOfAPayloadIsDuplicate(t *testing.T, w Subject) {
+func secondApplyOfAPayloadIsDuplicate(t *testing.T, w warehouse.Store) {
 	p := Payload("once", Insert("t", Col("a", int64Type, int64(1))))
 	expectStatuses(t, apply(t, w, p), warehouse.Applied)
 	expectStatuses(t, apply(t, w, p), warehouse.Duplicate)
@@ -652,14 +664,14 @@ func secondApplyOfAPayloadIsDuplicate(t *testing.T, w Subject) {
 	expectRows(t, w, "t", row{"a": int64(1)})
 }
 
-func sameIDTwiceInOneGroup(t *testing.T, w Subject) {
+func sameIDTwiceInOneGroup(t *testing.T, w warehouse.Store) {
 	p := Payload("twice", Insert("t", Col("a", int64Type, int64(1))))
 	expectStatuses(t, apply(t, w, p, Payload("other", Insert("t", Col("a", int64Type, int64(2)))), p),
 		warehouse.Applied, warehouse.Applied, warehouse.Duplicate)
 	expectRows(t, w, "t", row{"a": int64(1)}, row{"a": int64(2)})
 }
 
-func samePayloadAppliedConcurrentlyAppliesOnce(t *testing.T, w Subject) {
+func samePayloadAppliedConcurrentlyAppliesOnce(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	p := Payload("racer", Insert("existing", Col("a", int64Type, int64(2))))
 	ctx := testContext(t)
@@ -692,7 +704,7 @@ func samePayloadAppliedConcurrentlyAppliesOnce(t *testing.T, w Subject) {
 	expectRows(t, w, "existing", row{"a": int64(1)}, row{"a": int64(2)})
 }
 
-func failingPayloadDoesNotAffectItsGroup(t *testing.T, w Subject) {
+func failingPayloadDoesNotAffectItsGroup(t *testing.T, w warehouse.Store) {
 	setupExisting(t, w)
 	bad := append(writesBeforeTheBadDelete(), Delete("missing", Col("a", int64Type, int64(1))))
 	outcomes := apply(t, w,
@@ -710,7 +722,7 @@ func failingPayloadDoesNotAffectItsGroup(t *testing.T, w Subject) {
 	expectApplied(t, w, "last", true)
 }
 
-func payloadSeesEarlierPayloadsOfItsGroup(t *testing.T, w Subject) {
+func payloadSeesEarlierPayloadsOfItsGroup(t *testing.T, w warehouse.Store) {
 	outcomes := apply(t, w,
 		Payload("create", Insert("t", Col("a", int64Type, int64(1)), Col("b", stringType, "x"))),
 		Payload("widen", Insert("t", Col("a", int64Type, int64(2)), Col("c", stringType, "y"))),
@@ -726,7 +738,7 @@ func payloadSeesEarlierPayloadsOfItsGroup(t *testing.T, w Subject) {
 	)
 }
 
-func rejectedPayloadLeavesNoSchemaForLaterPayloads(t *testing.T, w Subject) {
+func rejectedPayloadLeavesNoSchemaForLaterPayloads(t *testing.T, w warehouse.Store) {
 	outcomes := apply(t, w,
 		// Creates table t with a INT64 and adds nothing else: rejected.
 		Payload("rejected", Insert("t", Col("a", int64Type, int64(1))), Delete("missing", Col("a", int64Type, int64(1)))),
@@ -743,7 +755,7 @@ func rejectedPayloadLeavesNoSchemaForLaterPayloads(t *testing.T, w Subject) {
 	expectRows(t, w, "t", row{"a": "y"})
 }
 
-func awkwardValuesAndNamesRoundTrip(t *testing.T, w Subject) {
+func awkwardValuesAndNamesRoundTrip(t *testing.T, w warehouse.Store) {
 	awkward := []string{
 		"",
 		"it's",
@@ -792,7 +804,7 @@ func jsonObject(s string) string {
 	return string(b)
 }
 
-func appliedReportsOnlyCommittedPayloads(t *testing.T, w Subject) {
+func appliedReportsOnlyCommittedPayloads(t *testing.T, w warehouse.Store) {
 	expectApplied(t, w, "good", false)
 	outcomes := apply(t, w,
 		Payload("good", Insert("t", Col("a", int64Type, int64(1)))),
@@ -810,7 +822,7 @@ func appliedReportsOnlyCommittedPayloads(t *testing.T, w Subject) {
 	expectTables(t, w, "t")
 }
 
-func rowsHonoursLimitAndOrder(t *testing.T, w Subject) {
+func rowsHonoursLimitAndOrder(t *testing.T, w warehouse.Store) {
 	var inserts []messages.Activity
 	for _, v := range []int64{5, -2, 3, 9, 0} {
 		inserts = append(inserts, Insert("t", Col("a", int64Type, v), Col("b", stringType, "x")))

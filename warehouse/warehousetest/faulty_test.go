@@ -1,4 +1,4 @@
-package warehouse_test
+package warehousetest_test
 
 import (
 	"context"
@@ -8,7 +8,13 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/warehouse"
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
+
+func onePayload() warehouse.Payload {
+	return warehousetest.Payload("p1", warehousetest.Insert("t",
+		warehousetest.Col("a", messages.ColumnType{Base: messages.TypeInt64}, int64(1))))
+}
 
 // countingWarehouse applies nothing and counts the Apply calls that reached it.
 type countingWarehouse struct {
@@ -38,13 +44,13 @@ func (c *countingWarehouse) reached() int {
 
 func TestFaulty_fails_the_next_n_calls_with_a_transient_error_by_default(t *testing.T) {
 	inner := &countingWarehouse{}
-	f := warehouse.NewFaulty(inner)
+	f := warehousetest.NewFaulty(inner)
 	f.FailNext(2, nil)
-	group := []warehouse.Payload{payloadOn(1, "t")}
+	group := []warehouse.Payload{onePayload()}
 
 	for i := range 2 {
 		_, err := f.Apply(context.Background(), group)
-		if !errors.Is(err, warehouse.ErrInjected) || messages.ClassOf(err) != messages.ClassTransient {
+		if !errors.Is(err, warehousetest.ErrInjected) || messages.ClassOf(err) != messages.ClassTransient {
 			t.Fatalf("call %d: err = %v (class %q), want transient ErrInjected", i, err, messages.ClassOf(err))
 		}
 	}
@@ -61,7 +67,7 @@ func TestFaulty_fails_the_next_n_calls_with_a_transient_error_by_default(t *test
 }
 
 func TestFaulty_uses_the_given_error(t *testing.T) {
-	f := warehouse.NewFaulty(&countingWarehouse{})
+	f := warehousetest.NewFaulty(&countingWarehouse{})
 	poison := messages.Permanent(errors.New("bad"))
 	f.FailNext(1, poison)
 	if _, err := f.Apply(context.Background(), nil); !errors.Is(err, poison) {
@@ -71,10 +77,10 @@ func TestFaulty_uses_the_given_error(t *testing.T) {
 
 func TestFaulty_FailNextAfterApply_applies_then_fails(t *testing.T) {
 	inner := &countingWarehouse{}
-	f := warehouse.NewFaulty(inner)
+	f := warehousetest.NewFaulty(inner)
 	f.FailNextAfterApply(1, nil)
-	out, err := f.Apply(context.Background(), []warehouse.Payload{payloadOn(1, "t")})
-	if !errors.Is(err, warehouse.ErrInjected) || out != nil {
+	out, err := f.Apply(context.Background(), []warehouse.Payload{onePayload()})
+	if !errors.Is(err, warehousetest.ErrInjected) || out != nil {
 		t.Fatalf("got %+v, %v; want no outcomes and ErrInjected", out, err)
 	}
 	if inner.reached() != 1 {
@@ -87,7 +93,7 @@ func TestFaulty_FailNextAfterApply_applies_then_fails(t *testing.T) {
 
 func TestFaulty_is_safe_for_concurrent_use(t *testing.T) {
 	inner := &countingWarehouse{}
-	f := warehouse.NewFaulty(inner)
+	f := warehousetest.NewFaulty(inner)
 	f.FailNext(50, nil)
 	var wg sync.WaitGroup
 	var mu sync.Mutex

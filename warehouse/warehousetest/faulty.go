@@ -1,4 +1,4 @@
-package warehouse
+package warehousetest
 
 import (
 	"context"
@@ -6,16 +6,18 @@ import (
 	"sync"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
 // ErrInjected is the error Faulty fails with when it is given none.
 var ErrInjected = errors.New("injected warehouse failure")
 
-// Faulty wraps a Warehouse and fails Apply calls on demand, so end-to-end
-// tests can drive the retry path with a real warehouse underneath. It is safe
-// for concurrent use.
+// Faulty wraps a warehouse.Warehouse and fails Apply calls on demand, so
+// end-to-end tests can drive the retry path with a real warehouse
+// underneath. It is a test double, so it lives beside the conformance suite
+// rather than in the port itself. It is safe for concurrent use.
 type Faulty struct {
-	warehouse Warehouse
+	warehouse warehouse.Warehouse
 
 	mu sync.Mutex
 	// failBefore and failAfter count the Apply calls still to fail, before
@@ -26,7 +28,7 @@ type Faulty struct {
 }
 
 // NewFaulty wraps w. It passes every call through until told otherwise.
-func NewFaulty(w Warehouse) *Faulty {
+func NewFaulty(w warehouse.Warehouse) *Faulty {
 	return &Faulty{warehouse: w}
 }
 
@@ -65,10 +67,10 @@ func (f *Faulty) Failures() int {
 }
 
 // Unwrap returns the wrapped warehouse, for reading what was applied.
-func (f *Faulty) Unwrap() Warehouse { return f.warehouse }
+func (f *Faulty) Unwrap() warehouse.Warehouse { return f.warehouse }
 
 // Apply fails as configured, or passes the call through.
-func (f *Faulty) Apply(ctx context.Context, group []Payload) ([]Outcome, error) {
+func (f *Faulty) Apply(ctx context.Context, group []warehouse.Payload) ([]warehouse.Outcome, error) {
 	f.mu.Lock()
 	f.calls++
 	var failBefore, failAfter bool
