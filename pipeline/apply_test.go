@@ -254,7 +254,7 @@ func TestApplyPoisonsTransientFailureAfterRetryMax(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		faulty := warehouse.NewFaulty(inner)
+		faulty := warehousetest.NewFaulty(inner)
 		faulty.FailNext(1_000_000, nil)
 		r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
 		poisoned := r.watch(t, cfg.PoisonTopicID)
@@ -273,7 +273,7 @@ func TestApplyPoisonsTransientFailureAfterRetryMax(t *testing.T) {
 		if a := m.Attributes[messages.MetaAttempts]; a != "3" {
 			t.Errorf("attempts %q, want RETRY_MAX+1 = 3", a)
 		}
-		if reason := m.Attributes[middleware.ReasonForPoisonedKey]; !strings.Contains(reason, warehouse.ErrInjected.Error()) {
+		if reason := m.Attributes[middleware.ReasonForPoisonedKey]; !strings.Contains(reason, warehousetest.ErrInjected.Error()) {
 			t.Errorf("reason %q does not name the failure", reason)
 		}
 		if calls := faulty.Calls(); calls != 3 {
