@@ -47,10 +47,18 @@ type Table[C Column] interface {
 }
 
 // Lookup reads an existing table; ok is false when there is none. An error
-// is a failure to read, and fails the check, unless it is classified
-// permanent (messages.Permanent): then no payload can use the table, and
-// that is the payload's problem.
+// is a failure to read, and fails the check, unless it is an
+// *UnusableTableError: then no payload can use the table, and that is the
+// payload's problem.
 type Lookup[C Column, T Table[C]] func(ctx context.Context, table string) (t T, ok bool, err error)
+
+// UnusableTableError is a Lookup's answer for a table that exists but that
+// no payload may write (in SQLite, one with a column gatekeeper did not
+// create).
+type UnusableTableError struct{ Err error }
+
+func (e *UnusableTableError) Error() string { return e.Err.Error() }
+func (e *UnusableTableError) Unwrap() error { return e.Err }
 
 // Rules are an adapter's part of planning: what its backend refuses beyond
 // the rules every warehouse shares. Only NewColumn is required.
@@ -239,7 +247,7 @@ func (p *Plan[C, T]) Check(ctx context.Context, activities []messages.Activity) 
 		}
 		v, err := view(a.Table)
 		if err != nil {
-			if messages.ClassOf(err) == messages.ClassPermanent {
+			if errors.As(err, new(*UnusableTableError)) {
 				return problem(err)
 			}
 			return Checked[C, T]{}, err

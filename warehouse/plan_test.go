@@ -228,7 +228,7 @@ func TestPlan_lookup_errors(t *testing.T) {
 	unusable := errors.New("table has a column nobody can write")
 	broken := errors.New("metadata unavailable")
 	b := existing()
-	b.errs = map[string]error{"foreign": messages.Permanent(unusable), "down": broken}
+	b.errs = map[string]error{"foreign": &warehouse.UnusableTableError{Err: unusable}, "down": broken}
 	plan := warehouse.NewPlan(baseRules(), b.lookup)
 
 	expectProblem(t, check(t, plan, warehousetest.Insert("foreign", icol("a", int64(1)))), unusable,

@@ -376,7 +376,7 @@ func (w *Warehouse) check(ctx context.Context, activities []messages.Activity) (
 func (w *Warehouse) lookupTable(ctx context.Context, table string) (*tableInfo, bool, error) {
 	ti, err := w.table(ctx, w.conn, table)
 	if errors.Is(err, errForeignSchema) {
-		return nil, false, messages.Permanent(err)
+		return nil, false, &warehouse.UnusableTableError{Err: err}
 	}
 	return ti, ti != nil, err
 }
