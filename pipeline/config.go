@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"net"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,11 +93,12 @@ type Config struct {
 	// memory and slows down as it grows, so this bounds both. Optional,
 	// default 10,000.
 	EmbeddedMaxBacklog int
-	// CreateResources (CREATE_RESOURCES) creates missing topics,
-	// subscriptions and, for WAREHOUSE=bigquery, the dataset at start.
-	// Optional, default true; switch it off where they are managed as
-	// infrastructure, and start fails if any is missing.
-	CreateResources bool
+	// DoNotCreateResources (CREATE_RESOURCES=false) only checks that the
+	// topics, subscriptions and, for WAREHOUSE=bigquery, the dataset exist,
+	// where they are managed as infrastructure: start fails (or, for an
+	// ingest-only process, readiness waits) while any is missing. Optional;
+	// by default gatekeeper creates what is missing.
+	DoNotCreateResources bool
 	// PublishTimeout (PUBLISH_TIMEOUT) bounds one publish; past it the HTTP
 	// client gets 503. Optional, default 10s.
 	PublishTimeout time.Duration
@@ -105,7 +109,7 @@ type Config struct {
 	// ReceiveStreams (RECEIVE_STREAMS) is the number of streaming pulls the
 	// apply stage opens. The embedded server hands each stream at most one
 	// message per 10 ms tick, so it needs many. Optional, default 32 for the
-	// embedded Pub/Sub, 4 otherwise.
+	// embedded Pub/Sub, 4 otherwise (derived, see DefaultConfig).
 	ReceiveStreams int
 	// MaxOutstanding (MAX_OUTSTANDING) is how many messages the apply stage
 	// holds unacknowledged at once, which bounds how large a group can get.
@@ -137,10 +141,10 @@ type Config struct {
 	ApplyTimeout time.Duration
 	// Retry of transient apply failures. Optional, defaults: 5 retries, 100ms
 	// initial, 10s max interval, multiplier 2, randomization 0.5.
-	RetryMax                  int
-	RetryInitial, RetryMaxGap time.Duration
-	RetryMultiplier           float64
-	RetryJitter               float64
+	RetryMax                       int
+	RetryInitial, RetryMaxInterval time.Duration
+	RetryMultiplier                float64
+	RetryJitter                    float64
 	// Group commit: MaxSize payloads or MaxWait, whichever first; at most
 	// MaxInFlight groups apply at once. Optional, defaults 200, 2ms, 4.
 	GroupMaxSize     int
@@ -173,11 +177,11 @@ type Config struct {
 	// them when CREATE_RESOURCES allows) and probes the warehouse.
 	// Optional, default 5s.
 	ResourceCheckInterval time.Duration
-	// ExactlyOnceDelivery (EXACTLY_ONCE_DELIVERY) enables Pub/Sub's
-	// exactly-once delivery on the apply subscription when gatekeeper
-	// creates it on Google Pub/Sub (emulators ignore it). Default true
-	// (DefaultConfig).
-	ExactlyOnceDelivery bool
+	// DisableExactlyOnceDelivery (EXACTLY_ONCE_DELIVERY=false) creates the
+	// apply subscription without Pub/Sub's exactly-once delivery. Optional;
+	// by default a subscription gatekeeper creates on Google Pub/Sub has it
+	// (emulators ignore it).
+	DisableExactlyOnceDelivery bool
 
 	// PushgatewayHost (PUSHGATEWAY_PROMETHEUS_HOST) receives metrics every
 	// PushInterval when set. Optional.
@@ -188,32 +192,50 @@ type Config struct {
 	ShutdownTimeout time.Duration
 }
 
-// DefaultConfig returns a Config with every default set: what `gatekeeper
-// serve` runs with when nothing is configured.
+// DefaultConfig returns the defaults that hold whatever else is set. The
+// ones derived from other settings stay zero here, because they can only be
+// derived from the final values: ProjectID (for the emulators), the poison
+// and applied names, ReceiveStreams (by Pub/Sub mode) and OutboxPath (beside
+// the warehouse). NewService derives them; WithDefaults shows the result.
+// The zero Config means the same as DefaultConfig: this is what the command
+// line starts from and what --help shows.
 func DefaultConfig() Config {
 	var c Config
-	c.CreateResources = true
-	c.ExactlyOnceDelivery = true
+	c.setStaticDefaults()
+	return c
+}
+
+// WithDefaults returns c with every default applied, derived ones included:
+// the configuration NewService runs.
+func (c Config) WithDefaults() Config {
 	c.setDefaults()
 	return c
 }
 
 func (c *Config) setDefaults() {
-	setDefault(&c.DatasetID, "gatekeeper")
-	setDefault(&c.TopicID, "db-transaction-topic")
-	setDefault(&c.SubscriptionID, "db-sub")
+	c.setStaticDefaults()
 	setDefault(&c.PoisonTopicID, c.TopicID+"-poison")
 	setDefault(&c.PoisonSubscriptionID, c.SubscriptionID+"-poison")
 	setDefault(&c.AppliedTopicID, c.TopicID+"-applied")
+	if c.ResolvedPubSubMode() == PubSubEmbedded {
+		setDefault(&c.ReceiveStreams, 32)
+	}
+	setDefault(&c.ReceiveStreams, 4)
+	setDefault(&c.OutboxPath, defaultOutboxPath(c.Warehouse))
+	if c.ResolvedPubSubMode() != PubSubGoogle && !c.usesGoogleBigQuery() {
+		setDefault(&c.ProjectID, "gatekeeper-local")
+	}
+}
+
+func (c *Config) setStaticDefaults() {
+	setDefault(&c.DatasetID, "gatekeeper")
+	setDefault(&c.TopicID, "db-transaction-topic")
+	setDefault(&c.SubscriptionID, "db-sub")
 	setDefault(&c.PubSubMode, PubSubAuto)
 	setDefault(&c.EmbeddedPubSubAddr, "127.0.0.1:8086")
 	setDefault(&c.EmbeddedMaxBacklog, 10_000)
 	setDefault(&c.PublishTimeout, 10*time.Second)
 	setDefault(&c.PublishDelayThreshold, time.Millisecond)
-	if c.ResolvedPubSubMode() == PubSubEmbedded {
-		setDefault(&c.ReceiveStreams, 32)
-	}
-	setDefault(&c.ReceiveStreams, 4)
 	setDefault(&c.MaxOutstanding, 1000)
 	if len(c.Stages) == 0 {
 		c.Stages = []Stage{StageIngest, StageApply}
@@ -228,23 +250,19 @@ func (c *Config) setDefaults() {
 	setDefault(&c.ApplyTimeout, 60*time.Second)
 	setDefault(&c.RetryMax, 5)
 	setDefault(&c.RetryInitial, 100*time.Millisecond)
-	setDefault(&c.RetryMaxGap, 10*time.Second)
+	setDefault(&c.RetryMaxInterval, 10*time.Second)
 	setDefault(&c.RetryMultiplier, 2)
 	setDefault(&c.RetryJitter, 0.5)
 	setDefault(&c.GroupMaxSize, 200)
 	setDefault(&c.GroupMaxWait, 2*time.Millisecond)
 	setDefault(&c.GroupMaxInFlight, 4)
 	setDefault(&c.Outbox, OutboxAuto)
-	setDefault(&c.OutboxPath, defaultOutboxPath(c.Warehouse))
 	setDefault(&c.OutboxRedeliverAfter, 2*time.Minute)
 	setDefault(&c.SQLiteSync, "full")
 	setDefault(&c.UnhealthyAfter, 5*time.Minute)
 	setDefault(&c.ResourceCheckInterval, 5*time.Second)
 	setDefault(&c.PushInterval, 15*time.Second)
 	setDefault(&c.ShutdownTimeout, 30*time.Second)
-	if c.ResolvedPubSubMode() != PubSubGoogle && !c.usesGoogleBigQuery() {
-		setDefault(&c.ProjectID, "gatekeeper-local")
-	}
 }
 
 func defaultOutboxPath(warehouse string) string {
@@ -306,7 +324,7 @@ func (c Config) usesGoogleBigQuery() bool {
 // every attempt at its longest and every backoff between them, plus a
 // margin for the group it waits in.
 func (c Config) maxHandlingTime() time.Duration {
-	return time.Duration(c.RetryMax+1)*c.ApplyTimeout + time.Duration(c.RetryMax)*c.RetryMaxGap + time.Minute
+	return time.Duration(c.RetryMax+1)*c.ApplyTimeout + time.Duration(c.RetryMax)*c.RetryMaxInterval + time.Minute
 }
 
 // ResolvedPubSubMode turns PubSubAuto into the mode the environment asks for.
@@ -325,16 +343,15 @@ func (c Config) ResolvedPubSubMode() PubSubMode {
 
 // Runs reports whether this process runs stage s.
 func (c Config) Runs(s Stage) bool {
-	for _, have := range c.Stages {
-		if have == s {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(c.Stages, s)
 }
 
-// Validate reports every problem with c at once.
+// Validate reports every problem with c at once, in a fixed order (the
+// order of the README's configuration table, roughly), so that the same
+// configuration always gives the same message.
 func (c Config) Validate() error {
+	// The zero value of a field means its default.
+	c.setDefaults()
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
@@ -355,13 +372,13 @@ func (c Config) Validate() error {
 			bad("PUBSUB_EMBEDDED_ADDR %q: %v", c.EmbeddedPubSubAddr, err)
 		}
 	}
-	for name, id := range map[string]string{
-		"TOPIC_ID": c.TopicID, "SUBSCRIPTION_ID": c.SubscriptionID,
-		"POISON_TOPIC_ID": c.PoisonTopicID, "POISON_SUBSCRIPTION_ID": c.PoisonSubscriptionID,
-		"APPLIED_TOPIC_ID": c.AppliedTopicID,
+	for _, n := range []struct{ env, id string }{
+		{"TOPIC_ID", c.TopicID}, {"SUBSCRIPTION_ID", c.SubscriptionID},
+		{"POISON_TOPIC_ID", c.PoisonTopicID}, {"POISON_SUBSCRIPTION_ID", c.PoisonSubscriptionID},
+		{"APPLIED_TOPIC_ID", c.AppliedTopicID},
 	} {
-		if !validPubSubName(id) {
-			bad("%s %q: Pub/Sub names are 3-255 characters of letters, digits and -_.~+%%, starting with a letter", name, id)
+		if !validPubSubName(n.id) {
+			bad("%s %q: Pub/Sub names are 3-255 characters of letters, digits and -_.~+%%, starting with a letter", n.env, n.id)
 		}
 	}
 	if c.TopicID == c.PoisonTopicID || c.TopicID == c.AppliedTopicID || c.PoisonTopicID == c.AppliedTopicID {
@@ -410,22 +427,24 @@ func (c Config) Validate() error {
 			bad("HTTP_ADDR %q: %v", c.HTTPAddr, err)
 		}
 	}
-	positive := map[string]float64{
-		"MAX_BODY_BYTES": float64(c.MaxBodyBytes), "PUBLISH_TIMEOUT": float64(c.PublishTimeout),
-		"PUBLISH_DELAY_THRESHOLD": float64(c.PublishDelayThreshold), "RECEIVE_STREAMS": float64(c.ReceiveStreams),
-		"MAX_OUTSTANDING": float64(c.MaxOutstanding), "APPLY_TIMEOUT": float64(c.ApplyTimeout),
-		"EMBEDDED_MAX_BACKLOG": float64(c.EmbeddedMaxBacklog),
-		"RETRY_INITIAL":        float64(c.RetryInitial), "RETRY_MAX_INTERVAL": float64(c.RetryMaxGap),
-		"GROUP_MAX_SIZE": float64(c.GroupMaxSize), "GROUP_MAX_WAIT": float64(c.GroupMaxWait),
-		"GROUP_MAX_IN_FLIGHT": float64(c.GroupMaxInFlight), "SHUTDOWN_TIMEOUT": float64(c.ShutdownTimeout),
-		"PUSH_INTERVAL": float64(c.PushInterval), "READ_TIMEOUT": float64(c.ReadTimeout),
-		"WRITE_TIMEOUT": float64(c.WriteTimeout), "IDLE_TIMEOUT": float64(c.IdleTimeout),
-		"READ_HEADER_TIMEOUT": float64(c.ReadHeaderTimeout), "UNHEALTHY_AFTER": float64(c.UnhealthyAfter),
-		"RESOURCE_CHECK_INTERVAL": float64(c.ResourceCheckInterval), "OUTBOX_REDELIVER_AFTER": float64(c.OutboxRedeliverAfter),
-	}
-	for name, v := range positive {
-		if v <= 0 {
-			bad("%s must be positive", name)
+	for _, p := range []struct {
+		env   string
+		value float64
+	}{
+		{"PUBLISH_TIMEOUT", float64(c.PublishTimeout)}, {"PUBLISH_DELAY_THRESHOLD", float64(c.PublishDelayThreshold)},
+		{"RECEIVE_STREAMS", float64(c.ReceiveStreams)}, {"MAX_OUTSTANDING", float64(c.MaxOutstanding)},
+		{"MAX_BODY_BYTES", float64(c.MaxBodyBytes)}, {"READ_HEADER_TIMEOUT", float64(c.ReadHeaderTimeout)},
+		{"READ_TIMEOUT", float64(c.ReadTimeout)}, {"WRITE_TIMEOUT", float64(c.WriteTimeout)},
+		{"IDLE_TIMEOUT", float64(c.IdleTimeout)}, {"EMBEDDED_MAX_BACKLOG", float64(c.EmbeddedMaxBacklog)},
+		{"APPLY_TIMEOUT", float64(c.ApplyTimeout)}, {"RETRY_INITIAL", float64(c.RetryInitial)},
+		{"RETRY_MAX_INTERVAL", float64(c.RetryMaxInterval)}, {"GROUP_MAX_SIZE", float64(c.GroupMaxSize)},
+		{"GROUP_MAX_WAIT", float64(c.GroupMaxWait)}, {"GROUP_MAX_IN_FLIGHT", float64(c.GroupMaxInFlight)},
+		{"OUTBOX_REDELIVER_AFTER", float64(c.OutboxRedeliverAfter)}, {"UNHEALTHY_AFTER", float64(c.UnhealthyAfter)},
+		{"RESOURCE_CHECK_INTERVAL", float64(c.ResourceCheckInterval)}, {"PUSH_INTERVAL", float64(c.PushInterval)},
+		{"SHUTDOWN_TIMEOUT", float64(c.ShutdownTimeout)},
+	} {
+		if p.value <= 0 {
+			bad("%s must be positive", p.env)
 		}
 	}
 	if c.RetryMax < 0 {
@@ -505,4 +524,21 @@ func (c Config) ValidateWarehouse() error {
 		errs = append(errs, fmt.Errorf("DATASET_ID %q: letters, digits and underscores only", c.DatasetID))
 	}
 	return errors.Join(errs...)
+}
+
+// LogValue logs every setting, so that the start log shows the effective
+// configuration, derived defaults included. Config holds no secrets: the
+// credentials are a file's path.
+func (c Config) LogValue() slog.Value {
+	v := reflect.ValueOf(c)
+	attrs := make([]slog.Attr, 0, v.NumField())
+	for i := range v.NumField() {
+		f := v.Field(i)
+		if d, ok := f.Interface().(time.Duration); ok {
+			attrs = append(attrs, slog.String(v.Type().Field(i).Name, d.String()))
+			continue
+		}
+		attrs = append(attrs, slog.Any(v.Type().Field(i).Name, f.Interface()))
+	}
+	return slog.GroupValue(attrs...)
 }

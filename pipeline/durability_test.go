@@ -72,7 +72,7 @@ func TestEmbeddedShutdownWithStuckWarehouseKeepsAcceptedInOutbox(t *testing.T) {
 	cfg.ShutdownTimeout = time.Second
 	cfg.RetryMax = 1000
 	cfg.RetryInitial = 50 * time.Millisecond
-	cfg.RetryMaxGap = 100 * time.Millisecond
+	cfg.RetryMaxInterval = 100 * time.Millisecond
 	spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
 	inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
 	if err != nil {
@@ -155,7 +155,7 @@ func TestIngestRefusesWithoutApplySubscription(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		cfg.CreateResources = false
+		cfg.DoNotCreateResources = true
 		cfg.UnhealthyAfter = 500 * time.Millisecond
 		svc, err := pipeline.NewService(context.Background(), cfg, testLogger())
 		if err != nil {
@@ -230,7 +230,7 @@ func TestServiceRecreatesLostTopicsAndSubscriptions(t *testing.T) {
 		cfg.ResourceCheckInterval = time.Hour
 		cfg.RetryMax = 1000
 		cfg.RetryInitial = 50 * time.Millisecond
-		cfg.RetryMaxGap = 100 * time.Millisecond
+		cfg.RetryMaxInterval = 100 * time.Millisecond
 		spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
 		inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
 		if err != nil {

@@ -63,7 +63,7 @@ func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, e
 			ps.options = []option.ClientOption{option.WithAuthCredentialsFile(option.ServiceAccount, cfg.CredentialsFile)}
 		}
 	}
-	logger.Info("pub/sub mode", "mode", ps.Mode, "project", cfg.ProjectID, "endpoint", ps.endpoint())
+	logger.Info("Pub/Sub mode", "mode", ps.Mode, "project", cfg.ProjectID, "endpoint", ps.endpoint())
 
 	client, err := pubsub.NewClient(ctx, cfg.ProjectID, ps.options...)
 	if err != nil {
@@ -234,7 +234,7 @@ func (ps *PubSub) resources() []resource {
 		// applied; 20 s only bounds how soon a crashed consumer's
 		// messages are redelivered.
 		ackDeadline: 20 * time.Second,
-		exactlyOnce: c.ExactlyOnceDelivery && ps.Mode == PubSubGoogle,
+		exactlyOnce: !c.DisableExactlyOnceDelivery && ps.Mode == PubSubGoogle,
 	}
 	if !c.Runs(StageApply) {
 		rs = append(rs, apply)
@@ -285,7 +285,7 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 	topicName := topicPath(ps.cfg.ProjectID, r.topic)
 	if r.subscription == "" {
 		_, err := ps.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: topicName})
-		if status.Code(err) == codes.NotFound && !ps.cfg.CreateResources {
+		if status.Code(err) == codes.NotFound && ps.cfg.DoNotCreateResources {
 			return false, fmt.Errorf("topic %s does not exist, and CREATE_RESOURCES=false forbids creating it: %w", r.topic, err)
 		}
 		if status.Code(err) == codes.NotFound {
@@ -294,7 +294,7 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 				err = nil
 			} else if err == nil {
 				created = true
-				ps.logger.Info("created topic", "topic", r.topic)
+				ps.logger.Info("Created topic", "topic", r.topic)
 			}
 		}
 		if err != nil {
@@ -316,7 +316,7 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 		}
 		return false, nil
 	}
-	if status.Code(err) == codes.NotFound && !ps.cfg.CreateResources {
+	if status.Code(err) == codes.NotFound && ps.cfg.DoNotCreateResources {
 		return false, fmt.Errorf("subscription %s on topic %s does not exist, and CREATE_RESOURCES=false forbids creating it; "+
 			"Pub/Sub would drop every payload published to the topic: %w", r.subscription, r.topic, err)
 	}
@@ -340,7 +340,7 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 	if err != nil {
 		return false, fmt.Errorf("create subscription %s: %w", r.subscription, err)
 	}
-	ps.logger.Info("created subscription", "subscription", r.subscription, "topic", r.topic, "exactly_once", r.exactlyOnce)
+	ps.logger.Info("Created subscription", "subscription", r.subscription, "topic", r.topic, "exactly_once", r.exactlyOnce)
 	return true, nil
 }
 

@@ -26,8 +26,9 @@ func panicTestPubSub(t *testing.T) (Config, *PubSub) {
 	cfg := DefaultConfig()
 	cfg.PubSubMode = PubSubEmbedded
 	cfg.EmbeddedPubSubAddr = "127.0.0.1:0"
-	cfg.RetryInitial, cfg.RetryMaxGap = time.Millisecond, time.Millisecond
+	cfg.RetryInitial, cfg.RetryMaxInterval = time.Millisecond, time.Millisecond
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg = cfg.WithDefaults()
 	ps, err := NewPubSub(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +79,9 @@ func TestGatePanicAnswers500(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "Internal Server Error") {
 		t.Fatalf("a panicking gate answered %d %s, want 500 Internal Server Error", resp.StatusCode, body)
+	}
+	if strings.Contains(string(body), "gate bug") || strings.Contains(string(body), "goroutine") {
+		t.Errorf("the 500 shows the client the panic: %s", body)
 	}
 }
 

@@ -69,6 +69,7 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
+	logger.Info("Starting", "config", cfg)
 	s := &Service{cfg: cfg, logger: logger, Metrics: NewMetrics()}
 	for _, opt := range opts {
 		opt(s)
@@ -296,15 +297,15 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}()
 	s.ready.Store(true)
-	s.logger.Info("gatekeeper serving", "addr", s.Addr().String(), "stages", s.cfg.Stages,
+	s.logger.Info("Serving", "addr", s.Addr().String(), "stages", s.cfg.Stages,
 		"pubsub", s.PubSub.Mode, "warehouse", s.cfg.Warehouse)
 
 	var runErr error
 	select {
 	case <-ctx.Done():
-		s.logger.Info("shutting down: draining")
+		s.logger.Info("Shutting down: draining")
 	case runErr = <-failed:
-		s.logger.Error("shutting down after failure", "err", runErr)
+		s.logger.Error("Shutting down after failure", "error", runErr)
 	}
 	stopMonitor()
 	<-monitorDone
@@ -367,11 +368,11 @@ func (s *Service) drain(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			if s.outbox != nil {
-				s.logger.Error("shutdown timeout: accepted payloads not yet applied wait in the outbox for the next start",
+				s.logger.Error("Shutdown timeout: accepted payloads not yet applied wait in the outbox for the next start",
 					"payloads", left, "outbox", s.cfg.OutboxPath)
 				return fmt.Errorf("shutdown timeout: %d accepted payloads not yet applied wait in the outbox %s for the next start", left, s.cfg.OutboxPath)
 			}
-			s.logger.Error("shutdown timeout: accepted payloads not yet applied are lost with the embedded Pub/Sub",
+			s.logger.Error("Shutdown timeout: accepted payloads not yet applied are lost with the embedded Pub/Sub",
 				"payloads", left)
 			return fmt.Errorf("shutdown timeout: %d accepted payloads not yet applied are lost with the embedded Pub/Sub (OUTBOX=off)", left)
 		case <-t.C:
@@ -417,7 +418,7 @@ func (s *Service) resourceCreated(ctx context.Context, r resource) {
 	// hear 503: republishing it could apply a payload its client was told
 	// to retry. The overdue sweep takes any of them whose message was lost.
 	if _, err := s.republishIf(ctx, state, false, s.notInFlight); err != nil && ctx.Err() == nil {
-		s.logger.Error("cannot republish the outbox after Pub/Sub lost a subscription; the next start will",
+		s.logger.Error("Cannot republish the outbox after Pub/Sub lost a subscription; the next start will",
 			"state", state, "error", err)
 	}
 }
@@ -440,7 +441,7 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 		// a locked warehouse, say) is not lost; a copy would only be
 		// applied as a duplicate or poisoned a second time.
 		if _, err := s.republishIf(ctx, outbox.Pending, true, s.notInFlight); err != nil && ctx.Err() == nil {
-			s.logger.Warn("cannot republish overdue payloads from the outbox; will try again", "error", err)
+			s.logger.Warn("Cannot republish overdue payloads from the outbox; will try again", "error", err)
 		}
 	}
 }
@@ -527,7 +528,7 @@ func (s *Service) republishIf(ctx context.Context, state outbox.State, dueOnly b
 		return n, walkErr
 	}
 	if n > 0 {
-		s.logger.Info("republished payloads from the outbox", "state", state, "overdue_only", dueOnly, "payloads", n, "topic", topic,
+		s.logger.Info("Republished payloads from the outbox", "state", state, "overdue_only", dueOnly, "payloads", n, "topic", topic,
 			"took", time.Since(started).Round(time.Millisecond))
 	}
 	return n, nil

@@ -67,7 +67,8 @@ func testConfig(t *testing.T, mode pipeline.PubSubMode) pipeline.Config {
 	cfg.Warehouse = "sqlite:" + dir + "/warehouse.db"
 	cfg.OutboxPath = dir + "/outbox.db"
 	cfg.ShutdownTimeout = 20 * time.Second
-	return cfg
+	// Derived defaults too (the project), for the tests' own clients.
+	return cfg.WithDefaults()
 }
 
 type running struct {

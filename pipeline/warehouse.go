@@ -35,7 +35,7 @@ func OpenWarehouse(ctx context.Context, cfg Config, logger *slog.Logger) (Store,
 			Location:                    cfg.BigQueryLocation,
 			EmulatorHost:                cfg.BigQueryEmulatorHost,
 			CredentialsFile:             cfg.CredentialsFile,
-			DoNotCreateDatasetIfMissing: !cfg.CreateResources,
+			DoNotCreateDatasetIfMissing: cfg.DoNotCreateResources,
 		}, logger)
 		if err != nil {
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,9 +14,36 @@ import (
 )
 
 // setting ties a flag to the environment variable it reads by default.
+// shownDefault, when set, is the default --help and the README show instead
+// of the flag's own: one that is derived from other settings (the flag's is
+// then zero), or one a Func flag cannot carry.
 type setting struct {
-	flag, env string
+	flag, env, shownDefault string
 }
+
+// invertedBool is a flag whose true clears a Config field named for the
+// opposite (Config's zero value is the default: DoNotCreateResources), so
+// that the command line keeps the positive spelling users know
+// (CREATE_RESOURCES=false).
+type invertedBool struct{ p *bool }
+
+func (b invertedBool) String() string {
+	if b.p == nil {
+		return "true"
+	}
+	return strconv.FormatBool(!*b.p)
+}
+
+func (b invertedBool) Set(v string) error {
+	on, err := strconv.ParseBool(v)
+	if err != nil {
+		return errors.New("want true or false")
+	}
+	*b.p = !on
+	return nil
+}
+
+func (invertedBool) IsBoolFlag() bool { return true }
 
 // bindConfig registers one flag per Config field on fs and returns the
 // settings in the order --help lists them.
@@ -23,51 +51,58 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	var ss []setting
 	str := func(p *string, name, env, usage string) {
 		fs.StringVar(p, name, *p, usage)
-		ss = append(ss, setting{name, env})
+		ss = append(ss, setting{flag: name, env: env})
 	}
 	dur := func(p *time.Duration, name, env, usage string) {
 		fs.DurationVar(p, name, *p, usage)
-		ss = append(ss, setting{name, env})
+		ss = append(ss, setting{flag: name, env: env})
 	}
 	num := func(p *int, name, env, usage string) {
 		fs.IntVar(p, name, *p, usage)
-		ss = append(ss, setting{name, env})
+		ss = append(ss, setting{flag: name, env: env})
 	}
-	str(&c.ProjectID, "project-id", "PROJECT_ID", "Google Cloud project of the topics and the BigQuery dataset (required for Google; default gatekeeper-local otherwise)")
+	enum := func(set func(string), name, env, usage, def string) {
+		fs.Func(name, usage, func(v string) error { set(v); return nil })
+		ss = append(ss, setting{flag: name, env: env, shownDefault: def})
+	}
+	inverted := func(p *bool, name, env, usage string) {
+		fs.Var(invertedBool{p}, name, usage)
+		ss = append(ss, setting{flag: name, env: env})
+	}
+	derived := func(def string) { ss[len(ss)-1].shownDefault = def }
+	str(&c.ProjectID, "project-id", "PROJECT_ID", "Google Cloud project of the topics and the BigQuery dataset")
+	derived("gatekeeper-local; required on Google")
 	str(&c.DatasetID, "dataset-id", "DATASET_ID", "BigQuery dataset")
 	str(&c.TopicID, "topic-id", "TOPIC_ID", "topic of accepted payloads")
 	str(&c.SubscriptionID, "subscription-id", "SUBSCRIPTION_ID", "apply stage's subscription on the topic")
-	str(&c.PoisonTopicID, "poison-topic-id", "POISON_TOPIC_ID", "topic of payloads that could not be applied (default TOPIC_ID-poison)")
-	str(&c.PoisonSubscriptionID, "poison-subscription-id", "POISON_SUBSCRIPTION_ID", "subscription that keeps poisoned payloads (default SUBSCRIPTION_ID-poison)")
-	str(&c.AppliedTopicID, "applied-topic-id", "APPLIED_TOPIC_ID", "topic of applied events (default TOPIC_ID-applied)")
+	str(&c.PoisonTopicID, "poison-topic-id", "POISON_TOPIC_ID", "topic of payloads that could not be applied")
+	derived("TOPIC_ID-poison")
+	str(&c.PoisonSubscriptionID, "poison-subscription-id", "POISON_SUBSCRIPTION_ID", "subscription that keeps poisoned payloads")
+	derived("SUBSCRIPTION_ID-poison")
+	str(&c.AppliedTopicID, "applied-topic-id", "APPLIED_TOPIC_ID", "topic of applied events")
+	derived("TOPIC_ID-applied")
 	str(&c.CredentialsFile, "credentials", "GOOGLE_APPLICATION_CREDENTIALS", "service account key file; selects Google Pub/Sub in auto mode")
-	fs.Func("pubsub-mode", "auto, embedded, emulator or google (default auto)", func(v string) error {
-		c.PubSubMode = pipeline.PubSubMode(v)
-		return nil
-	})
-	ss = append(ss, setting{"pubsub-mode", "PUBSUB_MODE"})
+	enum(func(v string) { c.PubSubMode = pipeline.PubSubMode(v) }, "pubsub-mode", "PUBSUB_MODE", "auto, embedded, emulator or google", string(pipeline.PubSubAuto))
 	str(&c.EmulatorHost, "pubsub-emulator-host", "PUBSUB_EMULATOR_HOST", "Pub/Sub emulator host:port; selects emulator mode")
 	str(&c.EmbeddedPubSubAddr, "pubsub-embedded-addr", "PUBSUB_EMBEDDED_ADDR", "where the embedded Pub/Sub listens")
 	num(&c.EmbeddedMaxBacklog, "embedded-max-backlog", "EMBEDDED_MAX_BACKLOG", "accepted payloads that may wait for the apply stage on the embedded Pub/Sub; past it, 503")
-	fs.BoolVar(&c.CreateResources, "create-resources", c.CreateResources, "create missing topics, subscriptions and the BigQuery dataset at start")
-	ss = append(ss, setting{"create-resources", "CREATE_RESOURCES"})
+	inverted(&c.DoNotCreateResources, "create-resources", "CREATE_RESOURCES", "create missing topics, subscriptions and the BigQuery dataset at start; false only checks them")
 	dur(&c.PublishTimeout, "publish-timeout", "PUBLISH_TIMEOUT", "longest wait for Pub/Sub to acknowledge a publish; then 503")
 	dur(&c.PublishDelayThreshold, "publish-delay-threshold", "PUBLISH_DELAY_THRESHOLD", "publish batching delay")
 	num(&c.ReceiveStreams, "receive-streams", "RECEIVE_STREAMS", "streaming pulls opened by the apply stage")
+	derived("32 on the embedded Pub/Sub, 4 otherwise")
 	num(&c.MaxOutstanding, "max-outstanding", "MAX_OUTSTANDING", "unacknowledged messages the apply stage holds at once")
-	fs.Func("stages", "comma-separated stages to run: ingest, apply (default ingest,apply)", func(v string) error {
+	enum(func(v string) {
 		c.Stages = nil
 		for _, s := range strings.Split(v, ",") {
 			if s = strings.TrimSpace(s); s != "" {
 				c.Stages = append(c.Stages, pipeline.Stage(s))
 			}
 		}
-		return nil
-	})
-	ss = append(ss, setting{"stages", "STAGES"})
+	}, "stages", "STAGES", "comma-separated stages to run: ingest, apply", "ingest,apply")
 	str(&c.HTTPAddr, "http-addr", "HTTP_ADDR", "HTTP listen address (API, /healthz, /readyz, /metrics)")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest accepted request body; larger gets 413")
-	ss = append(ss, setting{"max-body-bytes", "MAX_BODY_BYTES"})
+	ss = append(ss, setting{flag: "max-body-bytes", env: "MAX_BODY_BYTES"})
 	dur(&c.ReadHeaderTimeout, "read-header-timeout", "READ_HEADER_TIMEOUT", "HTTP server ReadHeaderTimeout")
 	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "HTTP server ReadTimeout")
 	dur(&c.WriteTimeout, "write-timeout", "WRITE_TIMEOUT", "HTTP server WriteTimeout; must exceed --publish-timeout")
@@ -78,26 +113,23 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	dur(&c.ApplyTimeout, "apply-timeout", "APPLY_TIMEOUT", "longest single apply attempt")
 	num(&c.RetryMax, "retry-max", "RETRY_MAX", "retries of a transient apply failure before the payload is poisoned")
 	dur(&c.RetryInitial, "retry-initial", "RETRY_INITIAL", "first retry backoff")
-	dur(&c.RetryMaxGap, "retry-max-interval", "RETRY_MAX_INTERVAL", "largest retry backoff")
+	dur(&c.RetryMaxInterval, "retry-max-interval", "RETRY_MAX_INTERVAL", "largest retry backoff")
 	fs.Float64Var(&c.RetryMultiplier, "retry-multiplier", c.RetryMultiplier, "backoff growth per retry")
-	ss = append(ss, setting{"retry-multiplier", "RETRY_MULTIPLIER"})
+	ss = append(ss, setting{flag: "retry-multiplier", env: "RETRY_MULTIPLIER"})
 	fs.Float64Var(&c.RetryJitter, "retry-jitter", c.RetryJitter, "backoff randomization factor, 0..1")
-	ss = append(ss, setting{"retry-jitter", "RETRY_JITTER"})
+	ss = append(ss, setting{flag: "retry-jitter", env: "RETRY_JITTER"})
 	num(&c.GroupMaxSize, "group-max-size", "GROUP_MAX_SIZE", "most payloads in one warehouse transaction")
 	dur(&c.GroupMaxWait, "group-max-wait", "GROUP_MAX_WAIT", "longest wait to fill a group")
 	num(&c.GroupMaxInFlight, "group-max-in-flight", "GROUP_MAX_IN_FLIGHT", "groups applied at once (never two on one table)")
-	fs.Func("outbox", "keep accepted payloads on local disk until applied: auto (when this process runs the ingest stage on the embedded Pub/Sub or an emulator), on or off (default auto)", func(v string) error {
-		c.Outbox = pipeline.OutboxMode(v)
-		return nil
-	})
-	ss = append(ss, setting{"outbox", "OUTBOX"})
-	str(&c.OutboxPath, "outbox-path", "OUTBOX_PATH", "the outbox's SQLite file (default beside a SQLite warehouse: NAME-outbox.db; else gatekeeper-outbox.db)")
+	enum(func(v string) { c.Outbox = pipeline.OutboxMode(v) }, "outbox", "OUTBOX",
+		"keep accepted payloads on local disk until applied: auto (when this process runs the ingest stage on the embedded Pub/Sub or an emulator), on or off", string(pipeline.OutboxAuto))
+	str(&c.OutboxPath, "outbox-path", "OUTBOX_PATH", "the outbox's SQLite file")
+	derived("beside a SQLite warehouse: NAME-outbox.db; else gatekeeper-outbox.db")
 	dur(&c.OutboxRedeliverAfter, "outbox-redeliver-after", "OUTBOX_REDELIVER_AFTER", "a payload still in the outbox this long is published again while the process runs (then after twice as long, and so on)")
 	str(&c.SQLiteSync, "sqlite-sync", "SQLITE_SYNC", "full: every SQLite commit (warehouse, outbox) waits for the disk; normal: survives a process crash, not a power loss")
 	dur(&c.UnhealthyAfter, "unhealthy-after", "UNHEALTHY_AFTER", "/healthz answers 503 once Pub/Sub or the warehouse has failed this long without a success")
 	dur(&c.ResourceCheckInterval, "resource-check-interval", "RESOURCE_CHECK_INTERVAL", "how often topics and subscriptions are checked (and recreated) and the warehouse probed")
-	fs.BoolVar(&c.ExactlyOnceDelivery, "exactly-once-delivery", c.ExactlyOnceDelivery, "enable exactly-once delivery on an apply subscription gatekeeper creates on Google Pub/Sub")
-	ss = append(ss, setting{"exactly-once-delivery", "EXACTLY_ONCE_DELIVERY"})
+	inverted(&c.DisableExactlyOnceDelivery, "exactly-once-delivery", "EXACTLY_ONCE_DELIVERY", "enable exactly-once delivery on an apply subscription gatekeeper creates on Google Pub/Sub")
 	str(&c.PushgatewayHost, "pushgateway", "PUSHGATEWAY_PROMETHEUS_HOST", "Prometheus Pushgateway host:port; metrics are pushed when set")
 	dur(&c.PushInterval, "push-interval", "PUSH_INTERVAL", "how often metrics are pushed")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "longest drain on SIGTERM")
@@ -118,15 +150,40 @@ func applyEnv(fs *flag.FlagSet, ss []setting, lookup func(string) (string, bool)
 	return errors.Join(errs...)
 }
 
-// usage prints each flag with the environment variable it falls back to.
+// defaultText is the default --help and the README show for s.
+func defaultText(fs *flag.FlagSet, s setting) string {
+	if s.shownDefault != "" {
+		return s.shownDefault
+	}
+	return fs.Lookup(s.flag).DefValue
+}
+
+// usage prints the command's own flags, then each setting with the
+// environment variable it falls back to and its default.
 func usage(w io.Writer, fs *flag.FlagSet, ss []setting, synopsis string) func() {
 	return func() {
-		fmt.Fprintf(w, "%s\n\nFlags (each falls back to the environment variable in brackets; flags win):\n", synopsis)
+		fmt.Fprintf(w, "%s\n", synopsis)
+		bound := map[string]bool{}
 		for _, s := range ss {
-			f := fs.Lookup(s.flag)
-			text := f.Usage
-			if !strings.Contains(text, "(default") && f.DefValue != "" {
-				text += " (default " + f.DefValue + ")"
+			bound[s.flag] = true
+		}
+		var own []*flag.Flag
+		fs.VisitAll(func(f *flag.Flag) {
+			if !bound[f.Name] {
+				own = append(own, f)
+			}
+		})
+		if len(own) > 0 {
+			fmt.Fprintf(w, "\nFlags of this command:\n")
+			for _, f := range own {
+				fmt.Fprintf(w, "  --%s\n        %s (default %s)\n", f.Name, f.Usage, f.DefValue)
+			}
+		}
+		fmt.Fprintf(w, "\nSettings (each flag falls back to the environment variable in brackets; flags win):\n")
+		for _, s := range ss {
+			text := fs.Lookup(s.flag).Usage
+			if def := defaultText(fs, s); def != "" {
+				text += " (default " + def + ")"
 			}
 			fmt.Fprintf(w, "  --%s [%s]\n        %s\n", s.flag, s.env, text)
 		}

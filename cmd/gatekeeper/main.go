@@ -56,26 +56,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// loadConfig parses flags over the environment into a Config. Fields whose
-// default derives from another (poison and applied topics, project) are
-// left empty so that the derivation sees the final values.
+// loadConfig parses flags over the environment into a Config. Defaults
+// derived from other settings (project, poison and applied names, receive
+// streams, outbox path) are left zero, so that NewService derives them from
+// the final values.
 func loadConfig(name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (pipeline.Config, *slog.Logger, *flag.FlagSet, error) {
 	cfg := pipeline.DefaultConfig()
-	cfg.ProjectID, cfg.PoisonTopicID, cfg.PoisonSubscriptionID, cfg.AppliedTopicID, cfg.PubSubMode = "", "", "", "", ""
-	cfg.OutboxPath, cfg.Outbox = "", ""
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	// Tools print results on stdout; their logs stay quiet unless asked.
-	defaultLevel := "warn"
-	if name == "serve" {
-		defaultLevel = "info"
-	}
-	var logLevel string
-	fs.StringVar(&logLevel, "log-level", envOr("LOG_LEVEL", defaultLevel), "debug, info, warn or error [LOG_LEVEL]")
 	if extra != nil {
 		extra(fs)
 	}
-	ss := bindConfig(fs, &cfg)
+	// Tools print results on stdout; their logs stay quiet unless asked.
+	logLevel, logFormat := "warn", "text"
+	if name == "serve" {
+		logLevel = "info"
+	}
+	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
+	fs.StringVar(&logFormat, "log-format", logFormat, "text or json")
+	ss := append([]setting{{flag: "log-level", env: "LOG_LEVEL"}, {flag: "log-format", env: "LOG_FORMAT"}}, bindConfig(fs, &cfg)...)
 	fs.Usage = usage(stderr, fs, ss, synopsis)
 	if err := applyEnv(fs, ss, envLookup); err != nil {
 		return cfg, nil, fs, err
@@ -83,26 +82,24 @@ func loadConfig(name, synopsis string, args []string, stderr io.Writer, extra fu
 	if err := fs.Parse(args); err != nil {
 		return cfg, nil, fs, err
 	}
-	logger, err := newLogger(stderr, logLevel)
+	logger, err := newLogger(stderr, logLevel, logFormat)
 	return cfg, logger, fs, err
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
-func newLogger(w io.Writer, levelName string) (*slog.Logger, error) {
+func newLogger(w io.Writer, levelName, format string) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(levelName)); err != nil {
 		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", levelName)
 	}
-	if envOr("LOG_FORMAT", "text") == "json" {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})), nil
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("log format %q: want text or json", format)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
 }
 
 func serve(args []string, stderr io.Writer) int {
@@ -119,13 +116,13 @@ func serve(args []string, stderr io.Writer) int {
 
 	svc, err := pipeline.NewService(ctx, cfg, logger)
 	if err != nil {
-		logger.Error("cannot start", "err", err)
+		logger.Error("Cannot start", "error", err)
 		return 1
 	}
 	if err := svc.Run(ctx); err != nil {
-		logger.Error("stopped with error", "err", err)
+		logger.Error("Stopped with an error", "error", err)
 		return 1
 	}
-	logger.Info("stopped cleanly")
+	logger.Info("Stopped cleanly")
 	return 0
 }

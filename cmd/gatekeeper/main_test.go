@@ -80,7 +80,8 @@ func TestInvalidConfigurationNamesEveryProblem(t *testing.T) {
 }
 
 // The README's table and .env.example are how users learn the settings:
-// neither may miss one.
+// neither may miss one, and both must give the default --help shows and
+// the code applies.
 func TestEverySettingIsDocumented(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
@@ -90,13 +91,89 @@ func TestEverySettingIsDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := pipeline.DefaultConfig()
-	for _, s := range bindConfig(flag.NewFlagSet("doc", flag.ContinueOnError), &cfg) {
-		if !strings.Contains(string(readme), "| `"+s.env+"` | `--"+s.flag+"`") {
-			t.Errorf("README's configuration table lacks %s (--%s)", s.env, s.flag)
+	type row struct{ flag, def string }
+	table := map[string]row{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) != 6 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
 		}
-		if !strings.Contains(string(example), s.env+"=") {
+		unquote := func(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "`", "") }
+		table[unquote(cells[1])] = row{flag: unquote(cells[2]), def: unquote(cells[3])}
+	}
+	examples := map[string]string{}
+	for _, line := range strings.Split(string(example), "\n") {
+		if env, rest, ok := strings.Cut(strings.TrimPrefix(line, "# "), "="); ok && env == strings.ToUpper(env) && !strings.Contains(env, " ") {
+			examples[env] = rest
+		}
+	}
+
+	cfg := pipeline.DefaultConfig()
+	fs := flag.NewFlagSet("doc", flag.ContinueOnError)
+	ss := bindConfig(fs, &cfg)
+	ss = append(ss, setting{flag: "log-level", env: "LOG_LEVEL"}, setting{flag: "log-format", env: "LOG_FORMAT"})
+	fs.String("log-level", "info", "")
+	fs.String("log-format", "text", "")
+	for _, s := range ss {
+		want := defaultText(fs, s)
+		r, ok := table[s.env]
+		switch {
+		case !ok:
+			t.Errorf("README's configuration table lacks %s", s.env)
+		case r.flag != "--"+s.flag:
+			t.Errorf("README: %s has flag %q, want --%s", s.env, r.flag, s.flag)
+		case r.def != want:
+			t.Errorf("README: %s defaults to %q, but --help and the code say %q", s.env, r.def, want)
+		}
+		line, ok := examples[s.env]
+		if !ok {
 			t.Errorf(".env.example lacks %s", s.env)
+			continue
+		}
+		value, comment, _ := strings.Cut(line, "#")
+		value = strings.TrimSpace(value)
+		f := fs.Lookup(s.flag)
+		switch {
+		case s.shownDefault != "" && value != s.shownDefault && !strings.Contains(comment, "default"):
+			t.Errorf(".env.example: %s=%s neither is the default (%s) nor says what it is", s.env, value, s.shownDefault)
+		case s.shownDefault == "" && f.DefValue != "":
+			// The example shows the default, in any spelling the flag takes.
+			probe := flag.NewFlagSet("probe", flag.ContinueOnError)
+			shadow := pipeline.DefaultConfig()
+			bindConfig(probe, &shadow)
+			probe.String("log-level", "info", "")
+			probe.String("log-format", "text", "")
+			if err := probe.Set(s.flag, value); err != nil {
+				t.Errorf(".env.example: %s=%s: %v", s.env, value, err)
+			} else if got := probe.Lookup(s.flag).Value.String(); got != f.DefValue {
+				t.Errorf(".env.example: %s=%s, but the default is %s", s.env, value, f.DefValue)
+			}
+		}
+	}
+}
+
+// Defaults that depend on the Pub/Sub mode are derived after the
+// environment is read: RECEIVE_STREAMS used to be 32 in every mode,
+// because the embedded default was baked into the flag's default.
+func TestModeDependentDefaultsFollowTheMode(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{map[string]string{}, 32},
+		{map[string]string{"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}, 4},
+		{map[string]string{"PUBSUB_MODE": "google", "PROJECT_ID": "p"}, 4},
+		{map[string]string{"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085", "RECEIVE_STREAMS": "7"}, 7},
+	} {
+		for _, v := range []string{"PUBSUB_EMULATOR_HOST", "PUBSUB_MODE", "PROJECT_ID", "RECEIVE_STREAMS", "GOOGLE_APPLICATION_CREDENTIALS"} {
+			t.Setenv(v, c.env[v])
+		}
+		cfg, _, _, err := loadConfig("serve", "", nil, &bytes.Buffer{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.WithDefaults().ReceiveStreams; got != c.want {
+			t.Errorf("%v: RECEIVE_STREAMS = %d, want %d", c.env, got, c.want)
 		}
 	}
 }

@@ -252,12 +252,12 @@ func startService(t *testing.T, dir string, env map[string]string, args ...strin
 		}
 	})
 
-	serving := s.waitLog(t, 30*time.Second, func(line string) bool { return logField(line, "msg") == "gatekeeper serving" })
+	serving := s.waitLog(t, 30*time.Second, func(line string) bool { return logField(line, "msg") == "Serving" })
 	s.addr = logField(serving, "addr")
 	if s.addr == "" {
 		t.Fatalf("no addr in %q", serving)
 	}
-	mode := s.waitLog(t, time.Second, func(line string) bool { return logField(line, "msg") == "pub/sub mode" })
+	mode := s.waitLog(t, time.Second, func(line string) bool { return logField(line, "msg") == "Pub/Sub mode" })
 	s.pubsubAddr = logField(mode, "endpoint")
 	return s
 }

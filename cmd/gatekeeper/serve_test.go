@@ -57,15 +57,15 @@ func serveAndStop(t *testing.T, dir string, env map[string]string) []string {
 	s := startService(t, dir, env)
 	p := s.post(t, stuck)
 	s.waitLog(t, 15*time.Second, func(line string) bool {
-		return logField(line, "msg") == "payload poisoned" && logField(line, "payload_id") == p.ID
+		return logField(line, "msg") == "Payload poisoned" && logField(line, "payload_id") == p.ID
 	})
 	if code := s.terminate(t); code != 0 {
 		t.Fatalf("SIGTERM: exit %d; log:\n%s", code, s.logs)
 	}
 	logs, _ := s.logs.snapshot()
 	last := logs[len(logs)-1]
-	if logField(last, "msg") != "stopped cleanly" {
-		t.Errorf("last log line %q, want stopped cleanly", last)
+	if logField(last, "msg") != "Stopped cleanly" {
+		t.Errorf("last log line %q, want Stopped cleanly", last)
 	}
 	return logs
 }
@@ -79,7 +79,7 @@ func TestLogFormat(t *testing.T) {
 		var warned bool
 		for _, line := range logs {
 			var obj map[string]any
-			if json.Unmarshal([]byte(line), &obj) == nil && obj["msg"] == "payload poisoned" {
+			if json.Unmarshal([]byte(line), &obj) == nil && obj["msg"] == "Payload poisoned" {
 				warned = obj["level"] == "WARN" && obj["class"] == "permanent" && obj["payload_id"] != "" &&
 					obj["tables"] == "missing_forever" && strings.Contains(obj["reason"].(string), "table not found")
 			}
