@@ -74,7 +74,7 @@ func (a *Apply) Handle(msg *message.Message) ([]*message.Message, error) {
 	if err != nil {
 		return nil, messages.Permanent(err)
 	}
-	out := message.NewMessage(msg.UUID, event)
-	out.Metadata.Set(messages.MetaCorrelationID, msg.Metadata.Get(messages.MetaCorrelationID))
-	return []*message.Message{out}, nil
+	// The stage's CorrelationID middleware gives the event the payload's
+	// correlation id.
+	return []*message.Message{message.NewMessage(msg.UUID, event)}, nil
 }

@@ -55,7 +55,7 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics
 	retry := middleware.Retry{
 		MaxRetries:          cfg.RetryMax,
 		InitialInterval:     cfg.RetryInitial,
-		MaxInterval:         cfg.RetryMaxGap,
+		MaxInterval:         cfg.RetryMaxInterval,
 		Multiplier:          cfg.RetryMultiplier,
 		RandomizationFactor: cfg.RetryJitter,
 		// Timeout sits inside Retry: without a fresh context each attempt
@@ -82,6 +82,7 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics
 	// Outermost first:
 	//   settled     counts messages acked, for the shutdown drain, and marks
 	//               the ones being handled, for the outbox's overdue sweep;
+	//   CorrelationID gives the applied event the payload's correlation id;
 	//   poison      diverts what Retry gave up on, and permanent errors at
 	//               once; it acks what it diverts, which is right here and
 	//               only here;
@@ -92,6 +93,7 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics
 	//               at once, not a crash loop on redelivery.
 	handler.AddMiddleware(
 		settled(handling, onSettled),
+		middleware.CorrelationID,
 		poison,
 		retry.Middleware,
 		RecordFailures(time.Now),
@@ -126,7 +128,7 @@ func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
 			p.outbox.MarkPoisoned(m.UUID, m.Metadata)
 		}
 		p.metrics.Payload(OutcomePoisoned)
-		p.logger.Warn("payload poisoned", "payload_id", m.UUID, "topic", topic,
+		p.logger.Warn("Payload poisoned", "payload_id", m.UUID, "topic", topic,
 			"class", m.Metadata.Get(messages.MetaErrorClass),
 			"attempts", m.Metadata.Get(messages.MetaAttempts),
 			"tables", m.Metadata.Get(messages.MetaTables),

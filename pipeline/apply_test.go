@@ -72,7 +72,7 @@ func TestApplyEndToEnd(t *testing.T) {
 			t.Fatalf("table1 = %v, want the two inserted rows", got)
 		}
 		deleteOnly := `{"activities":[{"operation":"delete","table":"table1","value_to_delete":{"col_names":["a","b"],"col_types":["INTEGER","TEXT"],"col_values":[1,"Backup and Restore"]}}]}`
-		code, third, _ := post(t, r.base, "application/json", deleteOnly)
+		code, third, _ := post(t, r.base, "application/json", deleteOnly, "X-Correlation-ID", "corr-delete")
 		if code != 200 {
 			t.Fatalf("delete: %d %+v", code, third)
 		}
@@ -83,6 +83,7 @@ func TestApplyEndToEnd(t *testing.T) {
 		second := struct{ ID string }{ids[1]}
 
 		events := map[string]messages.AppliedEvent{}
+		correlation := map[string]string{}
 		for len(events) < 4 {
 			m := receive(t, applied, 10*time.Second)
 			var ev messages.AppliedEvent
@@ -90,6 +91,10 @@ func TestApplyEndToEnd(t *testing.T) {
 				t.Fatalf("applied event %s: %v", m.Data, err)
 			}
 			events[ev.PayloadID] = ev
+			correlation[ev.PayloadID] = m.Attributes[messages.MetaCorrelationID]
+		}
+		if got := correlation[third.ID]; got != "corr-delete" {
+			t.Errorf("applied event's correlation_id %q, want the POST's corr-delete", got)
 		}
 		if ev := events[second.ID]; ev.RowsAffected != 2 || len(ev.Tables) != 1 || ev.Tables[0] != "table1" || ev.AppliedAt.IsZero() {
 			t.Errorf("applied event of the example: %+v", ev)
@@ -109,9 +114,12 @@ func TestApplyPoisonsPayloadWithMissingTable(t *testing.T) {
 		  {"operation":"insert","table":"fresh","col_names":["id"],"col_types":["INTEGER"],"col_values":[7]},
 		  {"operation":"insert","table":"table1","col_names":["a"],"col_types":["INTEGER"],"col_values":[7]},
 		  {"operation":"delete","table":"nowhere","value_to_delete":{"col_names":["id"],"col_types":["INTEGER"],"col_values":[1]}}]}`
-		code, resp, _ := post(t, r.base, "application/json", body)
+		code, resp, header := post(t, r.base, "application/json", body, "X-Correlation-ID", "corr-poison-1")
 		if code != 200 {
 			t.Fatalf("POST: %d %+v (the gate cannot know the table is missing)", code, resp)
+		}
+		if got := header.Get("X-Correlation-ID"); got != "corr-poison-1" {
+			t.Fatalf("response X-Correlation-ID %q, want the request's", got)
 		}
 		m := receive(t, poisoned, 15*time.Second)
 		if m.Attributes[googlecloud.UUIDHeaderKey] != resp.ID {
@@ -130,7 +138,7 @@ func TestApplyPoisonsPayloadWithMissingTable(t *testing.T) {
 			messages.MetaAttempts:         "1", // permanent: no retries
 			messages.MetaTables:           "fresh,nowhere,table1",
 			middleware.PoisonedHandlerKey: "apply",
-			messages.MetaCorrelationID:    m.Attributes[messages.MetaCorrelationID],
+			messages.MetaCorrelationID:    "corr-poison-1",
 		}
 		for k, v := range checks {
 			if m.Attributes[k] != v || v == "" {
@@ -207,7 +215,7 @@ func TestApplyRetriesTransientFailureThenAppliesOnce(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		cfg.RetryInitial = 20 * time.Millisecond
-		cfg.RetryMaxGap = 50 * time.Millisecond
+		cfg.RetryMaxInterval = 50 * time.Millisecond
 		spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
 		inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
 		if err != nil {
@@ -248,7 +256,7 @@ func TestApplyPoisonsTransientFailureAfterRetryMax(t *testing.T) {
 		cfg := testConfig(t, mode)
 		cfg.RetryMax = 2
 		cfg.RetryInitial = 10 * time.Millisecond
-		cfg.RetryMaxGap = 20 * time.Millisecond
+		cfg.RetryMaxInterval = 20 * time.Millisecond
 		spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
 		inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
 		if err != nil {
@@ -454,7 +462,7 @@ func TestEmbeddedBacklogIsBounded(t *testing.T) {
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.EmbeddedMaxBacklog = 1
 	cfg.RetryInitial = 300 * time.Millisecond
-	cfg.RetryMaxGap = 300 * time.Millisecond
+	cfg.RetryMaxInterval = 300 * time.Millisecond
 	spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
 	inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
 	if err != nil {

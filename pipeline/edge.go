@@ -224,11 +224,14 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	}
 	switch {
 	case r == nil:
+	case resp.Status == http.StatusInternalServerError:
+		e.logger.Error("Ingestion failed: a bug", "status", resp.Status, "error", err, "payload_id", id,
+			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", clientGone)
 	case resp.Status >= 500:
-		e.logger.Warn("ingestion failed", "status", resp.Status, "error", err, "payload_id", id,
+		e.logger.Warn("Ingestion failed", "status", resp.Status, "error", err, "payload_id", id,
 			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", clientGone)
 	case clientGone && resp.Status == http.StatusOK:
-		e.logger.Info("payload accepted; the client left before the answer", "payload_id", id,
+		e.logger.Info("Payload accepted; the client left before the answer", "payload_id", id,
 			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", true)
 	}
 	body, mErr := json.Marshal(resp)
@@ -242,7 +245,8 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	_, _ = w.Write(append(body, '\n'))
 }
 
-// classify is the one place an ingestion error becomes an HTTP status.
+// classify is the one place an ingestion error becomes an HTTP status:
+// 500 unless the error is explicitly transient.
 func (e *Edge) classify(err error) (status int, msg string, problems []messages.Problem) {
 	if err == nil {
 		return http.StatusOK, "Valid Schema", nil
@@ -262,10 +266,11 @@ func (e *Edge) classify(err error) (status int, msg string, problems []messages.
 	case errors.As(err, &invalid):
 		return http.StatusBadRequest, "Invalid Schema", invalid.Problems
 	}
-	switch messages.ClassOf(err) {
-	case messages.ClassTransient:
+	if messages.ClassOf(err) == messages.ClassTransient {
 		return http.StatusServiceUnavailable, "Service Unavailable", problem
-	default:
-		return http.StatusInternalServerError, "Internal Server Error", problem
 	}
+	// A bug: what went wrong (a panic's stack, say) is for the log, which
+	// has it under the request's correlation id, not for the client.
+	return http.StatusInternalServerError, "Internal Server Error",
+		[]messages.Problem{{Message: "internal error; the service's log has the details under this request's X-Correlation-ID"}}
 }

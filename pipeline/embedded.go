@@ -112,7 +112,7 @@ func (e *EmbeddedPubSub) trimLoop(every time.Duration) {
 			return
 		case <-t.C:
 			if n := e.TrimLog(); n > 0 {
-				e.logger.Debug("trimmed embedded Pub/Sub log", "messages", n)
+				e.logger.Debug("Trimmed embedded Pub/Sub log", "messages", n)
 			}
 		}
 	}

@@ -50,7 +50,7 @@ func (s *Service) followSettled(ctx context.Context) {
 				if err != nil && !errors.Is(err, context.Canceled) {
 					// The subscription may be gone with the emulator; the
 					// monitor recreates it.
-					s.logger.Warn("cannot follow settled payloads; retrying", "subscription", f.subscription, "error", err)
+					s.logger.Warn("Cannot follow settled payloads; retrying", "subscription", f.subscription, "error", err)
 					select {
 					case <-ctx.Done():
 					case <-time.After(2 * time.Second):
@@ -71,6 +71,6 @@ func (s *Service) followSettled(ctx context.Context) {
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		s.logger.Warn("stopped following settled payloads without waiting for the Pub/Sub client, which did not return")
+		s.logger.Warn("Stopped following settled payloads without waiting for the Pub/Sub client, which did not return")
 	}
 }

@@ -38,7 +38,7 @@ func newIngestStage(cfg Config, ps *PubSub, edge *Edge, admit func() error, box 
 	if err != nil {
 		return nil, err
 	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, wlog)
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, edgeLogsFailures{wlog})
 	if err != nil {
 		return nil, err
 	}
@@ -53,4 +53,22 @@ func newIngestStage(cfg Config, ps *PubSub, edge *Edge, admit func() error, box 
 		recoverer,
 	)
 	return &ingestStage{router: router, routes: routes}, nil
+}
+
+// edgeLogsFailures is the ingest router's logger. The edge logs every
+// failed payload once, with its status, payload_id and correlation_id; the
+// router's own "Handler returned error" line would log it a second time,
+// so it goes to debug.
+type edgeLogsFailures struct{ watermill.LoggerAdapter }
+
+func (l edgeLogsFailures) Error(msg string, err error, fields watermill.LogFields) {
+	if msg == "Handler returned error" {
+		l.Debug(msg, fields.Add(watermill.LogFields{"error": err}))
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l edgeLogsFailures) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return edgeLogsFailures{l.LoggerAdapter.With(fields)}
 }

@@ -134,7 +134,7 @@ func (m *Metrics) pushLoop(ctx context.Context, host string, interval time.Durat
 	pusher := push.New(host, "gatekeeper").Gatherer(m.Registry).Grouping("instance", instance)
 	doPush := func() {
 		if err := pusher.Push(); err != nil {
-			logger.Warn("pushgateway push failed", "host", host, "err", err)
+			logger.Warn("Pushgateway push failed", "host", host, "error", err)
 		}
 	}
 	t := time.NewTicker(interval)

@@ -236,7 +236,7 @@ func (o *Outbox) ForgetNow(ctx context.Context, id string) error {
 func (o *Outbox) MarkPoisoned(id string, metadata map[string]string) {
 	meta, err := json.Marshal(metadata)
 	if err != nil {
-		o.logger.Error("outbox: cannot record a poisoned payload", "payload_id", id, "error", err)
+		o.logger.Error("Outbox: cannot record a poisoned payload", "payload_id", id, "error", err)
 		return
 	}
 	_ = o.send(context.Background(), &op{kind: opPoison, id: id, metadata: string(meta)})
@@ -331,7 +331,7 @@ func (o *Outbox) writer() {
 func (o *Outbox) writeBatch(batch []*op) {
 	err := o.writeTx(batch)
 	if err != nil {
-		o.logger.Error("outbox write failed", "operations", len(batch), "error", err)
+		o.logger.Error("Outbox write failed", "operations", len(batch), "error", err)
 	}
 	for _, x := range batch {
 		if x.done != nil {
