@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -22,20 +23,34 @@ type Submitter interface {
 // Apply applies an accepted payload to the warehouse as one transaction and
 // produces its applied event.
 type Apply struct {
-	submitter Submitter
-	now       func() time.Time
+	cfg ApplyConfig
+	now func() time.Time
+}
+
+// ApplyConfig configures an Apply handler.
+type ApplyConfig struct {
+	// Submitter writes payloads to the warehouse. Required.
+	Submitter Submitter
 	// OnOutcome, when set, sees every payload the handler settles without
-	// error (applied or duplicate: in the ledger either way), for metrics and
-	// the outbox.
+	// error (applied or duplicate: in the ledger either way), for metrics
+	// and the outbox. Optional.
 	OnOutcome func(payloadID string, status warehouse.Status)
 }
 
-// NewApply returns an Apply handler that writes through submitter.
-func NewApply(submitter Submitter) (*Apply, error) {
-	if submitter == nil {
-		return nil, fmt.Errorf("apply handler: Submitter is required")
+// Validate reports every problem with c at once.
+func (c ApplyConfig) Validate() error {
+	if c.Submitter == nil {
+		return errors.New("apply config: Submitter is required")
 	}
-	return &Apply{submitter: submitter, now: time.Now}, nil
+	return nil
+}
+
+// NewApply returns an Apply handler, or the problems with cfg.
+func NewApply(cfg ApplyConfig) (*Apply, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Apply{cfg: cfg, now: time.Now}, nil
 }
 
 // Handle is a Watermill handler. A payload already in the ledger produces an
@@ -52,15 +67,15 @@ func (a *Apply) Handle(msg *message.Message) ([]*message.Message, error) {
 	tables := payload.Tables()
 	msg.Metadata.Set(messages.MetaTables, strings.Join(tables, ","))
 
-	outcome, err := a.submitter.Submit(msg.Context(), warehouse.Payload{ID: msg.UUID, Activities: payload.Activities})
+	outcome, err := a.cfg.Submitter.Submit(msg.Context(), warehouse.Payload{ID: msg.UUID, Activities: payload.Activities})
 	if err != nil {
 		return nil, err
 	}
 	if outcome.Status == warehouse.Rejected {
 		return nil, messages.Permanent(outcome.Err)
 	}
-	if a.OnOutcome != nil {
-		a.OnOutcome(msg.UUID, outcome.Status)
+	if a.cfg.OnOutcome != nil {
+		a.cfg.OnOutcome(msg.UUID, outcome.Status)
 	}
 	appliedAt := a.now()
 	event, err := json.Marshal(messages.AppliedEvent{

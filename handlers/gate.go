@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -50,20 +51,32 @@ type GateConfig struct {
 	Outbox Outbox
 }
 
-// NewGate returns a Gate, or an error naming every missing field.
+func (c *GateConfig) setDefaults() {
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = 10 * time.Second
+	}
+}
+
+// Validate reports every problem with c at once.
+func (c GateConfig) Validate() error {
+	var errs []error
+	if c.Publisher == nil {
+		errs = append(errs, errors.New("gate config: Publisher is required"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("gate config: Topic is required"))
+	}
+	if c.PublishTimeout < 0 {
+		errs = append(errs, errors.New("gate config: PublishTimeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// NewGate returns a Gate, or every problem with cfg.
 func NewGate(cfg GateConfig) (*Gate, error) {
-	if cfg.PublishTimeout == 0 {
-		cfg.PublishTimeout = 10 * time.Second
-	}
-	var missing []string
-	if cfg.Publisher == nil {
-		missing = append(missing, "Publisher")
-	}
-	if cfg.Topic == "" {
-		missing = append(missing, "Topic")
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("gate config: missing %v", missing)
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	return &Gate{publisher: cfg.Publisher, topic: cfg.Topic, publishTimeout: cfg.PublishTimeout, admit: cfg.Admit, outbox: cfg.Outbox}, nil
 }

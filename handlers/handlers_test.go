@@ -65,8 +65,13 @@ func TestGateClassifiesItsFailures(t *testing.T) {
 	if err := gate.Handle(message.NewMessage("2", []byte(insertOnly))); messages.ClassOf(err) != messages.ClassTransient {
 		t.Errorf("publish failure: class %q (%v), want transient", messages.ClassOf(err), err)
 	}
-	if _, err := handlers.NewGate(handlers.GateConfig{}); err == nil {
-		t.Error("NewGate accepted a config without publisher and topic")
+	_, err := handlers.NewGate(handlers.GateConfig{PublishTimeout: -1})
+	want := "gate config: Publisher is required\ngate config: Topic is required\ngate config: PublishTimeout must not be negative"
+	if err == nil || err.Error() != want {
+		t.Errorf("NewGate of an empty config: %v, want every problem in order:\n%s", err, want)
+	}
+	if _, err := handlers.NewApply(handlers.ApplyConfig{}); err == nil {
+		t.Error("NewApply accepted a config without a Submitter")
 	}
 }
 
@@ -82,7 +87,7 @@ func newApply(t *testing.T) (*handlers.Apply, *sqlite.Warehouse) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { committer.Close(context.Background()) })
-	apply, err := handlers.NewApply(committer)
+	apply, err := handlers.NewApply(handlers.ApplyConfig{Submitter: committer})
 	if err != nil {
 		t.Fatal(err)
 	}

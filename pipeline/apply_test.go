@@ -17,6 +17,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
 	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
@@ -369,7 +370,7 @@ func TestShutdownLosesNothingAccepted(t *testing.T) {
 					if err != nil {
 						return // the server stopped listening
 					}
-					var out pipeline.Response
+					var out edge.Response
 					_ = json.NewDecoder(resp.Body).Decode(&out)
 					resp.Body.Close()
 					if resp.StatusCode == 200 {

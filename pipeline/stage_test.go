@@ -20,6 +20,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 )
 
 // The replaced service's functional-test payloads.
@@ -178,7 +179,7 @@ func (r *running) watch(t *testing.T, topic string) <-chan *pubsub.Message {
 	return out
 }
 
-func post(t *testing.T, base, contentType, body string, header ...string) (int, pipeline.Response, http.Header) {
+func post(t *testing.T, base, contentType, body string, header ...string) (int, edge.Response, http.Header) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, base+pipeline.IngestPath, strings.NewReader(body))
 	if err != nil {
@@ -194,7 +195,7 @@ func post(t *testing.T, base, contentType, body string, header ...string) (int, 
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	var out pipeline.Response
+	var out edge.Response
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("response is not the JSON body clients expect: %v\n%s", err, raw)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi"
 
 	"github.com/gatekeeper/gatekeeper/handlers"
+	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 )
 
 // IngestPath is where backends POST payloads.
@@ -24,11 +25,11 @@ type ingestStage struct {
 	routes chi.Router
 }
 
-func newIngestStage(cfg Config, ps *PubSub, edge *Edge, admit func() error, box handlers.Outbox, logger *slog.Logger) (*ingestStage, error) {
+func newIngestStage(cfg Config, ps *PubSub, e *edge.Edge, admit func() error, box handlers.Outbox, logger *slog.Logger) (*ingestStage, error) {
 	wlog := watermill.NewSlogLogger(logger)
 	routes := chi.NewRouter()
-	routes.Use(edge.Middleware)
-	sub, err := whttp.NewSubscriber("", whttp.SubscriberConfig{Router: routes, UnmarshalMessageFunc: edge.Unmarshal}, wlog)
+	routes.Use(e.Middleware)
+	sub, err := whttp.NewSubscriber("", whttp.SubscriberConfig{Router: routes, UnmarshalMessageFunc: e.Unmarshal}, wlog)
 	if err != nil {
 		return nil, fmt.Errorf("http subscriber: %w", err)
 	}
@@ -49,7 +50,7 @@ func newIngestStage(cfg Config, ps *PubSub, edge *Edge, admit func() error, box 
 	// acks what it diverts, which would tell the client 200 for a payload
 	// that went nowhere.
 	handler.AddMiddleware(
-		edge.SettleMiddleware,
+		e.SettleMiddleware,
 		recoverer,
 	)
 	return &ingestStage{router: router, routes: routes}, nil

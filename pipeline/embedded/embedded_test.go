@@ -1,4 +1,4 @@
-package pipeline_test
+package embedded_test
 
 import (
 	"context"
@@ -19,10 +19,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/embedded"
 )
 
-func embeddedClient(t testing.TB, emb *pipeline.EmbeddedPubSub) *pubsub.Client {
+func embeddedClient(t testing.TB, emb *embedded.Server) *pubsub.Client {
 	t.Helper()
 	c, err := pubsub.NewClient(context.Background(), "p",
 		option.WithEndpoint(emb.Addr()), option.WithoutAuthentication(),
@@ -87,7 +87,7 @@ func receiveN(t testing.TB, c *pubsub.Client, n int, within time.Duration) map[s
 // Trimming the log must never lose a message a subscription has not acked:
 // that is what makes it safe where pstest's ClearMessages is not.
 func TestEmbeddedTrimKeepsPendingMessages(t *testing.T) {
-	emb, err := pipeline.NewEmbeddedPubSub("127.0.0.1:0", time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	emb, err := embedded.New("127.0.0.1:0", time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestEmbeddedTrimKeepsPendingMessages(t *testing.T) {
 	if n := emb.TrimLog(); n != 150 {
 		t.Errorf("TrimLog dropped %d log entries, want 150", n)
 	}
-	if n := len(emb.Server().Messages()); n != 0 {
+	if n := len(emb.PSTest().Messages()); n != 0 {
 		t.Errorf("log still holds %d messages", n)
 	}
 	got := receiveN(t, c, 50, 15*time.Second)
@@ -121,12 +121,12 @@ func TestEmbeddedTrimKeepsPendingMessages(t *testing.T) {
 
 func TestEmbeddedRefusesAddressInUse(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	first, err := pipeline.NewEmbeddedPubSub("127.0.0.1:0", 0, logger)
+	first, err := embedded.New("127.0.0.1:0", 0, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.Close()
-	if second, err := pipeline.NewEmbeddedPubSub(first.Addr(), 0, logger); err == nil {
+	if second, err := embedded.New(first.Addr(), 0, logger); err == nil {
 		second.Close()
 		t.Fatal("a second server on the same address started")
 	}
@@ -146,7 +146,7 @@ func TestEmbeddedMemorySoak(t *testing.T) {
 	if os.Getenv("GATEKEEPER_SOAK_TRIM") == "0" {
 		trimEvery = 1000 * time.Hour
 	}
-	emb, err := pipeline.NewEmbeddedPubSub("127.0.0.1:0", trimEvery, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	emb, err := embedded.New("127.0.0.1:0", trimEvery, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

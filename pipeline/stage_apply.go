@@ -14,6 +14,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/handlers"
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
@@ -27,27 +28,29 @@ type applyStage struct {
 // box, when set, forgets each payload once it is in the ledger and records
 // each poisoned one.
 // handling, when set, holds the id of every message while it is handled.
-func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics *Metrics, box *outbox.Outbox, handling *sync.Map, onSettled func(), logger *slog.Logger) (*applyStage, error) {
+func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counters *metrics.Metrics, box *outbox.Outbox, handling *sync.Map, onSettled func(), logger *slog.Logger) (*applyStage, error) {
 	wlog := watermill.NewSlogLogger(logger)
 	sub, err := ps.NewSubscriber(cfg.TopicID, cfg.SubscriptionID)
 	if err != nil {
 		return nil, fmt.Errorf("apply subscriber: %w", err)
 	}
-	apply, err := handlers.NewApply(committer)
+	apply, err := handlers.NewApply(handlers.ApplyConfig{
+		Submitter: committer,
+		OnOutcome: func(id string, s warehouse.Status) {
+			if box != nil {
+				box.Forget(id)
+			}
+			if s == warehouse.Duplicate {
+				counters.Payload(metrics.OutcomeDuplicate)
+				return
+			}
+			counters.Payload(metrics.OutcomeApplied)
+		},
+	})
 	if err != nil {
 		return nil, err
 	}
-	apply.OnOutcome = func(id string, s warehouse.Status) {
-		if box != nil {
-			box.Forget(id)
-		}
-		if s == warehouse.Duplicate {
-			metrics.Payload(OutcomeDuplicate)
-			return
-		}
-		metrics.Payload(OutcomeApplied)
-	}
-	poisonPublisher := poisonPublisher{Publisher: ps.Publisher(), metrics: metrics, outbox: box, logger: logger}
+	poisonPublisher := poisonPublisher{Publisher: ps.Publisher(), counters: counters, outbox: box, logger: logger}
 	poison, err := middleware.PoisonQueueWithFilter(poisonPublisher, cfg.PoisonTopicID, shouldPoison)
 	if err != nil {
 		return nil, err
@@ -67,7 +70,7 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, metrics
 			// OnRetryHook skips the first one. Watermill also asks after
 			// the last attempt, when none follows whatever the answer.
 			if retry && p.RetryNum < cfg.RetryMax {
-				metrics.retries.Inc()
+				counters.Retry()
 			}
 			return retry
 		},
@@ -114,9 +117,9 @@ func shouldPoison(err error) bool {
 // was meant to), so an operator sees each poisoned payload once, with why.
 type poisonPublisher struct {
 	message.Publisher
-	metrics *Metrics
-	outbox  *outbox.Outbox
-	logger  *slog.Logger
+	counters *metrics.Metrics
+	outbox   *outbox.Outbox
+	logger   *slog.Logger
 }
 
 func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
@@ -127,7 +130,7 @@ func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
 		if p.outbox != nil {
 			p.outbox.MarkPoisoned(m.UUID, m.Metadata)
 		}
-		p.metrics.Payload(OutcomePoisoned)
+		p.counters.Payload(metrics.OutcomePoisoned)
 		p.logger.Warn("Payload poisoned", "payload_id", m.UUID, "topic", topic,
 			"class", m.Metadata.Get(messages.MetaErrorClass),
 			"attempts", m.Metadata.Get(messages.MetaAttempts),
@@ -136,20 +139,4 @@ func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
 			"reason", m.Metadata.Get(middleware.ReasonForPoisonedKey))
 	}
 	return nil
-}
-
-func settled(handling *sync.Map, onSettled func()) message.HandlerMiddleware {
-	return func(h message.HandlerFunc) message.HandlerFunc {
-		return func(msg *message.Message) ([]*message.Message, error) {
-			if handling != nil {
-				handling.Store(msg.UUID, struct{}{})
-				defer handling.Delete(msg.UUID)
-			}
-			out, err := h(msg)
-			if err == nil && onSettled != nil {
-				onSettled()
-			}
-			return out, err
-		}
-	}
 }

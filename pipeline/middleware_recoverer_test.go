@@ -12,9 +12,10 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/edge"
+	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -62,8 +63,11 @@ func runRouter(t *testing.T, r *message.Router) {
 func TestGatePanicAnswers500(t *testing.T) {
 	cfg, ps := panicTestPubSub(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	edge := NewEdge(cfg.MaxBodyBytes, time.Second, logger)
-	stage, err := newIngestStage(cfg, ps, edge, func() error { panic("gate bug") }, nil, logger)
+	e, err := edge.New(edge.Config{MaxBodyBytes: cfg.MaxBodyBytes, SettleWait: time.Second}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stage, err := newIngestStage(cfg, ps, e, func() error { panic("gate bug") }, nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,8 +100,8 @@ func (panickingSubmitter) Submit(context.Context, warehouse.Payload) (warehouse.
 func TestApplyPanicIsPoisonedAtOnce(t *testing.T) {
 	cfg, ps := panicTestPubSub(t)
 	logger := slog.New(slog.DiscardHandler)
-	metrics := NewMetrics()
-	stage, err := newApplyStage(cfg, ps, panickingSubmitter{}, metrics, nil, nil, nil, logger)
+	counters := metrics.New()
+	stage, err := newApplyStage(cfg, ps, panickingSubmitter{}, counters, nil, nil, nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +139,22 @@ func TestApplyPanicIsPoisonedAtOnce(t *testing.T) {
 	if reason := m.Metadata.Get(middleware.ReasonForPoisonedKey); !strings.Contains(reason, "apply bug") {
 		t.Errorf("reason %q does not carry the panic", reason)
 	}
-	if n := testutil.ToFloat64(metrics.retries); n != 0 {
+	if n := counterValue(t, counters, "gatekeeper_apply_retries_total"); n != 0 {
 		t.Errorf("gatekeeper_apply_retries_total = %v, want 0", n)
 	}
+}
+
+func counterValue(t *testing.T, m *metrics.Metrics, name string) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no series %s", name)
+	return 0
 }

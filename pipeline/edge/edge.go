@@ -1,4 +1,7 @@
-package pipeline
+// Package edge is the HTTP side of the ingestion stage: it turns a request
+// into a message for the gate and the gate's verdict into the replaced
+// service's JSON answer, with the status the error's class calls for.
+package edge
 
 import (
 	"bytes"
@@ -38,16 +41,47 @@ import (
 // The registry is needed because the subscriber gives messages a context of
 // its own, not the request's.
 type Edge struct {
-	maxBody    int64
-	settleWait time.Duration
-	now        func() time.Time
-	logger     *slog.Logger
+	cfg    Config
+	now    func() time.Time
+	logger *slog.Logger
 
 	pending sync.Map // payload id → *exchange
+}
 
+// Config configures an Edge.
+type Config struct {
+	// MaxBodyBytes is the largest accepted request body; a larger one gets
+	// 413. Optional, default 1 MiB.
+	MaxBodyBytes int64
+	// SettleWait is how long the edge still waits for what became of a
+	// payload whose client left before its answer, so that the log and the
+	// metrics say what happened to it. Make it longer than the gate's
+	// publish can take. Optional, default 15s.
+	SettleWait time.Duration
 	// OnSettle, when set, sees the gate's result for every payload: nil for
-	// accepted, an error otherwise. The service counts with it.
+	// accepted, an error otherwise. Optional.
 	OnSettle func(err error)
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.SettleWait == 0 {
+		c.SettleWait = 15 * time.Second
+	}
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, errors.New("edge config: MaxBodyBytes must not be negative"))
+	}
+	if c.SettleWait < 0 {
+		errs = append(errs, errors.New("edge config: SettleWait must not be negative"))
+	}
+	return errors.Join(errs...)
 }
 
 type exchangeKey struct{}
@@ -64,12 +98,13 @@ type exchange struct {
 	done chan struct{}
 }
 
-// NewEdge returns an Edge that accepts bodies up to maxBody bytes. When a
-// client leaves before its answer, the edge still waits up to settleWait
-// (longer than the gate's publish can take) for what became of its
-// payload, so that the log and the metrics say what happened to it.
-func NewEdge(maxBody int64, settleWait time.Duration, logger *slog.Logger) *Edge {
-	return &Edge{maxBody: maxBody, settleWait: settleWait, now: time.Now, logger: logger}
+// New returns an Edge, or the problems with cfg.
+func New(cfg Config, logger *slog.Logger) (*Edge, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Edge{cfg: cfg, now: time.Now, logger: logger}, nil
 }
 
 // ErrUnsupportedMediaType is the edge's answer to a body that is not JSON by
@@ -112,7 +147,7 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 		if clientGone && inRouter {
 			select {
 			case <-x.done:
-			case <-time.After(e.settleWait):
+			case <-time.After(e.cfg.SettleWait):
 			}
 		}
 		e.pending.Delete(x.id)
@@ -135,7 +170,7 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 	if x == nil {
 		return nil, errors.New("request did not pass through Edge.Middleware")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, e.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, e.cfg.MaxBodyBytes))
 	if err != nil {
 		x.mu.Lock()
 		x.readErr = err
@@ -176,8 +211,8 @@ func (e *Edge) SettleMiddleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		out, err := h(msg)
 		e.Settle(msg, err)
-		if e.OnSettle != nil {
-			e.OnSettle(err)
+		if e.cfg.OnSettle != nil {
+			e.cfg.OnSettle(err)
 		}
 		if messages.ClassOf(err) == messages.ClassInvalid {
 			return out, nil

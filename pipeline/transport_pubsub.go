@@ -18,13 +18,15 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/gatekeeper/gatekeeper/pipeline/embedded"
 )
 
 // PubSub is the transport between the stages: one admin client for
 // resources and readiness, one shared publisher, and subscribers on demand.
 type PubSub struct {
 	Mode     PubSubMode
-	Embedded *EmbeddedPubSub // set in embedded mode only
+	Embedded *embedded.Server // set in embedded mode only
 
 	cfg     Config
 	client  *pubsub.Client
@@ -50,7 +52,7 @@ func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, e
 	ps := &PubSub{Mode: cfg.ResolvedPubSubMode(), cfg: cfg, logger: logger, wlog: watermill.NewSlogLogger(logger)}
 	switch ps.Mode {
 	case PubSubEmbedded:
-		emb, err := NewEmbeddedPubSub(cfg.EmbeddedPubSubAddr, 0, logger)
+		emb, err := embedded.New(cfg.EmbeddedPubSubAddr, 0, logger)
 		if err != nil {
 			return nil, err
 		}

@@ -1,4 +1,6 @@
-package pipeline
+// Package embedded runs an in-process Pub/Sub server (pstest) on a
+// loopback port, with its message log trimmed so that memory stays bounded.
+package embedded
 
 import (
 	"fmt"
@@ -11,7 +13,7 @@ import (
 	"cloud.google.com/go/pubsub/v2/pstest"
 )
 
-// EmbeddedPubSub is an in-process Pub/Sub server (pstest) on a loopback port,
+// Server is an in-process Pub/Sub server (pstest) on a loopback port,
 // so that `gatekeeper serve` needs no cloud account and other processes can
 // share it through PUBSUB_EMULATOR_HOST.
 //
@@ -19,10 +21,10 @@ import (
 // ClearMessages empties, and ClearMessages also drops the subscriptions'
 // unacknowledged messages: calling it under load would lose accepted
 // payloads. The log exists only for test inspection (Server.Messages), so
-// EmbeddedPubSub trims that log alone, under pstest's own lock, and never
+// Server trims that log alone, under pstest's own lock, and never
 // touches a subscription's pending messages. Memory then stays bounded by
 // what is pending, not by what was ever published.
-type EmbeddedPubSub struct {
+type Server struct {
 	server *pstest.Server
 	log    pstestLog
 	logger *slog.Logger
@@ -41,9 +43,9 @@ type pstestLog struct {
 	msgsByID reflect.Value // map[string]*pstest.Message
 }
 
-// NewEmbeddedPubSub starts the server on addr and trims its log every
+// New starts the server on addr and trims its log every
 // trimEvery (default 1s when zero).
-func NewEmbeddedPubSub(addr string, trimEvery time.Duration, logger *slog.Logger) (e *EmbeddedPubSub, err error) {
+func New(addr string, trimEvery time.Duration, logger *slog.Logger) (e *Server, err error) {
 	if trimEvery <= 0 {
 		trimEvery = time.Second
 	}
@@ -59,7 +61,7 @@ func NewEmbeddedPubSub(addr string, trimEvery time.Duration, logger *slog.Logger
 		_ = server.Close()
 		return nil, err
 	}
-	e = &EmbeddedPubSub{
+	e = &Server{
 		server: server, log: log, logger: logger,
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -83,14 +85,14 @@ func reachLog(server *pstest.Server) (pstestLog, error) {
 }
 
 // Addr is the host:port other processes use as PUBSUB_EMULATOR_HOST.
-func (e *EmbeddedPubSub) Addr() string { return e.server.Addr }
+func (e *Server) Addr() string { return e.server.Addr }
 
 // Server exposes pstest for tests that inspect what was published.
-func (e *EmbeddedPubSub) Server() *pstest.Server { return e.server }
+func (e *Server) PSTest() *pstest.Server { return e.server }
 
 // TrimLog forgets the log of published messages and returns how many it
 // held. Pending (unacknowledged) messages stay with their subscriptions.
-func (e *EmbeddedPubSub) TrimLog() int {
+func (e *Server) TrimLog() int {
 	e.log.mu.Lock()
 	defer e.log.mu.Unlock()
 	n := e.log.msgs.Len()
@@ -102,7 +104,7 @@ func (e *EmbeddedPubSub) TrimLog() int {
 	return n
 }
 
-func (e *EmbeddedPubSub) trimLoop(every time.Duration) {
+func (e *Server) trimLoop(every time.Duration) {
 	defer close(e.done)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -120,7 +122,7 @@ func (e *EmbeddedPubSub) trimLoop(every time.Duration) {
 
 // Close stops the server. Unacknowledged messages are gone with it: the
 // service drains the apply stage before closing (see Service.drain).
-func (e *EmbeddedPubSub) Close() error {
+func (e *Server) Close() error {
 	var err error
 	e.once.Do(func() {
 		close(e.stop)

@@ -1,4 +1,6 @@
-package pipeline
+// Package metrics holds gatekeeper's own Prometheus series, serves them on
+// /metrics and pushes them to a Pushgateway.
+package metrics
 
 import (
 	"context"
@@ -38,8 +40,8 @@ const (
 	OutcomePoisoned  = "poisoned"
 )
 
-// NewMetrics registers gatekeeper's series in a fresh registry.
-func NewMetrics() *Metrics {
+// New registers gatekeeper's series in a fresh registry.
+func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &Metrics{
@@ -76,6 +78,9 @@ func NewMetrics() *Metrics {
 
 // Payload counts one payload outcome.
 func (m *Metrics) Payload(outcome string) { m.payloads.WithLabelValues(outcome).Inc() }
+
+// Retry counts one retry of a transient apply failure.
+func (m *Metrics) Retry() { m.retries.Inc() }
 
 // Group records one group commit.
 func (m *Metrics) Group(size int, d time.Duration, err error) {
@@ -123,10 +128,10 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 
-// pushLoop pushes the registry to a Prometheus Pushgateway every interval
+// Push pushes the registry to a Prometheus Pushgateway every interval
 // and once more when ctx ends, so a short-lived or scaled-to-zero process
 // still leaves its last numbers behind.
-func (m *Metrics) pushLoop(ctx context.Context, host string, interval time.Duration, logger *slog.Logger) {
+func (m *Metrics) Push(ctx context.Context, host string, interval time.Duration, logger *slog.Logger) {
 	if !strings.Contains(host, "://") {
 		host = "http://" + host
 	}

@@ -1,0 +1,26 @@
+// Package pipeline is gatekeeper's composition root: it builds the stages
+// from a Config and runs them, in one process or apart.
+//
+// A payload's way through it, file by file:
+//
+//   - stage_ingest.go: the HTTP subscriber (package edge renders the
+//     answer) → handlers.Gate → the accepted topic;
+//   - stage_apply.go: the accepted topic → handlers.Apply, through the
+//     group committer (package warehouse) → the applied topic, or the
+//     poison topic;
+//   - middleware_*.go: what the stages wrap their handlers in, one file
+//     each, in an order each stage writes down once;
+//   - transport_pubsub.go: Pub/Sub clients, the shared publisher and the
+//     topics and subscriptions each stage needs (package embedded is the
+//     in-process server);
+//   - outbox_*.go: the outbox's part (package outbox is the store):
+//     publishing again what was accepted and not settled;
+//   - health_monitor.go: recreating lost Pub/Sub resources, /healthz and
+//     /readyz;
+//   - poison_queue.go: reading and replaying the poison subscription, for
+//     the operator's CLI;
+//   - config.go, service.go, warehouse_open.go: the settings, the
+//     lifecycle (start, serve, drain, stop) and the warehouse adapters.
+//
+// Package metrics holds the service's own series.
+package pipeline
