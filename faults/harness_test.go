@@ -1,7 +1,6 @@
 package faults_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
@@ -551,16 +550,4 @@ func (e *env) runTool(args ...string) (string, string, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	return stdout.String(), stderr.String(), err
-}
-
-func countLines(s string) int {
-	n := 0
-	sc := bufio.NewScanner(strings.NewReader(s))
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
-		if strings.TrimSpace(sc.Text()) != "" {
-			n++
-		}
-	}
-	return n
 }

@@ -20,7 +20,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,7 +54,8 @@ func binary(t *testing.T) string {
 	buildBin.Do(func() {
 		goTool, err := exec.LookPath("go")
 		if err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+			binErr = fmt.Errorf("the go tool is not on PATH: %w", err)
+			return
 		}
 		binPath = filepath.Join(binDir, "gatekeeper")
 		args := []string{"build", "-o", binPath}
