@@ -190,6 +190,11 @@ type Config struct {
 	PushInterval time.Duration
 	// ShutdownTimeout (SHUTDOWN_TIMEOUT) bounds draining on SIGTERM. Optional, default 30s.
 	ShutdownTimeout time.Duration
+	// ShutdownDelay (SHUTDOWN_DELAY): on SIGTERM, /readyz answers 503 for
+	// this long while the service still serves, so that a load balancer
+	// stops sending before the listener closes; the drain follows.
+	// Optional, default 0 (no delay).
+	ShutdownDelay time.Duration
 }
 
 // DefaultConfig returns the defaults that hold whatever else is set. The
@@ -371,6 +376,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.EmbeddedPubSubAddr); err != nil {
 			bad("PUBSUB_EMBEDDED_ADDR %q: %v", c.EmbeddedPubSubAddr, err)
 		}
+		if c.DoNotCreateResources {
+			bad("CREATE_RESOURCES=false cannot work with the embedded Pub/Sub: it starts empty every time")
+		}
 	}
 	for _, n := range []struct{ env, id string }{
 		{"TOPIC_ID", c.TopicID}, {"SUBSCRIPTION_ID", c.SubscriptionID},
@@ -446,6 +454,9 @@ func (c Config) Validate() error {
 		if p.value <= 0 {
 			bad("%s must be positive", p.env)
 		}
+	}
+	if c.ShutdownDelay < 0 {
+		bad("SHUTDOWN_DELAY must not be negative")
 	}
 	if c.RetryMax < 0 {
 		bad("RETRY_MAX must not be negative")

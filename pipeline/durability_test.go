@@ -209,6 +209,43 @@ func TestIngestRefusesWithoutApplySubscription(t *testing.T) {
 	})
 }
 
+// CREATE_RESOURCES=false only checks: a service whose topics and
+// subscriptions exist starts, one that misses any refuses to, naming
+// each, and the embedded Pub/Sub (empty at every start) is refused outright.
+func TestDoNotCreateResourcesOnlyChecks(t *testing.T) {
+	embedded := testConfig(t, pipeline.PubSubEmbedded)
+	embedded.DoNotCreateResources = true
+	if err := embedded.Validate(); err == nil || !strings.Contains(err.Error(), "CREATE_RESOURCES=false cannot work with the embedded Pub/Sub") {
+		t.Errorf("embedded with CREATE_RESOURCES=false: %v", err)
+	}
+
+	skipWithoutEmulator(t, pipeline.PubSubEmulator)
+	cfg := testConfig(t, pipeline.PubSubEmulator)
+	first := startService(t, cfg) // creates them
+	if err := first.stop(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.DoNotCreateResources = true
+	second := startService(t, cfg)
+	if code, resp, _ := post(t, second.base, "application/json", insertOnly); code != 200 {
+		t.Fatalf("POST with every resource in place: %d %+v", code, resp)
+	}
+	if err := second.stop(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.PoisonTopicID += "-never-created"
+	cfg.PoisonSubscriptionID += "-never-created"
+	_, err := pipeline.NewService(context.Background(), cfg, testLogger())
+	if err == nil {
+		t.Fatal("the apply stage started without its poison topic and subscription")
+	}
+	for _, want := range []string{"topic " + cfg.PoisonTopicID + " does not exist", "subscription " + cfg.PoisonSubscriptionID, "CREATE_RESOURCES=false"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("start error does not say %q: %v", want, err)
+		}
+	}
+}
+
 // Pub/Sub losing the topics (an emulator restart, someone deleting them)
 // heals without a restart: the service recreates them, and what was
 // accepted but not yet applied comes back from the outbox.

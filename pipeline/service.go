@@ -194,6 +194,7 @@ func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	if s.ingest != nil {
 		mux.Handle(IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingest.routes))
+		mux.Handle("GET "+SchemaPath, s.Metrics.InstrumentHTTP(SchemaPath, schemaHandler()))
 	}
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.readyz)))
@@ -337,6 +338,10 @@ func (s *Service) routers() []*message.Router {
 
 func (s *Service) shutdown() error {
 	s.ready.Store(false)
+	if s.cfg.ShutdownDelay > 0 {
+		s.logger.Info("Not ready; still serving until the shutdown delay ends", "shutdown_delay", s.cfg.ShutdownDelay.String())
+		time.Sleep(s.cfg.ShutdownDelay)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	var errs []error

@@ -33,15 +33,21 @@ const (
 	badOperation = `{"activities":[{"operation":"upsert","table":"table1","col_names":["a"],"col_types":["INTEGER"],"col_values":[1]}]}`
 )
 
-// pubsubModes lists the Pub/Sub backends a stage test runs against: always
-// the embedded server, and the real emulator when PUBSUB_EMULATOR_HOST is set
-// (as .ci/run does).
+// pubsubModes lists the Pub/Sub backends a stage test runs against: the
+// embedded server, and the real emulator, which runs when
+// PUBSUB_EMULATOR_HOST is set (as .ci/run does) and shows as skipped when
+// not, so that the output says that tier did not run.
 func pubsubModes() []pipeline.PubSubMode {
-	modes := []pipeline.PubSubMode{pipeline.PubSubEmbedded}
-	if os.Getenv("PUBSUB_EMULATOR_HOST") != "" {
-		modes = append(modes, pipeline.PubSubEmulator)
+	return []pipeline.PubSubMode{pipeline.PubSubEmbedded, pipeline.PubSubEmulator}
+}
+
+// skipWithoutEmulator skips the emulator variant of a test when no
+// emulator is configured.
+func skipWithoutEmulator(t *testing.T, mode pipeline.PubSubMode) {
+	t.Helper()
+	if mode == pipeline.PubSubEmulator && os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
+		t.Skip("PUBSUB_EMULATOR_HOST is not set: the emulator tier did not run")
 	}
-	return modes
 }
 
 var testSeq atomic.Int64
@@ -218,7 +224,10 @@ func receive(t *testing.T, ch <-chan *pubsub.Message, within time.Duration) *pub
 
 func forEachMode(t *testing.T, f func(t *testing.T, mode pipeline.PubSubMode)) {
 	for _, mode := range pubsubModes() {
-		t.Run(string(mode), func(t *testing.T) { f(t, mode) })
+		t.Run(string(mode), func(t *testing.T) {
+			skipWithoutEmulator(t, mode)
+			f(t, mode)
+		})
 	}
 }
 
@@ -378,6 +387,75 @@ func TestHealthAndMetrics(t *testing.T) {
 		if path == "/metrics" && !bytes.Contains(body, []byte("gatekeeper_payloads_total")) {
 			t.Errorf("/metrics lacks gatekeeper_payloads_total")
 		}
+	}
+}
+
+// Clients can validate before they post: the gate's schema is served.
+func TestSchemaIsServed(t *testing.T) {
+	r := startService(t, testConfig(t, pipeline.PubSubEmbedded))
+	resp, err := http.Get(r.base + pipeline.SchemaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/schema+json" || !bytes.Equal(body, messages.SchemaJSON()) {
+		t.Fatalf("GET %s: %d %q, body is the schema: %v", pipeline.SchemaPath, resp.StatusCode, resp.Header.Get("Content-Type"), bytes.Equal(body, messages.SchemaJSON()))
+	}
+	req, _ := http.NewRequest(http.MethodGet, r.base+pipeline.SchemaPath, nil)
+	req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
+	again, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again.Body.Close()
+	if again.StatusCode != http.StatusNotModified {
+		t.Errorf("revalidation with the ETag: %d, want 304", again.StatusCode)
+	}
+}
+
+// On SIGTERM /readyz answers 503 for SHUTDOWN_DELAY while payloads are
+// still accepted, so that a load balancer stops sending before the
+// listener closes.
+func TestReadyzAnswers503DuringShutdown(t *testing.T) {
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.ShutdownDelay = 3 * time.Second
+	r := startService(t, cfg)
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+
+	deadline := time.Now().Add(cfg.ShutdownDelay)
+	for {
+		resp, err := http.Get(r.base + "/readyz")
+		if err != nil {
+			t.Fatalf("/readyz during the shutdown delay: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			if !strings.Contains(string(body), "shutting down") {
+				t.Errorf("/readyz 503 does not say why: %s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz stayed 200 after SIGTERM")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, resp, _ := post(t, r.base, "application/json", insertOnly); code != 200 {
+		t.Errorf("POST during the shutdown delay: %d %+v, want it still accepted", code, resp)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("shutdown did not end")
+	}
+	if _, err := http.Get(r.base + "/readyz"); err == nil {
+		t.Error("the listener is still open after shutdown")
 	}
 }
 

@@ -133,6 +133,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	str(&c.PushgatewayHost, "pushgateway", "PUSHGATEWAY_PROMETHEUS_HOST", "Prometheus Pushgateway host:port; metrics are pushed when set")
 	dur(&c.PushInterval, "push-interval", "PUSH_INTERVAL", "how often metrics are pushed")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "longest drain on SIGTERM")
+	dur(&c.ShutdownDelay, "shutdown-delay", "SHUTDOWN_DELAY", "on SIGTERM, how long /readyz answers 503 while the service still serves, before the drain")
 	return ss
 }
 
