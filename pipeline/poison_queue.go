@@ -90,6 +90,15 @@ func (q *PoisonQueue) Close() error { return q.client.Close() }
 // until released or acked. A pull that returns nothing ends the walk.
 func (q *PoisonQueue) pull(ctx context.Context, max int) ([]Poisoned, error) {
 	sub := q.subscription()
+	// An empty pull is told apart from an unreachable Pub/Sub only by its
+	// deadline, so ask first whether the subscription is there at all: an
+	// operator must not read "nothing poisoned" when nothing answered.
+	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err := q.client.SubscriptionAdminClient.GetSubscription(gctx, &pubsubpb.GetSubscriptionRequest{Subscription: sub})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", q.cfg.PoisonSubscriptionID, err)
+	}
 	var out []Poisoned
 	for max <= 0 || len(out) < max {
 		want := 100
