@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gatekeeper/gatekeeper/warehouse"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -68,7 +69,7 @@ type resourceProblem struct {
 // once it has lasted UNHEALTHY_AFTER, in /healthz.
 type monitor struct {
 	ps        *PubSub
-	store     Store // nil without the apply stage
+	store     warehouse.Store // nil without the apply stage
 	interval  time.Duration
 	logger    *slog.Logger
 	onCreated func(ctx context.Context, r resource)
@@ -92,7 +93,7 @@ type monitor struct {
 	kick     chan struct{}
 }
 
-func newMonitor(ps *PubSub, store Store, interval time.Duration, onCreated func(context.Context, resource), logger *slog.Logger) *monitor {
+func newMonitor(ps *PubSub, store warehouse.Store, interval time.Duration, onCreated func(context.Context, resource), logger *slog.Logger) *monitor {
 	return &monitor{
 		ps: ps, store: store, interval: interval, logger: logger, onCreated: onCreated,
 		publish: component{name: "publishing to Pub/Sub"}, admin: component{name: "Pub/Sub resource checks"},

@@ -31,7 +31,7 @@ type Service struct {
 	Metrics *metrics.Metrics
 	PubSub  *PubSub
 	// Store is nil when this process does not run the apply stage.
-	Store Store
+	Store warehouse.Store
 
 	committer *warehouse.GroupCommitter
 	outbox    *outbox.Outbox // nil unless cfg.OutboxEnabled()
@@ -60,7 +60,7 @@ type Option func(*Service)
 // WithWarehouse makes the apply stage write to store instead of the adapter
 // cfg.Warehouse names; the service closes it. Tests use it to inject
 // failures (warehousetest.Faulty).
-func WithWarehouse(store Store) Option {
+func WithWarehouse(store warehouse.Store) Option {
 	return func(s *Service) { s.Store = store }
 }
 

@@ -10,17 +10,14 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
 )
 
-// Store is what the service and its tools need of a warehouse adapter.
-type Store = warehouse.Store
-
 // OpenWarehouse opens the adapter cfg.Warehouse names.
-func OpenWarehouse(ctx context.Context, cfg Config, logger *slog.Logger) (Store, error) {
+func OpenWarehouse(ctx context.Context, cfg Config, logger *slog.Logger) (warehouse.Store, error) {
 	spec, err := ParseWarehouse(cfg.Warehouse)
 	if err != nil {
 		return nil, err
 	}
-	// Each adapter's nil pointer is returned as a nil Store, never as a
-	// Store holding a nil pointer, which callers would try to Close.
+	// Each adapter's nil pointer is returned as a nil warehouse.Store, never
+	// as one holding a nil pointer, which callers would try to Close.
 	switch spec.Kind {
 	case WarehouseSQLite:
 		w, err := sqlite.Open(ctx, sqlite.Config{Path: spec.Path, Sync: sqlite.Sync(cfg.SQLiteSync)}, logger)
