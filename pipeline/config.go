@@ -188,6 +188,10 @@ type Config struct {
 	PushgatewayHost string
 	// PushInterval (PUSH_INTERVAL). Optional, default 15s.
 	PushInterval time.Duration
+	// PushJob (PUSH_JOB) is the job label of the pushed group (its instance
+	// label is the host name), so that deployments sharing a Pushgateway
+	// keep apart. Optional, default "gatekeeper".
+	PushJob string
 	// ShutdownTimeout (SHUTDOWN_TIMEOUT) bounds draining on SIGTERM. Optional, default 30s.
 	ShutdownTimeout time.Duration
 	// ShutdownDelay (SHUTDOWN_DELAY): on SIGTERM, /readyz answers 503 for
@@ -267,6 +271,7 @@ func (c *Config) setStaticDefaults() {
 	setDefault(&c.UnhealthyAfter, 5*time.Minute)
 	setDefault(&c.ResourceCheckInterval, 5*time.Second)
 	setDefault(&c.PushInterval, 15*time.Second)
+	setDefault(&c.PushJob, "gatekeeper")
 	setDefault(&c.ShutdownTimeout, 30*time.Second)
 }
 

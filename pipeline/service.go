@@ -301,7 +301,7 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() {
 		defer close(pushDone)
 		if s.cfg.PushgatewayHost != "" {
-			s.Metrics.Push(pushCtx, s.cfg.PushgatewayHost, s.cfg.PushInterval, s.logger)
+			s.Metrics.Push(pushCtx, s.cfg.PushgatewayHost, s.cfg.PushJob, s.cfg.PushInterval, s.logger)
 		}
 	}()
 	s.ready.Store(true)

@@ -478,6 +478,8 @@ func TestMetricsArePushedToPushgateway(t *testing.T) {
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.PushgatewayHost = gateway
 	cfg.PushInterval = 100 * time.Millisecond
+	// A job of its own: other tests push to the same Pushgateway.
+	cfg.PushJob = "gatekeeper-test-" + cfg.TopicID
 	r := startService(t, cfg)
 	code, resp, _ := post(t, r.base, "application/json", insertOnly)
 	if code != 200 {
@@ -492,13 +494,13 @@ func TestMetricsArePushedToPushgateway(t *testing.T) {
 		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		for _, line := range strings.Split(string(body), "\n") {
-			if strings.HasPrefix(line, "gatekeeper_payloads_total{") && strings.Contains(line, `job="gatekeeper"`) &&
+			if strings.HasPrefix(line, "gatekeeper_payloads_total{") && strings.Contains(line, `job="`+cfg.PushJob+`"`) &&
 				strings.Contains(line, `outcome="accepted"`) && !strings.HasSuffix(line, " 0") {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the Pushgateway never showed an accepted payload from job gatekeeper:\n%s", body)
+			t.Fatalf("the Pushgateway never showed an accepted payload from job %s:\n%s", cfg.PushJob, body)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

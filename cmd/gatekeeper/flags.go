@@ -132,6 +132,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	inverted(&c.DisableExactlyOnceDelivery, "exactly-once-delivery", "EXACTLY_ONCE_DELIVERY", "enable exactly-once delivery on an apply subscription gatekeeper creates on Google Pub/Sub")
 	str(&c.PushgatewayHost, "pushgateway", "PUSHGATEWAY_PROMETHEUS_HOST", "Prometheus Pushgateway host:port; metrics are pushed when set")
 	dur(&c.PushInterval, "push-interval", "PUSH_INTERVAL", "how often metrics are pushed")
+	str(&c.PushJob, "push-job", "PUSH_JOB", "job label of the pushed metrics (the instance label is the host name)")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", "SHUTDOWN_TIMEOUT", "longest drain on SIGTERM")
 	dur(&c.ShutdownDelay, "shutdown-delay", "SHUTDOWN_DELAY", "on SIGTERM, how long /readyz answers 503 while the service still serves, before the drain")
 	return ss

@@ -223,10 +223,10 @@ func getBody(t *testing.T, url string) string {
 // with a push interval of an hour, the only push a SIGTERMed process can
 // have made is that one, and it carries the final counts.
 //
-// The service pushes as job "gatekeeper", instance = the host name, with no
-// setting to change either, so this process is told apart from earlier runs
-// (and from pipeline's test, which pushes to the same group) by its
-// process_start_time_seconds, read from its own /metrics before it stops.
+// The service pushes as job PUSH_JOB, instance = the host name. The job is
+// this test's own, so no other test's pushes land in its group, and this
+// process is told apart from earlier runs by its process_start_time_seconds,
+// read from its own /metrics before it stops.
 func TestMetricsArePushedAtExit(t *testing.T) {
 	gateway := os.Getenv("GATEKEEPER_TEST_PUSHGATEWAY")
 	if gateway == "" {
@@ -236,8 +236,9 @@ func TestMetricsArePushedAtExit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	group := map[string]string{"job": "gatekeeper", "instance": instance}
-	s := startService(t, t.TempDir(), map[string]string{"PUSHGATEWAY_PROMETHEUS_HOST": gateway, "PUSH_INTERVAL": "1h"})
+	job := "gatekeeper-cmdtest-exit"
+	group := map[string]string{"job": job, "instance": instance}
+	s := startService(t, t.TempDir(), map[string]string{"PUSHGATEWAY_PROMETHEUS_HOST": gateway, "PUSH_INTERVAL": "1h", "PUSH_JOB": job})
 	s.post(t, `{"activities":[{"operation":"insert","table":"pushed","col_names":["n"],"col_types":["INTEGER"],"col_values":[1]}]}`)
 
 	var own []series
@@ -275,7 +276,7 @@ func TestMetricsArePushedAtExit(t *testing.T) {
 			started, group, body, s.logs)
 	}
 	for outcome, want := range map[string]float64{"accepted": 1, "applied": 1, "rejected": 0, "poisoned": 0} {
-		labels := map[string]string{"job": "gatekeeper", "instance": instance, "outcome": outcome}
+		labels := map[string]string{"job": job, "instance": instance, "outcome": outcome}
 		if v, ok := find(pushed, "gatekeeper_payloads_total", labels); !ok || v != want {
 			t.Errorf("pushed gatekeeper_payloads_total%v = %v (present %v), want %v", labels, v, ok, want)
 		}

@@ -128,15 +128,16 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 
-// Push pushes the registry to a Prometheus Pushgateway every interval
+// Push pushes the registry to a Prometheus Pushgateway, as job and the host
+// name as instance, every interval
 // and once more when ctx ends, so a short-lived or scaled-to-zero process
 // still leaves its last numbers behind.
-func (m *Metrics) Push(ctx context.Context, host string, interval time.Duration, logger *slog.Logger) {
+func (m *Metrics) Push(ctx context.Context, host, job string, interval time.Duration, logger *slog.Logger) {
 	if !strings.Contains(host, "://") {
 		host = "http://" + host
 	}
 	instance, _ := os.Hostname()
-	pusher := push.New(host, "gatekeeper").Gatherer(m.Registry).Grouping("instance", instance)
+	pusher := push.New(host, job).Gatherer(m.Registry).Grouping("instance", instance)
 	doPush := func() {
 		if err := pusher.Push(); err != nil {
 			logger.Warn("Pushgateway push failed", "host", host, "error", err)
