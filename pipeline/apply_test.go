@@ -206,10 +206,24 @@ func toolConfig(r *running) pipeline.Config {
 	return cfg
 }
 
-// faultyStore fails the first Apply calls, then behaves.
+// faultyStore fails the Apply calls it is told to, and reads through.
 type faultyStore struct {
 	*warehousetest.Faulty
 	warehouse.Reader
+}
+
+// faultyWarehouse opens cfg's SQLite warehouse behind a Faulty, and the
+// option that makes the service write through it; inner reads what
+// actually landed.
+func faultyWarehouse(t *testing.T, cfg pipeline.Config) (*warehousetest.Faulty, *sqlite.Warehouse, pipeline.Option) {
+	t.Helper()
+	spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
+	inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faulty := warehousetest.NewFaulty(inner)
+	return faulty, inner, pipeline.WithWarehouse(faultyStore{faulty, inner})
 }
 
 func TestApplyRetriesTransientFailureThenAppliesOnce(t *testing.T) {
@@ -217,14 +231,9 @@ func TestApplyRetriesTransientFailureThenAppliesOnce(t *testing.T) {
 		cfg := testConfig(t, mode)
 		cfg.RetryInitial = 20 * time.Millisecond
 		cfg.RetryMaxInterval = 50 * time.Millisecond
-		spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
-		inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		faulty := warehousetest.NewFaulty(inner)
+		faulty, inner, withFaulty := faultyWarehouse(t, cfg)
 		faulty.FailNext(3, nil)
-		r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
+		r := startServiceWith(t, cfg, withFaulty)
 		applied := r.watch(t, cfg.AppliedTopicID)
 
 		code, resp, _ := post(t, r.base, "application/json", insertOnly)
@@ -258,14 +267,9 @@ func TestApplyPoisonsTransientFailureAfterRetryMax(t *testing.T) {
 		cfg.RetryMax = 2
 		cfg.RetryInitial = 10 * time.Millisecond
 		cfg.RetryMaxInterval = 20 * time.Millisecond
-		spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
-		inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		faulty := warehousetest.NewFaulty(inner)
+		faulty, inner, withFaulty := faultyWarehouse(t, cfg)
 		faulty.FailNext(1_000_000, nil)
-		r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
+		r := startServiceWith(t, cfg, withFaulty)
 		poisoned := r.watch(t, cfg.PoisonTopicID)
 
 		code, resp, _ := post(t, r.base, "application/json", insertOnly)
@@ -464,14 +468,9 @@ func TestEmbeddedBacklogIsBounded(t *testing.T) {
 	cfg.EmbeddedMaxBacklog = 1
 	cfg.RetryInitial = 300 * time.Millisecond
 	cfg.RetryMaxInterval = 300 * time.Millisecond
-	spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
-	inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	faulty := warehousetest.NewFaulty(inner)
+	faulty, inner, withFaulty := faultyWarehouse(t, cfg)
 	faulty.FailNext(4, nil) // keeps the first payload unsettled for about a second
-	r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
+	r := startServiceWith(t, cfg, withFaulty)
 
 	code, first, _ := post(t, r.base, "application/json", insertOnly)
 	if code != 200 {

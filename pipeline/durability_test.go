@@ -17,8 +17,6 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/warehouse"
-	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
-	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
 func testLogger() *slog.Logger {
@@ -73,14 +71,9 @@ func TestEmbeddedShutdownWithStuckWarehouseKeepsAcceptedInOutbox(t *testing.T) {
 	cfg.RetryMax = 1000
 	cfg.RetryInitial = 50 * time.Millisecond
 	cfg.RetryMaxInterval = 100 * time.Millisecond
-	spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
-	inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	faulty := warehousetest.NewFaulty(inner)
+	faulty, _, withFaulty := faultyWarehouse(t, cfg)
 	faulty.FailNext(1_000_000, nil) // the warehouse is stuck for the whole first run
-	_, base, stop := runUntil(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
+	_, base, stop := runUntil(t, cfg, withFaulty)
 
 	var accepted []string
 	for i := range 20 {
@@ -90,7 +83,7 @@ func TestEmbeddedShutdownWithStuckWarehouseKeepsAcceptedInOutbox(t *testing.T) {
 		}
 		accepted = append(accepted, resp.ID)
 	}
-	err = stop()
+	err := stop()
 	if err == nil || !strings.Contains(err.Error(), "wait in the outbox") {
 		t.Fatalf("Run returned %v, want an error saying payloads wait in the outbox", err)
 	}
@@ -141,19 +134,20 @@ func TestIngestBeforeAnyApplyStageLosesNothing(t *testing.T) {
 // publishing them into a topic that keeps nothing.
 func TestIngestRefusesWithoutApplySubscription(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
+		if mode == pipeline.PubSubEmbedded {
+			t.Skip("the embedded Pub/Sub starts empty, so CREATE_RESOURCES=false is refused there (TestDoNotCreateResourcesOnlyChecks)")
+		}
 		cfg := testConfig(t, mode)
 		cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
-		if mode == pipeline.PubSubEmulator {
-			// The topic exists; only the subscription is missing.
-			first := startService(t, cfg)
-			err := first.client.SubscriptionAdminClient.DeleteSubscription(context.Background(),
-				&pubsubpb.DeleteSubscriptionRequest{Subscription: "projects/" + cfg.ProjectID + "/subscriptions/" + cfg.SubscriptionID})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := first.stop(); err != nil {
-				t.Fatal(err)
-			}
+		// The topic exists; only the subscription is missing.
+		first := startService(t, cfg)
+		err := first.client.SubscriptionAdminClient.DeleteSubscription(context.Background(),
+			&pubsubpb.DeleteSubscriptionRequest{Subscription: "projects/" + cfg.ProjectID + "/subscriptions/" + cfg.SubscriptionID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := first.stop(); err != nil {
+			t.Fatal(err)
 		}
 		cfg.DoNotCreateResources = true
 		cfg.UnhealthyAfter = 500 * time.Millisecond
@@ -268,13 +262,8 @@ func TestServiceRecreatesLostTopicsAndSubscriptions(t *testing.T) {
 		cfg.RetryMax = 1000
 		cfg.RetryInitial = 50 * time.Millisecond
 		cfg.RetryMaxInterval = 100 * time.Millisecond
-		spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
-		inner, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		faulty := warehousetest.NewFaulty(inner)
-		r := startServiceWith(t, cfg, pipeline.WithWarehouse(faultyStore{faulty, inner}))
+		faulty, inner, withFaulty := faultyWarehouse(t, cfg)
+		r := startServiceWith(t, cfg, withFaulty)
 
 		// Accepted while the warehouse fails, so they sit in the
 		// subscription when it is lost.
