@@ -30,32 +30,8 @@ func testLogger() *slog.Logger {
 // returns what Run returned, for tests that expect a failed shutdown.
 func runUntil(t *testing.T, cfg pipeline.Config, opts ...pipeline.Option) (*pipeline.Service, string, func() error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := pipeline.NewService(ctx, cfg, testLogger(), opts...)
-	if err != nil {
-		cancel()
-		t.Fatalf("NewService: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	base := "http://" + svc.Addr().String()
-	waitReady(t, base)
-	var stopped bool
-	var result error
-	stop := func() error {
-		if !stopped {
-			stopped = true
-			cancel()
-			select {
-			case result = <-done:
-			case <-time.After(60 * time.Second):
-				result = errors.New("Run did not return within 60s of cancel")
-			}
-		}
-		return result
-	}
-	t.Cleanup(func() { _ = stop() })
-	return svc, base, stop
+	r := startServiceWith(t, cfg, opts...)
+	return r.svc, r.base, r.stop
 }
 
 func insertBody(i int) string {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -84,6 +85,25 @@ type running struct {
 	stop   func() error
 	cfg    pipeline.Config
 	client *pubsub.Client
+	logs   *syncBuffer // the service's log, at info and above
+}
+
+// syncBuffer is a log destination a test can read while the service writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func startService(t *testing.T, cfg pipeline.Config) *running {
@@ -93,10 +113,12 @@ func startService(t *testing.T, cfg pipeline.Config) *running {
 
 func startServiceWith(t *testing.T, cfg pipeline.Config, opts ...pipeline.Option) *running {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := &syncBuffer{}
+	var out io.Writer = logs
 	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: testLogLevel()}))
+		out = io.MultiWriter(logs, os.Stderr)
 	}
+	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: min(slog.LevelInfo, testLogLevel())}))
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := pipeline.NewService(ctx, cfg, logger, opts...)
 	if err != nil {
@@ -119,11 +141,16 @@ func startServiceWith(t *testing.T, cfg pipeline.Config, opts ...pipeline.Option
 		return stopErr
 	}
 	t.Cleanup(func() {
+		// A test that stopped the service itself has seen what Run
+		// returned; a shutdown error here is one nobody expected.
+		if stopped.Load() {
+			return
+		}
 		if err := stop(); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
-	r := &running{svc: svc, base: "http://" + svc.Addr().String(), stop: stop, cfg: cfg}
+	r := &running{svc: svc, base: "http://" + svc.Addr().String(), stop: stop, cfg: cfg, logs: logs}
 	waitReady(t, r.base)
 	r.client = observerClient(t, r)
 	return r
@@ -360,6 +387,20 @@ func TestIngestAnswers503WhenPubSubIsDown(t *testing.T) {
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("503 took %s; the publish timeout is %s", took, cfg.PublishTimeout)
+	}
+	// Logged once, by the edge, with the payload's id; the router's own
+	// "Handler returned error" stays at debug.
+	var failed []string
+	for _, line := range strings.Split(r.logs.String(), "\n") {
+		if strings.Contains(line, "msg=\"Ingestion failed\"") {
+			failed = append(failed, line)
+		}
+		if strings.Contains(line, "Handler returned error") {
+			t.Errorf("the router logged the 503 as well: %s", line)
+		}
+	}
+	if len(failed) != 1 || !strings.Contains(failed[0], "status=503") || !strings.Contains(failed[0], "payload_id=") {
+		t.Errorf("want one Ingestion failed line with status and payload_id, got %q", failed)
 	}
 	resp2, err := http.Get(r.base + "/readyz")
 	if err != nil {
