@@ -192,9 +192,23 @@ func newCommitter(t *testing.T, w warehouse.Warehouse, cfg warehouse.GroupConfig
 	return c
 }
 
-// waitPending gives submitters time to enqueue behind a busy table. Nothing
-// can start while the table is held, so waiting longer only slows the test.
-func waitPending() { time.Sleep(50 * time.Millisecond) }
+// waitPending waits until exactly n submissions are pending in c, enqueued
+// and not started, so a test knows its submitters have arrived before it
+// releases anything. It fails the test when that takes over 5s.
+func waitPending(t *testing.T, c *warehouse.GroupCommitter, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := warehouse.PendingCount(c)
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d submissions pending after 5s, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
 
 func TestGroupCommitter_combines_payloads_waiting_for_a_busy_table(t *testing.T) {
 	w := newRecordingWarehouse(t)
@@ -208,7 +222,7 @@ func TestGroupCommitter_combines_payloads_waiting_for_a_busy_table(t *testing.T)
 	for i := 1; i <= 10; i++ {
 		waiting = append(waiting, submitAsync(ctx, c, payloadOn(i, "t")))
 	}
-	waitPending()
+	waitPending(t, c, 10)
 	w.assertNotStarted(t, 0)
 
 	w.release <- struct{}{}
@@ -244,7 +258,7 @@ func TestGroupCommitter_bounds_groups_by_MaxSize(t *testing.T) {
 	for i := 1; i <= 10; i++ {
 		results = append(results, submitAsync(ctx, c, payloadOn(i, "t")))
 	}
-	waitPending()
+	waitPending(t, c, 10)
 	for range 4 {
 		w.release <- struct{}{}
 	}
@@ -314,7 +328,7 @@ func TestGroupCommitter_keeps_arrival_order_on_shared_tables(t *testing.T) {
 	// blockedOnA must wait for a; needsOnlyB could run at once, but would
 	// then overtake blockedOnA on table b.
 	blockedOnA := submitAsync(ctx, c, payloadOn(1, "a", "b"))
-	waitPending()
+	waitPending(t, c, 1)
 	needsOnlyB := submitAsync(ctx, c, payloadOn(2, "b"))
 	independent := submitAsync(ctx, c, payloadOn(3, "c"))
 
@@ -398,7 +412,7 @@ func TestGroupCommitter_returns_group_error_to_every_member(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		members = append(members, submitAsync(ctx, c, payloadOn(i, "t")))
 	}
-	waitPending()
+	waitPending(t, c, 3)
 	w.release <- struct{}{}
 	w.release <- struct{}{}
 	if r := receive(t, first); r.err != nil {
@@ -428,7 +442,7 @@ func TestGroupCommitter_withdraws_a_submitter_whose_context_ends_before_its_grou
 	ctx, cancel := context.WithCancel(context.Background())
 	gaveUp := submitAsync(ctx, c, payloadOn(1, "t"))
 	stays := submitAsync(context.Background(), c, payloadOn(2, "t"))
-	waitPending()
+	waitPending(t, c, 2)
 	cancel()
 	if r := receive(t, gaveUp); !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("cancelled submitter got %+v, want context.Canceled", r)
@@ -493,7 +507,7 @@ func TestGroupCommitter_Close_gives_up_when_its_context_ends(t *testing.T) {
 	stuck := submitAsync(context.Background(), c, payloadOn(0, "a"))
 	w.waitStarted(t)
 	behind := submitAsync(context.Background(), c, payloadOn(1, "a"))
-	waitPending()
+	waitPending(t, c, 1)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -539,7 +553,7 @@ func TestGroupCommitter_reports_each_group_to_OnGroup(t *testing.T) {
 	first := submitAsync(ctx, c, payloadOn(0, "t"))
 	w.waitStarted(t)
 	second := []<-chan submitResult{submitAsync(ctx, c, payloadOn(1, "t")), submitAsync(ctx, c, payloadOn(2, "t"))}
-	waitPending()
+	waitPending(t, c, 2)
 	w.release <- struct{}{}
 	receive(t, first)
 	w.waitStarted(t)
