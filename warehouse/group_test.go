@@ -335,7 +335,10 @@ func TestGroupCommitter_keeps_arrival_order_on_shared_tables(t *testing.T) {
 	if g := w.waitStarted(t); !slices.Equal(ids(g), []string{"p3"}) {
 		t.Fatalf("while a is held, started %v, want only [p3]", ids(g))
 	}
-	w.assertNotStarted(t, 50*time.Millisecond)
+	// needsOnlyB is pending, not started: with MaxWait negative nothing but
+	// the release of a can start it, so it stays there.
+	waitPending(t, c, 2)
+	w.assertNotStarted(t, 0)
 
 	w.release <- struct{}{}
 	w.release <- struct{}{}
@@ -470,7 +473,9 @@ func TestGroupCommitter_Close_flushes_pending_and_waits_for_groups(t *testing.T)
 	holder := submitAsync(ctx, c, payloadOn(0, "a"))
 	w.waitStarted(t)
 	lingering := submitAsync(ctx, c, payloadOn(1, "b"))
-	w.assertNotStarted(t, 50*time.Millisecond)
+	// It waits for companions, MaxWait being an hour, until Close flushes it.
+	waitPending(t, c, 1)
+	w.assertNotStarted(t, 0)
 
 	closed := make(chan error, 1)
 	go func() { closed <- c.Close(context.Background()) }()
@@ -478,6 +483,8 @@ func TestGroupCommitter_Close_flushes_pending_and_waits_for_groups(t *testing.T)
 	if g := w.waitStarted(t); !slices.Equal(ids(g), []string{"p1"}) {
 		t.Fatalf("Close started %v, want the lingering [p1]", ids(g))
 	}
+	// A negative check: nothing signals that Close keeps waiting, so give it
+	// 50ms to return too early.
 	select {
 	case err := <-closed:
 		t.Fatalf("Close returned %v while groups were in flight", err)
@@ -619,6 +626,11 @@ func TestGroupCommitter_Submit_with_a_done_context_does_not_enqueue(t *testing.T
 	if _, err := c.Submit(ctx, payloadOn(1, "t")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Submit = %v, want context.Canceled", err)
 	}
+	if n := warehouse.PendingCount(c); n != 0 {
+		t.Fatalf("%d submissions pending, want none", n)
+	}
+	// A negative check: give an Apply call that should never come 20ms to
+	// show up.
 	w.assertNotStarted(t, 20*time.Millisecond)
 }
 
@@ -635,7 +647,9 @@ func TestGroupCommitter_survives_cancellations_around_group_starts(t *testing.T)
 		ctx, cancel := context.WithCancel(context.Background())
 		leader := submitAsync(ctx, c, payloadOn(3*i+1, "t"))
 		follower := submitAsync(context.Background(), c, payloadOn(3*i+2, "t"))
-		// Vary the moment of cancellation around the holder's release.
+		// Vary the moment of cancellation around the holder's release. This
+		// sleep is the test's input, not a wait for an interleaving: any
+		// outcome must leave the follower applied.
 		time.Sleep(time.Duration(i%7) * 100 * time.Microsecond)
 		cancel()
 		if r := receive(t, follower); r.err != nil || r.outcome.Status != warehouse.Applied {
