@@ -112,6 +112,11 @@ type GroupCommitter struct {
 	closed     bool
 	drained    chan struct{}
 	stats      GroupStats
+
+	// giveUpHook, when set, is called as giveUp begins, before it takes c.mu.
+	// Only tests set it, to act between a submitter's ctx ending and its
+	// withdrawal.
+	giveUpHook func()
 }
 
 type submission struct {
@@ -211,6 +216,9 @@ func (c *GroupCommitter) Submit(ctx context.Context, p Payload) (Outcome, error)
 // giveUp ends a Submit whose ctx ended: it withdraws s if its group has not
 // started, and otherwise makes sure a group s was elected to lead still runs.
 func (c *GroupCommitter) giveUp(ctx context.Context, s *submission) (Outcome, error) {
+	if c.giveUpHook != nil {
+		c.giveUpHook()
+	}
 	c.mu.Lock()
 	withdrawn := !s.started && c.remove(s)
 	if withdrawn {

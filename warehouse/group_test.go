@@ -192,9 +192,23 @@ func newCommitter(t *testing.T, w warehouse.Warehouse, cfg warehouse.GroupConfig
 	return c
 }
 
-// waitPending gives submitters time to enqueue behind a busy table. Nothing
-// can start while the table is held, so waiting longer only slows the test.
-func waitPending() { time.Sleep(50 * time.Millisecond) }
+// waitPending waits until exactly n submissions are pending in c, enqueued
+// and not started, so a test knows its submitters have arrived before it
+// releases anything. It fails the test when that takes over 5s.
+func waitPending(t *testing.T, c *warehouse.GroupCommitter, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := warehouse.PendingCount(c)
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d submissions pending after 5s, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
 
 func TestGroupCommitter_combines_payloads_waiting_for_a_busy_table(t *testing.T) {
 	w := newRecordingWarehouse(t)
@@ -208,7 +222,7 @@ func TestGroupCommitter_combines_payloads_waiting_for_a_busy_table(t *testing.T)
 	for i := 1; i <= 10; i++ {
 		waiting = append(waiting, submitAsync(ctx, c, payloadOn(i, "t")))
 	}
-	waitPending()
+	waitPending(t, c, 10)
 	w.assertNotStarted(t, 0)
 
 	w.release <- struct{}{}
@@ -244,7 +258,7 @@ func TestGroupCommitter_bounds_groups_by_MaxSize(t *testing.T) {
 	for i := 1; i <= 10; i++ {
 		results = append(results, submitAsync(ctx, c, payloadOn(i, "t")))
 	}
-	waitPending()
+	waitPending(t, c, 10)
 	for range 4 {
 		w.release <- struct{}{}
 	}
@@ -314,23 +328,29 @@ func TestGroupCommitter_keeps_arrival_order_on_shared_tables(t *testing.T) {
 	// blockedOnA must wait for a; needsOnlyB could run at once, but would
 	// then overtake blockedOnA on table b.
 	blockedOnA := submitAsync(ctx, c, payloadOn(1, "a", "b"))
-	waitPending()
+	waitPending(t, c, 1)
 	needsOnlyB := submitAsync(ctx, c, payloadOn(2, "b"))
 	independent := submitAsync(ctx, c, payloadOn(3, "c"))
 
 	if g := w.waitStarted(t); !slices.Equal(ids(g), []string{"p3"}) {
 		t.Fatalf("while a is held, started %v, want only [p3]", ids(g))
 	}
-	w.assertNotStarted(t, 50*time.Millisecond)
+	// needsOnlyB is pending, not started: with MaxWait negative nothing but
+	// the release of a can start it, so it stays there.
+	waitPending(t, c, 2)
+	w.assertNotStarted(t, 0)
 
-	w.release <- struct{}{}
-	w.release <- struct{}{}
+	// Three Apply calls are left: p0 and p3, and the group the end of p0
+	// starts. Release them at once: releases are not addressed to a call, so
+	// with only two that group could take p3's before p3 waits for it.
+	for range 3 {
+		w.release <- struct{}{}
+	}
 	receive(t, independent)
 	receive(t, holder)
 	if g := w.waitStarted(t); !slices.Equal(ids(g), []string{"p1", "p2"}) {
 		t.Fatalf("after a was released, started %v, want [p1 p2]", ids(g))
 	}
-	w.release <- struct{}{}
 	receive(t, blockedOnA)
 	receive(t, needsOnlyB)
 }
@@ -398,7 +418,7 @@ func TestGroupCommitter_returns_group_error_to_every_member(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		members = append(members, submitAsync(ctx, c, payloadOn(i, "t")))
 	}
-	waitPending()
+	waitPending(t, c, 3)
 	w.release <- struct{}{}
 	w.release <- struct{}{}
 	if r := receive(t, first); r.err != nil {
@@ -428,7 +448,7 @@ func TestGroupCommitter_withdraws_a_submitter_whose_context_ends_before_its_grou
 	ctx, cancel := context.WithCancel(context.Background())
 	gaveUp := submitAsync(ctx, c, payloadOn(1, "t"))
 	stays := submitAsync(context.Background(), c, payloadOn(2, "t"))
-	waitPending()
+	waitPending(t, c, 2)
 	cancel()
 	if r := receive(t, gaveUp); !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("cancelled submitter got %+v, want context.Canceled", r)
@@ -456,7 +476,9 @@ func TestGroupCommitter_Close_flushes_pending_and_waits_for_groups(t *testing.T)
 	holder := submitAsync(ctx, c, payloadOn(0, "a"))
 	w.waitStarted(t)
 	lingering := submitAsync(ctx, c, payloadOn(1, "b"))
-	w.assertNotStarted(t, 50*time.Millisecond)
+	// It waits for companions, MaxWait being an hour, until Close flushes it.
+	waitPending(t, c, 1)
+	w.assertNotStarted(t, 0)
 
 	closed := make(chan error, 1)
 	go func() { closed <- c.Close(context.Background()) }()
@@ -464,6 +486,8 @@ func TestGroupCommitter_Close_flushes_pending_and_waits_for_groups(t *testing.T)
 	if g := w.waitStarted(t); !slices.Equal(ids(g), []string{"p1"}) {
 		t.Fatalf("Close started %v, want the lingering [p1]", ids(g))
 	}
+	// A negative check: nothing signals that Close keeps waiting, so give it
+	// 50ms to return too early.
 	select {
 	case err := <-closed:
 		t.Fatalf("Close returned %v while groups were in flight", err)
@@ -493,7 +517,7 @@ func TestGroupCommitter_Close_gives_up_when_its_context_ends(t *testing.T) {
 	stuck := submitAsync(context.Background(), c, payloadOn(0, "a"))
 	w.waitStarted(t)
 	behind := submitAsync(context.Background(), c, payloadOn(1, "a"))
-	waitPending()
+	waitPending(t, c, 1)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -539,7 +563,7 @@ func TestGroupCommitter_reports_each_group_to_OnGroup(t *testing.T) {
 	first := submitAsync(ctx, c, payloadOn(0, "t"))
 	w.waitStarted(t)
 	second := []<-chan submitResult{submitAsync(ctx, c, payloadOn(1, "t")), submitAsync(ctx, c, payloadOn(2, "t"))}
-	waitPending()
+	waitPending(t, c, 2)
 	w.release <- struct{}{}
 	receive(t, first)
 	w.waitStarted(t)
@@ -605,6 +629,11 @@ func TestGroupCommitter_Submit_with_a_done_context_does_not_enqueue(t *testing.T
 	if _, err := c.Submit(ctx, payloadOn(1, "t")); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Submit = %v, want context.Canceled", err)
 	}
+	if n := warehouse.PendingCount(c); n != 0 {
+		t.Fatalf("%d submissions pending, want none", n)
+	}
+	// A negative check: give an Apply call that should never come 20ms to
+	// show up.
 	w.assertNotStarted(t, 20*time.Millisecond)
 }
 
@@ -621,7 +650,9 @@ func TestGroupCommitter_survives_cancellations_around_group_starts(t *testing.T)
 		ctx, cancel := context.WithCancel(context.Background())
 		leader := submitAsync(ctx, c, payloadOn(3*i+1, "t"))
 		follower := submitAsync(context.Background(), c, payloadOn(3*i+2, "t"))
-		// Vary the moment of cancellation around the holder's release.
+		// Vary the moment of cancellation around the holder's release. This
+		// sleep is the test's input, not a wait for an interleaving: any
+		// outcome must leave the follower applied.
 		time.Sleep(time.Duration(i%7) * 100 * time.Microsecond)
 		cancel()
 		if r := receive(t, follower); r.err != nil || r.outcome.Status != warehouse.Applied {
