@@ -1,8 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,32 +14,45 @@ import (
 	"github.com/gatekeeper/gatekeeper/pipeline"
 )
 
-// The compose file cannot run here (no Docker engine), so this test keeps it
-// honest: every variable it sets is one the service reads, the service's
-// dependencies are the emulators it points at, and the ports line up.
-func TestComposeFileMatchesConfig(t *testing.T) {
+// composeFile is what the tests read of docker-compose.yml.
+type composeFile struct {
+	Services map[string]composeService `yaml:"services"`
+	Volumes  map[string]any            `yaml:"volumes"`
+}
+
+type composeService struct {
+	Image       string            `yaml:"image"`
+	Build       string            `yaml:"build"`
+	Command     string            `yaml:"command"`
+	Environment map[string]string `yaml:"environment"`
+	Ports       []string          `yaml:"ports"`
+	Volumes     []string          `yaml:"volumes"`
+	DependsOn   map[string]struct {
+		Condition string `yaml:"condition"`
+	} `yaml:"depends_on"`
+	Healthcheck struct {
+		Test []string `yaml:"test"`
+	} `yaml:"healthcheck"`
+}
+
+func readCompose(t *testing.T) composeFile {
+	t.Helper()
 	raw, err := os.ReadFile("../../docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var compose struct {
-		Services map[string]struct {
-			Image       string            `yaml:"image"`
-			Build       string            `yaml:"build"`
-			Command     string            `yaml:"command"`
-			Environment map[string]string `yaml:"environment"`
-			Ports       []string          `yaml:"ports"`
-			DependsOn   map[string]struct {
-				Condition string `yaml:"condition"`
-			} `yaml:"depends_on"`
-			Healthcheck struct {
-				Test []string `yaml:"test"`
-			} `yaml:"healthcheck"`
-		} `yaml:"services"`
-	}
+	var compose composeFile
 	if err := yaml.Unmarshal(raw, &compose); err != nil {
 		t.Fatalf("docker-compose.yml: %v", err)
 	}
+	return compose
+}
+
+// The compose file cannot run here (no Docker engine), so this test keeps it
+// honest: every variable it sets is one the service reads, the service's
+// dependencies are the emulators it points at, and the ports line up.
+func TestComposeFileMatchesConfig(t *testing.T) {
+	compose := readCompose(t)
 	gk, ok := compose.Services["gatekeeper"]
 	if !ok || gk.Build == "" {
 		t.Fatal("no gatekeeper service built from the Dockerfile")
@@ -106,4 +122,368 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 	if len(gk.Ports) == 0 || !strings.HasSuffix(gk.Ports[0], ":"+port) {
 		t.Errorf("published ports %v do not reach HTTP_ADDR %s", gk.Ports, gk.Environment["HTTP_ADDR"])
 	}
+}
+
+// Every service can be waited for, and is: each has a healthcheck, and each
+// depends_on waits for a service's health, not merely for its start.
+func TestComposeStartOrder(t *testing.T) {
+	compose := readCompose(t)
+	for _, want := range []string{"gatekeeper", "pubsub-emulator", "bigquery-emulator", "prometheus", "pushgateway", "grafana"} {
+		if _, ok := compose.Services[want]; !ok {
+			t.Errorf("no %s service", want)
+		}
+	}
+	for name, svc := range compose.Services {
+		if test := svc.Healthcheck.Test; len(test) < 2 || test[0] == "NONE" {
+			t.Errorf("%s has no healthcheck (%v)", name, test)
+		}
+		for dep, d := range svc.DependsOn {
+			target, ok := compose.Services[dep]
+			switch {
+			case !ok:
+				t.Errorf("%s depends on %s, which is no service", name, dep)
+			case d.Condition != "service_healthy":
+				t.Errorf("%s depends on %s with condition %q, not service_healthy", name, dep, d.Condition)
+			case len(target.Healthcheck.Test) < 2:
+				t.Errorf("%s waits for the health of %s, which has no healthcheck", name, dep)
+			}
+		}
+	}
+	// prom/* images are busybox: wget, no curl and no bash.
+	for _, name := range []string{"prometheus", "pushgateway", "grafana"} {
+		if test := compose.Services[name].Healthcheck.Test; len(test) < 2 || test[1] != "wget" {
+			t.Errorf("%s healthcheck %v should use the image's wget", name, test)
+		}
+	}
+	// goccy/bigquery-emulator's image is debian with the binary added:
+	// nothing there asks for bash; perl-base is Essential.
+	if test := compose.Services["bigquery-emulator"].Healthcheck.Test; len(test) < 2 || test[1] != "perl" {
+		t.Errorf("bigquery-emulator healthcheck %v should not need bash", test)
+	}
+}
+
+// bind is one volume of a service: a path in the repo (relative to its
+// root), or a named volume, mounted at target.
+type bind struct {
+	source, target string
+	named          bool
+}
+
+func binds(t *testing.T, compose composeFile, service string) []bind {
+	t.Helper()
+	var out []bind
+	for _, v := range compose.Services[service].Volumes {
+		parts := strings.Split(v, ":")
+		if len(parts) < 2 {
+			t.Errorf("%s: volume %q has no target", service, v)
+			continue
+		}
+		b := bind{source: parts[0], target: parts[1]}
+		if !strings.HasPrefix(b.source, ".") && !strings.HasPrefix(b.source, "/") {
+			b.named = true
+			if _, ok := compose.Volumes[b.source]; !ok {
+				t.Errorf("%s mounts volume %q, which the top-level volumes do not declare", service, b.source)
+			}
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// repoPath is the file of the repository that service sees at
+// containerPath, through its bind mounts ("" when none covers it).
+func repoPath(t *testing.T, compose composeFile, service, containerPath string) string {
+	t.Helper()
+	for _, b := range binds(t, compose, service) {
+		if b.named {
+			continue
+		}
+		if rel, err := filepath.Rel(b.target, containerPath); err == nil && !strings.HasPrefix(rel, "..") {
+			return filepath.Join("../..", b.source, rel)
+		}
+	}
+	return ""
+}
+
+// The files the compose file mounts from the repository exist, and they
+// agree with the services: Prometheus scrapes gatekeeper where it listens
+// and the Pushgateway gatekeeper pushes to; Grafana's datasource is that
+// Prometheus and the dashboard names it by its uid.
+func TestComposeObservabilityFiles(t *testing.T) {
+	compose := readCompose(t)
+	for name := range compose.Services {
+		for _, b := range binds(t, compose, name) {
+			if b.named {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join("../..", b.source)); err != nil {
+				t.Errorf("%s mounts %s from the repository: %v", name, b.source, err)
+			}
+		}
+	}
+
+	gk := compose.Services["gatekeeper"]
+	pushHost := gk.Environment["PUSHGATEWAY_PROMETHEUS_HOST"]
+	pgName, pgPort, err := net.SplitHostPort(pushHost)
+	if err != nil {
+		t.Fatalf("gatekeeper's PUSHGATEWAY_PROMETHEUS_HOST %q: %v", pushHost, err)
+	}
+	pg, ok := compose.Services[pgName]
+	if !ok || !strings.HasPrefix(pg.Image, "prom/pushgateway") {
+		t.Errorf("PUSHGATEWAY_PROMETHEUS_HOST %q names no prom/pushgateway service", pushHost)
+	}
+	if pgPort != "9091" || strings.Contains(pg.Command, "listen-address") {
+		t.Errorf("the Pushgateway listens on its default :9091, not on %q (command %q)", pgPort, pg.Command)
+	}
+
+	// Prometheus: its config file, as the container sees it.
+	prom := compose.Services["prometheus"]
+	configIn := ""
+	for _, arg := range strings.Fields(prom.Command) {
+		if v, ok := strings.CutPrefix(arg, "--config.file="); ok {
+			configIn = v
+		}
+	}
+	if configIn == "" {
+		t.Fatalf("prometheus command %q has no --config.file", prom.Command)
+	}
+	configPath := repoPath(t, compose, "prometheus", configIn)
+	if configPath != "../../deploy/prometheus/prometheus.yml" {
+		t.Fatalf("prometheus reads %s, which is %q in the repository, not deploy/prometheus/prometheus.yml", configIn, configPath)
+	}
+	cfg := readPrometheusConfig(t, configPath)
+	for _, rf := range cfg.RuleFiles {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(configPath), rf)); err != nil {
+			t.Errorf("prometheus.yml loads rule file %s: %v", rf, err)
+		}
+	}
+	if len(cfg.RuleFiles) == 0 {
+		t.Error("prometheus.yml loads no rule files (alerts.yml)")
+	}
+	_, httpPort, _ := net.SplitHostPort(gk.Environment["HTTP_ADDR"])
+	gkJob := cfg.jobFor("gatekeeper:" + httpPort)
+	if gkJob == nil {
+		t.Errorf("prometheus.yml scrapes no gatekeeper:%s (gatekeeper's HTTP_ADDR %s)", httpPort, gk.Environment["HTTP_ADDR"])
+	} else {
+		if gkJob.MetricsPath != "" && gkJob.MetricsPath != "/metrics" {
+			t.Errorf("gatekeeper is scraped at %s, it serves /metrics", gkJob.MetricsPath)
+		}
+		// The dashboard and the alerts select job="gatekeeper": the scraped
+		// copy, which the pushed copy must not be mistaken for.
+		if gkJob.JobName != "gatekeeper" {
+			t.Errorf("gatekeeper's scrape job is %q; the dashboard and alerts select job=\"gatekeeper\"", gkJob.JobName)
+		}
+		pushJob := gk.Environment["PUSH_JOB"]
+		if pushJob == "" {
+			pushJob = pipeline.DefaultConfig().PushJob
+		}
+		if pushJob == gkJob.JobName {
+			t.Errorf("PUSH_JOB %q is the scrape job's name: the pushed series would be counted with the scraped ones", pushJob)
+		}
+	}
+	if pgJob := cfg.jobFor(pushHost); pgJob == nil {
+		t.Errorf("prometheus.yml does not scrape the Pushgateway at %s", pushHost)
+	} else if !pgJob.HonorLabels {
+		t.Errorf("the Pushgateway's scrape job %q lacks honor_labels: true, so pushed series lose their job and instance", pgJob.JobName)
+	}
+
+	// Grafana: provisioning and dashboards as the container sees them.
+	graf := compose.Services["grafana"]
+	dsDir := repoPath(t, compose, "grafana", "/etc/grafana/provisioning/datasources")
+	dbDir := repoPath(t, compose, "grafana", "/etc/grafana/provisioning/dashboards")
+	if dsDir == "" || dbDir == "" {
+		t.Fatalf("grafana mounts no provisioning directory at /etc/grafana/provisioning (volumes %v)", graf.Volumes)
+	}
+	var uids []string
+	for _, f := range yamlFiles(t, dsDir) {
+		var ds struct {
+			Datasources []struct {
+				UID  string `yaml:"uid"`
+				Type string `yaml:"type"`
+				URL  string `yaml:"url"`
+			} `yaml:"datasources"`
+		}
+		readYAML(t, f, &ds)
+		for _, d := range ds.Datasources {
+			if d.Type == "prometheus" {
+				if d.URL != "http://prometheus:9090" {
+					t.Errorf("%s: datasource %s points at %s, not the prometheus service", f, d.UID, d.URL)
+				}
+				uids = append(uids, d.UID)
+			}
+		}
+	}
+	if len(uids) != 1 {
+		t.Fatalf("want one provisioned Prometheus datasource, found uids %v", uids)
+	}
+	var dashboardDirs []string
+	for _, f := range yamlFiles(t, dbDir) {
+		var prov struct {
+			Providers []struct {
+				Options struct {
+					Path string `yaml:"path"`
+				} `yaml:"options"`
+			} `yaml:"providers"`
+		}
+		readYAML(t, f, &prov)
+		for _, p := range prov.Providers {
+			dir := repoPath(t, compose, "grafana", p.Options.Path)
+			if dir == "" {
+				t.Errorf("%s: dashboards path %s is mounted from nowhere", f, p.Options.Path)
+				continue
+			}
+			dashboardDirs = append(dashboardDirs, dir)
+		}
+	}
+	dashboard := "../../deploy/grafana/dashboards/gatekeeper.json"
+	found := false
+	for _, d := range dashboardDirs {
+		found = found || filepath.Clean(d) == filepath.Dir(dashboard)
+	}
+	if !found {
+		t.Errorf("no dashboard provider loads %s (providers load %v)", filepath.Dir(dashboard), dashboardDirs)
+	}
+	if home := graf.Environment["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]; home != "" {
+		if p := repoPath(t, compose, "grafana", home); filepath.Clean(p) != dashboard {
+			t.Errorf("the home dashboard %s is %q in the repository, not %s", home, p, dashboard)
+		}
+	}
+	if graf.Environment["GF_AUTH_ANONYMOUS_ENABLED"] != "true" {
+		t.Error("grafana: anonymous access is off; the local stack should need no login")
+	}
+	d := readDashboard(t, dashboard)
+	if len(d.targets) == 0 {
+		t.Fatal("the dashboard has no queries")
+	}
+	for _, tg := range d.targets {
+		if tg.datasourceUID != uids[0] {
+			t.Errorf("panel %q query %s uses datasource %q, not the provisioned %q", tg.panel, tg.refID, tg.datasourceUID, uids[0])
+		}
+	}
+}
+
+// promConfig is what the tests read of a prometheus.yml.
+type promConfig struct {
+	Global        map[string]any `yaml:"global"`
+	RuleFiles     []string       `yaml:"rule_files"`
+	ScrapeConfigs []scrapeJob    `yaml:"scrape_configs"`
+}
+
+type scrapeJob struct {
+	JobName       string `yaml:"job_name"`
+	MetricsPath   string `yaml:"metrics_path"`
+	HonorLabels   bool   `yaml:"honor_labels"`
+	StaticConfigs []struct {
+		Targets []string `yaml:"targets"`
+	} `yaml:"static_configs"`
+}
+
+// jobFor is the scrape job with target, or nil.
+func (c *promConfig) jobFor(target string) *scrapeJob {
+	for i := range c.ScrapeConfigs {
+		for _, sc := range c.ScrapeConfigs[i].StaticConfigs {
+			for _, tg := range sc.Targets {
+				if tg == target {
+					return &c.ScrapeConfigs[i]
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func readPrometheusConfig(t *testing.T, path string) promConfig {
+	t.Helper()
+	var c promConfig
+	readYAML(t, path, &c)
+	return c
+}
+
+func readYAML(t *testing.T, path string, v any) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+func yamlFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	for _, ext := range []string{"*.yml", "*.yaml"} {
+		m, err := filepath.Glob(filepath.Join(dir, ext))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m...)
+	}
+	if len(out) == 0 {
+		t.Errorf("no provisioning file in %s", dir)
+	}
+	return out
+}
+
+// dashboardTarget is one query of a dashboard panel.
+type dashboardTarget struct {
+	panel, refID, expr, datasourceUID string
+}
+
+type dashboard struct {
+	uid     string
+	targets []dashboardTarget
+}
+
+// readDashboard reads every panel's queries, rows' nested panels included.
+func readDashboard(t *testing.T, path string) dashboard {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type panel struct {
+		Title      string `json:"title"`
+		Datasource *struct {
+			UID string `json:"uid"`
+		} `json:"datasource"`
+		Targets []struct {
+			RefID      string `json:"refId"`
+			Expr       string `json:"expr"`
+			Datasource *struct {
+				UID string `json:"uid"`
+			} `json:"datasource"`
+		} `json:"targets"`
+		Panels []json.RawMessage `json:"panels"`
+	}
+	var top struct {
+		UID    string            `json:"uid"`
+		Panels []json.RawMessage `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &top); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	d := dashboard{uid: top.UID}
+	var walk func(raws []json.RawMessage)
+	walk = func(raws []json.RawMessage) {
+		for _, r := range raws {
+			var p panel
+			if err := json.Unmarshal(r, &p); err != nil {
+				t.Fatalf("%s: panel: %v", path, err)
+			}
+			for _, tg := range p.Targets {
+				uid := ""
+				if tg.Datasource != nil {
+					uid = tg.Datasource.UID
+				} else if p.Datasource != nil {
+					uid = p.Datasource.UID
+				}
+				d.targets = append(d.targets, dashboardTarget{panel: p.Title, refID: tg.RefID, expr: tg.Expr, datasourceUID: uid})
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(top.Panels)
+	return d
 }
