@@ -268,10 +268,10 @@ func TestComposeObservabilityFiles(t *testing.T) {
 		if gkJob.MetricsPath != "" && gkJob.MetricsPath != "/metrics" {
 			t.Errorf("gatekeeper is scraped at %s, it serves /metrics", gkJob.MetricsPath)
 		}
-		// The dashboard and the alerts select job="gatekeeper": the scraped
-		// copy, which the pushed copy must not be mistaken for.
-		if gkJob.JobName != "gatekeeper" {
-			t.Errorf("gatekeeper's scrape job is %q; the dashboard and alerts select job=\"gatekeeper\"", gkJob.JobName)
+		// The dashboard and the alerts select the scraped copy by its job,
+		// which the pushed copy must not be mistaken for.
+		if gkJob.JobName != gatekeeperScrapeJob {
+			t.Errorf("gatekeeper's scrape job is %q; the dashboard and alerts select job=%q", gkJob.JobName, gatekeeperScrapeJob)
 		}
 		pushJob := gk.Environment["PUSH_JOB"]
 		if pushJob == "" {
@@ -362,14 +362,18 @@ func TestComposeObservabilityFiles(t *testing.T) {
 	}
 }
 
+// gatekeeperScrapeJob is the job of the scraped series, which every
+// dashboard and alert expression selects (prometheus.yml says why).
+const gatekeeperScrapeJob = "gatekeeper-scrape"
+
 // promConfig is what the tests read of a prometheus.yml.
 type promConfig struct {
-	Global        map[string]any `yaml:"global"`
-	RuleFiles     []string       `yaml:"rule_files"`
-	ScrapeConfigs []scrapeJob    `yaml:"scrape_configs"`
+	Global        map[string]any     `yaml:"global"`
+	RuleFiles     []string           `yaml:"rule_files"`
+	ScrapeConfigs []promScrapeConfig `yaml:"scrape_configs"`
 }
 
-type scrapeJob struct {
+type promScrapeConfig struct {
 	JobName       string `yaml:"job_name"`
 	MetricsPath   string `yaml:"metrics_path"`
 	HonorLabels   bool   `yaml:"honor_labels"`
@@ -379,7 +383,7 @@ type scrapeJob struct {
 }
 
 // jobFor is the scrape job with target, or nil.
-func (c *promConfig) jobFor(target string) *scrapeJob {
+func (c *promConfig) jobFor(target string) *promScrapeConfig {
 	for i := range c.ScrapeConfigs {
 		for _, sc := range c.ScrapeConfigs[i].StaticConfigs {
 			for _, tg := range sc.Targets {
