@@ -32,9 +32,9 @@ type ApplyConfig struct {
 	// Submitter writes payloads to the warehouse. Required.
 	Submitter Submitter
 	// OnOutcome, when set, sees every payload the handler settles without
-	// error (applied or duplicate: in the ledger either way), for metrics
-	// and the outbox. Optional.
-	OnOutcome func(payloadID string, status warehouse.Status)
+	// error (applied or duplicate: in the ledger either way), for metrics,
+	// logs and the outbox. Optional.
+	OnOutcome func(msg *message.Message, outcome warehouse.Outcome)
 }
 
 // Validate reports every problem with c at once.
@@ -75,7 +75,7 @@ func (a *Apply) Handle(msg *message.Message) ([]*message.Message, error) {
 		return nil, messages.Permanent(outcome.Err)
 	}
 	if a.cfg.OnOutcome != nil {
-		a.cfg.OnOutcome(msg.UUID, outcome.Status)
+		a.cfg.OnOutcome(msg, outcome)
 	}
 	appliedAt := a.now()
 	event, err := json.Marshal(messages.AppliedEvent{

@@ -81,11 +81,39 @@ func ClassOf(err error) Class {
 type Problem struct {
 	Path    string `json:"path"`
 	Message string `json:"message"`
+	// Rule is the gate rule the problem breaks, for metrics; clients read
+	// the message.
+	Rule Rule `json:"-"`
 }
+
+// Rule names a gate rule, from a small fixed set, so that rejections can be
+// counted by rule without free text.
+type Rule string
+
+const (
+	RuleSchema          Rule = "schema"           // the JSON Schema (shape, types, required and unknown properties)
+	RuleLengthMismatch  Rule = "length_mismatch"  // col_names, col_types, col_values of different lengths
+	RuleIdentifier      Rule = "identifier"       // a table or column name BigQuery would refuse
+	RuleDuplicateColumn Rule = "duplicate_column" // a column named twice in one activity
+	RuleUnknownType     Rule = "unknown_type"     // a column type the gate does not know
+	RuleValueType       Rule = "value_type"       // a value that does not fit its declared type
+	RuleLimits          Rule = "limits"           // too many activities, tables or properties
+	// The rules the edge applies before the gate sees a body.
+	RuleNotJSON              Rule = "not_json"
+	RuleTooLarge             Rule = "too_large"
+	RuleUnsupportedMediaType Rule = "unsupported_media_type"
+)
+
+// Rules lists every Rule, in a fixed order.
+var Rules = []Rule{RuleSchema, RuleLengthMismatch, RuleIdentifier, RuleDuplicateColumn, RuleUnknownType,
+	RuleValueType, RuleLimits, RuleNotJSON, RuleTooLarge, RuleUnsupportedMediaType}
 
 // ValidationError lists every problem the gate found in one payload.
 type ValidationError struct {
 	Problems []Problem
+	// Rules are the distinct rules the payload broke, in Rules' order,
+	// including those of problems left out of a long list.
+	Rules []Rule
 }
 
 func (e *ValidationError) Error() string {

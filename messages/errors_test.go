@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -27,5 +28,40 @@ func TestClassOf(t *testing.T) {
 		if got := ClassOf(c.err); got != c.want {
 			t.Errorf("%s: ClassOf(%v) = %q, want %q", c.name, c.err, got, c.want)
 		}
+	}
+}
+
+// Every rejection names the rules it broke, from the fixed set, so that
+// metrics count rejections by rule without free text.
+func TestValidationErrorNamesItsRules(t *testing.T) {
+	ins := func(names, types, values string) string {
+		return `{"activities":[{"operation":"insert","table":"t","col_names":` + names + `,"col_types":` + types + `,"col_values":` + values + `}]}`
+	}
+	cases := []struct {
+		body string
+		want []Rule
+	}{
+		{`{"activities":[{"operation":"upsert","table":"t"}]}`, []Rule{RuleSchema}},
+		{ins(`["a","b"]`, `["INTEGER"]`, `[1,2]`), []Rule{RuleLengthMismatch}},
+		{ins(`["a-b"]`, `["INTEGER"]`, `[1]`), []Rule{RuleIdentifier}},
+		{ins(`["a","A"]`, `["INTEGER","INTEGER"]`, `[1,2]`), []Rule{RuleDuplicateColumn}},
+		{ins(`["a"]`, `["BLOB9"]`, `[1]`), []Rule{RuleUnknownType}},
+		{ins(`["a"]`, `["INTEGER"]`, `["x"]`), []Rule{RuleValueType}},
+		{ins(`["a","a-b"]`, `["INTEGER","INTEGER"]`, `["x",1]`), []Rule{RuleIdentifier, RuleValueType}},
+	}
+	for _, c := range cases {
+		_, err := Parse([]byte(c.body))
+		var ve *ValidationError
+		if !errors.As(err, &ve) {
+			t.Errorf("%s: %v, want a ValidationError", c.body, err)
+			continue
+		}
+		if fmt.Sprint(ve.Rules) != fmt.Sprint(c.want) {
+			t.Errorf("%s: rules %v, want %v (%v)", c.body, ve.Rules, c.want, err)
+		}
+	}
+	many := `{"activities":[` + strings.Repeat(`{},`, MaxActivities) + `{}]}`
+	if _, err := Parse([]byte(many)); err == nil || fmt.Sprint(err.(*ValidationError).Rules) != fmt.Sprint([]Rule{RuleLimits}) {
+		t.Errorf("%d activities: %v, want the limits rule", MaxActivities+1, err)
 	}
 }

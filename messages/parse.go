@@ -67,7 +67,7 @@ func Parse(body []byte) (Payload, error) {
 	if err := json.Unmarshal(body, &wire); err != nil {
 		// The schema admits only documents that decode; reaching this is a
 		// disagreement between schema.json and WirePayload.
-		return Payload{}, newValidationError([]Problem{{Message: "payload does not decode: " + err.Error()}})
+		return Payload{}, newValidationError([]Problem{{Message: "payload does not decode: " + err.Error(), Rule: RuleSchema}})
 	}
 	p, problems := fromWire(wire)
 	if len(problems) > 0 {
@@ -77,6 +77,16 @@ func Parse(body []byte) (Payload, error) {
 }
 
 func newValidationError(problems []Problem) *ValidationError {
+	broken := map[Rule]bool{}
+	for _, p := range problems {
+		broken[p.Rule] = true
+	}
+	var rules []Rule
+	for _, r := range Rules {
+		if broken[r] {
+			rules = append(rules, r)
+		}
+	}
 	problems = sortProblems(problems)
 	if len(problems) > maxProblems {
 		more := len(problems) - maxProblems
@@ -84,7 +94,7 @@ func newValidationError(problems []Problem) *ValidationError {
 			Message: fmt.Sprintf("and %d more problems not listed", more),
 		})
 	}
-	return &ValidationError{Problems: problems}
+	return &ValidationError{Problems: problems, Rules: rules}
 }
 
 // invalidUTF8Error locates the first byte that is not UTF-8. It is needed
@@ -152,7 +162,7 @@ func fromWire(w WirePayload) (Payload, []Problem) {
 	for i, wa := range w.Activities {
 		base := "/activities/" + strconv.Itoa(i)
 		if msg := tableNameProblem(wa.Table); msg != "" {
-			problems = append(problems, Problem{Path: base + "/table", Message: msg})
+			problems = append(problems, Problem{Path: base + "/table", Message: msg, Rule: RuleIdentifier})
 		}
 		tables[wa.Table] = struct{}{}
 
@@ -171,6 +181,7 @@ func fromWire(w WirePayload) (Payload, []Problem) {
 			Path: "/activities",
 			Message: fmt.Sprintf("payload touches %d distinct tables; at most %d fit one transaction",
 				len(tables), MaxTables),
+			Rule: RuleLimits,
 		})
 	}
 	if len(problems) > 0 {
@@ -183,15 +194,15 @@ func fromWire(w WirePayload) (Payload, []Problem) {
 func checkRow(path string, names, types []string, values []json.RawMessage) ([]Column, []Problem) {
 	var problems []Problem
 	if len(types) != len(names) {
-		problems = append(problems, Problem{Path: path + "/col_types", Message: lengthMismatch("col_types", len(types), len(names))})
+		problems = append(problems, Problem{Path: path + "/col_types", Message: lengthMismatch("col_types", len(types), len(names)), Rule: RuleLengthMismatch})
 	}
 	if len(values) != len(names) {
-		problems = append(problems, Problem{Path: path + "/col_values", Message: lengthMismatch("col_values", len(values), len(names))})
+		problems = append(problems, Problem{Path: path + "/col_values", Message: lengthMismatch("col_values", len(values), len(names)), Rule: RuleLengthMismatch})
 	}
 
 	for j, name := range names {
 		if msg := columnNameProblem(name); msg != "" {
-			problems = append(problems, Problem{Path: path + "/col_names/" + strconv.Itoa(j), Message: msg})
+			problems = append(problems, Problem{Path: path + "/col_names/" + strconv.Itoa(j), Message: msg, Rule: RuleIdentifier})
 		}
 	}
 	problems = append(problems, duplicateColumns(path, names)...)
@@ -205,7 +216,7 @@ func checkRow(path string, names, types []string, values []json.RawMessage) ([]C
 			if errors.As(err, &cte) {
 				msg = "unknown column type " + quote(declared) + ": " + cte.Reason
 			}
-			problems = append(problems, Problem{Path: path + "/col_types/" + strconv.Itoa(j), Message: msg})
+			problems = append(problems, Problem{Path: path + "/col_types/" + strconv.Itoa(j), Message: msg, Rule: RuleUnknownType})
 			continue
 		}
 		if j >= len(values) {
@@ -213,7 +224,7 @@ func checkRow(path string, names, types []string, values []json.RawMessage) ([]C
 		}
 		value, msg := convertValue(t, declared, values[j])
 		if msg != "" {
-			problems = append(problems, Problem{Path: path + "/col_values/" + strconv.Itoa(j), Message: msg})
+			problems = append(problems, Problem{Path: path + "/col_values/" + strconv.Itoa(j), Message: msg, Rule: RuleValueType})
 			continue
 		}
 		if j < len(columns) {
@@ -240,6 +251,7 @@ func duplicateColumns(path string, names []string) []Problem {
 			Path: path + "/col_names/" + strconv.Itoa(j),
 			Message: fmt.Sprintf("column %s repeats col_names/%d %s (column names are case-insensitive)",
 				quote(names[j]), first, quote(names[first])),
+			Rule: RuleDuplicateColumn,
 		})
 	}
 	// Few columns are the rule; a quadratic scan beats a map there.

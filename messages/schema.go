@@ -201,8 +201,20 @@ func (g *gateSchemas) warmUp() error {
 // when the shape is right.
 func (g *gateSchemas) check(doc any) []Problem {
 	if problems := g.oversized(doc); len(problems) > 0 {
-		return problems
+		return withRule(problems, RuleLimits)
 	}
+	return withRule(g.checkShape(doc), RuleSchema)
+}
+
+// withRule marks problems as breaking rule.
+func withRule(problems []Problem, rule Rule) []Problem {
+	for i := range problems {
+		problems[i].Rule = rule
+	}
+	return problems
+}
+
+func (g *gateSchemas) checkShape(doc any) []Problem {
 	errs := *g.root.Validate(context.Background(), doc).Errs
 	if len(errs) == 0 {
 		return nil

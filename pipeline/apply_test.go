@@ -247,7 +247,7 @@ func TestApplyRetriesTransientFailureThenAppliesOnce(t *testing.T) {
 		if calls := faulty.Calls(); calls != 4 {
 			t.Errorf("warehouse saw %d Apply calls, want 3 failures + 1 success", calls)
 		}
-		if n := metricValue(t, r.base, "gatekeeper_apply_retries_total"); n != 3 {
+		if n := metricValue(t, r.base, `gatekeeper_apply_retries_total{class="transient"}`); n != 3 {
 			t.Errorf("gatekeeper_apply_retries_total = %v, want 3", n)
 		}
 		m := receive(t, applied, 10*time.Second)
@@ -292,7 +292,7 @@ func TestApplyPoisonsTransientFailureAfterRetryMax(t *testing.T) {
 		if calls := faulty.Calls(); calls != 3 {
 			t.Errorf("warehouse saw %d Apply calls, want 3", calls)
 		}
-		if n := metricValue(t, r.base, "gatekeeper_apply_retries_total"); n != 2 {
+		if n := metricValue(t, r.base, `gatekeeper_apply_retries_total{class="transient"}`); n != 2 {
 			t.Errorf("gatekeeper_apply_retries_total = %v, want 2", n)
 		}
 		if ok, _ := inner.Applied(context.Background(), resp.ID); ok {

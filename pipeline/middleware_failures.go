@@ -1,6 +1,9 @@
 package pipeline
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -15,7 +18,10 @@ import (
 // inside Retry, so it sees every attempt, and outside Timeout, so it can
 // hand Retry and the poison queue back the message with the context they
 // gave it rather than the expired one Timeout leaves behind.
-func RecordFailures(now func() time.Time) message.HandlerMiddleware {
+//
+// It also logs each failed attempt once, with the payload's ids: Retry's
+// own log line has neither, so Retry logs nothing.
+func RecordFailures(now func() time.Time, logger *slog.Logger) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			ctx := msg.Context()
@@ -32,7 +38,13 @@ func RecordFailures(now func() time.Time) message.HandlerMiddleware {
 				msg.Metadata.Set(messages.MetaFirstFailureAt, at)
 			}
 			msg.Metadata.Set(messages.MetaLastFailureAt, at)
-			msg.Metadata.Set(messages.MetaErrorClass, string(messages.ClassOf(err)))
+			class := messages.ClassOf(err)
+			msg.Metadata.Set(messages.MetaErrorClass, string(class))
+			if !errors.Is(err, context.Canceled) {
+				logger.Warn("Apply attempt failed", "payload_id", msg.UUID,
+					"correlation_id", msg.Metadata.Get(messages.MetaCorrelationID),
+					"attempt", attempts+1, "class", class, "error", err)
+			}
 			return out, err
 		}
 	}

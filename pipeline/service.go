@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -102,10 +103,20 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		}
 		s.committer, err = warehouse.NewGroupCommitter(s.Store, warehouse.GroupConfig{
 			MaxSize: cfg.GroupMaxSize, MaxWait: cfg.GroupMaxWait, MaxInFlight: cfg.GroupMaxInFlight,
-			OnGroup: func(size int, took time.Duration, err error) {
-				s.Metrics.Group(size, took, err)
+			OnGroup: func(g warehouse.GroupReport) {
+				s.Metrics.Group(g.Size, g.Took, g.Err)
+				if g.Err != nil {
+					s.Metrics.WarehouseError(string(messages.ClassOf(g.Err)), warehouse.Reason(g.Err))
+				}
+				for _, err := range g.Rejected {
+					reason := warehouse.Reason(err)
+					if reason == warehouse.ReasonOther {
+						reason = warehouse.ReasonRejected
+					}
+					s.Metrics.WarehouseError(string(messages.ClassPermanent), reason)
+				}
 				if s.monitor != nil {
-					s.monitor.committed(err)
+					s.monitor.committed(g.Err)
 				}
 			},
 		}, logger)
@@ -122,15 +133,17 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 			MaxBodyBytes: cfg.MaxBodyBytes,
 			SettleWait:   cfg.PublishTimeout + 5*time.Second,
 			OnSettle: func(err error) {
-				switch {
-				case err == nil:
+				if err == nil {
 					s.accepted.Add(1)
 					s.Metrics.Payload(metrics.OutcomeAccepted)
-				case messages.ClassOf(err) == messages.ClassInvalid:
-					s.Metrics.Payload(metrics.OutcomeRejected)
-				default:
-					s.Metrics.Payload(metrics.OutcomeFailed)
+					return
 				}
+				if rules := edge.RulesOf(err); len(rules) > 0 {
+					s.Metrics.Payload(metrics.OutcomeRejected)
+					s.Metrics.Rejected(rules...)
+					return
+				}
+				s.Metrics.Payload(metrics.OutcomeFailed)
 			},
 		}, logger); err != nil {
 			return nil, err
@@ -150,7 +163,13 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		s.monitor.setMissing(m.resource, m.err)
 		logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", m.name(), "error", m.err)
 	}
-	s.PubSub.onPublish = s.monitor.published
+	s.PubSub.onPublish = func(topic string, took time.Duration, err error) {
+		s.monitor.published(topic, err)
+		if role := s.topicRole(topic); role != "" && err == nil {
+			s.Metrics.Published(role, took)
+		}
+	}
+	s.registerGauges()
 
 	s.server = &http.Server{
 		Handler:           s.routes(),
@@ -165,6 +184,55 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		return nil, fmt.Errorf("HTTP_ADDR: %w", err)
 	}
 	return s, nil
+}
+
+// topicRole names a topic by its part, for the publish latency's label.
+func (s *Service) topicRole(topic string) string {
+	switch topic {
+	case s.cfg.TopicID:
+		return metrics.TopicAccepted
+	case s.cfg.AppliedTopicID:
+		return metrics.TopicApplied
+	case s.cfg.PoisonTopicID:
+		return metrics.TopicPoison
+	}
+	return ""
+}
+
+// registerGauges adds the series read at each scrape: the age of the
+// oldest payload the apply stage holds, and the poisoned payloads the
+// outbox keeps.
+func (s *Service) registerGauges() {
+	if s.apply != nil {
+		s.Metrics.Gauge("gatekeeper_oldest_unapplied_seconds",
+			"Age of the oldest accepted payload this apply stage holds and has not settled (0 when it holds none).", nil,
+			func() float64 {
+				var oldest time.Time
+				s.handling.Range(func(_, v any) bool {
+					if at, _ := v.(time.Time); !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
+						oldest = at
+					}
+					return true
+				})
+				if oldest.IsZero() {
+					return 0
+				}
+				return time.Since(oldest).Seconds()
+			})
+	}
+	if s.outbox != nil {
+		s.Metrics.Gauge("gatekeeper_poison_payloads",
+			"Poisoned payloads waiting for an operator, as this process's outbox knows them.", map[string]string{"state": "poisoned"},
+			func() float64 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				counts, err := s.outbox.Count(ctx)
+				if err != nil {
+					return math.NaN()
+				}
+				return float64(counts[outbox.Poisoned])
+			})
+	}
 }
 
 // ErrBacklogFull refuses a payload while the embedded Pub/Sub holds

@@ -36,15 +36,18 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 	}
 	apply, err := handlers.NewApply(handlers.ApplyConfig{
 		Submitter: committer,
-		OnOutcome: func(id string, s warehouse.Status) {
+		OnOutcome: func(msg *message.Message, o warehouse.Outcome) {
 			if box != nil {
-				box.Forget(id)
+				box.Forget(msg.UUID)
 			}
-			if s == warehouse.Duplicate {
+			if o.Status == warehouse.Duplicate {
 				counters.Payload(metrics.OutcomeDuplicate)
 				return
 			}
 			counters.Payload(metrics.OutcomeApplied)
+			counters.Applied(receivedAt(msg))
+			logger.Debug("Payload applied", "payload_id", msg.UUID,
+				"correlation_id", msg.Metadata.Get(messages.MetaCorrelationID), "rows", o.RowsAffected)
 		},
 	})
 	if err != nil {
@@ -70,11 +73,12 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 			// OnRetryHook skips the first one. Watermill also asks after
 			// the last attempt, when none follows whatever the answer.
 			if retry && p.RetryNum < cfg.RetryMax {
-				counters.Retry()
+				counters.Retry(string(messages.ClassOf(p.Err)))
 			}
 			return retry
 		},
-		Logger: wlog,
+		// No Logger: RecordFailures logs each failed attempt with the
+		// payload's ids.
 	}
 
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, wlog)
@@ -99,7 +103,7 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 		middleware.CorrelationID,
 		poison,
 		retry.Middleware,
-		RecordFailures(time.Now),
+		RecordFailures(time.Now, logger),
 		middleware.Timeout(cfg.ApplyTimeout),
 		recoverer,
 	)

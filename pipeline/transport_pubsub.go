@@ -41,8 +41,9 @@ type PubSub struct {
 	// missing lists what NewPubSub found missing and could not create; only
 	// an ingest-only process starts so, and is not ready until they exist.
 	missing []missingResource
-	// onPublish, when set, sees the result of every publish.
-	onPublish func(topic string, err error)
+	// onPublish, when set, sees the result of every publish and how long
+	// it took.
+	onPublish func(topic string, took time.Duration, err error)
 }
 
 // NewPubSub connects to the Pub/Sub that cfg selects, starting the embedded
@@ -152,9 +153,10 @@ type sharedPublisher struct {
 }
 
 func (p sharedPublisher) Publish(topic string, msgs ...*message.Message) error {
+	start := time.Now()
 	err := p.Publisher.Publish(topic, msgs...)
 	if p.ps.onPublish != nil {
-		p.ps.onPublish(topic, err)
+		p.ps.onPublish(topic, time.Since(start), err)
 	}
 	return err
 }

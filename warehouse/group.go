@@ -33,11 +33,22 @@ type GroupConfig struct {
 	// in flight never share a table.
 	// Optional, default 4.
 	MaxInFlight int
-	// OnGroup, when set, is called after every Apply call with the number of
-	// payloads in the group, how long Apply took and its group-level error,
-	// before the group's submitters are released. It must not block.
-	// Optional.
-	OnGroup func(size int, took time.Duration, err error)
+	// OnGroup, when set, is called after every Apply call, before the
+	// group's submitters are released. It must not block. Optional.
+	OnGroup func(GroupReport)
+}
+
+// GroupReport is what one Apply call did.
+type GroupReport struct {
+	// Size is the number of payloads in the group.
+	Size int
+	// Took is how long Apply took.
+	Took time.Duration
+	// Err is the group-level error: nothing of the group was written.
+	Err error
+	// Rejected are the errors of the payloads the warehouse rejected in a
+	// group that committed.
+	Rejected []error
 }
 
 func (c *GroupConfig) setDefaults() {
@@ -428,7 +439,15 @@ func (c *GroupCommitter) run(g *group) {
 	c.mu.Unlock()
 
 	if c.cfg.OnGroup != nil {
-		c.cfg.OnGroup(len(payloads), took, err)
+		report := GroupReport{Size: len(payloads), Took: took, Err: err}
+		if err == nil {
+			for _, o := range outcomes {
+				if o.Status == Rejected {
+					report.Rejected = append(report.Rejected, o.Err)
+				}
+			}
+		}
+		c.cfg.OnGroup(report)
 	}
 	for i, s := range g.members {
 		if err != nil {

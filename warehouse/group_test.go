@@ -549,13 +549,13 @@ func TestGroupCommitter_reports_each_group_to_OnGroup(t *testing.T) {
 	}
 	c := newCommitter(t, w, warehouse.GroupConfig{
 		MaxWait: time.Hour,
-		OnGroup: func(size int, took time.Duration, err error) {
-			if took <= 0 {
-				t.Errorf("OnGroup got duration %v", took)
+		OnGroup: func(g warehouse.GroupReport) {
+			if g.Took <= 0 {
+				t.Errorf("OnGroup got duration %v", g.Took)
 			}
 			mu.Lock()
-			sizes = append(sizes, size)
-			errs = append(errs, err)
+			sizes = append(sizes, g.Size)
+			errs = append(errs, g.Err)
 			mu.Unlock()
 		},
 	})

@@ -58,8 +58,9 @@ type Config struct {
 	// metrics say what happened to it. Make it longer than the gate's
 	// publish can take. Optional, default 15s.
 	SettleWait time.Duration
-	// OnSettle, when set, sees the gate's result for every payload: nil for
-	// accepted, an error otherwise. Optional.
+	// OnSettle, when set, sees the verdict on every request, once: nil for
+	// accepted, an error otherwise (RulesOf names the rules a rejection
+	// broke). Optional.
 	OnSettle func(err error)
 }
 
@@ -251,6 +252,11 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	if resp.Status != http.StatusOK {
 		resp.ID = ""
 	}
+	if id == "" && e.cfg.OnSettle != nil {
+		// Refused here, before the gate saw it (Content-Type, size):
+		// SettleMiddleware never ran for it.
+		e.cfg.OnSettle(err)
+	}
 	if resp.Payload == nil {
 		resp.Payload = json.RawMessage("null")
 	}
@@ -268,6 +274,8 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	case clientGone && resp.Status == http.StatusOK:
 		e.logger.Info("Payload accepted; the client left before the answer", "payload_id", id,
 			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", true)
+	case resp.Status == http.StatusOK:
+		e.logger.Debug("Payload accepted", "payload_id", id, "correlation_id", r.Header.Get("X-Correlation-ID"))
 	}
 	body, mErr := json.Marshal(resp)
 	if mErr != nil {
@@ -278,6 +286,26 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// RulesOf names the rules a rejected request broke: the gate's, or the
+// edge's own (not JSON, too large, wrong Content-Type). It is empty for an
+// error that is not a rejection.
+func RulesOf(err error) []messages.Rule {
+	var tooLarge *http.MaxBytesError
+	var syntax *messages.SyntaxError
+	var invalid *messages.ValidationError
+	switch {
+	case errors.As(err, &tooLarge):
+		return []messages.Rule{messages.RuleTooLarge}
+	case errors.Is(err, ErrUnsupportedMediaType):
+		return []messages.Rule{messages.RuleUnsupportedMediaType}
+	case errors.As(err, &syntax):
+		return []messages.Rule{messages.RuleNotJSON}
+	case errors.As(err, &invalid):
+		return invalid.Rules
+	}
+	return nil
 }
 
 // classify is the one place an ingestion error becomes an HTTP status:

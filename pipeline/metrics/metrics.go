@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/push"
+
+	"github.com/gatekeeper/gatekeeper/messages"
 )
 
 // Metrics are gatekeeper's own series, beside Watermill's handler, publisher
@@ -27,8 +31,21 @@ type Metrics struct {
 	payloads      *prometheus.CounterVec
 	groupSize     prometheus.Histogram
 	groupDuration *prometheus.HistogramVec
-	retries       prometheus.Counter
+	retries       *prometheus.CounterVec
+	rejections    *prometheus.CounterVec
+	endToEnd      prometheus.Histogram
+	publish       *prometheus.HistogramVec
+	whErrors      *prometheus.CounterVec
+	whJobs        *prometheus.CounterVec
 }
+
+// Topics are the topic label of gatekeeper_publish_seconds: the topic's
+// role, not its name.
+const (
+	TopicAccepted = "accepted"
+	TopicApplied  = "applied"
+	TopicPoison   = "poison"
+)
 
 // Payload outcomes counted by gatekeeper_payloads_total.
 const (
@@ -65,22 +82,104 @@ func New() *Metrics {
 			Name: "gatekeeper_group_apply_seconds", Help: "Time to apply one group, by result (ok or error).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}, []string{"result"}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gatekeeper_apply_retries_total", Help: "Apply attempts retried after a transient error.",
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatekeeper_apply_retries_total", Help: "Apply attempts retried, by the error's class (only transient errors are retried).",
+		}, []string{"class"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatekeeper_payload_rejections_total",
+			Help: "Payloads the gate rejected, by the rule that failed; a payload that breaks two rules counts under both.",
+		}, []string{"rule"}),
+		endToEnd: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "gatekeeper_end_to_end_seconds", Help: "From a payload's receipt at the gate to its commit in the warehouse, per applied payload.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
 		}),
+		publish: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "gatekeeper_publish_seconds", Help: "Pub/Sub publish latency, by the topic's role (accepted, applied, poison).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"topic"}),
+		whErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatekeeper_warehouse_errors_total",
+			Help: "Errors from the warehouse, for a whole group or one payload, by class and a reason from a fixed set.",
+		}, []string{"class", "reason"}),
+		whJobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatekeeper_warehouse_jobs_total",
+			Help: "Warehouse Apply calls (a SQLite transaction, or the BigQuery jobs of one group), by result (ok or error).",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.httpRequests, m.httpDuration, m.payloads, m.groupSize, m.groupDuration, m.retries)
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gatekeeper_build_info", Help: "Constant 1, labelled with the build's version and Go version.",
+	}, []string{"version", "go_version"})
+	build.WithLabelValues(buildVersion(), runtime.Version()).Set(1)
+	reg.MustRegister(m.httpRequests, m.httpDuration, m.payloads, m.groupSize, m.groupDuration, m.retries,
+		m.rejections, m.endToEnd, m.publish, m.whErrors, m.whJobs, build)
 	for _, o := range []string{OutcomeAccepted, OutcomeRejected, OutcomeFailed, OutcomeApplied, OutcomeDuplicate, OutcomePoisoned} {
 		m.payloads.WithLabelValues(o)
 	}
+	for _, r := range messages.Rules {
+		m.rejections.WithLabelValues(string(r))
+	}
+	for _, t := range []string{TopicAccepted, TopicApplied, TopicPoison} {
+		m.publish.WithLabelValues(t)
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.whJobs.WithLabelValues(r)
+	}
+	m.retries.WithLabelValues("transient")
 	return m
+}
+
+// buildVersion is the main module's version, or its VCS revision for a
+// build from a checkout ("devel" when neither is known).
+func buildVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return s.Value[:12]
+		}
+	}
+	return "devel"
+}
+
+// Rejected counts one rejected payload under each distinct rule it broke.
+func (m *Metrics) Rejected(rules ...messages.Rule) {
+	for _, r := range rules {
+		m.rejections.WithLabelValues(string(r)).Inc()
+	}
+}
+
+// Applied records one applied payload's end-to-end lag.
+func (m *Metrics) Applied(receivedAt time.Time) {
+	if !receivedAt.IsZero() {
+		m.endToEnd.Observe(time.Since(receivedAt).Seconds())
+	}
+}
+
+// Published records one publish to a topic of the given role.
+func (m *Metrics) Published(topic string, took time.Duration) {
+	m.publish.WithLabelValues(topic).Observe(took.Seconds())
+}
+
+// WarehouseError counts one error from the warehouse.
+func (m *Metrics) WarehouseError(class, reason string) {
+	m.whErrors.WithLabelValues(class, reason).Inc()
+}
+
+// Gauge registers a gauge whose value is read at every scrape.
+func (m *Metrics) Gauge(name, help string, labels prometheus.Labels, value func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, value))
 }
 
 // Payload counts one payload outcome.
 func (m *Metrics) Payload(outcome string) { m.payloads.WithLabelValues(outcome).Inc() }
 
-// Retry counts one retry of a transient apply failure.
-func (m *Metrics) Retry() { m.retries.Inc() }
+// Retry counts one retry of an apply failure of the given class.
+func (m *Metrics) Retry(class string) { m.retries.WithLabelValues(class).Inc() }
 
 // Group records one group commit.
 func (m *Metrics) Group(size int, d time.Duration, err error) {
@@ -90,6 +189,7 @@ func (m *Metrics) Group(size int, d time.Duration, err error) {
 	}
 	m.groupSize.Observe(float64(size))
 	m.groupDuration.WithLabelValues(result).Observe(d.Seconds())
+	m.whJobs.WithLabelValues(result).Inc()
 }
 
 // Handler serves the registry for Prometheus to scrape.
@@ -100,13 +200,25 @@ func (m *Metrics) Handler() http.Handler {
 // InstrumentHTTP counts requests and their latency. route names the series;
 // it is a fixed label, never the raw path, so a scan of random URLs cannot
 // blow up the number of series.
+//
+// The series of the route and of the statuses it answers most are looked
+// up once, here, not per request.
 func (m *Metrics) InstrumentHTTP(route string, next http.Handler) http.Handler {
+	duration := m.httpDuration.WithLabelValues(route)
+	common := map[int]prometheus.Counter{}
+	for _, code := range []int{200, 304, 400, 401, 403, 404, 405, 413, 415, 429, 500, 503} {
+		common[code] = m.httpRequests.WithLabelValues(route, strconv.Itoa(code))
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(sw, r)
-		m.httpRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		m.httpDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		if c, ok := common[sw.code]; ok {
+			c.Inc()
+		} else {
+			m.httpRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		}
+		duration.Observe(time.Since(start).Seconds())
 	})
 }
 

@@ -71,6 +71,7 @@ func classify(err error) error {
 	}
 	reason, message, code := errorDetails(err)
 	lower := strings.ToLower(message)
+	err = &warehouse.ReasonError{Reason: metricReason(reason, lower, code), Err: err}
 	for _, m := range transientMessages {
 		if strings.Contains(lower, m) {
 			return messages.Transient(err)
@@ -95,6 +96,28 @@ func classify(err error) error {
 		return messages.Permanent(err)
 	}
 	return messages.Transient(err)
+}
+
+// metricReason maps BigQuery's open-ended reasons onto warehouse's fixed
+// set, so that a metric label never takes a value BigQuery invents.
+func metricReason(reason, lower string, code int) string {
+	switch {
+	case strings.Contains(lower, "concurrent update"), strings.Contains(lower, "could not serialize access"):
+		return warehouse.ReasonConcurrent
+	case strings.Contains(lower, "rate limit"), strings.Contains(lower, "too many dml"),
+		reason == "rateLimitExceeded", reason == "jobRateLimitExceeded", reason == "quotaExceeded", code == http.StatusTooManyRequests:
+		return warehouse.ReasonRateLimited
+	case reason == "accessDenied", code == http.StatusForbidden, code == http.StatusUnauthorized:
+		return warehouse.ReasonPermission
+	case (reason == "notFound" || code == http.StatusNotFound) && strings.Contains(lower, "table"):
+		return warehouse.ReasonTableNotFound
+	case reason == "invalid", reason == "invalidQuery", reason == "duplicate", reason == "resourcesExceeded",
+		reason == "responseTooLarge", code == http.StatusBadRequest:
+		return warehouse.ReasonInvalid
+	case transientReasons[reason], code >= 500:
+		return warehouse.ReasonUnavailable
+	}
+	return warehouse.ReasonOther
 }
 
 // sentinelFor recognises the warehouse error a permanent BigQuery error

@@ -312,7 +312,7 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 		if ctx.Err() != nil || !isPermanent(err) {
 			return warehouse.Outcome{}, w.groupError(ctx, "apply payload "+p.ID, err)
 		}
-		return w.reject(ctx, quick, p, err, ddlBefore)
+		return w.reject(ctx, quick, p, &warehouse.ReasonError{Reason: reason(err), Err: err}, ddlBefore)
 	}
 	if _, err := w.execFixed(quick, "RELEASE "+savepointName); err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "release savepoint", err)
@@ -791,13 +791,37 @@ func (w *Warehouse) groupError(ctx context.Context, op string, err error) error 
 	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 		err = fmt.Errorf("%w (%w)", ctxErr, err)
 	}
-	return messages.Transient(fmt.Errorf("sqlite %s: %w", op, err))
+	return messages.Transient(&warehouse.ReasonError{Reason: reason(err), Err: fmt.Errorf("sqlite %s: %w", op, err)})
 }
 
 // isPermanent reports whether a failed statement is the payload's fault:
 // a constraint, a type or size SQLite refuses, or an SQL error (the
 // statements are built from the payload). Busy, locked, I/O, full, interrupt
 // and the like are the database's state and worth retrying.
+// reason names a SQLite error by its primary result code, for metrics.
+func reason(err error) string {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return warehouse.ReasonTimeout
+		}
+		return warehouse.ReasonOther
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return warehouse.ReasonBusy
+	case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CANTOPEN:
+		return warehouse.ReasonStorage
+	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH:
+		return warehouse.ReasonPermission
+	case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_RANGE, sqlite3.SQLITE_ERROR:
+		return warehouse.ReasonInvalid
+	case sqlite3.SQLITE_INTERRUPT:
+		return warehouse.ReasonTimeout
+	}
+	return warehouse.ReasonOther
+}
+
 func isPermanent(err error) bool {
 	var se *sqlite.Error
 	if !errors.As(err, &se) {

@@ -1,0 +1,78 @@
+package edge_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/edge"
+)
+
+func TestNewValidatesEveryField(t *testing.T) {
+	_, err := edge.New(edge.Config{MaxBodyBytes: -1, SettleWait: -1}, slog.New(slog.DiscardHandler))
+	want := "edge config: MaxBodyBytes must not be negative\nedge config: SettleWait must not be negative"
+	if err == nil || err.Error() != want {
+		t.Fatalf("New: %v, want:\n%s", err, want)
+	}
+	if _, err := edge.New(edge.Config{}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("the zero Config is the default: %v", err)
+	}
+}
+
+func TestRulesOf(t *testing.T) {
+	_, invalid := messages.Parse([]byte(`{"activities":[{"operation":"insert","table":"t","col_names":["a","b"],"col_types":["INTEGER"],"col_values":[1,2]}]}`))
+	_, syntax := messages.Parse([]byte(`{`))
+	cases := []struct {
+		err  error
+		want []messages.Rule
+	}{
+		{nil, nil},
+		{invalid, []messages.Rule{messages.RuleLengthMismatch}},
+		{syntax, []messages.Rule{messages.RuleNotJSON}},
+		{&http.MaxBytesError{Limit: 10}, []messages.Rule{messages.RuleTooLarge}},
+		{fmt.Errorf("edge: %w", edge.ErrUnsupportedMediaType), []messages.Rule{messages.RuleUnsupportedMediaType}},
+		{messages.Transient(errors.New("pub/sub down")), nil},
+	}
+	for _, c := range cases {
+		if got := edge.RulesOf(c.err); fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("RulesOf(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+// A request the edge refuses itself never reaches the gate: it is still
+// answered in the replaced service's shape and reported once to OnSettle.
+func TestEdgeRefusesAWrongContentTypeItself(t *testing.T) {
+	var settled []error
+	e, err := edge.New(edge.Config{OnSettle: func(err error) { settled = append(settled, err) }}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached := false
+	srv := httptest.NewServer(e.Middleware(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true })))
+	defer srv.Close()
+	resp, err := http.Post(srv.URL, "text/plain", strings.NewReader(`{"activities":[]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType || !strings.Contains(string(body), `"message":"Unsupported Media Type"`) {
+		t.Errorf("got %d %s", resp.StatusCode, body)
+	}
+	if resp.Header.Get("X-Correlation-ID") == "" {
+		t.Error("no X-Correlation-ID on the answer")
+	}
+	if reached {
+		t.Error("the request reached the handler behind the edge")
+	}
+	if len(settled) != 1 || !errors.Is(settled[0], edge.ErrUnsupportedMediaType) {
+		t.Errorf("OnSettle saw %v, want the one refusal", settled)
+	}
+}
