@@ -115,23 +115,25 @@ func TestDashboardAndAlertsOnPrometheus(t *testing.T) {
 	prom := &promAPI{addr: promAddr}
 	prom.waitValue(t, `max(up{job="gatekeeper-scrape"})`, 1, 30*time.Second)
 
-	// The load, in phases Prometheus scrapes between, so that every series
-	// has samples before and after an increase: rate() and
-	// histogram_quantile() then have something to show.
 	l := &loader{t: t, addr: svc.addr}
-	l.round(1)
-	prom.waitValue(t, `sum(gatekeeper_payloads_total{job="gatekeeper-scrape",outcome="poisoned"})`, float64(l.poisoned), 30*time.Second)
-	prom.waitValue(t, `sum(gatekeeper_payloads_total{job="gatekeeper-scrape",outcome="applied"})`, float64(l.applied), 30*time.Second)
-
-	// A transient warehouse error: SQLite's write lock held by another
-	// connection makes the apply stage retry (after its 5 s busy timeout);
-	// released once gatekeeper counts a retry, the payload then applies.
+	// First a transient warehouse error: SQLite's write lock held by
+	// another connection makes the apply stage retry (after its 5 s busy
+	// timeout); released once gatekeeper counts a retry, the payload then
+	// applies. First, so that the series it creates are old enough for
+	// rate() when the panels are evaluated.
 	release := holdSQLiteLock(t, filepath.Join(dir, "warehouse.db"))
 	l.valid()
 	if !eventually(30*time.Second, 200*time.Millisecond, func() bool { return scrapeSum(t, svc.addr, "gatekeeper_apply_retries_total") > 0 }) {
 		t.Fatalf("no apply retry counted in 30 s while the warehouse was locked; log:\n%s", svc.logs)
 	}
 	release()
+
+	// The load, in phases Prometheus scrapes between, so that every series
+	// has samples before and after an increase: rate() and
+	// histogram_quantile() then have something to show.
+	l.round(1)
+	prom.waitValue(t, `sum(gatekeeper_payloads_total{job="gatekeeper-scrape",outcome="poisoned"})`, float64(l.poisoned), 30*time.Second)
+	prom.waitValue(t, `sum(gatekeeper_payloads_total{job="gatekeeper-scrape",outcome="applied"})`, float64(l.applied), 30*time.Second)
 
 	l.round(2)
 	prom.waitValue(t, `sum(gatekeeper_payloads_total{job="gatekeeper-scrape",outcome="poisoned"})`, float64(l.poisoned), 30*time.Second)
