@@ -60,9 +60,15 @@ func TestDashboardAndAlertsOnPrometheus(t *testing.T) {
 		}
 	}
 
-	// promtool: the rules as they are in the repository.
+	// promtool: the rules as they are in the repository, and their unit
+	// tests (each alert fires on its condition, after its for, and not on a
+	// near miss).
 	if out, err := runTool(promtool, "check", "rules", alertsPath); err != nil {
 		t.Errorf("promtool check rules %s: %v\n%s", alertsPath, err, out)
+	}
+	alertTests := "../../deploy/prometheus/alerts_test.yml"
+	if out, err := runTool(promtool, "test", "rules", alertTests); err != nil {
+		t.Errorf("promtool test rules %s: %v\n%s", alertTests, err, out)
 	}
 
 	dir := t.TempDir()
