@@ -72,6 +72,11 @@ func (a *Apply) Handle(msg *message.Message) ([]*message.Message, error) {
 		return nil, err
 	}
 	if outcome.Status == warehouse.Rejected {
+		if outcome.Err == nil {
+			// Permanent(nil) is nil: the payload would be acked with no
+			// event and no poison message.
+			return nil, messages.Permanent(errors.New("the warehouse rejected the payload without saying why"))
+		}
 		return nil, messages.Permanent(outcome.Err)
 	}
 	if a.cfg.OnOutcome != nil {

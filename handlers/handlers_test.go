@@ -134,3 +134,22 @@ func TestApplyErrorsArePermanentWhereRetryCannotHelp(t *testing.T) {
 		t.Errorf("tables metadata %q", msg.Metadata.Get(messages.MetaTables))
 	}
 }
+
+type rejectingSubmitter struct{}
+
+func (rejectingSubmitter) Submit(context.Context, warehouse.Payload) (warehouse.Outcome, error) {
+	return warehouse.Outcome{Status: warehouse.Rejected}, nil
+}
+
+// A rejection without a reason is still an error: acked silently it would
+// leave neither an applied event nor a poison message.
+func TestApplyTreatsAReasonlessRejectionAsPermanent(t *testing.T) {
+	apply, err := handlers.NewApply(handlers.ApplyConfig{Submitter: rejectingSubmitter{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := apply.Handle(message.NewMessage("r", []byte(insertOnly)))
+	if len(out) != 0 || messages.ClassOf(err) != messages.ClassPermanent {
+		t.Fatalf("Handle = %v, %v (class %q), want no event and a permanent error", out, err, messages.ClassOf(err))
+	}
+}

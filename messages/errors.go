@@ -50,7 +50,7 @@ func Permanent(err error) error {
 }
 
 // ClassOf classifies err. The outermost ClassError wins, so a caller can
-// re-classify what it wraps. Deadlines are transient. Any other error that
+// re-classify what it wraps. Deadlines and cancellations are transient. Any other error that
 // nobody classified is a bug, and a bug is permanent: retrying it only
 // repeats it, so the edge answers 500 and the apply stage poisons it at once.
 // Code that knows an error is worth retrying says so with Transient.
@@ -70,7 +70,9 @@ func ClassOf(err error) Class {
 	if errors.As(err, &se) {
 		return ClassInvalid
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		// A deadline may be met next time; a cancellation (a shutdown, a
+		// client that left) says nothing about the payload.
 		return ClassTransient
 	}
 	return ClassPermanent

@@ -21,6 +21,7 @@ func TestClassOf(t *testing.T) {
 		{"validation", fmt.Errorf("gate: %w", &ValidationError{}), ClassInvalid},
 		{"syntax", &SyntaxError{Err: errors.New("eof")}, ClassInvalid},
 		{"deadline", fmt.Errorf("apply: %w", context.DeadlineExceeded), ClassTransient},
+		{"canceled", fmt.Errorf("shutdown: %w", context.Canceled), ClassTransient},
 		// Nobody said it is worth retrying: it is a bug, not "retry".
 		{"unclassified", errors.New("nil map"), ClassPermanent},
 	}

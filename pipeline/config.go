@@ -104,7 +104,9 @@ type Config struct {
 	PublishTimeout time.Duration
 	// PublishDelayThreshold (PUBLISH_DELAY_THRESHOLD) is how long the Pub/Sub
 	// client waits to batch publishes. Each HTTP request waits for its own
-	// publish, so this adds straight to latency. Optional, default 1ms.
+	// publish, so this adds straight to latency. Optional, default 1ms; a
+	// negative value means no delay (what PUBLISH_DELAY_THRESHOLD=0 sets,
+	// since the zero value means the default).
 	PublishDelayThreshold time.Duration
 	// ReceiveStreams (RECEIVE_STREAMS) is the number of streaming pulls the
 	// apply stage opens. The embedded server hands each stream at most one
@@ -140,7 +142,10 @@ type Config struct {
 	// ApplyTimeout (APPLY_TIMEOUT) bounds one apply attempt. Optional, default 60s.
 	ApplyTimeout time.Duration
 	// Retry of transient apply failures. Optional, defaults: 5 retries, 100ms
-	// initial, 10s max interval, multiplier 2, randomization 0.5.
+	// initial, 10s max interval, multiplier 2, randomization 0.5. A negative
+	// RetryMax means no retries and a negative RetryJitter no randomization
+	// (what RETRY_MAX=0 and RETRY_JITTER=0 set, since the zero value means
+	// the default).
 	RetryMax                       int
 	RetryInitial, RetryMaxInterval time.Duration
 	RetryMultiplier                float64
@@ -334,8 +339,14 @@ func (c Config) usesGoogleBigQuery() bool {
 // every attempt at its longest and every backoff between them, plus a
 // margin for the group it waits in.
 func (c Config) maxHandlingTime() time.Duration {
-	return time.Duration(c.RetryMax+1)*c.ApplyTimeout + time.Duration(c.RetryMax)*c.RetryMaxInterval + time.Minute
+	return time.Duration(c.retries()+1)*c.ApplyTimeout + time.Duration(c.retries())*c.RetryMaxInterval + time.Minute
 }
+
+// retries, jitter and publishDelay are RetryMax, RetryJitter and
+// PublishDelayThreshold with "none" (negative) as zero.
+func (c Config) retries() int                { return max(c.RetryMax, 0) }
+func (c Config) jitter() float64             { return max(c.RetryJitter, 0) }
+func (c Config) publishDelay() time.Duration { return max(c.PublishDelayThreshold, 0) }
 
 // ResolvedPubSubMode turns PubSubAuto into the mode the environment asks for.
 func (c Config) ResolvedPubSubMode() PubSubMode {
@@ -444,7 +455,7 @@ func (c Config) Validate() error {
 		env   string
 		value float64
 	}{
-		{"PUBLISH_TIMEOUT", float64(c.PublishTimeout)}, {"PUBLISH_DELAY_THRESHOLD", float64(c.PublishDelayThreshold)},
+		{"PUBLISH_TIMEOUT", float64(c.PublishTimeout)},
 		{"RECEIVE_STREAMS", float64(c.ReceiveStreams)}, {"MAX_OUTSTANDING", float64(c.MaxOutstanding)},
 		{"MAX_BODY_BYTES", float64(c.MaxBodyBytes)}, {"READ_HEADER_TIMEOUT", float64(c.ReadHeaderTimeout)},
 		{"READ_TIMEOUT", float64(c.ReadTimeout)}, {"WRITE_TIMEOUT", float64(c.WriteTimeout)},
@@ -463,13 +474,11 @@ func (c Config) Validate() error {
 	if c.ShutdownDelay < 0 {
 		bad("SHUTDOWN_DELAY must not be negative")
 	}
-	if c.RetryMax < 0 {
-		bad("RETRY_MAX must not be negative")
-	}
+
 	if c.RetryMultiplier < 1 {
 		bad("RETRY_MULTIPLIER must be at least 1")
 	}
-	if c.RetryJitter < 0 || c.RetryJitter > 1 {
+	if c.RetryJitter > 1 {
 		bad("RETRY_JITTER must be within [0, 1]")
 	}
 	if c.WriteTimeout <= c.PublishTimeout {

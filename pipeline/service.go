@@ -261,7 +261,9 @@ func (s *Service) Addr() net.Addr { return s.listener.Addr() }
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	if s.ingest != nil {
-		mux.Handle(IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingest.routes))
+		// POST only: any other method gets 405 with Allow: POST here, where
+		// the edge would hold back the subscriber's status and answer 503.
+		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingest.routes))
 		mux.Handle("GET "+SchemaPath, s.Metrics.InstrumentHTTP(SchemaPath, schemaHandler()))
 	}
 	mux.HandleFunc("GET /healthz", s.healthz)

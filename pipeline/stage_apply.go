@@ -59,11 +59,11 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 		return nil, err
 	}
 	retry := middleware.Retry{
-		MaxRetries:          cfg.RetryMax,
+		MaxRetries:          cfg.retries(),
 		InitialInterval:     cfg.RetryInitial,
 		MaxInterval:         cfg.RetryMaxInterval,
 		Multiplier:          cfg.RetryMultiplier,
-		RandomizationFactor: cfg.RetryJitter,
+		RandomizationFactor: cfg.jitter(),
 		// Timeout sits inside Retry: without a fresh context each attempt
 		// would start already expired.
 		ResetContextOnRetry: true,
@@ -72,7 +72,7 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 			// Retries are counted here, where they are decided:
 			// OnRetryHook skips the first one. Watermill also asks after
 			// the last attempt, when none follows whatever the answer.
-			if retry && p.RetryNum < cfg.RetryMax {
+			if retry && p.RetryNum < cfg.retries() {
 				counters.Retry(string(messages.ClassOf(p.Err)))
 			}
 			return retry

@@ -429,6 +429,18 @@ func TestHealthAndMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks gatekeeper_payloads_total")
 		}
 	}
+	// The ingestion route takes POST only; anything else is 405, not a
+	// 503 that would send a client into retries.
+	req, _ := http.NewRequest(http.MethodGet, r.base+pipeline.IngestPath, nil)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" {
+		t.Errorf("GET %s = %d (Allow %q), want 405 with Allow: POST", pipeline.IngestPath, resp.StatusCode, resp.Header.Get("Allow"))
+	}
 }
 
 // Clients can validate before they post: the gate's schema is served.

@@ -131,7 +131,7 @@ func (ps *PubSub) endpoint() string {
 // across requests still fills batches.
 func (ps *PubSub) publishSettings() *pubsub.PublishSettings {
 	s := pubsub.DefaultPublishSettings
-	s.DelayThreshold = ps.cfg.PublishDelayThreshold
+	s.DelayThreshold = ps.cfg.publishDelay()
 	s.CountThreshold = 100
 	s.Timeout = ps.cfg.PublishTimeout
 	s.FlowControlSettings.MaxOutstandingMessages = 10_000

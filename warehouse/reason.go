@@ -6,8 +6,8 @@ import (
 )
 
 // ReasonError carries a reason an adapter read from its backend (BigQuery's
-// error reason, SQLite's result code), from the fixed set Reasons, so that
-// warehouse errors can be counted by reason without free text.
+// error reason, SQLite's result code), one of the Reason constants below,
+// so that warehouse errors can be counted by reason without free text.
 type ReasonError struct {
 	Reason string
 	Err    error
@@ -23,7 +23,6 @@ const (
 	ReasonTypeConflict   = "type_conflict"
 	ReasonRejected       = "rejected" // any other reason a payload cannot be applied
 	ReasonTimeout        = "timeout"
-	ReasonClosed         = "closed"
 	ReasonBusy           = "busy"         // locked or busy: another writer holds the table or the file
 	ReasonUnavailable    = "unavailable"  // the backend did not answer, or answered 5xx
 	ReasonRateLimited    = "rate_limited" // quotas and rate limits
@@ -49,8 +48,6 @@ func Reason(err error) string {
 		return re.Reason
 	case errors.Is(err, context.DeadlineExceeded):
 		return ReasonTimeout
-	case errors.Is(err, ErrCommitterClosed):
-		return ReasonClosed
 	}
 	return ReasonOther
 }

@@ -45,6 +45,36 @@ func (b invertedBool) Set(v string) error {
 
 func (invertedBool) IsBoolFlag() bool { return true }
 
+// zeroMeansNone is a numeric flag whose 0 means "none", stored as -1 in a
+// Config field whose zero value means its default (RETRY_MAX=0: no
+// retries, not the default 5).
+type zeroMeansNone[T int | float64 | time.Duration] struct {
+	p     *T
+	parse func(string) (T, error)
+}
+
+func (z zeroMeansNone[T]) String() string {
+	if z.p == nil {
+		return ""
+	}
+	if *z.p < 0 {
+		return fmt.Sprint(T(0))
+	}
+	return fmt.Sprint(*z.p)
+}
+
+func (z zeroMeansNone[T]) Set(v string) error {
+	n, err := z.parse(v)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		n = -1
+	}
+	*z.p = n
+	return nil
+}
+
 // bindConfig registers one flag per Config field on fs and returns the
 // settings in the order --help lists them.
 func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
@@ -88,7 +118,8 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	num(&c.EmbeddedMaxBacklog, "embedded-max-backlog", "EMBEDDED_MAX_BACKLOG", "accepted payloads that may wait for the apply stage on the embedded Pub/Sub; past it, 503")
 	inverted(&c.DoNotCreateResources, "create-resources", "CREATE_RESOURCES", "create missing topics, subscriptions and the BigQuery dataset at start; false only checks them")
 	dur(&c.PublishTimeout, "publish-timeout", "PUBLISH_TIMEOUT", "longest wait for Pub/Sub to acknowledge a publish; then 503")
-	dur(&c.PublishDelayThreshold, "publish-delay-threshold", "PUBLISH_DELAY_THRESHOLD", "publish batching delay")
+	fs.Var(zeroMeansNone[time.Duration]{&c.PublishDelayThreshold, time.ParseDuration}, "publish-delay-threshold", "publish batching delay; 0 for none")
+	ss = append(ss, setting{flag: "publish-delay-threshold", env: "PUBLISH_DELAY_THRESHOLD"})
 	num(&c.ReceiveStreams, "receive-streams", "RECEIVE_STREAMS", "streaming pulls opened by the apply stage")
 	derived("32 on the embedded Pub/Sub, 4 otherwise")
 	num(&c.MaxOutstanding, "max-outstanding", "MAX_OUTSTANDING", "unacknowledged messages the apply stage holds at once")
@@ -111,12 +142,14 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	str(&c.BigQueryEmulatorHost, "bigquery-emulator-host", "BIGQUERY_EMULATOR_HOST", "BigQuery emulator host:port, for WAREHOUSE=bigquery")
 	str(&c.BigQueryLocation, "bigquery-location", "BIGQUERY_LOCATION", "location of a dataset gatekeeper creates, and of its jobs")
 	dur(&c.ApplyTimeout, "apply-timeout", "APPLY_TIMEOUT", "longest single apply attempt")
-	num(&c.RetryMax, "retry-max", "RETRY_MAX", "retries of a transient apply failure before the payload is poisoned")
+	fs.Var(zeroMeansNone[int]{&c.RetryMax, strconv.Atoi}, "retry-max", "retries of a transient apply failure before the payload is poisoned; 0 for none")
+	ss = append(ss, setting{flag: "retry-max", env: "RETRY_MAX"})
 	dur(&c.RetryInitial, "retry-initial", "RETRY_INITIAL", "first retry backoff")
 	dur(&c.RetryMaxInterval, "retry-max-interval", "RETRY_MAX_INTERVAL", "largest retry backoff")
 	fs.Float64Var(&c.RetryMultiplier, "retry-multiplier", c.RetryMultiplier, "backoff growth per retry")
 	ss = append(ss, setting{flag: "retry-multiplier", env: "RETRY_MULTIPLIER"})
-	fs.Float64Var(&c.RetryJitter, "retry-jitter", c.RetryJitter, "backoff randomization factor, 0..1")
+	fs.Var(zeroMeansNone[float64]{&c.RetryJitter, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }},
+		"retry-jitter", "backoff randomization factor, 0..1")
 	ss = append(ss, setting{flag: "retry-jitter", env: "RETRY_JITTER"})
 	num(&c.GroupMaxSize, "group-max-size", "GROUP_MAX_SIZE", "most payloads in one warehouse transaction")
 	dur(&c.GroupMaxWait, "group-max-wait", "GROUP_MAX_WAIT", "longest wait to fill a group")

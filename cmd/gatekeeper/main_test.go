@@ -177,3 +177,30 @@ func TestModeDependentDefaultsFollowTheMode(t *testing.T) {
 		}
 	}
 }
+
+// Where 0 is a meaningful setting (no retries, no jitter, no batching
+// delay), it is kept apart from "unset", which the zero Config field means.
+func TestZeroMeansNoneNotTheDefault(t *testing.T) {
+	cfg, err := parse(t, map[string]string{"RETRY_MAX": "0", "RETRY_JITTER": "0", "PUBLISH_DELAY_THRESHOLD": "0s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eff := cfg.WithDefaults()
+	if eff.RetryMax >= 0 || eff.RetryJitter >= 0 || eff.PublishDelayThreshold >= 0 {
+		t.Errorf("RETRY_MAX=0, RETRY_JITTER=0, PUBLISH_DELAY_THRESHOLD=0s became %d, %v, %v: the defaults, not none",
+			eff.RetryMax, eff.RetryJitter, eff.PublishDelayThreshold)
+	}
+	if err := eff.Validate(); err != nil {
+		t.Errorf("none is valid: %v", err)
+	}
+	cfg, err = parse(t, map[string]string{"RETRY_MAX": "3"}, "--retry-jitter", "0.25")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RetryMax != 3 || cfg.RetryJitter != 0.25 {
+		t.Errorf("RETRY_MAX=3 --retry-jitter 0.25 gave %d, %v", cfg.RetryMax, cfg.RetryJitter)
+	}
+	if _, err := parse(t, map[string]string{"RETRY_MAX": "many"}); err == nil {
+		t.Error("RETRY_MAX=many was accepted")
+	}
+}

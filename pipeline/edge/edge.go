@@ -172,6 +172,11 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 		return nil, errors.New("request did not pass through Edge.Middleware")
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, e.cfg.MaxBodyBytes))
+	if err != nil && !errors.As(err, new(*http.MaxBytesError)) {
+		// The connection broke or timed out mid-body: nothing was read
+		// whole, nothing published, and sending it again may succeed.
+		err = messages.Transient(fmt.Errorf("reading the request body: %w", err))
+	}
 	if err != nil {
 		x.mu.Lock()
 		x.readErr = err

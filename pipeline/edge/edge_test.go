@@ -76,3 +76,26 @@ func TestEdgeRefusesAWrongContentTypeItself(t *testing.T) {
 		t.Errorf("OnSettle saw %v, want the one refusal", settled)
 	}
 }
+
+// A body that breaks off midway is worth sending again: 503, not the 500
+// of a bug.
+func TestEdgeAnswers503ToABodyThatBreaksOff(t *testing.T) {
+	e, err := edge.New(edge.Config{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := e.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = e.Unmarshal("", r)
+	}))
+	req := httptest.NewRequest(http.MethodPost, "/api/activities", io.MultiReader(strings.NewReader(`{"activ`), failingReader{}))
+	req.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Errorf("got %d %s, want 503 with Retry-After", w.Code, w.Body)
+	}
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
