@@ -83,6 +83,8 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		}
 	}()
 
+	// What the stages stand on, then what watches it, then the stages, then
+	// the listener that lets requests in.
 	if s.PubSub, err = NewPubSub(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
@@ -93,81 +95,25 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 			return nil, fmt.Errorf("OUTBOX_PATH: %w", err)
 		}
 	}
-	wmMetrics := wmetrics.NewPrometheusMetricsBuilder(s.Metrics.Registry, "gatekeeper", "")
+	if cfg.Runs(StageApply) && s.Store == nil {
+		if s.Store, err = OpenWarehouse(ctx, cfg, logger); err != nil {
+			return nil, fmt.Errorf("warehouse: %w", err)
+		}
+	}
+	s.watch()
 
+	wmMetrics := wmetrics.NewPrometheusMetricsBuilder(s.Metrics.Registry, "gatekeeper", "")
 	if cfg.Runs(StageApply) {
-		if s.Store == nil {
-			if s.Store, err = OpenWarehouse(ctx, cfg, logger); err != nil {
-				return nil, fmt.Errorf("warehouse: %w", err)
-			}
-		}
-		s.committer, err = warehouse.NewGroupCommitter(s.Store, warehouse.GroupConfig{
-			MaxSize: cfg.GroupMaxSize, MaxWait: cfg.GroupMaxWait, MaxInFlight: cfg.GroupMaxInFlight,
-			OnGroup: func(g warehouse.GroupReport) {
-				s.Metrics.Group(g.Size, g.Took, g.Err)
-				if g.Err != nil {
-					s.Metrics.WarehouseError(string(messages.ClassOf(g.Err)), warehouse.Reason(g.Err))
-				}
-				for _, err := range g.Rejected {
-					reason := warehouse.Reason(err)
-					if reason == warehouse.ReasonOther {
-						reason = warehouse.ReasonRejected
-					}
-					s.Metrics.WarehouseError(string(messages.ClassPermanent), reason)
-				}
-				if s.monitor != nil {
-					s.monitor.committed(g.Err)
-				}
-			},
-		}, logger)
-		if err != nil {
-			return nil, err
-		}
-		if s.apply, err = newApplyStage(cfg, s.PubSub, s.committer, s.Metrics, s.outbox, &s.handling, func() { s.settled.Add(1) }, logger); err != nil {
+		if err := s.buildApplyStage(); err != nil {
 			return nil, err
 		}
 		wmMetrics.AddPrometheusRouterMetrics(s.apply.router)
 	}
 	if cfg.Runs(StageIngest) {
-		if s.edge, err = edge.New(edge.Config{
-			MaxBodyBytes: cfg.MaxBodyBytes,
-			SettleWait:   cfg.PublishTimeout + 5*time.Second,
-			OnSettle: func(err error) {
-				if err == nil {
-					s.accepted.Add(1)
-					s.Metrics.Payload(metrics.OutcomeAccepted)
-					return
-				}
-				if rules := edge.RulesOf(err); len(rules) > 0 {
-					s.Metrics.Payload(metrics.OutcomeRejected)
-					s.Metrics.Rejected(rules...)
-					return
-				}
-				s.Metrics.Payload(metrics.OutcomeFailed)
-			},
-		}, logger); err != nil {
-			return nil, err
-		}
-		var box handlers.Outbox
-		if s.outbox != nil {
-			box = gateOutbox{box: s.outbox, publishing: &s.publishing}
-		}
-		if s.ingest, err = newIngestStage(cfg, s.PubSub, s.edge, s.admit, box, logger); err != nil {
+		if err := s.buildIngestStage(); err != nil {
 			return nil, err
 		}
 		wmMetrics.AddPrometheusRouterMetrics(s.ingest.router)
-	}
-
-	s.monitor = newMonitor(s.PubSub, s.Store, cfg.ResourceCheckInterval, s.resourceCreated, logger)
-	for _, m := range s.PubSub.missing {
-		s.monitor.setMissing(m.resource, m.err)
-		logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", m.name(), "error", m.err)
-	}
-	s.PubSub.onPublish = func(topic string, took time.Duration, err error) {
-		s.monitor.published(topic, err)
-		if role := s.topicRole(topic); role != "" && err == nil {
-			s.Metrics.Published(role, took)
-		}
 	}
 	s.registerGauges()
 
@@ -184,6 +130,78 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		return nil, fmt.Errorf("HTTP_ADDR: %w", err)
 	}
 	return s, nil
+}
+
+// watch starts the monitor of Pub/Sub and the warehouse, with what
+// NewPubSub found missing, and has every publish reported to it and timed.
+func (s *Service) watch() {
+	s.monitor = newMonitor(s.PubSub, s.Store, s.cfg.ResourceCheckInterval, s.resourceCreated, s.logger)
+	for _, m := range s.PubSub.missing {
+		s.monitor.setMissing(m.resource, m.err)
+		s.logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", m.name(), "error", m.err)
+	}
+	s.PubSub.onPublish = func(topic string, took time.Duration, err error) {
+		s.monitor.published(topic, err)
+		if role := s.topicRole(topic); role != "" && err == nil {
+			s.Metrics.Published(role, took)
+		}
+	}
+}
+
+// buildApplyStage builds the group committer over the warehouse and the
+// apply stage over it.
+func (s *Service) buildApplyStage() (err error) {
+	s.committer, err = warehouse.NewGroupCommitter(s.Store, warehouse.GroupConfig{
+		MaxSize: s.cfg.GroupMaxSize, MaxWait: s.cfg.GroupMaxWait, MaxInFlight: s.cfg.GroupMaxInFlight,
+		OnGroup: func(g warehouse.GroupReport) {
+			s.Metrics.Group(g.Size, g.Took, g.Err)
+			if g.Err != nil {
+				s.Metrics.WarehouseError(string(messages.ClassOf(g.Err)), warehouse.Reason(g.Err))
+			}
+			for _, err := range g.Rejected {
+				reason := warehouse.Reason(err)
+				if reason == warehouse.ReasonOther {
+					reason = warehouse.ReasonRejected
+				}
+				s.Metrics.WarehouseError(string(messages.ClassOf(err)), reason)
+			}
+			s.monitor.committed(g.Err)
+		},
+	}, s.logger)
+	if err != nil {
+		return err
+	}
+	s.apply, err = newApplyStage(s.cfg, s.PubSub, s.committer, s.Metrics, s.outbox, &s.handling, func() { s.settled.Add(1) }, s.logger)
+	return err
+}
+
+// buildIngestStage builds the HTTP edge and the ingest stage behind it.
+func (s *Service) buildIngestStage() (err error) {
+	if s.edge, err = edge.New(edge.Config{
+		MaxBodyBytes: s.cfg.MaxBodyBytes,
+		SettleWait:   s.cfg.PublishTimeout + 5*time.Second,
+		OnSettle: func(err error) {
+			if err == nil {
+				s.accepted.Add(1)
+				s.Metrics.Payload(metrics.OutcomeAccepted)
+				return
+			}
+			if rules := edge.RulesOf(err); len(rules) > 0 {
+				s.Metrics.Payload(metrics.OutcomeRejected)
+				s.Metrics.Rejected(rules...)
+				return
+			}
+			s.Metrics.Payload(metrics.OutcomeFailed)
+		},
+	}, s.logger); err != nil {
+		return err
+	}
+	var box handlers.Outbox
+	if s.outbox != nil {
+		box = gateOutbox{box: s.outbox, publishing: &s.publishing}
+	}
+	s.ingest, err = newIngestStage(s.cfg, s.PubSub, s.edge, s.admit, box, s.logger)
+	return err
 }
 
 // topicRole names a topic by its part, for the publish latency's label.
