@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
 // settleWithin bounds every wait for settlement. A message leased to a
@@ -112,7 +114,7 @@ func TestEmbeddedKillAndStuckShutdown(t *testing.T) {
 		l.summary(), len(afterKill), took.Round(100*time.Millisecond))
 
 	// The warehouse is locked by another process; SIGTERM cannot drain.
-	release := lockWarehouse(t, e.warehousePath())
+	release := warehousetest.HoldSQLiteLock(t, e.warehousePath())
 	var stuck []string
 	for range 30 {
 		if id, _ := l.post(p.base); id != "" {
@@ -241,7 +243,7 @@ func TestWarehouseLockedForAMinute(t *testing.T) {
 	e := newEnv(t, host).with("RETRY_MAX", "4", "RETRY_INITIAL", "500ms", "RETRY_MAX_INTERVAL", "2s")
 	p := e.start("service")
 	l := startLoad(func() string { return "" }, 0, 0, 0)
-	release := lockWarehouse(t, e.warehousePath())
+	release := warehousetest.HoldSQLiteLock(t, e.warehousePath())
 	lockedAt := time.Now()
 	for range 30 {
 		l.post(p.base)

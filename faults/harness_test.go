@@ -2,7 +2,6 @@ package faults_test
 
 import (
 	"bytes"
-	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -486,34 +485,6 @@ func ledgerIDs(db *sql.DB) (map[string]bool, error) {
 		ids[id] = true
 	}
 	return ids, rows.Err()
-}
-
-// lockWarehouse takes SQLite's write lock on the warehouse from another
-// connection, as another process would, and returns the function that
-// releases it.
-func lockWarehouse(t *testing.T, path string) func() {
-	t.Helper()
-	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
-		t.Fatalf("lock the warehouse: %v", err)
-	}
-	var once sync.Once
-	release := func() {
-		once.Do(func() {
-			_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
-			conn.Close()
-			db.Close()
-		})
-	}
-	t.Cleanup(release)
-	return release
 }
 
 // record appends one scenario's counts to the file named by

@@ -354,19 +354,9 @@ func payloadCount(t *testing.T, base, outcome string) float64 {
 // service's own exposition.
 func metricValue(t *testing.T, base, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	v, ok := scrape(t, base)[series]
+	if !ok {
+		t.Fatalf("/metrics has no series %s", series)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	t.Fatalf("/metrics has no series %s", series)
-	return 0
+	return v
 }

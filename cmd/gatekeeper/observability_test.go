@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,7 +22,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +30,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
 func TestDashboardAndAlertsOnPrometheus(t *testing.T) {
@@ -127,7 +126,7 @@ func TestDashboardAndAlertsOnPrometheus(t *testing.T) {
 	// timeout); released once gatekeeper counts a retry, the payload then
 	// applies. First, so that the series it creates are old enough for
 	// rate() when the panels are evaluated.
-	release := holdSQLiteLock(t, filepath.Join(dir, "warehouse.db"))
+	release := warehousetest.HoldSQLiteLock(t, filepath.Join(dir, "warehouse.db"))
 	l.valid()
 	if !eventually(30*time.Second, 200*time.Millisecond, func() bool { return scrapeSum(t, svc.addr, "gatekeeper_apply_retries_total") > 0 }) {
 		t.Fatalf("no apply retry counted in 30 s while the warehouse was locked; log:\n%s", svc.logs)
@@ -497,33 +496,6 @@ func scrapeSum(t *testing.T, addr, metric string) float64 {
 		}
 	}
 	return sum
-}
-
-// holdSQLiteLock takes SQLite's write lock on path from another
-// connection, as another process would, and returns what releases it.
-func holdSQLiteLock(t *testing.T, path string) func() {
-	t.Helper()
-	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
-		t.Fatalf("lock the warehouse: %v", err)
-	}
-	var once sync.Once
-	release := func() {
-		once.Do(func() {
-			_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
-			conn.Close()
-			db.Close()
-		})
-	}
-	t.Cleanup(release)
-	return release
 }
 
 // loader sends the test's payloads and counts what should become of them.
