@@ -153,15 +153,16 @@ func TestEverySettingIsDocumented(t *testing.T) {
 }
 
 // Defaults that depend on the Pub/Sub mode are derived after the
-// environment is read: RECEIVE_STREAMS used to be 32 in every mode,
-// because the embedded default was baked into the flag's default.
+// environment is read: RECEIVE_STREAMS used to be 32 in every mode, Google
+// included, because the embedded default was baked into the flag's
+// default.
 func TestModeDependentDefaultsFollowTheMode(t *testing.T) {
 	for _, c := range []struct {
 		env  map[string]string
 		want int
 	}{
 		{map[string]string{}, 32},
-		{map[string]string{"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}, 4},
+		{map[string]string{"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}, 32},
 		{map[string]string{"PUBSUB_MODE": "google", "PROJECT_ID": "p"}, 4},
 		{map[string]string{"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085", "RECEIVE_STREAMS": "7"}, 7},
 	} {
