@@ -297,45 +297,53 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 // edge's own (not JSON, too large, wrong Content-Type). It is empty for an
 // error that is not a rejection.
 func RulesOf(err error) []messages.Rule {
+	r, _ := refusalOf(err)
+	return r.rules
+}
+
+// refusal is the answer to a request refused for what it is, by the edge
+// or the gate: its status, the replaced service's message, the problems
+// shown to the client and the rules counted in metrics.
+type refusal struct {
+	status   int
+	message  string
+	problems []messages.Problem
+	rules    []messages.Rule
+}
+
+// refusalOf tells a refused request from a failure, by the error's type.
+func refusalOf(err error) (refusal, bool) {
 	var tooLarge *http.MaxBytesError
 	var syntax *messages.SyntaxError
 	var invalid *messages.ValidationError
 	switch {
 	case errors.As(err, &tooLarge):
-		return []messages.Rule{messages.RuleTooLarge}
+		return refusal{http.StatusRequestEntityTooLarge, "Payload Too Large",
+			[]messages.Problem{{Message: fmt.Sprintf("the body exceeds %d bytes", tooLarge.Limit)}},
+			[]messages.Rule{messages.RuleTooLarge}}, true
 	case errors.Is(err, ErrUnsupportedMediaType):
-		return []messages.Rule{messages.RuleUnsupportedMediaType}
+		return refusal{http.StatusUnsupportedMediaType, "Unsupported Media Type",
+			[]messages.Problem{{Message: err.Error()}}, []messages.Rule{messages.RuleUnsupportedMediaType}}, true
 	case errors.As(err, &syntax):
-		return []messages.Rule{messages.RuleNotJSON}
+		return refusal{http.StatusBadRequest, "Invalid JSON",
+			[]messages.Problem{{Message: err.Error()}}, []messages.Rule{messages.RuleNotJSON}}, true
 	case errors.As(err, &invalid):
-		return invalid.Rules
+		return refusal{http.StatusBadRequest, "Invalid Schema", invalid.Problems, invalid.Rules}, true
 	}
-	return nil
+	return refusal{}, false
 }
 
 // classify is the one place an ingestion error becomes an HTTP status:
-// 500 unless the error is explicitly transient.
+// a refusal's own, else 503 for an explicitly transient error, else 500.
 func (e *Edge) classify(err error) (status int, msg string, problems []messages.Problem) {
 	if err == nil {
 		return http.StatusOK, "Valid Schema", nil
 	}
-	problem := []messages.Problem{{Path: "", Message: err.Error()}}
-	var tooLarge *http.MaxBytesError
-	var syntax *messages.SyntaxError
-	var invalid *messages.ValidationError
-	switch {
-	case errors.As(err, &tooLarge):
-		return http.StatusRequestEntityTooLarge, "Payload Too Large",
-			[]messages.Problem{{Message: fmt.Sprintf("the body exceeds %d bytes", tooLarge.Limit)}}
-	case errors.Is(err, ErrUnsupportedMediaType):
-		return http.StatusUnsupportedMediaType, "Unsupported Media Type", problem
-	case errors.As(err, &syntax):
-		return http.StatusBadRequest, "Invalid JSON", problem
-	case errors.As(err, &invalid):
-		return http.StatusBadRequest, "Invalid Schema", invalid.Problems
+	if r, ok := refusalOf(err); ok {
+		return r.status, r.message, r.problems
 	}
 	if messages.ClassOf(err) == messages.ClassTransient {
-		return http.StatusServiceUnavailable, "Service Unavailable", problem
+		return http.StatusServiceUnavailable, "Service Unavailable", []messages.Problem{{Message: err.Error()}}
 	}
 	// A bug: what went wrong (a panic's stack, say) is for the log, which
 	// has it under the request's correlation id, not for the client.
