@@ -75,6 +75,15 @@ func (z zeroMeansNone[T]) Set(v string) error {
 	return nil
 }
 
+// bindSettings registers every setting on fs, the logging ones (which are
+// not Config fields) first, and returns them in the order --help lists
+// them.
+func bindSettings(fs *flag.FlagSet, c *pipeline.Config, logLevel, logFormat *string) []setting {
+	fs.StringVar(logLevel, "log-level", *logLevel, "debug, info, warn or error")
+	fs.StringVar(logFormat, "log-format", *logFormat, "text or json")
+	return append([]setting{{flag: "log-level", env: "LOG_LEVEL"}, {flag: "log-format", env: "LOG_FORMAT"}}, bindConfig(fs, c)...)
+}
+
 // bindConfig registers one flag per Config field on fs and returns the
 // settings in the order --help lists them.
 func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {

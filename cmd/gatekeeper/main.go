@@ -72,9 +72,7 @@ func loadConfig(name, synopsis string, args []string, stderr io.Writer, extra fu
 	if name == "serve" {
 		logLevel = "info"
 	}
-	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
-	fs.StringVar(&logFormat, "log-format", logFormat, "text or json")
-	ss := append([]setting{{flag: "log-level", env: "LOG_LEVEL"}, {flag: "log-format", env: "LOG_FORMAT"}}, bindConfig(fs, &cfg)...)
+	ss := bindSettings(fs, &cfg, &logLevel, &logFormat)
 	fs.Usage = usage(stderr, fs, ss, synopsis)
 	if err := applyEnv(fs, ss, envLookup); err != nil {
 		return cfg, nil, fs, err

@@ -109,11 +109,9 @@ func TestEverySettingIsDocumented(t *testing.T) {
 	}
 
 	cfg := pipeline.DefaultConfig()
+	level, format := "info", "text" // serve's
 	fs := flag.NewFlagSet("doc", flag.ContinueOnError)
-	ss := bindConfig(fs, &cfg)
-	ss = append(ss, setting{flag: "log-level", env: "LOG_LEVEL"}, setting{flag: "log-format", env: "LOG_FORMAT"})
-	fs.String("log-level", "info", "")
-	fs.String("log-format", "text", "")
+	ss := bindSettings(fs, &cfg, &level, &format)
 	for _, s := range ss {
 		want := defaultText(fs, s)
 		r, ok := table[s.env]
@@ -139,10 +137,8 @@ func TestEverySettingIsDocumented(t *testing.T) {
 		case s.shownDefault == "" && f.DefValue != "":
 			// The example shows the default, in any spelling the flag takes.
 			probe := flag.NewFlagSet("probe", flag.ContinueOnError)
-			shadow := pipeline.DefaultConfig()
-			bindConfig(probe, &shadow)
-			probe.String("log-level", "info", "")
-			probe.String("log-format", "text", "")
+			shadow, level, format := pipeline.DefaultConfig(), "info", "text"
+			bindSettings(probe, &shadow, &level, &format)
 			if err := probe.Set(s.flag, value); err != nil {
 				t.Errorf(".env.example: %s=%s: %v", s.env, value, err)
 			} else if got := probe.Lookup(s.flag).Value.String(); got != f.DefValue {
