@@ -25,8 +25,8 @@ type applyStage struct {
 	router *message.Router
 }
 
-// box, when set, forgets each payload once it is in the ledger and records
-// each poisoned one.
+// newApplyStage builds the apply stage's router. box, when set, forgets
+// each payload once it is in the ledger and records each poisoned one;
 // handling, when set, holds the id of every message while it is handled.
 func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counters *metrics.Metrics, box *outbox.Outbox, handling *sync.Map, onSettled func(), logger *slog.Logger) (*applyStage, error) {
 	wlog := watermill.NewSlogLogger(logger)
@@ -68,12 +68,13 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 		// would start already expired.
 		ResetContextOnRetry: true,
 		ShouldRetry: func(p middleware.RetryParams) bool {
-			retry := messages.ClassOf(p.Err) == messages.ClassTransient && !errors.Is(p.Err, context.Canceled)
+			class := messages.ClassOf(p.Err)
+			retry := class == messages.ClassTransient && !errors.Is(p.Err, context.Canceled)
 			// Retries are counted here, where they are decided:
 			// OnRetryHook skips the first one. Watermill also asks after
 			// the last attempt, when none follows whatever the answer.
 			if retry && p.RetryNum < cfg.retries() {
-				counters.Retry(string(messages.ClassOf(p.Err)))
+				counters.Retry(string(class))
 			}
 			return retry
 		},
