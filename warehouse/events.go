@@ -1,0 +1,167 @@
+package warehouse
+
+import (
+	"context"
+	"strconv"
+	"time"
+)
+
+// EventsTable is the append-only log, in every adapter, of what happened to
+// payloads that did not simply apply: poisoned, replayed, purged. It is the
+// operators' index of the poison topic: the topic stays the record, and the
+// log is what concurrent operators query without leasing a message or
+// touching its delivery attempts. A payload's current state is its latest
+// event (see Event.Before).
+const EventsTable = "_gatekeeper_events"
+
+// EventKind is what happened to a payload.
+type EventKind string
+
+const (
+	// EventPoisoned: the payload reached the poison topic, and the indexer
+	// read it from there.
+	EventPoisoned EventKind = "poisoned"
+	// EventReplayed: an operator published it again to the accepted topic.
+	EventReplayed EventKind = "replayed"
+	// EventPurged: an operator dropped it; it is never replayed.
+	EventPurged EventKind = "purged"
+)
+
+// EventKinds lists every kind, in the order they rank within a generation.
+var EventKinds = []EventKind{EventReplayed, EventPoisoned, EventPurged}
+
+// rank orders kinds within one generation: a replay starts a generation, a
+// failure of the replayed copy poisons it again, a purge ends it.
+func (k EventKind) rank() int {
+	switch k {
+	case EventReplayed:
+		return 0
+	case EventPoisoned:
+		return 1
+	case EventPurged:
+		return 2
+	}
+	return -1
+}
+
+// Event is one row of the events log.
+type Event struct {
+	// ID identifies the event. Appending an event whose ID is already in
+	// the log changes nothing, so a poison message redelivered after a crash
+	// is indexed once. See EventID.
+	ID        string
+	PayloadID string
+	Kind      EventKind
+	// Generation is how many times the payload had been replayed when the
+	// event happened (the message's "replays" attribute): the first poisoning
+	// is generation 0, its replay is generation 1, a failure of that replay
+	// is poisoned in generation 1 again.
+	Generation int
+	// At is when the event was written.
+	At time.Time
+
+	// What the poison message said; empty for replayed and purged events
+	// (see Entry for the values that carry over).
+	ErrorClass     string
+	Reason         string
+	Tables         []string
+	Attempts       int
+	FirstFailureAt time.Time
+	LastFailureAt  time.Time
+	ReceivedAt     time.Time
+	CorrelationID  string
+	// Attributes are every attribute of the poison message, Pub/Sub's own
+	// CloudPubSubDeadLetter* included.
+	Attributes map[string]string
+	// Payload is the message's data as it was published. Empty for replayed
+	// and purged events.
+	Payload []byte
+	// Actor says who replayed or purged ("cli", "admin-api", …); empty for
+	// poisoned events.
+	Actor string
+}
+
+// EventID is the ID of the event of this kind and generation for a payload:
+// the same for every copy of one poison message, different for the next
+// poisoning after a replay.
+func EventID(payloadID string, kind EventKind, generation int) string {
+	return payloadID + "/" + string(kind) + "/" + strconv.Itoa(generation)
+}
+
+// Before reports whether e happened before o for the same payload: by
+// generation, then by kind within a generation, then by time. Clocks of
+// different processes never decide between kinds.
+func (e Event) Before(o Event) bool {
+	if e.Generation != o.Generation {
+		return e.Generation < o.Generation
+	}
+	if e.Kind.rank() != o.Kind.rank() {
+		return e.Kind.rank() < o.Kind.rank()
+	}
+	return e.At.Before(o.At)
+}
+
+// Entry is a payload's current state in the log: its latest event, with
+// the failure details of its latest poisoning carried over when the latest
+// event is a replay or a purge.
+type Entry struct {
+	// State is the latest event's kind.
+	State EventKind
+	// Latest is the latest event.
+	Latest Event
+	// Poisoned is the latest poisoned event, whose failure details and
+	// payload describe the entry. A log fed only through the indexer always
+	// has one.
+	Poisoned Event
+	// Replays is how many times operators replayed the payload.
+	Replays int
+}
+
+// EventFilter selects entries. The zero value selects every entry whose
+// state is poisoned.
+type EventFilter struct {
+	// States selects by current state; empty means []EventKind{EventPoisoned}.
+	States []EventKind
+	// PayloadIDs, when not empty, selects only these payloads.
+	PayloadIDs []string
+	// Table selects entries whose latest poisoning touched this table.
+	Table string
+	// Class selects by the latest poisoning's error class.
+	Class string
+	// Since selects entries whose latest event is at or after it.
+	Since time.Time
+	// Reason selects entries whose latest poisoning's reason contains it
+	// (case-insensitive).
+	Reason string
+	// Limit bounds the entries returned; <= 0 means all.
+	Limit int
+}
+
+// PayloadState is what the warehouse knows about one payload: its ledger
+// row and its latest event. Both can be absent.
+type PayloadState struct {
+	// Applied: the ledger holds the payload.
+	Applied      bool
+	AppliedAt    time.Time
+	RowsAffected int64 // -1 when the ledger row does not record it
+	// Entry is the payload's entry in the events log; nil without events.
+	Entry *Entry
+}
+
+// EventLog is the events log. Adapters implement it beside Warehouse and
+// Reader.
+type EventLog interface {
+	// AppendEvents appends events, skipping any whose ID is already in the
+	// log. It must not spend the backend's DML quota (BigQuery: streaming
+	// inserts or the Storage Write API), so an outage that poisons 100,000
+	// payloads does not throttle the apply stage.
+	AppendEvents(ctx context.Context, events []Event) error
+	// Entries returns the current entries that f selects, most recent latest
+	// event first.
+	Entries(ctx context.Context, f EventFilter) ([]Entry, error)
+	// History returns every event of one payload, oldest first (Before).
+	History(ctx context.Context, payloadID string) ([]Event, error)
+	// State returns what the ledger and the log hold about one payload, in
+	// one indexed read.
+	State(ctx context.Context, payloadID string) (PayloadState, error)
+}
