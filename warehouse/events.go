@@ -2,6 +2,8 @@ package warehouse
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 )
@@ -30,9 +32,11 @@ const (
 // EventKinds lists every kind, in the order they rank within a generation.
 var EventKinds = []EventKind{EventReplayed, EventPoisoned, EventPurged}
 
-// rank orders kinds within one generation: a replay starts a generation, a
-// failure of the replayed copy poisons it again, a purge ends it.
-func (k EventKind) rank() int {
+// Rank orders kinds within one generation: a replay starts a generation, a
+// failure of the replayed copy poisons it again, a purge ends it. An unknown
+// kind ranks -1. Adapters store it beside the kind, so their queries order
+// events as Before does.
+func (k EventKind) Rank() int {
 	switch k {
 	case EventReplayed:
 		return 0
@@ -57,7 +61,8 @@ type Event struct {
 	// is generation 0, its replay is generation 1, a failure of that replay
 	// is poisoned in generation 1 again.
 	Generation int
-	// At is when the event was written.
+	// At is when the event was written; AppendEvents sets a zero At to the
+	// time of the call.
 	At time.Time
 
 	// What the poison message said; empty for replayed and purged events
@@ -95,10 +100,29 @@ func (e Event) Before(o Event) bool {
 	if e.Generation != o.Generation {
 		return e.Generation < o.Generation
 	}
-	if e.Kind.rank() != o.Kind.rank() {
-		return e.Kind.rank() < o.Kind.rank()
+	if e.Kind.Rank() != o.Kind.Rank() {
+		return e.Kind.Rank() < o.Kind.Rank()
 	}
 	return e.At.Before(o.At)
+}
+
+// Validate reports what keeps e out of the log: an empty ID or PayloadID,
+// an unknown Kind or a negative Generation.
+func (e Event) Validate() error {
+	var errs []error
+	if e.ID == "" {
+		errs = append(errs, errors.New("event has no ID"))
+	}
+	if e.PayloadID == "" {
+		errs = append(errs, fmt.Errorf("event %q has no PayloadID", e.ID))
+	}
+	if e.Kind.Rank() < 0 {
+		errs = append(errs, fmt.Errorf("event %q has the unknown kind %q", e.ID, e.Kind))
+	}
+	if e.Generation < 0 {
+		errs = append(errs, fmt.Errorf("event %q has the negative generation %d", e.ID, e.Generation))
+	}
+	return errors.Join(errs...)
 }
 
 // Entry is a payload's current state in the log: its latest event, with
@@ -115,6 +139,32 @@ type Entry struct {
 	Poisoned Event
 	// Replays is how many times operators replayed the payload.
 	Replays int
+}
+
+// EntryOf is the entry of one payload's events, in any order, by the rules
+// Entry describes; nil when there are none. Adapters whose queries return a
+// payload's events use it, so the rules live here once.
+func EntryOf(events []Event) *Entry {
+	if len(events) == 0 {
+		return nil
+	}
+	var e Entry
+	var poisoned bool
+	for i, ev := range events {
+		if i == 0 || e.Latest.Before(ev) {
+			e.Latest = ev
+		}
+		switch ev.Kind {
+		case EventReplayed:
+			e.Replays++
+		case EventPoisoned:
+			if !poisoned || e.Poisoned.Before(ev) {
+				e.Poisoned, poisoned = ev, true
+			}
+		}
+	}
+	e.State = e.Latest.Kind
+	return &e
 }
 
 // EventFilter selects entries. The zero value selects every entry whose
