@@ -53,20 +53,26 @@ const (
 )
 
 var (
+	// rows_affected is NULL in rows written before the column existed.
 	createLedgerSQL = "CREATE TABLE IF NOT EXISTS " + quoteIdent(warehouse.LedgerTable) +
-		" (payload_id TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL) WITHOUT ROWID"
+		" (payload_id TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL, rows_affected INTEGER) WITHOUT ROWID"
+	ledgerHasRowsAffectedSQL = "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?) WHERE name = 'rows_affected')"
+	addLedgerRowsAffectedSQL = "ALTER TABLE " + quoteIdent(warehouse.LedgerTable) + " ADD COLUMN rows_affected INTEGER"
 	// A conflict means the payload is a duplicate; inserting first, inside
 	// the payload's savepoint, checks and records the id in one statement,
 	// and rolling the savepoint back forgets it again.
 	ledgerInsertSQL = "INSERT INTO " + quoteIdent(warehouse.LedgerTable) +
 		" (payload_id, applied_at) VALUES (?, ?) ON CONFLICT (payload_id) DO NOTHING"
-	ledgerLookupSQL = "SELECT EXISTS (SELECT 1 FROM " + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id = ?)"
+	// The rows a payload affected are known only after its activities ran,
+	// so its ledger row gets them last, inside the payload's savepoint.
+	ledgerRowsAffectedSQL = "UPDATE " + quoteIdent(warehouse.LedgerTable) + " SET rows_affected = ? WHERE payload_id = ?"
+	ledgerLookupSQL       = "SELECT EXISTS (SELECT 1 FROM " + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id = ?)"
 )
 
 var _ warehouse.Store = (*Warehouse)(nil)
 
-// Warehouse is the SQLite adapter. It implements warehouse.Warehouse and
-// warehouse.Reader.
+// Warehouse is the SQLite adapter. It implements warehouse.Warehouse,
+// warehouse.Reader and warehouse.EventLog.
 type Warehouse struct {
 	cfg     Config
 	logger  *slog.Logger
@@ -205,6 +211,40 @@ func (w *Warehouse) initWriter(ctx context.Context) error {
 	if _, err := w.conn.ExecContext(ctx, createLedgerSQL); err != nil {
 		return fmt.Errorf("create ledger: %w", err)
 	}
+	if err := w.migrateLedger(ctx); err != nil {
+		return err
+	}
+	for _, query := range []string{createEventsSQL, createEventsIndexSQL} {
+		if _, err := w.conn.ExecContext(ctx, query); err != nil {
+			return fmt.Errorf("create events log: %w", err)
+		}
+	}
+	return nil
+}
+
+// migrateLedger adds rows_affected to a ledger created before it existed.
+// Another process may add it at the same time; a failed ALTER is an error
+// only if the column is still missing.
+func (w *Warehouse) migrateLedger(ctx context.Context) error {
+	has := func() (bool, error) {
+		var ok bool
+		err := w.conn.QueryRowContext(ctx, ledgerHasRowsAffectedSQL, warehouse.LedgerTable).Scan(&ok)
+		return ok, err
+	}
+	ok, err := has()
+	if err != nil {
+		return fmt.Errorf("read ledger columns: %w", err)
+	}
+	if ok {
+		return nil
+	}
+	if _, alterErr := w.conn.ExecContext(ctx, addLedgerRowsAffectedSQL); alterErr != nil {
+		if ok, err := has(); err != nil || !ok {
+			return fmt.Errorf("add rows_affected to the ledger: %w", alterErr)
+		}
+		return nil
+	}
+	w.logger.Info("SQLite ledger migrated: rows_affected added; older rows do not record it")
 	return nil
 }
 
@@ -313,6 +353,9 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 			return warehouse.Outcome{}, w.groupError(ctx, "apply payload "+p.ID, err)
 		}
 		return w.reject(ctx, quick, p, &warehouse.ReasonError{Reason: reason(err), Err: err}, ddlBefore)
+	}
+	if _, err := w.execFixed(quick, ledgerRowsAffectedSQL, rows, p.ID); err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "record rows affected in ledger", err)
 	}
 	if _, err := w.execFixed(quick, "RELEASE "+savepointName); err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "release savepoint", err)

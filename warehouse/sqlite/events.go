@@ -1,0 +1,399 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+)
+
+// The events log is one table. Times are unix nanoseconds (NULL for a zero
+// time), so they sort as numbers; tables and attributes are JSON text. The
+// index on (payload_id, generation, kind_rank, at) is the payload_id index
+// and, read backwards, a payload's events latest first (Event.Before).
+var (
+	eventsTable = quoteIdent(warehouse.EventsTable)
+
+	createEventsSQL = "CREATE TABLE IF NOT EXISTS " + eventsTable + ` (
+	event_id TEXT NOT NULL PRIMARY KEY,
+	payload_id TEXT NOT NULL,
+	kind TEXT NOT NULL,
+	kind_rank INTEGER NOT NULL,
+	generation INTEGER NOT NULL,
+	at INTEGER NOT NULL,
+	error_class TEXT NOT NULL,
+	reason TEXT NOT NULL,
+	tables TEXT NOT NULL,
+	attempts INTEGER NOT NULL,
+	first_failure_at INTEGER,
+	last_failure_at INTEGER,
+	received_at INTEGER,
+	correlation_id TEXT NOT NULL,
+	attributes TEXT NOT NULL,
+	payload BLOB,
+	actor TEXT NOT NULL)`
+	createEventsIndexSQL = "CREATE INDEX IF NOT EXISTS " + quoteIdent(warehouse.EventsTable+"_payload") +
+		" ON " + eventsTable + " (payload_id, generation, kind_rank, at)"
+
+	// eventColumns are an Event's columns in the order scanEvent reads them.
+	eventColumns = []string{"event_id", "payload_id", "kind", "generation", "at", "error_class", "reason",
+		"tables", "attempts", "first_failure_at", "last_failure_at", "received_at", "correlation_id",
+		"attributes", "payload", "actor"}
+
+	// An event already in the log is skipped: a redelivered poison message
+	// is indexed once.
+	eventInsertSQL = "INSERT INTO " + eventsTable + " (" + strings.Join(eventColumns, ", ") +
+		", kind_rank) VALUES (" + strings.Repeat("?, ", len(eventColumns)) + "?) ON CONFLICT (event_id) DO NOTHING"
+)
+
+func eventColumnList(alias string) string {
+	cols := make([]string, len(eventColumns))
+	for i, c := range eventColumns {
+		cols[i] = alias + "." + c
+	}
+	return strings.Join(cols, ", ")
+}
+
+func nanos(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64).UTC()
+}
+
+// eventArgs are e's values for eventInsertSQL.
+func eventArgs(e warehouse.Event) ([]any, error) {
+	tables := e.Tables
+	if tables == nil {
+		tables = []string{}
+	}
+	tablesJSON, err := json.Marshal(tables)
+	if err != nil {
+		return nil, err
+	}
+	attrs := e.Attributes
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	attrsJSON, err := json.Marshal(attrs)
+	if err != nil {
+		return nil, err
+	}
+	return []any{e.ID, e.PayloadID, string(e.Kind), e.Generation, e.At.UnixNano(), e.ErrorClass, e.Reason,
+		string(tablesJSON), e.Attempts, nanos(e.FirstFailureAt), nanos(e.LastFailureAt), nanos(e.ReceivedAt),
+		e.CorrelationID, string(attrsJSON), e.Payload, e.Actor, e.Kind.Rank()}, nil
+}
+
+// AppendEvents writes events in one transaction on the writer connection,
+// skipping those whose ID the log holds. The rows are built before the
+// writer is taken, so an Apply waits only for the inserts themselves.
+func (w *Warehouse) AppendEvents(ctx context.Context, events []warehouse.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	now := time.Now()
+	args := make([][]any, len(events))
+	for i, e := range events {
+		if e.At.IsZero() {
+			e.At = now
+		}
+		if err := e.Validate(); err != nil {
+			return messages.Permanent(fmt.Errorf("append events: %w", err))
+		}
+		a, err := eventArgs(e)
+		if err != nil {
+			return messages.Permanent(fmt.Errorf("append events: event %q: %w", e.ID, err))
+		}
+		args[i] = a
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed.Load() {
+		return messages.Transient(ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return messages.Transient(err)
+	}
+	if err := w.ensureConn(ctx); err != nil {
+		return w.groupError(ctx, "connect", err)
+	}
+	if _, err := w.execFixed(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return w.groupError(ctx, "begin", err)
+	}
+	// As in Apply, the short inserts run without a cancellable context.
+	quick := context.WithoutCancel(ctx)
+	for _, a := range args {
+		if err := ctx.Err(); err != nil {
+			w.rollback(w.ddlCount)
+			return messages.Transient(err)
+		}
+		if _, err := w.execFixed(quick, eventInsertSQL, a...); err != nil {
+			err = w.groupError(ctx, "append events", err)
+			w.rollback(w.ddlCount)
+			return err
+		}
+	}
+	if _, err := w.execFixed(quick, "COMMIT"); err != nil {
+		err = w.groupError(ctx, "commit events", err)
+		w.rollback(w.ddlCount)
+		return err
+	}
+	return nil
+}
+
+// eventRow scans the columns eventColumnList names; every one may be NULL,
+// as on the outer side of a join.
+type eventRow struct {
+	id, payloadID, kind, errorClass, reason, tables, correlationID, attributes, actor sql.NullString
+	generation, at, attempts, firstFailureAt, lastFailureAt, receivedAt               sql.NullInt64
+	payload                                                                           []byte
+}
+
+func (r *eventRow) dest() []any {
+	return []any{&r.id, &r.payloadID, &r.kind, &r.generation, &r.at, &r.errorClass, &r.reason,
+		&r.tables, &r.attempts, &r.firstFailureAt, &r.lastFailureAt, &r.receivedAt, &r.correlationID,
+		&r.attributes, &r.payload, &r.actor}
+}
+
+func (r *eventRow) event() (warehouse.Event, error) {
+	e := warehouse.Event{
+		ID:             r.id.String,
+		PayloadID:      r.payloadID.String,
+		Kind:           warehouse.EventKind(r.kind.String),
+		Generation:     int(r.generation.Int64),
+		At:             fromNanos(r.at),
+		ErrorClass:     r.errorClass.String,
+		Reason:         r.reason.String,
+		Attempts:       int(r.attempts.Int64),
+		FirstFailureAt: fromNanos(r.firstFailureAt),
+		LastFailureAt:  fromNanos(r.lastFailureAt),
+		ReceivedAt:     fromNanos(r.receivedAt),
+		CorrelationID:  r.correlationID.String,
+		Actor:          r.actor.String,
+	}
+	if len(r.payload) > 0 {
+		e.Payload = r.payload
+	}
+	if r.tables.Valid {
+		if err := json.Unmarshal([]byte(r.tables.String), &e.Tables); err != nil {
+			return e, fmt.Errorf("event %q: tables: %w", e.ID, err)
+		}
+		if len(e.Tables) == 0 {
+			e.Tables = nil
+		}
+	}
+	if r.attributes.Valid {
+		if err := json.Unmarshal([]byte(r.attributes.String), &e.Attributes); err != nil {
+			return e, fmt.Errorf("event %q: attributes: %w", e.ID, err)
+		}
+		if len(e.Attributes) == 0 {
+			e.Attributes = nil
+		}
+	}
+	return e, nil
+}
+
+// entriesSQL builds the query behind Entries and its arguments. The
+// window ranks each payload's events latest first, as Event.Before does;
+// it reads only columns of the payload index (kind_rank stands for kind:
+// 0 is replayed, 1 poisoned), so it never touches the rows themselves. The
+// latest poisoning is a lookup in that index per entry; without a filter on
+// it, only for the page of entries returned. The rows of the entries
+// returned are read by rowid last.
+func entriesSQL(f warehouse.EventFilter) (string, []any) {
+	var args []any
+	var b strings.Builder
+	b.WriteString(`WITH ranked AS (
+	SELECT rowid AS rid, payload_id, kind_rank, at,
+		ROW_NUMBER() OVER (PARTITION BY payload_id ORDER BY generation DESC, kind_rank DESC, at DESC) AS pos,
+		SUM(kind_rank = 0) OVER (PARTITION BY payload_id) AS replays
+	FROM ` + eventsTable)
+	if len(f.PayloadIDs) > 0 {
+		b.WriteString(" WHERE payload_id IN (" + placeholders(len(f.PayloadIDs)) + ")")
+		for _, id := range f.PayloadIDs {
+			args = append(args, id)
+		}
+	}
+	b.WriteString(`
+), latest AS (
+	SELECT rid, payload_id, at, replays FROM ranked WHERE pos = 1`)
+	states := f.States
+	if len(states) == 0 {
+		states = []warehouse.EventKind{warehouse.EventPoisoned}
+	}
+	b.WriteString(" AND kind_rank IN (" + placeholders(len(states)) + ")")
+	for _, s := range states {
+		args = append(args, s.Rank())
+	}
+	if !f.Since.IsZero() {
+		b.WriteString(" AND at >= ?")
+		args = append(args, f.Since.UnixNano())
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	filtersPoisoned := f.Class != "" || f.Reason != "" || f.Table != ""
+	b.WriteString(`
+), page AS (
+	SELECT * FROM latest`)
+	if !filtersPoisoned {
+		b.WriteString(" ORDER BY at DESC, payload_id LIMIT ?")
+		args = append(args, limit)
+	}
+	b.WriteString(`
+), found AS (
+	SELECT page.*, (SELECT p.rowid FROM ` + eventsTable + ` p WHERE p.payload_id = page.payload_id AND p.kind_rank = 1
+		ORDER BY p.generation DESC, p.kind_rank DESC, p.at DESC LIMIT 1) AS poisoned_rid
+	FROM page
+)
+SELECT ` + eventColumnList("l") + `, found.replays, ` + eventColumnList("p") + `
+FROM found JOIN ` + eventsTable + ` l ON l.rowid = found.rid
+LEFT JOIN ` + eventsTable + ` p ON p.rowid = found.poisoned_rid
+WHERE 1`)
+	if f.Class != "" {
+		b.WriteString(" AND p.error_class = ?")
+		args = append(args, f.Class)
+	}
+	if f.Reason != "" {
+		// LIKE folds ASCII case; the pattern's own wildcards are escaped.
+		b.WriteString(` AND p.reason LIKE ? ESCAPE '\'`)
+		args = append(args, "%"+likeEscaper.Replace(f.Reason)+"%")
+	}
+	if f.Table != "" {
+		b.WriteString(" AND EXISTS (SELECT 1 FROM json_each(p.tables) WHERE json_each.value = ?)")
+		args = append(args, f.Table)
+	}
+	b.WriteString(" ORDER BY found.at DESC, found.payload_id LIMIT ?")
+	args = append(args, limit)
+	return b.String(), args
+}
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// Entries returns the entries f selects, in one query on a read connection.
+func (w *Warehouse) Entries(ctx context.Context, f warehouse.EventFilter) ([]warehouse.Entry, error) {
+	query, args := entriesSQL(f)
+	rows, err := w.readDB.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read event entries: %w", err)
+	}
+	defer rows.Close()
+	entries := []warehouse.Entry{}
+	for rows.Next() {
+		var latest, poisoned eventRow
+		var replays int
+		dest := append(latest.dest(), &replays)
+		dest = append(dest, poisoned.dest()...)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("read event entries: %w", err)
+		}
+		e := warehouse.Entry{Replays: replays}
+		if e.Latest, err = latest.event(); err != nil {
+			return nil, fmt.Errorf("read event entries: %w", err)
+		}
+		e.State = e.Latest.Kind
+		if poisoned.id.Valid {
+			if e.Poisoned, err = poisoned.event(); err != nil {
+				return nil, fmt.Errorf("read event entries: %w", err)
+			}
+		}
+		entries = append(entries, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read event entries: %w", err)
+	}
+	return entries, nil
+}
+
+var historySQL = "SELECT " + eventColumnList(eventsTable) + " FROM " + eventsTable +
+	" WHERE payload_id = ? ORDER BY generation, kind_rank, at"
+
+// History returns the payload's events, oldest first.
+func (w *Warehouse) History(ctx context.Context, payloadID string) ([]warehouse.Event, error) {
+	rows, err := w.readDB.QueryContext(ctx, historySQL, payloadID)
+	if err != nil {
+		return nil, fmt.Errorf("read history of %q: %w", payloadID, err)
+	}
+	defer rows.Close()
+	events := []warehouse.Event{}
+	for rows.Next() {
+		var r eventRow
+		if err := rows.Scan(r.dest()...); err != nil {
+			return nil, fmt.Errorf("read history of %q: %w", payloadID, err)
+		}
+		e, err := r.event()
+		if err != nil {
+			return nil, fmt.Errorf("read history of %q: %w", payloadID, err)
+		}
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read history of %q: %w", payloadID, err)
+	}
+	return events, nil
+}
+
+// stateSQL reads the ledger row and the events of one payload in one
+// statement: the first column tells the ledger's row (1) from events (0).
+var stateSQL = "SELECT 1, applied_at, rows_affected" + strings.Repeat(", NULL", len(eventColumns)) +
+	" FROM " + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id = ?" +
+	" UNION ALL SELECT 0, NULL, NULL, " + eventColumnList(eventsTable) + " FROM " + eventsTable + " WHERE payload_id = ?"
+
+// State reads the payload's ledger row and events in one query on a read
+// connection.
+func (w *Warehouse) State(ctx context.Context, payloadID string) (warehouse.PayloadState, error) {
+	state := warehouse.PayloadState{RowsAffected: -1}
+	rows, err := w.readDB.QueryContext(ctx, stateSQL, payloadID, payloadID)
+	if err != nil {
+		return state, fmt.Errorf("read state of %q: %w", payloadID, err)
+	}
+	defer rows.Close()
+	var events []warehouse.Event
+	for rows.Next() {
+		var ledger bool
+		var appliedAt sql.NullString
+		var rowsAffected sql.NullInt64
+		var r eventRow
+		if err := rows.Scan(append([]any{&ledger, &appliedAt, &rowsAffected}, r.dest()...)...); err != nil {
+			return state, fmt.Errorf("read state of %q: %w", payloadID, err)
+		}
+		if ledger {
+			state.Applied = true
+			if state.AppliedAt, err = time.Parse(time.RFC3339Nano, appliedAt.String); err != nil {
+				return state, fmt.Errorf("read state of %q: applied_at: %w", payloadID, err)
+			}
+			if rowsAffected.Valid {
+				state.RowsAffected = rowsAffected.Int64
+			}
+			continue
+		}
+		e, err := r.event()
+		if err != nil {
+			return state, fmt.Errorf("read state of %q: %w", payloadID, err)
+		}
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return state, fmt.Errorf("read state of %q: %w", payloadID, err)
+	}
+	state.Entry = warehouse.EntryOf(events)
+	return state, nil
+}
