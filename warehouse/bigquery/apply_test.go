@@ -29,7 +29,7 @@ func fieldNames(s bigquery.Schema) []string {
 	return names
 }
 
-func TestOpenCreatesTheDatasetAndTheLedger(t *testing.T) {
+func TestOpenCreatesTheDatasetTheLedgerAndTheEventsLog(t *testing.T) {
 	f := newFakeBackend()
 	f.datasetMissing = true
 	openFake(t, f, Config{})
@@ -37,8 +37,11 @@ func TestOpenCreatesTheDatasetAndTheLedger(t *testing.T) {
 		t.Fatalf("dataset created %d times, want 1", got)
 	}
 	ledger := f.tables[warehouse.LedgerTable]
-	if ledger == nil || !slices.Equal(fieldNames(ledger.schema), []string{"payload_id", "applied_at"}) {
+	if ledger == nil || !slices.Equal(fieldNames(ledger.schema), []string{"payload_id", "applied_at", "rows_affected"}) {
 		t.Fatalf("ledger table = %+v", ledger)
+	}
+	if events := f.tables[warehouse.EventsTable]; events == nil || len(events.columns) != len(eventFields) {
+		t.Fatalf("events table = %+v", events)
 	}
 
 	f = newFakeBackend()
@@ -79,7 +82,7 @@ func TestAddsColumnsWithOneUpdatePerTable(t *testing.T) {
 	if f.tables["t"].etag == etagBefore {
 		t.Error("t's schema updated without its ETag changing")
 	}
-	if got := f.callCount("tables.insert") - 1; got != 1 { // the ledger is one
+	if got := f.callCount("tables.insert") - 2; got != 1 { // the ledger and the events log are two
 		t.Errorf("%d tables created, want 1 (u)", got)
 	}
 	if got := fieldNames(f.tables["u"].schema); !slices.Equal(got, []string{"x", "y"}) {

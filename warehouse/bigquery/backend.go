@@ -24,6 +24,9 @@ type backend interface {
 	// updateSchema replaces the table's schema if its ETag is still etag.
 	updateSchema(ctx context.Context, name string, schema bigquery.Schema, etag string) (*tableInfo, error)
 	tableNames(ctx context.Context) ([]string, error)
+	// insertRows streams rows into a table (tabledata.insertAll), each with
+	// its insert ID.
+	insertRows(ctx context.Context, name string, rows []bigquery.ValueSaver) error
 	// query runs a read-only query and returns its rows.
 	query(ctx context.Context, sql string, params []bigquery.QueryParameter) ([][]bigquery.Value, error)
 	// submit starts a query job with the given id. An id already taken is
@@ -142,6 +145,10 @@ func (b *clientBackend) tableNames(ctx context.Context) ([]string, error) {
 		}
 		names = append(names, t.TableID)
 	}
+}
+
+func (b *clientBackend) insertRows(ctx context.Context, name string, rows []bigquery.ValueSaver) error {
+	return b.dataset.Table(name).Inserter().Put(ctx, rows)
 }
 
 func (b *clientBackend) newQuery(sql string, params []bigquery.QueryParameter) *bigquery.Query {

@@ -63,8 +63,8 @@ import (
 
 var _ warehouse.Store = (*Warehouse)(nil)
 
-// Warehouse is the BigQuery adapter. It implements warehouse.Warehouse and
-// warehouse.Reader, and is safe for concurrent use.
+// Warehouse is the BigQuery adapter. It implements warehouse.Warehouse,
+// warehouse.Reader and warehouse.EventLog, and is safe for concurrent use.
 type Warehouse struct {
 	cfg      Config
 	logger   *slog.Logger
@@ -74,6 +74,8 @@ type Warehouse struct {
 	locks    *idLocks
 	// qualifier is "`project`.`dataset`.", prefixed to every table name.
 	qualifier string
+	// ledgerRowsAffected: the ledger has the rows_affected column.
+	ledgerRowsAffected bool
 
 	// closeMu is held shared by every call in progress and exclusively by
 	// Close, which so waits for them.
@@ -133,34 +135,49 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, b backend) (*War
 	}
 	b.setLocation(location)
 
-	if err := ensureLedger(ctx, b); err != nil {
+	ledgerRowsAffected, err := ensureLedger(ctx, b)
+	if err != nil {
+		return nil, fmt.Errorf("bigquery dataset %s: %w", dataset, err)
+	}
+	if err := ensureEvents(ctx, b); err != nil {
 		return nil, fmt.Errorf("bigquery dataset %s: %w", dataset, err)
 	}
 	w := &Warehouse{
-		cfg:       cfg,
-		logger:    logger,
-		backend:   b,
-		cache:     newSchemaCache(b, cfg.MetadataTTL),
-		attempts:  newJobAttempts(),
-		locks:     newIDLocks(),
-		qualifier: quoteIdent(cfg.ProjectID) + "." + quoteIdent(cfg.DatasetID) + ".",
+		ledgerRowsAffected: ledgerRowsAffected,
+		cfg:                cfg,
+		logger:             logger,
+		backend:            b,
+		cache:              newSchemaCache(b, cfg.MetadataTTL),
+		attempts:           newJobAttempts(),
+		locks:              newIDLocks(),
+		qualifier:          quoteIdent(cfg.ProjectID) + "." + quoteIdent(cfg.DatasetID) + ".",
 	}
 	logger.Info("BigQuery warehouse open", "dataset", dataset, "location", location, "emulator", cfg.EmulatorHost != "")
 	return w, nil
 }
 
 // ensureLedger creates the ledger table when missing and checks its
-// columns. It is clustered by payload_id, so looking ids up reads a few
-// blocks instead of the whole, ever-growing ledger.
-func ensureLedger(ctx context.Context, b backend) error {
+// columns, and reports whether it has rows_affected. It is clustered by
+// payload_id, so looking ids up reads a few blocks instead of the whole,
+// ever-growing ledger.
+//
+// rows_affected is created with the table and never added to an existing
+// one (the emulator acknowledges column additions without applying them);
+// a ledger without it reports RowsAffected -1. Apply leaves it NULL: the
+// ledger row is inserted before the payload's statements run, and the
+// planner merges the statements of a job's payloads, so a payload's count
+// is not known apart, and a second ledger statement per job would halve
+// the DML left for the payloads.
+func ensureLedger(ctx context.Context, b backend) (rowsAffected bool, err error) {
 	info, err := b.table(ctx, warehouse.LedgerTable)
 	if err != nil {
-		return fmt.Errorf("read ledger table: %w", err)
+		return false, fmt.Errorf("read ledger table: %w", err)
 	}
 	if info == nil {
 		schema := bigquery.Schema{
 			{Name: "payload_id", Type: bigquery.StringFieldType, Required: true},
 			{Name: "applied_at", Type: bigquery.TimestampFieldType, Required: true},
+			{Name: "rows_affected", Type: bigquery.IntegerFieldType},
 		}
 		info, err = b.createTable(ctx, warehouse.LedgerTable, schema, []string{"payload_id"})
 		if isDuplicate(err) {
@@ -170,15 +187,16 @@ func ensureLedger(ctx context.Context, b backend) error {
 			err = errors.New("missing after creation")
 		}
 		if err != nil {
-			return fmt.Errorf("create ledger table: %w", err)
+			return false, fmt.Errorf("create ledger table: %w", err)
 		}
 	}
 	id, ok1 := info.Column("payload_id")
 	at, ok2 := info.Column("applied_at")
 	if !ok1 || !ok2 || id.typ.Base != messages.TypeString || at.typ.Base != messages.TypeTimestamp {
-		return fmt.Errorf("ledger table %s exists with columns other than payload_id STRING and applied_at TIMESTAMP", warehouse.LedgerTable)
+		return false, fmt.Errorf("ledger table %s exists with columns other than payload_id STRING and applied_at TIMESTAMP", warehouse.LedgerTable)
 	}
-	return nil
+	ra, ok := info.Column("rows_affected")
+	return ok && ra.typ.Base == messages.TypeInt64, nil
 }
 
 // item is one payload of a group on its way through Apply.

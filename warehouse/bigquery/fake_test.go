@@ -28,6 +28,8 @@ type fakeBackend struct {
 	ledger  map[string]bool
 	jobs    map[string]*fakeJob
 	scripts []string
+	// inserted counts the rows streamed into each table.
+	inserted map[string]int
 	// submitted lists each submitted job's payload ids.
 	submitted [][]string
 
@@ -54,11 +56,12 @@ type fakeJob struct {
 
 func newFakeBackend() *fakeBackend {
 	return &fakeBackend{
-		tables: map[string]*tableInfo{},
-		etags:  map[string]int{},
-		ledger: map[string]bool{},
-		jobs:   map[string]*fakeJob{},
-		calls:  map[string]int{},
+		tables:   map[string]*tableInfo{},
+		etags:    map[string]int{},
+		ledger:   map[string]bool{},
+		jobs:     map[string]*fakeJob{},
+		calls:    map[string]int{},
+		inserted: map[string]int{},
 	}
 }
 
@@ -145,6 +148,17 @@ func (f *fakeBackend) tableNames(context.Context) ([]string, error) {
 		names = append(names, n)
 	}
 	return names, nil
+}
+
+func (f *fakeBackend) insertRows(_ context.Context, name string, rows []bigquery.ValueSaver) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.count("tabledata.insertAll")
+	if _, ok := f.tables[name]; !ok {
+		return apiError(http.StatusNotFound, "notFound", "Not found: Table proj:ds."+name)
+	}
+	f.inserted[name] += len(rows)
+	return nil
 }
 
 func (f *fakeBackend) query(_ context.Context, sql string, params []bigquery.QueryParameter) ([][]bigquery.Value, error) {
