@@ -84,11 +84,12 @@ type Reader interface {
 }
 
 // Store is an adapter as its users hold it: the apply stage writes through
-// Warehouse, and tools, tests and the conformance suite read back through
-// Reader.
+// Warehouse, tools, tests and the conformance suite read back through
+// Reader, and the poison indexer and operators use the EventLog.
 type Store interface {
 	Warehouse
 	Reader
+	EventLog
 }
 
 // ColumnSchema is one column of a warehouse table.

@@ -14,8 +14,10 @@ var ErrInjected = errors.New("injected warehouse failure")
 
 // Faulty wraps a warehouse.Warehouse and fails Apply calls on demand, so
 // end-to-end tests can drive the retry path with a real warehouse
-// underneath. It is a test double, so it lives beside the conformance suite
-// rather than in the port itself. It is safe for concurrent use.
+// underneath. It passes the warehouse.EventLog methods through when the
+// wrapped warehouse has them, and can fail AppendEvents calls too. It is a
+// test double, so it lives beside the conformance suite rather than in the
+// port itself. It is safe for concurrent use.
 type Faulty struct {
 	warehouse warehouse.Warehouse
 
@@ -25,7 +27,14 @@ type Faulty struct {
 	failBefore, failAfter int
 	err                   error
 	calls, failures       int
+	// failAppends counts the AppendEvents calls still to fail.
+	failAppends int
+	appendErr   error
 }
+
+// ErrNoEventLog is what Faulty's EventLog methods return when the wrapped
+// warehouse has no events log.
+var ErrNoEventLog = errors.New("the wrapped warehouse has no events log")
 
 // NewFaulty wraps w. It passes every call through until told otherwise.
 func NewFaulty(w warehouse.Warehouse) *Faulty {
@@ -96,6 +105,68 @@ func (f *Faulty) Apply(ctx context.Context, group []warehouse.Payload) ([]wareho
 		return nil, err
 	}
 	return outcomes, applyErr
+}
+
+// FailNextAppends makes the next n AppendEvents calls return err without
+// reaching the wrapped warehouse. A nil err means
+// messages.Transient(ErrInjected).
+func (f *Faulty) FailNextAppends(n int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failAppends = n
+	f.appendErr = defaultInjected(err)
+}
+
+func (f *Faulty) eventLog() (warehouse.EventLog, error) {
+	if log, ok := f.warehouse.(warehouse.EventLog); ok {
+		return log, nil
+	}
+	return nil, messages.Permanent(ErrNoEventLog)
+}
+
+// AppendEvents fails as configured, or passes the call through.
+func (f *Faulty) AppendEvents(ctx context.Context, events []warehouse.Event) error {
+	f.mu.Lock()
+	fail, err := f.failAppends > 0, f.appendErr
+	if fail {
+		f.failAppends--
+	}
+	f.mu.Unlock()
+	if fail {
+		return err
+	}
+	log, err := f.eventLog()
+	if err != nil {
+		return err
+	}
+	return log.AppendEvents(ctx, events)
+}
+
+// Entries passes through.
+func (f *Faulty) Entries(ctx context.Context, filter warehouse.EventFilter) ([]warehouse.Entry, error) {
+	log, err := f.eventLog()
+	if err != nil {
+		return nil, err
+	}
+	return log.Entries(ctx, filter)
+}
+
+// History passes through.
+func (f *Faulty) History(ctx context.Context, payloadID string) ([]warehouse.Event, error) {
+	log, err := f.eventLog()
+	if err != nil {
+		return nil, err
+	}
+	return log.History(ctx, payloadID)
+}
+
+// State passes through.
+func (f *Faulty) State(ctx context.Context, payloadID string) (warehouse.PayloadState, error) {
+	log, err := f.eventLog()
+	if err != nil {
+		return warehouse.PayloadState{}, err
+	}
+	return log.State(ctx, payloadID)
 }
 
 // Ping passes through.

@@ -113,3 +113,45 @@ func TestFaulty_is_safe_for_concurrent_use(t *testing.T) {
 			failed, f.Failures(), f.Calls(), inner.reached())
 	}
 }
+
+// eventLogWarehouse is a countingWarehouse with an events log that counts
+// the appends that reached it.
+type eventLogWarehouse struct {
+	countingWarehouse
+	warehouse.EventLog
+	appends int
+}
+
+func (e *eventLogWarehouse) AppendEvents(context.Context, []warehouse.Event) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.appends++
+	return nil
+}
+
+func TestFaulty_fails_appends_on_demand_and_passes_the_rest_through(t *testing.T) {
+	inner := &eventLogWarehouse{}
+	f := warehousetest.NewFaulty(inner)
+	f.FailNextAppends(1, nil)
+	ctx := context.Background()
+	if err := f.AppendEvents(ctx, nil); !errors.Is(err, warehousetest.ErrInjected) || messages.ClassOf(err) != messages.ClassTransient {
+		t.Fatalf("first AppendEvents = %v, want transient ErrInjected", err)
+	}
+	if err := f.AppendEvents(ctx, nil); err != nil {
+		t.Fatalf("second AppendEvents = %v, want it passed through", err)
+	}
+	if inner.appends != 1 {
+		t.Errorf("%d appends reached the warehouse, want 1", inner.appends)
+	}
+	// Apply is not affected.
+	if _, err := f.Apply(ctx, []warehouse.Payload{onePayload()}); err != nil {
+		t.Errorf("Apply = %v", err)
+	}
+}
+
+func TestFaulty_without_an_events_log_says_so(t *testing.T) {
+	f := warehousetest.NewFaulty(&countingWarehouse{})
+	if _, err := f.History(context.Background(), "p"); !errors.Is(err, warehousetest.ErrNoEventLog) {
+		t.Fatalf("History = %v, want ErrNoEventLog", err)
+	}
+}
