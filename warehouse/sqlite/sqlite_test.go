@@ -20,7 +20,7 @@ import (
 )
 
 // SQLite has every feature the suite knows.
-var features = warehousetest.Features{AddsColumns: true}
+var features = warehousetest.Features{AddsColumns: true, LedgerRowsAffected: true}
 
 func TestConformance(t *testing.T) {
 	warehousetest.Run(t, features, func(t *testing.T) warehouse.Store {

@@ -1,0 +1,350 @@
+package warehousetest
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatekeeper/gatekeeper/warehouse"
+)
+
+// The events log's scenarios. Times are whole microseconds, BigQuery's
+// precision.
+
+var eventsEpoch = time.Date(2026, 3, 4, 5, 6, 7, 890_123_000, time.UTC)
+
+func at(minutes int) time.Time { return eventsEpoch.Add(time.Duration(minutes) * time.Minute) }
+
+// Poisoned is a poisoned event with every field set, as the indexer writes
+// it from a poison message.
+func Poisoned(payloadID string, generation int, when time.Time, class, reason string, tables ...string) warehouse.Event {
+	return warehouse.Event{
+		ID:             warehouse.EventID(payloadID, warehouse.EventPoisoned, generation),
+		PayloadID:      payloadID,
+		Kind:           warehouse.EventPoisoned,
+		Generation:     generation,
+		At:             when,
+		ErrorClass:     class,
+		Reason:         reason,
+		Tables:         tables,
+		Attempts:       3 + generation,
+		FirstFailureAt: when.Add(-2 * time.Minute),
+		LastFailureAt:  when.Add(-time.Minute),
+		ReceivedAt:     when.Add(-3 * time.Minute),
+		CorrelationID:  "corr-" + payloadID,
+		Attributes: map[string]string{
+			"replays": fmt.Sprint(generation), "CloudPubSubDeadLetterSourceDeliveryCount": "5", "odd key é": "ü\n\"x\"",
+		},
+		Payload: []byte(`{"activities":[]}` + "\x00\xff"),
+	}
+}
+
+// Operated is a replayed or purged event.
+func Operated(payloadID string, kind warehouse.EventKind, generation int, when time.Time) warehouse.Event {
+	return warehouse.Event{
+		ID: warehouse.EventID(payloadID, kind, generation), PayloadID: payloadID,
+		Kind: kind, Generation: generation, At: when, Actor: "cli",
+	}
+}
+
+func appendEvents(t *testing.T, w warehouse.Store, events ...warehouse.Event) {
+	t.Helper()
+	if err := w.AppendEvents(testContext(t), events); err != nil {
+		t.Fatalf("AppendEvents: %v", err)
+	}
+}
+
+func entries(t *testing.T, w warehouse.Store, f warehouse.EventFilter) []warehouse.Entry {
+	t.Helper()
+	got, err := w.Entries(testContext(t), f)
+	if err != nil {
+		t.Fatalf("Entries(%+v): %v", f, err)
+	}
+	return got
+}
+
+func history(t *testing.T, w warehouse.Store, payloadID string) []warehouse.Event {
+	t.Helper()
+	got, err := w.History(testContext(t), payloadID)
+	if err != nil {
+		t.Fatalf("History(%q): %v", payloadID, err)
+	}
+	return got
+}
+
+func state(t *testing.T, w warehouse.Store, payloadID string) warehouse.PayloadState {
+	t.Helper()
+	got, err := w.State(testContext(t), payloadID)
+	if err != nil {
+		t.Fatalf("State(%q): %v", payloadID, err)
+	}
+	return got
+}
+
+// eventDiff describes how got differs from want; "" when it does not.
+// Empty and nil slices and maps are alike.
+func eventDiff(got, want warehouse.Event) string {
+	var d []string
+	check := func(name string, same bool, g, w any) {
+		if !same {
+			d = append(d, fmt.Sprintf("%s = %v, want %v", name, g, w))
+		}
+	}
+	check("ID", got.ID == want.ID, got.ID, want.ID)
+	check("PayloadID", got.PayloadID == want.PayloadID, got.PayloadID, want.PayloadID)
+	check("Kind", got.Kind == want.Kind, got.Kind, want.Kind)
+	check("Generation", got.Generation == want.Generation, got.Generation, want.Generation)
+	check("At", got.At.Equal(want.At), got.At, want.At)
+	check("ErrorClass", got.ErrorClass == want.ErrorClass, got.ErrorClass, want.ErrorClass)
+	check("Reason", got.Reason == want.Reason, got.Reason, want.Reason)
+	check("Tables", slices.Equal(got.Tables, want.Tables), got.Tables, want.Tables)
+	check("Attempts", got.Attempts == want.Attempts, got.Attempts, want.Attempts)
+	check("FirstFailureAt", got.FirstFailureAt.Equal(want.FirstFailureAt), got.FirstFailureAt, want.FirstFailureAt)
+	check("LastFailureAt", got.LastFailureAt.Equal(want.LastFailureAt), got.LastFailureAt, want.LastFailureAt)
+	check("ReceivedAt", got.ReceivedAt.Equal(want.ReceivedAt), got.ReceivedAt, want.ReceivedAt)
+	check("CorrelationID", got.CorrelationID == want.CorrelationID, got.CorrelationID, want.CorrelationID)
+	check("Attributes", maps.Equal(got.Attributes, want.Attributes), got.Attributes, want.Attributes)
+	check("Payload", string(got.Payload) == string(want.Payload), got.Payload, want.Payload)
+	check("Actor", got.Actor == want.Actor, got.Actor, want.Actor)
+	return strings.Join(d, "; ")
+}
+
+func expectEvents(t *testing.T, what string, got []warehouse.Event, want ...warehouse.Event) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d events %v, want %d %v", what, len(got), eventIDs(got), len(want), eventIDs(want))
+	}
+	for i := range got {
+		if d := eventDiff(got[i], want[i]); d != "" {
+			t.Errorf("%s: event %d (%s): %s", what, i, want[i].ID, d)
+		}
+	}
+}
+
+func eventIDs(events []warehouse.Event) []string {
+	ids := make([]string, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+	return ids
+}
+
+func entryPayloads(es []warehouse.Entry) []string {
+	ids := make([]string, len(es))
+	for i, e := range es {
+		ids[i] = e.Latest.PayloadID
+	}
+	return ids
+}
+
+func expectEntryPayloads(t *testing.T, w warehouse.Store, f warehouse.EventFilter, want ...string) {
+	t.Helper()
+	if want == nil {
+		want = []string{}
+	}
+	if got := entryPayloads(entries(t, w, f)); !slices.Equal(got, want) {
+		t.Errorf("Entries(%+v) = %v, want %v", f, got, want)
+	}
+}
+
+var allStates = []warehouse.EventKind{warehouse.EventPoisoned, warehouse.EventReplayed, warehouse.EventPurged}
+
+func appendIsIdempotentByID(t *testing.T, w warehouse.Store) {
+	e := Poisoned("p1", 0, at(0), "permanent", "column a: type mismatch", "t1", "t2")
+	// Twice in one call, and again in a later one (a redelivered poison
+	// message), with a later time: the first copy stays.
+	later := e
+	later.At = at(5)
+	later.Reason = "a copy"
+	appendEvents(t, w, e, e)
+	appendEvents(t, w, later)
+	expectEvents(t, "History(p1)", history(t, w, "p1"), e)
+	got := entries(t, w, warehouse.EventFilter{})
+	if len(got) != 1 {
+		t.Fatalf("Entries = %v, want one entry", entryPayloads(got))
+	}
+	if got[0].Replays != 0 || got[0].State != warehouse.EventPoisoned {
+		t.Errorf("entry: State %q, Replays %d; want poisoned, 0", got[0].State, got[0].Replays)
+	}
+	if d := eventDiff(got[0].Latest, e); d != "" {
+		t.Errorf("entry's Latest: %s", d)
+	}
+	if d := eventDiff(got[0].Poisoned, e); d != "" {
+		t.Errorf("entry's Poisoned: %s", d)
+	}
+}
+
+func entriesFollowTheLatestEvent(t *testing.T, w warehouse.Store) {
+	// The clocks disagree with the order: a replay's process runs ahead,
+	// the purge's behind. Generation and kind decide, never At.
+	first := Poisoned("p1", 0, at(10), "permanent", "first failure", "t1")
+	replayed := Operated("p1", warehouse.EventReplayed, 1, at(30))
+	second := Poisoned("p1", 1, at(20), "transient", "second failure", "t2")
+	purged := Operated("p1", warehouse.EventPurged, 1, at(15))
+	all := warehouse.EventFilter{States: allStates}
+
+	step := func(name string, event warehouse.Event, state warehouse.EventKind, replays int, poisoned warehouse.Event) {
+		t.Helper()
+		appendEvents(t, w, event)
+		got := entries(t, w, all)
+		if len(got) != 1 {
+			t.Fatalf("after %s: Entries = %v, want one entry", name, entryPayloads(got))
+		}
+		e := got[0]
+		if e.State != state || e.Latest.ID != event.ID || e.Replays != replays {
+			t.Errorf("after %s: State %q, Latest %q, Replays %d; want %q, %q, %d",
+				name, e.State, e.Latest.ID, e.Replays, state, event.ID, replays)
+		}
+		if d := eventDiff(e.Latest, event); d != "" {
+			t.Errorf("after %s: Latest: %s", name, d)
+		}
+		if d := eventDiff(e.Poisoned, poisoned); d != "" {
+			t.Errorf("after %s: Poisoned: %s", name, d)
+		}
+	}
+	step("the first poisoning", first, warehouse.EventPoisoned, 0, first)
+	step("the replay", replayed, warehouse.EventReplayed, 1, first)
+	step("the second poisoning", second, warehouse.EventPoisoned, 1, second)
+	step("the purge", purged, warehouse.EventPurged, 1, second)
+
+	// The default filter lists only what is poisoned now.
+	expectEntryPayloads(t, w, warehouse.EventFilter{})
+	expectEntryPayloads(t, w, warehouse.EventFilter{States: []warehouse.EventKind{warehouse.EventPurged}}, "p1")
+}
+
+func entriesFilters(t *testing.T, w warehouse.Store) {
+	appendEvents(t, w,
+		Poisoned("a", 0, at(1), "permanent", "column X: Type Mismatch", "orders", "items"),
+		Poisoned("b", 0, at(2), "transient", "deadline exceeded", "orders"),
+		Poisoned("c", 0, at(3), "permanent", "50% of_the rows", "Items"),
+		// d was poisoned in orders, replayed, and poisoned again in items.
+		Poisoned("d", 0, at(4), "transient", "busy", "orders"),
+		Operated("d", warehouse.EventReplayed, 1, at(5)),
+		Poisoned("d", 1, at(6), "permanent", "type mismatch again", "items"),
+		// e is replayed and not poisoned since.
+		Poisoned("e", 0, at(7), "permanent", "type mismatch", "orders"),
+		Operated("e", warehouse.EventReplayed, 1, at(8)),
+		// f is purged.
+		Poisoned("f", 0, at(9), "permanent", "type mismatch", "orders"),
+		Operated("f", warehouse.EventPurged, 0, at(10)),
+	)
+	type F = warehouse.EventFilter
+	type K = []warehouse.EventKind
+	expectEntryPayloads(t, w, F{}, "d", "c", "b", "a")
+	expectEntryPayloads(t, w, F{States: K{warehouse.EventReplayed}}, "e")
+	expectEntryPayloads(t, w, F{States: K{warehouse.EventPurged, warehouse.EventReplayed}}, "f", "e")
+	expectEntryPayloads(t, w, F{States: allStates}, "f", "e", "d", "c", "b", "a")
+	expectEntryPayloads(t, w, F{PayloadIDs: []string{"a", "d", "e", "missing"}}, "d", "a")
+	expectEntryPayloads(t, w, F{PayloadIDs: []string{"e"}, States: allStates}, "e")
+	// The latest poisoning's tables, class and reason decide: d's first
+	// poisoning was in orders, transient, and "busy".
+	expectEntryPayloads(t, w, F{Table: "orders"}, "b", "a")
+	expectEntryPayloads(t, w, F{Table: "items"}, "d", "a")
+	expectEntryPayloads(t, w, F{Table: "order"})
+	expectEntryPayloads(t, w, F{Class: "transient"}, "b")
+	expectEntryPayloads(t, w, F{Class: "permanent"}, "d", "c", "a")
+	expectEntryPayloads(t, w, F{Reason: "busy"})
+	expectEntryPayloads(t, w, F{Reason: "TYPE mismatch"}, "d", "a")
+	// The reason is matched as text, not as a pattern.
+	expectEntryPayloads(t, w, F{Reason: "50% of_"}, "c")
+	expectEntryPayloads(t, w, F{Reason: "5_%"})
+	// Since compares the latest event's time, inclusive.
+	expectEntryPayloads(t, w, F{Since: at(3)}, "d", "c")
+	expectEntryPayloads(t, w, F{Since: at(3), States: allStates}, "f", "e", "d", "c")
+	expectEntryPayloads(t, w, F{Since: at(11), States: allStates})
+	// Filters combine.
+	expectEntryPayloads(t, w, F{Class: "permanent", Table: "items", Reason: "mismatch", Since: at(2)}, "d")
+	// The replays count of the filtered entries is theirs.
+	got := entries(t, w, F{PayloadIDs: []string{"d"}})
+	if len(got) != 1 || got[0].Replays != 1 || got[0].Poisoned.Reason != "type mismatch again" {
+		t.Errorf("Entries(d) = %+v, want one entry with Replays 1 and the second poisoning", got)
+	}
+}
+
+func entriesHonourLimitAndOrder(t *testing.T, w warehouse.Store) {
+	// Appended out of order; listed most recent latest event first, ties by
+	// payload id.
+	appendEvents(t, w,
+		Poisoned("p3", 0, at(3), "permanent", "r"),
+		Poisoned("p1", 0, at(1), "permanent", "r"),
+		Poisoned("p5", 0, at(5), "permanent", "r"),
+		Poisoned("p2", 0, at(2), "permanent", "r"),
+		Poisoned("p4b", 0, at(4), "permanent", "r"),
+		Poisoned("p4a", 0, at(4), "permanent", "r"),
+		// p0's latest event is its replay's poisoning, the most recent.
+		Poisoned("p0", 0, at(0), "permanent", "r"),
+		Operated("p0", warehouse.EventReplayed, 1, at(6)),
+		Poisoned("p0", 1, at(7), "permanent", "r"),
+	)
+	expectEntryPayloads(t, w, warehouse.EventFilter{}, "p0", "p5", "p4a", "p4b", "p3", "p2", "p1")
+	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: 3}, "p0", "p5", "p4a")
+	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: 1, Since: at(2)}, "p0")
+	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: 100}, "p0", "p5", "p4a", "p4b", "p3", "p2", "p1")
+	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: -1}, "p0", "p5", "p4a", "p4b", "p3", "p2", "p1")
+}
+
+func historyIsInEventOrder(t *testing.T, w warehouse.Store) {
+	first := Poisoned("p1", 0, at(10), "permanent", "first", "t")
+	replayed := Operated("p1", warehouse.EventReplayed, 1, at(9)) // a slow clock
+	second := Poisoned("p1", 1, at(30), "permanent", "second", "t")
+	replayedAgain := Operated("p1", warehouse.EventReplayed, 2, at(31))
+	purged := Operated("p1", warehouse.EventPurged, 2, at(20))
+	appendEvents(t, w, purged, second, Poisoned("other", 0, at(1), "permanent", "x"))
+	appendEvents(t, w, replayedAgain, first, replayed)
+	expectEvents(t, "History(p1)", history(t, w, "p1"), first, replayed, second, replayedAgain, purged)
+	expectEvents(t, "History(unknown)", history(t, w, "unknown"))
+}
+
+func stateReportsLedgerAndLog(t *testing.T, f Features, w warehouse.Store) {
+	s := state(t, w, "unknown")
+	if s.Applied || !s.AppliedAt.IsZero() || s.Entry != nil {
+		t.Errorf("State(unknown) = %+v, want not applied and no entry", s)
+	}
+
+	before := time.Now().Add(-time.Minute)
+	out := apply(t, w, Payload("applied", Insert("t", Col("a", int64Type, int64(1))), Insert("t", Col("a", int64Type, int64(2)))))
+	expectStatuses(t, out, warehouse.Applied)
+	s = state(t, w, "applied")
+	if !s.Applied || s.Entry != nil {
+		t.Errorf("State(applied) = %+v, want applied without an entry", s)
+	}
+	if s.AppliedAt.Before(before) || s.AppliedAt.After(time.Now().Add(time.Minute)) {
+		t.Errorf("State(applied).AppliedAt = %v, want about now", s.AppliedAt)
+	}
+	switch {
+	case f.LedgerRowsAffected && s.RowsAffected != out[0].RowsAffected:
+		t.Errorf("State(applied).RowsAffected = %d, want the outcome's %d", s.RowsAffected, out[0].RowsAffected)
+	case !f.LedgerRowsAffected && s.RowsAffected != -1 && s.RowsAffected != out[0].RowsAffected:
+		t.Errorf("State(applied).RowsAffected = %d, want -1 or the outcome's %d", s.RowsAffected, out[0].RowsAffected)
+	}
+
+	first := Poisoned("poisoned", 0, at(1), "permanent", "first", "t")
+	second := Poisoned("poisoned", 1, at(3), "permanent", "second", "t")
+	appendEvents(t, w, first, Operated("poisoned", warehouse.EventReplayed, 1, at(2)), second, second)
+	s = state(t, w, "poisoned")
+	if s.Applied || s.RowsAffected != -1 {
+		t.Errorf("State(poisoned): Applied %v, RowsAffected %d; want false, -1", s.Applied, s.RowsAffected)
+	}
+	if s.Entry == nil {
+		t.Fatal("State(poisoned) has no entry")
+	}
+	if s.Entry.State != warehouse.EventPoisoned || s.Entry.Replays != 1 {
+		t.Errorf("State(poisoned).Entry: State %q, Replays %d; want poisoned, 1", s.Entry.State, s.Entry.Replays)
+	}
+	if d := eventDiff(s.Entry.Latest, second); d != "" {
+		t.Errorf("State(poisoned).Entry.Latest: %s", d)
+	}
+	if d := eventDiff(s.Entry.Poisoned, second); d != "" {
+		t.Errorf("State(poisoned).Entry.Poisoned: %s", d)
+	}
+
+	// A payload that was poisoned, replayed and then applied has both.
+	appendEvents(t, w, Poisoned("applied", 0, at(0), "transient", "busy", "t"))
+	s = state(t, w, "applied")
+	if !s.Applied || s.Entry == nil || s.Entry.State != warehouse.EventPoisoned {
+		t.Errorf("State(applied) after its poisoning = %+v, want applied with a poisoned entry", s)
+	}
+}
