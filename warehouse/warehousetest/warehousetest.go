@@ -77,6 +77,7 @@ var scenarios = []scenario{
 	{name: "activities_apply_in_order", run: activitiesApplyInOrder},
 	{name: "delete_may_use_what_earlier_inserts_created", run: deleteMayUseWhatEarlierInsertsCreated, addsColumns: true},
 	{name: "second_apply_of_a_payload_is_duplicate", run: secondApplyOfAPayloadIsDuplicate},
+	{name: "duplicate_is_reported_even_when_it_would_now_fail", run: duplicateIsReportedEvenWhenItWouldNowFail},
 	{name: "same_id_twice_in_one_group", run: sameIDTwiceInOneGroup},
 	{name: "same_payload_applied_concurrently_applies_once", run: samePayloadAppliedConcurrentlyAppliesOnce},
 	{name: "failing_payload_does_not_affect_its_group", run: failingPayloadDoesNotAffectItsGroup},
@@ -677,6 +678,20 @@ func secondApplyOfAPayloadIsDuplicate(t *testing.T, w warehouse.Store) {
 	// The ledger is keyed by id alone: different content, same id, still a
 	// duplicate.
 	expectStatuses(t, apply(t, w, Payload("once", Insert("t", Col("a", int64Type, int64(2))))), warehouse.Duplicate)
+	expectRows(t, w, "t", row{"a": int64(1)})
+}
+
+func duplicateIsReportedEvenWhenItWouldNowFail(t *testing.T, w warehouse.Store) {
+	expectStatuses(t, apply(t, w, Payload("once", Insert("t", Col("a", int64Type, int64(1))))), warehouse.Applied)
+	// The same id again, with activities that cannot apply now (a missing
+	// table, a conflicting type) or that would create a table: Duplicate,
+	// and nothing of them is written.
+	expectStatuses(t, apply(t, w,
+		Payload("once", Delete("missing", Col("a", int64Type, int64(1)))),
+		Payload("once", Insert("t", Col("a", stringType, "x"))),
+		Payload("once", Insert("created_by_a_duplicate", Col("a", int64Type, int64(1)))),
+	), warehouse.Duplicate, warehouse.Duplicate, warehouse.Duplicate)
+	expectTables(t, w, "t")
 	expectRows(t, w, "t", row{"a": int64(1)})
 }
 
