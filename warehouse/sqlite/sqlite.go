@@ -58,15 +58,15 @@ var (
 		" (payload_id TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL, rows_affected INTEGER) WITHOUT ROWID"
 	ledgerHasRowsAffectedSQL = "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?) WHERE name = 'rows_affected')"
 	addLedgerRowsAffectedSQL = "ALTER TABLE " + quoteIdent(warehouse.LedgerTable) + " ADD COLUMN rows_affected INTEGER"
-	// A conflict means the payload is a duplicate; inserting first, inside
-	// the payload's savepoint, checks and records the id in one statement,
-	// and rolling the savepoint back forgets it again.
+	// The ledger row is inserted last in the payload's savepoint, after its
+	// activities, so it carries the rows they affected without a second
+	// write of the row. A conflict means the payload is a duplicate: rolling
+	// the savepoint back undoes its activities. A payload that fails before
+	// (check or execute) is looked up in the ledger before it is rejected,
+	// so a duplicate is always reported as one.
 	ledgerInsertSQL = "INSERT INTO " + quoteIdent(warehouse.LedgerTable) +
-		" (payload_id, applied_at) VALUES (?, ?) ON CONFLICT (payload_id) DO NOTHING"
-	// The rows a payload affected are known only after its activities ran,
-	// so its ledger row gets them last, inside the payload's savepoint.
-	ledgerRowsAffectedSQL = "UPDATE " + quoteIdent(warehouse.LedgerTable) + " SET rows_affected = ? WHERE payload_id = ?"
-	ledgerLookupSQL       = "SELECT EXISTS (SELECT 1 FROM " + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id = ?)"
+		" (payload_id, applied_at, rows_affected) VALUES (?, ?, ?) ON CONFLICT (payload_id) DO NOTHING"
+	ledgerLookupSQL = "SELECT EXISTS (SELECT 1 FROM " + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id = ?)"
 )
 
 var _ warehouse.Store = (*Warehouse)(nil)
@@ -324,29 +324,15 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 	if _, err := w.execFixed(quick, "SAVEPOINT "+savepointName); err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "savepoint", err)
 	}
-	res, err := w.execFixed(quick, ledgerInsertSQL, p.ID, appliedAt)
-	if err != nil {
-		return warehouse.Outcome{}, w.groupError(ctx, "record payload in ledger", err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		if err != nil {
-			return warehouse.Outcome{}, w.groupError(ctx, "record payload in ledger", err)
-		}
-		if _, err := w.execFixed(quick, "RELEASE "+savepointName); err != nil {
-			return warehouse.Outcome{}, w.groupError(ctx, "release savepoint", err)
-		}
-		return warehouse.Outcome{Status: warehouse.Duplicate}, nil
-	}
-
+	ddlBefore := w.ddlCount
 	problem, err := w.check(quick, p.Activities)
 	if err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "read schema", err)
 	}
 	if problem != nil {
-		return w.reject(ctx, quick, p, problem, w.ddlCount)
+		return w.reject(ctx, quick, p, problem, ddlBefore)
 	}
 
-	ddlBefore := w.ddlCount
 	rows, err := w.execute(ctx, quick, p.Activities)
 	if err != nil {
 		if ctx.Err() != nil || !isPermanent(err) {
@@ -354,8 +340,19 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 		}
 		return w.reject(ctx, quick, p, &warehouse.ReasonError{Reason: reason(err), Err: err}, ddlBefore)
 	}
-	if _, err := w.execFixed(quick, ledgerRowsAffectedSQL, rows, p.ID); err != nil {
-		return warehouse.Outcome{}, w.groupError(ctx, "record rows affected in ledger", err)
+	res, err := w.execFixed(quick, ledgerInsertSQL, p.ID, appliedAt, rows)
+	if err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "record payload in ledger", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "record payload in ledger", err)
+	}
+	if n == 0 {
+		if err := w.undo(ctx, quick, ddlBefore); err != nil {
+			return warehouse.Outcome{}, err
+		}
+		return warehouse.Outcome{Status: warehouse.Duplicate}, nil
 	}
 	if _, err := w.execFixed(quick, "RELEASE "+savepointName); err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "release savepoint", err)
@@ -363,22 +360,42 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 	return warehouse.Outcome{Status: warehouse.Applied, RowsAffected: rows}, nil
 }
 
-// reject undoes everything payload p wrote, its ledger row included, and
-// reports it Rejected so the rest of the group goes on.
+// reject undoes everything payload p wrote and reports it Rejected so the
+// rest of the group goes on, or Duplicate when the ledger holds it: a
+// payload applied before may no longer fit the tables.
 func (w *Warehouse) reject(ctx, quick context.Context, p warehouse.Payload, problem error, ddlBefore int) (warehouse.Outcome, error) {
+	if err := w.undo(ctx, quick, ddlBefore); err != nil {
+		return warehouse.Outcome{}, err
+	}
+	stmt, err := w.prepare(quick, "", ledgerLookupSQL)
+	if err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "look up payload in ledger", err)
+	}
+	var applied bool
+	if err := stmt.QueryRowContext(quick, p.ID).Scan(&applied); err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "look up payload in ledger", err)
+	}
+	if applied {
+		return warehouse.Outcome{Status: warehouse.Duplicate}, nil
+	}
+	w.logger.Debug("Payload rejected", "payload_id", p.ID, "error", problem)
+	return warehouse.Outcome{Status: warehouse.Rejected, Err: messages.Permanent(problem)}, nil
+}
+
+// undo rolls the payload's savepoint back and releases it.
+func (w *Warehouse) undo(ctx, quick context.Context, ddlBefore int) error {
 	if _, err := w.execFixed(quick, "ROLLBACK TO "+savepointName); err != nil {
 		// SQLite may have rolled back the whole transaction on its own.
-		return warehouse.Outcome{}, w.groupError(ctx, "roll back payload", err)
+		return w.groupError(ctx, "roll back payload", err)
 	}
 	if _, err := w.execFixed(quick, "RELEASE "+savepointName); err != nil {
-		return warehouse.Outcome{}, w.groupError(ctx, "release savepoint", err)
+		return w.groupError(ctx, "release savepoint", err)
 	}
 	if w.ddlCount != ddlBefore {
 		// The payload's DDL is undone; the cache recorded it.
 		w.resetCache()
 	}
-	w.logger.Debug("Payload rejected", "payload_id", p.ID, "error", problem)
-	return warehouse.Outcome{Status: warehouse.Rejected, Err: messages.Permanent(problem)}, nil
+	return nil
 }
 
 // planRules are SQLite's part of warehouse.Plan: table names fold case, and
