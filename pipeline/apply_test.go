@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -22,6 +23,20 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
 	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
+
+// eventually polls ok every 20 ms until it holds or within passes.
+func eventually(within time.Duration, ok func() bool) bool {
+	deadline := time.Now().Add(within)
+	for {
+		if ok() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // waitApplied polls the ledger until the payload is applied.
 func waitApplied(t *testing.T, store warehouse.Reader, id string, within time.Duration) {
@@ -164,14 +179,18 @@ func TestApplyPoisonsPayloadWithMissingTable(t *testing.T) {
 			t.Error("poisoned payload is in the ledger")
 		}
 
-		// An operator reads why, fixes the cause, and replays it.
-		q, err := pipeline.NewPoisonQueue(context.Background(), toolConfig(r))
+		// An operator reads why in the poison index, fixes the cause, and
+		// replays it.
+		console, err := pipeline.NewConsole(context.Background(), toolConfig(r), slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer q.Close()
-		listed, err := q.List(context.Background(), 10)
-		if err != nil || len(listed) != 1 || listed[0].PayloadID != resp.ID || !strings.Contains(listed[0].Reason, "nowhere") {
+		defer console.Close()
+		var listed []pipeline.PoisonRecord
+		if !eventually(15*time.Second, func() bool {
+			listed, err = console.List(context.Background(), warehouse.EventFilter{})
+			return err == nil && len(listed) == 1
+		}) || listed[0].PayloadID != resp.ID || !strings.Contains(listed[0].Reason, "nowhere") {
 			t.Fatalf("poison list = %+v, %v; want the one payload with its reason", listed, err)
 		}
 		code, fix, _ := post(t, r.base, "application/json",
@@ -180,9 +199,13 @@ func TestApplyPoisonsPayloadWithMissingTable(t *testing.T) {
 			t.Fatalf("fix: %d", code)
 		}
 		waitApplied(t, r.svc.Store, fix.ID, 15*time.Second)
-		replayed, err := q.Replay(context.Background(), 0, "")
-		if err != nil || len(replayed) != 1 {
-			t.Fatalf("replay = %+v, %v", replayed, err)
+		entries, _, err := console.Select(context.Background(), pipeline.Selection{All: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := console.Replay(context.Background(), pipeline.ItemsOf(entries), pipeline.ReplayOptions{Rate: 1000})
+		if err != nil || rep.Replayed != 1 {
+			t.Fatalf("replay = %+v, %v", rep, err)
 		}
 		waitApplied(t, r.svc.Store, resp.ID, 15*time.Second)
 		if got := rows(t, r.svc.Store, "nowhere"); len(got) != 0 {
@@ -191,8 +214,8 @@ func TestApplyPoisonsPayloadWithMissingTable(t *testing.T) {
 		if got := rows(t, r.svc.Store, "fresh"); len(got) != 1 {
 			t.Errorf("the replayed insert gave %v", got)
 		}
-		if left, err := q.List(context.Background(), 10); err != nil || len(left) != 0 {
-			t.Errorf("poison queue after replay: %+v, %v", left, err)
+		if left, err := console.List(context.Background(), warehouse.EventFilter{}); err != nil || len(left) != 0 {
+			t.Errorf("poisoned payloads after replay: %+v, %v", left, err)
 		}
 	})
 }

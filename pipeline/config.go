@@ -125,6 +125,12 @@ type Config struct {
 	// HTTPAddr (HTTP_ADDR) is where the ingestion API, /healthz, /readyz and
 	// /metrics listen. Optional, default ":8080".
 	HTTPAddr string
+	// AdminAddr (ADMIN_ADDR) is where the operators' console listens: the
+	// admin API (/api/poison…) and the page /ui/poison. It has no
+	// authentication yet, so it is kept off the ingestion port and, by
+	// default, on loopback; "off" turns it off. Optional, default
+	// "127.0.0.1:8081".
+	AdminAddr string
 	// MaxBodyBytes (MAX_BODY_BYTES) is the largest accepted request body.
 	// Optional, default 1 MiB.
 	MaxBodyBytes int64
@@ -189,6 +195,14 @@ type Config struct {
 	// by default a subscription gatekeeper creates on Google Pub/Sub has it
 	// (emulators ignore it).
 	DisableExactlyOnceDelivery bool
+	// DeadLetterMaxAttempts (DEAD_LETTER_MAX_ATTEMPTS), 5 to 100, gives the
+	// apply subscription a dead-letter policy to the poison topic when
+	// gatekeeper creates it: a payload whose handler crashes the process
+	// again and again still lands in the poison topic, and the index,
+	// after that many deliveries. On Google Pub/Sub the project's Pub/Sub
+	// service agent needs publisher on the poison topic and subscriber on
+	// the apply subscription. Optional, default 0 (off).
+	DeadLetterMaxAttempts int
 
 	// PushgatewayHost (PUSHGATEWAY_PROMETHEUS_HOST) receives metrics every
 	// PushInterval when set. Optional.
@@ -257,6 +271,7 @@ func (c *Config) setStaticDefaults() {
 		c.Stages = []Stage{StageIngest, StageApply}
 	}
 	setDefault(&c.HTTPAddr, ":8080")
+	setDefault(&c.AdminAddr, "127.0.0.1:8081")
 	setDefault(&c.MaxBodyBytes, 1<<20)
 	setDefault(&c.ReadHeaderTimeout, 5*time.Second)
 	setDefault(&c.ReadTimeout, 30*time.Second)
@@ -290,6 +305,9 @@ func defaultOutboxPath(warehouse string) string {
 	}
 	return strings.TrimSuffix(spec.Path, filepath.Ext(spec.Path)) + "-outbox.db"
 }
+
+// AdminOff is the ADMIN_ADDR that turns the operators' console off.
+const AdminOff = "off"
 
 // OutboxEnabled reports whether this process keeps accepted payloads in
 // the outbox.
@@ -452,6 +470,14 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			bad("HTTP_ADDR %q: %v", c.HTTPAddr, err)
 		}
+	}
+	if c.AdminAddr != AdminOff {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			bad("ADMIN_ADDR %q: %v (or off)", c.AdminAddr, err)
+		}
+	}
+	if c.DeadLetterMaxAttempts != 0 && (c.DeadLetterMaxAttempts < 5 || c.DeadLetterMaxAttempts > 100) {
+		bad("DEAD_LETTER_MAX_ATTEMPTS %d: want 5 to 100 (Pub/Sub's bounds), or 0 for off", c.DeadLetterMaxAttempts)
 	}
 	for _, p := range []struct {
 		env   string

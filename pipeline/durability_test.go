@@ -99,6 +99,7 @@ func TestIngestBeforeAnyApplyStageLosesNothing(t *testing.T) {
 	applyCfg := cfg
 	applyCfg.Stages = []pipeline.Stage{pipeline.StageApply}
 	applyCfg.HTTPAddr = "127.0.0.1:0"
+	applyCfg.AdminAddr = "127.0.0.1:0"
 	a := startService(t, applyCfg)
 	for _, id := range accepted {
 		waitApplied(t, a.svc.Store, id, 30*time.Second)

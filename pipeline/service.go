@@ -42,6 +42,18 @@ type Service struct {
 	apply     *applyStage
 	server    *http.Server
 	listener  net.Listener
+	// admin serves the operators' console on ADMIN_ADDR; nil when off.
+	admin         *http.Server
+	adminListener net.Listener
+
+	// recent remembers what this process accepted and the final statuses
+	// it was asked about.
+	recent *recentPayloads
+	// consoleMu guards the console, made on first use; readStore is the
+	// warehouse an ingest-only process opens for it.
+	consoleMu sync.Mutex
+	consoleV  *Console
+	readStore warehouse.Store
 
 	// handling holds the ids of the payloads the apply stage is handling,
 	// publishing those the gate is publishing.
@@ -73,7 +85,7 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	logger.Info("Starting", "config", cfg)
-	s := &Service{cfg: cfg, logger: logger, Metrics: metrics.New()}
+	s := &Service{cfg: cfg, logger: logger, Metrics: metrics.New(), recent: newRecentPayloads()}
 	for _, opt := range opts {
 		opt(s)
 	}
@@ -129,6 +141,15 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	if s.listener, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP_ADDR: %w", err)
 	}
+	if cfg.AdminAddr != AdminOff {
+		s.admin = &http.Server{
+			Handler: s.adminRoutes(), ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
+			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		}
+		if s.adminListener, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			return nil, fmt.Errorf("ADMIN_ADDR: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -180,9 +201,10 @@ func (s *Service) buildIngestStage() (err error) {
 	if s.edge, err = edge.New(edge.Config{
 		MaxBodyBytes: s.cfg.MaxBodyBytes,
 		SettleWait:   s.cfg.PublishTimeout + 5*time.Second,
-		OnSettle: func(err error) {
+		OnSettle: func(msg *message.Message, err error) {
 			if err == nil {
 				s.accepted.Add(1)
+				s.recent.accepted(msg.UUID, receivedAt(msg))
 				s.Metrics.Payload(metrics.OutcomeAccepted)
 				return
 			}
@@ -276,6 +298,41 @@ func (s *Service) admit() error {
 // Addr is the address the HTTP server listens on.
 func (s *Service) Addr() net.Addr { return s.listener.Addr() }
 
+// AdminAddr is the address the operators' console listens on; nil when
+// ADMIN_ADDR is off.
+func (s *Service) AdminAddr() net.Addr {
+	if s.adminListener == nil {
+		return nil
+	}
+	return s.adminListener.Addr()
+}
+
+// console is the operators' console over this process's warehouse and
+// Pub/Sub. A process without the apply stage opens the warehouse on first
+// use, so that an ingest-only process starts, and keeps accepting, while
+// the warehouse is down.
+func (s *Service) console(ctx context.Context) (*Console, error) {
+	s.consoleMu.Lock()
+	defer s.consoleMu.Unlock()
+	if s.consoleV != nil {
+		return s.consoleV, nil
+	}
+	store := s.Store
+	if store == nil {
+		if s.readStore == nil {
+			octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			var err error
+			if s.readStore, err = OpenWarehouse(octx, s.cfg, s.logger); err != nil {
+				return nil, messages.Transient(fmt.Errorf("warehouse: %w", err))
+			}
+		}
+		store = s.readStore
+	}
+	s.consoleV = &Console{cfg: s.cfg, store: store, client: s.PubSub.client, logger: s.logger}
+	return s.consoleV, nil
+}
+
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	if s.ingest != nil {
@@ -283,6 +340,7 @@ func (s *Service) routes() http.Handler {
 		// the edge would hold back the subscriber's status and answer 503.
 		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingest.routes))
 		mux.Handle("GET "+SchemaPath, s.Metrics.InstrumentHTTP(SchemaPath, schemaHandler()))
+		mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, http.HandlerFunc(s.serveStatus)))
 	}
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.readyz)))
@@ -363,6 +421,9 @@ func (s *Service) Run(ctx context.Context) error {
 		if s.outbox != nil && s.cfg.OutboxFollowsTopics() {
 			wg.Go(func() { s.followSettled(monitorCtx) })
 		}
+		if s.apply != nil {
+			wg.Go(func() { s.indexPoison(monitorCtx) })
+		}
 		s.monitor.run(monitorCtx)
 		wg.Wait()
 	}()
@@ -384,6 +445,13 @@ func (s *Service) Run(ctx context.Context) error {
 			failed <- fmt.Errorf("http server: %w", err)
 		}
 	}()
+	if s.admin != nil {
+		go func() {
+			if err := s.admin.Serve(s.adminListener); !errors.Is(err, http.ErrServerClosed) {
+				failed <- fmt.Errorf("admin server: %w", err)
+			}
+		}()
+	}
 	pushCtx, stopPush := context.WithCancel(context.Background())
 	pushDone := make(chan struct{})
 	go func() {
@@ -393,7 +461,11 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}()
 	s.ready.Store(true)
-	s.logger.Info("Serving", "addr", s.Addr().String(), "stages", s.cfg.Stages,
+	adminAddr := AdminOff
+	if a := s.AdminAddr(); a != nil {
+		adminAddr = a.String()
+	}
+	s.logger.Info("Serving", "addr", s.Addr().String(), "admin_addr", adminAddr, "stages", s.cfg.Stages,
 		"pubsub", s.PubSub.Mode, "warehouse", s.cfg.Warehouse)
 
 	var runErr error
@@ -436,6 +508,13 @@ func (s *Service) shutdown() error {
 	// Requests in flight wait for their publish; Shutdown waits for them.
 	if err := s.server.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if s.admin != nil {
+		// A replay in flight runs to its end (it is bounded by its own
+		// deadline), so that the index records what it published.
+		if err := s.admin.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
+		}
 	}
 	if s.ingest != nil {
 		errs = append(errs, s.ingest.router.Close())
@@ -486,6 +565,9 @@ func (s *Service) closeResources() error {
 		if s.listener != nil {
 			_ = s.listener.Close() // already closed by Shutdown when serving
 		}
+		if s.adminListener != nil {
+			_ = s.adminListener.Close()
+		}
 		if s.outbox != nil {
 			// After the apply stage: its last forgets are written first.
 			errs = append(errs, s.outbox.Close())
@@ -495,6 +577,9 @@ func (s *Service) closeResources() error {
 		}
 		if s.Store != nil {
 			errs = append(errs, s.Store.Close())
+		}
+		if s.readStore != nil {
+			errs = append(errs, s.readStore.Close())
 		}
 		s.closeErr = errors.Join(errs...)
 	})

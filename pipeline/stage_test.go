@@ -66,6 +66,7 @@ func testConfig(t *testing.T, mode pipeline.PubSubMode) pipeline.Config {
 	}
 	cfg.EmbeddedPubSubAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.TopicID = "accepted-" + suffix
 	cfg.SubscriptionID = "apply-" + suffix
 	cfg.PoisonTopicID = "poison-" + suffix

@@ -211,6 +211,10 @@ type resource struct {
 	// expires makes Pub/Sub delete the subscription after a day unused:
 	// one per outbox file, so a replica that is gone leaves nothing behind.
 	expires bool
+	// deadLetterTopic and deadLetterAttempts, when set, move a message
+	// delivered that many times without an ack to that topic.
+	deadLetterTopic    string
+	deadLetterAttempts int
 }
 
 type missingResource struct {
@@ -239,6 +243,11 @@ func (ps *PubSub) resources() []resource {
 		// messages are redelivered.
 		ackDeadline: 20 * time.Second,
 		exactlyOnce: !c.DisableExactlyOnceDelivery && ps.Mode == PubSubGoogle,
+	}
+	if c.DeadLetterMaxAttempts > 0 {
+		// The dead-letter topic must exist before the subscription names it.
+		apply.deadLetterTopic, apply.deadLetterAttempts = c.PoisonTopicID, c.DeadLetterMaxAttempts
+		rs = append(rs, resource{topic: c.PoisonTopicID})
 	}
 	if !c.Runs(StageApply) {
 		rs = append(rs, apply)
@@ -333,6 +342,12 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 		AckDeadlineSeconds:        int32(r.ackDeadline / time.Second),
 		MessageRetentionDuration:  durationpb.New(7 * 24 * time.Hour),
 		EnableExactlyOnceDelivery: r.exactlyOnce,
+	}
+	if r.deadLetterTopic != "" {
+		sub.DeadLetterPolicy = &pubsubpb.DeadLetterPolicy{
+			DeadLetterTopic:     topicPath(ps.cfg.ProjectID, r.deadLetterTopic),
+			MaxDeliveryAttempts: int32(r.deadLetterAttempts),
+		}
 	}
 	if r.expires {
 		sub.ExpirationPolicy = &pubsubpb.ExpirationPolicy{Ttl: durationpb.New(24 * time.Hour)}

@@ -30,16 +30,25 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		args []string
 		want string // the first line of stderr
 	}{
-		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison or healthcheck)`},
+		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison, status or healthcheck)`},
 		{[]string{"rows", "--warehouse", wh}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
 		{[]string{"rows", "t1", "t2", "--warehouse", wh}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
 		{[]string{"rows", "--warehouse", wh, "t1", "t2"}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
 		{[]string{"tables", "--warehouse", wh, "extra"}, "gatekeeper: usage: gatekeeper tables [flags]"},
 		{[]string{"rows", "t1", "--limit", "many", "--warehouse", wh}, `invalid value "many" for flag -limit: parse error`},
-		{[]string{"poison"}, "usage: gatekeeper poison list|replay [flags]; gatekeeper poison list --help"},
-		{[]string{"poison", "frob"}, "usage: gatekeeper poison list|replay [flags]; gatekeeper poison list --help"},
-		{[]string{"poison", "list", "--max", "x"}, `invalid value "x" for flag -max: parse error`},
+		{[]string{"poison"}, "usage: gatekeeper poison COMMAND [flags]"},
+		{[]string{"poison", "frob"}, "usage: gatekeeper poison COMMAND [flags]"},
+		{[]string{"poison", "list", "--limit", "x"}, `invalid value "x" for flag -limit: parse error`},
 		{[]string{"poison", "list", "--id", "x"}, "flag provided but not defined: -id"},
+		{[]string{"poison", "list", "--warehouse", wh, "some-id"}, "gatekeeper: poison list takes no payload ids (got some-id); use the filters"},
+		{[]string{"poison", "list", "--warehouse", wh, "--class", "fatal", "--since", "soon"}, `gatekeeper: class "fatal": want one of invalid, transient, permanent, unknown`},
+		{[]string{"poison", "list", "--warehouse", wh, "--state", "gone"}, `gatekeeper: state "gone": want one of poisoned, replayed, purged`},
+		{[]string{"poison", "show", "--warehouse", wh}, "gatekeeper: usage: gatekeeper poison show ID [--json]"},
+		{[]string{"poison", "replay", "--warehouse", wh}, "gatekeeper: poison replay: name payload ids, a filter, or --all"},
+		{[]string{"poison", "purge", "--warehouse", wh}, "gatekeeper: poison purge: name payload ids, a filter, or --all"},
+		{[]string{"poison", "replay", "--warehouse", wh, "--rate", "0", "--all"}, "gatekeeper: --rate 0: want payloads per second above 0"},
+		{[]string{"poison", "replay", "--warehouse", wh, "--from", "f.jsonl", "some-id"}, "gatekeeper: replay --from FILE takes no ids and no --all"},
+		{[]string{"status", "--warehouse", wh}, "gatekeeper: usage: gatekeeper status ID [--json]"},
 		{[]string{"healthcheck", "--http-addr", "no-port"}, "gatekeeper: HTTP_ADDR: address no-port: missing port in address"},
 		{[]string{"tables", "--warehouse", "postgres:x"}, `gatekeeper: WAREHOUSE: "postgres:x": want sqlite:PATH or bigquery`},
 	}
@@ -61,12 +70,13 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 
 func TestHelpCommand(t *testing.T) {
 	r := runIn("help")
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison list|poison replay|healthcheck]") {
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|healthcheck]") {
 		t.Fatalf("help: exit %d, stdout %q", r.code, r.stdout)
 	}
-	for _, cmd := range [][]string{{"tables"}, {"rows"}, {"poison", "list"}, {"poison", "replay"}, {"healthcheck"}} {
+	for _, cmd := range [][]string{{"tables"}, {"rows"}, {"poison", "list"}, {"poison", "summary"}, {"poison", "show"},
+		{"poison", "replay"}, {"poison", "export"}, {"poison", "purge"}, {"status"}, {"healthcheck"}} {
 		r := runIn(append(cmd, "--help")...)
-		if r.code != 0 || !strings.HasPrefix(r.stderr, "usage: gatekeeper "+cmd[0]) {
+		if r.code != 0 || !strings.HasPrefix(r.stderr, "usage: gatekeeper "+strings.Join(cmd, " ")) {
 			t.Errorf("%s --help: exit %d, stderr starts %.60q", strings.Join(cmd, " "), r.code, r.stderr)
 		}
 	}
@@ -81,8 +91,13 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		flags []string
 	}{
 		{[]string{"rows", "--help"}, []string{"limit", "log-level"}},
-		{[]string{"poison", "list", "--help"}, []string{"max"}},
-		{[]string{"poison", "replay", "--help"}, []string{"max", "id"}},
+		{[]string{"poison", "list", "--help"}, []string{"limit", "json", "table", "class", "since", "reason", "state"}},
+		{[]string{"poison", "summary", "--help"}, []string{"json", "table", "class", "since", "reason", "state"}},
+		{[]string{"poison", "show", "--help"}, []string{"json"}},
+		{[]string{"poison", "replay", "--help"}, []string{"all", "yes", "dry-run", "rate", "from", "table", "state"}},
+		{[]string{"poison", "export", "--help"}, []string{"o", "table", "class"}},
+		{[]string{"poison", "purge", "--help"}, []string{"all", "yes", "table", "reason"}},
+		{[]string{"status", "--help"}, []string{"json"}},
 		{[]string{"serve", "--help"}, []string{"log-level"}},
 	} {
 		r := runIn(c.args...)

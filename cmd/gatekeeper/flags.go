@@ -141,6 +141,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 		}
 	}, "stages", "STAGES", "comma-separated stages to run: ingest, apply", "ingest,apply")
 	str(&c.HTTPAddr, "http-addr", "HTTP_ADDR", "HTTP listen address (API, /healthz, /readyz, /metrics)")
+	str(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", "operators' console listen address (admin API /api/poison, page /ui/poison; no authentication yet, keep it private), or off")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest accepted request body; larger gets 413")
 	ss = append(ss, setting{flag: "max-body-bytes", env: "MAX_BODY_BYTES"})
 	dur(&c.ReadHeaderTimeout, "read-header-timeout", "READ_HEADER_TIMEOUT", "HTTP server ReadHeaderTimeout")
@@ -172,6 +173,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	dur(&c.UnhealthyAfter, "unhealthy-after", "UNHEALTHY_AFTER", "/healthz answers 503 once Pub/Sub or the warehouse has failed this long without a success")
 	dur(&c.ResourceCheckInterval, "resource-check-interval", "RESOURCE_CHECK_INTERVAL", "how often topics and subscriptions are checked (and recreated) and the warehouse probed")
 	inverted(&c.DisableExactlyOnceDelivery, "exactly-once-delivery", "EXACTLY_ONCE_DELIVERY", "enable exactly-once delivery on an apply subscription gatekeeper creates on Google Pub/Sub")
+	num(&c.DeadLetterMaxAttempts, "dead-letter-max-attempts", "DEAD_LETTER_MAX_ATTEMPTS", "5 to 100: an apply subscription gatekeeper creates dead-letters to the poison topic after this many deliveries; 0 for off")
 	str(&c.PushgatewayHost, "pushgateway", "PUSHGATEWAY_PROMETHEUS_HOST", "Prometheus Pushgateway host:port; metrics are pushed when set")
 	dur(&c.PushInterval, "push-interval", "PUSH_INTERVAL", "how often metrics are pushed")
 	str(&c.PushJob, "push-job", "PUSH_JOB", "job label of the pushed metrics (the instance label is the host name)")

@@ -3,7 +3,8 @@
 //	gatekeeper [serve] [flags]     run the service (default: embedded Pub/Sub and SQLite)
 //	gatekeeper tables [flags]      list the warehouse's tables
 //	gatekeeper rows TABLE [flags]  print a table's rows as JSON lines
-//	gatekeeper poison list|replay  inspect or replay the poison subscription
+//	gatekeeper poison COMMAND      the poison index: list, summary, show, replay, export, purge
+//	gatekeeper status ID           what became of one payload
 //	gatekeeper healthcheck         exit 0 when the local service is ready (for containers without curl)
 package main
 
@@ -47,11 +48,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return healthcheck(args, stderr)
 	case "poison":
 		return poison(args, stdout, stderr)
+	case "status":
+		return status(args, stdout, stderr)
 	case "help":
-		fmt.Fprintln(stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison list|poison replay|healthcheck] [flags]; gatekeeper COMMAND --help for flags")
+		fmt.Fprintln(stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|healthcheck] [flags]; gatekeeper COMMAND --help for flags")
 		return 0
 	default:
-		fmt.Fprintf(stderr, "gatekeeper: unknown command %q (want serve, tables, rows, poison or healthcheck)\n", cmd)
+		fmt.Fprintf(stderr, "gatekeeper: unknown command %q (want serve, tables, rows, poison, status or healthcheck)\n", cmd)
 		return 2
 	}
 }

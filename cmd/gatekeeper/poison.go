@@ -1,73 +1,523 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
-// poison lets an operator see why payloads were poisoned and send them back
-// once the cause is fixed:
-//
-//	gatekeeper poison list [--max N]
-//	gatekeeper poison replay [--max N] [--id PAYLOAD_ID]
-func poison(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
-		fmt.Fprintln(stderr, "usage: gatekeeper poison list|replay [flags]; gatekeeper poison list --help")
-		return 2
-	}
-	verb := args[0]
-	var max int
-	var id string
-	synopsis := "usage: gatekeeper poison list [flags]\n\nPrints poisoned payloads as JSON lines, with why, and leaves them on the poison subscription."
-	if verb == "replay" {
-		synopsis = "usage: gatekeeper poison replay [flags]\n\nPublishes poisoned payloads back to TOPIC_ID with their original id, then removes them from the poison subscription. The ledger makes replaying an applied payload harmless."
-	}
-	cfg, _, _, err := loadConfig("poison "+verb, synopsis, args[1:], stderr, func(fs *flag.FlagSet) {
-		fs.IntVar(&max, "max", 100, "most payloads to handle; 0 for all")
-		if verb == "replay" {
-			fs.StringVar(&id, "id", "", "replay only this payload id")
+// Exit codes of the operator commands.
+const (
+	exitOK          = 0
+	exitOperational = 1 // could not do it all: unreachable, refused, unknown ids
+	exitUsage       = 2
+)
+
+const poisonUsage = `usage: gatekeeper poison COMMAND [flags]
+
+Commands (they read the poison index in the warehouse, never the poison
+subscription, so operators side by side see the same set):
+  list [filters] [--limit N] [--json]   poisoned payloads, most recent first
+  summary [filters] [--json]            failures grouped by class, tables and reason
+  show ID [--json]                      one payload: metadata, history, the payload
+  replay (ID... | --all | filters) [--dry-run] [--rate N] [--yes]
+  replay --from FILE [--dry-run] [--rate N]
+                                        publish again to TOPIC_ID with the same id,
+                                        each re-validated through the gate first
+  export [filters] [-o FILE]            JSON lines (payload_id, metadata, payload) to edit
+  purge (ID... | --all | filters) [--yes]
+                                        mark as dropped: never replayed
+
+Filters: --table T, --class invalid|transient|permanent|unknown,
+--since 1h|RFC3339, --reason SUBSTRING, --state poisoned|replayed|purged
+(default poisoned).
+
+Exit codes: 0 ok; 1 operational error (including "some were refused" and
+unknown ids); 2 usage.
+
+gatekeeper poison COMMAND --help lists every flag.`
+
+var poisonCommands = []string{"list", "summary", "show", "replay", "export", "purge"}
+
+// poisonSynopsis is the first line of each command's --help.
+var poisonSynopsis = map[string]string{
+	"list":    "usage: gatekeeper poison list [filters] [--limit N] [--json]",
+	"summary": "usage: gatekeeper poison summary [filters] [--json]",
+	"show":    "usage: gatekeeper poison show ID [--json]",
+	"replay":  "usage: gatekeeper poison replay (ID... | --all | filters) [--dry-run] [--rate N] [--yes]\n       gatekeeper poison replay --from FILE [--dry-run] [--rate N]",
+	"export":  "usage: gatekeeper poison export [filters] [-o FILE]",
+	"purge":   "usage: gatekeeper poison purge (ID... | --all | filters) [--yes]",
+}
+
+// poisonFlags are the flags of one poison command beside the settings.
+type poisonFlags struct {
+	filters              map[string]*string
+	limit                int
+	json, all, yes, dry  bool
+	rate                 float64
+	from, output         string
+	positional           []string
+	verb                 string
+	filtered, acceptsIDs bool
+	hasLimit             bool
+}
+
+func (p *poisonFlags) bind(fs *flag.FlagSet) {
+	p.filters = map[string]*string{}
+	if p.filtered {
+		for _, f := range []struct{ name, usage string }{
+			{"table", "only payloads that touch this table"},
+			{"class", "only this error class: invalid, transient, permanent or unknown"},
+			{"since", "only payloads whose state changed since: a duration (1h) or an RFC 3339 time"},
+			{"reason", "only payloads whose reason contains this (case-insensitive)"},
+			{"state", "only this state: poisoned, replayed or purged (default poisoned)"},
+		} {
+			p.filters[f.name] = fs.String(f.name, "", f.usage)
 		}
-	})
+	}
+	if p.hasLimit {
+		fs.IntVar(&p.limit, "limit", 0, "most payloads to list; 0 for all")
+	}
+	switch p.verb {
+	case "list", "summary", "show":
+		fs.BoolVar(&p.json, "json", false, "JSON lines with typed fields instead of a table")
+	case "replay":
+		fs.BoolVar(&p.all, "all", false, "every payload the filters select (all poisoned ones without filters)")
+		fs.BoolVar(&p.yes, "yes", false, "do not ask before replaying a filtered or --all selection")
+		fs.BoolVar(&p.dry, "dry-run", false, "check and count; publish nothing")
+		fs.Float64Var(&p.rate, "rate", 100, "payloads per second")
+		fs.StringVar(&p.from, "from", "", "replay the JSON lines of this file (from export, edited), each validated by the gate")
+	case "purge":
+		fs.BoolVar(&p.all, "all", false, "every payload the filters select (all poisoned ones without filters)")
+		fs.BoolVar(&p.yes, "yes", false, "do not ask for confirmation")
+	case "export":
+		fs.StringVar(&p.output, "o", "", "write to this file instead of stdout")
+	}
+}
+
+func poison(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || !slices.Contains(poisonCommands, args[0]) {
+		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+			fmt.Fprintln(stdout, poisonUsage)
+			return exitOK
+		}
+		fmt.Fprintln(stderr, poisonUsage)
+		return exitUsage
+	}
+	p := &poisonFlags{verb: args[0]}
+	p.filtered = p.verb != "show"
+	p.acceptsIDs = p.verb == "show" || p.verb == "replay" || p.verb == "purge"
+	p.hasLimit = p.verb == "list"
+	synopsis := poisonSynopsis[p.verb] + "\n\n" + poisonUsage[strings.Index(poisonUsage, "\n\n")+2:]
+	cfg, logger, fs, err := loadConfig("poison "+p.verb, synopsis, args[1:], stderr, p.bind)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return exitOK
+	}
+	if err == nil {
+		err = p.positionals(fs)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
-		return 2
+		return exitUsage
 	}
+	filter, err := pipeline.ParseFilter(func(k string) string {
+		if v := p.filters[k]; v != nil {
+			return *v
+		}
+		return ""
+	}, time.Now())
+	if err == nil {
+		err = p.check(filter)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
+		return exitUsage
+	}
+	filter.Limit = p.limit
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	q, err := pipeline.NewPoisonQueue(ctx, cfg)
+	c, err := pipeline.NewConsole(ctx, cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
-		return 1
+		return exitOperational
 	}
-	defer q.Close()
+	defer c.Close()
+	cmd := poisonCmd{c: c, p: p, filter: filter, cfg: cfg, stdout: stdout, stderr: stderr, logger: logger}
+	switch p.verb {
+	case "list":
+		return cmd.list(ctx)
+	case "summary":
+		return cmd.summary(ctx)
+	case "show":
+		return cmd.show(ctx)
+	case "replay":
+		return cmd.replay(ctx)
+	case "export":
+		return cmd.export(ctx)
+	default:
+		return cmd.purge(ctx)
+	}
+}
 
-	var ps []pipeline.Poisoned
-	if verb == "list" {
-		ps, err = q.List(ctx, max)
-	} else {
-		ps, err = q.Replay(ctx, max, id)
+// positionals collects ids given between flags: the flag package stops at
+// the first argument that is not a flag.
+func (p *poisonFlags) positionals(fs *flag.FlagSet) error {
+	rest := fs.Args()
+	for len(rest) > 0 {
+		if !strings.HasPrefix(rest[0], "-") {
+			p.positional = append(p.positional, rest[0])
+			rest = rest[1:]
+			continue
+		}
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		rest = fs.Args()
 	}
-	enc := json.NewEncoder(stdout)
-	for _, p := range ps {
-		_ = enc.Encode(p)
+	if len(p.positional) > 0 && !p.acceptsIDs {
+		return fmt.Errorf("poison %s takes no payload ids (got %s); use the filters", p.verb, strings.Join(p.positional, " "))
+	}
+	return nil
+}
+
+func (p *poisonFlags) check(f warehouse.EventFilter) error {
+	narrowed := len(f.States) > 0 || f.Table != "" || f.Class != "" || !f.Since.IsZero() || f.Reason != ""
+	if (p.verb == "replay" && p.from == "" || p.verb == "purge") && len(p.positional) == 0 && !p.all && !narrowed {
+		return fmt.Errorf("poison %s: %w", p.verb, pipeline.ErrEmptySelection)
+	}
+	switch p.verb {
+	case "show":
+		if len(p.positional) != 1 {
+			return errors.New("usage: gatekeeper poison show ID [--json]")
+		}
+	case "replay":
+		if p.from != "" && (len(p.positional) > 0 || p.all) {
+			return errors.New("replay --from FILE takes no ids and no --all")
+		}
+		if p.rate <= 0 {
+			return fmt.Errorf("--rate %v: want payloads per second above 0", p.rate)
+		}
+	}
+	return nil
+}
+
+type poisonCmd struct {
+	c              *pipeline.Console
+	p              *poisonFlags
+	filter         warehouse.EventFilter
+	cfg            pipeline.Config
+	stdout, stderr io.Writer
+	logger         *slog.Logger
+}
+
+func (c poisonCmd) fail(err error) int {
+	fmt.Fprintf(c.stderr, "gatekeeper: %v\n", err)
+	return exitOperational
+}
+
+func (c poisonCmd) list(ctx context.Context) int {
+	records, err := c.c.List(ctx, c.filter)
+	if err != nil {
+		return c.fail(err)
+	}
+	if c.p.json {
+		enc := json.NewEncoder(c.stdout)
+		for _, r := range records {
+			_ = enc.Encode(r)
+		}
+		return exitOK
+	}
+	if len(records) == 0 {
+		fmt.Fprintf(c.stderr, "no payloads in state %s match\n", states(c.filter))
+		return exitOK
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRECEIVED\tLAST FAILURE\tATTEMPTS\tCLASS\tTABLES\tREASON")
+	for _, r := range records {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.PayloadID, ago(now, r.ReceivedAt), ago(now, r.LastFailureAt),
+			r.Attempts, r.ErrorClass, strings.Join(r.Tables, ","), truncate(oneLine(r.Reason), 70))
+	}
+	_ = tw.Flush()
+	return exitOK
+}
+
+func states(f warehouse.EventFilter) string {
+	if len(f.States) == 0 {
+		return string(warehouse.EventPoisoned)
+	}
+	s := make([]string, len(f.States))
+	for i, k := range f.States {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ",")
+}
+
+func (c poisonCmd) summary(ctx context.Context) int {
+	groups, err := c.c.Summary(ctx, c.filter)
+	if err != nil {
+		return c.fail(err)
+	}
+	if c.p.json {
+		enc := json.NewEncoder(c.stdout)
+		for _, g := range groups {
+			_ = enc.Encode(g)
+		}
+		return exitOK
+	}
+	if len(groups) == 0 {
+		fmt.Fprintf(c.stderr, "no payloads in state %s match\n", states(c.filter))
+		return exitOK
+	}
+	now := time.Now()
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "COUNT\tCLASS\tTABLES\tFIRST SEEN\tLAST SEEN\tREASON")
+	total := 0
+	for _, g := range groups {
+		total += g.Count
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", g.Count, g.ErrorClass, strings.Join(g.Tables, ","),
+			ago(now, &g.FirstSeen), ago(now, &g.LastSeen), truncate(oneLine(g.Reason), 90))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(c.stdout, "%d payloads, %d causes; `gatekeeper poison list --reason ...` lists one cause\n", total, len(groups))
+	return exitOK
+}
+
+func (c poisonCmd) show(ctx context.Context) int {
+	d, err := c.c.Show(ctx, c.p.positional[0])
+	if err != nil {
+		return c.fail(err)
+	}
+	if c.p.json {
+		_ = json.NewEncoder(c.stdout).Encode(d)
+		return exitOK
+	}
+	w := c.stdout
+	fmt.Fprintf(w, "payload        %s\n", d.PayloadID)
+	fmt.Fprintf(w, "state          %s (replays: %d)\n", d.State, d.Replays)
+	fmt.Fprintf(w, "class          %s\n", d.ErrorClass)
+	fmt.Fprintf(w, "tables         %s\n", strings.Join(d.Tables, ", "))
+	fmt.Fprintf(w, "attempts       %d\n", d.Attempts)
+	fmt.Fprintf(w, "received       %s\n", stamp(d.ReceivedAt))
+	fmt.Fprintf(w, "first failure  %s\n", stamp(d.FirstFailureAt))
+	fmt.Fprintf(w, "last failure   %s\n", stamp(d.LastFailureAt))
+	fmt.Fprintf(w, "correlation    %s\n", d.CorrelationID)
+	fmt.Fprintf(w, "reason         %s\n", d.Reason)
+	fmt.Fprintln(w, "\nmetadata:")
+	keys := slices.Sorted(func(yield func(string) bool) {
+		for k := range d.Metadata {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %s = %s\n", k, d.Metadata[k])
+	}
+	fmt.Fprintln(w, "\nhistory:")
+	for _, h := range d.History {
+		line := fmt.Sprintf("  %s  %-8s generation %d", h.At.Format(time.RFC3339), h.Kind, h.Generation)
+		if h.ErrorClass != "" {
+			line += fmt.Sprintf("  %s after %d attempts", h.ErrorClass, h.Attempts)
+		}
+		if h.Actor != "" {
+			line += "  by " + h.Actor
+		}
+		fmt.Fprintln(w, line)
+	}
+	fmt.Fprintln(w, "\npayload:")
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, d.Payload, "  ", "  ") == nil {
+		fmt.Fprintf(w, "  %s\n", pretty.String())
+	} else {
+		fmt.Fprintf(w, "  %s\n", d.Payload)
+	}
+	return exitOK
+}
+
+func (c poisonCmd) export(ctx context.Context) int {
+	out := c.stdout
+	if c.p.output != "" {
+		f, err := os.Create(c.p.output)
+		if err != nil {
+			return c.fail(err)
+		}
+		defer f.Close()
+		bw := bufio.NewWriter(f)
+		defer bw.Flush()
+		out = bw
+	}
+	n, err := c.c.Export(ctx, c.filter, out)
+	if err != nil {
+		return c.fail(err)
+	}
+	if c.p.output != "" {
+		fmt.Fprintf(c.stderr, "exported %d payload(s) to %s\n", n, c.p.output)
+	}
+	return exitOK
+}
+
+// selection resolves ids or filters into entries, refusing unknown ids and
+// an empty selection.
+func (c poisonCmd) selection(ctx context.Context) ([]warehouse.Entry, int, bool) {
+	entries, unknown, err := c.c.Select(ctx, pipeline.Selection{IDs: c.p.positional, All: c.p.all, Filter: c.filter})
+	if errors.Is(err, pipeline.ErrEmptySelection) {
+		fmt.Fprintf(c.stderr, "gatekeeper: poison %s: %v\n", c.p.verb, err)
+		return nil, exitUsage, false
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
-		return 1
+		return nil, c.fail(err), false
 	}
-	if verb == "replay" {
-		fmt.Fprintf(stderr, "replayed %d payload(s) to %s\n", len(ps), cfg.TopicID)
+	if len(unknown) > 0 {
+		fmt.Fprintf(c.stderr, "gatekeeper: %s: %v\n", strings.Join(unknown, ", "), pipeline.ErrNotInIndex)
+		return nil, exitOperational, false
 	}
-	return 0
+	return entries, exitOK, true
+}
+
+// confirm asks on the terminal, unless --yes. Without a terminal to answer
+// it refuses: a script must say --yes.
+func (c poisonCmd) confirm(question string) bool {
+	if c.p.yes {
+		return true
+	}
+	fmt.Fprintf(c.stderr, "%s [y/N] ", question)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	answer := strings.ToLower(strings.TrimSpace(line))
+	if answer != "y" && answer != "yes" {
+		fmt.Fprintln(c.stderr, "not confirmed; nothing done (--yes skips the question)")
+		return false
+	}
+	return true
+}
+
+func (c poisonCmd) replay(ctx context.Context) int {
+	var items []pipeline.ReplayItem
+	if c.p.from != "" {
+		f, err := os.Open(c.p.from)
+		if err != nil {
+			return c.fail(err)
+		}
+		items, err = c.c.ReadExport(ctx, f)
+		f.Close()
+		if err != nil {
+			return c.fail(fmt.Errorf("%s: %w", c.p.from, err))
+		}
+	} else {
+		entries, code, ok := c.selection(ctx)
+		if !ok {
+			return code
+		}
+		if len(c.p.positional) == 0 && !c.p.dry && len(entries) > 0 &&
+			!c.confirm(fmt.Sprintf("Replay %d payload(s) to %s?", len(entries), c.cfg.TopicID)) {
+			return exitOperational
+		}
+		items = pipeline.ItemsOf(entries)
+	}
+	start := time.Now()
+	rep, err := c.c.Replay(ctx, items, pipeline.ReplayOptions{
+		Rate: c.p.rate, DryRun: c.p.dry, Actor: "cli",
+		Progress: func(done, total int) {
+			fmt.Fprintf(c.stderr, "replay: %d/%d after %s\n", done, total, time.Since(start).Round(time.Second))
+		},
+	})
+	for _, r := range rep.Refused {
+		fmt.Fprintf(c.stderr, "refused %s: the gate rejects it:\n", r.PayloadID)
+		if len(r.Problems) == 0 {
+			fmt.Fprintf(c.stderr, "  %s\n", r.Error)
+		}
+		for _, pr := range r.Problems {
+			fmt.Fprintf(c.stderr, "  %s: %s\n", cmp.Or(pr.Path, "(document)"), pr.Message)
+		}
+	}
+	for _, s := range rep.Skipped {
+		fmt.Fprintf(c.stderr, "skipped %s: %s\n", s.PayloadID, s.Why)
+	}
+	verb := "replayed"
+	if c.p.dry {
+		verb = "would replay"
+	}
+	fmt.Fprintf(c.stdout, "%s %d, refused %d, skipped %d (to %s, in %s)\n", verb, rep.Replayed, len(rep.Refused), len(rep.Skipped),
+		c.cfg.TopicID, time.Since(start).Round(10*time.Millisecond))
+	if err != nil {
+		return c.fail(err)
+	}
+	if len(rep.Refused) > 0 {
+		return exitOperational
+	}
+	return exitOK
+}
+
+func (c poisonCmd) purge(ctx context.Context) int {
+	entries, code, ok := c.selection(ctx)
+	if !ok {
+		return code
+	}
+	if len(entries) == 0 {
+		fmt.Fprintln(c.stdout, "purged 0")
+		return exitOK
+	}
+	if !c.confirm(fmt.Sprintf("Purge %d payload(s)? They will never be replayed.", len(entries))) {
+		return exitOperational
+	}
+	n, err := c.c.Purge(ctx, entries, "cli")
+	fmt.Fprintf(c.stdout, "purged %d\n", n)
+	if err != nil {
+		return c.fail(err)
+	}
+	return exitOK
+}
+
+// ago says how long ago t was, as a person reads it in a table.
+func ago(now time.Time, t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(*t)
+	switch {
+	case d < 0:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	default:
+		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+	}
+}
+
+func stamp(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Format(time.RFC3339Nano) + " (" + ago(time.Now(), t) + ")"
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
 }

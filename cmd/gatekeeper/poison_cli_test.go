@@ -4,19 +4,32 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
-// Two payloads the gate accepts and the warehouse rejects for good: each
-// deletes from a table that does not exist. fixable's cause is fixed during
-// the test (its table is created); stuck's never is.
+// Payloads the gate accepts and the warehouse cannot apply. fixable
+// deletes from a table that does not exist until the test creates it;
+// conflicting inserts text into an INTEGER column (typed, below, by
+// typedFirst); stuck deletes from a table that never exists; slow is an
+// ordinary insert sent while another connection holds the SQLite
+// warehouse locked longer than RETRY_MAX allows.
 const (
+	typedFirst = `{"activities":[
+	  {"operation":"insert","table":"typed","col_names":["n"],"col_types":["INTEGER"],"col_values":[1]}]}`
+	conflicting = `{"activities":[
+	  {"operation":"insert","table":"typed","col_names":["n"],"col_types":["TEXT"],"col_values":["two"]}]}`
+	slow = `{"activities":[
+	  {"operation":"insert","table":"later","col_names":["k"],"col_types":["TEXT"],"col_values":["while locked"]}]}`
 	fixable = `{"activities":[
 	  {"operation":"delete","table":"fixme","value_to_delete":{"col_names":["a","b"],"col_types":["INTEGER","TEXT"],"col_values":[3,"old"]}},
 	  {"operation":"insert","table":"fixme","col_names":["a","b"],"col_types":["INTEGER","TEXT"],"col_values":[1,"replayed"]}]}`
@@ -30,9 +43,12 @@ const (
 // and, when PUBSUB_EMULATOR_HOST is set, against that emulator. f gets the
 // environment the CLI needs to reach the service's Pub/Sub and warehouse.
 func forEachPubSub(t *testing.T, f func(t *testing.T, s *service, cli map[string]string)) {
+	// Retries end soon, so that a transient failure is poisoned within
+	// seconds.
+	quick := map[string]string{"RETRY_MAX": "2", "RETRY_INITIAL": "100ms", "RETRY_MAX_INTERVAL": "200ms"}
 	t.Run("embedded", func(t *testing.T) {
 		dir := t.TempDir()
-		s := startService(t, dir, nil)
+		s := startService(t, dir, quick)
 		f(t, s, map[string]string{"PUBSUB_EMBEDDED_ADDR": s.pubsubAddr, "WAREHOUSE": s.env["WAREHOUSE"]})
 	})
 	t.Run("emulator", func(t *testing.T) {
@@ -46,6 +62,9 @@ func forEachPubSub(t *testing.T, f func(t *testing.T, s *service, cli map[string
 			"PUBSUB_EMULATOR_HOST": host, "PUBSUB_EMBEDDED_ADDR": "",
 			"TOPIC_ID": unique, "SUBSCRIPTION_ID": unique + "-sub",
 		}
+		for k, v := range quick {
+			env[k] = v
+		}
 		s := startService(t, dir, env)
 		if s.pubsubAddr != host {
 			t.Fatalf("service uses Pub/Sub at %q, want the emulator %q", s.pubsubAddr, host)
@@ -55,26 +74,6 @@ func forEachPubSub(t *testing.T, f func(t *testing.T, s *service, cli map[string
 			"WAREHOUSE": s.env["WAREHOUSE"],
 		})
 	})
-}
-
-// listPoison runs `poison list` until the poison subscription holds
-// exactly the payloads want (at most 30 s), and returns them by id.
-func listPoison(t *testing.T, s *service, cli map[string]string, want ...string) map[string]map[string]any {
-	t.Helper()
-	var r result
-	var got map[string]map[string]any
-	if !eventually(30*time.Second, 100*time.Millisecond, func() bool {
-		r = gk(t, s.dir, cli, "poison", "list")
-		got = poisoned(t, r.stdout)
-		return r.code == 0 && sameSet(got, want...)
-	}) {
-		sort.Strings(want)
-		t.Fatalf("poison list: exit %d, payloads %v, want %v; stderr %q", r.code, keys(got), want, r.stderr)
-	}
-	if r.stderr != "" {
-		t.Errorf("poison list wrote to stderr: %q", r.stderr)
-	}
-	return got
 }
 
 // canonical is the payload the gate publishes for body, decoded.
@@ -91,141 +90,271 @@ func canonical(t *testing.T, body string) any {
 	return v
 }
 
-// The README's walk-through, as a test: a payload accepted but impossible
-// to apply shows in `poison list` with why (and stays there); once its
-// cause is fixed, `poison replay --id` sends back exactly that payload,
-// which is then applied, and leaves the other one on the poison
-// subscription; `poison replay` sends the rest, which, still impossible,
-// comes back poisoned again with replays=1.
-func TestPoisonListAndReplay(t *testing.T) {
+// poisonJSON runs `poison list --json` with args and returns the records by id.
+func poisonJSON(t *testing.T, s *service, cli map[string]string, args ...string) map[string]map[string]any {
+	t.Helper()
+	r := gk(t, s.dir, cli, append([]string{"poison", "list", "--json"}, args...)...)
+	if r.code != 0 {
+		t.Fatalf("poison list --json %v: exit %d, stderr %q", args, r.code, r.stderr)
+	}
+	return poisoned(t, r.stdout)
+}
+
+// waitIndexed waits until `poison list --json` shows exactly want.
+func waitIndexed(t *testing.T, s *service, cli map[string]string, want ...string) map[string]map[string]any {
+	t.Helper()
+	var got map[string]map[string]any
+	if !eventually(60*time.Second, 100*time.Millisecond, func() bool {
+		got = poisonJSON(t, s, cli)
+		return sameSet(got, want...)
+	}) {
+		sort.Strings(want)
+		t.Fatalf("poison list: %v, want %v; log:\n%s", keys(got), want, s.logs)
+	}
+	return got
+}
+
+// statusOf runs `gatekeeper status ID --json`.
+func statusOf(t *testing.T, s *service, cli map[string]string, id string) map[string]any {
+	t.Helper()
+	env := map[string]string{"HTTP_ADDR": s.addr}
+	for k, v := range cli {
+		env[k] = v
+	}
+	r := gk(t, s.dir, env, "status", id, "--json")
+	var st map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("status %s: exit %d, stdout %q, stderr %q", id, r.code, r.stdout, r.stderr)
+	}
+	return st
+}
+
+func waitStatus(t *testing.T, s *service, cli map[string]string, id, want string) map[string]any {
+	t.Helper()
+	var st map[string]any
+	if !eventually(30*time.Second, 100*time.Millisecond, func() bool {
+		st = statusOf(t, s, cli, id)
+		return st["status"] == want
+	}) {
+		t.Fatalf("status %s = %v, want %s", id, st, want)
+	}
+	return st
+}
+
+// The operators' walk-through, as a test against the real binary: three
+// payloads poisoned for three different reasons (a delete on a missing
+// table, a type conflict, a transient failure that outlasts RETRY_MAX)
+// are listed, filtered, summarised and shown from the poison index; two
+// lists at once see the same set; each is fixed and replayed (by id, by
+// an edited export, by --all) and applied exactly once; an edit the gate
+// refuses publishes nothing; a purged payload is never replayed; and the
+// status API follows accepted → poisoned → applied.
+func TestPoisonConsoleCommands(t *testing.T) {
 	forEachPubSub(t, func(t *testing.T, s *service, cli map[string]string) {
-		topic := cli["TOPIC_ID"]
-		if topic == "" {
-			topic = "db-transaction-topic"
-		}
+		s.post(t, typedFirst)
 		p1 := s.post(t, fixable)
-		p2 := s.post(t, stuck)
+		p2 := s.post(t, conflicting)
+		waitIndexed(t, s, cli, p1.ID, p2.ID)
 
-		// list: both, with the README's fields, and they stay
-		got := listPoison(t, s, cli, p1.ID, p2.ID)
-		want := map[string]struct {
-			acc          accepted
-			body, reason string
-			tables       string
-		}{
-			p1.ID: {p1, fixable, `activities[0]: delete on table "fixme": table not found`, "fixme"},
-			p2.ID: {p2, stuck, `activities[0]: delete on table "missing_forever": table not found`, "missing_forever"},
+		// A transient failure: the warehouse locked for longer than the
+		// retries last (RETRY_MAX=2 here). The payload stays accepted
+		// while the lock holds: the index lives in the warehouse too, and
+		// Pub/Sub keeps the poison message until the index has it.
+		release := warehousetest.HoldSQLiteLock(t, strings.TrimPrefix(s.env["WAREHOUSE"], "sqlite:"))
+		p3 := s.post(t, slow)
+		if st := statusOf(t, s, cli, p3.ID); st["status"] != "accepted" {
+			t.Errorf("status of a payload accepted and not applied: %v, want accepted", st)
 		}
-		for id, w := range want {
-			p := got[id]
-			for k, v := range map[string]string{
-				"reason": w.reason, "error_class": "permanent", "attempts": "1",
-				"tables": w.tables, "correlation_id": w.acc.CorrelationID,
-			} {
-				if p[k] != v {
-					t.Errorf("payload %s: %s = %v, want %q", id, k, p[k], v)
+		s.waitLog(t, 60*time.Second, func(line string) bool {
+			return logField(line, "msg") == "Payload poisoned" && logField(line, "payload_id") == p3.ID
+		})
+		release()
+		all := waitIndexed(t, s, cli, p1.ID, p2.ID, p3.ID)
+		for id, want := range map[string]struct{ class, table, reason string }{
+			p1.ID: {"permanent", "fixme", `delete on table "fixme": table not found`},
+			p2.ID: {"permanent", "typed", "typed"},
+			p3.ID: {"transient", "later", "lock"},
+		} {
+			r := all[id]
+			if r["error_class"] != want.class || !reflect.DeepEqual(r["tables"], []any{want.table}) ||
+				!strings.Contains(strings.ToLower(fmt.Sprint(r["reason"])), want.reason) {
+				t.Errorf("record %s = %v; want class %s, tables [%s], reason with %q", id, r, want.class, want.table, want.reason)
+			}
+			for _, k := range []string{"received_at", "first_failure_at", "last_failure_at"} {
+				if _, err := time.Parse(time.RFC3339Nano, fmt.Sprint(r[k])); err != nil {
+					t.Errorf("record %s: %s = %v: %v", id, k, r[k], err)
 				}
 			}
-			for _, k := range []string{"first_failure_at", "last_failure_at", "received_at"} {
-				if s, _ := p[k].(string); s == "" {
-					t.Errorf("payload %s: no %s", id, k)
-				} else if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
-					t.Errorf("payload %s: %s = %q: %v", id, k, s, err)
-				}
+			if a, ok := r["attempts"].(float64); !ok || a < 1 {
+				t.Errorf("record %s: attempts = %#v, want a number >= 1", id, r["attempts"])
 			}
-			if _, ok := p["replays"]; ok {
-				t.Errorf("payload %s: replays = %v before any replay", id, p["replays"])
-			}
-			if want := canonical(t, w.body); !reflect.DeepEqual(p["payload"], want) {
-				t.Errorf("payload %s: payload\n%v\nwant the canonical original\n%v", id, p["payload"], want)
+			if r["state"] != "poisoned" || r["replays"] != float64(0) {
+				t.Errorf("record %s: state %v, replays %v; want poisoned, 0", id, r["state"], r["replays"])
 			}
 		}
-		listPoison(t, s, cli, p1.ID, p2.ID) // list leaves them there
-		if r := gk(t, s.dir, cli, "poison", "list", "--max", "1"); r.code != 0 || len(lines(r.stdout)) != 1 {
-			t.Errorf("poison list --max 1: exit %d, %d lines, want 0 and 1; stderr %q", r.code, len(lines(r.stdout)), r.stderr)
+		if want := canonical(t, fixable); !reflect.DeepEqual(all[p1.ID]["payload"], want) {
+			t.Errorf("payload %s: %v, want the canonical original %v", p1.ID, all[p1.ID]["payload"], want)
 		}
-		listPoison(t, s, cli, p1.ID, p2.ID)
+		if c := all[p1.ID]["correlation_id"]; c != p1.CorrelationID {
+			t.Errorf("correlation_id %v, want %s", c, p1.CorrelationID)
+		}
+		if st := waitStatus(t, s, cli, p1.ID, "poisoned"); st["error"].(map[string]any)["class"] != "permanent" {
+			t.Errorf("status of a poisoned payload: %v", st)
+		}
 
-		// an id that is not there replays nothing and keeps both
-		r := gk(t, s.dir, cli, "poison", "replay", "--id", "00000000-0000-0000-0000-000000000000")
-		if r.code != 0 || r.stdout != "" || r.stderr != "replayed 0 payload(s) to "+topic+"\n" {
-			t.Errorf("poison replay --id unknown: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		// Filters.
+		if got := poisonJSON(t, s, cli, "--class", "transient"); !sameSet(got, p3.ID) {
+			t.Errorf("--class transient: %v", keys(got))
 		}
-		listPoison(t, s, cli, p1.ID, p2.ID)
+		if got := poisonJSON(t, s, cli, "--table", "typed"); !sameSet(got, p2.ID) {
+			t.Errorf("--table typed: %v", keys(got))
+		}
+		if got := poisonJSON(t, s, cli, "--reason", "TABLE NOT FOUND", "--since", "1h"); !sameSet(got, p1.ID) {
+			t.Errorf("--reason 'TABLE NOT FOUND' --since 1h: %v", keys(got))
+		}
+		if got := poisonJSON(t, s, cli, "--since", time.Now().Add(time.Hour).Format(time.RFC3339)); len(got) != 0 {
+			t.Errorf("--since an hour from now: %v", keys(got))
+		}
+		if r := gk(t, s.dir, cli, "poison", "list", "--json", "--limit", "2"); len(lines(r.stdout)) != 2 {
+			t.Errorf("--limit 2: %d lines", len(lines(r.stdout)))
+		}
+		// The table for a person: a header and one aligned line each.
+		r := gk(t, s.dir, cli, "poison", "list")
+		if ls := lines(r.stdout); r.code != 0 || len(ls) != 4 || !regexp.MustCompile(`^ID +RECEIVED +LAST FAILURE +ATTEMPTS +CLASS +TABLES +REASON$`).MatchString(ls[0]) ||
+			!strings.Contains(r.stdout, p3.ID) || !strings.Contains(r.stdout, "s ago") {
+			t.Errorf("poison list: exit %d:\n%s", r.code, r.stdout)
+		}
 
-		// fix p1's cause, replay exactly p1
+		// Two operators at once see the same complete set.
+		var wg sync.WaitGroup
+		var seen [2]map[string]map[string]any
+		for i := range seen {
+			wg.Go(func() { seen[i] = poisonJSON(t, s, cli) })
+		}
+		wg.Wait()
+		if !sameSet(seen[0], keys(seen[1])...) || !sameSet(seen[0], p1.ID, p2.ID, p3.ID) {
+			t.Errorf("concurrent lists saw %v and %v", keys(seen[0]), keys(seen[1]))
+		}
+
+		// summary: one line per cause, largest first.
+		r = gk(t, s.dir, cli, "poison", "summary", "--json")
+		if r.code != 0 || len(lines(r.stdout)) != 3 {
+			t.Errorf("summary --json: exit %d, %d groups:\n%s", r.code, len(lines(r.stdout)), r.stdout)
+		}
+		if r := gk(t, s.dir, cli, "poison", "summary"); r.code != 0 || !strings.Contains(r.stdout, "3 payloads, 3 causes") {
+			t.Errorf("summary: exit %d:\n%s", r.code, r.stdout)
+		}
+
+		// show: metadata, history and the payload pretty-printed.
+		r = gk(t, s.dir, cli, "poison", "show", p1.ID)
+		for _, want := range []string{"state          poisoned", "reason_poisoned = ", "poisoned generation 0", `"operation": "delete"`} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("show %s lacks %q:\n%s", p1.ID, want, r.stdout)
+			}
+		}
+		if r := gk(t, s.dir, cli, "poison", "show", "00000000-0000-0000-0000-000000000000"); r.code != 1 || !strings.Contains(r.stderr, "not in the poison index") {
+			t.Errorf("show unknown: exit %d, stderr %q", r.code, r.stderr)
+		}
+		if r := gk(t, s.dir, cli, "poison", "replay", "00000000-0000-0000-0000-000000000000"); r.code != 1 || !strings.Contains(r.stderr, "not in the poison index") {
+			t.Errorf("replay unknown: exit %d, stderr %q", r.code, r.stderr)
+		}
+
+		// Fix p1's cause and replay exactly p1: applied once.
 		s.post(t, fixCause)
 		if !eventually(15*time.Second, 50*time.Millisecond, func() bool {
 			return gk(t, s.dir, cli, "rows", "fixme").stdout == `{"a":3,"b":"old"}`+"\n"
 		}) {
 			t.Fatal("the insert that fixes the cause was not applied")
 		}
-		r = gk(t, s.dir, cli, "poison", "replay", "--id", p1.ID)
-		if r.code != 0 || r.stderr != "replayed 1 payload(s) to "+topic+"\n" {
-			t.Fatalf("poison replay --id: exit %d, stderr %q", r.code, r.stderr)
+		r = gk(t, s.dir, cli, "poison", "replay", p1.ID)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "replayed 1, refused 0, skipped 0") {
+			t.Fatalf("replay %s: exit %d, stdout %q, stderr %q", p1.ID, r.code, r.stdout, r.stderr)
 		}
-		if replayed := poisoned(t, r.stdout); !sameSet(replayed, p1.ID) {
-			t.Errorf("poison replay --id %s printed %v", p1.ID, keys(replayed))
+		if st := waitStatus(t, s, cli, p1.ID, "applied"); st["applied_at"] == nil || st["replays"] != float64(1) {
+			t.Errorf("status after replay: %v", st)
 		}
-		// applied: its delete removed the row, its insert added its own,
-		// in one transaction
-		var rows result
-		if !eventually(15*time.Second, 50*time.Millisecond, func() bool {
-			rows = gk(t, s.dir, cli, "rows", "fixme")
-			return rows.stdout == `{"a":1,"b":"replayed"}`+"\n"
-		}) {
-			t.Fatalf("the replayed payload was not applied: rows fixme = %q; log:\n%s", rows.stdout, s.logs)
+		if rows := gk(t, s.dir, cli, "rows", "fixme").stdout; rows != `{"a":1,"b":"replayed"}`+"\n" {
+			t.Errorf("rows fixme after the replay: %q", rows)
 		}
-		// and only the other one is left
-		left := listPoison(t, s, cli, p2.ID)
-		if _, ok := left[p2.ID]["replays"]; ok {
-			t.Errorf("payload %s was replayed too: %v", p2.ID, left[p2.ID])
+		if r := gk(t, s.dir, cli, "poison", "replay", p1.ID); r.code != 0 || !strings.HasPrefix(r.stdout, "replayed 0, refused 0, skipped 1") {
+			t.Errorf("replaying an applied payload: exit %d, stdout %q; want it skipped", r.code, r.stdout)
+		}
+		waitIndexed(t, s, cli, p2.ID, p3.ID)
+
+		// Export p2, edit it: an edit the gate refuses is refused with
+		// the gate's errors and publishes nothing; a good one applies.
+		export := filepath.Join(s.dir, "typed.jsonl")
+		if r := gk(t, s.dir, cli, "poison", "export", "--table", "typed", "-o", export); r.code != 0 {
+			t.Fatalf("export: exit %d, stderr %q", r.code, r.stderr)
+		}
+		raw, err := os.ReadFile(export)
+		if err != nil || len(lines(string(raw))) != 1 || !strings.Contains(string(raw), p2.ID) {
+			t.Fatalf("export file: %q, %v", raw, err)
+		}
+		bad := strings.Replace(string(raw), `"STRING"`, `"TEXTILE"`, 1)
+		if err := os.WriteFile(export, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r = gk(t, s.dir, cli, "poison", "replay", "--from", export)
+		if r.code != 1 || !strings.HasPrefix(r.stdout, "replayed 0, refused 1") || !strings.Contains(r.stderr, "/activities/0/col_types/0") {
+			t.Errorf("replay --from a refused edit: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		good := strings.Replace(strings.Replace(string(raw), `"STRING"`, `"INTEGER"`, 1), `"two"`, `2`, 1)
+		if err := os.WriteFile(export, []byte(good), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if r := gk(t, s.dir, cli, "poison", "replay", "--from", export); r.code != 0 || !strings.HasPrefix(r.stdout, "replayed 1, refused 0") {
+			t.Fatalf("replay --from the fixed edit: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		waitStatus(t, s, cli, p2.ID, "applied")
+		if rows := gk(t, s.dir, cli, "rows", "typed").stdout; rows != `{"n":1}`+"\n"+`{"n":2}`+"\n" {
+			t.Errorf("rows typed after the edited replay: %q", rows)
 		}
 
-		// replay everything: p2 goes back and, still impossible, is
-		// poisoned again, now marked as replayed once
-		r = gk(t, s.dir, cli, "poison", "replay")
-		if r.code != 0 || r.stderr != "replayed 1 payload(s) to "+topic+"\n" || !sameSet(poisoned(t, r.stdout), p2.ID) {
-			t.Fatalf("poison replay: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		// The transient one needs no fix: replay --all.
+		if r := gk(t, s.dir, cli, "poison", "replay", "--all", "--yes", "--rate", "1000"); r.code != 0 || !strings.HasPrefix(r.stdout, "replayed 1, refused 0, skipped 0") {
+			t.Fatalf("replay --all: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
-		var again map[string]map[string]any
-		if !eventually(30*time.Second, 100*time.Millisecond, func() bool {
-			again = poisoned(t, gk(t, s.dir, cli, "poison", "list").stdout)
-			return sameSet(again, p2.ID) && again[p2.ID]["replays"] == "1"
-		}) {
-			t.Fatalf("after poison replay, want %s poisoned again with replays=1; poison list: %v", p2.ID, again)
+		waitStatus(t, s, cli, p3.ID, "applied")
+		waitIndexed(t, s, cli)
+
+		// purge: asked for unless --yes; gone from the list, kept under
+		// its state, never replayed.
+		p4 := s.post(t, stuck)
+		waitIndexed(t, s, cli, p4.ID)
+		if r := gk(t, s.dir, cli, "poison", "purge", p4.ID); r.code != 1 || !strings.Contains(r.stderr, "Purge 1 payload(s)?") {
+			t.Errorf("purge without --yes and no terminal: exit %d, stderr %q", r.code, r.stderr)
 		}
-		if a := again[p2.ID]["attempts"]; a != "1" {
-			t.Errorf("re-poisoned payload: attempts = %v, want 1 (attempts describe the new failure)", a)
+		if r := gk(t, s.dir, cli, "poison", "purge", "--all", "--yes"); r.code != 0 || r.stdout != "purged 1\n" {
+			t.Errorf("purge --all --yes: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
-		if r := gk(t, s.dir, cli, "tables"); r.stdout != "fixme\n" {
-			t.Errorf("tables: %q; want only fixme (a poisoned payload creates nothing)", r.stdout)
+		waitIndexed(t, s, cli)
+		if got := poisonJSON(t, s, cli, "--state", "purged"); !sameSet(got, p4.ID) {
+			t.Errorf("--state purged: %v", keys(got))
+		}
+		if r := gk(t, s.dir, cli, "poison", "replay", p4.ID); r.code != 0 || !strings.HasPrefix(r.stdout, "replayed 0, refused 0, skipped 1") {
+			t.Errorf("replay of a purged payload: exit %d, stdout %q", r.code, r.stdout)
+		}
+		waitStatus(t, s, cli, p4.ID, "purged")
+
+		// Each payload applied exactly once, and nothing of the stuck one.
+		if r := gk(t, s.dir, cli, "tables"); r.stdout != "fixme\nlater\ntyped\n" {
+			t.Errorf("tables: %q", r.stdout)
+		}
+		if rows := gk(t, s.dir, cli, "rows", "later").stdout; rows != `{"k":"while locked"}`+"\n" {
+			t.Errorf("rows later: %q", rows)
+		}
+		if st := statusOf(t, s, cli, "00000000-0000-0000-0000-000000000000"); st["status"] != "unknown" {
+			t.Errorf("status of an unknown id: %v", st)
 		}
 	})
 }
 
-// A poison command that cannot reach Pub/Sub must fail, not report an
-// empty poison subscription.
-func TestPoisonListWithoutPubSubFails(t *testing.T) {
+// A poison command that cannot reach the warehouse fails, and says why.
+func TestPoisonListWithoutWarehouseFails(t *testing.T) {
 	dir := t.TempDir()
-	for _, verb := range []string{"list", "replay"} {
-		r := gk(t, dir, map[string]string{"PUBSUB_EMBEDDED_ADDR": freeAddr(t)}, "poison", verb)
-		if r.code == 0 {
-			t.Errorf("poison %s with nothing listening: exit 0, stdout %q, stderr %q; want non-zero and the reason", verb, r.stdout, r.stderr)
-		}
-	}
-	r := gk(t, dir, map[string]string{"PUBSUB_EMULATOR_HOST": freeAddr(t)}, "poison", "list")
-	if r.code == 0 {
-		t.Errorf("poison list against an emulator address nothing listens on: exit 0; want non-zero")
-	}
-}
-
-// A poison subscription that does not exist is an error naming it.
-func TestPoisonListUnknownSubscription(t *testing.T) {
-	dir := t.TempDir()
-	s := startService(t, dir, nil)
-	r := gk(t, dir, map[string]string{"PUBSUB_EMBEDDED_ADDR": s.pubsubAddr, "POISON_SUBSCRIPTION_ID": "nosuch"}, "poison", "list")
-	if r.code != 1 || !strings.HasPrefix(r.stderr, "gatekeeper: pull nosuch: ") || !strings.Contains(r.stderr, "NotFound") {
-		t.Errorf("poison list of a missing subscription: exit %d, stderr %q; want 1 and the subscription named", r.code, r.stderr)
+	r := gk(t, dir, map[string]string{"WAREHOUSE": "sqlite:" + filepath.Join(dir, "no", "such", "dir", "w.db")}, "poison", "list")
+	if r.code != 1 || !strings.HasPrefix(r.stderr, "gatekeeper: warehouse: ") {
+		t.Errorf("poison list with an unreachable warehouse: exit %d, stderr %q; want 1 and the reason", r.code, r.stderr)
 	}
 }

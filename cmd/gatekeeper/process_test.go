@@ -178,6 +178,7 @@ type service struct {
 	dir        string
 	env        map[string]string
 	addr       string // HTTP host:port
+	adminAddr  string // the operators' console's host:port
 	pubsubAddr string // the embedded Pub/Sub's host:port, or the emulator's
 	logs       *logLines
 	exited     chan struct{}
@@ -189,6 +190,7 @@ type service struct {
 func serviceEnv(dir string) map[string]string {
 	return map[string]string{
 		"HTTP_ADDR":            "127.0.0.1:0",
+		"ADMIN_ADDR":           "127.0.0.1:0",
 		"PUBSUB_EMBEDDED_ADDR": "127.0.0.1:0",
 		"WAREHOUSE":            "sqlite:" + filepath.Join(dir, "warehouse.db"),
 		"OUTBOX_PATH":          filepath.Join(dir, "outbox.db"),
@@ -253,6 +255,7 @@ func startService(t *testing.T, dir string, env map[string]string, args ...strin
 
 	serving := s.waitLog(t, 30*time.Second, func(line string) bool { return logField(line, "msg") == "Serving" })
 	s.addr = logField(serving, "addr")
+	s.adminAddr = logField(serving, "admin_addr")
 	if s.addr == "" {
 		t.Fatalf("no addr in %q", serving)
 	}

@@ -60,8 +60,9 @@ type Config struct {
 	SettleWait time.Duration
 	// OnSettle, when set, sees the verdict on every request, once: nil for
 	// accepted, an error otherwise (RulesOf names the rules a rejection
-	// broke). Optional.
-	OnSettle func(err error)
+	// broke), with the request's message, or nil for a request refused
+	// before it became one (Content-Type, size). Optional.
+	OnSettle func(msg *message.Message, err error)
 }
 
 func (c *Config) setDefaults() {
@@ -218,7 +219,7 @@ func (e *Edge) SettleMiddleware(h message.HandlerFunc) message.HandlerFunc {
 		out, err := h(msg)
 		e.Settle(msg, err)
 		if e.cfg.OnSettle != nil {
-			e.cfg.OnSettle(err)
+			e.cfg.OnSettle(msg, err)
 		}
 		if messages.ClassOf(err) == messages.ClassInvalid {
 			return out, nil
@@ -260,7 +261,7 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	if id == "" && e.cfg.OnSettle != nil {
 		// Refused here, before the gate saw it (Content-Type, size):
 		// SettleMiddleware never ran for it.
-		e.cfg.OnSettle(err)
+		e.cfg.OnSettle(nil, err)
 	}
 	if resp.Payload == nil {
 		resp.Payload = json.RawMessage("null")

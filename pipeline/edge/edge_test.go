@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 )
@@ -50,7 +52,7 @@ func TestRulesOf(t *testing.T) {
 // answered in the replaced service's shape and reported once to OnSettle.
 func TestEdgeRefusesAWrongContentTypeItself(t *testing.T) {
 	var settled []error
-	e, err := edge.New(edge.Config{OnSettle: func(err error) { settled = append(settled, err) }}, slog.New(slog.DiscardHandler))
+	e, err := edge.New(edge.Config{OnSettle: func(_ *message.Message, err error) { settled = append(settled, err) }}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,7 @@ type Metrics struct {
 	publish       *prometheus.HistogramVec
 	whErrors      *prometheus.CounterVec
 	whJobs        *prometheus.CounterVec
+	indexed       prometheus.Counter
 }
 
 // Topics are the topic label of gatekeeper_publish_seconds: the topic's
@@ -101,6 +102,10 @@ func New() *Metrics {
 			Name: "gatekeeper_warehouse_errors_total",
 			Help: "Errors from the warehouse, for a whole group or one payload, by class and a reason from a fixed set.",
 		}, []string{"class", "reason"}),
+		indexed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatekeeper_poison_indexed_total",
+			Help: "Poison messages written to the poison index (the warehouse's events log) and acked.",
+		}),
 		whJobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatekeeper_warehouse_jobs_total",
 			Help: "Warehouse Apply calls (a SQLite transaction, or the BigQuery jobs of one group), by result (ok or error).",
@@ -111,7 +116,7 @@ func New() *Metrics {
 	}, []string{"version", "go_version"})
 	build.WithLabelValues(buildVersion(), runtime.Version()).Set(1)
 	reg.MustRegister(m.httpRequests, m.httpDuration, m.payloads, m.groupSize, m.groupDuration, m.retries,
-		m.rejections, m.endToEnd, m.publish, m.whErrors, m.whJobs, build)
+		m.rejections, m.endToEnd, m.publish, m.whErrors, m.whJobs, m.indexed, build)
 	for _, o := range []string{OutcomeAccepted, OutcomeRejected, OutcomeFailed, OutcomeApplied, OutcomeDuplicate, OutcomePoisoned} {
 		m.payloads.WithLabelValues(o)
 	}
@@ -177,6 +182,9 @@ func (m *Metrics) Gauge(name, help string, labels prometheus.Labels, value func(
 
 // Payload counts one payload outcome.
 func (m *Metrics) Payload(outcome string) { m.payloads.WithLabelValues(outcome).Inc() }
+
+// Indexed counts poison messages written to the poison index.
+func (m *Metrics) Indexed(n int) { m.indexed.Add(float64(n)) }
 
 // Retry counts one retry of an apply failure of the given class.
 func (m *Metrics) Retry(class string) { m.retries.WithLabelValues(class).Inc() }

@@ -1,0 +1,324 @@
+package pipeline
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+)
+
+// The operators' console: a JSON admin API mirroring `gatekeeper poison`,
+// and a page over it. It listens on ADMIN_ADDR, apart from the ingestion
+// port, since it has no authentication of its own yet.
+const (
+	AdminPoisonPath = "/api/poison"
+	AdminPagePath   = "/ui/poison"
+)
+
+//go:embed console.html
+var consolePage []byte
+
+// Filter values, as the CLI's flags and the admin API's query parameters
+// name them.
+var (
+	filterStates  = []string{string(warehouse.EventPoisoned), string(warehouse.EventReplayed), string(warehouse.EventPurged)}
+	filterClasses = []string{string(messages.ClassInvalid), string(messages.ClassTransient), string(messages.ClassPermanent), ClassUnknown}
+)
+
+// ParseFilter reads the filters operators give by name (table, class,
+// since, reason, state, limit), from flags or a query string, and reports
+// every bad value at once.
+func ParseFilter(get func(name string) string, now time.Time) (warehouse.EventFilter, error) {
+	var f warehouse.EventFilter
+	var errs []error
+	f.Table = strings.TrimSpace(get("table"))
+	f.Reason = get("reason")
+	if c := get("class"); c != "" {
+		if !slices.Contains(filterClasses, c) {
+			errs = append(errs, fmt.Errorf("class %q: want one of %s", c, strings.Join(filterClasses, ", ")))
+		}
+		f.Class = c
+	}
+	if s := get("since"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil && d > 0 {
+			f.Since = now.Add(-d)
+		} else if t, err := time.Parse(time.RFC3339, s); err == nil {
+			f.Since = t
+		} else {
+			errs = append(errs, fmt.Errorf("since %q: want a duration such as 1h or an RFC 3339 time", s))
+		}
+	}
+	if s := get("state"); s != "" {
+		for _, st := range strings.Split(s, ",") {
+			st = strings.TrimSpace(st)
+			if !slices.Contains(filterStates, st) {
+				errs = append(errs, fmt.Errorf("state %q: want one of %s", st, strings.Join(filterStates, ", ")))
+				continue
+			}
+			f.States = append(f.States, warehouse.EventKind(st))
+		}
+	}
+	if l := get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("limit %q: want a number, 0 for all", l))
+		}
+		f.Limit = n
+	}
+	return f, errors.Join(errs...)
+}
+
+// adminRoutes serves the console for the service's own warehouse and
+// Pub/Sub.
+func (s *Service) adminRoutes() http.Handler {
+	mux := http.NewServeMux()
+	api := func(pattern string, h func(*Console, http.ResponseWriter, *http.Request)) {
+		mux.Handle(pattern, s.Metrics.InstrumentHTTP(strings.TrimPrefix(strings.TrimPrefix(pattern, "GET "), "POST "),
+			http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPost && !sameOriginJSON(r) {
+					writeAdminError(w, http.StatusForbidden, errors.New("console writes must be same-origin requests with Content-Type: application/json"))
+					return
+				}
+				c, err := s.console(r.Context())
+				if err != nil {
+					writeAdminError(w, http.StatusServiceUnavailable, err)
+					return
+				}
+				h(c, w, r)
+			})))
+	}
+	api("GET "+AdminPoisonPath, adminList)
+	api("GET "+AdminPoisonPath+"/summary", adminSummary)
+	api("GET "+AdminPoisonPath+"/{id}", adminShow)
+	api("POST "+AdminPoisonPath+"/replay", adminReplay)
+	api("POST "+AdminPoisonPath+"/purge", adminPurge)
+	api("POST "+AdminPoisonPath+"/validate", adminValidate)
+	mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, http.HandlerFunc(s.serveStatus)))
+	mux.HandleFunc("GET "+AdminPagePath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'")
+		w.Header().Set("X-Frame-Options", "DENY")
+		_, _ = w.Write(consolePage)
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, AdminPagePath, http.StatusFound)
+	})
+	return mux
+}
+
+// sameOriginJSON is the console's CSRF defence: a write must carry
+// Content-Type: application/json, which a cross-site form cannot send and a
+// cross-site script can only send after a CORS preflight this server never
+// answers; and a browser that says where the request comes from must say
+// this origin.
+func sameOriginJSON(r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return false
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		u, err := url.Parse(origin)
+		if err != nil || u.Host != r.Host {
+			return false
+		}
+	}
+	return true
+}
+
+func writeAdminJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeAdminError(w http.ResponseWriter, code int, err error) {
+	writeAdminJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+func queryFilter(w http.ResponseWriter, r *http.Request) (warehouse.EventFilter, bool) {
+	f, err := ParseFilter(r.URL.Query().Get, time.Now())
+	if err != nil {
+		writeAdminError(w, http.StatusBadRequest, err)
+		return f, false
+	}
+	return f, true
+}
+
+func adminList(c *Console, w http.ResponseWriter, r *http.Request) {
+	f, ok := queryFilter(w, r)
+	if !ok {
+		return
+	}
+	items, err := c.List(r.Context(), f)
+	if err != nil {
+		writeAdminError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	writeAdminJSON(w, http.StatusOK, map[string]any{"items": items, "count": len(items)})
+}
+
+func adminSummary(c *Console, w http.ResponseWriter, r *http.Request) {
+	f, ok := queryFilter(w, r)
+	if !ok {
+		return
+	}
+	groups, err := c.Summary(r.Context(), f)
+	if err != nil {
+		writeAdminError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	writeAdminJSON(w, http.StatusOK, map[string]any{"groups": groups})
+}
+
+func adminShow(c *Console, w http.ResponseWriter, r *http.Request) {
+	d, err := c.Show(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrNotInIndex):
+		writeAdminError(w, http.StatusNotFound, err)
+	case err != nil:
+		writeAdminError(w, http.StatusServiceUnavailable, err)
+	default:
+		writeAdminJSON(w, http.StatusOK, d)
+	}
+}
+
+// adminSelection is the body of replay and purge: ids, or all with
+// filters, or (replay only) edited payloads.
+type adminSelection struct {
+	IDs    []string          `json:"ids"`
+	All    bool              `json:"all"`
+	Filter map[string]string `json:"filter"`
+	// Items are payloads an operator edited, replayed with their id.
+	Items  []ExportLine `json:"items"`
+	DryRun bool         `json:"dry_run"`
+	Rate   float64      `json:"rate"`
+}
+
+func readSelection(w http.ResponseWriter, r *http.Request) (adminSelection, Selection, bool) {
+	var body adminSelection
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		writeAdminError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+		return body, Selection{}, false
+	}
+	f, err := ParseFilter(func(k string) string { return body.Filter[k] }, time.Now())
+	if err != nil {
+		writeAdminError(w, http.StatusBadRequest, err)
+		return body, Selection{}, false
+	}
+	return body, Selection{IDs: body.IDs, All: body.All, Filter: f}, true
+}
+
+func adminReplay(c *Console, w http.ResponseWriter, r *http.Request) {
+	body, sel, ok := readSelection(w, r)
+	if !ok {
+		return
+	}
+	var items []ReplayItem
+	if len(body.Items) > 0 {
+		var b strings.Builder
+		for _, it := range body.Items {
+			line, _ := json.Marshal(it)
+			b.Write(line)
+			b.WriteByte('\n')
+		}
+		var err error
+		if items, err = c.ReadExport(r.Context(), strings.NewReader(b.String())); err != nil {
+			writeAdminError(w, http.StatusBadRequest, err)
+			return
+		}
+	} else {
+		entries, unknown, err := c.Select(r.Context(), sel)
+		if errors.Is(err, ErrEmptySelection) {
+			writeAdminError(w, http.StatusBadRequest, err)
+			return
+		}
+		if err != nil {
+			writeAdminError(w, http.StatusServiceUnavailable, err)
+			return
+		}
+		if len(unknown) > 0 {
+			writeAdminError(w, http.StatusNotFound, fmt.Errorf("%s: %w", strings.Join(unknown, ", "), ErrNotInIndex))
+			return
+		}
+		items = ItemsOf(entries)
+	}
+	// The request's context ends with the client; a replay half done
+	// stays recorded as far as it got, so it runs to its end.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Minute)
+	defer cancel()
+	rep, err := c.Replay(ctx, items, ReplayOptions{Rate: body.Rate, DryRun: body.DryRun, Actor: "admin-api"})
+	if err != nil {
+		writeAdminJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error(), "report": rep})
+		return
+	}
+	code := http.StatusOK
+	if len(rep.Refused) > 0 {
+		code = http.StatusUnprocessableEntity
+	}
+	writeAdminJSON(w, code, rep)
+}
+
+func adminPurge(c *Console, w http.ResponseWriter, r *http.Request) {
+	_, sel, ok := readSelection(w, r)
+	if !ok {
+		return
+	}
+	entries, unknown, err := c.Select(r.Context(), sel)
+	if errors.Is(err, ErrEmptySelection) {
+		writeAdminError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err != nil {
+		writeAdminError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	if len(unknown) > 0 {
+		writeAdminError(w, http.StatusNotFound, fmt.Errorf("%s: %w", strings.Join(unknown, ", "), ErrNotInIndex))
+		return
+	}
+	n, err := c.Purge(context.WithoutCancel(r.Context()), entries, "admin-api")
+	if err != nil {
+		writeAdminJSON(w, http.StatusServiceUnavailable, map[string]any{"error": err.Error(), "purged": n})
+		return
+	}
+	writeAdminJSON(w, http.StatusOK, map[string]any{"purged": n})
+}
+
+// adminValidate runs the gate on an edited payload, for the page's edit
+// box: the same verdict a POST to the ingestion API would get.
+func adminValidate(_ *Console, w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Payload json.RawMessage `json:"payload"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&body); err != nil {
+		writeAdminError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+		return
+	}
+	_, err := messages.Parse(body.Payload)
+	if err == nil {
+		writeAdminJSON(w, http.StatusOK, map[string]any{"valid": true, "problems": []messages.Problem{}})
+		return
+	}
+	problems := []messages.Problem{{Path: "", Message: err.Error()}}
+	var ve *messages.ValidationError
+	if errors.As(err, &ve) {
+		problems = ve.Problems
+	}
+	writeAdminJSON(w, http.StatusOK, map[string]any{"valid": false, "problems": problems})
+}

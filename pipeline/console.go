@@ -1,0 +1,598 @@
+package pipeline
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"github.com/ThreeDotsLabs/watermill-googlecloud/v2/pkg/googlecloud"
+	"golang.org/x/time/rate"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+)
+
+// ErrNotInIndex is returned for a payload id the poison index does not hold.
+var ErrNotInIndex = errors.New("not in the poison index")
+
+// Console is what an operator does with poisoned payloads: list, summarise,
+// show, replay, export and purge them. The gatekeeper poison commands and
+// the admin API share it. It reads the poison index (the warehouse's events
+// log), never the poison subscription, so operators side by side see the
+// same complete set and no delivery attempt is spent on looking.
+type Console struct {
+	cfg    Config
+	store  warehouse.Store
+	client *pubsub.Client
+	logger *slog.Logger
+	close  []func() error
+}
+
+// NewConsole opens the warehouse and Pub/Sub that cfg names, from a process
+// other than the service (the CLI): in embedded mode it reaches the running
+// service's embedded Pub/Sub.
+func NewConsole(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Console, err error) {
+	cfg.setDefaults()
+	c := &Console{cfg: cfg, logger: logger}
+	defer func() {
+		if err != nil {
+			_ = c.Close()
+		}
+	}()
+	if c.store, err = OpenWarehouse(ctx, cfg, logger); err != nil {
+		return nil, fmt.Errorf("warehouse: %w", err)
+	}
+	c.close = append(c.close, c.store.Close)
+	if c.client, err = pubsub.NewClient(ctx, cfg.ProjectID, ClientOptions(cfg)...); err != nil {
+		return nil, fmt.Errorf("pub/sub: %w", err)
+	}
+	c.close = append(c.close, c.client.Close)
+	return c, nil
+}
+
+// Close releases what NewConsole opened; a service's console owns nothing.
+func (c *Console) Close() error {
+	var errs []error
+	for _, f := range slices.Backward(c.close) {
+		errs = append(errs, f())
+	}
+	c.close = nil
+	return errors.Join(errs...)
+}
+
+// PoisonRecord is one indexed payload as operators see it: the JSON lines
+// of `poison list --json` and the items of GET /api/poison.
+type PoisonRecord struct {
+	PayloadID      string          `json:"payload_id"`
+	ReceivedAt     *time.Time      `json:"received_at"`
+	FirstFailureAt *time.Time      `json:"first_failure_at"`
+	LastFailureAt  *time.Time      `json:"last_failure_at"`
+	Attempts       int             `json:"attempts"`
+	ErrorClass     string          `json:"error_class"`
+	Tables         []string        `json:"tables"`
+	Reason         string          `json:"reason"`
+	CorrelationID  string          `json:"correlation_id"`
+	State          string          `json:"state"`
+	Replays        int             `json:"replays"`
+	Payload        json.RawMessage `json:"payload"`
+}
+
+func recordOf(e warehouse.Entry) PoisonRecord {
+	p := e.Poisoned
+	tables := p.Tables
+	if tables == nil {
+		tables = []string{}
+	}
+	return PoisonRecord{
+		PayloadID: e.Latest.PayloadID, ReceivedAt: timePtr(p.ReceivedAt),
+		FirstFailureAt: timePtr(p.FirstFailureAt), LastFailureAt: timePtr(p.LastFailureAt),
+		Attempts: p.Attempts, ErrorClass: p.ErrorClass, Tables: tables, Reason: p.Reason,
+		CorrelationID: p.CorrelationID, State: string(e.State), Replays: e.Replays,
+		Payload: rawJSON(p.Payload),
+	}
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// rawJSON keeps a payload that is JSON as it is, and quotes one that is not
+// (a foreign message on the poison topic), so a record is always JSON.
+func rawJSON(b []byte) json.RawMessage {
+	if len(b) > 0 && json.Valid(b) {
+		return b
+	}
+	q, _ := json.Marshal(string(b))
+	return q
+}
+
+// List returns the entries f selects, most recently changed first.
+func (c *Console) List(ctx context.Context, f warehouse.EventFilter) ([]PoisonRecord, error) {
+	entries, err := c.store.Entries(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("read the poison index: %w", err)
+	}
+	out := make([]PoisonRecord, len(entries))
+	for i, e := range entries {
+		out[i] = recordOf(e)
+	}
+	return out, nil
+}
+
+// SummaryGroup is one cause of failure: the payloads that share an error
+// class, a set of tables and a reason once its values are stripped.
+type SummaryGroup struct {
+	ErrorClass string    `json:"error_class"`
+	Tables     []string  `json:"tables"`
+	Reason     string    `json:"reason"`
+	Count      int       `json:"count"`
+	FirstSeen  time.Time `json:"first_seen"`
+	LastSeen   time.Time `json:"last_seen"`
+	// Example is one payload id of the group, to start from with show.
+	Example string `json:"example_payload_id"`
+}
+
+// Summary groups the entries f selects by cause, largest group first, so
+// that 50,000 poisoned payloads read as the few causes they share.
+func (c *Console) Summary(ctx context.Context, f warehouse.EventFilter) ([]SummaryGroup, error) {
+	f.Limit = 0
+	entries, err := c.store.Entries(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("read the poison index: %w", err)
+	}
+	groups := map[string]*SummaryGroup{}
+	for _, e := range entries {
+		p := e.Poisoned
+		reason := ReasonPattern(p.Reason)
+		key := p.ErrorClass + "\x00" + strings.Join(p.Tables, ",") + "\x00" + reason
+		seen := cmp.Or(p.LastFailureAt, e.Latest.At)
+		g := groups[key]
+		if g == nil {
+			tables := p.Tables
+			if tables == nil {
+				tables = []string{}
+			}
+			g = &SummaryGroup{ErrorClass: p.ErrorClass, Tables: tables, Reason: reason, FirstSeen: seen, LastSeen: seen, Example: e.Latest.PayloadID}
+			groups[key] = g
+		}
+		g.Count++
+		if seen.Before(g.FirstSeen) {
+			g.FirstSeen = seen
+		}
+		if seen.After(g.LastSeen) {
+			g.LastSeen = seen
+		}
+	}
+	out := make([]SummaryGroup, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, *g)
+	}
+	slices.SortFunc(out, func(a, b SummaryGroup) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), b.LastSeen.Compare(a.LastSeen),
+			cmp.Compare(a.ErrorClass, b.ErrorClass), cmp.Compare(a.Reason, b.Reason))
+	})
+	return out, nil
+}
+
+var (
+	reasonUUID       = regexp.MustCompile(`[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}`)
+	reasonQuoted     = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`)
+	reasonIdentifier = regexp.MustCompile(`^["'][A-Za-z_][A-Za-z0-9_]{0,127}["']$`)
+	reasonIndex      = regexp.MustCompile(`\[\d+\]`)
+	reasonNumber     = regexp.MustCompile(`\b\d+(?:\.\d+)?\b`)
+)
+
+// ReasonPattern strips the values from a failure reason (ids, positions,
+// numbers, quoted values), so that reasons that differ only in them group
+// together. Quoted identifiers (tables, columns) stay: they are the cause.
+func ReasonPattern(reason string) string {
+	r := reasonUUID.ReplaceAllString(reason, "<id>")
+	r = reasonQuoted.ReplaceAllStringFunc(r, func(q string) string {
+		if reasonIdentifier.MatchString(q) {
+			return q
+		}
+		return "<value>"
+	})
+	r = reasonIndex.ReplaceAllString(r, "[*]")
+	return reasonNumber.ReplaceAllString(r, "<n>")
+}
+
+// PoisonDetail is everything the index holds about one payload.
+type PoisonDetail struct {
+	PoisonRecord
+	// Metadata are the attributes of its latest poison message, Pub/Sub's
+	// own CloudPubSubDeadLetter* included.
+	Metadata map[string]string `json:"metadata"`
+	History  []HistoryEvent    `json:"history"`
+}
+
+// HistoryEvent is one event of a payload's history.
+type HistoryEvent struct {
+	Kind       string    `json:"event"`
+	At         time.Time `json:"at"`
+	Generation int       `json:"generation"`
+	ErrorClass string    `json:"error_class,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	Attempts   int       `json:"attempts,omitempty"`
+	Actor      string    `json:"actor,omitempty"`
+}
+
+// Show returns one payload's record, metadata and history; ErrNotInIndex
+// when the index does not hold it.
+func (c *Console) Show(ctx context.Context, payloadID string) (PoisonDetail, error) {
+	entries, err := c.store.Entries(ctx, warehouse.EventFilter{PayloadIDs: []string{payloadID}, States: warehouse.EventKinds})
+	if err != nil {
+		return PoisonDetail{}, fmt.Errorf("read the poison index: %w", err)
+	}
+	if len(entries) == 0 {
+		return PoisonDetail{}, fmt.Errorf("payload %s: %w", payloadID, ErrNotInIndex)
+	}
+	history, err := c.store.History(ctx, payloadID)
+	if err != nil {
+		return PoisonDetail{}, fmt.Errorf("read the poison index: %w", err)
+	}
+	d := PoisonDetail{PoisonRecord: recordOf(entries[0]), Metadata: entries[0].Poisoned.Attributes, History: []HistoryEvent{}}
+	if d.Metadata == nil {
+		d.Metadata = map[string]string{}
+	}
+	for _, e := range history {
+		d.History = append(d.History, HistoryEvent{Kind: string(e.Kind), At: e.At, Generation: e.Generation,
+			ErrorClass: e.ErrorClass, Reason: e.Reason, Attempts: e.Attempts, Actor: e.Actor})
+	}
+	return d, nil
+}
+
+// Selection says which indexed payloads an operator acts on: the ids
+// given, or every entry the filter selects (All, or a filter narrower than
+// the default). An empty selection is refused, so that a forgotten argument
+// never means "everything".
+type Selection struct {
+	IDs    []string
+	All    bool
+	Filter warehouse.EventFilter
+}
+
+// ErrEmptySelection refuses a replay or purge that names nothing.
+var ErrEmptySelection = errors.New("name payload ids, a filter, or --all")
+
+func (s Selection) narrowed() bool {
+	f := s.Filter
+	return len(f.States) > 0 || f.Table != "" || f.Class != "" || !f.Since.IsZero() || f.Reason != ""
+}
+
+// Select resolves a selection into index entries. Ids the index does not
+// hold are returned apart, in the order given.
+func (c *Console) Select(ctx context.Context, s Selection) (entries []warehouse.Entry, unknown []string, err error) {
+	switch {
+	case len(s.IDs) > 0:
+		entries, err = c.store.Entries(ctx, warehouse.EventFilter{PayloadIDs: s.IDs, States: warehouse.EventKinds})
+		if err != nil {
+			return nil, nil, fmt.Errorf("read the poison index: %w", err)
+		}
+		found := map[string]bool{}
+		for _, e := range entries {
+			found[e.Latest.PayloadID] = true
+		}
+		for _, id := range s.IDs {
+			if !found[id] {
+				unknown = append(unknown, id)
+			}
+		}
+		return entries, unknown, nil
+	case s.All || s.narrowed():
+		entries, err = c.store.Entries(ctx, s.Filter)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read the poison index: %w", err)
+		}
+		return entries, nil, nil
+	default:
+		return nil, nil, ErrEmptySelection
+	}
+}
+
+// ReplayItem is one payload to replay: from the index, or a line of an
+// exported file (then Entry is what the index holds of it, if anything).
+type ReplayItem struct {
+	PayloadID string
+	Metadata  map[string]string
+	Payload   []byte
+	Entry     *warehouse.Entry
+}
+
+// ItemsOf turns index entries into replay items with their stored payload.
+func ItemsOf(entries []warehouse.Entry) []ReplayItem {
+	items := make([]ReplayItem, len(entries))
+	for i := range entries {
+		e := &entries[i]
+		items[i] = ReplayItem{PayloadID: e.Latest.PayloadID, Metadata: e.Poisoned.Attributes, Payload: e.Poisoned.Payload, Entry: e}
+	}
+	return items
+}
+
+// ReplayOptions tune a replay.
+type ReplayOptions struct {
+	// Rate is payloads per second; <= 0 means 100.
+	Rate float64
+	// DryRun checks and counts, and publishes nothing.
+	DryRun bool
+	// Actor is recorded on the replayed events ("cli", "admin-api").
+	Actor string
+	// Progress, when set, is called about once a second with how many
+	// items are done.
+	Progress func(done, total int)
+}
+
+// ReplayReport counts what a replay did. Refused lists each payload the gate
+// refused, with why; Skipped each that was already applied or purged.
+type ReplayReport struct {
+	Replayed int             `json:"replayed"`
+	Refused  []ReplayRefusal `json:"refused"`
+	Skipped  []ReplaySkip    `json:"skipped"`
+}
+
+// ReplayRefusal is a payload a replay did not publish, and why.
+type ReplayRefusal struct {
+	PayloadID string             `json:"payload_id"`
+	Error     string             `json:"error"`
+	Problems  []messages.Problem `json:"problems,omitempty"`
+}
+
+// ReplaySkip is a payload a replay had no need to publish.
+type ReplaySkip struct {
+	PayloadID string `json:"payload_id"`
+	Why       string `json:"why"`
+}
+
+// Replay publishes the items to TOPIC_ID with their original payload id,
+// each re-validated through the gate first, at opts.Rate. The ledger makes
+// a replay of a payload that was in fact applied harmless; a payload
+// already in the ledger or purged is skipped. What was published is recorded
+// as replayed in the index. An error stops the replay; the report says how
+// far it got.
+func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOptions) (ReplayReport, error) {
+	rep := ReplayReport{Refused: []ReplayRefusal{}, Skipped: []ReplaySkip{}}
+	perSecond := opts.Rate
+	if perSecond <= 0 {
+		perSecond = 100
+	}
+	limiter := rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond/20)))
+	var publisher *pubsub.Publisher
+	if !opts.DryRun {
+		publisher = c.client.Publisher(c.cfg.TopicID)
+		publisher.PublishSettings.DelayThreshold = 10 * time.Millisecond
+		publisher.PublishSettings.CountThreshold = 100
+		defer publisher.Stop()
+	}
+	type inFlight struct {
+		item   ReplayItem
+		gen    int
+		result *pubsub.PublishResult
+	}
+	var flying []inFlight
+	var events []warehouse.Event
+	// settle waits for the publishes in flight and records the ones that
+	// landed, so that the index never says replayed for what was not.
+	settle := func() error {
+		var firstErr error
+		now := time.Now().UTC()
+		for _, f := range flying {
+			if _, err := f.result.Get(ctx); err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("publish %s to %s: %w", f.item.PayloadID, c.cfg.TopicID, err)
+				}
+				continue
+			}
+			rep.Replayed++
+			events = append(events, warehouse.Event{
+				ID: warehouse.EventID(f.item.PayloadID, warehouse.EventReplayed, f.gen), PayloadID: f.item.PayloadID,
+				Kind: warehouse.EventReplayed, Generation: f.gen, At: now, Actor: opts.Actor,
+			})
+		}
+		flying = flying[:0]
+		if len(events) > 0 {
+			if err := c.store.AppendEvents(context.WithoutCancel(ctx), events); err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("replayed, but could not record it in the poison index (replaying again is harmless): %w", err)
+			}
+			events = events[:0]
+		}
+		return firstErr
+	}
+	lastProgress := time.Now()
+	for i, item := range items {
+		if opts.Progress != nil && time.Since(lastProgress) >= time.Second {
+			opts.Progress(i, len(items))
+			lastProgress = time.Now()
+		}
+		if item.Entry != nil && item.Entry.State == warehouse.EventPurged {
+			rep.Skipped = append(rep.Skipped, ReplaySkip{item.PayloadID, "purged"})
+			continue
+		}
+		applied, err := c.store.Applied(ctx, item.PayloadID)
+		if err != nil {
+			return rep, errors.Join(fmt.Errorf("read the ledger: %w", err), settle())
+		}
+		if applied {
+			rep.Skipped = append(rep.Skipped, ReplaySkip{item.PayloadID, "already applied"})
+			continue
+		}
+		payload, err := messages.Parse(item.Payload)
+		if err != nil {
+			r := ReplayRefusal{PayloadID: item.PayloadID, Error: err.Error()}
+			var ve *messages.ValidationError
+			if errors.As(err, &ve) {
+				r.Problems = ve.Problems
+			}
+			rep.Refused = append(rep.Refused, r)
+			continue
+		}
+		gen := replayGeneration(item) + 1
+		if opts.DryRun {
+			rep.Replayed++
+			continue
+		}
+		if err := limiter.Wait(ctx); err != nil {
+			return rep, errors.Join(err, settle())
+		}
+		flying = append(flying, inFlight{item, gen, publisher.Publish(ctx, &pubsub.Message{
+			Data: payload.Canonical(), Attributes: replayAttributes(item, gen),
+		})})
+		if len(flying) >= 500 {
+			if err := settle(); err != nil {
+				return rep, err
+			}
+		}
+	}
+	if err := settle(); err != nil {
+		return rep, err
+	}
+	if opts.Progress != nil && time.Since(lastProgress) < time.Second && len(items) > 0 {
+		opts.Progress(len(items), len(items))
+	}
+	return rep, nil
+}
+
+// replayGeneration is the generation the payload is in now: the latest of
+// the index's, or the exported metadata's when the index holds nothing.
+func replayGeneration(item ReplayItem) int {
+	if item.Entry != nil {
+		return item.Entry.Latest.Generation
+	}
+	n, _ := strconv.Atoi(item.Metadata[MetaReplays])
+	return n
+}
+
+// replayAttributes are the metadata a replayed payload is published with:
+// what it was accepted with, without the failure being retried, with the
+// replay counted.
+func replayAttributes(item ReplayItem, generation int) map[string]string {
+	attrs := maps.Clone(item.Metadata)
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	for _, k := range poisonKeys {
+		delete(attrs, k)
+	}
+	for k := range attrs {
+		if strings.HasPrefix(k, "CloudPubSubDeadLetter") || strings.HasPrefix(k, "googclient_") {
+			delete(attrs, k)
+		}
+	}
+	attrs[googlecloud.UUIDHeaderKey] = item.PayloadID
+	attrs[MetaReplays] = strconv.Itoa(generation)
+	attrs[MetaReplayedAt] = time.Now().UTC().Format(time.RFC3339Nano)
+	return attrs
+}
+
+// Purge marks the entries as dropped: they are never replayed, and leave
+// the default list. It returns how many it marked.
+func (c *Console) Purge(ctx context.Context, entries []warehouse.Entry, actor string) (int, error) {
+	now := time.Now().UTC()
+	var events []warehouse.Event
+	for _, e := range entries {
+		if e.State == warehouse.EventPurged {
+			continue
+		}
+		g := e.Latest.Generation
+		events = append(events, warehouse.Event{
+			ID: warehouse.EventID(e.Latest.PayloadID, warehouse.EventPurged, g), PayloadID: e.Latest.PayloadID,
+			Kind: warehouse.EventPurged, Generation: g, At: now, Actor: actor,
+		})
+	}
+	for start := 0; start < len(events); start += 500 {
+		if err := c.store.AppendEvents(ctx, events[start:min(start+500, len(events))]); err != nil {
+			return start, fmt.Errorf("record the purge in the poison index: %w", err)
+		}
+	}
+	return len(events), nil
+}
+
+// ExportLine is one line of `poison export`, and what `poison replay
+// --from` reads back.
+type ExportLine struct {
+	PayloadID string            `json:"payload_id"`
+	Metadata  map[string]string `json:"metadata"`
+	Payload   json.RawMessage   `json:"payload"`
+}
+
+// Export writes the entries f selects as JSON lines and returns how many.
+func (c *Console) Export(ctx context.Context, f warehouse.EventFilter, w io.Writer) (int, error) {
+	entries, err := c.store.Entries(ctx, f)
+	if err != nil {
+		return 0, fmt.Errorf("read the poison index: %w", err)
+	}
+	enc := json.NewEncoder(w)
+	for i, e := range entries {
+		meta := e.Poisoned.Attributes
+		if meta == nil {
+			meta = map[string]string{}
+		}
+		if err := enc.Encode(ExportLine{PayloadID: e.Latest.PayloadID, Metadata: meta, Payload: rawJSON(e.Poisoned.Payload)}); err != nil {
+			return i, err
+		}
+	}
+	return len(entries), nil
+}
+
+// ReadExport reads `poison export` lines, as an operator may have edited
+// them, and attaches what the index holds of each. A line that is not an
+// export line is an error naming its number: nothing is replayed from a
+// file that is not what the operator thinks it is.
+func (c *Console) ReadExport(ctx context.Context, r io.Reader) ([]ReplayItem, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	var items []ReplayItem
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		var l ExportLine
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			return nil, fmt.Errorf("line %d: not an export line: %v", n, err)
+		}
+		if l.PayloadID == "" {
+			return nil, fmt.Errorf("line %d: no payload_id", n)
+		}
+		items = append(items, ReplayItem{PayloadID: l.PayloadID, Metadata: l.Metadata, Payload: l.Payload})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.PayloadID
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	entries, err := c.store.Entries(ctx, warehouse.EventFilter{PayloadIDs: ids, States: warehouse.EventKinds})
+	if err != nil {
+		return nil, fmt.Errorf("read the poison index: %w", err)
+	}
+	byID := map[string]*warehouse.Entry{}
+	for i := range entries {
+		byID[entries[i].Latest.PayloadID] = &entries[i]
+	}
+	for i := range items {
+		items[i].Entry = byID[items[i].PayloadID]
+		if items[i].Metadata == nil && items[i].Entry != nil {
+			items[i].Metadata = items[i].Entry.Poisoned.Attributes
+		}
+	}
+	return items, nil
+}
