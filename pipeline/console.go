@@ -413,10 +413,11 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 		return firstErr
 	}
 	lastProgress := time.Now()
+	reported := false
 	for i, item := range items {
 		if opts.Progress != nil && time.Since(lastProgress) >= time.Second {
 			opts.Progress(i, len(items))
-			lastProgress = time.Now()
+			lastProgress, reported = time.Now(), true
 		}
 		if item.Entry != nil && item.Entry.State == warehouse.EventPurged {
 			rep.Skipped = append(rep.Skipped, ReplaySkip{item.PayloadID, "purged"})
@@ -460,7 +461,7 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 	if err := settle(); err != nil {
 		return rep, err
 	}
-	if opts.Progress != nil && time.Since(lastProgress) < time.Second && len(items) > 0 {
+	if reported {
 		opts.Progress(len(items), len(items))
 	}
 	return rep, nil
@@ -488,7 +489,10 @@ func replayAttributes(item ReplayItem, generation int) map[string]string {
 		delete(attrs, k)
 	}
 	for k := range attrs {
-		if strings.HasPrefix(k, "CloudPubSubDeadLetter") || strings.HasPrefix(k, "googclient_") {
+		// Pub/Sub's and Watermill's own, of the poison message: stale on
+		// a new message.
+		if strings.HasPrefix(k, "CloudPubSubDeadLetter") || strings.HasPrefix(k, "googclient_") ||
+			k == "publishTime" || k == "_watermill_message_google_message_id" {
 			delete(attrs, k)
 		}
 	}
