@@ -79,6 +79,16 @@ func (s *Service) redeliverLoop(ctx context.Context) {
 		if _, err := s.republishIf(ctx, outbox.Pending, true, s.notInFlight); err != nil && ctx.Err() == nil {
 			s.logger.Warn("Cannot republish overdue payloads from the outbox; will try again", "error", err)
 		}
+		// Where this process indexes the poison topic, a poisoned entry
+		// leaves the outbox once indexed; one still here after its time
+		// was lost on the way (the emulator loses messages leased to a
+		// killed consumer) and goes to the poison topic again. The
+		// index's event ids make a second copy harmless.
+		if s.apply != nil {
+			if _, err := s.republishIf(ctx, outbox.Poisoned, true, s.notInFlight); err != nil && ctx.Err() == nil {
+				s.logger.Warn("Cannot republish overdue poisoned payloads from the outbox; will try again", "error", err)
+			}
+		}
 	}
 }
 
@@ -130,9 +140,7 @@ func (s *Service) republishIf(ctx context.Context, state outbox.State, dueOnly b
 					})
 					continue
 				}
-				if state == outbox.Pending {
-					s.outbox.Republished(e)
-				}
+				s.outbox.Republished(e)
 				published.Add(1)
 			}
 		}()
@@ -150,7 +158,7 @@ func (s *Service) republishIf(ctx context.Context, state outbox.State, dueOnly b
 	}
 	var walkErr error
 	if dueOnly {
-		walkErr = s.outbox.Due(ctx, feed)
+		walkErr = s.outbox.Due(ctx, state, feed)
 	} else {
 		walkErr = s.outbox.Each(ctx, state, feed)
 	}

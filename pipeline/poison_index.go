@@ -2,17 +2,17 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/ThreeDotsLabs/watermill-googlecloud/v2/pkg/googlecloud"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/warehouse"
@@ -29,111 +29,90 @@ const (
 	attrDeadLetterSubscription  = "CloudPubSubDeadLetterSourceSubscription"
 )
 
-// indexBatch bounds one write of the poison index: one transaction (SQLite)
-// or one streaming insert (BigQuery) for many poison messages.
-const (
-	indexBatch     = 500
-	indexBatchWait = 20 * time.Millisecond
-)
+// indexBatch bounds one pull, and one write of the poison index: one
+// transaction (SQLite) or one streaming insert (BigQuery).
+const indexBatch = 500
 
 // indexPoison feeds the events log from the poison subscription, so that
 // operators query the log, never the subscription: listing leases nothing
 // and adds no delivery attempt. A message is acked only once its event is
 // written, and the event's ID is the same for every copy of it, so a crash
 // between the two indexes it once. Runs until ctx ends.
+//
+// It pulls (unary Pull, up to indexBatch at a time) rather than streams: a
+// batch is written in one transaction and acked in one call, and what a
+// killed process had pulled comes back when its ack deadline passes. The
+// emulator holds messages it streamed to a killed process's open streams
+// for minutes, and hands them new messages too.
 func (s *Service) indexPoison(ctx context.Context) {
-	type pending struct {
-		event warehouse.Event
-		msg   *pubsub.Message
+	sub := subscriptionPath(s.cfg.ProjectID, s.cfg.PoisonSubscriptionID)
+	admin := s.PubSub.client.SubscriptionAdminClient
+	backoff := func() {
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
 	}
-	queue := make(chan pending, indexBatch)
-	var writer sync.WaitGroup
-	writer.Go(func() {
-		var batch []pending
-		flush := func() {
-			if len(batch) == 0 {
-				return
-			}
-			events := make([]warehouse.Event, len(batch))
-			for i, p := range batch {
-				events[i] = p.event
-			}
-			wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			err := s.Store.AppendEvents(wctx, events)
-			cancel()
-			for _, p := range batch {
-				if err != nil {
-					p.msg.Nack()
-				} else {
-					p.msg.Ack()
-				}
-			}
-			if err != nil {
-				s.logger.Error("Cannot index poisoned payloads; Pub/Sub redelivers them", "payloads", len(batch), "error", err)
-			} else {
-				s.Metrics.Indexed(len(batch))
-			}
-			batch = batch[:0]
+	for ctx.Err() == nil {
+		// Pub/Sub may hold an empty pull open for long (the emulator for
+		// minutes); a short deadline bounds it, and ends it on shutdown.
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := admin.Pull(pctx, &pubsubpb.PullRequest{Subscription: sub, MaxMessages: indexBatch})
+		cancel()
+		if ctx.Err() != nil {
+			return
 		}
-		timer := time.NewTimer(time.Hour)
-		timer.Stop()
-		for {
-			select {
-			case p, ok := <-queue:
-				if !ok {
-					flush()
-					return
-				}
-				if len(batch) == 0 {
-					timer.Reset(indexBatchWait)
-				}
-				batch = append(batch, p)
-				if len(batch) >= indexBatch {
-					timer.Stop()
-					flush()
-				}
-			case <-timer.C:
-				flush()
-			}
-		}
-	})
-
-	sub := s.PubSub.client.Subscriber(s.cfg.PoisonSubscriptionID)
-	sub.ReceiveSettings.NumGoroutines = 2
-	sub.ReceiveSettings.MaxOutstandingMessages = 4 * indexBatch
-	// Messages handed over but not yet written go back at once on
-	// shutdown, so the next start finds them without waiting for a lease.
-	sub.ReceiveSettings.ShutdownOptions = &pubsub.ShutdownOptions{Behavior: pubsub.ShutdownBehaviorNackImmediately, Timeout: 5 * time.Second}
-	received := make(chan struct{})
-	go func() {
-		defer close(received)
-		for ctx.Err() == nil {
-			err := sub.Receive(ctx, func(_ context.Context, m *pubsub.Message) {
-				select {
-				case queue <- pending{poisonEvent(m.ID, m.Attributes, m.Data, time.Now()), m}:
-				case <-ctx.Done():
-					m.Nack()
-				}
-			})
-			if err != nil && !errors.Is(err, context.Canceled) {
+		if err != nil {
+			if status.Code(err) != codes.DeadlineExceeded {
 				s.logger.Warn("Cannot read the poison subscription; retrying", "subscription", s.cfg.PoisonSubscriptionID, "error", err)
-				select {
-				case <-ctx.Done():
-				case <-time.After(2 * time.Second):
-				}
+				backoff()
+			}
+			continue
+		}
+		received := resp.GetReceivedMessages()
+		if len(received) == 0 {
+			// Some servers (pstest) answer an empty pull at once.
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		now := time.Now()
+		events := make([]warehouse.Event, len(received))
+		ackIDs := make([]string, len(received))
+		for i, rm := range received {
+			m := rm.GetMessage()
+			events[i] = poisonEvent(m.GetMessageId(), m.GetAttributes(), m.GetData(), now)
+			ackIDs[i] = rm.GetAckId()
+		}
+		// Written whole even when shutdown begins: the ack must follow.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err = s.Store.AppendEvents(wctx, events)
+		if err != nil {
+			cancel()
+			s.logger.Error("Cannot index poisoned payloads; Pub/Sub redelivers them", "payloads", len(events), "error", err)
+			// Back to the subscription now rather than at the deadline.
+			_ = admin.ModifyAckDeadline(context.WithoutCancel(ctx), &pubsubpb.ModifyAckDeadlineRequest{
+				Subscription: sub, AckIds: ackIDs, AckDeadlineSeconds: 0,
+			})
+			backoff()
+			continue
+		}
+		err = admin.Acknowledge(wctx, &pubsubpb.AcknowledgeRequest{Subscription: sub, AckIds: ackIDs})
+		cancel()
+		if err != nil {
+			// Indexed: a redelivered copy is indexed once all the same.
+			s.logger.Warn("Indexed poisoned payloads, but cannot ack them; Pub/Sub redelivers them", "payloads", len(events), "error", err)
+		}
+		s.Metrics.Indexed(len(events))
+		if s.outbox != nil {
+			// Indexed: the outbox need not bring them back any more.
+			for _, e := range events {
+				s.outbox.Forget(e.PayloadID)
 			}
 		}
-	}()
-	<-ctx.Done()
-	// Receive can hang on its way out while Pub/Sub is unreachable (see
-	// followSettled); what it still holds is redelivered either way.
-	select {
-	case <-received:
-	case <-time.After(5 * time.Second):
-		s.logger.Warn("Stopped indexing poisoned payloads without waiting for the Pub/Sub client, which did not return")
 	}
-	close(queue)
-	writer.Wait()
 }
 
 // poisonEvent turns one poison message into its event. A message without

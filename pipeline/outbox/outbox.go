@@ -242,7 +242,7 @@ func (o *Outbox) MarkPoisoned(id string, metadata map[string]string) {
 	_ = o.send(context.Background(), &op{kind: opPoison, id: id, metadata: string(meta)})
 }
 
-// Republished records that a pending payload was published again, and
+// Republished records that a payload was published again, and
 // when Due may offer it next. Asynchronous, like Forget.
 func (o *Outbox) Republished(e Entry) {
 	wait := o.cfg.RedeliverAfter << min(e.Republished+1, 6)
@@ -373,11 +373,13 @@ func (o *Outbox) writeTx(batch []*op) error {
 			stmt, err = prepare(&forgetStmt, `DELETE FROM outbox WHERE id = ?`)
 			args = []any{x.id}
 		case opPoison:
-			stmt, err = prepare(&poisonStmt, `UPDATE outbox SET state = 'poisoned', metadata = ? WHERE id = ?`)
-			args = []any{x.metadata, x.id}
+			// The poison index has RedeliverAfter to take it before the
+			// overdue sweep publishes it to the poison topic again.
+			stmt, err = prepare(&poisonStmt, `UPDATE outbox SET state = 'poisoned', metadata = ?, next_at = ?, republished = 0 WHERE id = ?`)
+			args = []any{x.metadata, next, x.id}
 		case opPostpone:
 			stmt, err = prepare(&postponeStmt, `UPDATE outbox SET next_at = ?, republished = republished + 1
-				WHERE id = ? AND state = 'pending'`)
+				WHERE id = ?`)
 			args = []any{x.nextAt, x.id}
 		case opFlush:
 			continue
@@ -402,13 +404,14 @@ func (o *Outbox) Each(ctx context.Context, state State, fn func(Entry) error) er
 	return o.each(ctx, fn, `SELECT id, payload, metadata, republished, state, appended_at FROM outbox WHERE state = ? ORDER BY seq`, string(state))
 }
 
-// Due calls fn, oldest first, for every pending entry that has waited past
-// its time (Config.RedeliverAfter, doubled per republish): a message the
-// Pub/Sub lost, or holds out of reach, while this process runs.
-func (o *Outbox) Due(ctx context.Context, fn func(Entry) error) error {
+// Due calls fn, oldest first, for every entry in state that has waited
+// past its time (Config.RedeliverAfter, doubled per republish): a message
+// the Pub/Sub lost, or holds out of reach, while this process runs. A
+// poisoned entry waits from when it was poisoned.
+func (o *Outbox) Due(ctx context.Context, state State, fn func(Entry) error) error {
 	now := time.Now().UnixNano()
 	return o.each(ctx, fn, `SELECT id, payload, metadata, republished, state, appended_at FROM outbox
-		WHERE state = 'pending' AND next_at <= ? ORDER BY seq`, now)
+		WHERE state = ? AND next_at <= ? ORDER BY seq`, string(state), now)
 }
 
 func (o *Outbox) each(ctx context.Context, fn func(Entry) error, query string, args ...any) error {

@@ -149,7 +149,7 @@ func TestOutboxOffersOverduePayloadsAgain(t *testing.T) {
 	}
 	due := func() []outbox.Entry {
 		var got []outbox.Entry
-		if err := o.Due(ctx, func(e outbox.Entry) error { got = append(got, e); return nil }); err != nil {
+		if err := o.Due(ctx, outbox.Pending, func(e outbox.Entry) error { got = append(got, e); return nil }); err != nil {
 			t.Fatal(err)
 		}
 		return got
@@ -177,5 +177,42 @@ func TestOutboxOffersOverduePayloadsAgain(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if got := due(); len(got) != 0 {
 		t.Fatalf("a forgotten payload is due: %+v", got)
+	}
+}
+
+// A poisoned payload that never reached the poison index is offered again
+// RedeliverAfter after it was poisoned, not after it was accepted, and
+// apart from the pending ones.
+func TestOutboxOffersOverduePoisonedPayloadsAgain(t *testing.T) {
+	ctx := context.Background()
+	o, err := outbox.Open(ctx, outbox.Config{Path: filepath.Join(t.TempDir(), "outbox.db"), RedeliverAfter: 200 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if err := o.Append(ctx, outbox.Entry{ID: "bad", Payload: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(250 * time.Millisecond) // overdue as a pending payload
+	o.MarkPoisoned("bad", map[string]string{"reason_poisoned": "missing table"})
+	if err := o.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	due := func(state outbox.State) []string {
+		var ids []string
+		if err := o.Due(ctx, state, func(e outbox.Entry) error { ids = append(ids, e.ID); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	if got := due(outbox.Poisoned); len(got) != 0 {
+		t.Fatalf("poisoned due at once after its poisoning: %v", got)
+	}
+	if got := due(outbox.Pending); len(got) != 0 {
+		t.Fatalf("a poisoned entry offered as pending: %v", got)
+	}
+	time.Sleep(250 * time.Millisecond)
+	if got := due(outbox.Poisoned); len(got) != 1 || got[0] != "bad" {
+		t.Fatalf("poisoned due after RedeliverAfter: %v", got)
 	}
 }
