@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/chromedp/chromedp"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
@@ -302,5 +304,64 @@ func TestConsolePageInBrowser(t *testing.T) {
 	}
 	if got := rows(t, r.svc.Store, "typed"); len(got) != 2 {
 		t.Errorf("rows of typed: %v, want the first and the fixed one", got)
+	}
+}
+
+// With DEAD_LETTER_MAX_ATTEMPTS, the apply subscription gatekeeper creates
+// dead-letters to the poison topic; what Pub/Sub moves there carries the
+// accepted message's attributes and its own, not gatekeeper's failure
+// metadata, and the index takes it as class unknown, with Pub/Sub's
+// delivery count as the reason.
+func TestDeadLetteredMessagesAreIndexedAsUnknown(t *testing.T) {
+	for _, mode := range pubsubModes() {
+		t.Run(string(mode), func(t *testing.T) {
+			skipWithoutEmulator(t, mode)
+			cfg := testConfig(t, mode)
+			cfg.DeadLetterMaxAttempts = 5
+			r := startService(t, cfg)
+			ctx := context.Background()
+			sub, err := r.client.SubscriptionAdminClient.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{
+				Subscription: "projects/" + cfg.ProjectID + "/subscriptions/" + cfg.SubscriptionID,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := sub.GetDeadLetterPolicy(); p.GetMaxDeliveryAttempts() != 5 || !strings.HasSuffix(p.GetDeadLetterTopic(), "/topics/"+cfg.PoisonTopicID) {
+				t.Errorf("apply subscription's dead-letter policy: %v; want 5 attempts to %s", p, cfg.PoisonTopicID)
+			}
+			// What Pub/Sub publishes to the dead-letter topic, as Google does.
+			id := "5b8e3f0e-1d7c-4a7e-9a39-0c6f2b1d4e55"
+			res := r.client.Publisher(cfg.PoisonTopicID).Publish(ctx, &pubsub.Message{
+				Data: []byte(missingAlpha),
+				Attributes: map[string]string{
+					"_watermill_message_uuid":                  id,
+					"received_at":                              time.Now().UTC().Format(time.RFC3339Nano),
+					"correlation_id":                           "c-1",
+					"CloudPubSubDeadLetterSourceDeliveryCount": "5",
+					"CloudPubSubDeadLetterSourceSubscription":  cfg.SubscriptionID,
+				},
+			})
+			if _, err := res.Get(ctx); err != nil {
+				t.Fatal(err)
+			}
+			admin := "http://" + r.svc.AdminAddr().String()
+			var detail pipeline.PoisonDetail
+			if !eventually(15*time.Second, func() bool {
+				return getJSON(t, admin+pipeline.AdminPoisonPath+"/"+id, &detail) == 200
+			}) {
+				t.Fatalf("the dead-lettered message is not in the index; log:\n%s", r.logs)
+			}
+			if detail.ErrorClass != "unknown" || detail.Attempts != 5 || !strings.Contains(detail.Reason, "after 5 delivery attempts on "+cfg.SubscriptionID) ||
+				len(detail.Tables) != 1 || detail.Tables[0] != "alpha" || detail.Metadata["CloudPubSubDeadLetterSourceDeliveryCount"] != "5" {
+				t.Errorf("dead-lettered entry: %+v", detail)
+			}
+			var list struct {
+				Items []pipeline.PoisonRecord `json:"items"`
+			}
+			getJSON(t, admin+pipeline.AdminPoisonPath+"?class=unknown", &list)
+			if len(list.Items) != 1 || list.Items[0].PayloadID != id {
+				t.Errorf("?class=unknown: %+v", list.Items)
+			}
+		})
 	}
 }
