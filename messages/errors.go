@@ -130,9 +130,14 @@ func (e *ValidationError) Error() string {
 	return "invalid payload: " + strings.Join(parts, "; ")
 }
 
-// SyntaxError means the body is not a JSON document (or not valid UTF-8).
+// SyntaxError means the body is not a JSON document (or not valid UTF-8),
+// or is one the gate refuses to read: an object key that appears twice, or
+// a lone UTF-16 surrogate escape.
 type SyntaxError struct {
 	Err error
+	// Path locates a duplicate key or a lone surrogate by JSON Pointer; it
+	// is "" for the other syntax errors, which have only a byte offset.
+	Path string
 }
 
 func (e *SyntaxError) Error() string { return fmt.Sprintf("invalid JSON: %v", e.Err) }

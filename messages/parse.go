@@ -1,11 +1,9 @@
 package messages
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"unicode/utf8"
 )
@@ -20,7 +18,9 @@ const maxProblems = 1000
 // returns it typed. It checks, in this order, and stops at the first step
 // that fails:
 //
-//  1. body is UTF-8 and one JSON document, else *SyntaxError;
+//  1. body is UTF-8 and one JSON document, with no object key twice in
+//     one object and no lone UTF-16 surrogate escape, else *SyntaxError
+//     (located by JSON Pointer for those two);
 //  2. the document matches schema.json (see SchemaJSON), else
 //     *ValidationError listing every schema problem;
 //  3. the semantic rules, for every activity, else one *ValidationError
@@ -52,9 +52,9 @@ func Parse(body []byte) (Payload, error) {
 	if !utf8.Valid(body) {
 		return Payload{}, &SyntaxError{Err: invalidUTF8Error(body)}
 	}
-	doc, err := decodeForSchema(body)
-	if err != nil {
-		return Payload{}, &SyntaxError{Err: err}
+	doc, se := decodeForSchema(body)
+	if se != nil {
+		return Payload{}, se
 	}
 	g, err := loadGate()
 	if err != nil {
@@ -110,47 +110,6 @@ func invalidUTF8Error(body []byte) error {
 		offset += size
 	}
 	return fmt.Errorf("body is not valid UTF-8 (first invalid byte at offset %d)", offset)
-}
-
-// decodeForSchema decodes body into the generic tree the schema validator
-// reads. A number beyond float64 (1e400) is valid JSON, and the gate must
-// report it against its column, not as a syntax error; that needs the slow
-// path, where such numbers are clamped, because the schema checks only
-// their kind.
-func decodeForSchema(body []byte) (any, error) {
-	var doc any
-	err := json.Unmarshal(body, &doc)
-	var typeErr *json.UnmarshalTypeError
-	if err == nil || !errors.As(err, &typeErr) {
-		return doc, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	doc = nil
-	if err := dec.Decode(&doc); err != nil {
-		return nil, err
-	}
-	return numbersToFloat(doc), nil
-}
-
-func numbersToFloat(v any) any {
-	switch v := v.(type) {
-	case json.Number:
-		f, err := strconv.ParseFloat(string(v), 64)
-		if err != nil && math.IsInf(f, 0) {
-			return math.Copysign(math.MaxFloat64, f)
-		}
-		return f
-	case []any:
-		for i := range v {
-			v[i] = numbersToFloat(v[i])
-		}
-	case map[string]any:
-		for k := range v {
-			v[k] = numbersToFloat(v[k])
-		}
-	}
-	return v
 }
 
 // fromWire applies the semantic rules to a document that matched the schema

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // examplePayload is the payload from the contract: a delete and an insert.
@@ -707,6 +708,126 @@ func FuzzParseValue(f *testing.F) {
 		}
 		if !bytes.Equal(again.Canonical(), canonical) {
 			t.Fatalf("Canonical not a fixed point:\n%s\n%s", canonical, again.Canonical())
+		}
+	})
+}
+
+// TestDuplicateKeysAndLoneSurrogates: JSON that parsers read differently
+// (a key twice) or that encoding/json would change (a lone surrogate
+// escape, read as U+FFFD) is refused, located by JSON Pointer.
+func TestDuplicateKeysAndLoneSurrogates(t *testing.T) {
+	valid := insertJSON(`"t"`, `["a"]`, `["TEXT"]`, `["x"]`)
+	drop := `{"operation":"drop","table":"t","col_names":["a"],"col_types":["TEXT"],"col_values":["x"]}`
+	for _, c := range []struct {
+		name, body, path, message string
+	}{
+		{"a duplicated top-level key smuggles an invalid copy", `{"activities":[` + drop + `],"activities":[` + valid + `]}`,
+			"/activities", `object key "activities" appears twice`},
+		{"a duplicated key in an activity", payloadJSON(`{"operation":"insert","table":"t","table":"u","col_names":["a"],"col_types":["TEXT"],"col_values":["x"]}`),
+			"/activities/0/table", `object key "table" appears twice`},
+		{"a duplicate spelled with an escape", payloadJSON(`{"operation":"insert","table":"t","t\u0061ble":"u","col_names":["a"],"col_types":["TEXT"],"col_values":["x"]}`),
+			"/activities/0/table", `object key "table" appears twice`},
+		{"a duplicated key in value_to_delete", payloadJSON(`{"operation":"delete","table":"t","value_to_delete":{"col_names":["a"],"col_names":["b"],"col_types":["TEXT"],"col_values":["x"]}}`),
+			"/activities/0/value_to_delete/col_names", "appears twice"},
+		{"a duplicated key inside a JSON value", payloadJSON(valid, insertJSON(`"t"`, `["j"]`, `["JSON"]`, `[{"a":[{"b/c~":1,"b/c~":2}]}]`)),
+			"/activities/1/col_values/0/a/0/b~1c~0", "appears twice"},
+		{"a lone high surrogate in a TEXT value", payloadJSON(insertJSON(`"t"`, `["a"]`, `["TEXT"]`, `["x\ud800"]`)),
+			"/activities/0/col_values/0", `lone UTF-16 surrogate escape \ud800`},
+		{"a high surrogate before a non-surrogate", payloadJSON(insertJSON(`"t"`, `["a","b"]`, `["TEXT","TEXT"]`, `["ok","\uD83D\u0041"]`)),
+			"/activities/0/col_values/1", `lone UTF-16 surrogate escape \uD83D`},
+		{"a lone low surrogate", payloadJSON(insertJSON(`"t"`, `["a"]`, `["TEXT"]`, `["\ude00"]`)),
+			"/activities/0/col_values/0", `\ude00`},
+		{"two high surrogates", payloadJSON(insertJSON(`"t"`, `["a"]`, `["TEXT"]`, `["\ud83d\ud83d"]`)),
+			"/activities/0/col_values/0", `\ud83d`},
+		{"a lone surrogate in a delete's value", payloadJSON(deleteJSON(`"t"`, `["a"]`, `["TEXT"]`, `["\ud800"]`)),
+			"/activities/0/value_to_delete/col_values/0", `\ud800`},
+		{"a lone surrogate in an identifier", payloadJSON(insertJSON(`"t\ud800"`, `["a"]`, `["TEXT"]`, `["x"]`)),
+			"/activities/0/table", `\ud800`},
+		{"a lone surrogate in a key", `{"activities":[],"\ud800":1}`,
+			"", `an object key holds a lone UTF-16 surrogate escape \ud800`},
+		{"a lone surrogate in a key inside an activity", payloadJSON(`{"operation":"insert","\udfff":1}`),
+			"/activities/0", `an object key holds`},
+		{"a lone surrogate in a JSON value of a column that is not JSON", payloadJSON(insertJSON(`"t"`, `["a","j"]`, `["TEXT","TEXT"]`, `["x",{"k":"\ud800"}]`)),
+			"/activities/0/col_values/1/k", `\ud800`},
+		{"the first problem in document order wins", payloadJSON(insertJSON(`"t"`, `["a","j"]`, `["TEXT","TEXT"]`, `["\ud800",{"k":1,"k":2}]`)),
+			"/activities/0/col_values/0", `\ud800`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.body))
+			var se *SyntaxError
+			if !errors.As(err, &se) {
+				t.Fatalf("Parse(%s) err = %v, want a *SyntaxError", c.body, err)
+			}
+			if se.Path != c.path || !strings.Contains(err.Error(), c.message) {
+				t.Fatalf("Parse(%s) = %v at %q; want %q at %q", c.body, err, se.Path, c.message, c.path)
+			}
+			if ClassOf(err) != ClassInvalid {
+				t.Fatalf("class %q", ClassOf(err))
+			}
+		})
+	}
+
+	t.Run("a syntax error later in the body wins over a duplicate", func(t *testing.T) {
+		_, err := Parse([]byte(`{"activities":[],"activities":[]`))
+		var se *SyntaxError
+		if !errors.As(err, &se) || se.Path != "" || !strings.Contains(err.Error(), "unexpected end of JSON input") {
+			t.Fatalf("err = %v, want encoding/json's syntax error", err)
+		}
+	})
+	t.Run("a valid surrogate pair is one code point", func(t *testing.T) {
+		p := mustValid(t, payloadJSON(insertJSON(`"t"`, `["a","b"]`, `["TEXT","TEXT"]`, `["\ud83d\ude00","\uD83D\uDE00x"]`)))
+		if got := p.Activities[0].Columns[0].Value; got != "😀" {
+			t.Fatalf("value %q, want 😀", got)
+		}
+		if got := p.Activities[0].Columns[1].Value; got != "😀x" {
+			t.Fatalf("value %q, want 😀x", got)
+		}
+	})
+	t.Run("a JSON column keeps a lone surrogate as sent", func(t *testing.T) {
+		// The value is kept as the text the sender sent, so nothing is
+		// replaced; only a value decoded into a string would change.
+		p := mustValid(t, payloadJSON(insertJSON(`"t"`, `["j"]`, `["JSON"]`, `[{"\ud800":"\udc00"}]`)))
+		if got := p.Activities[0].Columns[0].Value; got != `{"\ud800":"\udc00"}` {
+			t.Fatalf("value %q, want the escapes as sent", got)
+		}
+		p = mustValid(t, payloadJSON(deleteJSON(`"t"`, `["a","j"]`, `["TEXT","JSON"]`, `["x","\ud800"]`)))
+		if got := p.Activities[0].Columns[1].Value; got != `"\ud800"` {
+			t.Fatalf("value %q, want the escape as sent", got)
+		}
+	})
+	t.Run("equal keys in different objects are not duplicates", func(t *testing.T) {
+		mustValid(t, payloadJSON(valid, valid, insertJSON(`"t"`, `["j"]`, `["JSON"]`, `[{"a":{"a":1},"b":[{"a":1},{"a":2}]}]`)))
+	})
+}
+
+// FuzzDecodeForSchema checks the gate's decoder against encoding/json: both
+// agree on what is JSON, and on the tree, except for what the decoder
+// refuses on purpose (with a path).
+func FuzzDecodeForSchema(f *testing.F) {
+	for _, seed := range []string{examplePayload, `{"a":1,"a":2}`, `["\ud800"]`, `"\ud83d\ude00"`, `[1e400,-1e400,1e-400,-0]`,
+		`{"a":[true,false,null,"\u0000\"\\\/\b\f\n\r\t"]}`, " [ ] ", `[01]`, `[1.]`, `[.5]`, `{"a" 1}`, `"\x"`, "[\"\t\"]", `[-]`, `[1e+]`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !utf8.Valid(body) {
+			return
+		}
+		got, se := decodeForSchema(body)
+		if se != nil && errors.Is(se, errDecoderDisagrees) {
+			t.Fatalf("the decoder refused what encoding/json accepts")
+		}
+		if valid := json.Valid(body); valid != (se == nil || !errors.As(se, new(*json.SyntaxError))) {
+			t.Fatalf("json.Valid = %v but decodeForSchema err = %v", valid, se)
+		}
+		if se != nil {
+			return
+		}
+		var want any
+		if err := json.Unmarshal(body, &want); err != nil {
+			return // a number beyond float64, which the decoder clamps
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("decodeForSchema = %#v, encoding/json = %#v", got, want)
 		}
 	})
 }
