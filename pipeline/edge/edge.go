@@ -14,6 +14,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,6 +114,24 @@ func New(cfg Config, logger *slog.Logger) (*Edge, error) {
 // its Content-Type.
 var ErrUnsupportedMediaType = errors.New(`Content-Type must be "application/json"`)
 
+// ErrUnsupportedCharset is the edge's answer to a JSON body declared in a
+// charset other than UTF-8: the gate reads every body as UTF-8, and reading
+// latin-1 that way would change what was sent.
+var ErrUnsupportedCharset = errors.New(`only UTF-8 is accepted: the Content-Type's charset, when given, must be "utf-8"`)
+
+// checkContentType accepts application/json, with any parameters, except a
+// charset other than UTF-8 (in any case).
+func checkContentType(contentType string) error {
+	mediaType, params, err := mime.ParseMediaType(contentType)
+	if err != nil || mediaType != "application/json" {
+		return ErrUnsupportedMediaType
+	}
+	if charset, ok := params["charset"]; ok && !strings.EqualFold(charset, "utf-8") {
+		return fmt.Errorf("%w (got %s)", ErrUnsupportedCharset, strconv.Quote(charset))
+	}
+	return nil
+}
+
 // errNotSettled means the handler never reported back: the client went
 // away, or the service is shutting down.
 var errNotSettled = messages.Transient(errors.New("the payload was not processed; nothing was published, retry"))
@@ -127,8 +146,8 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 		}
 		w.Header().Set("X-Correlation-ID", correlationID)
 
-		if mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mediaType != "application/json" {
-			e.render(w, nil, &exchange{settled: true, err: ErrUnsupportedMediaType}, false)
+		if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+			e.render(w, nil, &exchange{settled: true, err: err}, false)
 			return
 		}
 		x := &exchange{done: make(chan struct{})}
@@ -322,12 +341,12 @@ func refusalOf(err error) (refusal, bool) {
 		return refusal{http.StatusRequestEntityTooLarge, "Payload Too Large",
 			[]messages.Problem{{Message: fmt.Sprintf("the body exceeds %d bytes", tooLarge.Limit)}},
 			[]messages.Rule{messages.RuleTooLarge}}, true
-	case errors.Is(err, ErrUnsupportedMediaType):
+	case errors.Is(err, ErrUnsupportedMediaType), errors.Is(err, ErrUnsupportedCharset):
 		return refusal{http.StatusUnsupportedMediaType, "Unsupported Media Type",
 			[]messages.Problem{{Message: err.Error()}}, []messages.Rule{messages.RuleUnsupportedMediaType}}, true
 	case errors.As(err, &syntax):
 		return refusal{http.StatusBadRequest, "Invalid JSON",
-			[]messages.Problem{{Message: err.Error()}}, []messages.Rule{messages.RuleNotJSON}}, true
+			[]messages.Problem{{Path: syntax.Path, Message: err.Error()}}, []messages.Rule{messages.RuleNotJSON}}, true
 	case errors.As(err, &invalid):
 		return refusal{http.StatusBadRequest, "Invalid Schema", invalid.Problems, invalid.Rules}, true
 	}
