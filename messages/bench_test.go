@@ -52,6 +52,14 @@ func BenchmarkParseStages(b *testing.B) {
 			_ = json.Unmarshal(body, &doc)
 		}
 	})
+	b.Run("decode-for-schema", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeForSchema(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("schema", func(b *testing.B) {
 		var doc any
 		_ = json.Unmarshal(body, &doc)
