@@ -211,6 +211,9 @@ type EventLog interface {
 	Entries(ctx context.Context, f EventFilter) ([]Entry, error)
 	// History returns every event of one payload, oldest first (Before).
 	History(ctx context.Context, payloadID string) ([]Event, error)
+	// CountEntries returns how many payloads are in each state (their
+	// latest event's kind), every kind present with 0 when none is.
+	CountEntries(ctx context.Context) (map[EventKind]int, error)
 	// State returns what the ledger and the log hold about one payload, in
 	// one indexed read.
 	State(ctx context.Context, payloadID string) (PayloadState, error)

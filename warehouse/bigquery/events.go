@@ -478,3 +478,40 @@ func readEvent(row []bigquery.Value) (warehouse.Event, error) {
 	}
 	return e, nil
 }
+
+// CountEntries counts payloads by state, in one query job.
+func (w *Warehouse) CountEntries(ctx context.Context) (map[warehouse.EventKind]int, error) {
+	if !w.enter() {
+		return nil, messages.Transient(ErrClosed)
+	}
+	defer w.closeMu.RUnlock()
+	query := "SELECT kind_rank, COUNT(*) FROM (SELECT kind_rank, ROW_NUMBER() OVER (PARTITION BY payload_id ORDER BY generation DESC, kind_rank DESC, event_at DESC) AS pos FROM " +
+		w.dedupedEvents("TRUE") + ") WHERE pos = 1 GROUP BY kind_rank"
+	rows, err := w.backend.query(ctx, query, nil)
+	if err != nil {
+		return nil, fmt.Errorf("count event entries: %w", err)
+	}
+	counts := map[warehouse.EventKind]int{}
+	for _, k := range warehouse.EventKinds {
+		counts[k] = 0
+	}
+	for _, row := range rows {
+		if len(row) != 2 {
+			return nil, fmt.Errorf("count event entries: a row of %d columns, want 2", len(row))
+		}
+		rank, err := intValue(row[0])
+		if err != nil {
+			return nil, fmt.Errorf("count event entries: %w", err)
+		}
+		n, err := intValue(row[1])
+		if err != nil {
+			return nil, fmt.Errorf("count event entries: %w", err)
+		}
+		for _, k := range warehouse.EventKinds {
+			if int64(k.Rank()) == rank {
+				counts[k] = int(n)
+			}
+		}
+	}
+	return counts, nil
+}

@@ -397,3 +397,39 @@ func (w *Warehouse) State(ctx context.Context, payloadID string) (warehouse.Payl
 	state.Entry = warehouse.EntryOf(events)
 	return state, nil
 }
+
+var countEntriesSQL = `SELECT kind_rank, COUNT(*) FROM (
+	SELECT kind_rank, ROW_NUMBER() OVER (PARTITION BY payload_id ORDER BY generation DESC, kind_rank DESC, at DESC) AS pos
+	FROM ` + eventsTable + `) WHERE pos = 1 GROUP BY kind_rank`
+
+// CountEntries counts payloads by state.
+func (w *Warehouse) CountEntries(ctx context.Context) (map[warehouse.EventKind]int, error) {
+	rows, err := w.readDB.QueryContext(ctx, countEntriesSQL)
+	if err != nil {
+		return nil, fmt.Errorf("count event entries: %w", err)
+	}
+	defer rows.Close()
+	return scanCounts(rows)
+}
+
+func scanCounts(rows *sql.Rows) (map[warehouse.EventKind]int, error) {
+	counts := map[warehouse.EventKind]int{}
+	for _, k := range warehouse.EventKinds {
+		counts[k] = 0
+	}
+	for rows.Next() {
+		var rank, n int
+		if err := rows.Scan(&rank, &n); err != nil {
+			return nil, fmt.Errorf("count event entries: %w", err)
+		}
+		for _, k := range warehouse.EventKinds {
+			if k.Rank() == rank {
+				counts[k] = n
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count event entries: %w", err)
+	}
+	return counts, nil
+}

@@ -237,6 +237,14 @@ func entriesFilters(t *testing.T, w warehouse.Store) {
 	expectEntryPayloads(t, w, F{States: K{warehouse.EventReplayed}}, "e")
 	expectEntryPayloads(t, w, F{States: K{warehouse.EventPurged, warehouse.EventReplayed}}, "f", "e")
 	expectEntryPayloads(t, w, F{States: allStates}, "f", "e", "d", "c", "b", "a")
+	// Counted by state, as the poison gauge reads them.
+	counts, err := w.CountEntries(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[warehouse.EventKind]int{warehouse.EventPoisoned: 4, warehouse.EventReplayed: 1, warehouse.EventPurged: 1}; !maps.Equal(counts, want) {
+		t.Errorf("CountEntries = %v, want %v", counts, want)
+	}
 	expectEntryPayloads(t, w, F{PayloadIDs: []string{"a", "d", "e", "missing"}}, "d", "a")
 	expectEntryPayloads(t, w, F{PayloadIDs: []string{"e"}, States: allStates}, "e")
 	// The latest poisoning's tables, class and reason decide: d's first

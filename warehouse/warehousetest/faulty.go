@@ -160,6 +160,15 @@ func (f *Faulty) History(ctx context.Context, payloadID string) ([]warehouse.Eve
 	return log.History(ctx, payloadID)
 }
 
+// CountEntries passes through.
+func (f *Faulty) CountEntries(ctx context.Context) (map[warehouse.EventKind]int, error) {
+	log, err := f.eventLog()
+	if err != nil {
+		return nil, err
+	}
+	return log.CountEntries(ctx)
+}
+
 // State passes through.
 func (f *Faulty) State(ctx context.Context, payloadID string) (warehouse.PayloadState, error) {
 	log, err := f.eventLog()
