@@ -111,8 +111,14 @@ func TestMetricsCountExactly(t *testing.T) {
 	if groups := after["gatekeeper_group_size_count"] - before["gatekeeper_group_size_count"]; jobs != groups || jobs < 2 {
 		t.Errorf("%v warehouse jobs for %v groups", jobs, groups)
 	}
-	if after[`gatekeeper_poison_payloads{state="poisoned"}`] != k {
-		t.Errorf("gatekeeper_poison_payloads = %v, want %d", after[`gatekeeper_poison_payloads{state="poisoned"}`], k)
+	// The gauge reads the poison index, which takes the poison topic's
+	// messages a moment after they are published.
+	var poisoned float64
+	if !eventually(10*time.Second, func() bool {
+		poisoned = scrape(t, r.base)[`gatekeeper_poison_payloads{state="poisoned"}`]
+		return poisoned == float64(k)
+	}) {
+		t.Errorf("gatekeeper_poison_payloads = %v, want %d", poisoned, k)
 	}
 	if v := after["gatekeeper_oldest_unapplied_seconds"]; v != 0 {
 		t.Errorf("gatekeeper_oldest_unapplied_seconds = %v with nothing held, want 0", v)

@@ -240,8 +240,8 @@ func (s *Service) topicRole(topic string) string {
 }
 
 // registerGauges adds the series read at each scrape: the age of the
-// oldest payload the apply stage holds, and the poisoned payloads the
-// outbox keeps.
+// oldest payload the apply stage holds, and the payloads in the poison
+// index (or, in an ingest-only process, those its outbox saw poisoned).
 func (s *Service) registerGauges() {
 	if s.apply != nil {
 		s.Metrics.Gauge("gatekeeper_oldest_unapplied_seconds",
@@ -260,9 +260,24 @@ func (s *Service) registerGauges() {
 				return time.Since(oldest).Seconds()
 			})
 	}
-	if s.outbox != nil {
+	switch {
+	case s.Store != nil:
+		// The poison index is the count every operator sees. A scrape
+		// reads it at most once a second on SQLite, and every 30 s on
+		// BigQuery, where each read is a query job.
+		every := time.Second
+		if spec, err := ParseWarehouse(s.cfg.Warehouse); err == nil && spec.Kind == WarehouseBigQuery {
+			every = 30 * time.Second
+		}
+		counts := newCachedCounts(s.Store, every)
+		for _, k := range warehouse.EventKinds {
+			s.Metrics.Gauge("gatekeeper_poison_payloads",
+				"Payloads in the poison index by state: poisoned (waiting for an operator), replayed, purged.", map[string]string{"state": string(k)},
+				func() float64 { return counts.get(k) })
+		}
+	case s.outbox != nil:
 		s.Metrics.Gauge("gatekeeper_poison_payloads",
-			"Poisoned payloads waiting for an operator, as this process's outbox knows them.", map[string]string{"state": "poisoned"},
+			"Poisoned payloads waiting for an operator, as this ingest process's outbox knows them.", map[string]string{"state": "poisoned"},
 			func() float64 {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				defer cancel()
@@ -273,6 +288,36 @@ func (s *Service) registerGauges() {
 				return float64(counts[outbox.Poisoned])
 			})
 	}
+}
+
+// cachedCounts reads the index's counts at most once per interval, for all
+// the state series of one scrape.
+type cachedCounts struct {
+	log   warehouse.EventLog
+	every time.Duration
+	mu    sync.Mutex
+	at    time.Time
+	last  map[warehouse.EventKind]int
+	err   error
+}
+
+func newCachedCounts(log warehouse.EventLog, every time.Duration) *cachedCounts {
+	return &cachedCounts{log: log, every: every}
+}
+
+func (c *cachedCounts) get(k warehouse.EventKind) float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) >= c.every {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c.last, c.err = c.log.CountEntries(ctx)
+		cancel()
+		c.at = time.Now()
+	}
+	if c.err != nil {
+		return math.NaN()
+	}
+	return float64(c.last[k])
 }
 
 // ErrBacklogFull refuses a payload while the embedded Pub/Sub holds
