@@ -7,6 +7,9 @@ const (
 	MetaReceivedAt    = "received_at"    // RFC 3339 with nanoseconds, when the edge read the body
 	MetaCorrelationID = "correlation_id" // X-Correlation-ID of the request, or generated
 	MetaContentType   = "content_type"   // Content-Type the payload arrived with
+	MetaBackend       = "backend"        // the authenticated backend's name (BACKENDS_FILE); empty without authentication
+	MetaOrderingKey   = "ordering_key"   // X-Ordering-Key or the payload's ordering_key; payloads of one key apply in order
+	MetaPayloadHash   = "payload_hash"   // SHA-256 (hex) of the canonical payload, recorded in the ledger
 
 	// Added on poisoned payloads, beside Watermill's own reason_poisoned,
 	// topic_poisoned, handler_poisoned and subscriber_poisoned.
