@@ -170,7 +170,7 @@ func (e *env) start(name string, kv ...string) *proc {
 func (e *env) startNoWait(name string, kv ...string) *proc {
 	e.t.Helper()
 	addr := freeAddr(e.t)
-	c := e.with(append([]string{"HTTP_ADDR", addr}, kv...)...)
+	c := e.with(append([]string{"HTTP_ADDR", addr, "ADMIN_ADDR", "127.0.0.1:0"}, kv...)...)
 	logPath := filepath.Join(e.dir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano()))
 	logFile, err := os.Create(logPath)
 	if err != nil {
