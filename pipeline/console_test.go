@@ -248,8 +248,14 @@ func TestConsolePageInBrowser(t *testing.T) {
 	// Filter by table, open the one payload.
 	filter("typed")
 	waitRows("#list", 1)
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#list tbody tr`)), chromedp.WaitVisible(chromedp.CSS("#detail-body"))); err != nil {
-		t.Fatal(err)
+	// The list re-renders when an answer arrives; a row clicked in that
+	// moment is gone before it can be seen, so each try is bounded.
+	if !eventually(20*time.Second, func() bool {
+		try, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		return chromedp.Do(try, chromedp.Click(chromedp.CSS(`#list tbody tr`)), chromedp.WaitVisible(chromedp.CSS("#detail-body"))) == nil
+	}) {
+		t.Fatal("clicking the payload's row never opened its detail")
 	}
 	editor, err := chromedp.Run(ctx, chromedp.Value(chromedp.CSS("#editor")))
 	if err != nil || !strings.Contains(editor, `"two"`) {
