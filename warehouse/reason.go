@@ -21,7 +21,8 @@ const (
 	ReasonTableNotFound  = "table_not_found"
 	ReasonColumnNotFound = "column_not_found"
 	ReasonTypeConflict   = "type_conflict"
-	ReasonRejected       = "rejected" // any other reason a payload cannot be applied
+	ReasonMismatch       = "payload_mismatch" // the ledger holds the id with a different payload hash
+	ReasonRejected       = "rejected"         // any other reason a payload cannot be applied
 	ReasonTimeout        = "timeout"
 	ReasonBusy           = "busy"         // locked or busy: another writer holds the table or the file
 	ReasonUnavailable    = "unavailable"  // the backend did not answer, or answered 5xx
@@ -44,6 +45,8 @@ func Reason(err error) string {
 		return ReasonColumnNotFound
 	case errors.Is(err, ErrTypeConflict):
 		return ReasonTypeConflict
+	case errors.Is(err, ErrPayloadMismatch):
+		return ReasonMismatch
 	case errors.As(err, &re):
 		return re.Reason
 	case errors.Is(err, context.DeadlineExceeded):

@@ -21,6 +21,19 @@ type Payload struct {
 	// Activities are the payload's, in payload order, as the gate validated
 	// them (messages.Payload).
 	Activities []messages.Activity
+	// Hash is the SHA-256 (hex) of the canonical payload (metadata
+	// payload_hash), recorded in the ledger row. A payload whose id the
+	// ledger holds under a different hash is Rejected with
+	// ErrPayloadMismatch rather than reported Duplicate: one
+	// Idempotency-Key was used for two payloads. "" means unknown, and an
+	// unknown hash on either side never conflicts. Optional.
+	Hash string
+}
+
+// HashConflict reports whether a payload with hash incoming conflicts with
+// the ledger row that recorded stored: both known and different.
+func HashConflict(stored, incoming string) bool {
+	return stored != "" && incoming != "" && stored != incoming
 }
 
 // Status says what happened to one payload of a group.

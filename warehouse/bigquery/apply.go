@@ -135,7 +135,7 @@ restart:
 				return nil, nil, nil, err
 			}
 			if res.Problem == nil {
-				size, problem := r.measure(it.payload.ID, res.Activities)
+				size, problem := r.measure(it.payload.ID, it.payload.Hash, res.Activities)
 				if problem != nil {
 					r.w.logger.Warn("Payload rejected: too large for one BigQuery job", "payload_id", it.payload.ID, "error", problem)
 					rejected = append(rejected, rejection{item: it, problem: problem})
@@ -241,10 +241,10 @@ type jobSize struct {
 const wideOffset = 1_000_000
 
 // measure sizes a checked payload, and says why it cannot fit any job.
-func (r *applyRun) measure(id string, activities []resolvedActivity) (jobSize, error) {
+func (r *applyRun) measure(id, hash string, activities []resolvedActivity) (jobSize, error) {
 	cfg := r.w.cfg
-	alone := newJobPlan(r.w.qualifier, wideOffset)
-	if err := alone.add(id, activities); err != nil {
+	alone := r.newPlan(wideOffset)
+	if err := alone.add(id, hash, activities); err != nil {
 		return jobSize{}, err
 	}
 	size := jobSize{params: len(alone.params), deletes: alone.hasDeletes}
@@ -255,15 +255,15 @@ func (r *applyRun) measure(id string, activities []resolvedActivity) (jobSize, e
 	size.request = size.script + alone.paramBytes
 	switch tables := transactionTables(len(size.tables), size.deletes); {
 	case size.params > cfg.MaxParams:
-		return size, fmt.Errorf("payload needs %d query parameters (one per non-NULL value, plus one); one BigQuery job takes at most %d", size.params, cfg.MaxParams)
+		return size, fmt.Errorf("payload needs %d query parameters (one per non-NULL value, plus one for the id and one for its hash, if any); one BigQuery job takes at most %d", size.params, cfg.MaxParams)
 	case tables > cfg.MaxTables:
 		return size, fmt.Errorf("payload's transaction modifies %d tables, counting the ledger (and, with deletes, a temporary table); one BigQuery transaction modifies at most %d", tables, cfg.MaxTables)
 	case size.script <= cfg.MaxScriptBytes && size.request <= cfg.MaxRequestBytes:
 		return size, nil
 	}
 	// The bound is loose: measure exactly before refusing.
-	exact := newJobPlan(r.w.qualifier, 0)
-	_ = exact.add(id, activities) // bound once already
+	exact := r.newPlan(0)
+	_ = exact.add(id, hash, activities) // bound once already
 	script := len(exact.render(deletedTableName("")))
 	switch {
 	case script > cfg.MaxScriptBytes:
@@ -342,11 +342,18 @@ func (r *applyRun) split(items []*item) [][]*item {
 	return chunks
 }
 
+// newPlan is a job plan that records payload hashes when the ledger can.
+func (r *applyRun) newPlan(offset int) *jobPlan {
+	jp := newJobPlan(r.w.qualifier, offset)
+	jp.recordHash = r.w.ledgerHash
+	return jp
+}
+
 func (r *applyRun) buildPlan(items []*item) *jobPlan {
-	jp := newJobPlan(r.w.qualifier, 0)
+	jp := r.newPlan(0)
 	for _, it := range items {
 		// Every value was bound once by the check already.
-		_ = jp.add(it.payload.ID, it.activities)
+		_ = jp.add(it.payload.ID, it.payload.Hash, it.activities)
 	}
 	return jp
 }

@@ -37,7 +37,7 @@ func TestOpenCreatesTheDatasetTheLedgerAndTheEventsLog(t *testing.T) {
 		t.Fatalf("dataset created %d times, want 1", got)
 	}
 	ledger := f.tables[warehouse.LedgerTable]
-	if ledger == nil || !slices.Equal(fieldNames(ledger.schema), []string{"payload_id", "applied_at", "rows_affected"}) {
+	if ledger == nil || !slices.Equal(fieldNames(ledger.schema), []string{"payload_id", "applied_at", "rows_affected", "payload_hash"}) {
 		t.Fatalf("ledger table = %+v", ledger)
 	}
 	if events := f.tables[warehouse.EventsTable]; events == nil || len(events.columns) != len(eventFields) {

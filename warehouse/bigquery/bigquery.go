@@ -76,6 +76,8 @@ type Warehouse struct {
 	qualifier string
 	// ledgerRowsAffected: the ledger has the rows_affected column.
 	ledgerRowsAffected bool
+	// ledgerHash: the ledger has the payload_hash column.
+	ledgerHash bool
 
 	// closeMu is held shared by every call in progress and exclusively by
 	// Close, which so waits for them.
@@ -135,7 +137,7 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, b backend) (*War
 	}
 	b.setLocation(location)
 
-	ledgerRowsAffected, err := ensureLedger(ctx, b)
+	ledgerRowsAffected, ledgerHash, err := ensureLedger(ctx, b)
 	if err != nil {
 		return nil, fmt.Errorf("bigquery dataset %s: %w", dataset, err)
 	}
@@ -144,6 +146,7 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, b backend) (*War
 	}
 	w := &Warehouse{
 		ledgerRowsAffected: ledgerRowsAffected,
+		ledgerHash:         ledgerHash,
 		cfg:                cfg,
 		logger:             logger,
 		backend:            b,
@@ -168,16 +171,21 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, b backend) (*War
 // planner merges the statements of a job's payloads, so a payload's count
 // is not known apart, and a second ledger statement per job would halve
 // the DML left for the payloads.
-func ensureLedger(ctx context.Context, b backend) (rowsAffected bool, err error) {
+//
+// payload_hash, likewise, is created with the table and never added: a
+// ledger without it records no hashes, and a payload whose id it holds is
+// a Duplicate whatever its content ("no hash known").
+func ensureLedger(ctx context.Context, b backend) (rowsAffected, hash bool, err error) {
 	info, err := b.table(ctx, warehouse.LedgerTable)
 	if err != nil {
-		return false, fmt.Errorf("read ledger table: %w", err)
+		return false, false, fmt.Errorf("read ledger table: %w", err)
 	}
 	if info == nil {
 		schema := bigquery.Schema{
 			{Name: "payload_id", Type: bigquery.StringFieldType, Required: true},
 			{Name: "applied_at", Type: bigquery.TimestampFieldType, Required: true},
 			{Name: "rows_affected", Type: bigquery.IntegerFieldType},
+			{Name: "payload_hash", Type: bigquery.StringFieldType},
 		}
 		info, err = b.createTable(ctx, warehouse.LedgerTable, schema, []string{"payload_id"})
 		if isDuplicate(err) {
@@ -187,16 +195,17 @@ func ensureLedger(ctx context.Context, b backend) (rowsAffected bool, err error)
 			err = errors.New("missing after creation")
 		}
 		if err != nil {
-			return false, fmt.Errorf("create ledger table: %w", err)
+			return false, false, fmt.Errorf("create ledger table: %w", err)
 		}
 	}
 	id, ok1 := info.Column("payload_id")
 	at, ok2 := info.Column("applied_at")
 	if !ok1 || !ok2 || id.typ.Base != messages.TypeString || at.typ.Base != messages.TypeTimestamp {
-		return false, fmt.Errorf("ledger table %s exists with columns other than payload_id STRING and applied_at TIMESTAMP", warehouse.LedgerTable)
+		return false, false, fmt.Errorf("ledger table %s exists with columns other than payload_id STRING and applied_at TIMESTAMP", warehouse.LedgerTable)
 	}
 	ra, ok := info.Column("rows_affected")
-	return ok && ra.typ.Base == messages.TypeInt64, nil
+	ph, okHash := info.Column("payload_hash")
+	return ok && ra.typ.Base == messages.TypeInt64, okHash && ph.typ.Base == messages.TypeString, nil
 }
 
 // item is one payload of a group on its way through Apply.
@@ -239,9 +248,10 @@ func (w *Warehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]war
 
 	outcomes := make([]warehouse.Outcome, len(group))
 	decided := make([]bool, len(group))
-	// settled ids have an occurrence Applied or Duplicate: every later
-	// occurrence is a Duplicate.
-	settled := map[string]bool{}
+	// settled ids have an occurrence Applied or Duplicate, under the hash
+	// recorded for them: every later occurrence is a Duplicate, or
+	// Rejected when its hash differs.
+	settled := map[string]string{}
 	run := &applyRun{w: w, view: map[string]*tableInfo{}, fresh: map[string]bool{}}
 	for {
 		// An id's first undecided occurrence is tried; later ones wait to
@@ -252,8 +262,8 @@ func (w *Warehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]war
 		for i, p := range group {
 			switch {
 			case decided[i]:
-			case settled[p.ID]:
-				outcomes[i], decided[i] = warehouse.Outcome{Status: warehouse.Duplicate}, true
+			case hasKey(settled, p.ID):
+				outcomes[i], decided[i] = w.duplicateOr(p, settled[p.ID]), true
 			case !taken[p.ID]:
 				taken[p.ID] = true
 				candidates = append(candidates, &item{index: i, payload: p})
@@ -268,8 +278,8 @@ func (w *Warehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]war
 		}
 		var todo []*item
 		for _, it := range candidates {
-			if known[it.payload.ID] {
-				outcomes[it.index] = warehouse.Outcome{Status: warehouse.Duplicate}
+			if stored, ok := known[it.payload.ID]; ok {
+				outcomes[it.index] = w.duplicateOr(it.payload, stored)
 				continue
 			}
 			todo = append(todo, it)
@@ -279,44 +289,77 @@ func (w *Warehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]war
 		}
 		for _, it := range candidates {
 			decided[it.index] = true
-			if s := outcomes[it.index].Status; s == warehouse.Applied || s == warehouse.Duplicate {
-				settled[it.payload.ID] = true
+			switch s := outcomes[it.index].Status; {
+			case s == warehouse.Applied && w.ledgerHash:
+				settled[it.payload.ID] = it.payload.Hash
+			case s == warehouse.Applied, s == warehouse.Duplicate:
+				// A duplicate's hash was checked against the ledger's; the
+				// ledger's is the one to hold later occurrences to.
+				settled[it.payload.ID] = known[it.payload.ID]
 			}
 		}
 	}
 }
 
-// inLedger returns which of the items' ids the ledger holds.
-func (w *Warehouse) inLedger(ctx context.Context, items []*item) (map[string]bool, error) {
-	found := map[string]bool{}
+// hasKey reports whether m holds k.
+func hasKey(m map[string]string, k string) bool {
+	_, ok := m[k]
+	return ok
+}
+
+// duplicateOr reports p, whose id the ledger holds under hash stored,
+// Duplicate, or Rejected when the ledger recorded other content under its
+// id.
+func (w *Warehouse) duplicateOr(p warehouse.Payload, stored string) warehouse.Outcome {
+	if warehouse.HashConflict(stored, p.Hash) {
+		err := warehouse.PayloadMismatch(p.ID)
+		w.logger.Warn("Payload rejected: its id was applied with different content", "payload_id", p.ID, "error", err)
+		return warehouse.Outcome{Status: warehouse.Rejected, Err: messages.Permanent(err)}
+	}
+	return warehouse.Outcome{Status: warehouse.Duplicate}
+}
+
+// inLedger returns the items' ids the ledger holds, each with the hash it
+// recorded ("" when none).
+func (w *Warehouse) inLedger(ctx context.Context, items []*item) (map[string]string, error) {
+	found := map[string]string{}
 	for start := 0; start < len(items); start += w.cfg.MaxParams {
 		end := min(start+w.cfg.MaxParams, len(items))
 		var params []bigquery.QueryParameter
 		for _, it := range items[start:end] {
 			params = append(params, bigquery.QueryParameter{Name: fmt.Sprintf("p%d", len(params)), Value: it.payload.ID})
 		}
-		rows, err := w.backend.query(ctx, ledgerLookupSQL(w.qualifier, len(params)), params)
+		rows, err := w.backend.query(ctx, ledgerLookupSQL(w.qualifier, len(params), w.ledgerHash), params)
 		if err != nil {
 			return nil, err
 		}
 		for _, row := range rows {
-			if len(row) == 1 {
-				if id, ok := row[0].(string); ok {
-					found[id] = true
+			if len(row) == 0 {
+				continue
+			}
+			if id, ok := row[0].(string); ok {
+				hash := ""
+				if len(row) > 1 {
+					hash, _ = row[1].(string) // NULL: no hash known
 				}
+				found[id] = hash
 			}
 		}
 	}
 	return found, nil
 }
 
-func ledgerLookupSQL(qualifier string, n int) string {
+func ledgerLookupSQL(qualifier string, n int, withHash bool) string {
 	names := make([]string, n)
 	for i := range names {
 		names[i] = fmt.Sprintf("p%d", i)
 	}
 	var b strings.Builder
-	b.WriteString("SELECT DISTINCT payload_id FROM " + qualifier + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id IN UNNEST(")
+	columns := "payload_id"
+	if withHash {
+		columns = "payload_id, payload_hash"
+	}
+	b.WriteString("SELECT DISTINCT " + columns + " FROM " + qualifier + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id IN UNNEST(")
 	writeStringArray(&b, names)
 	b.WriteByte(')')
 	return b.String()

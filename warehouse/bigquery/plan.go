@@ -123,11 +123,16 @@ type jobPlan struct {
 
 	payloads     int
 	ledgerParams []string
-	params       []bigquery.QueryParameter
-	paramBytes   int
-	tables       []*tablePlan
-	byTable      map[string]*tablePlan
-	hasDeletes   bool
+	// recordHash: the ledger has payload_hash, and each payload's hash
+	// (when it has one) goes into its ledger row.
+	recordHash bool
+	// hashes pair a ledger id parameter with its hash parameter.
+	hashes     [][2]string
+	params     []bigquery.QueryParameter
+	paramBytes int
+	tables     []*tablePlan
+	byTable    map[string]*tablePlan
+	hasDeletes bool
 }
 
 func newJobPlan(qualifier string, offset int) *jobPlan {
@@ -142,11 +147,15 @@ func (jp *jobPlan) newParam(v bigquery.QueryParameterValue, text string) string 
 }
 
 // add appends a checked payload's ledger entry and activities.
-func (jp *jobPlan) add(id string, activities []resolvedActivity) error {
+func (jp *jobPlan) add(id, hash string, activities []resolvedActivity) error {
 	index := jp.offset + jp.payloads
 	jp.payloads++
-	jp.ledgerParams = append(jp.ledgerParams, jp.newParam(
-		bigquery.QueryParameterValue{Type: bigquery.StandardSQLDataType{TypeKind: "STRING"}, Value: id}, id))
+	idParam := jp.newParam(bigquery.QueryParameterValue{Type: bigquery.StandardSQLDataType{TypeKind: "STRING"}, Value: id}, id)
+	jp.ledgerParams = append(jp.ledgerParams, idParam)
+	if jp.recordHash && hash != "" {
+		jp.hashes = append(jp.hashes, [2]string{idParam,
+			jp.newParam(bigquery.QueryParameterValue{Type: bigquery.StandardSQLDataType{TypeKind: "STRING"}, Value: hash}, hash)})
+	}
 	for _, a := range activities {
 		o := &op{payload: index, insert: a.Op == messages.OpInsert, cols: make([]opColumn, len(a.Columns))}
 		for i, c := range a.Columns {
@@ -255,8 +264,21 @@ func (jp *jobPlan) render(deletedTable string) string {
 		b.WriteString("CREATE TEMP TABLE " + deletedTable + " (k INT64, n INT64);\n")
 	}
 	b.WriteString("BEGIN TRANSACTION;\n")
-	b.WriteString("INSERT INTO " + ledger + " (payload_id, applied_at)\nSELECT id, IF(l.payload_id IS NULL, CURRENT_TIMESTAMP(), ERROR(CONCAT('" +
-		ledgerConflictMarker + ": payload ', id, ' is already in the ledger')))\nFROM UNNEST(")
+	// A payload's hash is picked by its id with a CASE rather than from a
+	// second array by offset or an array of structs, plain SQL that the
+	// emulator runs as BigQuery does.
+	columns, hashExpr := "(payload_id, applied_at)", ""
+	if len(jp.hashes) > 0 {
+		columns, hashExpr = "(payload_id, applied_at, payload_hash)", ", CASE id"
+		for _, h := range jp.hashes {
+			// The CAST keeps the column's type when the emulator reads a
+			// hash of digits alone as a number.
+			hashExpr += " WHEN @" + h[0] + " THEN CAST(@" + h[1] + " AS STRING)"
+		}
+		hashExpr += " END"
+	}
+	b.WriteString("INSERT INTO " + ledger + " " + columns + "\nSELECT id, IF(l.payload_id IS NULL, CURRENT_TIMESTAMP(), ERROR(CONCAT('" +
+		ledgerConflictMarker + ": payload ', id, ' is already in the ledger')))" + hashExpr + "\nFROM UNNEST(")
 	writeStringArray(&b, jp.ledgerParams)
 	b.WriteString(") AS id LEFT JOIN " + ledger + " AS l ON l.payload_id = id;\n")
 	for _, tp := range jp.tables {

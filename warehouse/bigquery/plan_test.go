@@ -52,7 +52,7 @@ func planOf(t *testing.T, payloads ...[]resolvedActivity) *jobPlan {
 	t.Helper()
 	jp := newJobPlan(testQual, 0)
 	for i, p := range payloads {
-		if err := jp.add(fmt.Sprintf("id-%d", i), p); err != nil {
+		if err := jp.add(fmt.Sprintf("id-%d", i), "", p); err != nil {
 			t.Fatal(err)
 		}
 	}

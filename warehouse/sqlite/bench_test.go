@@ -2,6 +2,8 @@ package sqlite_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -26,8 +28,12 @@ const benchKeys = 10_000
 // the delete removes the key's previous row, if any.
 func examplePayload(key int64) warehouse.Payload {
 	c := fmt.Sprintf("2018-03-27 11:58:%02d.%06d", key%60, key)
+	id := uuid.NewString()
+	// Every accepted payload carries its hash, which the ledger records.
+	hash := sha256.Sum256([]byte(id))
 	return warehouse.Payload{
-		ID: uuid.NewString(),
+		ID:   id,
+		Hash: hex.EncodeToString(hash[:]),
 		Activities: []messages.Activity{
 			{Op: messages.OpDelete, Table: "table1", Columns: []messages.Column{
 				col("a", messages.TypeInt64, key), col("c", messages.TypeString, c), col("e", messages.TypeString, nil),

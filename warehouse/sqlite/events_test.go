@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -144,4 +145,38 @@ func BenchmarkEntries(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestOpen_adds_payload_hash_to_an_old_ledger(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db := rawDB(t, path)
+	for _, q := range []string{
+		`CREATE TABLE "_gatekeeper_ledger" (payload_id TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL, rows_affected INTEGER) WITHOUT ROWID`,
+		`INSERT INTO "_gatekeeper_ledger" VALUES ('old', '2025-01-02T03:04:05.000000006Z', 1)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	w := openWarehouse(t, sqlite.Config{Path: path})
+	// The old row knows no hash, so any content under its id is a
+	// duplicate; a new row records its hash, and other content under its
+	// id is rejected.
+	out := mustApply(t, w, warehouse.Payload{ID: "old", Activities: []messages.Activity{insertA(1)}, Hash: "aa"},
+		warehouse.Payload{ID: "new", Activities: []messages.Activity{insertA(1)}, Hash: "bb"},
+		warehouse.Payload{ID: "new", Activities: []messages.Activity{insertA(2)}, Hash: "cc"})
+	if out[0].Status != warehouse.Duplicate || out[1].Status != warehouse.Applied || out[2].Status != warehouse.Rejected {
+		t.Fatalf("outcomes %+v, want Duplicate, Applied, Rejected", out)
+	}
+	if !errors.Is(out[2].Err, warehouse.ErrPayloadMismatch) {
+		t.Fatalf("rejection %v, want ErrPayloadMismatch", out[2].Err)
+	}
+	var hash string
+	if err := rawDB(t, path).QueryRow(`SELECT payload_hash FROM "_gatekeeper_ledger" WHERE payload_id = 'new'`).Scan(&hash); err != nil || hash != "bb" {
+		t.Fatalf("ledger hash of new = %q, %v; want bb", hash, err)
+	}
 }

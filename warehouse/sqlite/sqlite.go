@@ -53,11 +53,12 @@ const (
 )
 
 var (
-	// rows_affected is NULL in rows written before the column existed.
+	// rows_affected and payload_hash are NULL in rows written before the
+	// columns existed; payload_hash is also NULL for a payload that came
+	// without one.
 	createLedgerSQL = "CREATE TABLE IF NOT EXISTS " + quoteIdent(warehouse.LedgerTable) +
-		" (payload_id TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL, rows_affected INTEGER) WITHOUT ROWID"
-	ledgerHasRowsAffectedSQL = "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?) WHERE name = 'rows_affected')"
-	addLedgerRowsAffectedSQL = "ALTER TABLE " + quoteIdent(warehouse.LedgerTable) + " ADD COLUMN rows_affected INTEGER"
+		" (payload_id TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL, rows_affected INTEGER, payload_hash TEXT) WITHOUT ROWID"
+	ledgerHasColumnSQL = "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?) WHERE name = ?)"
 	// The ledger row is inserted last in the payload's savepoint, after its
 	// activities, so it carries the rows they affected without a second
 	// write of the row. A conflict means the payload is a duplicate: rolling
@@ -65,9 +66,19 @@ var (
 	// (check or execute) is looked up in the ledger before it is rejected,
 	// so a duplicate is always reported as one.
 	ledgerInsertSQL = "INSERT INTO " + quoteIdent(warehouse.LedgerTable) +
-		" (payload_id, applied_at, rows_affected) VALUES (?, ?, ?) ON CONFLICT (payload_id) DO NOTHING"
+		" (payload_id, applied_at, rows_affected, payload_hash) VALUES (?, ?, ?, ?) ON CONFLICT (payload_id) DO NOTHING"
 	ledgerLookupSQL = "SELECT EXISTS (SELECT 1 FROM " + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id = ?)"
+	// ledgerHashSQL tells a payload in the ledger (a row, its hash possibly
+	// NULL) from one that is not (no row).
+	ledgerHashSQL = "SELECT COALESCE(payload_hash, '') FROM " + quoteIdent(warehouse.LedgerTable) + " WHERE payload_id = ?"
 )
+
+// ledgerColumns are the ledger's columns added after it was first
+// released, with their types, in the order they were added.
+var ledgerColumns = []struct{ name, typ string }{
+	{"rows_affected", "INTEGER"},
+	{"payload_hash", "TEXT"},
+}
 
 var _ warehouse.Store = (*Warehouse)(nil)
 
@@ -222,29 +233,32 @@ func (w *Warehouse) initWriter(ctx context.Context) error {
 	return nil
 }
 
-// migrateLedger adds rows_affected to a ledger created before it existed.
-// Another process may add it at the same time; a failed ALTER is an error
+// migrateLedger adds the ledgerColumns a ledger created before them lacks.
+// Another process may add one at the same time; a failed ALTER is an error
 // only if the column is still missing.
 func (w *Warehouse) migrateLedger(ctx context.Context) error {
-	has := func() (bool, error) {
-		var ok bool
-		err := w.conn.QueryRowContext(ctx, ledgerHasRowsAffectedSQL, warehouse.LedgerTable).Scan(&ok)
-		return ok, err
-	}
-	ok, err := has()
-	if err != nil {
-		return fmt.Errorf("read ledger columns: %w", err)
-	}
-	if ok {
-		return nil
-	}
-	if _, alterErr := w.conn.ExecContext(ctx, addLedgerRowsAffectedSQL); alterErr != nil {
-		if ok, err := has(); err != nil || !ok {
-			return fmt.Errorf("add rows_affected to the ledger: %w", alterErr)
+	for _, c := range ledgerColumns {
+		has := func() (bool, error) {
+			var ok bool
+			err := w.conn.QueryRowContext(ctx, ledgerHasColumnSQL, warehouse.LedgerTable, c.name).Scan(&ok)
+			return ok, err
 		}
-		return nil
+		ok, err := has()
+		if err != nil {
+			return fmt.Errorf("read ledger columns: %w", err)
+		}
+		if ok {
+			continue
+		}
+		alter := "ALTER TABLE " + quoteIdent(warehouse.LedgerTable) + " ADD COLUMN " + c.name + " " + c.typ
+		if _, alterErr := w.conn.ExecContext(ctx, alter); alterErr != nil {
+			if ok, err := has(); err != nil || !ok {
+				return fmt.Errorf("add %s to the ledger: %w", c.name, alterErr)
+			}
+			continue
+		}
+		w.logger.Info("SQLite ledger migrated: "+c.name+" added; older rows do not record it", "column", c.name)
 	}
-	w.logger.Info("SQLite ledger migrated: rows_affected added; older rows do not record it")
 	return nil
 }
 
@@ -340,7 +354,11 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 		}
 		return w.reject(ctx, quick, p, &warehouse.ReasonError{Reason: reason(err), Err: err}, ddlBefore)
 	}
-	res, err := w.execFixed(quick, ledgerInsertSQL, p.ID, appliedAt, rows)
+	var hash any // NULL: no hash known
+	if p.Hash != "" {
+		hash = p.Hash
+	}
+	res, err := w.execFixed(quick, ledgerInsertSQL, p.ID, appliedAt, rows, hash)
 	if err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "record payload in ledger", err)
 	}
@@ -352,7 +370,9 @@ func (w *Warehouse) applyPayload(ctx, quick context.Context, p warehouse.Payload
 		if err := w.undo(ctx, quick, ddlBefore); err != nil {
 			return warehouse.Outcome{}, err
 		}
-		return warehouse.Outcome{Status: warehouse.Duplicate}, nil
+		// Only a conflict pays for the hash lookup, so the applied path
+		// costs what it did.
+		return w.duplicateOrMismatch(ctx, quick, p)
 	}
 	if _, err := w.execFixed(quick, "RELEASE "+savepointName); err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "release savepoint", err)
@@ -367,19 +387,50 @@ func (w *Warehouse) reject(ctx, quick context.Context, p warehouse.Payload, prob
 	if err := w.undo(ctx, quick, ddlBefore); err != nil {
 		return warehouse.Outcome{}, err
 	}
-	stmt, err := w.prepare(quick, "", ledgerLookupSQL)
+	stored, applied, err := w.ledgerHash(quick, p.ID)
 	if err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "look up payload in ledger", err)
 	}
-	var applied bool
-	if err := stmt.QueryRowContext(quick, p.ID).Scan(&applied); err != nil {
-		return warehouse.Outcome{}, w.groupError(ctx, "look up payload in ledger", err)
-	}
 	if applied {
-		return warehouse.Outcome{Status: warehouse.Duplicate}, nil
+		return w.duplicateOr(p, stored), nil
 	}
 	w.logger.Debug("Payload rejected", "payload_id", p.ID, "error", problem)
 	return warehouse.Outcome{Status: warehouse.Rejected, Err: messages.Permanent(problem)}, nil
+}
+
+// duplicateOrMismatch reports p, whose id the ledger holds, Duplicate, or
+// Rejected when the ledger recorded another payload under its id.
+func (w *Warehouse) duplicateOrMismatch(ctx, quick context.Context, p warehouse.Payload) (warehouse.Outcome, error) {
+	stored, _, err := w.ledgerHash(quick, p.ID)
+	if err != nil {
+		return warehouse.Outcome{}, w.groupError(ctx, "look up payload in ledger", err)
+	}
+	return w.duplicateOr(p, stored), nil
+}
+
+func (w *Warehouse) duplicateOr(p warehouse.Payload, stored string) warehouse.Outcome {
+	if warehouse.HashConflict(stored, p.Hash) {
+		err := warehouse.PayloadMismatch(p.ID)
+		w.logger.Warn("Payload rejected: its id was applied with different content", "payload_id", p.ID, "error", err)
+		return warehouse.Outcome{Status: warehouse.Rejected, Err: messages.Permanent(err)}
+	}
+	return warehouse.Outcome{Status: warehouse.Duplicate}
+}
+
+// ledgerHash reads the hash the ledger recorded for id ("" when none), and
+// whether the ledger holds id at all.
+func (w *Warehouse) ledgerHash(quick context.Context, id string) (hash string, applied bool, err error) {
+	stmt, err := w.prepare(quick, "", ledgerHashSQL)
+	if err != nil {
+		return "", false, err
+	}
+	switch err := stmt.QueryRowContext(quick, id).Scan(&hash); {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", false, nil
+	case err != nil:
+		return "", false, err
+	}
+	return hash, true, nil
 }
 
 // undo rolls the payload's savepoint back and releases it.

@@ -79,6 +79,7 @@ var scenarios = []scenario{
 	{name: "second_apply_of_a_payload_is_duplicate", run: secondApplyOfAPayloadIsDuplicate},
 	{name: "duplicate_is_reported_even_when_it_would_now_fail", run: duplicateIsReportedEvenWhenItWouldNowFail},
 	{name: "same_id_twice_in_one_group", run: sameIDTwiceInOneGroup},
+	{name: "same_id_with_a_different_hash_is_rejected", run: sameIDWithADifferentHashIsRejected},
 	{name: "same_payload_applied_concurrently_applies_once", run: samePayloadAppliedConcurrentlyAppliesOnce},
 	{name: "failing_payload_does_not_affect_its_group", run: failingPayloadDoesNotAffectItsGroup},
 	{name: "payload_sees_earlier_payloads_of_its_group", run: payloadSeesEarlierPayloadsOfItsGroup, addsColumns: true},
@@ -693,6 +694,49 @@ func duplicateIsReportedEvenWhenItWouldNowFail(t *testing.T, w warehouse.Store) 
 	), warehouse.Duplicate, warehouse.Duplicate, warehouse.Duplicate)
 	expectTables(t, w, "t")
 	expectRows(t, w, "t", row{"a": int64(1)})
+}
+
+// withHash is p carrying the payload hash h.
+func withHash(p warehouse.Payload, h string) warehouse.Payload {
+	p.Hash = h
+	return p
+}
+
+// sameIDWithADifferentHashIsRejected: an id the ledger holds under another
+// payload hash (an Idempotency-Key reused for other content) is rejected,
+// never applied and never reported Duplicate; the same hash, or a hash
+// unknown on either side, is a duplicate.
+func sameIDWithADifferentHashIsRejected(t *testing.T, w warehouse.Store) {
+	const h1, h2 = "1111111111111111111111111111111111111111111111111111111111111111",
+		"2222222222222222222222222222222222222222222222222222222222222222"
+	first := withHash(Payload("keyed", Insert("t", Col("a", int64Type, int64(1)))), h1)
+	other := withHash(Payload("keyed", Insert("t", Col("a", int64Type, int64(2)))), h2)
+	expectStatuses(t, apply(t, w, first), warehouse.Applied)
+
+	out := apply(t, w, other)
+	expectRejectedWith(t, out[0], warehouse.ErrPayloadMismatch)
+	if messages.ClassOf(out[0].Err) != messages.ClassPermanent {
+		t.Errorf("mismatch class = %q, want permanent", messages.ClassOf(out[0].Err))
+	}
+	if want := "payload id keyed was applied with different content: same Idempotency-Key, different payload"; !strings.Contains(out[0].Err.Error(), want) {
+		t.Errorf("mismatch error %q does not say %q", out[0].Err, want)
+	}
+	// Also when the other content could not apply now (a missing table).
+	expectRejectedWith(t, apply(t, w, withHash(Payload("keyed", Delete("missing", Col("a", int64Type, int64(1)))), h2))[0],
+		warehouse.ErrPayloadMismatch)
+	expectStatuses(t, apply(t, w, first, Payload("keyed", Insert("t", Col("a", int64Type, int64(3))))),
+		warehouse.Duplicate, warehouse.Duplicate)
+
+	// In one group: the first occurrence applies, a later one with another
+	// hash is rejected, one with the same hash is a duplicate.
+	g1 := withHash(Payload("group", Insert("t", Col("a", int64Type, int64(10)))), h1)
+	g2 := withHash(Payload("group", Insert("t", Col("a", int64Type, int64(20)))), h2)
+	out = apply(t, w, g1, g2, g1)
+	if out[0].Status != warehouse.Applied || out[2].Status != warehouse.Duplicate {
+		t.Fatalf("outcomes %s, %s, %s; want Applied, Rejected, Duplicate", describe(out[0]), describe(out[1]), describe(out[2]))
+	}
+	expectRejectedWith(t, out[1], warehouse.ErrPayloadMismatch)
+	expectRows(t, w, "t", row{"a": int64(1)}, row{"a": int64(10)})
 }
 
 func sameIDTwiceInOneGroup(t *testing.T, w warehouse.Store) {
