@@ -67,7 +67,13 @@ func (a *Apply) Handle(msg *message.Message) ([]*message.Message, error) {
 	tables := payload.Tables()
 	msg.Metadata.Set(messages.MetaTables, strings.Join(tables, ","))
 
-	outcome, err := a.cfg.Submitter.Submit(msg.Context(), warehouse.Payload{ID: msg.UUID, Activities: payload.Activities})
+	hash := msg.Metadata.Get(messages.MetaPayloadHash)
+	if hash == "" {
+		// Published by a gate that did not record hashes (an outbox or a
+		// poison message from before): the payload is canonical already.
+		hash = PayloadHash(payload.Canonical())
+	}
+	outcome, err := a.cfg.Submitter.Submit(msg.Context(), warehouse.Payload{ID: msg.UUID, Activities: payload.Activities, Hash: hash})
 	if err != nil {
 		return nil, err
 	}

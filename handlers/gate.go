@@ -2,6 +2,8 @@ package handlers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -94,10 +96,17 @@ func (g *Gate) Handle(msg *message.Message) error {
 			return err
 		}
 	}
-	out := message.NewMessage(msg.UUID, payload.Canonical())
+	canonical := payload.Canonical()
+	out := message.NewMessage(msg.UUID, canonical)
 	for _, key := range []string{messages.MetaReceivedAt, messages.MetaCorrelationID, messages.MetaContentType} {
 		out.Metadata.Set(key, msg.Metadata.Get(key))
 	}
+	// The ledger records the hash, so that a payload id reused for other
+	// content (an Idempotency-Key) is caught at apply time; the edge reads
+	// it back from msg to remember the key's payload.
+	hash := PayloadHash(canonical)
+	out.Metadata.Set(messages.MetaPayloadHash, hash)
+	msg.Metadata.Set(messages.MetaPayloadHash, hash)
 	// The HTTP subscriber cancels the message's context when the client
 	// goes away. The publish must run to its end all the same: cancelled
 	// midway, it may have landed while the payload is reported failed, and
@@ -118,4 +127,11 @@ func (g *Gate) Handle(msg *message.Message) error {
 		return messages.Transient(fmt.Errorf("publishing to %s: %w", g.topic, err))
 	}
 	return nil
+}
+
+// PayloadHash is the SHA-256, in hex, of a payload's canonical form
+// (messages.Payload.Canonical): the payload_hash metadata and ledger column.
+func PayloadHash(canonical []byte) string {
+	sum := sha256.Sum256(canonical)
+	return hex.EncodeToString(sum[:])
 }

@@ -2,8 +2,11 @@ package handlers_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,6 +51,11 @@ func TestGatePublishesCanonicalPayloadWithMetadata(t *testing.T) {
 		if out.Metadata.Get(messages.MetaCorrelationID) != "corr" || out.Metadata.Get("x-private") != "" {
 			t.Errorf("metadata %v", out.Metadata)
 		}
+		sum := sha256.Sum256(want.Canonical())
+		if h := hex.EncodeToString(sum[:]); out.Metadata.Get(messages.MetaPayloadHash) != h || in.Metadata.Get(messages.MetaPayloadHash) != h {
+			t.Errorf("payload_hash published %q, on the request's message %q; want %q",
+				out.Metadata.Get(messages.MetaPayloadHash), in.Metadata.Get(messages.MetaPayloadHash), h)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing published")
 	}
@@ -72,6 +80,36 @@ func TestGateClassifiesItsFailures(t *testing.T) {
 	}
 	if _, err := handlers.NewApply(handlers.ApplyConfig{}); err == nil {
 		t.Error("NewApply accepted a config without a Submitter")
+	}
+}
+
+// A payload id applied before with other content is a permanent failure
+// that names the reuse, whether the hash came as metadata or is computed
+// from a message without it.
+func TestApplyRejectsAnAppliedIDWithOtherContent(t *testing.T) {
+	apply, store := newApply(t)
+	first := message.NewMessage("keyed", []byte(insertOnly))
+	if _, err := apply.Handle(first); err != nil {
+		t.Fatal(err)
+	}
+	const other = `{"activities":[{"operation":"insert","table":"table1","col_names":["a","b"],"col_types":["INT","TEXT"],"col_values":[2.0,"y"]}]}`
+	for _, withMeta := range []bool{false, true} {
+		msg := message.NewMessage("keyed", []byte(other))
+		if withMeta {
+			p, err := messages.Parse([]byte(other))
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg.Metadata.Set(messages.MetaPayloadHash, handlers.PayloadHash(p.Canonical()))
+		}
+		_, err := apply.Handle(msg)
+		if messages.ClassOf(err) != messages.ClassPermanent || !errors.Is(err, warehouse.ErrPayloadMismatch) ||
+			!strings.Contains(err.Error(), "payload id keyed was applied with different content: same Idempotency-Key, different payload") {
+			t.Fatalf("other content under an applied id (metadata %v): %v, want the permanent mismatch", withMeta, err)
+		}
+	}
+	if rows, err := store.Rows(context.Background(), "table1", 0); err != nil || len(rows) != 1 {
+		t.Fatalf("rows %v, %v: want only the first payload's", rows, err)
 	}
 }
 
