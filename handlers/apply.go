@@ -71,7 +71,7 @@ func (a *Apply) Handle(msg *message.Message) ([]*message.Message, error) {
 	if hash == "" {
 		// Published by a gate that did not record hashes (an outbox or a
 		// poison message from before): the payload is canonical already.
-		hash = PayloadHash(payload.Canonical())
+		hash = messages.PayloadHash(payload.Canonical())
 	}
 	outcome, err := a.cfg.Submitter.Submit(msg.Context(), warehouse.Payload{ID: msg.UUID, Activities: payload.Activities, Hash: hash})
 	if err != nil {

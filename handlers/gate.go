@@ -2,8 +2,6 @@ package handlers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -104,7 +102,7 @@ func (g *Gate) Handle(msg *message.Message) error {
 	// The ledger records the hash, so that a payload id reused for other
 	// content (an Idempotency-Key) is caught at apply time; the edge reads
 	// it back from msg to remember the key's payload.
-	hash := PayloadHash(canonical)
+	hash := messages.PayloadHash(canonical)
 	out.Metadata.Set(messages.MetaPayloadHash, hash)
 	msg.Metadata.Set(messages.MetaPayloadHash, hash)
 	// The HTTP subscriber cancels the message's context when the client
@@ -127,11 +125,4 @@ func (g *Gate) Handle(msg *message.Message) error {
 		return messages.Transient(fmt.Errorf("publishing to %s: %w", g.topic, err))
 	}
 	return nil
-}
-
-// PayloadHash is the SHA-256, in hex, of a payload's canonical form
-// (messages.Payload.Canonical): the payload_hash metadata and ledger column.
-func PayloadHash(canonical []byte) string {
-	sum := sha256.Sum256(canonical)
-	return hex.EncodeToString(sum[:])
 }

@@ -100,7 +100,7 @@ func TestApplyRejectsAnAppliedIDWithOtherContent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			msg.Metadata.Set(messages.MetaPayloadHash, handlers.PayloadHash(p.Canonical()))
+			msg.Metadata.Set(messages.MetaPayloadHash, messages.PayloadHash(p.Canonical()))
 		}
 		_, err := apply.Handle(msg)
 		if messages.ClassOf(err) != messages.ClassPermanent || !errors.Is(err, warehouse.ErrPayloadMismatch) ||

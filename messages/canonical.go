@@ -2,7 +2,9 @@ package messages
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"math"
 	"sort"
@@ -109,4 +111,12 @@ func marshalString(s string) json.RawMessage {
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(s) // a string always encodes
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// PayloadHash is the SHA-256, in hex, of a payload's canonical form: the
+// payload_hash metadata (MetaPayloadHash) and ledger column, which tell a
+// redelivery of a payload from other content under its id.
+func PayloadHash(canonical []byte) string {
+	sum := sha256.Sum256(canonical)
+	return hex.EncodeToString(sum[:])
 }

@@ -104,11 +104,18 @@ const (
 	RuleNotJSON              Rule = "not_json"
 	RuleTooLarge             Rule = "too_large"
 	RuleUnsupportedMediaType Rule = "unsupported_media_type"
+	// The Idempotency-Key rules: a malformed key (400), a key whose first
+	// request is still being published (409), a key sent again with a
+	// different payload (422).
+	RuleIdempotencyKey      Rule = "idempotency_key"
+	RuleIdempotencyInFlight Rule = "idempotency_in_flight"
+	RuleIdempotencyMismatch Rule = "idempotency_mismatch"
 )
 
 // Rules lists every Rule, in a fixed order.
 var Rules = []Rule{RuleSchema, RuleLengthMismatch, RuleIdentifier, RuleDuplicateColumn, RuleUnknownType,
-	RuleValueType, RuleLimits, RuleNotJSON, RuleTooLarge, RuleUnsupportedMediaType}
+	RuleValueType, RuleLimits, RuleNotJSON, RuleTooLarge, RuleUnsupportedMediaType,
+	RuleIdempotencyKey, RuleIdempotencyInFlight, RuleIdempotencyMismatch}
 
 // ValidationError lists every problem the gate found in one payload.
 type ValidationError struct {
