@@ -134,6 +134,15 @@ type Config struct {
 	// MaxBodyBytes (MAX_BODY_BYTES) is the largest accepted request body.
 	// Optional, default 1 MiB.
 	MaxBodyBytes int64
+	// IdempotencyTTL (IDEMPOTENCY_TTL) is how long an ingestion process
+	// remembers an accepted Idempotency-Key, to answer its retries 200
+	// (Idempotent-Replayed) or 422 without publishing. Past it, and after a
+	// restart, the ledger still makes a retry a duplicate. Optional,
+	// default 24h.
+	IdempotencyTTL time.Duration
+	// IdempotencyMaxKeys (IDEMPOTENCY_MAX_KEYS) bounds the keys remembered;
+	// the oldest are forgotten first. Optional, default 100000.
+	IdempotencyMaxKeys int
 	// ReadTimeout, WriteTimeout, IdleTimeout, ReadHeaderTimeout bound the
 	// HTTP server. Optional, defaults 30s, 30s, 120s, 5s.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -273,6 +282,8 @@ func (c *Config) setStaticDefaults() {
 	setDefault(&c.HTTPAddr, ":8080")
 	setDefault(&c.AdminAddr, "127.0.0.1:8081")
 	setDefault(&c.MaxBodyBytes, 1<<20)
+	setDefault(&c.IdempotencyTTL, 24*time.Hour)
+	setDefault(&c.IdempotencyMaxKeys, 100_000)
 	setDefault(&c.ReadHeaderTimeout, 5*time.Second)
 	setDefault(&c.ReadTimeout, 30*time.Second)
 	setDefault(&c.WriteTimeout, 30*time.Second)
@@ -486,6 +497,7 @@ func (c Config) Validate() error {
 		{"PUBLISH_TIMEOUT", float64(c.PublishTimeout)},
 		{"RECEIVE_STREAMS", float64(c.ReceiveStreams)}, {"MAX_OUTSTANDING", float64(c.MaxOutstanding)},
 		{"MAX_BODY_BYTES", float64(c.MaxBodyBytes)}, {"READ_HEADER_TIMEOUT", float64(c.ReadHeaderTimeout)},
+		{"IDEMPOTENCY_TTL", float64(c.IdempotencyTTL)}, {"IDEMPOTENCY_MAX_KEYS", float64(c.IdempotencyMaxKeys)},
 		{"READ_TIMEOUT", float64(c.ReadTimeout)}, {"WRITE_TIMEOUT", float64(c.WriteTimeout)},
 		{"IDLE_TIMEOUT", float64(c.IdleTimeout)}, {"EMBEDDED_MAX_BACKLOG", float64(c.EmbeddedMaxBacklog)},
 		{"APPLY_TIMEOUT", float64(c.ApplyTimeout)}, {"RETRY_INITIAL", float64(c.RetryInitial)},

@@ -49,6 +49,9 @@ type Service struct {
 	// recent remembers what this process accepted and the final statuses
 	// it was asked about.
 	recent *recentPayloads
+	// beforePublish, when set, runs before each of the gate's publishes
+	// (WithBeforePublish).
+	beforePublish func()
 	// consoleMu guards the console, made on first use; readStore is the
 	// warehouse an ingest-only process opens for it.
 	consoleMu sync.Mutex
@@ -75,6 +78,13 @@ type Option func(*Service)
 // failures (warehousetest.Faulty).
 func WithWarehouse(store warehouse.Store) Option {
 	return func(s *Service) { s.Store = store }
+}
+
+// WithBeforePublish has the gate call hook before it publishes each
+// payload, after validating it. Tests hold a publish with it, to see what
+// a request meets while another is being published.
+func WithBeforePublish(hook func()) Option {
+	return func(s *Service) { s.beforePublish = hook }
 }
 
 // NewService validates cfg, connects to Pub/Sub and the warehouse, creates
@@ -199,8 +209,10 @@ func (s *Service) buildApplyStage() (err error) {
 // buildIngestStage builds the HTTP edge and the ingest stage behind it.
 func (s *Service) buildIngestStage() (err error) {
 	if s.edge, err = edge.New(edge.Config{
-		MaxBodyBytes: s.cfg.MaxBodyBytes,
-		SettleWait:   s.cfg.PublishTimeout + 5*time.Second,
+		MaxBodyBytes:       s.cfg.MaxBodyBytes,
+		SettleWait:         s.cfg.PublishTimeout + 5*time.Second,
+		IdempotencyTTL:     s.cfg.IdempotencyTTL,
+		IdempotencyMaxKeys: s.cfg.IdempotencyMaxKeys,
 		OnSettle: func(msg *message.Message, err error) {
 			if err == nil {
 				s.accepted.Add(1)
@@ -222,7 +234,14 @@ func (s *Service) buildIngestStage() (err error) {
 	if s.outbox != nil {
 		box = gateOutbox{box: s.outbox, publishing: &s.publishing}
 	}
-	s.ingest, err = newIngestStage(s.cfg, s.PubSub, s.edge, s.admit, box, s.logger)
+	admit := s.admit
+	if hook := s.beforePublish; hook != nil {
+		admit = func() error {
+			hook()
+			return s.admit()
+		}
+	}
+	s.ingest, err = newIngestStage(s.cfg, s.PubSub, s.edge, admit, box, s.logger)
 	return err
 }
 

@@ -144,6 +144,8 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	str(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", "operators' console listen address (admin API /api/poison, page /ui/poison; no authentication yet, keep it private), or off")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest accepted request body; larger gets 413")
 	ss = append(ss, setting{flag: "max-body-bytes", env: "MAX_BODY_BYTES"})
+	dur(&c.IdempotencyTTL, "idempotency-ttl", "IDEMPOTENCY_TTL", "how long an ingestion process remembers an accepted Idempotency-Key for 200 replayed and 422; the ledger dedups after")
+	num(&c.IdempotencyMaxKeys, "idempotency-max-keys", "IDEMPOTENCY_MAX_KEYS", "Idempotency-Keys an ingestion process remembers at most; the oldest go first")
 	dur(&c.ReadHeaderTimeout, "read-header-timeout", "READ_HEADER_TIMEOUT", "HTTP server ReadHeaderTimeout")
 	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "HTTP server ReadTimeout")
 	dur(&c.WriteTimeout, "write-timeout", "WRITE_TIMEOUT", "HTTP server WriteTimeout; must exceed --publish-timeout")

@@ -47,6 +47,8 @@ type Edge struct {
 	logger *slog.Logger
 
 	pending sync.Map // payload id → *exchange
+	keys    *keyRecord
+	claims  sync.Map // payload id → *keyEntry, until its request's verdict
 }
 
 // Config configures an Edge.
@@ -59,6 +61,14 @@ type Config struct {
 	// metrics say what happened to it. Make it longer than the gate's
 	// publish can take. Optional, default 15s.
 	SettleWait time.Duration
+	// IdempotencyTTL is how long this process remembers an accepted
+	// Idempotency-Key, to answer its retries 200 (replayed) or 422 without
+	// publishing. Past it, or after a restart, the ledger still makes a
+	// retry a duplicate. Optional, default 24h.
+	IdempotencyTTL time.Duration
+	// IdempotencyMaxKeys bounds the keys remembered; the oldest are
+	// forgotten first. Optional, default 100000.
+	IdempotencyMaxKeys int
 	// OnSettle, when set, sees the verdict on every request, once: nil for
 	// accepted, an error otherwise (RulesOf names the rules a rejection
 	// broke), with the request's message, or nil for a request refused
@@ -73,6 +83,12 @@ func (c *Config) setDefaults() {
 	if c.SettleWait == 0 {
 		c.SettleWait = 15 * time.Second
 	}
+	if c.IdempotencyTTL == 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
+	if c.IdempotencyMaxKeys == 0 {
+		c.IdempotencyMaxKeys = 100_000
+	}
 }
 
 // Validate reports every problem with c at once.
@@ -83,6 +99,12 @@ func (c Config) Validate() error {
 	}
 	if c.SettleWait < 0 {
 		errs = append(errs, errors.New("edge config: SettleWait must not be negative"))
+	}
+	if c.IdempotencyTTL < 0 {
+		errs = append(errs, errors.New("edge config: IdempotencyTTL must not be negative"))
+	}
+	if c.IdempotencyMaxKeys < 0 {
+		errs = append(errs, errors.New("edge config: IdempotencyMaxKeys must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -99,6 +121,12 @@ type exchange struct {
 	err     error
 	// done is closed when the handler reports its result.
 	done chan struct{}
+	// key is the request's Idempotency-Key, "" without one; claim is its
+	// entry in the record while this request holds it, and replayed says
+	// the record answered instead of the gate.
+	key      string
+	claim    *keyEntry
+	replayed bool
 }
 
 // New returns an Edge, or the problems with cfg.
@@ -107,7 +135,9 @@ func New(cfg Config, logger *slog.Logger) (*Edge, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Edge{cfg: cfg, now: time.Now, logger: logger}, nil
+	e := &Edge{cfg: cfg, now: time.Now, logger: logger}
+	e.keys = newKeyRecord(cfg.IdempotencyTTL, cfg.IdempotencyMaxKeys, func() time.Time { return e.now() })
+	return e, nil
 }
 
 // ErrUnsupportedMediaType is the edge's answer to a body that is not JSON by
@@ -150,7 +180,12 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 			e.render(w, nil, &exchange{settled: true, err: err}, false)
 			return
 		}
-		x := &exchange{done: make(chan struct{})}
+		key, err := parseIdempotencyKey(r.Header.Values("Idempotency-Key"))
+		if err != nil {
+			e.render(w, nil, &exchange{settled: true, err: err}, false)
+			return
+		}
+		x := &exchange{done: make(chan struct{}), key: key}
 		// The subscriber sees a context the client's departure does not
 		// cancel, so it waits for the gate's verdict like for any request:
 		// the payload's fate, not the client's patience, decides the
@@ -171,7 +206,15 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 			case <-time.After(e.cfg.SettleWait):
 			}
 		}
-		e.pending.Delete(x.id)
+		e.pending.CompareAndDelete(x.id, x)
+		x.mu.Lock()
+		claim := x.claim
+		x.mu.Unlock()
+		if claim != nil && e.claims.CompareAndDelete(claim.id, claim) {
+			// No verdict came (a shutdown, or the client left and the
+			// gate took longer than SettleWait): the key is free again.
+			e.keys.abandon(claim)
+		}
 		e.render(w, r, x, clientGone)
 	})
 }
@@ -203,7 +246,24 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 		x.mu.Unlock()
 		return nil, err
 	}
-	msg := message.NewMessage(watermill.NewUUID(), body)
+	id := watermill.NewUUID()
+	if x.key != "" {
+		var claim *keyEntry
+		if id, claim, err = e.claimKey(r, x, body); err != nil || claim == nil {
+			x.mu.Lock()
+			x.readErr = err
+			x.mu.Unlock()
+			if err == nil {
+				err = errReplayed
+			}
+			return nil, err
+		}
+		x.mu.Lock()
+		x.claim = claim
+		x.mu.Unlock()
+		e.claims.Store(id, claim)
+	}
+	msg := message.NewMessage(id, body)
 	msg.Metadata.Set(messages.MetaReceivedAt, e.now().UTC().Format(time.RFC3339Nano))
 	msg.Metadata.Set(messages.MetaCorrelationID, r.Header.Get("X-Correlation-ID"))
 	msg.Metadata.Set(messages.MetaContentType, r.Header.Get("Content-Type"))
@@ -215,8 +275,40 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 	return msg, nil
 }
 
+// errReplayed stops the subscriber for a request the key record answered.
+var errReplayed = errors.New("answered from the Idempotency-Key record; not published again")
+
+// claimKey looks the request's key up: unknown, it is claimed and the
+// request goes on under the key's payload id; in flight, the request gets
+// 409; accepted with this payload, the request is answered 200 replayed
+// (no claim, no error); accepted with another, 422.
+func (e *Edge) claimKey(r *http.Request, x *exchange, body []byte) (string, *keyEntry, error) {
+	id := IdempotentPayloadID(BackendFrom(r.Context()), x.key)
+	state, hash, claim := e.keys.begin(id)
+	switch state {
+	case keyInFlight:
+		return "", nil, ErrKeyInFlight
+	case keyDone:
+		payload, err := messages.Parse(body)
+		if err != nil {
+			return "", nil, err // invalid is invalid, whatever the key
+		}
+		if messages.PayloadHash(payload.Canonical()) != hash {
+			return "", nil, ErrKeyReused
+		}
+		x.mu.Lock()
+		x.id, x.body, x.settled, x.replayed = id, body, true, true
+		x.mu.Unlock()
+		return id, nil, nil
+	}
+	return id, claim, nil
+}
+
 // Settle records what the ingestion handler decided for msg.
 func (e *Edge) Settle(msg *message.Message, err error) {
+	if v, ok := e.claims.LoadAndDelete(msg.UUID); ok {
+		e.keys.finish(v.(*keyEntry), msg.Metadata.Get(messages.MetaPayloadHash), err == nil)
+	}
 	v, ok := e.pending.Load(msg.UUID)
 	if !ok {
 		return // the client is gone; its request already ended
@@ -259,7 +351,7 @@ type Response struct {
 
 func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clientGone bool) {
 	x.mu.Lock()
-	err, settled, readErr, id := x.err, x.settled, x.readErr, x.id
+	err, settled, readErr, id, replayed := x.err, x.settled, x.readErr, x.id, x.replayed
 	resp := Response{ID: x.id}
 	if json.Valid(x.body) {
 		var compact bytes.Buffer
@@ -288,6 +380,9 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	if resp.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
+	if replayed && resp.Status == http.StatusOK {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
 	switch {
 	case r == nil:
 	case resp.Status == http.StatusInternalServerError:
@@ -299,6 +394,9 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	case clientGone && resp.Status == http.StatusOK:
 		e.logger.Info("Payload accepted; the client left before the answer", "payload_id", id,
 			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", true)
+	case replayed && resp.Status == http.StatusOK:
+		e.logger.Info("Payload accepted before under its Idempotency-Key; answered from the record", "payload_id", id,
+			"correlation_id", r.Header.Get("X-Correlation-ID"))
 	case resp.Status == http.StatusOK:
 		e.logger.Debug("Payload accepted", "payload_id", id, "correlation_id", r.Header.Get("X-Correlation-ID"))
 	}
@@ -333,6 +431,9 @@ type refusal struct {
 
 // refusalOf tells a refused request from a failure, by the error's type.
 func refusalOf(err error) (refusal, bool) {
+	if r, ok := idempotencyRefusal(err); ok {
+		return r, true
+	}
 	var tooLarge *http.MaxBytesError
 	var syntax *messages.SyntaxError
 	var invalid *messages.ValidationError
