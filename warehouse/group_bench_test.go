@@ -1,0 +1,77 @@
+package warehouse_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+)
+
+// instantWarehouse applies every group at once and writes nothing, so a
+// benchmark through it measures the committer's own cost: grouping,
+// scheduling and hand-over.
+type instantWarehouse struct{}
+
+func (instantWarehouse) Apply(_ context.Context, group []warehouse.Payload) ([]warehouse.Outcome, error) {
+	outcomes := make([]warehouse.Outcome, len(group))
+	for i := range outcomes {
+		outcomes[i] = warehouse.Outcome{Status: warehouse.Applied, RowsAffected: 1}
+	}
+	return outcomes, nil
+}
+func (instantWarehouse) Ping(context.Context) error { return nil }
+func (instantWarehouse) Close() error               { return nil }
+
+// BenchmarkGroupCommitter measures the committer's overhead per payload for
+// concurrent submitters spread over a few tables, as the apply stage's
+// handlers submit.
+func BenchmarkGroupCommitter(b *testing.B) {
+	for _, concurrency := range []int{1, 16, 128} {
+		b.Run(fmt.Sprintf("concurrency=%d", concurrency), func(b *testing.B) {
+			benchmarkGroupCommitter(b, concurrency)
+		})
+	}
+}
+
+func benchmarkGroupCommitter(b *testing.B, concurrency int) {
+	committer, err := warehouse.NewGroupCommitter(instantWarehouse{}, warehouse.GroupConfig{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	tables := []string{"t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"}
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range concurrency {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				p := warehouse.Payload{ID: "p", Activities: []messages.Activity{{
+					Op: messages.OpInsert, Table: tables[i%int64(len(tables))],
+				}}}
+				if out, err := committer.Submit(ctx, p); err != nil || out.Status != warehouse.Applied {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if err := committer.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d of %d payloads were not applied", n, b.N)
+	}
+	stats := committer.Stats()
+	b.ReportMetric(float64(stats.Payloads)/float64(max(stats.Groups, 1)), "payloads/group")
+}
