@@ -18,7 +18,7 @@ import (
 // canonical form (NUMERIC as a decimal string, BYTES as base64, JSON as the
 // value itself).
 func (p Payload) Wire() WirePayload {
-	w := WirePayload{Activities: make([]WireActivity, len(p.Activities))}
+	w := WirePayload{Activities: make([]WireActivity, len(p.Activities)), OrderingKey: p.OrderingKey}
 	for i, a := range p.Activities {
 		names := make([]string, len(a.Columns))
 		types := make([]string, len(a.Columns))

@@ -116,7 +116,7 @@ func invalidUTF8Error(body []byte) error {
 // and builds the typed payload. It collects every problem before giving up.
 func fromWire(w WirePayload) (Payload, []Problem) {
 	var problems []Problem
-	p := Payload{Activities: make([]Activity, 0, len(w.Activities))}
+	p := Payload{Activities: make([]Activity, 0, len(w.Activities)), OrderingKey: w.OrderingKey}
 	tables := make(map[string]struct{}, 4)
 	for i, wa := range w.Activities {
 		base := "/activities/" + strconv.Itoa(i)

@@ -16,6 +16,9 @@ const (
 // re-POSTed or replayed unchanged.
 type WirePayload struct {
 	Activities []WireActivity `json:"activities"`
+	// OrderingKey orders the payload after every earlier payload of the
+	// same key (see OrderingKey).
+	OrderingKey string `json:"ordering_key,omitempty"`
 }
 
 // WireActivity is one insert or delete as it appears on the wire. An insert
@@ -42,6 +45,9 @@ type WireRow struct {
 // Warehouse adapters consume this form and never the wire form.
 type Payload struct {
 	Activities []Activity
+	// OrderingKey is "" or the key that orders this payload after every
+	// earlier accepted payload of the same key.
+	OrderingKey string
 }
 
 // Activity is one validated insert or delete.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/qri-io/jsonschema"
 )
@@ -382,6 +383,15 @@ func (g *gateSchemas) problemsFrom(e jsonschema.KeyError, prefix, op string) []P
 	}
 	if strings.HasPrefix(msg, "min length of 1 characters required") {
 		return []Problem{{Path: path, Message: "must not be empty"}}
+	}
+	if strings.HasPrefix(msg, "max length of ") {
+		// qri echoes the whole string, which would make the answer to a
+		// long value as long as the value.
+		var limit int
+		if _, err := fmt.Sscanf(msg, "max length of %d characters exceeded", &limit); err == nil {
+			s, _ := e.InvalidValue.(string)
+			return []Problem{{Path: path, Message: fmt.Sprintf("has %d characters; at most %d allowed", utf8.RuneCountInString(s), limit)}}
+		}
 	}
 	if strings.HasPrefix(msg, "regexp pattern ") {
 		// The only patterns in schema.json are propertyNames, and qri
