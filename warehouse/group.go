@@ -97,6 +97,18 @@ type GroupStats struct {
 // in arrival order, and so do later payloads sharing any table with a waiting
 // one, so no payload is overtaken forever on a table it shares.
 //
+// A payload's ordering key is held like one more table: two payloads of one
+// key are never in two groups in flight at once, and a later one waits
+// behind an earlier one that waits. In one group they are in arrival order,
+// which Warehouse.Apply keeps. So of two payloads of one key, the one
+// submitted first commits first, or in the same transaction before the
+// other, whatever tables either touches. (When the first one's group fails,
+// its Submit returns the error; the second may then commit before the
+// first is submitted again. The apply stage never submits a key's next
+// payload before the previous one's Submit returned with success or it
+// was poisoned, so this never arises there; see pipeline/stage_apply.go.)
+// Payloads without a key pay nothing for this.
+//
 // It has no worker goroutine: one member of each group, its leader, makes
 // the Apply call on its own goroutine and hands the others their outcomes.
 // Waking a goroutine costs more than a small Apply on SQLite, so a lone
@@ -193,7 +205,7 @@ func (c *GroupCommitter) Submit(ctx context.Context, p Payload) (Outcome, error)
 	}
 	s := &submission{
 		payload: p,
-		tables:  tableKeys(p.Activities),
+		tables:  lockKeys(p),
 		arrived: time.Now(),
 		result:  make(chan submissionResult, 1),
 	}
@@ -505,6 +517,20 @@ func (c *GroupCommitter) checkDrained() {
 			c.timer.Stop()
 		}
 	}
+}
+
+// orderingLockPrefix makes an ordering key a lock key no table name can
+// equal: table names are identifiers, which hold no NUL.
+const orderingLockPrefix = "\x00ordering:"
+
+// lockKeys returns what p holds while its group is in flight: its tables
+// and its ordering key.
+func lockKeys(p Payload) []string {
+	keys := tableKeys(p.Activities)
+	if p.OrderingKey != "" {
+		keys = append(keys, orderingLockPrefix+p.OrderingKey)
+	}
+	return keys
 }
 
 // tableKeys returns the distinct tables the activities touch, as lock keys. Keys are

@@ -32,12 +32,21 @@ func (instantWarehouse) Close() error               { return nil }
 func BenchmarkGroupCommitter(b *testing.B) {
 	for _, concurrency := range []int{1, 16, 128} {
 		b.Run(fmt.Sprintf("concurrency=%d", concurrency), func(b *testing.B) {
-			benchmarkGroupCommitter(b, concurrency)
+			benchmarkGroupCommitter(b, concurrency, nil)
+		})
+	}
+	// Keyed payloads, 100 keys, for what holding a key costs; the runs
+	// above must not change when keys are added.
+	for _, concurrency := range []int{16, 128} {
+		b.Run(fmt.Sprintf("keyed/concurrency=%d", concurrency), func(b *testing.B) {
+			benchmarkGroupCommitter(b, concurrency, func(i int64) string { return fmt.Sprintf("row-%d", i%100) })
 		})
 	}
 }
 
-func benchmarkGroupCommitter(b *testing.B, concurrency int) {
+// benchmarkGroupCommitter submits b.N payloads from concurrency
+// goroutines; orderingKey, when set, gives payload i its key.
+func benchmarkGroupCommitter(b *testing.B, concurrency int, orderingKey func(i int64) string) {
 	committer, err := warehouse.NewGroupCommitter(instantWarehouse{}, warehouse.GroupConfig{}, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -58,6 +67,9 @@ func benchmarkGroupCommitter(b *testing.B, concurrency int) {
 				p := warehouse.Payload{ID: "p", Activities: []messages.Activity{{
 					Op: messages.OpInsert, Table: tables[i%int64(len(tables))],
 				}}}
+				if orderingKey != nil {
+					p.OrderingKey = orderingKey(i)
+				}
 				if out, err := committer.Submit(ctx, p); err != nil || out.Status != warehouse.Applied {
 					failed.Add(1)
 				}

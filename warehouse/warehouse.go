@@ -28,6 +28,10 @@ type Payload struct {
 	// Idempotency-Key was used for two payloads. "" means unknown, and an
 	// unknown hash on either side never conflicts. Optional.
 	Hash string
+	// OrderingKey is "" or the payload's ordering key: the GroupCommitter
+	// never lets a payload of a key commit before one of the same key
+	// submitted earlier. Adapters ignore it.
+	OrderingKey string
 }
 
 // HashConflict reports whether a payload with hash incoming conflicts with
