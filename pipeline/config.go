@@ -51,6 +51,19 @@ const (
 	OutboxOff OutboxMode = "off"
 )
 
+// OrderingPoison says what a poisoned payload does to the later payloads of
+// its ordering key.
+type OrderingPoison string
+
+const (
+	// OrderingPoisonContinue applies the later payloads of the key; the
+	// operator replays the poisoned one, which then applies after them.
+	OrderingPoisonContinue OrderingPoison = "continue"
+	// OrderingPoisonBlock would hold the key until an operator replays or
+	// purges the poisoned payload. Not implemented yet: Validate refuses it.
+	OrderingPoisonBlock OrderingPoison = "block"
+)
+
 // Config is everything the service needs. Field comments name the
 // environment variable; cmd/gatekeeper maps flags and environment onto it.
 type Config struct {
@@ -212,6 +225,11 @@ type Config struct {
 	// service agent needs publisher on the poison topic and subscriber on
 	// the apply subscription. Optional, default 0 (off).
 	DeadLetterMaxAttempts int
+	// OrderingPoison (ORDERING_POISON) is what a poisoned payload does to
+	// the later payloads of its ordering key: continue applies them.
+	// block, which would hold the key until an operator acts, is not
+	// implemented yet and refused. Optional, default continue.
+	OrderingPoison OrderingPoison
 
 	// PushgatewayHost (PUSHGATEWAY_PROMETHEUS_HOST) receives metrics every
 	// PushInterval when set. Optional.
@@ -300,6 +318,7 @@ func (c *Config) setStaticDefaults() {
 	setDefault(&c.GroupMaxInFlight, 4)
 	setDefault(&c.Outbox, OutboxAuto)
 	setDefault(&c.OutboxRedeliverAfter, 2*time.Minute)
+	setDefault(&c.OrderingPoison, OrderingPoisonContinue)
 	setDefault(&c.SQLiteSync, "full")
 	setDefault(&c.UnhealthyAfter, 5*time.Minute)
 	setDefault(&c.ResourceCheckInterval, 5*time.Second)
@@ -489,6 +508,13 @@ func (c Config) Validate() error {
 	}
 	if c.DeadLetterMaxAttempts != 0 && (c.DeadLetterMaxAttempts < 5 || c.DeadLetterMaxAttempts > 100) {
 		bad("DEAD_LETTER_MAX_ATTEMPTS %d: want 5 to 100 (Pub/Sub's bounds), or 0 for off", c.DeadLetterMaxAttempts)
+	}
+	switch c.OrderingPoison {
+	case OrderingPoisonContinue:
+	case OrderingPoisonBlock:
+		bad("ORDERING_POISON=block is not implemented yet: a poisoned payload does not hold back the later payloads of its ordering key; use continue (the default) and replay the poisoned payload")
+	default:
+		bad("ORDERING_POISON %q: want continue (block is not implemented yet)", c.OrderingPoison)
 	}
 	for _, p := range []struct {
 		env   string

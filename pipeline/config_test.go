@@ -24,3 +24,27 @@ func TestValidateReportsProblemsInAFixedOrder(t *testing.T) {
 		}
 	}
 }
+
+// block is refused until it is implemented, rather than accepted and
+// silently run as continue.
+func TestValidateOrderingPoison(t *testing.T) {
+	for _, tt := range []struct {
+		value pipeline.OrderingPoison
+		want  string
+	}{
+		{"", ""},
+		{pipeline.OrderingPoisonContinue, ""},
+		{pipeline.OrderingPoisonBlock, "ORDERING_POISON=block is not implemented yet"},
+		{"skip", `ORDERING_POISON "skip": want continue`},
+	} {
+		cfg := pipeline.DefaultConfig()
+		cfg.OrderingPoison = tt.value
+		err := cfg.Validate()
+		if tt.want == "" && err != nil {
+			t.Errorf("ORDERING_POISON=%q: %v", tt.value, err)
+		}
+		if tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("ORDERING_POISON=%q: got %v, want %q", tt.value, err, tt.want)
+		}
+	}
+}
