@@ -73,7 +73,7 @@ func (a *Apply) Handle(msg *message.Message) ([]*message.Message, error) {
 		// poison message from before): the payload is canonical already.
 		hash = messages.PayloadHash(payload.Canonical())
 	}
-	outcome, err := a.cfg.Submitter.Submit(msg.Context(), warehouse.Payload{ID: msg.UUID, Activities: payload.Activities, Hash: hash})
+	outcome, err := a.cfg.Submitter.Submit(msg.Context(), warehouse.Payload{ID: msg.UUID, Activities: payload.Activities, Hash: hash, OrderingKey: payload.OrderingKey})
 	if err != nil {
 		return nil, err
 	}

@@ -89,6 +89,12 @@ func (g *Gate) Handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
+	// The edge put the X-Ordering-Key header here; the key travels in the
+	// canonical body and as the Pub/Sub ordering key (the metadata).
+	payload, err = messages.ResolveOrderingKey(payload, msg.Metadata.Get(messages.MetaOrderingKey))
+	if err != nil {
+		return err
+	}
 	if g.admit != nil {
 		if err := g.admit(); err != nil {
 			return err
@@ -105,6 +111,9 @@ func (g *Gate) Handle(msg *message.Message) error {
 	hash := messages.PayloadHash(canonical)
 	out.Metadata.Set(messages.MetaPayloadHash, hash)
 	msg.Metadata.Set(messages.MetaPayloadHash, hash)
+	if payload.OrderingKey != "" {
+		out.Metadata.Set(messages.MetaOrderingKey, payload.OrderingKey)
+	}
 	// The HTTP subscriber cancels the message's context when the client
 	// goes away. The publish must run to its end all the same: cancelled
 	// midway, it may have landed while the payload is reported failed, and

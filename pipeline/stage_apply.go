@@ -99,6 +99,28 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 	//   Timeout     bounds one attempt;
 	//   recoverer   turns a panic into a permanent error that gets poisoned
 	//               at once, not a crash loop on redelivery.
+	//
+	// Ordering per key. The router runs every message on a goroutine of its
+	// own, so nothing here orders two messages; what orders a key's
+	// payloads is that the stage never holds two of them at once:
+	//   - the apply subscription is ordered, and the Pub/Sub client calls
+	//     the subscriber's callback for a key's next message only after the
+	//     previous callback returned (its receive scheduler runs one queue
+	//     per key); watermill-googlecloud's callback returns only once the
+	//     router acked or nacked the message;
+	//   - Retry and its backoff run inside the handler, before the ack, so
+	//     a retried payload holds its key until it applies or is poisoned;
+	//   - the group committer holds the key like a table, so even a Submit
+	//     that gave up (Timeout) while its group was in flight is committed
+	//     or not before the key's next payload is.
+	// A nack gives the key back to Pub/Sub, which on Google redelivers the
+	// nacked message and every later one of its key in order. On shutdown
+	// the messages of the key already pulled are nacked too (the
+	// subscriber is closing). The one gap: a nack while running, which only
+	// a failed poison publish causes, lets the client hand over a later
+	// message of the key it already pulled before the redelivery; that
+	// payload can then apply first (see the README). A poisoned payload is
+	// acked, so the key's later payloads apply (ORDERING_POISON=continue).
 	handler.AddMiddleware(
 		settled(handling, onSettled),
 		middleware.CorrelationID,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/embedded"
 )
 
@@ -41,6 +43,10 @@ type PubSub struct {
 	// missing lists what NewPubSub found missing and could not create; only
 	// an ingest-only process starts so, and is not ready until they exist.
 	missing []missingResource
+	// warnedUnordered holds the subscriptions already warned about
+	// delivering without ordering: the health monitor checks them every
+	// few seconds, and the warning says all there is to say once.
+	warnedUnordered sync.Map
 	// onPublish, when set, sees the result of every publish and how long
 	// it took.
 	onPublish func(topic string, took time.Duration, err error)
@@ -96,12 +102,33 @@ func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, e
 		PublishTimeout:            cfg.PublishTimeout,
 		PublishSettings:           ps.publishSettings(),
 		ClientOptions:             ps.options,
+		// Payloads of one ordering key are published in the order the gate
+		// hands them over. After a failed publish the client pauses the
+		// key until ResumePublish; the publisher resumes it at once, so
+		// only the failed payload (whose client got 503) is lost to the
+		// key, and not every later one.
+		EnableMessageOrdering:                         true,
+		EnableMessageOrderingAutoResumePublishOnError: true,
+		Marshaler: googlecloud.NewOrderingMarshaler(ps.orderingKey),
 	}, ps.wlog)
 	if err != nil {
 		_ = ps.Close()
 		return nil, fmt.Errorf("pub/sub publisher: %w", err)
 	}
 	return ps, nil
+}
+
+// orderingKey is the Pub/Sub ordering key of a message published to topic:
+// the payload's ordering key on the accepted topic (a replay or an outbox
+// redelivery carries it in its metadata too), and none elsewhere. The
+// applied and poison topics are read by no ordered subscription, and a key
+// there would only make the client publish its messages one batch at a
+// time.
+func (ps *PubSub) orderingKey(topic string, msg *message.Message) (string, error) {
+	if topic != ps.cfg.TopicID {
+		return "", nil
+	}
+	return msg.Metadata.Get(messages.MetaOrderingKey), nil
 }
 
 func emulatorOptions(addr string) []option.ClientOption {
@@ -208,6 +235,9 @@ type resource struct {
 	topic, subscription string
 	ackDeadline         time.Duration
 	exactlyOnce         bool
+	// ordered delivers the messages of one ordering key in publish order,
+	// each after the previous one was acked.
+	ordered bool
 	// expires makes Pub/Sub delete the subscription after a day unused:
 	// one per outbox file, so a replica that is gone leaves nothing behind.
 	expires bool
@@ -243,6 +273,7 @@ func (ps *PubSub) resources() []resource {
 		// messages are redelivered.
 		ackDeadline: 20 * time.Second,
 		exactlyOnce: !c.DisableExactlyOnceDelivery && ps.Mode == PubSubGoogle,
+		ordered:     true,
 	}
 	if c.DeadLetterMaxAttempts > 0 {
 		// The dead-letter topic must exist before the subscription names it.
@@ -327,6 +358,14 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 		if sub.GetTopic() != topicName {
 			return false, fmt.Errorf("subscription %s is attached to %s, want %s", r.subscription, sub.GetTopic(), topicName)
 		}
+		if _, warned := ps.warnedUnordered.LoadOrStore(r.subscription, true); r.ordered && !sub.GetEnableMessageOrdering() && !warned {
+			// Pub/Sub cannot turn ordering on for an existing subscription,
+			// and refusing to start would stop every payload, keyed or not.
+			ps.logger.Warn("Subscription delivers without message ordering: payloads with the same ordering key "+
+				"may be applied out of order. Ordering cannot be changed on an existing subscription; "+
+				"create a new one with message ordering enabled (or delete this one, once drained, and let gatekeeper recreate it)",
+				"subscription", r.subscription, "topic", r.topic)
+		}
 		return false, nil
 	}
 	if status.Code(err) == codes.NotFound && ps.cfg.DoNotCreateResources {
@@ -342,6 +381,7 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 		AckDeadlineSeconds:        int32(r.ackDeadline / time.Second),
 		MessageRetentionDuration:  durationpb.New(7 * 24 * time.Hour),
 		EnableExactlyOnceDelivery: r.exactlyOnce,
+		EnableMessageOrdering:     r.ordered,
 	}
 	if r.deadLetterTopic != "" {
 		sub.DeadLetterPolicy = &pubsubpb.DeadLetterPolicy{
@@ -359,7 +399,7 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 	if err != nil {
 		return false, fmt.Errorf("create subscription %s: %w", r.subscription, err)
 	}
-	ps.logger.Info("Created subscription", "subscription", r.subscription, "topic", r.topic, "exactly_once", r.exactlyOnce)
+	ps.logger.Info("Created subscription", "subscription", r.subscription, "topic", r.topic, "exactly_once", r.exactlyOnce, "ordered", r.ordered)
 	return true, nil
 }
 

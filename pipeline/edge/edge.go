@@ -246,6 +246,24 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 		x.mu.Unlock()
 		return nil, err
 	}
+	if values, given := r.Header[messages.OrderingKeyHeader]; given {
+		// Checked here because only the request tells a header sent empty
+		// from one not sent; the gate checks that it agrees with the body.
+		problem := messages.CheckOrderingKeyHeader(values[0])
+		if len(values) > 1 {
+			problem = messages.OrderingKeyHeader + " must be given once"
+		}
+		if problem != "" {
+			err := &messages.ValidationError{
+				Problems: []messages.Problem{{Message: problem, Rule: messages.RuleSchema}},
+				Rules:    []messages.Rule{messages.RuleSchema},
+			}
+			x.mu.Lock()
+			x.body, x.readErr = body, err
+			x.mu.Unlock()
+			return nil, err
+		}
+	}
 	id := watermill.NewUUID()
 	if x.key != "" {
 		var claim *keyEntry
@@ -267,6 +285,9 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 	msg.Metadata.Set(messages.MetaReceivedAt, e.now().UTC().Format(time.RFC3339Nano))
 	msg.Metadata.Set(messages.MetaCorrelationID, r.Header.Get("X-Correlation-ID"))
 	msg.Metadata.Set(messages.MetaContentType, r.Header.Get("Content-Type"))
+	if key := r.Header.Get(messages.OrderingKeyHeader); key != "" {
+		msg.Metadata.Set(messages.MetaOrderingKey, key)
+	}
 
 	x.mu.Lock()
 	x.id, x.body = msg.UUID, body
