@@ -65,6 +65,26 @@ func TestOrderingKeyAtTheEdge(t *testing.T) {
 			}
 		}
 
+		// A header given twice, and one that is not UTF-8, which post's
+		// Header.Set cannot send.
+		for name, values := range map[string][]string{
+			"header twice":     {"a", "b"},
+			"header not UTF-8": {"\xff"},
+		} {
+			req, _ := http.NewRequest(http.MethodPost, r.base+pipeline.IngestPath, strings.NewReader(rowPayload("t", 1, 1, "")))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header["X-Ordering-Key"] = values
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(raw), "X-Ordering-Key must be") {
+				t.Errorf("%s: got %d %s, want 400 about X-Ordering-Key", name, resp.StatusCode, raw)
+			}
+		}
+
 		accepted := map[string]string{} // payload id → the key it must carry
 		for _, c := range []struct {
 			body   string
