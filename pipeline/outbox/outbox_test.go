@@ -136,10 +136,13 @@ func TestOutboxConfigReportsEveryProblem(t *testing.T) {
 }
 
 // A payload Pub/Sub lost while the process runs is offered again once it
-// has waited RedeliverAfter, and then ever less often.
+// has waited RedeliverAfter, and then ever less often. The waits are long
+// enough that a loaded machine's pauses (CI runs this beside the fault
+// suite) cannot make a "not yet" check late.
 func TestOutboxOffersOverduePayloadsAgain(t *testing.T) {
 	ctx := context.Background()
-	o, err := outbox.Open(ctx, outbox.Config{Path: filepath.Join(t.TempDir(), "outbox.db"), RedeliverAfter: 100 * time.Millisecond}, nil)
+	const wait = 400 * time.Millisecond
+	o, err := outbox.Open(ctx, outbox.Config{Path: filepath.Join(t.TempDir(), "outbox.db"), RedeliverAfter: wait}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +160,7 @@ func TestOutboxOffersOverduePayloadsAgain(t *testing.T) {
 	if got := due(); len(got) != 0 {
 		t.Fatalf("due at once: %v", got)
 	}
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(wait + 100*time.Millisecond)
 	got := due()
 	if len(got) != 1 || got[0].ID != "late" || got[0].Republished != 0 {
 		t.Fatalf("due after RedeliverAfter: %+v", got)
@@ -166,15 +169,21 @@ func TestOutboxOffersOverduePayloadsAgain(t *testing.T) {
 	if err := o.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond)
+	if got := due(); len(got) != 0 {
+		t.Fatalf("due again at once after a republish: %+v", got)
+	}
+	time.Sleep(wait + 100*time.Millisecond)
 	if got := due(); len(got) != 0 {
 		t.Fatalf("due again before twice the wait: %+v", got)
+	}
+	time.Sleep(wait)
+	if got := due(); len(got) != 1 || got[0].Republished != 1 {
+		t.Fatalf("due after twice the wait: %+v", got)
 	}
 	o.Forget("late")
 	if err := o.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
 	if got := due(); len(got) != 0 {
 		t.Fatalf("a forgotten payload is due: %+v", got)
 	}
@@ -185,7 +194,8 @@ func TestOutboxOffersOverduePayloadsAgain(t *testing.T) {
 // apart from the pending ones.
 func TestOutboxOffersOverduePoisonedPayloadsAgain(t *testing.T) {
 	ctx := context.Background()
-	o, err := outbox.Open(ctx, outbox.Config{Path: filepath.Join(t.TempDir(), "outbox.db"), RedeliverAfter: 200 * time.Millisecond}, nil)
+	const wait = 400 * time.Millisecond
+	o, err := outbox.Open(ctx, outbox.Config{Path: filepath.Join(t.TempDir(), "outbox.db"), RedeliverAfter: wait}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +203,7 @@ func TestOutboxOffersOverduePoisonedPayloadsAgain(t *testing.T) {
 	if err := o.Append(ctx, outbox.Entry{ID: "bad", Payload: []byte("{}")}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(250 * time.Millisecond) // overdue as a pending payload
+	time.Sleep(wait + 100*time.Millisecond) // overdue as a pending payload
 	o.MarkPoisoned("bad", map[string]string{"reason_poisoned": "missing table"})
 	if err := o.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -211,7 +221,7 @@ func TestOutboxOffersOverduePoisonedPayloadsAgain(t *testing.T) {
 	if got := due(outbox.Pending); len(got) != 0 {
 		t.Fatalf("a poisoned entry offered as pending: %v", got)
 	}
-	time.Sleep(250 * time.Millisecond)
+	time.Sleep(wait + 100*time.Millisecond)
 	if got := due(outbox.Poisoned); len(got) != 1 || got[0] != "bad" {
 		t.Fatalf("poisoned due after RedeliverAfter: %v", got)
 	}
