@@ -183,6 +183,9 @@ type EventFilter struct {
 	// Reason selects entries whose latest poisoning's reason contains it
 	// (case-insensitive).
 	Reason string
+	// Backend selects entries whose latest poisoning came from this
+	// backend: the poison message's "backend" attribute.
+	Backend string
 	// Limit bounds the entries returned; <= 0 means all.
 	Limit int
 }

@@ -274,6 +274,10 @@ WHERE l.pos = 1 AND l.kind IN UNNEST(` + p.array(kinds) + ")")
 	if f.Table != "" {
 		b.WriteString(" AND @" + p.add(f.Table) + " IN UNNEST(p.tables)")
 	}
+	if f.Backend != "" {
+		// attributes is a STRING column holding the JSON object.
+		b.WriteString(" AND JSON_VALUE(p.attributes, '$.backend') = @" + p.add(f.Backend))
+	}
 	b.WriteString("\nORDER BY l.event_at DESC, l.payload_id")
 	if f.Limit > 0 {
 		b.WriteString(" LIMIT " + strconv.Itoa(f.Limit))

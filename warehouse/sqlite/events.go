@@ -246,7 +246,7 @@ func entriesSQL(f warehouse.EventFilter) (string, []any) {
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	filtersPoisoned := f.Class != "" || f.Reason != "" || f.Table != ""
+	filtersPoisoned := f.Class != "" || f.Reason != "" || f.Table != "" || f.Backend != ""
 	b.WriteString(`
 ), page AS (
 	SELECT * FROM latest`)
@@ -276,6 +276,10 @@ WHERE 1`)
 	if f.Table != "" {
 		b.WriteString(" AND EXISTS (SELECT 1 FROM json_each(p.tables) WHERE json_each.value = ?)")
 		args = append(args, f.Table)
+	}
+	if f.Backend != "" {
+		b.WriteString(" AND json_extract(p.attributes, '$.backend') = ?")
+		args = append(args, f.Backend)
 	}
 	b.WriteString(" ORDER BY found.at DESC, found.payload_id LIMIT ?")
 	args = append(args, limit)

@@ -42,6 +42,14 @@ func Poisoned(payloadID string, generation int, when time.Time, class, reason st
 	}
 }
 
+// fromBackend is e as a poison message of that backend gives it: the
+// "backend" attribute (messages.MetaBackend).
+func fromBackend(e warehouse.Event, backend string) warehouse.Event {
+	e.Attributes = maps.Clone(e.Attributes)
+	e.Attributes["backend"] = backend
+	return e
+}
+
 // Operated is a replayed or purged event.
 func Operated(payloadID string, kind warehouse.EventKind, generation int, when time.Time) warehouse.Event {
 	return warehouse.Event{
@@ -217,13 +225,13 @@ func entriesFollowTheLatestEvent(t *testing.T, w warehouse.Store) {
 
 func entriesFilters(t *testing.T, w warehouse.Store) {
 	appendEvents(t, w,
-		Poisoned("a", 0, at(1), "permanent", "column X: Type Mismatch", "orders", "items"),
-		Poisoned("b", 0, at(2), "transient", "deadline exceeded", "orders"),
+		fromBackend(Poisoned("a", 0, at(1), "permanent", "column X: Type Mismatch", "orders", "items"), "billing"),
+		fromBackend(Poisoned("b", 0, at(2), "transient", "deadline exceeded", "orders"), "shop"),
 		Poisoned("c", 0, at(3), "permanent", "50% of_the rows", "Items"),
 		// d was poisoned in orders, replayed, and poisoned again in items.
-		Poisoned("d", 0, at(4), "transient", "busy", "orders"),
+		fromBackend(Poisoned("d", 0, at(4), "transient", "busy", "orders"), "billing"),
 		Operated("d", warehouse.EventReplayed, 1, at(5)),
-		Poisoned("d", 1, at(6), "permanent", "type mismatch again", "items"),
+		fromBackend(Poisoned("d", 1, at(6), "permanent", "type mismatch again", "items"), "shop"),
 		// e is replayed and not poisoned since.
 		Poisoned("e", 0, at(7), "permanent", "type mismatch", "orders"),
 		Operated("e", warehouse.EventReplayed, 1, at(8)),
@@ -263,8 +271,14 @@ func entriesFilters(t *testing.T, w warehouse.Store) {
 	expectEntryPayloads(t, w, F{Since: at(3)}, "d", "c")
 	expectEntryPayloads(t, w, F{Since: at(3), States: allStates}, "f", "e", "d", "c")
 	expectEntryPayloads(t, w, F{Since: at(11), States: allStates})
+	// The backend is the latest poisoning's "backend" attribute, matched
+	// whole: d was billing's first, shop's since.
+	expectEntryPayloads(t, w, F{Backend: "billing"}, "a")
+	expectEntryPayloads(t, w, F{Backend: "shop"}, "d", "b")
+	expectEntryPayloads(t, w, F{Backend: "bill"})
 	// Filters combine.
 	expectEntryPayloads(t, w, F{Class: "permanent", Table: "items", Reason: "mismatch", Since: at(2)}, "d")
+	expectEntryPayloads(t, w, F{Backend: "shop", Table: "orders"}, "b")
 	// The replays count of the filtered entries is theirs.
 	got := entries(t, w, F{PayloadIDs: []string{"d"}})
 	if len(got) != 1 || got[0].Replays != 1 || got[0].Poisoned.Reason != "type mismatch again" {
