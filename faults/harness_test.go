@@ -111,6 +111,7 @@ func newEnv(t *testing.T, pubsubHost string) *env {
 	if pubsubHost != "" {
 		vars["PUBSUB_EMULATOR_HOST"] = pubsubHost
 		vars["PROJECT_ID"] = "test"
+		vars["AUTH"] = "none" // these tests count payloads, not keys
 	} else {
 		vars["PUBSUB_MODE"] = "embedded"
 		vars["PUBSUB_EMBEDDED_ADDR"] = freeAddr(t)

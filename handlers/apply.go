@@ -96,11 +96,16 @@ func (a *Apply) Handle(msg *message.Message) ([]*message.Message, error) {
 		AppliedAt:       appliedAt.UTC(),
 		ApplyDurationMS: float64(appliedAt.Sub(started).Microseconds()) / 1000,
 		Duplicate:       outcome.Status == warehouse.Duplicate,
+		Backend:         msg.Metadata.Get(messages.MetaBackend),
 	})
 	if err != nil {
 		return nil, messages.Permanent(err)
 	}
 	// The stage's CorrelationID middleware gives the event the payload's
 	// correlation id.
-	return []*message.Message{message.NewMessage(msg.UUID, event)}, nil
+	ev := message.NewMessage(msg.UUID, event)
+	if b := msg.Metadata.Get(messages.MetaBackend); b != "" {
+		ev.Metadata.Set(messages.MetaBackend, b)
+	}
+	return []*message.Message{ev}, nil
 }

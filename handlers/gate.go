@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,7 +20,15 @@ type Gate struct {
 	publishTimeout time.Duration
 	admit          func() error
 	outbox         Outbox
+	authorize      func(msg *message.Message, tables []string) error
+	maxInFlight    int64
+	inFlight       atomic.Int64
 }
+
+// ErrOverloaded refuses a payload while MaxInFlight publishes are under
+// way: shedding it at once keeps everyone's latency bounded, where queuing
+// it would let the wait grow without end.
+var ErrOverloaded = errors.New("too many payloads are being published at once; retry")
 
 // Outbox keeps accepted payloads durably until they are applied (see
 // pipeline/outbox). The gate records a payload before it publishes it and
@@ -49,6 +58,15 @@ type GateConfig struct {
 	// Outbox, when set, records every payload before it is published.
 	// Optional.
 	Outbox Outbox
+	// Authorize, when set, sees each valid payload's tables (sorted,
+	// distinct) before anything is recorded or published; its error
+	// (classify it) refuses the payload. The service checks the backend's
+	// allowed tables with it. Optional.
+	Authorize func(msg *message.Message, tables []string) error
+	// MaxInFlight bounds the payloads being recorded and published at
+	// once; past it the gate answers ErrOverloaded (transient: 503).
+	// Optional, default 0: no bound.
+	MaxInFlight int
 }
 
 func (c *GateConfig) setDefaults() {
@@ -69,6 +87,9 @@ func (c GateConfig) Validate() error {
 	if c.PublishTimeout < 0 {
 		errs = append(errs, errors.New("gate config: PublishTimeout must not be negative"))
 	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, errors.New("gate config: MaxInFlight must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -78,7 +99,10 @@ func NewGate(cfg GateConfig) (*Gate, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Gate{publisher: cfg.Publisher, topic: cfg.Topic, publishTimeout: cfg.PublishTimeout, admit: cfg.Admit, outbox: cfg.Outbox}, nil
+	return &Gate{
+		publisher: cfg.Publisher, topic: cfg.Topic, publishTimeout: cfg.PublishTimeout, admit: cfg.Admit, outbox: cfg.Outbox,
+		authorize: cfg.Authorize, maxInFlight: int64(cfg.MaxInFlight),
+	}, nil
 }
 
 // Handle is a Watermill no-publisher handler: it publishes itself, so that
@@ -95,10 +119,24 @@ func (g *Gate) Handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
+	if g.authorize != nil {
+		if err := g.authorize(msg, payload.Tables()); err != nil {
+			return err
+		}
+	}
 	if g.admit != nil {
 		if err := g.admit(); err != nil {
 			return err
 		}
+	}
+	if g.maxInFlight > 0 {
+		// Counted from here, where the publish's cost starts: reading and
+		// parsing the body are bounded by the HTTP server's own limits.
+		if g.inFlight.Add(1) > g.maxInFlight {
+			g.inFlight.Add(-1)
+			return messages.Transient(ErrOverloaded)
+		}
+		defer g.inFlight.Add(-1)
 	}
 	canonical := payload.Canonical()
 	out := message.NewMessage(msg.UUID, canonical)
@@ -113,6 +151,9 @@ func (g *Gate) Handle(msg *message.Message) error {
 	msg.Metadata.Set(messages.MetaPayloadHash, hash)
 	if payload.OrderingKey != "" {
 		out.Metadata.Set(messages.MetaOrderingKey, payload.OrderingKey)
+	}
+	if b := msg.Metadata.Get(messages.MetaBackend); b != "" {
+		out.Metadata.Set(messages.MetaBackend, b)
 	}
 	// The HTTP subscriber cancels the message's context when the client
 	// goes away. The publish must run to its end all the same: cancelled

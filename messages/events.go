@@ -14,4 +14,7 @@ type AppliedEvent struct {
 	// Duplicate is true when the ledger already held the payload: a
 	// redelivery that was acknowledged without being applied again.
 	Duplicate bool `json:"duplicate,omitempty"`
+	// Backend is the authenticated backend that posted the payload
+	// (BACKENDS_FILE); empty without authentication.
+	Backend string `json:"backend,omitempty"`
 }

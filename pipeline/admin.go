@@ -20,7 +20,8 @@ import (
 
 // The operators' console: a JSON admin API mirroring `gatekeeper poison`,
 // and a page over it. It listens on ADMIN_ADDR, apart from the ingestion
-// port, since it has no authentication of its own yet.
+// port. With BACKENDS_FILE, the API needs an admin key (adminDoor); the
+// page itself is static and asks for the key.
 const (
 	AdminPoisonPath = "/api/poison"
 	AdminPagePath   = "/ui/poison"
@@ -37,13 +38,14 @@ var (
 )
 
 // ParseFilter reads the filters operators give by name (table, class,
-// since, reason, state, limit), from flags or a query string, and reports
+// since, reason, backend, state, limit), from flags or a query string, and reports
 // every bad value at once.
 func ParseFilter(get func(name string) string, now time.Time) (warehouse.EventFilter, error) {
 	var f warehouse.EventFilter
 	var errs []error
 	f.Table = strings.TrimSpace(get("table"))
 	f.Reason = get("reason")
+	f.Backend = strings.TrimSpace(get("backend"))
 	if c := get("class"); c != "" {
 		if !slices.Contains(filterClasses, c) {
 			errs = append(errs, fmt.Errorf("class %q: want one of %s", c, strings.Join(filterClasses, ", ")))
@@ -85,7 +87,7 @@ func (s *Service) adminRoutes() http.Handler {
 	mux := http.NewServeMux()
 	api := func(pattern string, h func(*Console, http.ResponseWriter, *http.Request)) {
 		mux.Handle(pattern, s.Metrics.InstrumentHTTP(strings.TrimPrefix(strings.TrimPrefix(pattern, "GET "), "POST "),
-			http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.adminDoor(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Method == http.MethodPost && !sameOriginJSON(r) {
 					writeAdminError(w, http.StatusForbidden, errors.New("console writes must be same-origin requests with Content-Type: application/json"))
 					return
@@ -96,7 +98,7 @@ func (s *Service) adminRoutes() http.Handler {
 					return
 				}
 				h(c, w, r)
-			})))
+			}))))
 	}
 	api("GET "+AdminPoisonPath, adminList)
 	api("GET "+AdminPoisonPath+"/summary", adminSummary)
@@ -104,7 +106,7 @@ func (s *Service) adminRoutes() http.Handler {
 	api("POST "+AdminPoisonPath+"/replay", adminReplay)
 	api("POST "+AdminPoisonPath+"/purge", adminPurge)
 	api("POST "+AdminPoisonPath+"/validate", adminValidate)
-	mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, http.HandlerFunc(s.serveStatus)))
+	mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, s.adminDoor(http.HandlerFunc(s.serveStatus))))
 	mux.HandleFunc("GET "+AdminPagePath, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'")

@@ -64,6 +64,19 @@ const (
 	OrderingPoisonBlock OrderingPoison = "block"
 )
 
+// AuthMode says whether the ingestion API asks for API keys.
+type AuthMode string
+
+const (
+	// AuthAuto asks for keys when BACKENDS_FILE is set; without it, only
+	// the embedded Pub/Sub runs unauthenticated, and any other mode
+	// refuses to start.
+	AuthAuto AuthMode = "auto"
+	// AuthNone runs without authentication, on any Pub/Sub, when
+	// BACKENDS_FILE is not set.
+	AuthNone AuthMode = "none"
+)
+
 // Config is everything the service needs. Field comments name the
 // environment variable; cmd/gatekeeper maps flags and environment onto it.
 type Config struct {
@@ -139,10 +152,10 @@ type Config struct {
 	// /metrics listen. Optional, default ":8080".
 	HTTPAddr string
 	// AdminAddr (ADMIN_ADDR) is where the operators' console listens: the
-	// admin API (/api/poison…) and the page /ui/poison. It has no
-	// authentication yet, so it is kept off the ingestion port and, by
-	// default, on loopback; "off" turns it off. Optional, default
-	// "127.0.0.1:8081".
+	// admin API (/api/poison…) and the page /ui/poison.
+	// With BACKENDS_FILE it needs an admin key; it is kept off the
+	// ingestion port and, by default, on loopback; "off" turns it off.
+	// Optional, default "127.0.0.1:8081".
 	AdminAddr string
 	// MaxBodyBytes (MAX_BODY_BYTES) is the largest accepted request body.
 	// Optional, default 1 MiB.
@@ -156,6 +169,18 @@ type Config struct {
 	// IdempotencyMaxKeys (IDEMPOTENCY_MAX_KEYS) bounds the keys remembered;
 	// the oldest are forgotten first. Optional, default 100000.
 	IdempotencyMaxKeys int
+	// BackendsFile (BACKENDS_FILE) lists the backends, their API keys,
+	// quotas and tables, and the admin keys (YAML or JSON; see package
+	// frontdoor). Reloaded on SIGHUP. Optional; without it the ingestion
+	// API is unauthenticated, which only the embedded Pub/Sub or AUTH=none
+	// allows.
+	BackendsFile string
+	// Auth (AUTH) is auto or none. Optional, default auto.
+	Auth AuthMode
+	// MaxInFlightPublishes (MAX_IN_FLIGHT_PUBLISHES) bounds the payloads
+	// the gate records and publishes at once; past it, 503 with
+	// Retry-After. Optional, default 2,000.
+	MaxInFlightPublishes int
 	// ReadTimeout, WriteTimeout, IdleTimeout, ReadHeaderTimeout bound the
 	// HTTP server. Optional, defaults 30s, 30s, 120s, 5s.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -302,6 +327,8 @@ func (c *Config) setStaticDefaults() {
 	setDefault(&c.MaxBodyBytes, 1<<20)
 	setDefault(&c.IdempotencyTTL, 24*time.Hour)
 	setDefault(&c.IdempotencyMaxKeys, 100_000)
+	setDefault(&c.Auth, AuthAuto)
+	setDefault(&c.MaxInFlightPublishes, 2000)
 	setDefault(&c.ReadHeaderTimeout, 5*time.Second)
 	setDefault(&c.ReadTimeout, 30*time.Second)
 	setDefault(&c.WriteTimeout, 30*time.Second)
@@ -501,6 +528,20 @@ func (c Config) Validate() error {
 			bad("HTTP_ADDR %q: %v", c.HTTPAddr, err)
 		}
 	}
+	switch c.Auth {
+	case AuthAuto:
+		if c.BackendsFile == "" && c.Runs(StageIngest) && mode != PubSubEmbedded {
+			bad("no BACKENDS_FILE: on the %s Pub/Sub the ingestion API would accept anyone's payloads. "+
+				"Make a key per backend with `gatekeeper keys new BACKEND >> backends.yaml` and set BACKENDS_FILE=backends.yaml, "+
+				"or set AUTH=none to run without authentication", mode)
+		}
+	case AuthNone:
+		if c.BackendsFile != "" {
+			bad("AUTH=none and BACKENDS_FILE contradict each other: unset one")
+		}
+	default:
+		bad("AUTH %q: want auto or none", c.Auth)
+	}
 	if c.AdminAddr != AdminOff {
 		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
 			bad("ADMIN_ADDR %q: %v (or off)", c.AdminAddr, err)
@@ -522,7 +563,8 @@ func (c Config) Validate() error {
 	}{
 		{"PUBLISH_TIMEOUT", float64(c.PublishTimeout)},
 		{"RECEIVE_STREAMS", float64(c.ReceiveStreams)}, {"MAX_OUTSTANDING", float64(c.MaxOutstanding)},
-		{"MAX_BODY_BYTES", float64(c.MaxBodyBytes)}, {"READ_HEADER_TIMEOUT", float64(c.ReadHeaderTimeout)},
+		{"MAX_BODY_BYTES", float64(c.MaxBodyBytes)}, {"MAX_IN_FLIGHT_PUBLISHES", float64(c.MaxInFlightPublishes)},
+		{"READ_HEADER_TIMEOUT", float64(c.ReadHeaderTimeout)},
 		{"IDEMPOTENCY_TTL", float64(c.IdempotencyTTL)}, {"IDEMPOTENCY_MAX_KEYS", float64(c.IdempotencyMaxKeys)},
 		{"READ_TIMEOUT", float64(c.ReadTimeout)}, {"WRITE_TIMEOUT", float64(c.WriteTimeout)},
 		{"IDLE_TIMEOUT", float64(c.IdleTimeout)}, {"EMBEDDED_MAX_BACKLOG", float64(c.EmbeddedMaxBacklog)},

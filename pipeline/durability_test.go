@@ -348,7 +348,7 @@ func storeRows(t *testing.T, store warehouse.Reader, table string) []map[string]
 
 func payloadCount(t *testing.T, base, outcome string) float64 {
 	t.Helper()
-	return metricValue(t, base, `gatekeeper_payloads_total{outcome="`+outcome+`"}`)
+	return metricValue(t, base, `gatekeeper_payloads_total{backend="",outcome="`+outcome+`"}`)
 }
 
 // metricValue reads one series, named as /metrics prints it, from the

@@ -65,7 +65,7 @@ func TestMetricsCountExactly(t *testing.T) {
 	for _, id := range ids {
 		waitApplied(t, inner, id, 15*time.Second)
 	}
-	waitMetric(t, r.base, `gatekeeper_payloads_total{outcome="poisoned"}`, before, k)
+	waitMetric(t, r.base, `gatekeeper_payloads_total{backend="",outcome="poisoned"}`, before, k)
 
 	// One transient failure, retried once, then applied.
 	faulty.FailNext(1, nil)
@@ -74,16 +74,16 @@ func TestMetricsCountExactly(t *testing.T) {
 		t.Fatalf("POST: %d", code)
 	}
 	waitApplied(t, inner, resp.ID, 15*time.Second)
-	waitMetric(t, r.base, `gatekeeper_payloads_total{outcome="applied"}`, before, n+1)
+	waitMetric(t, r.base, `gatekeeper_payloads_total{backend="",outcome="applied"}`, before, n+1)
 	after := scrape(t, r.base)
 
 	want := map[string]float64{
-		`gatekeeper_payloads_total{outcome="accepted"}`:                                 n + k + 1,
-		`gatekeeper_payloads_total{outcome="rejected"}`:                                 float64(len(invalid)),
-		`gatekeeper_payloads_total{outcome="failed"}`:                                   0,
-		`gatekeeper_payloads_total{outcome="applied"}`:                                  n + 1,
-		`gatekeeper_payloads_total{outcome="duplicate"}`:                                0,
-		`gatekeeper_payloads_total{outcome="poisoned"}`:                                 k,
+		`gatekeeper_payloads_total{backend="",outcome="accepted"}`:                      n + k + 1,
+		`gatekeeper_payloads_total{backend="",outcome="rejected"}`:                      float64(len(invalid)),
+		`gatekeeper_payloads_total{backend="",outcome="failed"}`:                        0,
+		`gatekeeper_payloads_total{backend="",outcome="applied"}`:                       n + 1,
+		`gatekeeper_payloads_total{backend="",outcome="duplicate"}`:                     0,
+		`gatekeeper_payloads_total{backend="",outcome="poisoned"}`:                      k,
 		`gatekeeper_apply_retries_total{class="transient"}`:                             1,
 		`gatekeeper_warehouse_errors_total{class="transient",reason="other"}`:           1,
 		`gatekeeper_warehouse_errors_total{class="permanent",reason="table_not_found"}`: k,
@@ -92,10 +92,10 @@ func TestMetricsCountExactly(t *testing.T) {
 		`gatekeeper_publish_seconds_count{topic="accepted"}`:                            n + k + 1,
 		`gatekeeper_publish_seconds_count{topic="applied"}`:                             n + 1,
 		`gatekeeper_publish_seconds_count{topic="poison"}`:                              k,
-		`gatekeeper_http_requests_total{code="200",route="/api/activities"}`:            n + k + 1,
-		`gatekeeper_http_requests_total{code="400",route="/api/activities"}`:            float64(statuses[400]),
-		`gatekeeper_http_requests_total{code="413",route="/api/activities"}`:            1,
-		`gatekeeper_http_requests_total{code="415",route="/api/activities"}`:            1,
+		`gatekeeper_http_requests_total{backend="",code="200",route="/api/activities"}`: n + k + 1,
+		`gatekeeper_http_requests_total{backend="",code="400",route="/api/activities"}`: float64(statuses[400]),
+		`gatekeeper_http_requests_total{backend="",code="413",route="/api/activities"}`: 1,
+		`gatekeeper_http_requests_total{backend="",code="415",route="/api/activities"}`: 1,
 	}
 	for rule := range invalid {
 		want[`gatekeeper_payload_rejections_total{rule="`+rule+`"}`] = 1

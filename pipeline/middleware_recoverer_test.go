@@ -67,7 +67,7 @@ func TestGatePanicAnswers500(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stage, err := newIngestStage(cfg, ps, e, func() error { panic("gate bug") }, nil, logger)
+	stage, err := newIngestStage(cfg, ps, e, func() error { panic("gate bug") }, nil, nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

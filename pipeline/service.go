@@ -18,6 +18,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/handlers"
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
+	"github.com/gatekeeper/gatekeeper/pipeline/frontdoor"
 	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/warehouse"
@@ -38,10 +39,12 @@ type Service struct {
 	outbox    *outbox.Outbox // nil unless cfg.OutboxEnabled()
 	monitor   *monitor
 	edge      *edge.Edge
-	ingest    *ingestStage
-	apply     *applyStage
-	server    *http.Server
-	listener  net.Listener
+	// door holds BACKENDS_FILE; nil without it (no authentication).
+	door     *frontdoor.Door
+	ingest   *ingestStage
+	apply    *applyStage
+	server   *http.Server
+	listener net.Listener
 	// admin serves the operators' console on ADMIN_ADDR; nil when off.
 	admin         *http.Server
 	adminListener net.Listener
@@ -105,8 +108,12 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		}
 	}()
 
-	// What the stages stand on, then what watches it, then the stages, then
-	// the listener that lets requests in.
+	// Who may come in first: a bad backends file stops the start before
+	// anything connects. Then what the stages stand on, what watches it,
+	// the stages, and the listener that lets requests in.
+	if s.door, err = openDoor(cfg); err != nil {
+		return nil, err
+	}
 	if s.PubSub, err = NewPubSub(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
@@ -214,18 +221,15 @@ func (s *Service) buildIngestStage() (err error) {
 		IdempotencyTTL:     s.cfg.IdempotencyTTL,
 		IdempotencyMaxKeys: s.cfg.IdempotencyMaxKeys,
 		OnSettle: func(msg *message.Message, err error) {
+			backend := msg.Metadata.Get(messages.MetaBackend)
 			if err == nil {
 				s.accepted.Add(1)
-				s.recent.accepted(msg.UUID, receivedAt(msg))
-				s.Metrics.Payload(metrics.OutcomeAccepted)
+				s.recent.accepted(msg.UUID, receivedAt(msg), backend)
+				s.Metrics.Payload(metrics.OutcomeAccepted, backend)
 				return
 			}
-			if rules := edge.RulesOf(err); len(rules) > 0 {
-				s.Metrics.Payload(metrics.OutcomeRejected)
-				s.Metrics.Rejected(rules...)
-				return
-			}
-			s.Metrics.Payload(metrics.OutcomeFailed)
+			s.Metrics.Payload(outcomeOf(err), backend)
+			s.Metrics.Rejected(edge.RulesOf(err)...)
 		},
 	}, s.logger); err != nil {
 		return err
@@ -241,7 +245,7 @@ func (s *Service) buildIngestStage() (err error) {
 			return s.admit()
 		}
 	}
-	s.ingest, err = newIngestStage(s.cfg, s.PubSub, s.edge, admit, box, s.logger)
+	s.ingest, err = newIngestStage(s.cfg, s.PubSub, s.edge, admit, s.authorizeTables, box, s.logger)
 	return err
 }
 
@@ -402,9 +406,9 @@ func (s *Service) routes() http.Handler {
 	if s.ingest != nil {
 		// POST only: any other method gets 405 with Allow: POST here, where
 		// the edge would hold back the subscriber's status and answer 503.
-		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingest.routes))
+		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingestDoor(s.ingest.routes)))
 		mux.Handle("GET "+SchemaPath, s.Metrics.InstrumentHTTP(SchemaPath, schemaHandler()))
-		mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, http.HandlerFunc(s.serveStatus)))
+		mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, s.statusDoor(http.HandlerFunc(s.serveStatus))))
 	}
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.readyz)))

@@ -41,10 +41,10 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 				box.Forget(msg.UUID)
 			}
 			if o.Status == warehouse.Duplicate {
-				counters.Payload(metrics.OutcomeDuplicate)
+				counters.Payload(metrics.OutcomeDuplicate, msg.Metadata.Get(messages.MetaBackend))
 				return
 			}
-			counters.Payload(metrics.OutcomeApplied)
+			counters.Payload(metrics.OutcomeApplied, msg.Metadata.Get(messages.MetaBackend))
 			counters.Applied(receivedAt(msg))
 			logger.Debug("Payload applied", "payload_id", msg.UUID,
 				"correlation_id", msg.Metadata.Get(messages.MetaCorrelationID), "rows", o.RowsAffected)
@@ -157,7 +157,7 @@ func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
 		if p.outbox != nil {
 			p.outbox.MarkPoisoned(m.UUID, m.Metadata)
 		}
-		p.counters.Payload(metrics.OutcomePoisoned)
+		p.counters.Payload(metrics.OutcomePoisoned, m.Metadata.Get(messages.MetaBackend))
 		p.logger.Warn("Payload poisoned", "payload_id", m.UUID, "topic", topic,
 			"class", m.Metadata.Get(messages.MetaErrorClass),
 			"attempts", m.Metadata.Get(messages.MetaAttempts),

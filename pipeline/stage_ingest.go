@@ -49,7 +49,8 @@ type ingestStage struct {
 	routes chi.Router
 }
 
-func newIngestStage(cfg Config, ps *PubSub, e *edge.Edge, admit func() error, box handlers.Outbox, logger *slog.Logger) (*ingestStage, error) {
+func newIngestStage(cfg Config, ps *PubSub, e *edge.Edge, admit func() error, authorize func(*message.Message, []string) error,
+	box handlers.Outbox, logger *slog.Logger) (*ingestStage, error) {
 	wlog := watermill.NewSlogLogger(logger)
 	routes := chi.NewRouter()
 	routes.Use(e.Middleware)
@@ -59,6 +60,7 @@ func newIngestStage(cfg Config, ps *PubSub, e *edge.Edge, admit func() error, bo
 	}
 	gate, err := handlers.NewGate(handlers.GateConfig{
 		Publisher: ps.Publisher(), Topic: cfg.TopicID, PublishTimeout: cfg.PublishTimeout, Admit: admit, Outbox: box,
+		Authorize: authorize, MaxInFlight: cfg.MaxInFlightPublishes,
 	})
 	if err != nil {
 		return nil, err

@@ -63,6 +63,7 @@ func testConfig(t *testing.T, mode pipeline.PubSubMode) pipeline.Config {
 	cfg.EmulatorHost = os.Getenv("PUBSUB_EMULATOR_HOST")
 	if mode == pipeline.PubSubEmulator {
 		cfg.ProjectID = "test"
+		cfg.Auth = pipeline.AuthNone // the key tests set BACKENDS_FILE themselves
 	}
 	cfg.EmbeddedPubSubAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"

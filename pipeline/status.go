@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -35,6 +36,11 @@ type PayloadStatus struct {
 	RowsAffected *int64       `json:"rows_affected"`
 	Error        *StatusError `json:"error"`
 	Replays      int          `json:"replays"`
+
+	// backend sent the payload, as far as this process knows: "" when
+	// unauthenticated or unknown (an applied payload another process
+	// accepted: the ledger does not record it).
+	backend string
 }
 
 // StatusError is why a payload was poisoned.
@@ -65,6 +71,7 @@ func statusOf(id string, st warehouse.PayloadState) PayloadStatus {
 	if e := st.Entry; e != nil {
 		p.Replays = e.Replays
 		p.ReceivedAt = timePtr(e.Poisoned.ReceivedAt)
+		p.backend = e.Poisoned.Attributes[messages.MetaBackend]
 		if e.Poisoned.Tables != nil {
 			p.Tables = e.Poisoned.Tables
 		}
@@ -98,7 +105,7 @@ func statusOf(id string, st warehouse.PayloadState) PayloadStatus {
 // the oldest go first.
 type recentPayloads struct {
 	mu       sync.Mutex
-	received map[string]time.Time
+	received map[string]received
 	order    []string
 	next     int
 	final    map[string]PayloadStatus
@@ -106,27 +113,33 @@ type recentPayloads struct {
 	fnext    int
 }
 
+// received is when an accepted payload arrived, and from which backend.
+type received struct {
+	at      time.Time
+	backend string
+}
+
 const recentCapacity = 100_000
 
 func newRecentPayloads() *recentPayloads {
 	return &recentPayloads{
-		received: make(map[string]time.Time), order: make([]string, 0, 1024),
+		received: make(map[string]received), order: make([]string, 0, 1024),
 		final: make(map[string]PayloadStatus), forder: make([]string, 0, 1024),
 	}
 }
 
-func (r *recentPayloads) accepted(id string, at time.Time) {
+func (r *recentPayloads) accepted(id string, at time.Time, backend string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.order, r.next = remember(r.received, r.order, r.next, id)
-	r.received[id] = at
+	r.received[id] = received{at, backend}
 }
 
-func (r *recentPayloads) receivedAt(id string) (time.Time, bool) {
+func (r *recentPayloads) receivedAt(id string) (received, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	at, ok := r.received[id]
-	return at, ok
+	rec, ok := r.received[id]
+	return rec, ok
 }
 
 func (r *recentPayloads) cached(id string) (PayloadStatus, bool) {
@@ -171,9 +184,12 @@ func (s *Service) status(ctx context.Context, id string) (PayloadStatus, error) 
 	if err != nil {
 		return PayloadStatus{}, err
 	}
-	if at, ok := s.recent.receivedAt(id); ok {
+	if rec, ok := s.recent.receivedAt(id); ok {
 		if p.ReceivedAt == nil {
-			p.ReceivedAt = &at
+			p.ReceivedAt = &rec.at
+		}
+		if p.backend == "" {
+			p.backend = rec.backend
 		}
 		if p.Status == StatusUnknown {
 			p.Status = StatusAccepted
@@ -207,6 +223,11 @@ func (s *Service) serveStatus(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": "cannot look the payload up now; retry"})
 		return
+	}
+	if asker := edge.BackendFrom(r.Context()); asker != "" && p.backend != asker {
+		// Another backend's payload, or one whose backend this process
+		// cannot tell: the asker learns nothing, not even that it exists.
+		p = PayloadStatus{ID: id, Status: StatusUnknown, Tables: []string{}}
 	}
 	if p.Status == StatusUnknown {
 		w.WriteHeader(http.StatusNotFound)

@@ -141,11 +141,15 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 		}
 	}, "stages", "STAGES", "comma-separated stages to run: ingest, apply", "ingest,apply")
 	str(&c.HTTPAddr, "http-addr", "HTTP_ADDR", "HTTP listen address (API, /healthz, /readyz, /metrics)")
-	str(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", "operators' console listen address (admin API /api/poison, page /ui/poison; no authentication yet, keep it private), or off")
+	str(&c.AdminAddr, "admin-addr", "ADMIN_ADDR", "operators' console listen address (admin API /api/poison, page /ui/poison; needs an admin key with --backends-file), or off")
 	fs.Int64Var(&c.MaxBodyBytes, "max-body-bytes", c.MaxBodyBytes, "largest accepted request body; larger gets 413")
 	ss = append(ss, setting{flag: "max-body-bytes", env: "MAX_BODY_BYTES"})
 	dur(&c.IdempotencyTTL, "idempotency-ttl", "IDEMPOTENCY_TTL", "how long an ingestion process remembers an accepted Idempotency-Key for 200 replayed and 422; the ledger dedups after")
 	num(&c.IdempotencyMaxKeys, "idempotency-max-keys", "IDEMPOTENCY_MAX_KEYS", "Idempotency-Keys an ingestion process remembers at most; the oldest go first")
+	str(&c.BackendsFile, "backends-file", "BACKENDS_FILE", "backends, their API keys (see gatekeeper keys new), quotas and tables, and the admin keys; reloaded on SIGHUP")
+	enum(func(v string) { c.Auth = pipeline.AuthMode(v) }, "auth", "AUTH",
+		"auto: API keys with --backends-file; without it only the embedded Pub/Sub runs unauthenticated. none: no authentication on any Pub/Sub", string(pipeline.AuthAuto))
+	num(&c.MaxInFlightPublishes, "max-in-flight-publishes", "MAX_IN_FLIGHT_PUBLISHES", "payloads the gate publishes at once; past it, 503 (load shedding)")
 	dur(&c.ReadHeaderTimeout, "read-header-timeout", "READ_HEADER_TIMEOUT", "HTTP server ReadHeaderTimeout")
 	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "HTTP server ReadTimeout")
 	dur(&c.WriteTimeout, "write-timeout", "WRITE_TIMEOUT", "HTTP server WriteTimeout; must exceed --publish-timeout")

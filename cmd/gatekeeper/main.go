@@ -5,6 +5,7 @@
 //	gatekeeper rows TABLE [flags]  print a table's rows as JSON lines
 //	gatekeeper poison COMMAND      the poison index: list, summary, show, replay, export, purge
 //	gatekeeper status ID           what became of one payload
+//	gatekeeper keys new BACKEND    a fresh API key: an entry for BACKENDS_FILE on stdout, the key on stderr
 //	gatekeeper healthcheck         exit 0 when the local service is ready (for containers without curl)
 package main
 
@@ -50,11 +51,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return poison(args, stdout, stderr)
 	case "status":
 		return status(args, stdout, stderr)
+	case "keys":
+		return keysCommand(args, stdout, stderr)
 	case "help":
-		fmt.Fprintln(stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|healthcheck] [flags]; gatekeeper COMMAND --help for flags")
+		fmt.Fprintln(stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|keys new BACKEND|healthcheck] [flags]; gatekeeper COMMAND --help for flags")
 		return 0
 	default:
-		fmt.Fprintf(stderr, "gatekeeper: unknown command %q (want serve, tables, rows, poison, status or healthcheck)\n", cmd)
+		fmt.Fprintf(stderr, "gatekeeper: unknown command %q (want serve, tables, rows, poison, status, keys or healthcheck)\n", cmd)
 		return 2
 	}
 }
@@ -120,6 +123,16 @@ func serve(args []string, stderr io.Writer) int {
 		logger.Error("Cannot start", "error", err)
 		return 1
 	}
+	// SIGHUP reloads BACKENDS_FILE; requests keep flowing meanwhile.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer close(hup)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			_ = svc.ReloadBackends() // logged either way
+		}
+	}()
 	if err := svc.Run(ctx); err != nil {
 		logger.Error("Stopped with an error", "error", err)
 		return 1

@@ -86,6 +86,7 @@ func (p *poisonFlags) bind(fs *flag.FlagSet) {
 			{"class", "only this error class: invalid, transient, permanent or unknown"},
 			{"since", "only payloads whose state changed since: a duration (1h) or an RFC 3339 time"},
 			{"reason", "only payloads whose reason contains this (case-insensitive)"},
+			{"backend", "only payloads this backend (BACKENDS_FILE) sent"},
 			{"state", "only this state: poisoned, replayed or purged (default poisoned)"},
 		} {
 			p.filters[f.name] = fs.String(f.name, "", f.usage)

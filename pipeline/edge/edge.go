@@ -71,8 +71,9 @@ type Config struct {
 	IdempotencyMaxKeys int
 	// OnSettle, when set, sees the verdict on every request, once: nil for
 	// accepted, an error otherwise (RulesOf names the rules a rejection
-	// broke), with the request's message, or nil for a request refused
-	// before it became one (Content-Type, size). Optional.
+	// broke), with the request's message, or, for a request refused before
+	// it became one (key, quota, Content-Type, size), a message without id
+	// or payload whose only metadata is the backend. Optional.
 	OnSettle func(msg *message.Message, err error)
 }
 
@@ -177,7 +178,7 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 		w.Header().Set("X-Correlation-ID", correlationID)
 
 		if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
-			e.render(w, nil, &exchange{settled: true, err: err}, false)
+			e.render(w, r, &exchange{settled: true, err: err}, false)
 			return
 		}
 		key, err := parseIdempotencyKey(r.Header.Values("Idempotency-Key"))
@@ -288,6 +289,9 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 	if key := r.Header.Get(messages.OrderingKeyHeader); key != "" {
 		msg.Metadata.Set(messages.MetaOrderingKey, key)
 	}
+	if b := BackendFrom(r.Context()); b != "" {
+		msg.Metadata.Set(messages.MetaBackend, b)
+	}
 
 	x.mu.Lock()
 	x.id, x.body = msg.UUID, body
@@ -391,9 +395,9 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 		resp.ID = ""
 	}
 	if id == "" && e.cfg.OnSettle != nil {
-		// Refused here, before the gate saw it (Content-Type, size):
-		// SettleMiddleware never ran for it.
-		e.cfg.OnSettle(nil, err)
+		// Refused here, before the gate saw it (key, quota, Content-Type,
+		// size): SettleMiddleware never ran for it.
+		e.cfg.OnSettle(bareMessage(r), err)
 	}
 	if resp.Payload == nil {
 		resp.Payload = json.RawMessage("null")
@@ -403,6 +407,9 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	}
 	if replayed && resp.Status == http.StatusOK {
 		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	if ref, ok := refusalOf(err); ok && ref.header != nil {
+		ref.header(w.Header())
 	}
 	switch {
 	case r == nil:
@@ -448,6 +455,8 @@ type refusal struct {
 	message  string
 	problems []messages.Problem
 	rules    []messages.Rule
+	// header, when set, adds the refusal's own response headers.
+	header func(http.Header)
 }
 
 // refusalOf tells a refused request from a failure, by the error's type.
@@ -458,19 +467,38 @@ func refusalOf(err error) (refusal, bool) {
 	var tooLarge *http.MaxBytesError
 	var syntax *messages.SyntaxError
 	var invalid *messages.ValidationError
+	var unauthorized *UnauthorizedError
+	var forbidden *ForbiddenError
+	var quota *QuotaError
 	switch {
+	case errors.As(err, &unauthorized):
+		return refusal{status: http.StatusUnauthorized, message: "Unauthorized",
+			problems: []messages.Problem{{Message: unauthorized.Error()}},
+			header:   func(h http.Header) { h.Set("WWW-Authenticate", "Bearer") }}, true
+	case errors.As(err, &forbidden):
+		problems := make([]messages.Problem, len(forbidden.Tables))
+		for i, t := range forbidden.Tables {
+			problems[i] = messages.Problem{Message: fmt.Sprintf("backend %s may not write table %q", forbidden.Backend, t)}
+		}
+		if len(problems) == 0 {
+			problems = []messages.Problem{{Message: forbidden.Reason}}
+		}
+		return refusal{status: http.StatusForbidden, message: "Forbidden", problems: problems}, true
+	case errors.As(err, &quota):
+		return refusal{status: http.StatusTooManyRequests, message: "Too Many Requests",
+			problems: []messages.Problem{{Message: quota.Error()}}, header: quota.header}, true
 	case errors.As(err, &tooLarge):
-		return refusal{http.StatusRequestEntityTooLarge, "Payload Too Large",
-			[]messages.Problem{{Message: fmt.Sprintf("the body exceeds %d bytes", tooLarge.Limit)}},
-			[]messages.Rule{messages.RuleTooLarge}}, true
+		return refusal{status: http.StatusRequestEntityTooLarge, message: "Payload Too Large",
+			problems: []messages.Problem{{Message: fmt.Sprintf("the body exceeds %d bytes", tooLarge.Limit)}},
+			rules:    []messages.Rule{messages.RuleTooLarge}}, true
 	case errors.Is(err, ErrUnsupportedMediaType), errors.Is(err, ErrUnsupportedCharset):
-		return refusal{http.StatusUnsupportedMediaType, "Unsupported Media Type",
-			[]messages.Problem{{Message: err.Error()}}, []messages.Rule{messages.RuleUnsupportedMediaType}}, true
+		return refusal{status: http.StatusUnsupportedMediaType, message: "Unsupported Media Type",
+			problems: []messages.Problem{{Message: err.Error()}}, rules: []messages.Rule{messages.RuleUnsupportedMediaType}}, true
 	case errors.As(err, &syntax):
-		return refusal{http.StatusBadRequest, "Invalid JSON",
-			[]messages.Problem{{Path: syntax.Path, Message: err.Error()}}, []messages.Rule{messages.RuleNotJSON}}, true
+		return refusal{status: http.StatusBadRequest, message: "Invalid JSON",
+			problems: []messages.Problem{{Path: syntax.Path, Message: err.Error()}}, rules: []messages.Rule{messages.RuleNotJSON}}, true
 	case errors.As(err, &invalid):
-		return refusal{http.StatusBadRequest, "Invalid Schema", invalid.Problems, invalid.Rules}, true
+		return refusal{status: http.StatusBadRequest, message: "Invalid Schema", problems: invalid.Problems, rules: invalid.Rules}, true
 	}
 	return refusal{}, false
 }

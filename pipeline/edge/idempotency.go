@@ -203,13 +203,13 @@ func idempotencyRefusal(err error) (refusal, bool) {
 	switch {
 	case errors.As(err, &bad):
 		return refusal{400, "Invalid Idempotency-Key", []messages.Problem{{Message: bad.Error()}},
-			[]messages.Rule{messages.RuleIdempotencyKey}}, true
+			[]messages.Rule{messages.RuleIdempotencyKey}, nil}, true
 	case errors.Is(err, ErrKeyInFlight):
 		return refusal{409, "Conflict", []messages.Problem{{Message: err.Error()}},
-			[]messages.Rule{messages.RuleIdempotencyInFlight}}, true
+			[]messages.Rule{messages.RuleIdempotencyInFlight}, nil}, true
 	case errors.Is(err, ErrKeyReused):
 		return refusal{422, "Unprocessable Content", []messages.Problem{{Message: err.Error()}},
-			[]messages.Rule{messages.RuleIdempotencyMismatch}}, true
+			[]messages.Rule{messages.RuleIdempotencyMismatch}, nil}, true
 	}
 	return refusal{}, false
 }

@@ -17,7 +17,7 @@ func BenchmarkHotPath(b *testing.B) {
 	received := time.Now()
 	b.Run("Payload", func(b *testing.B) {
 		for b.Loop() {
-			m.Payload(metrics.OutcomeAccepted)
+			m.Payload(metrics.OutcomeAccepted, "")
 		}
 	})
 	b.Run("Rejected", func(b *testing.B) {

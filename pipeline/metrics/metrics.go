@@ -56,7 +56,17 @@ const (
 	OutcomeApplied   = "applied"
 	OutcomeDuplicate = "duplicate"
 	OutcomePoisoned  = "poisoned"
+	// The front door's refusals (BACKENDS_FILE, MAX_IN_FLIGHT_PUBLISHES):
+	// 401, 403, 429, and 503 when too many publishes are under way.
+	OutcomeUnauthenticated = "unauthenticated"
+	OutcomeForbidden       = "forbidden"
+	OutcomeThrottled       = "throttled"
+	OutcomeShed            = "shed"
 )
+
+// The backend label is a name from the backends file, or "" for a request
+// that was not authenticated: bounded by the file, never by what clients
+// send.
 
 // New registers gatekeeper's series in a fresh registry.
 func New() *Metrics {
@@ -65,16 +75,16 @@ func New() *Metrics {
 	m := &Metrics{
 		Registry: reg,
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "gatekeeper_http_requests_total", Help: "HTTP requests by route and status code.",
-		}, []string{"route", "code"}),
+			Name: "gatekeeper_http_requests_total", Help: "HTTP requests by route, status code and authenticated backend (\"\" when none).",
+		}, []string{"route", "code", "backend"}),
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "gatekeeper_http_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route"}),
 		payloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatekeeper_payloads_total",
-			Help: "Payloads by outcome: accepted, rejected or failed at the gate; applied, duplicate or poisoned by the apply stage.",
-		}, []string{"outcome"}),
+			Help: "Payloads by outcome and backend: unauthenticated, forbidden, throttled, shed, accepted, rejected or failed at the gate; applied, duplicate or poisoned by the apply stage.",
+		}, []string{"outcome", "backend"}),
 		groupSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "gatekeeper_group_size", Help: "Payloads per warehouse transaction (group commit).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
@@ -117,8 +127,9 @@ func New() *Metrics {
 	build.WithLabelValues(buildVersion(), runtime.Version()).Set(1)
 	reg.MustRegister(m.httpRequests, m.httpDuration, m.payloads, m.groupSize, m.groupDuration, m.retries,
 		m.rejections, m.endToEnd, m.publish, m.whErrors, m.whJobs, m.indexed, build)
-	for _, o := range []string{OutcomeAccepted, OutcomeRejected, OutcomeFailed, OutcomeApplied, OutcomeDuplicate, OutcomePoisoned} {
-		m.payloads.WithLabelValues(o)
+	for _, o := range []string{OutcomeAccepted, OutcomeRejected, OutcomeFailed, OutcomeApplied, OutcomeDuplicate, OutcomePoisoned,
+		OutcomeUnauthenticated, OutcomeForbidden, OutcomeThrottled, OutcomeShed} {
+		m.payloads.WithLabelValues(o, "")
 	}
 	for _, r := range messages.Rules {
 		m.rejections.WithLabelValues(string(r))
@@ -180,8 +191,11 @@ func (m *Metrics) Gauge(name, help string, labels prometheus.Labels, value func(
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, value))
 }
 
-// Payload counts one payload outcome.
-func (m *Metrics) Payload(outcome string) { m.payloads.WithLabelValues(outcome).Inc() }
+// Payload counts one payload outcome of a backend ("" when not
+// authenticated).
+func (m *Metrics) Payload(outcome, backend string) {
+	m.payloads.WithLabelValues(outcome, backend).Inc()
+}
 
 // Indexed counts poison messages written to the poison index.
 func (m *Metrics) Indexed(n int) { m.indexed.Add(float64(n)) }
@@ -215,16 +229,16 @@ func (m *Metrics) InstrumentHTTP(route string, next http.Handler) http.Handler {
 	duration := m.httpDuration.WithLabelValues(route)
 	common := map[int]prometheus.Counter{}
 	for _, code := range []int{200, 304, 400, 401, 403, 404, 405, 413, 415, 429, 500, 503} {
-		common[code] = m.httpRequests.WithLabelValues(route, strconv.Itoa(code))
+		common[code] = m.httpRequests.WithLabelValues(route, strconv.Itoa(code), "")
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(sw, r)
-		if c, ok := common[sw.code]; ok {
+		if c, ok := common[sw.code]; ok && sw.backend == "" {
 			c.Inc()
 		} else {
-			m.httpRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+			m.httpRequests.WithLabelValues(route, strconv.Itoa(sw.code), sw.backend).Inc()
 		}
 		duration.Observe(time.Since(start).Seconds())
 	})
@@ -234,6 +248,17 @@ type statusWriter struct {
 	http.ResponseWriter
 	code        int
 	wroteHeader bool
+	backend     string
+}
+
+// LabelBackend names the authenticated backend of the request w answers,
+// for the backend label of gatekeeper_http_requests_total. w must be the
+// writer InstrumentHTTP handed on (authentication runs right inside it);
+// any other is left alone.
+func LabelBackend(w http.ResponseWriter, backend string) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.backend = backend
+	}
 }
 
 func (s *statusWriter) WriteHeader(code int) {

@@ -1,0 +1,166 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/gatekeeper/gatekeeper/handlers"
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/edge"
+	"github.com/gatekeeper/gatekeeper/pipeline/frontdoor"
+	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
+)
+
+// The front door (BACKENDS_FILE): API keys and quotas, checked before the
+// body is read, so that a refused request costs one SHA-256 and a map
+// lookup. The table check needs the parsed payload and runs in the gate
+// (authorizeTables). Without BACKENDS_FILE every check lets all through.
+
+// ingestDoor sits right inside InstrumentHTTP on POST /api/activities: it
+// answers 401 for a missing or unknown key, 403 for an admin key, 429 past
+// the backend's quota, and otherwise hands on the request with the
+// backend's name in its context.
+func (s *Service) ingestDoor(next http.Handler) http.Handler {
+	if s.door == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := s.door.Current().Authenticate(r)
+		if err != nil {
+			s.edge.Refuse(w, r, edge.Invalid(&edge.UnauthorizedError{Err: err}))
+			return
+		}
+		metrics.LabelBackend(w, b.Name)
+		r = r.WithContext(edge.WithBackend(r.Context(), b.Name))
+		if b.Admin {
+			s.edge.Refuse(w, r, edge.Invalid(&edge.ForbiddenError{Backend: b.Name,
+				Reason: "an admin key opens the admin API only; post with a backend's key"}))
+			return
+		}
+		if v := b.Take(time.Now()); !v.Allowed {
+			s.edge.Refuse(w, r, edge.Invalid(&edge.QuotaError{Backend: b.Name, Rate: b.Rate, Burst: b.Burst,
+				Window: b.Window(), Remaining: v.Remaining, Wait: v.Wait}))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authorizeTables is the gate's Authorize: a backend writes only the
+// tables its entry lists. The entry is read again here, from the file in
+// force now, so that a reload between the key check and the gate counts.
+func (s *Service) authorizeTables(msg *message.Message, tables []string) error {
+	name := msg.Metadata.Get(messages.MetaBackend)
+	if s.door == nil || name == "" {
+		return nil
+	}
+	b := s.door.Current().Backend(name)
+	if b == nil || b.Admin {
+		return edge.Invalid(&edge.ForbiddenError{Backend: name, Reason: fmt.Sprintf("backend %s is no longer in BACKENDS_FILE", name)})
+	}
+	if refused := b.Refused(tables); len(refused) > 0 {
+		return edge.Invalid(&edge.ForbiddenError{Backend: name, Tables: refused})
+	}
+	return nil
+}
+
+// errAdminOnly refuses a backend key on the admin API.
+var errAdminOnly = errors.New("this is the admin API: it needs an admin key (admin: true in BACKENDS_FILE), not a backend's")
+
+// adminDoor guards the admin API: an admin key passes, a backend key gets
+// 403 and none or a wrong one 401, in the admin API's own body shape.
+func (s *Service) adminDoor(next http.Handler) http.Handler {
+	if s.door == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := s.door.Current().Authenticate(r)
+		switch {
+		case err != nil:
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeAdminError(w, http.StatusUnauthorized, err)
+		case !b.Admin:
+			metrics.LabelBackend(w, b.Name)
+			writeAdminError(w, http.StatusForbidden, errAdminOnly)
+		default:
+			metrics.LabelBackend(w, b.Name)
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// statusDoor guards GET /api/activities/{id} on the ingestion port: any
+// key of the file passes, and the status shown is limited to the key's
+// backend's payloads (serveStatus), unless it is an admin key.
+func (s *Service) statusDoor(next http.Handler) http.Handler {
+	if s.door == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := s.door.Current().Authenticate(r)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeAdminError(w, http.StatusUnauthorized, err)
+			return
+		}
+		metrics.LabelBackend(w, b.Name)
+		if !b.Admin {
+			r = r.WithContext(edge.WithBackend(r.Context(), b.Name))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// ReloadBackends reads BACKENDS_FILE again (SIGHUP). Requests in flight
+// keep the file they started with; a file that does not load changes
+// nothing and is logged.
+func (s *Service) ReloadBackends() error {
+	if s.door == nil {
+		s.logger.Warn("Nothing to reload: no BACKENDS_FILE")
+		return nil
+	}
+	set, err := s.door.Reload()
+	if err != nil {
+		s.logger.Error("Backends file not reloaded", "file", s.door.Path(), "error", err)
+		return err
+	}
+	backends, admins := set.Counts()
+	s.logger.Info("Backends file reloaded", "file", s.door.Path(), "backends", backends, "admins", admins)
+	return nil
+}
+
+// outcomeOf names a refused or failed ingestion for gatekeeper_payloads_total.
+func outcomeOf(err error) string {
+	var unauthorized *edge.UnauthorizedError
+	var forbidden *edge.ForbiddenError
+	var quota *edge.QuotaError
+	switch {
+	case errors.As(err, &unauthorized):
+		return metrics.OutcomeUnauthenticated
+	case errors.As(err, &forbidden):
+		return metrics.OutcomeForbidden
+	case errors.As(err, &quota):
+		return metrics.OutcomeThrottled
+	case errors.Is(err, handlers.ErrOverloaded):
+		return metrics.OutcomeShed
+	case len(edge.RulesOf(err)) > 0:
+		return metrics.OutcomeRejected
+	}
+	return metrics.OutcomeFailed
+}
+
+// openDoor loads BACKENDS_FILE, when set.
+func openDoor(cfg Config) (*frontdoor.Door, error) {
+	if cfg.BackendsFile == "" {
+		return nil, nil
+	}
+	d, err := frontdoor.Open(cfg.BackendsFile)
+	if err != nil {
+		return nil, fmt.Errorf("BACKENDS_FILE: %w", err)
+	}
+	return d, nil
+}
