@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/frontdoor"
 )
 
 // Payloads the warehouse cannot apply, each for its own reason, and what
@@ -32,15 +34,22 @@ const (
 // poisonThree starts a service and has three payloads poisoned and indexed.
 func poisonThree(t *testing.T, mode pipeline.PubSubMode) (*running, map[string]string) {
 	t.Helper()
-	r := startService(t, testConfig(t, mode))
-	if code, resp, _ := post(t, r.base, "application/json", typedTable); code != 200 {
+	return poisonThreeWith(t, testConfig(t, mode), nil, nil)
+}
+
+// poisonThreeWith is poisonThree on cfg, posting with the header pairs
+// post and reading the admin API with admin (for BACKENDS_FILE).
+func poisonThreeWith(t *testing.T, cfg pipeline.Config, post_, admin []string) (*running, map[string]string) {
+	t.Helper()
+	r := startService(t, cfg)
+	if code, resp, _ := post(t, r.base, "application/json", typedTable, post_...); code != 200 {
 		t.Fatalf("typed: %d", code)
 	} else {
 		waitApplied(t, r.svc.Store, resp.ID, 15*time.Second)
 	}
 	ids := map[string]string{}
 	for name, body := range map[string]string{"typed": typeConflict, "alpha": missingAlpha, "beta": missingBeta} {
-		code, resp, _ := post(t, r.base, "application/json", body)
+		code, resp, _ := post(t, r.base, "application/json", body, post_...)
 		if code != 200 {
 			t.Fatalf("%s: %d", name, code)
 		}
@@ -50,7 +59,8 @@ func poisonThree(t *testing.T, mode pipeline.PubSubMode) (*running, map[string]s
 		Count int `json:"count"`
 	}
 	if !eventually(30*time.Second, func() bool {
-		getJSON(t, "http://"+r.svc.AdminAddr().String()+pipeline.AdminPoisonPath, &list)
+		_, _, raw := request(t, "GET", "http://"+r.svc.AdminAddr().String()+pipeline.AdminPoisonPath, "", admin...)
+		_ = json.Unmarshal(raw, &list)
 		return list.Count == 3
 	}) {
 		t.Fatalf("the poison index holds %d payloads, want 3; log:\n%s", list.Count, r.logs)
@@ -195,7 +205,11 @@ func chromium(t *testing.T) string {
 // (after a confirmation), and it leaves the list and is applied.
 func TestConsolePageInBrowser(t *testing.T) {
 	browser := chromium(t)
-	r, ids := poisonThree(t, pipeline.PubSubEmbedded)
+	// With BACKENDS_FILE: the page asks for the admin key once.
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.BackendsFile = filepath.Join(t.TempDir(), "backends.yaml")
+	keys := keyFile(t, cfg.BackendsFile, frontdoor.Entry{Name: "billing"}, frontdoor.Entry{Name: "ops", Admin: true})
+	r, ids := poisonThreeWith(t, cfg, []string{"X-API-Key", keys["billing"]}, []string{"X-API-Key", keys["ops"]})
 	page := "http://" + r.svc.AdminAddr().String() + pipeline.AdminPagePath
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
@@ -236,7 +250,17 @@ func TestConsolePageInBrowser(t *testing.T) {
 		}
 		return s
 	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(page), chromedp.WaitVisible(chromedp.CSS(`#list tbody tr`))); err != nil {
+	// A wrong key is refused and asked again; the admin key opens the page.
+	if err := chromedp.Do(ctx, chromedp.Navigate(page), chromedp.WaitVisible(chromedp.CSS(`#login`)),
+		chromedp.SendKeys(chromedp.CSS(`#admin-key`), keys["billing"]), chromedp.Click(chromedp.CSS(`#login-submit`)),
+		chromedp.WaitVisible(chromedp.CSS(`#login`))); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(10*time.Second, func() bool { return strings.Contains(text("#login-msg"), "admin key") }) {
+		t.Errorf("a backend's key: the page says %q", text("#login-msg"))
+	}
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS(`#admin-key`), keys["ops"]), chromedp.Click(chromedp.CSS(`#login-submit`)),
+		chromedp.WaitVisible(chromedp.CSS(`#list tbody tr`))); err != nil {
 		t.Fatal(err)
 	}
 	waitRows("#list", 3)
@@ -303,7 +327,9 @@ func TestConsolePageInBrowser(t *testing.T) {
 	}
 	var status pipeline.PayloadStatus
 	if !eventually(15*time.Second, func() bool {
-		getJSON(t, r.base+"/api/activities/"+ids["typed"], &status)
+		// Its backend's key reads its status.
+		_, _, raw := request(t, "GET", r.base+"/api/activities/"+ids["typed"], "", "X-API-Key", keys["billing"])
+		_ = json.Unmarshal(raw, &status)
 		return status.Status == "applied"
 	}) {
 		t.Errorf("status after the page's replay: %+v, want applied", status)
