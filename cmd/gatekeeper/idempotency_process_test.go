@@ -73,12 +73,12 @@ func TestIdempotencyKeyAcrossTwoIngestProcessesAppliesOnce(t *testing.T) {
 
 	// The ledger settles both copies: one applied, one duplicate.
 	if !eventually(30*time.Second, 100*time.Millisecond, func() bool {
-		return scrapeSum(t, apply.addr, `gatekeeper_payloads_total{outcome="applied"}`) == 1 &&
-			scrapeSum(t, apply.addr, `gatekeeper_payloads_total{outcome="duplicate"}`) == 1
+		return scrapeSum(t, apply.addr, `gatekeeper_payloads_total{backend="",outcome="applied"}`) == 1 &&
+			scrapeSum(t, apply.addr, `gatekeeper_payloads_total{backend="",outcome="duplicate"}`) == 1
 	}) {
 		t.Fatalf("applied %v, duplicate %v; want 1 and 1",
-			scrapeSum(t, apply.addr, `gatekeeper_payloads_total{outcome="applied"}`),
-			scrapeSum(t, apply.addr, `gatekeeper_payloads_total{outcome="duplicate"}`))
+			scrapeSum(t, apply.addr, `gatekeeper_payloads_total{backend="",outcome="applied"}`),
+			scrapeSum(t, apply.addr, `gatekeeper_payloads_total{backend="",outcome="duplicate"}`))
 	}
 	wh := map[string]string{"WAREHOUSE": "sqlite:" + filepath.Join(applyDir, "warehouse.db")}
 	if r := gk(t, applyDir, wh, "rows", "orders"); r.code != 0 || r.stdout != "{\"id\":42}\n" {
