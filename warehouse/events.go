@@ -186,6 +186,10 @@ type EventFilter struct {
 	// Backend selects entries whose latest poisoning came from this
 	// backend: the poison message's "backend" attribute.
 	Backend string
+	// Keyed selects entries whose latest poisoning carried an ordering
+	// key: the poison message's "ordering_key" attribute is not empty.
+	// ORDERING_POISON=block reads the blocked keys with it.
+	Keyed bool
 	// Limit bounds the entries returned; <= 0 means all.
 	Limit int
 }

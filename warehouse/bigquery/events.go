@@ -278,6 +278,9 @@ WHERE l.pos = 1 AND l.kind IN UNNEST(` + p.array(kinds) + ")")
 		// attributes is a STRING column holding the JSON object.
 		b.WriteString(" AND JSON_VALUE(p.attributes, '$.backend') = @" + p.add(f.Backend))
 	}
+	if f.Keyed {
+		b.WriteString(" AND COALESCE(JSON_VALUE(p.attributes, '$.ordering_key'), '') != ''")
+	}
 	b.WriteString("\nORDER BY l.event_at DESC, l.payload_id")
 	if f.Limit > 0 {
 		b.WriteString(" LIMIT " + strconv.Itoa(f.Limit))

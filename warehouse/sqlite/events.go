@@ -246,7 +246,7 @@ func entriesSQL(f warehouse.EventFilter) (string, []any) {
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	filtersPoisoned := f.Class != "" || f.Reason != "" || f.Table != "" || f.Backend != ""
+	filtersPoisoned := f.Class != "" || f.Reason != "" || f.Table != "" || f.Backend != "" || f.Keyed
 	b.WriteString(`
 ), page AS (
 	SELECT * FROM latest`)
@@ -280,6 +280,9 @@ WHERE 1`)
 	if f.Backend != "" {
 		b.WriteString(" AND json_extract(p.attributes, '$.backend') = ?")
 		args = append(args, f.Backend)
+	}
+	if f.Keyed {
+		b.WriteString(" AND COALESCE(json_extract(p.attributes, '$.ordering_key'), '') <> ''")
 	}
 	b.WriteString(" ORDER BY found.at DESC, found.payload_id LIMIT ?")
 	args = append(args, limit)

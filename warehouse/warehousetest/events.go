@@ -50,6 +50,14 @@ func fromBackend(e warehouse.Event, backend string) warehouse.Event {
 	return e
 }
 
+// withAttr is e with one more attribute of its poison message, as
+// "ordering_key" (messages.MetaOrderingKey).
+func withAttr(e warehouse.Event, key, value string) warehouse.Event {
+	e.Attributes = maps.Clone(e.Attributes)
+	e.Attributes[key] = value
+	return e
+}
+
 // Operated is a replayed or purged event.
 func Operated(payloadID string, kind warehouse.EventKind, generation int, when time.Time) warehouse.Event {
 	return warehouse.Event{
@@ -226,17 +234,17 @@ func entriesFollowTheLatestEvent(t *testing.T, w warehouse.Store) {
 func entriesFilters(t *testing.T, w warehouse.Store) {
 	appendEvents(t, w,
 		fromBackend(Poisoned("a", 0, at(1), "permanent", "column X: Type Mismatch", "orders", "items"), "billing"),
-		fromBackend(Poisoned("b", 0, at(2), "transient", "deadline exceeded", "orders"), "shop"),
-		Poisoned("c", 0, at(3), "permanent", "50% of_the rows", "Items"),
+		withAttr(fromBackend(Poisoned("b", 0, at(2), "transient", "deadline exceeded", "orders"), "shop"), "ordering_key", ""),
+		withAttr(Poisoned("c", 0, at(3), "permanent", "50% of_the rows", "Items"), "ordering_key", "customer-1"),
 		// d was poisoned in orders, replayed, and poisoned again in items.
 		fromBackend(Poisoned("d", 0, at(4), "transient", "busy", "orders"), "billing"),
 		Operated("d", warehouse.EventReplayed, 1, at(5)),
 		fromBackend(Poisoned("d", 1, at(6), "permanent", "type mismatch again", "items"), "shop"),
 		// e is replayed and not poisoned since.
-		Poisoned("e", 0, at(7), "permanent", "type mismatch", "orders"),
+		withAttr(Poisoned("e", 0, at(7), "permanent", "type mismatch", "orders"), "ordering_key", "customer-2"),
 		Operated("e", warehouse.EventReplayed, 1, at(8)),
 		// f is purged.
-		Poisoned("f", 0, at(9), "permanent", "type mismatch", "orders"),
+		withAttr(Poisoned("f", 0, at(9), "permanent", "type mismatch", "orders"), "ordering_key", "customer-1"),
 		Operated("f", warehouse.EventPurged, 0, at(10)),
 	)
 	type F = warehouse.EventFilter
@@ -276,7 +284,13 @@ func entriesFilters(t *testing.T, w warehouse.Store) {
 	expectEntryPayloads(t, w, F{Backend: "billing"}, "a")
 	expectEntryPayloads(t, w, F{Backend: "shop"}, "d", "b")
 	expectEntryPayloads(t, w, F{Backend: "bill"})
+	// Keyed: the latest poisoning's "ordering_key" attribute is there and
+	// not empty (b's is empty, the others have none).
+	expectEntryPayloads(t, w, F{Keyed: true}, "c")
+	expectEntryPayloads(t, w, F{Keyed: true, States: K{warehouse.EventPoisoned, warehouse.EventReplayed}}, "e", "c")
+	expectEntryPayloads(t, w, F{Keyed: true, States: allStates}, "f", "e", "c")
 	// Filters combine.
+	expectEntryPayloads(t, w, F{Keyed: true, Table: "orders", States: allStates}, "f", "e")
 	expectEntryPayloads(t, w, F{Class: "permanent", Table: "items", Reason: "mismatch", Since: at(2)}, "d")
 	expectEntryPayloads(t, w, F{Backend: "shop", Table: "orders"}, "b")
 	// The replays count of the filtered entries is theirs.
