@@ -21,6 +21,10 @@ const (
 	// ClassPermanent: the payload cannot be applied as it is (missing table or
 	// column on a delete, type conflict, malformed message). Poisoned at once.
 	ClassPermanent Class = "permanent"
+	// ClassHeld: the payload is fine but must wait, because an earlier
+	// payload of its ordering key is poisoned (ORDERING_POISON=block).
+	// Nacked for Pub/Sub to deliver again; neither retried nor poisoned.
+	ClassHeld Class = "held"
 )
 
 // ClassError attaches a Class to an error. Adapters and handlers wrap the
@@ -47,6 +51,15 @@ func Permanent(err error) error {
 		return nil
 	}
 	return &ClassError{Class: ClassPermanent, Err: err}
+}
+
+// Held marks err as a reason to hold the payload back, not a failure of
+// it. Held(nil) is nil.
+func Held(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ClassError{Class: ClassHeld, Err: err}
 }
 
 // ClassOf classifies err. The outermost ClassError wins, so a caller can

@@ -59,8 +59,8 @@ const (
 	// OrderingPoisonContinue applies the later payloads of the key; the
 	// operator replays the poisoned one, which then applies after them.
 	OrderingPoisonContinue OrderingPoison = "continue"
-	// OrderingPoisonBlock would hold the key until an operator replays or
-	// purges the poisoned payload. Not implemented yet: Validate refuses it.
+	// OrderingPoisonBlock holds the key until an operator replays or purges
+	// the poisoned payload: its later payloads are nacked, not applied.
 	OrderingPoisonBlock OrderingPoison = "block"
 )
 
@@ -251,9 +251,9 @@ type Config struct {
 	// the apply subscription. Optional, default 0 (off).
 	DeadLetterMaxAttempts int
 	// OrderingPoison (ORDERING_POISON) is what a poisoned payload does to
-	// the later payloads of its ordering key: continue applies them.
-	// block, which would hold the key until an operator acts, is not
-	// implemented yet and refused. Optional, default continue.
+	// the later payloads of its ordering key: continue applies them; block
+	// holds them until an operator replays or purges the poisoned payload.
+	// Optional, default continue.
 	OrderingPoison OrderingPoison
 
 	// PushgatewayHost (PUSHGATEWAY_PROMETHEUS_HOST) receives metrics every
@@ -553,9 +553,13 @@ func (c Config) Validate() error {
 	switch c.OrderingPoison {
 	case OrderingPoisonContinue:
 	case OrderingPoisonBlock:
-		bad("ORDERING_POISON=block is not implemented yet: a poisoned payload does not hold back the later payloads of its ordering key; use continue (the default) and replay the poisoned payload")
+		if c.DeadLetterMaxAttempts != 0 {
+			// Every hold is a nack, so a held payload would reach the
+			// poison topic after that many holds: poisoned for being held.
+			bad("ORDERING_POISON=block and DEAD_LETTER_MAX_ATTEMPTS (%d) contradict each other: Pub/Sub would dead-letter the payloads a blocked key holds; unset one", c.DeadLetterMaxAttempts)
+		}
 	default:
-		bad("ORDERING_POISON %q: want continue (block is not implemented yet)", c.OrderingPoison)
+		bad("ORDERING_POISON %q: want continue or block", c.OrderingPoison)
 	}
 	for _, p := range []struct {
 		env   string

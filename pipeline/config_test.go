@@ -25,20 +25,24 @@ func TestValidateReportsProblemsInAFixedOrder(t *testing.T) {
 	}
 }
 
-// block is refused until it is implemented, rather than accepted and
-// silently run as continue.
+// block is accepted, but not beside a dead-letter policy, which would
+// dead-letter the payloads a blocked key holds.
 func TestValidateOrderingPoison(t *testing.T) {
 	for _, tt := range []struct {
-		value pipeline.OrderingPoison
-		want  string
+		value      pipeline.OrderingPoison
+		deadLetter int
+		want       string
 	}{
-		{"", ""},
-		{pipeline.OrderingPoisonContinue, ""},
-		{pipeline.OrderingPoisonBlock, "ORDERING_POISON=block is not implemented yet"},
-		{"skip", `ORDERING_POISON "skip": want continue`},
+		{"", 0, ""},
+		{pipeline.OrderingPoisonContinue, 0, ""},
+		{pipeline.OrderingPoisonContinue, 5, ""},
+		{pipeline.OrderingPoisonBlock, 0, ""},
+		{pipeline.OrderingPoisonBlock, 5, "ORDERING_POISON=block and DEAD_LETTER_MAX_ATTEMPTS (5) contradict each other"},
+		{"skip", 0, `ORDERING_POISON "skip": want continue or block`},
 	} {
 		cfg := pipeline.DefaultConfig()
 		cfg.OrderingPoison = tt.value
+		cfg.DeadLetterMaxAttempts = tt.deadLetter
 		err := cfg.Validate()
 		if tt.want == "" && err != nil {
 			t.Errorf("ORDERING_POISON=%q: %v", tt.value, err)

@@ -101,7 +101,7 @@ func TestApplyPanicIsPoisonedAtOnce(t *testing.T) {
 	cfg, ps := panicTestPubSub(t)
 	logger := slog.New(slog.DiscardHandler)
 	counters := metrics.New()
-	stage, err := newApplyStage(cfg, ps, panickingSubmitter{}, counters, nil, nil, nil, logger)
+	stage, err := newApplyStage(cfg, ps, nil, panickingSubmitter{}, counters, nil, nil, nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

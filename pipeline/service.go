@@ -209,7 +209,7 @@ func (s *Service) buildApplyStage() (err error) {
 	if err != nil {
 		return err
 	}
-	s.apply, err = newApplyStage(s.cfg, s.PubSub, s.committer, s.Metrics, s.outbox, &s.handling, func() { s.settled.Add(1) }, s.logger)
+	s.apply, err = newApplyStage(s.cfg, s.PubSub, s.Store, s.committer, s.Metrics, s.outbox, &s.handling, func() { s.settled.Add(1) }, s.logger)
 	return err
 }
 
@@ -491,6 +491,9 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		if s.apply != nil {
 			wg.Go(func() { s.indexPoison(monitorCtx) })
+		}
+		if s.apply != nil && s.apply.blocks != nil {
+			wg.Go(func() { s.apply.blocks.run(monitorCtx) })
 		}
 		s.monitor.run(monitorCtx)
 		wg.Wait()

@@ -23,12 +23,15 @@ import (
 // with retries and the poison topic.
 type applyStage struct {
 	router *message.Router
+	// blocks is the blocked ordering keys with ORDERING_POISON=block, else nil.
+	blocks *keyBlocks
 }
 
 // newApplyStage builds the apply stage's router. box, when set, forgets
 // each payload once it is in the ledger and records each poisoned one;
 // handling, when set, holds the id of every message while it is handled.
-func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counters *metrics.Metrics, box *outbox.Outbox, handling *sync.Map, onSettled func(), logger *slog.Logger) (*applyStage, error) {
+// store is read for the blocked ordering keys with ORDERING_POISON=block.
+func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer handlers.Submitter, counters *metrics.Metrics, box *outbox.Outbox, handling *sync.Map, onSettled func(), logger *slog.Logger) (*applyStage, error) {
 	wlog := watermill.NewSlogLogger(logger)
 	sub, err := ps.NewSubscriber(cfg.TopicID, cfg.SubscriptionID)
 	if err != nil {
@@ -53,7 +56,11 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 	if err != nil {
 		return nil, err
 	}
-	poisonPublisher := poisonPublisher{Publisher: ps.Publisher(), counters: counters, outbox: box, logger: logger}
+	var blocks *keyBlocks
+	if cfg.OrderingPoison == OrderingPoisonBlock {
+		blocks = newKeyBlocks(store, logger)
+	}
+	poisonPublisher := poisonPublisher{Publisher: ps.Publisher(), counters: counters, outbox: box, blocks: blocks, logger: logger}
 	poison, err := middleware.PoisonQueueWithFilter(poisonPublisher, cfg.PoisonTopicID, shouldPoison)
 	if err != nil {
 		return nil, err
@@ -94,6 +101,9 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 	//   poison      diverts what Retry gave up on, and permanent errors at
 	//               once; it acks what it diverts, which is right here and
 	//               only here;
+	//   blocks      (ORDERING_POISON=block) holds a payload whose ordering
+	//               key is blocked: nacked after a short wait, not poisoned,
+	//               not retried, not counted as a failed attempt;
 	//   Retry       retries transient errors with backoff and jitter;
 	//   failures    records every attempt into metadata for the poison topic;
 	//   Timeout     bounds one attempt;
@@ -121,23 +131,23 @@ func newApplyStage(cfg Config, ps *PubSub, committer handlers.Submitter, counter
 	// message of the key it already pulled before the redelivery; that
 	// payload can then apply first (see the README). A poisoned payload is
 	// acked, so the key's later payloads apply (ORDERING_POISON=continue).
-	handler.AddMiddleware(
-		settled(handling, onSettled),
-		middleware.CorrelationID,
-		poison,
-		retry.Middleware,
-		RecordFailures(time.Now, logger),
-		middleware.Timeout(cfg.ApplyTimeout),
-		recoverer,
-	)
-	return &applyStage{router: router}, nil
+	// With ORDERING_POISON=block the poisoning blocks the key instead: the
+	// key's later payloads are held (nacked) until an operator replays or
+	// purges the poisoned one (ordering_block.go).
+	mws := []message.HandlerMiddleware{settled(handling, onSettled), middleware.CorrelationID, poison}
+	if blocks != nil {
+		mws = append(mws, blocks.middleware)
+	}
+	mws = append(mws, retry.Middleware, RecordFailures(time.Now, logger), middleware.Timeout(cfg.ApplyTimeout), recoverer)
+	handler.AddMiddleware(mws...)
+	return &applyStage{router: router, blocks: blocks}, nil
 }
 
 // shouldPoison diverts every error except the subscriber's own
-// cancellation: on shutdown an in-flight payload is nacked and redelivered,
-// not poisoned.
+// cancellation, on shutdown, and a hold (ORDERING_POISON=block): both are
+// nacked, and Pub/Sub delivers the payload again.
 func shouldPoison(err error) bool {
-	return !errors.Is(err, context.Canceled)
+	return !errors.Is(err, context.Canceled) && messages.ClassOf(err) != messages.ClassHeld
 }
 
 // poisonPublisher logs and counts what reached the poison topic (not what
@@ -146,6 +156,7 @@ type poisonPublisher struct {
 	message.Publisher
 	counters *metrics.Metrics
 	outbox   *outbox.Outbox
+	blocks   *keyBlocks // nil unless ORDERING_POISON=block
 	logger   *slog.Logger
 }
 
@@ -156,6 +167,11 @@ func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
 	for _, m := range msgs {
 		if p.outbox != nil {
 			p.outbox.MarkPoisoned(m.UUID, m.Metadata)
+		}
+		if p.blocks != nil {
+			// Before the poisoned payload is acked, so before Pub/Sub hands
+			// this process the key's next payload.
+			p.blocks.poisoned(m.Metadata.Get(messages.MetaOrderingKey), m.UUID)
 		}
 		p.counters.Payload(metrics.OutcomePoisoned, m.Metadata.Get(messages.MetaBackend))
 		p.logger.Warn("Payload poisoned", "payload_id", m.UUID, "topic", topic,

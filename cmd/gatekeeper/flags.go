@@ -180,7 +180,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	dur(&c.ResourceCheckInterval, "resource-check-interval", "RESOURCE_CHECK_INTERVAL", "how often topics and subscriptions are checked (and recreated) and the warehouse probed")
 	inverted(&c.DisableExactlyOnceDelivery, "exactly-once-delivery", "EXACTLY_ONCE_DELIVERY", "enable exactly-once delivery on an apply subscription gatekeeper creates on Google Pub/Sub")
 	enum(func(v string) { c.OrderingPoison = pipeline.OrderingPoison(v) }, "ordering-poison", "ORDERING_POISON",
-		"what a poisoned payload does to the later payloads of its ordering key: continue applies them (replay the poisoned one); block is not implemented yet", string(pipeline.OrderingPoisonContinue))
+		"what a poisoned payload does to the later payloads of its ordering key: continue applies them (replay the poisoned one); block holds them until the poisoned one is replayed or purged", string(pipeline.OrderingPoisonContinue))
 	num(&c.DeadLetterMaxAttempts, "dead-letter-max-attempts", "DEAD_LETTER_MAX_ATTEMPTS", "5 to 100: an apply subscription gatekeeper creates dead-letters to the poison topic after this many deliveries; 0 for off")
 	str(&c.PushgatewayHost, "pushgateway", "PUSHGATEWAY_PROMETHEUS_HOST", "Prometheus Pushgateway host:port; metrics are pushed when set")
 	dur(&c.PushInterval, "push-interval", "PUSH_INTERVAL", "how often metrics are pushed")

@@ -1,0 +1,233 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+)
+
+// ORDERING_POISON=block. A key is blocked while one of its payloads is
+// poisoned in the poison index, or replayed and not yet in the ledger. The
+// index is the durable record, shared by every process and kept across
+// restarts; keyBlocks caches it and adds what this process poisoned itself
+// before the indexer wrote it, since the key's next payload can arrive
+// sooner than that.
+const (
+	// blockRefresh is how often the blocked keys are read from the index:
+	// how long a purge or a replay made elsewhere takes to unblock a key.
+	blockRefresh = 2 * time.Second
+	// holdDelay is how long a held payload waits before it is nacked, so
+	// that a blocked key costs a redelivery a second, not a spin.
+	holdDelay = time.Second
+	// headTTL bounds how long a key waits for the redelivery of the payload
+	// this process gave back first (see keyBlocks.heads), in case Pub/Sub
+	// delivered it to another process.
+	headTTL = time.Minute
+)
+
+// errHeld is the error of a payload held back by its blocked key.
+var errHeld = errors.New("held: an earlier payload of its ordering key is poisoned (ORDERING_POISON=block)")
+
+type head struct {
+	id string
+	at time.Time
+}
+
+type keyBlocks struct {
+	store  warehouse.Store
+	logger *slog.Logger
+	now    func() time.Time
+
+	mu    sync.Mutex
+	ready bool // read from the index once: until then every keyed payload is held
+	// blocked maps a key to the payloads that block it: the index's, and
+	// local's until the index has them.
+	blocked map[string]map[string]bool
+	// local holds the payloads this process poisoned, by key, until the
+	// index holds them (in any state).
+	local map[string]map[string]bool
+	// heads holds, per key, the first payload this process nacked while
+	// the key was blocked. Pub/Sub may already have handed this process the
+	// key's later messages, and hands them over after the nack, before it
+	// delivers the nacked one again; until the head comes back and applies
+	// they are held too, even once the key is unblocked.
+	heads map[string]head
+}
+
+func newKeyBlocks(store warehouse.Store, logger *slog.Logger) *keyBlocks {
+	return &keyBlocks{store: store, logger: logger, now: time.Now,
+		blocked: map[string]map[string]bool{}, local: map[string]map[string]bool{}, heads: map[string]head{}}
+}
+
+// run refreshes the blocked keys from the index until ctx ends.
+func (b *keyBlocks) run(ctx context.Context) {
+	for {
+		if err := b.refresh(ctx); err != nil && ctx.Err() == nil {
+			// The cache stays as it was: stale blocks only delay.
+			b.logger.Warn("Cannot read the blocked ordering keys from the poison index; will try again", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(blockRefresh):
+		}
+	}
+}
+
+func (b *keyBlocks) refresh(ctx context.Context) error {
+	entries, err := b.store.Entries(ctx, warehouse.EventFilter{
+		Keyed: true, States: []warehouse.EventKind{warehouse.EventPoisoned, warehouse.EventReplayed},
+	})
+	if err != nil {
+		return err
+	}
+	blocked := map[string]map[string]bool{}
+	for _, e := range entries {
+		// A payload blocks until it is in the ledger: a replayed copy can
+		// apply before its replay is recorded.
+		applied, err := b.store.Applied(ctx, e.Latest.PayloadID)
+		if err != nil {
+			return err
+		}
+		if !applied {
+			addBlock(blocked, e.Poisoned.Attributes[messages.MetaOrderingKey], e.Latest.PayloadID)
+		}
+	}
+	b.mu.Lock()
+	var local []string
+	for _, ids := range b.local {
+		for id := range ids {
+			local = append(local, id)
+		}
+	}
+	b.mu.Unlock()
+	resolved := map[string]bool{}
+	for _, id := range local {
+		st, err := b.store.State(ctx, id)
+		if err != nil {
+			return err
+		}
+		// Once the index holds it, in any state, the index decides.
+		resolved[id] = st.Entry != nil || st.Applied
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for key, ids := range b.local {
+		for id := range ids {
+			if resolved[id] {
+				delete(ids, id)
+				continue
+			}
+			addBlock(blocked, key, id)
+		}
+		if len(ids) == 0 {
+			delete(b.local, key)
+		}
+	}
+	b.blocked, b.ready = blocked, true
+	return nil
+}
+
+func addBlock(m map[string]map[string]bool, key, id string) {
+	if key == "" {
+		return
+	}
+	if m[key] == nil {
+		m[key] = map[string]bool{}
+	}
+	m[key][id] = true
+}
+
+// admit reports whether payload id of key may be applied now; when not, it
+// is held.
+func (b *keyBlocks) admit(key, id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.ready {
+		return false
+	}
+	if ids := b.blocked[key]; len(ids) > 0 {
+		// A blocking payload itself, replayed, comes before every payload
+		// held behind it.
+		if ids[id] {
+			return true
+		}
+		if _, ok := b.heads[key]; !ok {
+			b.heads[key] = head{id, b.now()}
+		}
+		return false
+	}
+	if h, ok := b.heads[key]; ok && h.id != id {
+		if b.now().Sub(h.at) < headTTL {
+			return false
+		}
+		delete(b.heads, key)
+	}
+	return true
+}
+
+// settled records that payload id of key applied (or was a duplicate): it
+// blocks nothing any more.
+func (b *keyBlocks) settled(key, id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if h, ok := b.heads[key]; ok && h.id == id {
+		delete(b.heads, key)
+	}
+	for _, m := range []map[string]map[string]bool{b.blocked, b.local} {
+		delete(m[key], id)
+		if len(m[key]) == 0 {
+			delete(m, key)
+		}
+	}
+}
+
+// poisoned records that payload id of key reached the poison topic: the key
+// is blocked from now on, before the indexer has it.
+func (b *keyBlocks) poisoned(key, id string) {
+	if key == "" {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if h, ok := b.heads[key]; ok && h.id == id {
+		delete(b.heads, key)
+	}
+	addBlock(b.local, key, id)
+	addBlock(b.blocked, key, id)
+	b.logger.Warn("Ordering key blocked: its later payloads wait until an operator replays or purges the poisoned one",
+		"ordering_key", key, "payload_id", id)
+}
+
+// middleware holds the payloads of blocked keys. It sits inside the poison
+// queue, which lets a held payload's error through to a nack, and outside
+// Retry and RecordFailures: holding is not a failed attempt.
+func (b *keyBlocks) middleware(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		key := msg.Metadata.Get(messages.MetaOrderingKey)
+		if key == "" {
+			return h(msg)
+		}
+		if !b.admit(key, msg.UUID) {
+			b.logger.Debug("Payload held: its ordering key is blocked", "payload_id", msg.UUID, "ordering_key", key)
+			select {
+			case <-msg.Context().Done():
+			case <-time.After(holdDelay):
+			}
+			return nil, messages.Held(fmt.Errorf("payload %s of ordering key %q: %w", msg.UUID, key, errHeld))
+		}
+		out, err := h(msg)
+		if err == nil {
+			b.settled(key, msg.UUID)
+		}
+		return out, err
+	}
+}
