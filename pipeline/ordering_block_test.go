@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,6 +130,11 @@ func testBlockedKey(t *testing.T, mode pipeline.PubSubMode, operator string) {
 	got := rows(t, store, "held")
 	if len(got) != 2 || got[0]["id"] != int64(7) || got[0]["seq"] != int64(5) || got[1]["id"] != int64(8) {
 		t.Fatalf("rows = %v, want p2's row 7 and p3's row 8", got)
+	}
+	// A hold is logged once, when the key is blocked, not once a second
+	// by the router as an error.
+	if n := strings.Count(r.logs.String(), "Ordering key blocked"); n != 1 || strings.Contains(r.logs.String(), "Handler returned error") {
+		t.Errorf("log has %d \"Ordering key blocked\" lines (want 1), or a held payload logged as an error:\n%s", n, r.logs)
 	}
 	// Held payloads were never poisoned for being held.
 	if n, err := store.CountEntries(context.Background()); err != nil || n[warehouse.EventPoisoned] != 0 {

@@ -32,7 +32,7 @@ type applyStage struct {
 // handling, when set, holds the id of every message while it is handled.
 // store is read for the blocked ordering keys with ORDERING_POISON=block.
 func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer handlers.Submitter, counters *metrics.Metrics, box *outbox.Outbox, handling *sync.Map, onSettled func(), logger *slog.Logger) (*applyStage, error) {
-	wlog := watermill.NewSlogLogger(logger)
+	wlog := heldAtDebug{watermill.NewSlogLogger(logger)}
 	sub, err := ps.NewSubscriber(cfg.TopicID, cfg.SubscriptionID)
 	if err != nil {
 		return nil, fmt.Errorf("apply subscriber: %w", err)
@@ -148,6 +148,23 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 // nacked, and Pub/Sub delivers the payload again.
 func shouldPoison(err error) bool {
 	return !errors.Is(err, context.Canceled) && messages.ClassOf(err) != messages.ClassHeld
+}
+
+// heldAtDebug logs the router's "Handler returned error" for a held payload
+// (ORDERING_POISON=block) at debug: a blocked key holds its payload once a
+// second, and the key's block is logged once, when it begins.
+type heldAtDebug struct{ watermill.LoggerAdapter }
+
+func (l heldAtDebug) Error(msg string, err error, fields watermill.LogFields) {
+	if messages.ClassOf(err) == messages.ClassHeld {
+		l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"error": err}))
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l heldAtDebug) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return heldAtDebug{l.LoggerAdapter.With(fields)}
 }
 
 // poisonPublisher logs and counts what reached the poison topic (not what
