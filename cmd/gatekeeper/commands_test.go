@@ -30,7 +30,7 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		args []string
 		want string // the first line of stderr
 	}{
-		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison, status, keys or healthcheck)`},
+		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison, status, keys, loadgen or healthcheck)`},
 		{[]string{"rows", "--warehouse", wh}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
 		{[]string{"rows", "t1", "t2", "--warehouse", wh}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
 		{[]string{"rows", "--warehouse", wh, "t1", "t2"}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
@@ -70,7 +70,7 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 
 func TestHelpCommand(t *testing.T) {
 	r := runIn("help")
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|keys new BACKEND|healthcheck]") {
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|keys new BACKEND|loadgen|healthcheck]") {
 		t.Fatalf("help: exit %d, stdout %q", r.code, r.stdout)
 	}
 	for _, cmd := range [][]string{{"tables"}, {"rows"}, {"poison", "list"}, {"poison", "summary"}, {"poison", "show"},
