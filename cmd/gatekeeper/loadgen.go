@@ -89,7 +89,7 @@ func loadgen(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.connections, "connections", 0, "closed model: workers back to back (default 1); open model: most requests in flight (default 256)")
 	fs.StringVar(&o.mix, "mix", "seed", "payload mix: seed, insert, invalid, file:PATH (JSON lines), weighted as seed=8,invalid=2")
 	fs.BoolVar(&o.unique, "unique", false, "give each insert a distinct key (column a), so that every row lands")
-	fs.StringVar(&o.key, "key", os.Getenv("GATEKEEPER_KEY"), "API key sent as Authorization: Bearer (default $GATEKEEPER_KEY)")
+	fs.StringVar(&o.key, "key", "", "API key sent as Authorization: Bearer; without it, $GATEKEEPER_KEY (never shown here)")
 	fs.BoolVar(&o.e2e, "e2e", false, "also measure accepted → applied latency for 1 in --e2e-sample accepted payloads (at most 1,000), via GET /api/activities/ID")
 	fs.IntVar(&o.e2eSample, "e2e-sample", 100, "with --e2e, follow 1 in this many accepted payloads")
 	fs.DurationVar(&o.e2eTimeout, "e2e-timeout", 30*time.Second, "with --e2e, how long after the load a followed payload may take to be applied")
@@ -107,6 +107,9 @@ func loadgen(args []string, stdout, stderr io.Writer) int {
 			return exitOK
 		}
 		return exitUsage
+	}
+	if o.key == "" {
+		o.key = os.Getenv("GATEKEEPER_KEY")
 	}
 	usageErr := func(err error) int {
 		fmt.Fprintf(stderr, "gatekeeper loadgen: %v\n", err)
