@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +155,27 @@ func TestLoadgenAgainstService(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "requests    90 sent, 90 answered, 0 errors") ||
 		!strings.Contains(r.stdout, "status      400 90\n") || !strings.Contains(r.stdout, "model       closed: 2 connections") {
 		t.Errorf("invalid mix: exit %d, report:\n%s\nstderr %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// Every --flag README's "Load testing" section names is one of loadgen's.
+func TestLoadgenREADMENamesRealFlags(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Load testing\n")
+	if !ok {
+		t.Fatal(`README has no "## Load testing" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	var help bytes.Buffer
+	if code := run([]string{"loadgen", "--help"}, &bytes.Buffer{}, &help); code != 0 {
+		t.Fatalf("loadgen --help: exit %d", code)
+	}
+	for _, m := range regexp.MustCompile(`--[a-z][a-z0-9-]+`).FindAllString(section, -1) {
+		if !strings.Contains(help.String(), "\n  -"+strings.TrimPrefix(m, "--")+" ") && !strings.Contains(help.String(), "\n  -"+strings.TrimPrefix(m, "--")+"\n") {
+			t.Errorf("README's Load testing section names %s, which loadgen --help does not list", m)
+		}
 	}
 }
