@@ -17,8 +17,15 @@
 //     publishing again what was accepted and not settled;
 //   - health_monitor.go: recreating lost Pub/Sub resources, /healthz and
 //     /readyz;
-//   - poison_queue.go: reading and replaying the poison subscription, for
-//     the operator's CLI;
+//   - poison_index.go: the poison subscription → the warehouse's events
+//     log, the index operators query;
+//   - console.go, poison_replay.go, admin.go (+ console.html), status.go:
+//     what operators and backends do with it: list, summary, show, replay,
+//     export, purge (the CLI and the admin API share Console), and
+//     GET /api/activities/{id};
+//   - middleware_frontdoor.go, ordering_block.go: API keys, quotas and
+//     load shedding in front of the ingest stage (package frontdoor holds
+//     the backends file), and ORDERING_POISON=block's held keys;
 //   - config.go, service.go, warehouse_open.go: the settings, the
 //     lifecycle (start, serve, drain, stop) and the warehouse adapters.
 //
