@@ -290,20 +290,8 @@ func (d *decoder) object() any {
 		}
 		m[key] = d.value()
 		d.path = d.path[:len(d.path)-1]
-		d.skipSpace()
-		if d.pos >= len(d.data) {
-			d.fail()
-			break
-		}
-		switch d.data[d.pos] {
-		case ',':
-			d.pos++
-			d.skipSpace()
-		case '}':
-			d.pos++
+		if d.closes('}') {
 			return m
-		default:
-			d.fail()
 		}
 	}
 	return nil
@@ -325,23 +313,33 @@ func (d *decoder) array() any {
 		d.path = append(d.path, pathToken{index: i})
 		a = append(a, d.value())
 		d.path = d.path[:len(d.path)-1]
-		d.skipSpace()
-		if d.pos >= len(d.data) {
-			d.fail()
-			break
-		}
-		switch d.data[d.pos] {
-		case ',':
-			d.pos++
-			d.skipSpace()
-		case ']':
-			d.pos++
+		if d.closes(']') {
 			return a
-		default:
-			d.fail()
 		}
 	}
 	return nil
+}
+
+// closes reads what follows an element of an object or array: a comma,
+// for another element, or end, which closes it (reported true). Anything
+// else, or the end of the data, is a syntax error.
+func (d *decoder) closes(end byte) bool {
+	d.skipSpace()
+	if d.pos >= len(d.data) {
+		d.fail()
+		return false
+	}
+	switch d.data[d.pos] {
+	case ',':
+		d.pos++
+		d.skipSpace()
+	case end:
+		d.pos++
+		return true
+	default:
+		d.fail()
+	}
+	return false
 }
 
 // string decodes the string at d.pos. When the string holds a lone
