@@ -226,6 +226,24 @@ func readSelection(w http.ResponseWriter, r *http.Request) (adminSelection, Sele
 	return body, Selection{IDs: body.IDs, All: body.All, Filter: f}, true
 }
 
+// selectEntries resolves a replay's or purge's selection, answering the
+// request itself when it cannot: 400 for an empty one, 404 naming the ids
+// the index does not hold, 503 when the index cannot be read.
+func selectEntries(c *Console, w http.ResponseWriter, r *http.Request, sel Selection) ([]warehouse.Entry, bool) {
+	entries, unknown, err := c.Select(r.Context(), sel)
+	switch {
+	case errors.Is(err, ErrEmptySelection):
+		writeAdminError(w, http.StatusBadRequest, err)
+	case err != nil:
+		writeAdminError(w, http.StatusServiceUnavailable, err)
+	case len(unknown) > 0:
+		writeAdminError(w, http.StatusNotFound, fmt.Errorf("%s: %w", strings.Join(unknown, ", "), ErrNotInIndex))
+	default:
+		return entries, true
+	}
+	return nil, false
+}
+
 func adminReplay(c *Console, w http.ResponseWriter, r *http.Request) {
 	body, sel, ok := readSelection(w, r)
 	if !ok {
@@ -245,17 +263,8 @@ func adminReplay(c *Console, w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else {
-		entries, unknown, err := c.Select(r.Context(), sel)
-		if errors.Is(err, ErrEmptySelection) {
-			writeAdminError(w, http.StatusBadRequest, err)
-			return
-		}
-		if err != nil {
-			writeAdminError(w, http.StatusServiceUnavailable, err)
-			return
-		}
-		if len(unknown) > 0 {
-			writeAdminError(w, http.StatusNotFound, fmt.Errorf("%s: %w", strings.Join(unknown, ", "), ErrNotInIndex))
+		entries, ok := selectEntries(c, w, r, sel)
+		if !ok {
 			return
 		}
 		items = ItemsOf(entries)
@@ -281,17 +290,8 @@ func adminPurge(c *Console, w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	entries, unknown, err := c.Select(r.Context(), sel)
-	if errors.Is(err, ErrEmptySelection) {
-		writeAdminError(w, http.StatusBadRequest, err)
-		return
-	}
-	if err != nil {
-		writeAdminError(w, http.StatusServiceUnavailable, err)
-		return
-	}
-	if len(unknown) > 0 {
-		writeAdminError(w, http.StatusNotFound, fmt.Errorf("%s: %w", strings.Join(unknown, ", "), ErrNotInIndex))
+	entries, ok := selectEntries(c, w, r, sel)
+	if !ok {
 		return
 	}
 	n, err := c.Purge(context.WithoutCancel(r.Context()), entries, "admin-api")
