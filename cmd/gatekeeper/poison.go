@@ -239,11 +239,7 @@ func (c poisonCmd) list(ctx context.Context) int {
 		return c.fail(err)
 	}
 	if c.p.json {
-		enc := json.NewEncoder(c.stdout)
-		for _, r := range records {
-			_ = enc.Encode(r)
-		}
-		return exitOK
+		return jsonLines(c.stdout, records)
 	}
 	if len(records) == 0 {
 		fmt.Fprintf(c.stderr, "no payloads in state %s match\n", states(c.filter))
@@ -257,6 +253,15 @@ func (c poisonCmd) list(ctx context.Context) int {
 			r.Attempts, r.ErrorClass, strings.Join(r.Tables, ","), truncate(oneLine(r.Reason), 70))
 	}
 	_ = tw.Flush()
+	return exitOK
+}
+
+// jsonLines writes one JSON object per line, for --json.
+func jsonLines[T any](w io.Writer, items []T) int {
+	enc := json.NewEncoder(w)
+	for _, item := range items {
+		_ = enc.Encode(item)
+	}
 	return exitOK
 }
 
@@ -277,11 +282,7 @@ func (c poisonCmd) summary(ctx context.Context) int {
 		return c.fail(err)
 	}
 	if c.p.json {
-		enc := json.NewEncoder(c.stdout)
-		for _, g := range groups {
-			_ = enc.Encode(g)
-		}
-		return exitOK
+		return jsonLines(c.stdout, groups)
 	}
 	if len(groups) == 0 {
 		fmt.Fprintf(c.stderr, "no payloads in state %s match\n", states(c.filter))
