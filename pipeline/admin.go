@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"slices"
 	"strconv"
@@ -25,6 +26,8 @@ import (
 const (
 	AdminPoisonPath = "/api/poison"
 	AdminPagePath   = "/ui/poison"
+	// PprofPath serves net/http/pprof's profiles on the admin listener.
+	PprofPath = "/debug/pprof/"
 )
 
 //go:embed console.html
@@ -116,6 +119,15 @@ func (s *Service) adminRoutes() http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, AdminPagePath, http.StatusFound)
 	})
+	// Profiles are taken where the service runs, under its real load, so
+	// they sit on the admin listener (loopback by default, and behind the
+	// admin key when keys are configured) rather than on the ingest port.
+	mux.Handle("GET "+PprofPath, s.adminDoor(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET "+PprofPath+"cmdline", s.adminDoor(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("GET "+PprofPath+"profile", s.adminDoor(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET "+PprofPath+"symbol", s.adminDoor(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("GET "+PprofPath+"trace", s.adminDoor(http.HandlerFunc(pprof.Trace)))
+	mux.Handle("GET "+PprofPath+"{profile}", s.adminDoor(http.HandlerFunc(pprof.Index)))
 	return mux
 }
 

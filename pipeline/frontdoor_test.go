@@ -137,6 +137,10 @@ func TestFrontDoor(t *testing.T) {
 		{"admin API, admin key", "GET", admin + pipeline.AdminPoisonPath, "", bearer("ops"), want{200, "", "", nil}},
 		{"admin status, backend key", "GET", admin + "/api/activities/" + accepted.ID, "", bearer("billing"), want{403, "", "admin key", nil}},
 		{"admin page needs no key", "GET", admin + pipeline.AdminPagePath, "", nil, want{200, "", "", nil}},
+		{"profiles, no key", "GET", admin + pipeline.PprofPath + "heap", "", nil,
+			want{401, "", "missing API key", []string{"WWW-Authenticate", "Bearer"}}},
+		{"profiles, backend key", "GET", admin + pipeline.PprofPath, "", bearer("billing"), want{403, "", "admin key", nil}},
+		{"profiles, admin key", "GET", admin + pipeline.PprofPath + "goroutine?debug=1", "", bearer("ops"), want{200, "", "goroutine profile: total", nil}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, h, raw := request(t, c.method, c.url, c.body, c.header...)
