@@ -6,7 +6,6 @@ package edge
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -364,26 +363,11 @@ func (e *Edge) SettleMiddleware(h message.HandlerFunc) message.HandlerFunc {
 	}
 }
 
-// Response is the body of every ingestion response, as the replaced service
-// wrote it, plus the payload id.
-type Response struct {
-	Status  int                `json:"status"`
-	ID      string             `json:"id,omitempty"`
-	Payload json.RawMessage    `json:"payload"`
-	Message string             `json:"message"`
-	Error   []messages.Problem `json:"error"`
-}
-
 func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clientGone bool) {
 	x.mu.Lock()
 	err, settled, readErr, id, replayed := x.err, x.settled, x.readErr, x.id, x.replayed
 	resp := Response{ID: x.id}
-	if json.Valid(x.body) {
-		var compact bytes.Buffer
-		if json.Compact(&compact, x.body) == nil {
-			resp.Payload = compact.Bytes()
-		}
-	}
+	body := x.body
 	x.mu.Unlock()
 	if readErr != nil {
 		err = readErr
@@ -398,9 +382,6 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 		// Refused here, before the gate saw it (key, quota, Content-Type,
 		// size): SettleMiddleware never ran for it.
 		e.cfg.OnSettle(bareMessage(r), err)
-	}
-	if resp.Payload == nil {
-		resp.Payload = json.RawMessage("null")
 	}
 	if resp.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
@@ -428,15 +409,23 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	case resp.Status == http.StatusOK:
 		e.logger.Debug("Payload accepted", "payload_id", id, "correlation_id", r.Header.Get("X-Correlation-ID"))
 	}
-	body, mErr := json.Marshal(resp)
-	if mErr != nil {
+	buf := responseBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 1<<20 { // a huge answer is not worth keeping
+			buf.Reset()
+			responseBuffers.Put(buf)
+		}
+	}()
+	buf.Reset()
+	// Only a body the gate parsed is answered 200.
+	if mErr := encodeResponse(buf, resp, body, resp.Status == http.StatusOK); mErr != nil {
 		http.Error(w, mErr.Error(), http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(resp.Status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // RulesOf names the rules a rejected request broke: the gate's, or the
