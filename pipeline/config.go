@@ -444,27 +444,42 @@ func (c Config) Runs(s Stage) bool {
 	return slices.Contains(c.Stages, s)
 }
 
+// ValidatePubSub reports the problems that would send a Pub/Sub client
+// made with ClientOptions somewhere other than the Pub/Sub c names: a tool
+// that only reads or writes topics (gatekeeper loadgen --e2e) checks these
+// and not the rest of Validate, which is about running the service.
+func (c Config) ValidatePubSub() error {
+	c.setDefaults()
+	return errors.Join(c.pubSubProblems()...)
+}
+
+// pubSubProblems are the first problems Validate reports.
+func (c Config) pubSubProblems() []error {
+	var errs []error
+	switch c.PubSubMode {
+	case PubSubAuto, PubSubEmulator, PubSubGoogle, PubSubEmbedded:
+	default:
+		errs = append(errs, fmt.Errorf("PUBSUB_MODE %q: want auto, emulator, google or embedded", c.PubSubMode))
+	}
+	mode := c.ResolvedPubSubMode()
+	if mode == PubSubEmulator && c.EmulatorHost == "" {
+		errs = append(errs, errors.New("PUBSUB_MODE=emulator needs PUBSUB_EMULATOR_HOST"))
+	}
+	if (mode == PubSubGoogle || c.usesGoogleBigQuery()) && c.ProjectID == "" {
+		errs = append(errs, errors.New("PROJECT_ID is required for Google Pub/Sub and BigQuery"))
+	}
+	return errs
+}
+
 // Validate reports every problem with c at once, in a fixed order (the
 // order of the README's configuration table, roughly), so that the same
 // configuration always gives the same message.
 func (c Config) Validate() error {
 	// The zero value of a field means its default.
 	c.setDefaults()
-	var errs []error
+	errs := c.pubSubProblems()
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-
-	switch c.PubSubMode {
-	case PubSubAuto, PubSubEmulator, PubSubGoogle, PubSubEmbedded:
-	default:
-		bad("PUBSUB_MODE %q: want auto, emulator, google or embedded", c.PubSubMode)
-	}
 	mode := c.ResolvedPubSubMode()
-	if mode == PubSubEmulator && c.EmulatorHost == "" {
-		bad("PUBSUB_MODE=emulator needs PUBSUB_EMULATOR_HOST")
-	}
-	if (mode == PubSubGoogle || c.usesGoogleBigQuery()) && c.ProjectID == "" {
-		bad("PROJECT_ID is required for Google Pub/Sub and BigQuery")
-	}
 	if mode == PubSubEmbedded {
 		if _, _, err := net.SplitHostPort(c.EmbeddedPubSubAddr); err != nil {
 			bad("PUBSUB_EMBEDDED_ADDR %q: %v", c.EmbeddedPubSubAddr, err)
