@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -230,7 +231,12 @@ func usage(w io.Writer, fs *flag.FlagSet, ss []setting, synopsis string) func() 
 		if len(own) > 0 {
 			fmt.Fprintf(w, "\nFlags of this command:\n")
 			for _, f := range own {
-				fmt.Fprintf(w, "  --%s\n        %s (default %s)\n", f.Name, f.Usage, f.DefValue)
+				text := f.Usage
+				// As flag.PrintDefaults: no zero defaults, and none twice.
+				if !strings.Contains(text, "(default") && !slices.Contains([]string{"", "0", "0s", "false"}, f.DefValue) {
+					text += " (default " + f.DefValue + ")"
+				}
+				fmt.Fprintf(w, "  --%s\n        %s\n", f.Name, text)
 			}
 		}
 		fmt.Fprintf(w, "\nSettings (each flag falls back to the environment variable in brackets; flags win):\n")

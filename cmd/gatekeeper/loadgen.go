@@ -55,7 +55,9 @@ Open model: --rate R/s sends at fixed intended times, at most --connections in f
 latency counts from the intended send time, and a send that starts over 1ms late is counted
 late. Closed model (no --rate): --connections workers send back to back.
 Stops at --duration or --requests, whichever comes first. Exit 1 when a --fail-if threshold is
-crossed or no request got an answer, 2 on a usage error.`
+crossed or no request got an answer, 2 on a usage error.
+--e2e reads the status API, or the applied topic, found from the same settings as serve's
+(PUBSUB_EMULATOR_HOST, PROJECT_ID, TOPIC_ID, APPLIED_TOPIC_ID...); no other setting is used.`
 
 // loadgenOptions are loadgen's flags.
 type loadgenOptions struct {
@@ -71,16 +73,16 @@ type loadgenOptions struct {
 	e2e         bool
 	e2eSample   int
 	e2eTimeout  time.Duration
+	e2eVia      e2eVia
 	timeout     time.Duration
 	asJSON      bool
 	failIf      string
 	seed        uint64
 }
 
-func loadgen(args []string, stdout, stderr io.Writer) int {
-	var o loadgenOptions
-	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// bind registers loadgen's own flags; the service's settings come beside
+// them (loadConfig), for --e2e to find the topics serve uses.
+func (o *loadgenOptions) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.target, "target", "http://127.0.0.1:8080", "the service's base URL; only loopback hosts unless --allow-remote")
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow a --target that is not a loopback address or localhost")
 	fs.DurationVar(&o.duration, "duration", 0, "stop sending after this long (at most 1h); required with --rate")
@@ -90,30 +92,33 @@ func loadgen(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.mix, "mix", "seed", "payload mix: seed, insert, invalid, file:PATH (JSON lines), weighted as seed=8,invalid=2")
 	fs.BoolVar(&o.unique, "unique", false, "give each insert a distinct key (column a), so that every row lands")
 	fs.StringVar(&o.key, "key", "", "API key sent as Authorization: Bearer; without it, $GATEKEEPER_KEY (never shown here)")
-	fs.BoolVar(&o.e2e, "e2e", false, "also measure accepted → applied latency for 1 in --e2e-sample accepted payloads (at most 1,000), via GET /api/activities/ID")
+	fs.BoolVar(&o.e2e, "e2e", false, "also measure accepted → applied latency for 1 in --e2e-sample accepted payloads (at most 1,000), via the status API or the applied topic (--e2e-via)")
 	fs.IntVar(&o.e2eSample, "e2e-sample", 100, "with --e2e, follow 1 in this many accepted payloads")
 	fs.DurationVar(&o.e2eTimeout, "e2e-timeout", 30*time.Second, "with --e2e, how long after the load a followed payload may take to be applied")
+	o.e2eVia = e2eAuto
+	fs.Func("e2e-via", "with --e2e: status (GET /api/activities/ID), topic (the applied topic APPLIED_TOPIC_ID, through a subscription of loadgen's own), or auto: status when the service serves it, else topic (default auto)",
+		func(v string) error { o.e2eVia = e2eVia(v); return nil })
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout")
 	fs.BoolVar(&o.asJSON, "json", false, "print the report as JSON")
 	fs.StringVar(&o.failIf, "fail-if", "", "exit 1 when a threshold is crossed: comma-separated NAME>VALUE over p50, p90, p99, p999, max (durations) and errors, non2xx (counts), e.g. 'p99>50ms,non2xx>0'")
 	fs.Uint64Var(&o.seed, "seed", 0, "random seed of the mix (default: from the clock)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, loadgenSynopsis)
-		fmt.Fprintln(stderr, "\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if o.key == "" {
-		o.key = os.Getenv("GATEKEEPER_KEY")
-	}
+}
+
+func loadgen(args []string, stdout, stderr io.Writer) int {
+	var o loadgenOptions
 	usageErr := func(err error) int {
 		fmt.Fprintf(stderr, "gatekeeper loadgen: %v\n", err)
 		return exitUsage
+	}
+	cfg, _, fs, err := loadConfig("loadgen", loadgenSynopsis, args, stderr, o.bind)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return usageErr(err)
+	}
+	if o.key == "" {
+		o.key = os.Getenv("GATEKEEPER_KEY")
 	}
 	if fs.NArg() > 0 {
 		return usageErr(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
@@ -136,7 +141,19 @@ func loadgen(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep := runLoad(ctx, o, endpoint, m, stderr)
+	client := newLoadClient(o)
+	defer client.CloseIdleConnections()
+	var follow *e2eFollower
+	if o.e2e {
+		// Decided before the first send: a subscription created after it
+		// would miss what was applied meanwhile.
+		if follow, err = startE2E(ctx, o, cfg, client, strings.TrimSuffix(endpoint, "/api/activities")); err != nil {
+			fmt.Fprintf(stderr, "gatekeeper loadgen: --e2e: %v\n", err)
+			return exitOperational
+		}
+		defer follow.close(stderr)
+	}
+	rep := runLoad(ctx, o, endpoint, m, client, follow, stderr)
 	if o.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -190,6 +207,11 @@ func (o *loadgenOptions) validate() (string, error) {
 	}
 	if o.e2eTimeout <= 0 || o.timeout <= 0 {
 		errs = append(errs, errors.New("--e2e-timeout and --timeout must be positive"))
+	}
+	switch o.e2eVia {
+	case e2eAuto, e2eStatus, e2eTopic:
+	default:
+		errs = append(errs, fmt.Errorf("--e2e-via %q: want auto, status or topic", o.e2eVia))
 	}
 	u, err := url.Parse(o.target)
 	switch {
@@ -393,8 +415,9 @@ type recorder struct {
 	late      int64
 	bytesOut  int64
 	bytesIn   int64
-	e2eIDs    chan string
+	e2eIDs    chan sampled
 	e2eSample int64
+	e2eTaken  int64 // samples handed over, at most e2eMaxSamples
 	accepted  int64
 }
 
@@ -405,7 +428,9 @@ func newRecorder() *recorder {
 	}
 }
 
-func (rc *recorder) record(kind string, latency time.Duration, code int, err error, out, in int64, id string) {
+// record counts one answer (or transport error); id and sentAt are the
+// payload id of a 200 and when its request started, for --e2e.
+func (rc *recorder) record(kind string, latency time.Duration, code int, err error, out, in int64, id string, sentAt time.Time) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	rc.kinds[kind]++
@@ -428,11 +453,10 @@ func (rc *recorder) record(kind string, latency time.Duration, code int, err err
 	_ = rc.hist.RecordValue(min(us, rc.hist.HighestTrackableValue()))
 	if code == http.StatusOK && id != "" && rc.e2eIDs != nil {
 		rc.accepted++
-		if rc.accepted%rc.e2eSample == 0 {
-			select {
-			case rc.e2eIDs <- id:
-			default: // the sample is full
-			}
+		if rc.accepted%rc.e2eSample == 0 && rc.e2eTaken < e2eMaxSamples {
+			// The channel holds e2eMaxSamples, so this never blocks.
+			rc.e2eTaken++
+			rc.e2eIDs <- sampled{id: id, sentAt: sentAt}
 		}
 	}
 }
@@ -452,14 +476,9 @@ func errorKind(err error) string {
 	}
 }
 
-// runLoad sends the load and gathers the report.
-func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, stderr io.Writer) *loadReport {
-	rc := newRecorder()
-	if o.e2e {
-		rc.e2eIDs = make(chan string, e2eMaxSamples)
-		rc.e2eSample = int64(o.e2eSample)
-	}
-	client := &http.Client{
+// newLoadClient is the HTTP client of the load and of the status API.
+func newLoadClient(o loadgenOptions) *http.Client {
+	return &http.Client{
 		Timeout: o.timeout,
 		Transport: &http.Transport{
 			Proxy:               nil, // loopback load must not go through a proxy
@@ -470,7 +489,17 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, stde
 			DisableCompression:  true,
 		},
 	}
-	defer client.CloseIdleConnections()
+}
+
+// runLoad sends the load and gathers the report; follow, when set, sees
+// the sampled payloads during the load and follows them after it.
+func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, client *http.Client, follow *e2eFollower, stderr io.Writer) *loadReport {
+	rc := newRecorder()
+	if follow != nil {
+		rc.e2eIDs = make(chan sampled, e2eMaxSamples)
+		rc.e2eSample = int64(o.e2eSample)
+		follow.watch(rc.e2eIDs)
+	}
 
 	var seq atomic.Int64
 	send := func(r *rand.Rand, intended time.Time) {
@@ -478,7 +507,7 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, stde
 		q := m.pick(r, n)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(string(q.body)))
 		if err != nil {
-			rc.record(q.kind, 0, 0, err, 0, 0, "")
+			rc.record(q.kind, 0, 0, err, 0, 0, "", time.Time{})
 			return
 		}
 		req.Header.Set("Content-Type", "application/json")
@@ -488,15 +517,16 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, stde
 		for k, v := range q.header {
 			req.Header.Set(k, v)
 		}
+		sentAt := time.Now()
 		resp, err := client.Do(req)
 		if err != nil {
-			rc.record(q.kind, 0, 0, err, int64(len(q.body)), 0, "")
+			rc.record(q.kind, 0, 0, err, int64(len(q.body)), 0, "", time.Time{})
 			return
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err != nil {
-			rc.record(q.kind, 0, 0, err, int64(len(q.body)), int64(len(body)), "")
+			rc.record(q.kind, 0, 0, err, int64(len(q.body)), int64(len(body)), "", time.Time{})
 			return
 		}
 		latency := time.Since(intended)
@@ -508,7 +538,7 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, stde
 			_ = json.Unmarshal(body, &a)
 			id = a.ID
 		}
-		rc.record(q.kind, latency, resp.StatusCode, nil, int64(len(q.body)), int64(len(body)), id)
+		rc.record(q.kind, latency, resp.StatusCode, nil, int64(len(q.body)), int64(len(body)), id, sentAt)
 	}
 
 	start := time.Now()
@@ -603,9 +633,9 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, stde
 	stopProgress()
 
 	rep := rc.report(o, endpoint, window, intendedTotal)
-	if o.e2e {
+	if follow != nil {
 		close(rc.e2eIDs)
-		rep.E2E = followApplied(ctx, client, strings.TrimSuffix(endpoint, "/api/activities"), o, rc.e2eIDs)
+		rep.E2E = follow.wait(ctx)
 	}
 	return rep
 }
@@ -734,13 +764,8 @@ func (r *loadReport) writeText(w io.Writer) {
 	e := r.ErrorsByKind
 	fmt.Fprintf(w, "errors      refused %d  timeout %d  reset %d  other %d\n", e["refused"], e["timeout"], e["reset"], e["other"])
 	fmt.Fprintf(w, "bytes       %d sent, %d received (bodies)\n", r.BytesSent, r.BytesReceived)
-	if x := r.E2E; x != nil {
-		fmt.Fprintf(w, "e2e         %d followed: %d applied, %d poisoned, %d not applied within %s\n",
-			x.Followed, x.Applied, x.Poisoned, x.NotApplied, time.Duration(x.TimeoutS*float64(time.Second)))
-		if x.Applied > 0 {
-			fmt.Fprintf(w, "e2e latency p50 %s  p99 %s  max %s (received → applied, from the status API)\n",
-				us(x.LatencyUS.P50), us(x.LatencyUS.P99), us(x.LatencyUS.Max))
-		}
+	if r.E2E != nil {
+		r.E2E.writeText(w)
 	}
 }
 
@@ -755,88 +780,6 @@ func countsText(m map[string]int64) string {
 		fmt.Fprintf(&b, " %s %d", k, m[k])
 	}
 	return b.String()
-}
-
-// e2eReport is what --e2e saw.
-type e2eReport struct {
-	Sample     int       `json:"sample"` // 1 in this many accepted payloads
-	Followed   int64     `json:"followed"`
-	Applied    int64     `json:"applied"`
-	Poisoned   int64     `json:"poisoned"`
-	NotApplied int64     `json:"not_applied"` // neither applied nor poisoned within timeout_s
-	TimeoutS   float64   `json:"timeout_s"`
-	LatencyUS  latencies `json:"latency_us"` // received_at → applied_at of the applied ones
-}
-
-// followApplied polls the status API for each sampled id until it is
-// applied or poisoned, at most o.e2eTimeout after the load ended.
-func followApplied(ctx context.Context, client *http.Client, base string, o loadgenOptions, ids <-chan string) *e2eReport {
-	rep := &e2eReport{Sample: o.e2eSample, TimeoutS: o.e2eTimeout.Seconds()}
-	hist := hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)
-	ctx, cancel := context.WithTimeout(ctx, o.e2eTimeout)
-	defer cancel()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32) // polls in flight
-	for id := range ids {
-		rep.Followed++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				sem <- struct{}{}
-				st, err := pollStatus(ctx, client, base, id, o.key)
-				<-sem
-				if err == nil && st.Status == "applied" && st.ReceivedAt != nil && st.AppliedAt != nil {
-					mu.Lock()
-					rep.Applied++
-					_ = hist.RecordValue(max(1, st.AppliedAt.Sub(*st.ReceivedAt).Microseconds()))
-					mu.Unlock()
-					return
-				}
-				if err == nil && (st.Status == "poisoned" || st.Status == "purged") {
-					mu.Lock()
-					rep.Poisoned++
-					mu.Unlock()
-					return
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(e2ePoll):
-				}
-			}
-			mu.Lock()
-			rep.NotApplied++
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	rep.LatencyUS = latenciesOf(hist)
-	return rep
-}
-
-type statusAnswer struct {
-	Status     string     `json:"status"`
-	ReceivedAt *time.Time `json:"received_at"`
-	AppliedAt  *time.Time `json:"applied_at"`
-}
-
-func pollStatus(ctx context.Context, client *http.Client, base, id, key string) (statusAnswer, error) {
-	var st statusAnswer
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/activities/"+url.PathEscape(id), nil)
-	if err != nil {
-		return st, err
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st)
-	return st, err
 }
 
 // failCond is one --fail-if condition: NAME>VALUE.
