@@ -598,8 +598,15 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, clie
 				send(rr, intended)
 			}()
 		}
-		// The window is the intended one, unless sending ran longer.
+		// The window is the intended one, unless sending ran longer, or
+		// was interrupted: then it is what ran, and only the sends due by
+		// then were intended (else Ctrl-C would show as dropped sends and
+		// a low achieved rate).
 		window = max(last.Sub(start), time.Duration(float64(intendedTotal)/o.rate*float64(time.Second)))
+		if ctx.Err() != nil {
+			window = time.Since(start)
+			intendedTotal = min(intendedTotal, int64(window/period)+1)
+		}
 	} else {
 		// Closed model: each worker sends its next request when its last
 		// one is answered; latency counts from the actual send.
