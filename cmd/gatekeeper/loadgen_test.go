@@ -1,14 +1,32 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"google.golang.org/api/iterator"
+
+	"github.com/gatekeeper/gatekeeper/pipeline"
 )
 
 // Every bad flag is a usage error (exit 2) that says what is wrong, before
@@ -117,9 +135,16 @@ func TestLoadgenAgainstService(t *testing.T) {
 	if e := rep.E2E; e == nil || e.Followed != rep.Status["200"]/5 || e.Applied != e.Followed || e.LatencyUS.P50 <= 0 || e.LatencyUS.Max < e.LatencyUS.P50 {
 		t.Errorf("--e2e: %+v, want 1 in 5 of %d followed and all applied", e, rep.Status["200"])
 	}
+	if e := rep.E2E; e == nil || e.Via != "status" || e.LatencyFrom != "received_at" {
+		t.Errorf("--e2e against a service that serves the status API: %+v, want via status, from received_at", e)
+	}
 	if !strings.Contains(r.stderr, "loadgen:   1s") {
 		t.Errorf("no progress line on stderr:\n%s", r.stderr)
 	}
+	if there, why, err := probeStatusAPI(context.Background(), http.DefaultClient, target, ""); !there || err != nil {
+		t.Errorf("probing the service's status API: there %v (%s), %v; want there", there, why, err)
+	}
+
 	// Every accepted insert is a row of its own: as many distinct keys as 200s.
 	distinct := func() int {
 		rows := gk(t, dir, map[string]string{"WAREHOUSE": s.env["WAREHOUSE"]}, "rows", "table1", "--limit", "1000")
@@ -134,6 +159,37 @@ func TestLoadgenAgainstService(t *testing.T) {
 	}
 	if !eventually(30*time.Second, 100*time.Millisecond, func() bool { return int64(distinct()) == rep.Status["200"] }) {
 		t.Errorf("--unique: %d distinct keys in table1, want %d (one per accepted insert)", distinct(), rep.Status["200"])
+	}
+
+	// 1b. The same, read from the applied topic of the service's embedded
+	// Pub/Sub, through the settings serve reads.
+	viaTopic := map[string]string{"PUBSUB_EMBEDDED_ADDR": s.pubsubAddr}
+	r = gk(t, dir, viaTopic, "loadgen", "--target", target, "--rate", "50", "--duration", "1s", "--mix", "insert", "--unique",
+		"--e2e", "--e2e-sample", "5", "--e2e-via", "topic", "--json")
+	rep = decodeReport(t, r.stdout)
+	if e := rep.E2E; r.code != 0 || e == nil || e.Via != "topic" || e.Topic != "db-transaction-topic-applied" || e.LatencyFrom != "sent_at" ||
+		e.Followed != rep.Status["200"]/5 || e.Followed == 0 || e.Applied != e.Followed || e.Unmeasured != 0 || e.LatencyUS.P50 <= 0 || e.LatencyUS.Max < e.LatencyUS.P50 {
+		t.Errorf("--e2e-via topic: exit %d, %+v; want 1 in 5 of %d followed on the applied topic, all applied with a latency; stderr %s",
+			r.code, e, rep.Status["200"], r.stderr)
+	}
+	// The text report says which way, and from when latency counts.
+	r = gk(t, dir, viaTopic, "loadgen", "--target", target, "--requests", "4", "--mix", "insert", "--e2e", "--e2e-sample", "1", "--e2e-via", "topic")
+	for _, want := range []string{"e2e         via the applied topic db-transaction-topic-applied: 4 followed: 4 applied, 0 poisoned, 0 not applied within 30s\n",
+		"(send → applied event: from loadgen's send time, as the ingest answer carries no received time)\n"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("text report of --e2e-via topic lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = gk(t, dir, viaTopic, "loadgen", "--target", target, "--requests", "4", "--mix", "insert", "--e2e", "--e2e-sample", "1")
+	if !strings.Contains(r.stdout, "e2e         via the status API: 4 followed: 4 applied") || !strings.Contains(r.stdout, "(received → applied, from the status API)") {
+		t.Errorf("text report of --e2e-via auto on a service with the status API:\n%s", r.stdout)
+	}
+	// Ctrl-C in topic mode: the report of what was sent, and nothing left
+	// on the Pub/Sub.
+	interrupted(t, dir, viaTopic, s.pubsubAddr, "db-transaction-topic-applied", "db-transaction-topic-poison",
+		"loadgen", "--target", target, "--rate", "20", "--duration", "1m", "--mix", "insert", "--e2e", "--e2e-sample", "1", "--e2e-via", "topic", "--json")
+	if left := loadgenSubscriptions(t, s.pubsubAddr, "gatekeeper-local", "db-transaction-topic-applied", "db-transaction-topic-poison"); len(left) > 0 {
+		t.Errorf("loadgen left its subscriptions behind: %v", left)
 	}
 
 	// 2. The seed mix weighted 8:2 with invalid payloads: about a fifth
@@ -177,5 +233,258 @@ func TestLoadgenREADMENamesRealFlags(t *testing.T) {
 		if !strings.Contains(help.String(), "\n  "+m+"\n") {
 			t.Errorf("README's Load testing section names %s, which loadgen --help does not list", m)
 		}
+	}
+}
+
+// The probe's decision, from the answers a service can give to GET
+// /api/activities/<an id nobody posted>: the status API's own "unknown"
+// means it is there; a 404 or 405 without a payload status (a build
+// before the API, a process without the ingest stage) means it is not;
+// anything else cannot decide and is an error that says what came back.
+func TestLoadgenStatusAPIProbeDecides(t *testing.T) {
+	unknown, err := json.Marshal(pipeline.PayloadStatus{ID: "x", Status: pipeline.StatusUnknown, Tables: []string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		code    int
+		body    string
+		there   bool
+		wantErr string
+	}{
+		{"the status API's unknown", 404, string(unknown), true, ""},
+		{"a status for the id", 200, `{"id":"x","status":"applied"}`, true, ""},
+		{"Go's mux: no such route", 404, "404 page not found\n", false, ""},
+		{"only POST on the path", 405, "Method Not Allowed\n", false, ""},
+		{"the ingest edge's own 404 shape", 404, `{"status":404,"message":"Not Found"}`, false, ""},
+		{"a 404 JSON without a status", 404, `{"error":"no such thing"}`, false, ""},
+		{"a status other than unknown with 404", 404, `{"status":"applied"}`, false, ""},
+		{"no key", 401, `{"error":"missing API key"}`, false, "answered 401: pass a key of BACKENDS_FILE with --key or GATEKEEPER_KEY"},
+		{"forbidden", 403, "", false, "answered 403"},
+		{"the warehouse is down", 503, `{"error":"cannot look the payload up now; retry"}`, false, "answered 503: {\"error\":\"cannot look the payload up now; retry\"}"},
+		{"a proxy's error page", 502, "<html>bad gateway</html>", false, "answered 502"},
+	}
+	for _, c := range cases {
+		there, why, err := statusAPIAnswered(c.code, []byte(c.body))
+		switch {
+		case c.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%s: err %v, want one containing %q", c.name, err, c.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case there != c.there:
+			t.Errorf("%s: there = %v, want %v (%s)", c.name, there, c.there, why)
+		case !there && !strings.Contains(why, fmt.Sprintf("answered %d without a payload status", c.code)):
+			t.Errorf("%s: why %q does not say what was answered", c.name, why)
+		}
+	}
+}
+
+// Before anything is sent, --e2e refuses to run blind: a forced status
+// API that is not there, and a service without it whose Pub/Sub loadgen
+// cannot reach, are errors that say what to set.
+func TestLoadgenE2EFailsBeforeTheLoadWhenNeitherWayWorks(t *testing.T) {
+	var gets, posts atomic.Int64
+	older := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			posts.Add(1)
+		} else {
+			gets.Add(1)
+		}
+		http.NotFound(w, r)
+	}))
+	defer older.Close()
+	noPubSub := map[string]string{"PUBSUB_EMBEDDED_ADDR": freeAddr(t)}
+	cases := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--e2e-via", "status"}, []string{"--e2e-via status, but " + older.URL + " does not serve the status API: GET /api/activities/ID answered 404 without a payload status; use --e2e-via topic"}},
+		{nil, []string{"does not serve the status API (GET /api/activities/ID answered 404 without a payload status), and the applied topic cannot be read either",
+			"db-transaction-topic-applied on the embedded Pub/Sub at " + noPubSub["PUBSUB_EMBEDDED_ADDR"], "connection refused", "set PUBSUB_EMULATOR_HOST"}},
+		{[]string{"--e2e-via", "topic"}, []string{"cannot subscribe to the applied topic", "set PUBSUB_EMULATOR_HOST"}},
+	}
+	dir := t.TempDir()
+	for _, c := range cases {
+		gets.Store(0)
+		args := append([]string{"loadgen", "--target", older.URL, "--requests", "5", "--e2e"}, c.args...)
+		r := gk(t, dir, noPubSub, args...)
+		for _, w := range c.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("%v: stderr %q, want it to say %q", c.args, r.stderr, w)
+			}
+		}
+		if r.code != 1 || r.stdout != "" {
+			t.Errorf("%v: exit %d, stdout %q; want 1 and no report", c.args, r.code, r.stdout)
+		}
+		if probes := gets.Load(); (c.args == nil || c.args[1] == "status") && probes != 1 {
+			t.Errorf("%v: %d status API probes, want 1", c.args, probes)
+		}
+	}
+	if n := posts.Load(); n != 0 {
+		t.Errorf("%d payloads sent; --e2e must fail before the load", n)
+	}
+	// An unreachable service cannot be probed: that is said too.
+	r := gk(t, dir, noPubSub, "loadgen", "--target", "http://"+freeAddr(t), "--requests", "5", "--e2e")
+	if r.code != 1 || !strings.Contains(r.stderr, "cannot tell whether") || !strings.Contains(r.stderr, "connection refused") {
+		t.Errorf("unreachable service: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// olderBuild stands in front of a real service as a build that predates
+// the status API would: POST /api/activities reaches the service, and any
+// other request gets what Go's mux answers for a route it does not serve.
+func olderBuild(t *testing.T, addr string) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle("POST /api/activities", httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr}))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// loadgenSubscriptions lists the subscriptions loadgen made on topics of
+// project, on the Pub/Sub at addr.
+func loadgenSubscriptions(t *testing.T, addr, project string, topics ...string) []string {
+	t.Helper()
+	cfg := pipeline.Config{PubSubMode: pipeline.PubSubEmulator, EmulatorHost: addr, ProjectID: project}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client, err := pubsub.NewClient(ctx, project, pipeline.ClientOptions(cfg)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var subs []string
+	for _, topic := range topics {
+		it := client.TopicAdminClient.ListTopicSubscriptions(ctx, &pubsubpb.ListTopicSubscriptionsRequest{Topic: "projects/" + project + "/topics/" + topic})
+		for {
+			name, err := it.Next()
+			if errors.Is(err, iterator.Done) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("list the subscriptions of %s: %v", topic, err)
+			}
+			if strings.Contains(name, "/gatekeeper-loadgen-") {
+				subs = append(subs, name)
+			}
+		}
+	}
+	return subs
+}
+
+// The applied topic, against a real service on the Pub/Sub emulator (the
+// embedded Pub/Sub is TestLoadgenAgainstService's): behind a front that
+// does not serve the status API, --e2e-via auto reads the applied topic,
+// and the poison topic, through subscriptions it deletes at the end.
+// Payloads alternate between an insert and a delete on a table that does
+// not exist (poisoned at once), so both counts are known.
+func TestLoadgenE2EViaAppliedTopicOnEmulator(t *testing.T) {
+	host := os.Getenv("PUBSUB_EMULATOR_HOST")
+	if host == "" {
+		t.Skip("PUBSUB_EMULATOR_HOST is not set: loadgen --e2e was not run against the applied topic on the Pub/Sub emulator")
+	}
+	dir := t.TempDir()
+	unique := fmt.Sprintf("loadgen-%d-%d", os.Getpid(), time.Now().UnixNano())
+	env := map[string]string{"PUBSUB_EMULATOR_HOST": host, "PUBSUB_EMBEDDED_ADDR": "", "TOPIC_ID": unique, "SUBSCRIPTION_ID": unique + "-sub"}
+	s := startService(t, dir, env)
+	if s.pubsubAddr != host {
+		t.Fatalf("service uses Pub/Sub at %q, want the emulator %q", s.pubsubAddr, host)
+	}
+	mix := filepath.Join(dir, "mix.jsonl")
+	var poisoned bytes.Buffer
+	if err := json.Compact(&poisoned, []byte(stuck)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mix, []byte(fmt.Sprintf(seedInsert, "7")+"\n"+poisoned.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli := map[string]string{"PUBSUB_EMULATOR_HOST": host, "TOPIC_ID": unique}
+	r := gk(t, dir, cli, "loadgen", "--target", olderBuild(t, s.addr), "--requests", "20", "--mix", "file:"+mix,
+		"--e2e", "--e2e-sample", "1", "--e2e-timeout", "30s", "--json")
+	rep := decodeReport(t, r.stdout)
+	if r.code != 0 || rep.Status["200"] != 20 {
+		t.Fatalf("exit %d, status %v, stderr %s", r.code, rep.Status, r.stderr)
+	}
+	e := rep.E2E
+	if e == nil || e.Via != "topic" || e.Topic != unique+"-applied" || e.PoisonTopic != unique+"-poison" || e.LatencyFrom != "sent_at" {
+		t.Fatalf("--e2e: %+v; want the applied topic %s-applied read, latency from the send", e, unique)
+	}
+	if e.Followed != 20 || e.Applied != 10 || e.Poisoned != 10 || e.NotApplied != 0 || e.Unmeasured != 0 {
+		t.Errorf("--e2e: %d followed, %d applied, %d poisoned, %d not applied, %d unmeasured; want 20, 10, 10, 0, 0",
+			e.Followed, e.Applied, e.Poisoned, e.NotApplied, e.Unmeasured)
+	}
+	if e.LatencyUS.P50 <= 0 || e.LatencyUS.Max < e.LatencyUS.P50 || e.LatencyUS.Max > int64(time.Minute/time.Microsecond) {
+		t.Errorf("--e2e latency %+v", e.LatencyUS)
+	}
+	if left := loadgenSubscriptions(t, host, "gatekeeper-local", unique+"-applied", unique+"-poison"); len(left) > 0 {
+		t.Errorf("loadgen left its subscriptions behind: %v", left)
+	}
+}
+
+// interrupted runs a gatekeeper command, sends it SIGINT after its first
+// progress line (while its subscriptions on topics exist), and checks that
+// it still reports, in JSON, and followed what it had accepted.
+func interrupted(t *testing.T, dir string, env map[string]string, pubsubAddr string, appliedTopic, poisonTopic string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Dir, cmd.Env = dir, childEnv(env)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+	})
+	progressed := make(chan struct{})
+	var log bytes.Buffer
+	go func() {
+		defer close(exited)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+			if strings.HasPrefix(sc.Text(), "loadgen:   1s") {
+				close(progressed)
+			}
+		}
+		_ = cmd.Wait()
+	}()
+	select {
+	case <-progressed:
+	case <-exited:
+		t.Fatalf("%v exited before its first progress line:\n%s", args, log.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%v: no progress line after 30 s", args)
+	}
+	if subs := loadgenSubscriptions(t, pubsubAddr, "gatekeeper-local", appliedTopic, poisonTopic); len(subs) != 2 {
+		t.Errorf("during the load, loadgen's subscriptions are %v; want one on each of %s and %s", subs, appliedTopic, poisonTopic)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%v still running 20 s after SIGINT", args)
+	}
+	rep := decodeReport(t, stdout.String())
+	if e := rep.E2E; rep.Sent == 0 || rep.DurationS > 30 || e == nil || e.Followed != rep.Status["200"] ||
+		e.Applied+e.Poisoned+e.NotApplied != e.Followed {
+		t.Errorf("after SIGINT: sent %d over %.1fs, status %v, e2e %+v; stderr:\n%s", rep.Sent, rep.DurationS, rep.Status, e, log.String())
 	}
 }
