@@ -26,6 +26,7 @@ import (
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/api/iterator"
 
+	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
 )
 
@@ -486,5 +487,56 @@ func interrupted(t *testing.T, dir string, env map[string]string, pubsubAddr str
 	if e := rep.E2E; rep.Sent == 0 || rep.DurationS > 30 || e == nil || e.Followed != rep.Status["200"] ||
 		e.Applied+e.Poisoned+e.NotApplied != e.Followed {
 		t.Errorf("after SIGINT: sent %d over %.1fs, status %v, e2e %+v; stderr:\n%s", rep.Sent, rep.DurationS, rep.Status, e, log.String())
+	}
+}
+
+// The applied topic's bookkeeping, event by event: a redelivery's
+// duplicate event is not counted again (nor is its applied_at a
+// latency), an event that comes before its payload's 200 answer is kept
+// for it, a payload whose only event is a duplicate is applied without a
+// latency, and events for payloads never sampled are forgotten.
+func TestLoadgenTopicFollowerCountsEachPayloadOnce(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	f := &topicFollower{
+		topic: "applied", poison: "poison", keepUnsampled: 10 * time.Second, registered: make(chan struct{}),
+		seen: map[string]*topicEvents{}, followed: map[string]time.Time{}, changed: make(chan struct{}, 1),
+	}
+	ids := make(chan sampled, 10)
+	f.watch(ids)
+	applied := func(id string, at time.Duration, dup bool) {
+		f.observe(id, false, messages.AppliedEvent{PayloadID: id, AppliedAt: t0.Add(at), Duplicate: dup}, t0.Add(at))
+	}
+	// "early" is applied before loadgen read its answer.
+	applied("early", 30*time.Millisecond, false)
+	ids <- sampled{"early", t0.Add(10 * time.Millisecond)}
+	ids <- sampled{"twice", t0}
+	ids <- sampled{"dup-first", t0}
+	ids <- sampled{"only-dup", t0}
+	ids <- sampled{"poisoned", t0}
+	ids <- sampled{"never", t0}
+	close(ids)
+	<-f.registered
+	applied("twice", 5*time.Millisecond, false)
+	applied("twice", 900*time.Millisecond, true)
+	applied("dup-first", 700*time.Millisecond, true)
+	applied("dup-first", 40*time.Millisecond, false)
+	applied("only-dup", 50*time.Millisecond, true)
+	f.observe("poisoned", true, messages.AppliedEvent{}, t0)
+	applied("stranger", 0, false) // never sampled: forgotten once old
+	applied("other", 20*time.Second, false)
+	if _, kept := f.seen["stranger"]; kept {
+		t.Errorf("an event for a payload never sampled is kept past keepUnsampled")
+	}
+	rep := f.wait(context.Background(), loadgenOptions{e2eSample: 1, e2eTimeout: 50 * time.Millisecond})
+	want := e2eReport{Via: "topic", Topic: "applied", PoisonTopic: "poison", LatencyFrom: "sent_at", Sample: 1, TimeoutS: 0.05,
+		Followed: 6, Applied: 4, Poisoned: 1, NotApplied: 1, DuplicateEvents: 3, Unmeasured: 1}
+	got := *rep
+	got.LatencyUS = latencies{}
+	if got != want {
+		t.Errorf("report %+v\nwant   %+v", got, want)
+	}
+	// Latencies: early 20ms, twice 5ms, dup-first 40ms; never a duplicate's.
+	if l := rep.LatencyUS; us(l.P50) < 19*time.Millisecond || us(l.P50) > 21*time.Millisecond || us(l.Max) < 39*time.Millisecond || us(l.Max) > 41*time.Millisecond {
+		t.Errorf("latencies %+v; want p50 20ms and max 40ms", l)
 	}
 }
