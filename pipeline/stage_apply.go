@@ -32,7 +32,7 @@ type applyStage struct {
 // handling, when set, holds the id of every message while it is handled.
 // store is read for the blocked ordering keys with ORDERING_POISON=block.
 func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer handlers.Submitter, counters *metrics.Metrics, box *outbox.Outbox, handling *sync.Map, onSettled func(), logger *slog.Logger) (*applyStage, error) {
-	wlog := heldAtDebug{watermill.NewSlogLogger(logger)}
+	wlog := heldAtDebug{watermillLogger(logger)}
 	sub, err := ps.NewSubscriber(cfg.TopicID, cfg.SubscriptionID)
 	if err != nil {
 		return nil, fmt.Errorf("apply subscriber: %w", err)

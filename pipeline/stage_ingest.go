@@ -51,7 +51,7 @@ type ingestStage struct {
 
 func newIngestStage(cfg Config, ps *PubSub, e *edge.Edge, admit func() error, authorize func(*message.Message, []string) error,
 	box handlers.Outbox, logger *slog.Logger) (*ingestStage, error) {
-	wlog := watermill.NewSlogLogger(logger)
+	wlog := watermillLogger(logger)
 	routes := chi.NewRouter()
 	routes.Use(e.Middleware)
 	sub, err := whttp.NewSubscriber("", whttp.SubscriberConfig{Router: routes, UnmarshalMessageFunc: e.Unmarshal}, wlog)

@@ -56,7 +56,7 @@ type PubSub struct {
 // server in embedded mode, and creates or checks the topics and
 // subscriptions the configured stages use.
 func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, error) {
-	ps := &PubSub{Mode: cfg.ResolvedPubSubMode(), cfg: cfg, logger: logger, wlog: watermill.NewSlogLogger(logger)}
+	ps := &PubSub{Mode: cfg.ResolvedPubSubMode(), cfg: cfg, logger: logger, wlog: watermillLogger(logger)}
 	switch ps.Mode {
 	case PubSubEmbedded:
 		emb, err := embedded.New(cfg.EmbeddedPubSubAddr, 0, logger)
