@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,6 +146,9 @@ type Outbox struct {
 	mu      sync.RWMutex // held for reading while sending on ops
 	closed  bool
 	commits atomic.Int64
+	// stmts are the writer goroutine's prepared statements (see
+	// writeStatements).
+	stmts map[string]*sql.Stmt
 }
 
 // Commits counts the transactions written so far; with concurrent appends
@@ -182,6 +186,15 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Outbox, error)
 		_ = write.Close()
 		return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
 	}
+	stmts := map[string]*sql.Stmt{}
+	for name, query := range writeStatements() {
+		s, err := write.PrepareContext(ctx, query)
+		if err != nil {
+			_ = write.Close() // closes the statements prepared so far
+			return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
+		}
+		stmts[name] = s
+	}
 	read, err := sql.Open("sqlite", dsn("_pragma=query_only(1)"))
 	if err != nil {
 		_ = write.Close()
@@ -191,6 +204,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Outbox, error)
 	o := &Outbox{
 		cfg: cfg, logger: logger, write: write, read: read,
 		ops: make(chan *op, 4*cfg.MaxBatch), closing: make(chan struct{}), stopped: make(chan struct{}),
+		stmts: stmts,
 	}
 	go o.writer()
 	return o, nil
@@ -350,52 +364,98 @@ func (o *Outbox) writeTx(batch []*op) error {
 	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	next := time.Now().Add(o.cfg.RedeliverAfter).UnixNano()
-	var appendStmt, forgetStmt, poisonStmt, postponeStmt *sql.Stmt
-	prepare := func(p **sql.Stmt, query string) (*sql.Stmt, error) {
-		if *p == nil {
-			s, err := tx.PrepareContext(ctx, query)
-			if err != nil {
-				return nil, err
-			}
-			*p = s
-		}
-		return *p, nil
-	}
-	for _, x := range batch {
-		var stmt *sql.Stmt
-		var args []any
+	for i := 0; i < len(batch); {
+		x := batch[i]
 		switch x.kind {
-		case opAppend:
-			stmt, err = prepare(&appendStmt, `INSERT INTO outbox (id, state, payload, metadata, appended_at, next_at)
-				VALUES (?, 'pending', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
-			args = []any{x.id, x.payload, x.metadata, now, next}
-		case opForget:
-			stmt, err = prepare(&forgetStmt, `DELETE FROM outbox WHERE id = ?`)
-			args = []any{x.id}
-		case opPoison:
-			// The poison index has RedeliverAfter to take it before the
-			// overdue sweep publishes it to the poison topic again.
-			stmt, err = prepare(&poisonStmt, `UPDATE outbox SET state = 'poisoned', metadata = ?, next_at = ?, republished = 0 WHERE id = ?`)
-			args = []any{x.metadata, next, x.id}
-		case opPostpone:
-			stmt, err = prepare(&postponeStmt, `UPDATE outbox SET next_at = ?, republished = republished + 1
-				WHERE id = ?`)
-			args = []any{x.nextAt, x.id}
-		case opFlush:
+		case opAppend, opForget:
+			// A run of appends (or of forgets) is written a chunk of rows
+			// per statement: each statement costs modernc's SQLite a
+			// prepare-bind-step-reset round, and one per payload was most
+			// of the outbox's CPU. Runs keep the batch's order, so an
+			// append and its forget in one batch still end forgotten.
+			j := i + 1
+			for j < len(batch) && batch[j].kind == x.kind {
+				j++
+			}
+			if err := o.writeRows(ctx, tx, x.kind, batch[i:j], now, next); err != nil {
+				return err
+			}
+			i = j
 			continue
+		case opPoison:
+			_, err = o.exec(ctx, tx, "poison", x.metadata, next, x.id)
+		case opPostpone:
+			_, err = o.exec(ctx, tx, "postpone", x.nextAt, x.id)
 		}
 		if err != nil {
 			return err
 		}
-		if _, err := stmt.ExecContext(ctx, args...); err != nil {
-			return err
-		}
+		i++
 	}
 	if err := tx.Commit(); err != nil {
 		return err
 	}
 	o.commits.Add(1)
 	return nil
+}
+
+// rowChunks are the statement sizes a run of rows is split into, largest
+// first, so that a handful of prepared statements serve every run length.
+var rowChunks = []int{64, 16, 4, 1}
+
+func (o *Outbox) writeRows(ctx context.Context, tx *sql.Tx, kind opKind, run []*op, now string, next int64) error {
+	for len(run) > 0 {
+		n := rowChunks[len(rowChunks)-1]
+		for _, c := range rowChunks {
+			if c <= len(run) {
+				n = c
+				break
+			}
+		}
+		chunk := run[:n]
+		run = run[n:]
+		var err error
+		if kind == opAppend {
+			args := make([]any, 0, 5*n)
+			for _, x := range chunk {
+				args = append(args, x.id, x.payload, x.metadata, now, next)
+			}
+			_, err = o.exec(ctx, tx, "append"+strconv.Itoa(n), args...)
+		} else {
+			args := make([]any, 0, n)
+			for _, x := range chunk {
+				args = append(args, x.id)
+			}
+			_, err = o.exec(ctx, tx, "forget"+strconv.Itoa(n), args...)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeStatements are the writer's statements by name, prepared once at
+// Open: the writer is the outbox's only writing goroutine and holds its
+// only connection, so a statement prepared later, while a transaction holds
+// that connection, would wait for it forever.
+func writeStatements() map[string]string {
+	q := map[string]string{
+		// The poison index has RedeliverAfter to take it before the
+		// overdue sweep publishes it to the poison topic again.
+		"poison":   `UPDATE outbox SET state = 'poisoned', metadata = ?, next_at = ?, republished = 0 WHERE id = ?`,
+		"postpone": `UPDATE outbox SET next_at = ?, republished = republished + 1 WHERE id = ?`,
+	}
+	for _, n := range rowChunks {
+		q["append"+strconv.Itoa(n)] = `INSERT INTO outbox (id, state, payload, metadata, appended_at, next_at) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, 'pending', ?, ?, ?, ?), ", n), ", ") + ` ON CONFLICT (id) DO NOTHING`
+		q["forget"+strconv.Itoa(n)] = `DELETE FROM outbox WHERE id IN (` + strings.TrimSuffix(strings.Repeat("?, ", n), ", ") + `)`
+	}
+	return q
+}
+
+func (o *Outbox) exec(ctx context.Context, tx *sql.Tx, name string, args ...any) (sql.Result, error) {
+	return tx.StmtContext(ctx, o.stmts[name]).ExecContext(ctx, args...)
 }
 
 // Each calls fn for every entry in state, oldest first, and stops at fn's
@@ -468,5 +528,9 @@ func (o *Outbox) Close() error {
 	close(o.closing)
 	o.mu.Unlock()
 	<-o.stopped
-	return errors.Join(o.write.Close(), o.read.Close())
+	var errs []error
+	for _, s := range o.stmts {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(append(errs, o.write.Close(), o.read.Close())...)
 }

@@ -232,3 +232,65 @@ func TestOutboxOffersOverduePoisonedPayloadsAgain(t *testing.T) {
 		t.Fatalf("poisoned due after RedeliverAfter: %v", got)
 	}
 }
+
+// Appends and forgets are written a chunk of rows per statement; every run
+// length, a payload appended twice, and an append forgotten in the same
+// batch must come out as if written one by one.
+func TestOutboxWritesRunsOfEveryLength(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "outbox.db")
+	o := open(t, path)
+	want := map[string]bool{}
+	n := 0
+	for _, run := range []int{1, 3, 4, 5, 17, 63, 64, 65, 150} {
+		var wg sync.WaitGroup
+		for i := range run {
+			id := fmt.Sprintf("r%d-%d", run, i)
+			want[id] = true
+			n++
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := o.Append(ctx, outbox.Entry{ID: id, Payload: []byte(`{"n":1}`), Metadata: map[string]string{"k": id}}); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		// The same ids again: kept once, as before.
+		if err := o.Append(ctx, outbox.Entry{ID: fmt.Sprintf("r%d-0", run), Payload: []byte(`{"n":2}`)}); err != nil {
+			t.Fatal(err)
+		}
+		// Forget every third, in one burst of fire-and-forget ops.
+		for i := 0; i < run; i += 3 {
+			id := fmt.Sprintf("r%d-%d", run, i)
+			o.Forget(id)
+			delete(want, id)
+		}
+	}
+	// Appended and forgotten back to back, so that both can share a batch.
+	for i := range 100 {
+		id := fmt.Sprintf("quick-%d", i)
+		if err := o.Append(ctx, outbox.Entry{ID: id, Payload: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+		o.Forget(id)
+	}
+	if err := o.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o = open(t, path)
+	defer o.Close()
+	got := ids(t, o, outbox.Pending)
+	if len(got) != len(want) {
+		t.Fatalf("%d pending after %d appends, want %d", len(got), n, len(want))
+	}
+	for _, id := range got {
+		if !want[id] {
+			t.Errorf("%s pending; it was forgotten", id)
+		}
+	}
+}
