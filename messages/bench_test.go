@@ -22,6 +22,31 @@ func BenchmarkParse(b *testing.B) {
 	}
 }
 
+// BenchmarkGate is the sequence handlers.Gate runs on every accepted
+// payload before it publishes: Parse, ResolveOrderingKey, Tables,
+// Canonical and PayloadHash. Parse is most of it, but not all: Canonical
+// renders the whole payload again.
+func BenchmarkGate(b *testing.B) {
+	body := []byte(examplePayload)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		p, err := Parse(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if p, err = ResolveOrderingKey(p, "customer-42"); err != nil {
+			b.Fatal(err)
+		}
+		if len(p.Tables()) != 1 {
+			b.Fatal("want one table")
+		}
+		if len(PayloadHash(p.Canonical())) != 64 {
+			b.Fatal("want a hex SHA-256")
+		}
+	}
+}
+
 // BenchmarkParseParallel is BenchmarkParse from GOMAXPROCS goroutines, to
 // show the gate does not serialise callers.
 func BenchmarkParseParallel(b *testing.B) {
