@@ -48,7 +48,26 @@ const maxProblems = 1000
 //
 // Parse is safe for concurrent use, does no I/O, and its cost is linear in
 // len(body); the request size limit is the caller's job.
+//
+// A valid payload is decided by a fast path (parseFast) that decodes the
+// body once, straight into typed columns, and evaluates schema.json in a
+// compiled form; anything else takes parseChecked, the definition above
+// step by step, which produces the error. The two agree on every document
+// (TestFastPathAgreesWithSchema), so which one answered is never visible.
 func Parse(body []byte) (Payload, error) {
+	if utf8.Valid(body) {
+		if p, ok := parseFast(body); ok {
+			return p, nil
+		}
+	}
+	return parseChecked(body)
+}
+
+// parseChecked is Parse as documented, each step in turn: the strict
+// decoder's generic tree, schema.json through qri-io/jsonschema, a second
+// decode into WirePayload and fromWire. It is what a refused payload's
+// error comes from, and the oracle the fast path is tested against.
+func parseChecked(body []byte) (Payload, error) {
 	if !utf8.Valid(body) {
 		return Payload{}, &SyntaxError{Err: invalidUTF8Error(body)}
 	}
