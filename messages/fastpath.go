@@ -71,18 +71,18 @@ func (d *fastDecoder) payload() (Payload, bool) {
 		if r.types.len() != n || r.values.len() != n {
 			return Payload{}, false
 		}
-		table, names := d.identifiers(a.table, r.names)
+		row := cols[:n:n]
+		cols = cols[n:]
+		table := d.identifiers(a.table, r.names, row)
 		if tableNameProblem(table) != "" {
 			return Payload{}, false
 		}
 		tables.add(table)
-		row := cols[:n:n]
-		cols = cols[n:]
-		if repeatsColumn(names) {
+		if repeatsColumn(row) {
 			return Payload{}, false
 		}
-		for j, name := range names {
-			if columnNameProblem(name) != "" {
+		for j := range row {
+			if columnNameProblem(row[j].Name) != "" {
 				return Payload{}, false
 			}
 			t, ok := columnType(d.bytes(d.strs[r.types.lo+j]))
@@ -99,7 +99,7 @@ func (d *fastDecoder) payload() (Payload, bool) {
 			if !ok {
 				return Payload{}, false
 			}
-			row[j] = Column{Name: name, Type: t, Value: value}
+			row[j].Type, row[j].Value = t, value
 		}
 		p.Activities[i] = Activity{Op: operation(d.bytes(a.operation)), Table: table, Columns: row}
 	}
@@ -120,8 +120,9 @@ func (d *fastDecoder) rowFor(a *fastActivity) *fastRow {
 
 // identifiers copies an activity's table and column names out of the body
 // into one string, of which each is a part: one allocation instead of one
-// per name. The names of one activity live as long as each other.
-func (d *fastDecoder) identifiers(table text, names span) (string, []string) {
+// per name (the names of one activity live as long as each other). It
+// returns the table and sets each column's Name.
+func (d *fastDecoder) identifiers(table text, names span, row []Column) string {
 	size := table.len()
 	for _, t := range d.strs[names.lo:names.hi] {
 		size += t.len()
@@ -133,31 +134,30 @@ func (d *fastDecoder) identifiers(table text, names span) (string, []string) {
 		b.Write(d.bytes(t))
 	}
 	all := b.String()
-	out := make([]string, names.len())
 	at := table.len()
 	for j, t := range d.strs[names.lo:names.hi] {
-		out[j] = all[at : at+t.len()]
+		row[j].Name = all[at : at+t.len()]
 		at += t.len()
 	}
-	return all[:table.len()], out
+	return all[:table.len()]
 }
 
-// repeatsColumn reports whether a name repeats an earlier one, ignoring
-// ASCII case, as duplicateColumns decides it.
-func repeatsColumn(names []string) bool {
-	if len(names) <= keyScanLimit {
-		for j := 1; j < len(names); j++ {
+// repeatsColumn reports whether a column's name repeats an earlier one,
+// ignoring ASCII case, as duplicateColumns decides it.
+func repeatsColumn(row []Column) bool {
+	if len(row) <= keyScanLimit {
+		for j := 1; j < len(row); j++ {
 			for k := range j {
-				if asciiEqualFold(names[j], names[k]) {
+				if asciiEqualFold(row[j].Name, row[k].Name) {
 					return true
 				}
 			}
 		}
 		return false
 	}
-	seen := make(map[string]struct{}, len(names))
-	for _, name := range names {
-		key := asciiLower(name)
+	seen := make(map[string]struct{}, len(row))
+	for _, c := range row {
+		key := asciiLower(c.Name)
 		if _, dup := seen[key]; dup {
 			return true
 		}
@@ -179,7 +179,8 @@ func operation(b []byte) Operation {
 // distinctTables counts distinct table names without a map for the few
 // tables a payload usually touches.
 type distinctTables struct {
-	few  []string
+	few  [keyScanLimit]string
+	n    int
 	many map[string]struct{}
 }
 
@@ -188,13 +189,14 @@ func (t *distinctTables) add(name string) {
 		t.many[name] = struct{}{}
 		return
 	}
-	for _, seen := range t.few {
+	for _, seen := range t.few[:t.n] {
 		if seen == name {
 			return
 		}
 	}
-	if len(t.few) < keyScanLimit {
-		t.few = append(t.few, name)
+	if t.n < len(t.few) {
+		t.few[t.n] = name
+		t.n++
 		return
 	}
 	t.many = make(map[string]struct{}, 4*keyScanLimit)
@@ -208,7 +210,7 @@ func (t *distinctTables) count() int {
 	if t.many != nil {
 		return len(t.many)
 	}
-	return len(t.few)
+	return t.n
 }
 
 // columnTypes caches ParseColumnType for the plain spellings of every

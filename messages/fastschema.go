@@ -516,17 +516,17 @@ func alternatives(conj []*schemaNode) [][]*schemaNode {
 }
 
 var (
-	fastOnce   sync.Once
-	fastGate   *fastSchema
-	fastGateOK error
+	fastOnce    sync.Once
+	fastGate    *fastSchema
+	fastGateErr error
 )
 
 // loadFastSchema compiles schema.json for the fast path once per process.
 // It returns nil, and the reason, when the fast path must stay off: a
 // schema.json it was not proven against, or one it cannot follow.
 func loadFastSchema() (*fastSchema, error) {
-	fastOnce.Do(func() { fastGate, fastGateOK = newFastSchema(schemaJSON) })
-	return fastGate, fastGateOK
+	fastOnce.Do(func() { fastGate, fastGateErr = newFastSchema(schemaJSON) })
+	return fastGate, fastGateErr
 }
 
 func newFastSchema(raw []byte) (*fastSchema, error) {
