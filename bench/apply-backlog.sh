@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# apply-backlog.sh measures how fast the apply stage drains a backlog: it
+# fills the topic through an ingest-only process, stops it, then starts an
+# apply-only process on a fresh SQLite warehouse and counts the ledger every
+# 100 ms until every accepted payload is in it (the ledger is the truth: a
+# payload is applied when its row is committed there).
+#
+# Usage: bench/apply-backlog.sh GATEKEEPER_BINARY [REQUESTS]
+# Env:   PUBSUB_EMULATOR_HOST (required: a running emulator; loopback only)
+#        PORT (HTTP port of the two processes, default 18391)
+#        DEADLINE (seconds the drain may take, default 300)
+#        WORKDIR (default a fresh temporary directory)
+#        Any gatekeeper setting (RECEIVE_STREAMS, MAX_OUTSTANDING, ...) is
+#        passed on to both processes.
+# Prints one line per second of progress, then a summary: time to first
+# apply, sustained rate, longest gap without applies while a backlog
+# remained, and the average group size (gatekeeper_group_size).
+# Every loop is bounded; the processes it starts are stopped by their pid.
+set -euo pipefail
+
+bin=${1:?usage: $0 GATEKEEPER_BINARY [REQUESTS]}
+requests=${2:-100000}
+port=${PORT:-18391}
+deadline=${DEADLINE:-300}
+: "${PUBSUB_EMULATOR_HOST:?set PUBSUB_EMULATOR_HOST to a running emulator}"
+case $PUBSUB_EMULATOR_HOST in
+127.0.0.1:* | localhost:* | "[::1]":*) ;;
+*) echo "PUBSUB_EMULATOR_HOST must be a loopback address" >&2; exit 2 ;;
+esac
+work=${WORKDIR:-$(mktemp -d /tmp/apply-backlog.XXXXXX)}
+mkdir -p "$work"
+topic=backlog-$(date +%s)-$$
+db=$work/warehouse.db
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+export AUTH=none PROJECT_ID=test TOPIC_ID=$topic SUBSCRIPTION_ID=$topic-sub \
+	HTTP_ADDR=127.0.0.1:$port ADMIN_ADDR=off OUTBOX=off WAREHOUSE=sqlite:$db LOG_LEVEL=warn
+
+wait_ready() { # pid
+	for _ in $(seq 1 300); do
+		curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
+		kill -0 "$1" 2>/dev/null || { echo "process $1 exited" >&2; return 1; }
+		sleep 0.1
+	done
+	echo "not ready after 30 s" >&2
+	return 1
+}
+stop() { # pid
+	kill -TERM "$1"
+	for _ in $(seq 1 600); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+	echo "process $1 did not stop in 60 s" >&2
+	return 1
+}
+
+# 1. Fill. The ingest-only process creates the apply subscription before it
+# accepts anything, so the topic keeps what it is given.
+"$bin" serve --stages=ingest >"$work/ingest.log" 2>&1 &
+ingest=$!
+pids+=("$ingest")
+wait_ready "$ingest"
+"$bin" loadgen --target "http://127.0.0.1:$port" --mix insert --unique --connections 64 \
+	--requests "$requests" --json >"$work/loadgen.json"
+stop "$ingest"
+accepted=$(grep -o '"200": *[0-9]*' "$work/loadgen.json" | grep -o '[0-9]*$' || echo 0)
+echo "accepted $accepted of $requests (topic $topic, load average $(cut -d' ' -f1-3 /proc/loadavg))"
+
+# 2. Drain.
+start=$(date +%s.%N)
+"$bin" serve --stages=apply >"$work/apply.log" 2>&1 &
+apply=$!
+pids+=("$apply")
+: >"$work/samples"
+count=0
+until [ "$count" -ge "$accepted" ]; do
+	now=$(date +%s.%N)
+	if (($(echo "$now - $start > $deadline" | bc))); then
+		echo "gave up after $deadline s with $count of $accepted applied" >&2
+		break
+	fi
+	count=$(sqlite3 -cmd ".timeout 1000" "file:$db?mode=ro" 'SELECT count(*) FROM "_gatekeeper_ledger"' 2>/dev/null || echo "$count")
+	echo "$(echo "$now - $start" | bc) $count" >>"$work/samples"
+	sleep 0.1
+done
+groups=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '/^gatekeeper_group_size_(sum|count)/ {v[$1]=$2} END {if (v["gatekeeper_group_size_count"]>0) printf "%.1f (%d payloads in %d groups)", v["gatekeeper_group_size_sum"]/v["gatekeeper_group_size_count"], v["gatekeeper_group_size_sum"], v["gatekeeper_group_size_count"]; else print "n/a"}')
+stop "$apply"
+
+awk -v total="$accepted" -v groups="$groups" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" '
+	{ t=$1; c=$2 }
+	c > 0 && first == "" { first = t; last = t; lastc = c }
+	first != "" && c > lastc { if (t - last > gap) { gap = t - last; gapat = last }; last = t; lastc = c }
+	int(t) > sec { sec = int(t); printf "%4d s %7d\n", sec, c }
+	END {
+		printf "time to first apply %.1f s; all %d applied at %.1f s\n", first, lastc, last
+		if (last > first) printf "sustained %.0f payloads/s (first to last apply)\n", (lastc) / (last - first)
+		printf "longest gap without applies %.2f s (from %.1f s)\n", gap, gapat
+		printf "average group size %s\n", groups
+		printf "load average at the end %s\n", load
+	}' "$work/samples"
+echo "logs and samples in $work"
