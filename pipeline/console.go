@@ -358,7 +358,7 @@ type ReplaySkip struct {
 	Why       string `json:"why"`
 }
 
-// Replay publishes the items to TOPIC_ID with their original payload id,
+// Replay publishes the items to TOPIC_ID (ORDERED_TOPIC_ID when keyed) with their original payload id,
 // each re-validated through the gate first, at opts.Rate. The ledger makes
 // a replay of a payload that was in fact applied harmless; a payload
 // already in the ledger or purged is skipped. What was published is recorded
@@ -371,12 +371,18 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 		perSecond = 100
 	}
 	limiter := rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond/20)))
-	var publisher *pubsub.Publisher
+	// A keyed payload goes to the ordered topic, as the gate publishes it,
+	// so that the ordered subscription applies it in its key's order.
+	var publisher, orderedPublisher *pubsub.Publisher
 	if !opts.DryRun {
 		publisher = c.client.Publisher(c.cfg.TopicID)
-		publisher.PublishSettings.DelayThreshold = 10 * time.Millisecond
-		publisher.PublishSettings.CountThreshold = 100
-		defer publisher.Stop()
+		orderedPublisher = c.client.Publisher(c.cfg.OrderedTopicID)
+		orderedPublisher.EnableMessageOrdering = true
+		for _, p := range []*pubsub.Publisher{publisher, orderedPublisher} {
+			p.PublishSettings.DelayThreshold = 10 * time.Millisecond
+			p.PublishSettings.CountThreshold = 100
+			defer p.Stop()
+		}
 	}
 	type inFlight struct {
 		item   ReplayItem
@@ -449,9 +455,13 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 		if err := limiter.Wait(ctx); err != nil {
 			return rep, errors.Join(err, settle())
 		}
-		flying = append(flying, inFlight{item, gen, publisher.Publish(ctx, &pubsub.Message{
-			Data: payload.Canonical(), Attributes: replayAttributes(item, gen),
-		})})
+		msg := &pubsub.Message{Data: payload.Canonical(), Attributes: replayAttributes(item, gen)}
+		to := publisher
+		if payload.OrderingKey != "" {
+			to, msg.OrderingKey = orderedPublisher, payload.OrderingKey
+			msg.Attributes[messages.MetaOrderingKey] = payload.OrderingKey
+		}
+		flying = append(flying, inFlight{item, gen, to.Publish(ctx, msg)})
 		if len(flying) >= 500 {
 			if err := settle(); err != nil {
 				return rep, err

@@ -116,7 +116,7 @@ func (m *monitor) admit() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
-	for _, name := range []string{m.ps.cfg.TopicID, m.ps.cfg.SubscriptionID} {
+	for _, name := range m.ps.cfg.acceptedPath() {
 		if p, ok := m.missing[name]; ok {
 			errs = append(errs, p.err)
 		}
@@ -131,11 +131,11 @@ func (m *monitor) published(topic string, err error) {
 		m.publish.ok()
 	case status.Code(err) == codes.NotFound:
 		m.setMissing(resource{topic: topic}, fmt.Errorf("topic %s not found", topic))
-		if topic == m.ps.cfg.TopicID {
+		if sub := m.ps.cfg.acceptedSubscription(topic); sub != "" {
 			// A recreated topic has no subscription until the check
 			// recreates that too; the gate stays shut until it has.
-			m.setMissing(resource{topic: topic, subscription: m.ps.cfg.SubscriptionID},
-				fmt.Errorf("subscription %s: its topic %s was lost", m.ps.cfg.SubscriptionID, topic))
+			m.setMissing(resource{topic: topic, subscription: sub},
+				fmt.Errorf("subscription %s: its topic %s was lost", sub, topic))
 		}
 		m.wake()
 	case errors.Is(err, context.Canceled):
@@ -189,9 +189,12 @@ func (m *monitor) clearMissing(r resource) {
 }
 
 func (m *monitor) updatePathLocked() {
-	_, topic := m.missing[m.ps.cfg.TopicID]
-	_, sub := m.missing[m.ps.cfg.SubscriptionID]
-	m.pathDown.Store(topic || sub)
+	down := false
+	for _, name := range m.ps.cfg.acceptedPath() {
+		_, missing := m.missing[name]
+		down = down || missing
+	}
+	m.pathDown.Store(down)
 }
 
 // run checks until ctx ends, backing off while checks fail.

@@ -31,12 +31,12 @@ func TestNackedOrderedMessageComesBackFirst(t *testing.T) {
 		name := fmt.Sprintf("nack-%s-%d", cfg.TopicID, testSeq.Add(1))
 		if _, err := r.client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
 			Name:                  fmt.Sprintf("projects/%s/subscriptions/%s", cfg.ProjectID, name),
-			Topic:                 fmt.Sprintf("projects/%s/topics/%s", cfg.ProjectID, cfg.TopicID),
+			Topic:                 fmt.Sprintf("projects/%s/topics/%s", cfg.ProjectID, cfg.OrderedTopicID),
 			EnableMessageOrdering: true, AckDeadlineSeconds: 10,
 		}); err != nil {
 			t.Fatal(err)
 		}
-		pub := r.client.Publisher(cfg.TopicID)
+		pub := r.client.Publisher(cfg.OrderedTopicID)
 		pub.EnableMessageOrdering = true
 		defer pub.Stop()
 		for _, d := range []string{"m1", "m2", "m3"} {

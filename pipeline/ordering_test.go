@@ -43,7 +43,10 @@ func TestOrderingKeyAtTheEdge(t *testing.T) {
 		cfg := testConfig(t, mode)
 		cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
 		r := startService(t, cfg)
-		arrived := r.watch(t, cfg.TopicID)
+		// A keyed payload travels on the ordered topic, the others on the
+		// accepted topic; the watches tell them apart by the key they
+		// expect.
+		arrived, arrivedOrdered := r.watch(t, cfg.TopicID), r.watch(t, cfg.OrderedTopicID)
 
 		refused := []struct {
 			name, body string
@@ -103,13 +106,24 @@ func TestOrderingKeyAtTheEdge(t *testing.T) {
 			accepted[resp.ID] = c.key
 		}
 		for range accepted {
-			m := receive(t, arrived, 10*time.Second)
+			var m *pubsub.Message
+			var onOrderedTopic bool
+			select {
+			case m = <-arrived:
+			case m = <-arrivedOrdered:
+				onOrderedTopic = true
+			case <-time.After(10 * time.Second):
+				t.Fatalf("payloads never published: %v", accepted)
+			}
 			id := m.Attributes["_watermill_message_uuid"]
 			key, ok := accepted[id]
 			if !ok {
 				t.Fatalf("published %s, which was refused or never sent: %s", id, m.Data)
 			}
 			delete(accepted, id)
+			if onOrderedTopic != (key != "") {
+				t.Errorf("payload with key %q published to the ordered topic: %v, want %v", key, onOrderedTopic, key != "")
+			}
 			if m.OrderingKey != key || m.Attributes[messages.MetaOrderingKey] != key {
 				t.Errorf("payload with key %q published with ordering key %q and metadata %q", key, m.OrderingKey, m.Attributes[messages.MetaOrderingKey])
 			}
@@ -121,19 +135,23 @@ func TestOrderingKeyAtTheEdge(t *testing.T) {
 	})
 }
 
-// The apply subscription gatekeeper creates delivers in order.
+// The ordered apply subscription gatekeeper creates delivers in order; the
+// one of payloads without a key does not, since ordered delivery is slow
+// for everything it delivers.
 func TestApplySubscriptionIsOrdered(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		r := startService(t, cfg)
-		sub, err := r.client.SubscriptionAdminClient.GetSubscription(context.Background(), &pubsubpb.GetSubscriptionRequest{
-			Subscription: fmt.Sprintf("projects/%s/subscriptions/%s", cfg.ProjectID, cfg.SubscriptionID),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !sub.GetEnableMessageOrdering() {
-			t.Fatalf("apply subscription %s was created without message ordering", cfg.SubscriptionID)
+		for name, want := range map[string]bool{cfg.OrderedSubscriptionID: true, cfg.SubscriptionID: false} {
+			sub, err := r.client.SubscriptionAdminClient.GetSubscription(context.Background(), &pubsubpb.GetSubscriptionRequest{
+				Subscription: fmt.Sprintf("projects/%s/subscriptions/%s", cfg.ProjectID, name),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sub.GetEnableMessageOrdering() != want {
+				t.Errorf("apply subscription %s: message ordering %v, want %v", name, sub.GetEnableMessageOrdering(), want)
+			}
 		}
 	})
 }
@@ -146,12 +164,12 @@ func TestUnorderedApplySubscriptionIsWarnedAbout(t *testing.T) {
 	cfg := testConfig(t, mode)
 	admin := newAdminClient(t, cfg)
 	ctx := context.Background()
-	if _, err := admin.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + cfg.ProjectID + "/topics/" + cfg.TopicID}); err != nil {
+	if _, err := admin.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: "projects/" + cfg.ProjectID + "/topics/" + cfg.OrderedTopicID}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := admin.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{
-		Name:  "projects/" + cfg.ProjectID + "/subscriptions/" + cfg.SubscriptionID,
-		Topic: "projects/" + cfg.ProjectID + "/topics/" + cfg.TopicID,
+		Name:  "projects/" + cfg.ProjectID + "/subscriptions/" + cfg.OrderedSubscriptionID,
+		Topic: "projects/" + cfg.ProjectID + "/topics/" + cfg.OrderedTopicID,
 	}); err != nil {
 		t.Fatal(err)
 	}

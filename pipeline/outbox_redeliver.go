@@ -43,7 +43,7 @@ func (s *Service) resourceCreated(ctx context.Context, r resource) {
 	}
 	var state outbox.State
 	switch r.subscription {
-	case s.cfg.SubscriptionID:
+	case s.cfg.SubscriptionID, s.cfg.OrderedSubscriptionID:
 		state = outbox.Pending
 	case s.cfg.PoisonSubscriptionID:
 		state = outbox.Poisoned

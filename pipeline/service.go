@@ -252,7 +252,7 @@ func (s *Service) buildIngestStage() (err error) {
 // topicRole names a topic by its part, for the publish latency's label.
 func (s *Service) topicRole(topic string) string {
 	switch topic {
-	case s.cfg.TopicID:
+	case s.cfg.TopicID, s.cfg.OrderedTopicID:
 		return metrics.TopicAccepted
 	case s.cfg.AppliedTopicID:
 		return metrics.TopicApplied

@@ -37,6 +37,10 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 	if err != nil {
 		return nil, fmt.Errorf("apply subscriber: %w", err)
 	}
+	orderedSub, err := ps.NewSubscriber(cfg.OrderedTopicID, cfg.OrderedSubscriptionID)
+	if err != nil {
+		return nil, fmt.Errorf("ordered apply subscriber: %w", err)
+	}
 	apply, err := handlers.NewApply(handlers.ApplyConfig{
 		Submitter: committer,
 		OnOutcome: func(msg *message.Message, o warehouse.Outcome) {
@@ -93,7 +97,11 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 	if err != nil {
 		return nil, err
 	}
+	// Payloads with an ordering key come through an ordered subscription of
+	// their own, the others through an unordered one; both handlers share
+	// the group committer, so a group fills from both.
 	handler := router.AddHandler("apply", cfg.TopicID, sub, cfg.AppliedTopicID, ps.Publisher(), apply.Handle)
+	orderedHandler := router.AddHandler("apply-ordered", cfg.OrderedTopicID, orderedSub, cfg.AppliedTopicID, ps.Publisher(), apply.Handle)
 	// Outermost first:
 	//   settled     counts messages acked, for the shutdown drain, and marks
 	//               the ones being handled, for the outbox's overdue sweep;
@@ -113,7 +121,8 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 	// Ordering per key. The router runs every message on a goroutine of its
 	// own, so nothing here orders two messages; what orders a key's
 	// payloads is that the stage never holds two of them at once:
-	//   - the apply subscription is ordered, and the Pub/Sub client calls
+	//   - keyed payloads come through the ordered subscription (the
+	//     publisher routes them to the ordered topic), and the Pub/Sub client calls
 	//     the subscriber's callback for a key's next message only after the
 	//     previous callback returned (its receive scheduler runs one queue
 	//     per key); watermill-googlecloud's callback returns only once the
@@ -140,6 +149,7 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 	}
 	mws = append(mws, retry.Middleware, RecordFailures(time.Now, logger), middleware.Timeout(cfg.ApplyTimeout), recoverer)
 	handler.AddMiddleware(mws...)
+	orderedHandler.AddMiddleware(mws...)
 	return &applyStage{router: router, blocks: blocks}, nil
 }
 

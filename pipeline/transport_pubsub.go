@@ -44,7 +44,7 @@ type PubSub struct {
 	// an ingest-only process starts so, and is not ready until they exist.
 	missing []missingResource
 	// warnedUnordered holds the subscriptions already warned about
-	// delivering without ordering: the health monitor checks them every
+	// ordering otherwise than wanted: the health monitor checks them every
 	// few seconds, and the warning says all there is to say once.
 	warnedUnordered sync.Map
 	// onPublish, when set, sees the result of every publish and how long
@@ -119,16 +119,26 @@ func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, e
 }
 
 // orderingKey is the Pub/Sub ordering key of a message published to topic:
-// the payload's ordering key on the accepted topic (a replay or an outbox
-// redelivery carries it in its metadata too), and none elsewhere. The
-// applied and poison topics are read by no ordered subscription, and a key
-// there would only make the client publish its messages one batch at a
-// time.
+// the payload's ordering key on the ordered accepted topic (a replay or an
+// outbox redelivery carries it in its metadata too), and none elsewhere.
+// No other topic is read by an ordered subscription, and a key there would
+// only make the client publish its messages one batch at a time.
 func (ps *PubSub) orderingKey(topic string, msg *message.Message) (string, error) {
-	if topic != ps.cfg.TopicID {
+	if topic != ps.cfg.OrderedTopicID {
 		return "", nil
 	}
 	return msg.Metadata.Get(messages.MetaOrderingKey), nil
+}
+
+// acceptedTopic is the topic an accepted payload with orderingKey goes to.
+// Payloads without a key travel apart from keyed ones: an ordered
+// subscription delivers everything slowly, keyed or not (see
+// Config.OrderedTopicID).
+func (ps *PubSub) acceptedTopic(orderingKey string) string {
+	if orderingKey != "" {
+		return ps.cfg.OrderedTopicID
+	}
+	return ps.cfg.TopicID
 }
 
 func emulatorOptions(addr string) []option.ClientOption {
@@ -179,7 +189,32 @@ type sharedPublisher struct {
 	ps *PubSub
 }
 
+// A payload published to the accepted topic (TopicID) goes to the ordered
+// topic instead when it has an ordering key, so that every publisher of
+// accepted payloads (the gate, the outbox, replays) routes them alike.
 func (p sharedPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if topic != p.ps.cfg.TopicID {
+		return p.publish(topic, msgs)
+	}
+	var unordered, ordered []*message.Message
+	for _, m := range msgs {
+		if p.ps.acceptedTopic(m.Metadata.Get(messages.MetaOrderingKey)) == p.ps.cfg.OrderedTopicID {
+			ordered = append(ordered, m)
+		} else {
+			unordered = append(unordered, m)
+		}
+	}
+	var errs []error
+	if len(unordered) > 0 {
+		errs = append(errs, p.publish(topic, unordered))
+	}
+	if len(ordered) > 0 {
+		errs = append(errs, p.publish(p.ps.cfg.OrderedTopicID, ordered))
+	}
+	return errors.Join(errs...)
+}
+
+func (p sharedPublisher) publish(topic string, msgs []*message.Message) error {
 	start := time.Now()
 	err := p.Publisher.Publish(topic, msgs...)
 	if p.ps.onPublish != nil {
@@ -238,6 +273,10 @@ type resource struct {
 	// ordered delivers the messages of one ordering key in publish order,
 	// each after the previous one was acked.
 	ordered bool
+	// unorderedWanted marks the subscription of payloads without an
+	// ordering key: an existing one created ordered (before the ordered
+	// topic existed) is correct, only slow, and worth a warning.
+	unorderedWanted bool
 	// expires makes Pub/Sub delete the subscription after a day unused:
 	// one per outbox file, so a replica that is gone leaves nothing behind.
 	expires bool
@@ -263,8 +302,8 @@ func (r resource) name() string {
 // process runs need.
 func (ps *PubSub) resources() []resource {
 	c := ps.cfg
-	rs := []resource{{topic: c.TopicID}}
-	// The ingest stage needs the apply subscription as much as the apply
+	rs := []resource{{topic: c.TopicID}, {topic: c.OrderedTopicID}}
+	// The ingest stage needs the apply subscriptions as much as the apply
 	// stage does: Pub/Sub drops what is published to a topic without one.
 	apply := resource{
 		topic: c.TopicID, subscription: c.SubscriptionID,
@@ -273,15 +312,23 @@ func (ps *PubSub) resources() []resource {
 		// messages are redelivered.
 		ackDeadline: 20 * time.Second,
 		exactlyOnce: !c.DisableExactlyOnceDelivery && ps.Mode == PubSubGoogle,
-		ordered:     true,
+		// Unordered: the payloads here have no ordering key, and an
+		// ordered subscription would cap the apply stage's intake (on
+		// the emulator at 53 payloads/s from a backlog of 100,000, with
+		// stalls of 10-20 s; see Config.OrderedTopicID).
+		unorderedWanted: true,
 	}
+	ordered := apply
+	ordered.topic, ordered.subscription = c.OrderedTopicID, c.OrderedSubscriptionID
+	ordered.ordered, ordered.unorderedWanted = true, false
 	if c.DeadLetterMaxAttempts > 0 {
 		// The dead-letter topic must exist before the subscription names it.
 		apply.deadLetterTopic, apply.deadLetterAttempts = c.PoisonTopicID, c.DeadLetterMaxAttempts
+		ordered.deadLetterTopic, ordered.deadLetterAttempts = c.PoisonTopicID, c.DeadLetterMaxAttempts
 		rs = append(rs, resource{topic: c.PoisonTopicID})
 	}
 	if !c.Runs(StageApply) {
-		rs = append(rs, apply)
+		rs = append(rs, apply, ordered)
 		if c.OutboxFollowsTopics() {
 			rs = append(rs,
 				resource{topic: c.AppliedTopicID}, resource{topic: c.PoisonTopicID},
@@ -294,7 +341,7 @@ func (ps *PubSub) resources() []resource {
 	return append(rs,
 		resource{topic: c.PoisonTopicID},
 		resource{topic: c.AppliedTopicID},
-		apply,
+		apply, ordered,
 		// Without a subscription Pub/Sub keeps nothing: this one holds
 		// poisoned payloads until an operator reads or replays them.
 		resource{topic: c.PoisonTopicID, subscription: c.PoisonSubscriptionID, ackDeadline: 60 * time.Second},
@@ -358,13 +405,11 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 		if sub.GetTopic() != topicName {
 			return false, fmt.Errorf("subscription %s is attached to %s, want %s", r.subscription, sub.GetTopic(), topicName)
 		}
-		if _, warned := ps.warnedUnordered.LoadOrStore(r.subscription, true); r.ordered && !sub.GetEnableMessageOrdering() && !warned {
-			// Pub/Sub cannot turn ordering on for an existing subscription,
-			// and refusing to start would stop every payload, keyed or not.
-			ps.logger.Warn("Subscription delivers without message ordering: payloads with the same ordering key "+
-				"may be applied out of order. Ordering cannot be changed on an existing subscription; "+
-				"create a new one with message ordering enabled (or delete this one, once drained, and let gatekeeper recreate it)",
-				"subscription", r.subscription, "topic", r.topic)
+		ordered := sub.GetEnableMessageOrdering()
+		if mismatch := r.ordered && !ordered || r.unorderedWanted && ordered; mismatch {
+			if _, warned := ps.warnedUnordered.LoadOrStore(r.subscription, true); !warned {
+				ps.warnOrdering(r, ordered)
+			}
 		}
 		return false, nil
 	}
@@ -401,6 +446,23 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 	}
 	ps.logger.Info("Created subscription", "subscription", r.subscription, "topic", r.topic, "exactly_once", r.exactlyOnce, "ordered", r.ordered)
 	return true, nil
+}
+
+// warnOrdering says once that an existing subscription orders otherwise
+// than gatekeeper would have created it: Pub/Sub cannot change ordering on
+// an existing subscription, and refusing to start would stop every payload.
+func (ps *PubSub) warnOrdering(r resource, ordered bool) {
+	if !ordered {
+		ps.logger.Warn("Subscription delivers without message ordering: payloads with the same ordering key "+
+			"may be applied out of order. Ordering cannot be changed on an existing subscription; "+
+			"create a new one with message ordering enabled (or delete this one, once drained, and let gatekeeper recreate it)",
+			"subscription", r.subscription, "topic", r.topic)
+		return
+	}
+	ps.logger.Warn("Subscription delivers with message ordering, although it only carries payloads without an ordering key: "+
+		"correct, but ordered delivery slows the apply stage (the emulator stalls on a backlog). "+
+		"Ordering cannot be changed on an existing subscription; once it is drained, delete it and let gatekeeper recreate it",
+		"subscription", r.subscription, "topic", r.topic)
 }
 
 // deletedTopic is what Pub/Sub names as the topic of a subscription whose
