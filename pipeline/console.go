@@ -371,13 +371,16 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 		perSecond = 100
 	}
 	limiter := rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond/20)))
-	// A keyed payload goes to the ordered topic, as the gate publishes it,
-	// so that the ordered subscription applies it in its key's order.
+	// A keyed payload goes to the ordered topic, where the apply stage
+	// reads keyed payloads, but without a Pub/Sub ordering key: a replayed
+	// payload is usually the one blocking its key (ORDERING_POISON=block),
+	// and with the key it would queue behind the held payloads it must
+	// overtake. The key travels as metadata, so the apply stage still
+	// holds it while the payload applies.
 	var publisher, orderedPublisher *pubsub.Publisher
 	if !opts.DryRun {
 		publisher = c.client.Publisher(c.cfg.TopicID)
 		orderedPublisher = c.client.Publisher(c.cfg.OrderedTopicID)
-		orderedPublisher.EnableMessageOrdering = true
 		for _, p := range []*pubsub.Publisher{publisher, orderedPublisher} {
 			p.PublishSettings.DelayThreshold = 10 * time.Millisecond
 			p.PublishSettings.CountThreshold = 100
@@ -458,7 +461,7 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 		msg := &pubsub.Message{Data: payload.Canonical(), Attributes: replayAttributes(item, gen)}
 		to := publisher
 		if payload.OrderingKey != "" {
-			to, msg.OrderingKey = orderedPublisher, payload.OrderingKey
+			to = orderedPublisher
 			msg.Attributes[messages.MetaOrderingKey] = payload.OrderingKey
 		}
 		flying = append(flying, inFlight{item, gen, to.Publish(ctx, msg)})
