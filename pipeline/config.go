@@ -149,9 +149,9 @@ type Config struct {
 	// ReceiveStreams (RECEIVE_STREAMS) is the number of streaming pulls the
 	// apply stage opens on each of its two subscriptions. The embedded
 	// server hands each stream at most one message per 10 ms tick, so it
-	// needs many. The emulator does not: since each stream asks only for its
-	// share of MaxOutstanding (per-stream flow control), 4 streams drain a
-	// 100,000 backlog as fast as 32 (659/s against 648/s). And it keeps
+	// needs many. The emulator does not: on an unordered subscription, 4
+	// streams drained a 100,000 backlog as fast as 32 (659/s against
+	// 648/s). And it keeps
 	// about one thread per stream a client ever opened, for good: at 2 x 32
 	// streams per start, one run of the test suite left it with 4,400
 	// threads and the machine at load 700. Optional, default 32 for the
