@@ -149,13 +149,16 @@ type Config struct {
 	// ReceiveStreams (RECEIVE_STREAMS) is the number of streaming pulls the
 	// apply stage opens on each of its two subscriptions. The embedded
 	// server hands each stream at most one message per 10 ms tick, so it
-	// needs many. The emulator does not: on an unordered subscription, 4
-	// streams drained a 100,000 backlog as fast as 32 (659/s against
-	// 648/s). And it keeps
-	// about one thread per stream a client ever opened, for good: at 2 x 32
-	// streams per start, one run of the test suite left it with 4,400
-	// threads and the machine at load 700. Optional, default 32 for the
-	// embedded Pub/Sub, 4 for the emulator and Google (derived, see
+	// needs many. The emulator needs several: what it handed to a killed
+	// process's streams it keeps for minutes, and more streams take the
+	// outbox's republished copies sooner (the fault suite settled in
+	// 3.3-4.2 minutes with 4 streams, 0.9-2.3 with 32). But it also keeps
+	// about one thread per stream a client ever opened, for good (36 more
+	// per start of the whole service at 32 streams on one subscription,
+	// 67-74 with two; one test-suite run at 2 x 32 left it 4,400 threads and
+	// the machine at load 700). 16 on each of the two subscriptions opens
+	// as many as 32 did on one. Optional, default 32 for the embedded
+	// Pub/Sub, 16 for the emulator, 4 for Google (derived, see
 	// DefaultConfig).
 	ReceiveStreams int
 	// MaxOutstanding (MAX_OUTSTANDING) is how many messages the apply stage
@@ -318,8 +321,11 @@ func (c *Config) setDefaults() {
 	setDefault(&c.AppliedTopicID, c.TopicID+"-applied")
 	setDefault(&c.OrderedTopicID, c.TopicID+"-ordered")
 	setDefault(&c.OrderedSubscriptionID, c.SubscriptionID+"-ordered")
-	if c.ResolvedPubSubMode() == PubSubEmbedded {
+	switch c.ResolvedPubSubMode() {
+	case PubSubEmbedded:
 		setDefault(&c.ReceiveStreams, 32)
+	case PubSubEmulator:
+		setDefault(&c.ReceiveStreams, 16)
 	}
 	setDefault(&c.ReceiveStreams, 4)
 	setDefault(&c.OutboxPath, defaultOutboxPath(c.Warehouse))

@@ -158,7 +158,7 @@ func TestModeDependentDefaultsFollowTheMode(t *testing.T) {
 		want int
 	}{
 		{map[string]string{}, 32},
-		{map[string]string{"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}, 4},
+		{map[string]string{"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}, 16},
 		{map[string]string{"PUBSUB_MODE": "google", "PROJECT_ID": "p"}, 4},
 		{map[string]string{"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085", "RECEIVE_STREAMS": "7"}, 7},
 	} {
