@@ -135,7 +135,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	fs.Var(zeroMeansNone[time.Duration]{&c.PublishDelayThreshold, time.ParseDuration}, "publish-delay-threshold", "publish batching delay; 0 for none")
 	ss = append(ss, setting{flag: "publish-delay-threshold", env: "PUBLISH_DELAY_THRESHOLD"})
 	num(&c.ReceiveStreams, "receive-streams", "RECEIVE_STREAMS", "streaming pulls opened by the apply stage")
-	derived("32 on the embedded Pub/Sub and the emulator, 4 on Google")
+	derived("32 on the embedded Pub/Sub, 16 on the emulator, 4 on Google")
 	num(&c.MaxOutstanding, "max-outstanding", "MAX_OUTSTANDING", "unacknowledged messages the apply stage holds at once")
 	enum(func(v string) {
 		c.Stages = nil
