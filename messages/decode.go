@@ -402,7 +402,7 @@ func (d *decoder) string(isKey bool) (s, lone string) {
 		case 't':
 			d.buf = append(d.buf, '\t')
 		case 'u':
-			r, ok := d.hex4(d.pos)
+			r, ok := hex4(d.data, d.pos)
 			if !ok {
 				d.fail()
 				return "", ""
@@ -412,7 +412,7 @@ func (d *decoder) string(isKey bool) (s, lone string) {
 			if utf16.IsSurrogate(r) {
 				// A high surrogate followed by a low one is one code point.
 				if r < 0xdc00 && d.pos+1 < len(d.data) && d.data[d.pos] == '\\' && d.data[d.pos+1] == 'u' {
-					if r2, ok := d.hex4(d.pos + 2); ok && r2 >= 0xdc00 && r2 <= 0xdfff {
+					if r2, ok := hex4(d.data, d.pos+2); ok && r2 >= 0xdc00 && r2 <= 0xdfff {
 						d.buf = utf8.AppendRune(d.buf, utf16.DecodeRune(r, r2))
 						d.pos += 6
 						continue
@@ -433,71 +433,19 @@ func (d *decoder) string(isKey bool) (s, lone string) {
 	return "", ""
 }
 
-func (d *decoder) hex4(at int) (rune, bool) {
-	if at+4 > len(d.data) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range d.data[at : at+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
-}
-
 // number decodes a number as encoding/json does into an any, except that
 // one beyond float64 is clamped instead of refused.
 func (d *decoder) number() any {
 	start := d.pos
-	if d.data[d.pos] == '-' {
-		d.pos++
-	}
-	switch {
-	case d.pos < len(d.data) && d.data[d.pos] == '0':
-		d.pos++
-	case d.pos < len(d.data) && d.data[d.pos] >= '1' && d.data[d.pos] <= '9':
-		d.digits()
-	default:
+	end, ok := scanNumber(d.data, d.pos)
+	d.pos = end
+	if !ok {
 		d.fail()
 		return nil
-	}
-	if d.pos < len(d.data) && d.data[d.pos] == '.' {
-		d.pos++
-		if !d.digits() {
-			d.fail()
-			return nil
-		}
-	}
-	if d.pos < len(d.data) && (d.data[d.pos] == 'e' || d.data[d.pos] == 'E') {
-		d.pos++
-		if d.pos < len(d.data) && (d.data[d.pos] == '+' || d.data[d.pos] == '-') {
-			d.pos++
-		}
-		if !d.digits() {
-			d.fail()
-			return nil
-		}
 	}
 	f, err := strconv.ParseFloat(string(d.data[start:d.pos]), 64)
 	if err != nil && math.IsInf(f, 0) {
 		f = math.Copysign(math.MaxFloat64, f)
 	}
 	return f
-}
-
-func (d *decoder) digits() bool {
-	start := d.pos
-	for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' {
-		d.pos++
-	}
-	return d.pos > start
 }

@@ -585,6 +585,8 @@ func (d *fastDecoder) str(buf *[]byte) (start, end int, escaped, lone, ok bool) 
 	return 0, 0, false, false, false
 }
 
+// hex4 reads the four hex digits of a \u escape at data[at:]; both
+// decoders use it.
 func hex4(data []byte, at int) (rune, bool) {
 	if at+4 > len(data) {
 		return 0, false
@@ -608,40 +610,49 @@ func hex4(data []byte, at int) (rune, bool) {
 
 // number reads a JSON number; the value rules read its text later.
 func (d *fastDecoder) number() bool {
-	data := d.data
-	if data[d.pos] == '-' {
-		d.pos++
-	}
-	switch {
-	case d.pos < len(data) && data[d.pos] == '0':
-		d.pos++
-	case d.pos < len(data) && data[d.pos] >= '1' && data[d.pos] <= '9':
-		d.digits()
-	default:
-		return false
-	}
-	if d.pos < len(data) && data[d.pos] == '.' {
-		d.pos++
-		if !d.digits() {
-			return false
-		}
-	}
-	if d.pos < len(data) && (data[d.pos] == 'e' || data[d.pos] == 'E') {
-		d.pos++
-		if d.pos < len(data) && (data[d.pos] == '+' || data[d.pos] == '-') {
-			d.pos++
-		}
-		if !d.digits() {
-			return false
-		}
-	}
-	return true
+	end, ok := scanNumber(d.data, d.pos)
+	d.pos = end
+	return ok
 }
 
-func (d *fastDecoder) digits() bool {
-	start := d.pos
-	for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' {
-		d.pos++
+// scanNumber reads the JSON number grammar from data[pos] and returns where
+// it stopped, and whether a whole number was there. Both decoders use it.
+func scanNumber(data []byte, pos int) (int, bool) {
+	if data[pos] == '-' {
+		pos++
 	}
-	return d.pos > start
+	switch {
+	case pos < len(data) && data[pos] == '0':
+		pos++
+	case pos < len(data) && data[pos] >= '1' && data[pos] <= '9':
+		pos = scanDigits(data, pos)
+	default:
+		return pos, false
+	}
+	if pos < len(data) && data[pos] == '.' {
+		if end := scanDigits(data, pos+1); end > pos+1 {
+			pos = end
+		} else {
+			return end, false
+		}
+	}
+	if pos < len(data) && (data[pos] == 'e' || data[pos] == 'E') {
+		pos++
+		if pos < len(data) && (data[pos] == '+' || data[pos] == '-') {
+			pos++
+		}
+		end := scanDigits(data, pos)
+		if end == pos {
+			return end, false
+		}
+		pos = end
+	}
+	return pos, true
+}
+
+func scanDigits(data []byte, pos int) int {
+	for pos < len(data) && data[pos] >= '0' && data[pos] <= '9' {
+		pos++
+	}
+	return pos
 }
