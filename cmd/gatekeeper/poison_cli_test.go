@@ -151,7 +151,12 @@ func waitStatus(t *testing.T, s *service, cli map[string]string, id, want string
 // status API follows accepted → poisoned → applied.
 func TestPoisonConsoleCommands(t *testing.T) {
 	forEachPubSub(t, func(t *testing.T, s *service, cli map[string]string) {
-		s.post(t, typedFirst)
+		// Unkeyed payloads carry no order between them, and the apply
+		// subscription reads them on many streams: typedFirst must be
+		// applied before conflicting is sent, or conflicting may create
+		// the table and typedFirst be the one refused.
+		p0 := s.post(t, typedFirst)
+		waitStatus(t, s, cli, p0.ID, "applied")
 		p1 := s.post(t, fixable)
 		p2 := s.post(t, conflicting)
 		waitIndexed(t, s, cli, p1.ID, p2.ID)
