@@ -22,6 +22,35 @@ func BenchmarkParse(b *testing.B) {
 	}
 }
 
+// BenchmarkParseInAHandlerGoroutine is Parse as the stages run it: in a
+// goroutine of its own (Watermill's router starts one per message), below
+// the middleware's frames (about 4 KB, simulated here). A goroutine starts
+// with a small stack; a Parse whose frames do not fit in what is left pays
+// for copying the stack, on every payload.
+func BenchmarkParseInAHandlerGoroutine(b *testing.B) {
+	body := []byte(examplePayload)
+	b.ReportAllocs()
+	done := make(chan error)
+	for b.Loop() {
+		go func() { done <- belowFrames(32, body) }()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// belowFrames calls Parse depth frames of about 128 bytes down.
+//
+//go:noinline
+func belowFrames(depth int, body []byte) error {
+	var pad [96]byte
+	if depth > 0 {
+		return belowFrames(depth-1-int(pad[depth%len(pad)]), body)
+	}
+	_, err := Parse(body)
+	return err
+}
+
 // BenchmarkGate is the sequence handlers.Gate runs on every accepted
 // payload before it publishes: Parse, ResolveOrderingKey, Tables,
 // Canonical and PayloadHash. Parse is most of it, but not all: Canonical
