@@ -130,11 +130,21 @@ type GroupCommitter struct {
 	// busyTables counts, per table key, the in-flight groups holding it. It is
 	// at most one by construction; a count keeps release simple.
 	busyTables map[string]int
-	timer      *time.Timer
-	timerAt    time.Time
-	closed     bool
-	drained    chan struct{}
-	stats      GroupStats
+	// stuck, when not nil, holds what the last eligible() found: nothing,
+	// because each of the first stuckScanned pending payloads touches a
+	// table in stuck (busy, or wanted by an earlier waiting payload). Until
+	// a group starts or ends or a payload is withdrawn, that stays true,
+	// and eligible need only look at the payloads submitted since. With a
+	// backlog on one table, pending holds up to MAX_OUTSTANDING payloads,
+	// and scanning them all on every Submit was 6 % of the apply stage's
+	// CPU.
+	stuck        map[string]bool
+	stuckScanned int
+	timer        *time.Timer
+	timerAt      time.Time
+	closed       bool
+	drained      chan struct{}
+	stats        GroupStats
 
 	// giveUpHook, when set, is called as giveUp begins, before it takes c.mu.
 	// Only tests set it, to act between a submitter's ctx ending and its
@@ -295,6 +305,7 @@ func (c *GroupCommitter) Close(ctx context.Context) error {
 	c.mu.Lock()
 	abandoned := c.pending
 	c.pending = nil
+	c.stuck = nil
 	c.checkDrained()
 	c.mu.Unlock()
 	c.cancelApply()
@@ -345,6 +356,9 @@ func (c *GroupCommitter) schedule(self *submission) (own *group) {
 // share no table with a group in flight nor with an earlier pending payload
 // that has to wait. c.mu must be held.
 func (c *GroupCommitter) eligible() []*submission {
+	if c.stuck != nil && c.stillStuck() {
+		return nil
+	}
 	var members []*submission
 	var waiting map[string]bool
 	for _, s := range c.pending {
@@ -369,12 +383,43 @@ func (c *GroupCommitter) eligible() []*submission {
 			waiting[t] = true
 		}
 	}
+	if len(members) == 0 && len(c.pending) > 0 {
+		for t := range c.busyTables {
+			waiting[t] = true
+		}
+		c.stuck, c.stuckScanned = waiting, len(c.pending)
+	}
 	return members
+}
+
+// stillStuck extends c.stuck over the payloads submitted since it was
+// found, and reports whether every one of them waits too. c.mu must be
+// held.
+func (c *GroupCommitter) stillStuck() bool {
+	for _, s := range c.pending[c.stuckScanned:] {
+		blocked := false
+		for _, t := range s.tables {
+			if c.stuck[t] {
+				blocked = true
+				break
+			}
+		}
+		if !blocked {
+			c.stuck = nil
+			return false
+		}
+		for _, t := range s.tables {
+			c.stuck[t] = true
+		}
+	}
+	c.stuckScanned = len(c.pending)
+	return true
 }
 
 // start takes members out of pending and claims their tables. c.mu must be
 // held.
 func (c *GroupCommitter) start(members []*submission) *group {
+	c.stuck = nil
 	g := &group{members: members}
 	started := make(map[*submission]bool, len(members))
 	claimed := map[string]bool{}
@@ -399,6 +444,17 @@ func (c *GroupCommitter) start(members []*submission) *group {
 	c.pending = kept
 	c.inFlight++
 	return g
+}
+
+// release frees g's slot and tables. c.mu must be held.
+func (c *GroupCommitter) release(g *group) {
+	c.inFlight--
+	c.stuck = nil
+	for _, t := range g.tables {
+		if c.busyTables[t]--; c.busyTables[t] == 0 {
+			delete(c.busyTables, t)
+		}
+	}
 }
 
 // run makes g's Apply call, starts what waited for g's tables, and hands
@@ -432,12 +488,7 @@ func (c *GroupCommitter) run(g *group) {
 	}
 
 	c.mu.Lock()
-	c.inFlight--
-	for _, t := range g.tables {
-		if c.busyTables[t]--; c.busyTables[t] == 0 {
-			delete(c.busyTables, t)
-		}
-	}
+	c.release(g)
 	c.stats.Groups++
 	c.stats.Payloads += uint64(len(payloads))
 	if err != nil {
@@ -500,6 +551,7 @@ func (c *GroupCommitter) remove(s *submission) bool {
 		return false
 	}
 	c.pending = slices.Delete(c.pending, i, i+1)
+	c.stuck = nil
 	return true
 }
 

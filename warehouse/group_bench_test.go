@@ -32,27 +32,33 @@ func (instantWarehouse) Close() error               { return nil }
 func BenchmarkGroupCommitter(b *testing.B) {
 	for _, concurrency := range []int{1, 16, 128} {
 		b.Run(fmt.Sprintf("concurrency=%d", concurrency), func(b *testing.B) {
-			benchmarkGroupCommitter(b, concurrency, nil)
+			benchmarkGroupCommitter(b, concurrency, nil, 8)
 		})
 	}
+	// A backlog on one table, as the apply stage sees it with
+	// MAX_OUTSTANDING messages in hand: one group at a time, the rest wait.
+	b.Run("one-table/concurrency=1000", func(b *testing.B) {
+		benchmarkGroupCommitter(b, 1000, nil, 1)
+	})
 	// Keyed payloads, 100 keys, for what holding a key costs; the runs
 	// above must not change when keys are added.
 	for _, concurrency := range []int{16, 128} {
 		b.Run(fmt.Sprintf("keyed/concurrency=%d", concurrency), func(b *testing.B) {
-			benchmarkGroupCommitter(b, concurrency, func(i int64) string { return fmt.Sprintf("row-%d", i%100) })
+			benchmarkGroupCommitter(b, concurrency, func(i int64) string { return fmt.Sprintf("row-%d", i%100) }, 8)
 		})
 	}
 }
 
 // benchmarkGroupCommitter submits b.N payloads from concurrency
-// goroutines; orderingKey, when set, gives payload i its key.
-func benchmarkGroupCommitter(b *testing.B, concurrency int, orderingKey func(i int64) string) {
+// goroutines over the first tables of eight; orderingKey, when set, gives
+// payload i its key.
+func benchmarkGroupCommitter(b *testing.B, concurrency int, orderingKey func(i int64) string, tables int) {
 	committer, err := warehouse.NewGroupCommitter(instantWarehouse{}, warehouse.GroupConfig{}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	tables := []string{"t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"}
+	names := []string{"t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"}[:tables]
 	var next, failed atomic.Int64
 	var wg sync.WaitGroup
 	b.ReportAllocs()
@@ -65,7 +71,7 @@ func benchmarkGroupCommitter(b *testing.B, concurrency int, orderingKey func(i i
 					return
 				}
 				p := warehouse.Payload{ID: "p", Activities: []messages.Activity{{
-					Op: messages.OpInsert, Table: tables[i%int64(len(tables))],
+					Op: messages.OpInsert, Table: names[i%int64(len(names))],
 				}}}
 				if orderingKey != nil {
 					p.OrderingKey = orderingKey(i)

@@ -3,6 +3,9 @@ package warehouse
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -138,5 +141,87 @@ func TestGroupCommitter_runs_a_group_whose_leader_gave_up_while_elected(t *testi
 	// elected, not withdrawn.
 	if got := c.Stats(); got.Groups != 2 || got.Payloads != 3 || got.LargestGroup != 2 {
 		t.Fatalf("stats = %+v, want the holder's group and one of leader and follower", got)
+	}
+}
+
+// referenceEligible is eligible's rule, computed from scratch: pending
+// payloads, in order, that touch no busy table and no table of an earlier
+// payload that waits.
+func referenceEligible(c *GroupCommitter) []*submission {
+	var members []*submission
+	waiting := map[string]bool{}
+	for _, s := range c.pending {
+		if len(members) == c.cfg.MaxSize {
+			break
+		}
+		blocked := false
+		for _, t := range s.tables {
+			blocked = blocked || c.busyTables[t] > 0 || waiting[t]
+		}
+		if !blocked {
+			members = append(members, s)
+			continue
+		}
+		for _, t := range s.tables {
+			waiting[t] = true
+		}
+	}
+	return members
+}
+
+// eligible remembers that nothing could start and then looks only at what
+// was submitted since. Random submissions, group starts and ends, and
+// withdrawals, over few tables so that most payloads wait, must leave it
+// answering what a scan from scratch answers, at every step.
+func TestGroupCommitter_eligible_agrees_with_a_scan_from_scratch(t *testing.T) {
+	c, err := NewGroupCommitter(&blockingWarehouse{}, GroupConfig{MaxSize: 4, MaxInFlight: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	tables := []string{"a", "b", "c", "d"}
+	var inFlight []*group
+	stuckAnswers := 0
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for step := range 20000 {
+		switch r := rng.IntN(10); {
+		case r < 6: // submit, touching one to three tables, maybe with a key
+			var acts []messages.Activity
+			for range 1 + rng.IntN(3) {
+				acts = append(acts, messages.Activity{Op: messages.OpInsert, Table: tables[rng.IntN(len(tables))]})
+			}
+			p := Payload{ID: fmt.Sprint(step), Activities: acts}
+			if rng.IntN(4) == 0 {
+				p.OrderingKey = fmt.Sprint("k", rng.IntN(3))
+			}
+			c.pending = append(c.pending, &submission{payload: p, tables: lockKeys(p)})
+		case r < 8: // start a group, if one may start
+			if c.inFlight < c.cfg.MaxInFlight {
+				if m := c.eligible(); len(m) > 0 {
+					inFlight = append(inFlight, c.start(m))
+				}
+			}
+		case r < 9: // end a group
+			if len(inFlight) > 0 {
+				i := rng.IntN(len(inFlight))
+				c.release(inFlight[i])
+				inFlight = slices.Delete(inFlight, i, i+1)
+			}
+		default: // withdraw a pending payload
+			if len(c.pending) > 0 {
+				c.remove(c.pending[rng.IntN(len(c.pending))])
+			}
+		}
+		if c.stuck != nil {
+			stuckAnswers++
+		}
+		want := referenceEligible(c)
+		if got := c.eligible(); !slices.Equal(got, want) {
+			t.Fatalf("step %d: eligible gave %d payloads, a scan from scratch %d", step, len(got), len(want))
+		}
+	}
+	if stuckAnswers < 1000 {
+		t.Fatalf("only %d of 20000 steps answered from what eligible remembered; the test no longer exercises it", stuckAnswers)
 	}
 }
