@@ -69,6 +69,13 @@ type Config struct {
 	// MaxBatch bounds the operations written in one transaction.
 	// Optional, default 1024.
 	MaxBatch int
+	// Linger is how long a commit waits for more operations to share it
+	// once it has some, when the one before it was shared too: under load,
+	// appends arrive a few at a time, and each commit costs about as much
+	// as the rows it writes. A commit after a lone operation does not wait,
+	// so an append under light load is not delayed. Optional, default 1ms;
+	// negative: never wait.
+	Linger time.Duration
 	// RedeliverAfter is how long a pending payload may wait before Due
 	// offers it for publishing again; each further republish doubles the
 	// wait (up to 64 times it), so a slow apply stage is not buried under
@@ -82,6 +89,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBatch == 0 {
 		c.MaxBatch = 1024
+	}
+	if c.Linger == 0 {
+		c.Linger = time.Millisecond
 	}
 	if c.RedeliverAfter == 0 {
 		c.RedeliverAfter = 2 * time.Minute
@@ -303,6 +313,11 @@ func (o *Outbox) send(ctx context.Context, x *op) error {
 func (o *Outbox) writer() {
 	defer close(o.stopped)
 	batch := make([]*op, 0, o.cfg.MaxBatch)
+	// shared: the last commit carried more than one operation, so more
+	// are likely on the way.
+	shared := false
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		var first *op
 		select {
@@ -338,8 +353,29 @@ func (o *Outbox) writer() {
 				break fill
 			}
 		}
+		if shared && len(batch) < o.cfg.MaxBatch && o.cfg.Linger > 0 {
+			batch = o.linger(batch, linger)
+		}
+		shared = len(batch) > 1
 		o.writeBatch(batch)
 	}
+}
+
+// linger adds to batch what arrives within Config.Linger, up to MaxBatch.
+func (o *Outbox) linger(batch []*op, timer *time.Timer) []*op {
+	timer.Reset(o.cfg.Linger)
+	defer timer.Stop()
+	for len(batch) < o.cfg.MaxBatch {
+		select {
+		case x := <-o.ops:
+			batch = append(batch, x)
+		case <-timer.C:
+			return batch
+		case <-o.closing:
+			return batch
+		}
+	}
+	return batch
 }
 
 func (o *Outbox) writeBatch(batch []*op) {
