@@ -85,10 +85,14 @@ until [ "$count" -ge "$accepted" ]; do
 	echo "$(echo "$now - $start" | bc) $count" >>"$work/samples"
 	sleep 0.1
 done
-groups=$(curl -fs "http://127.0.0.1:$port/metrics" | awk '/^gatekeeper_group_size_(sum|count)/ {v[$1]=$2} END {if (v["gatekeeper_group_size_count"]>0) printf "%.1f (%d payloads in %d groups)", v["gatekeeper_group_size_sum"]/v["gatekeeper_group_size_count"], v["gatekeeper_group_size_sum"], v["gatekeeper_group_size_count"]; else print "n/a"}')
+curl -fs "http://127.0.0.1:$port/metrics" >"$work/metrics.txt" || true
+groups=$(awk '/^gatekeeper_group_size_(sum|count)/ {v[$1]=$2} END {if (v["gatekeeper_group_size_count"]>0) printf "%.1f (%d payloads in %d groups)", v["gatekeeper_group_size_sum"]/v["gatekeeper_group_size_count"], v["gatekeeper_group_size_sum"], v["gatekeeper_group_size_count"]; else print "n/a"}' "$work/metrics.txt")
+# Deliveries the ledger answered as already applied: redeliveries of
+# payloads this process had applied (the ledger keeps them harmless).
+dups=$(awk '/^gatekeeper_payloads_total/ && /duplicate/ {s+=$2} END {print s+0}' "$work/metrics.txt")
 stop "$apply"
 
-awk -v total="$accepted" -v groups="$groups" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" '
+awk -v total="$accepted" -v groups="$groups" -v dups="$dups" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" '
 	{ t=$1; c=$2 }
 	c > 0 && first == "" { first = t; last = t; lastc = c }
 	first != "" && c > lastc { if (t - last > gap) { gap = t - last; gapat = last }; last = t; lastc = c }
@@ -98,6 +102,7 @@ awk -v total="$accepted" -v groups="$groups" -v load="$(cut -d' ' -f1-3 /proc/lo
 		if (last > first) printf "sustained %.0f payloads/s (first to last apply)\n", (lastc) / (last - first)
 		printf "longest gap without applies %.2f s (from %.1f s)\n", gap, gapat
 		printf "average group size %s\n", groups
+		printf "deliveries answered as duplicates %d\n", dups
 		printf "load average at the end %s\n", load
 	}' "$work/samples"
 echo "logs and samples in $work"
