@@ -134,7 +134,9 @@ func TestOutboxLingersOnlyUnderLoad(t *testing.T) {
 	// waits for more, and Close ends the wait.
 	var wg sync.WaitGroup
 	for i := range 64 {
-		wg.Go(func() { _ = o.Append(context.Background(), outbox.Entry{ID: fmt.Sprintf("busy%d", i), Payload: []byte("{}")}) })
+		wg.Go(func() {
+			_ = o.Append(context.Background(), outbox.Entry{ID: fmt.Sprintf("busy%d", i), Payload: []byte("{}")})
+		})
 	}
 	time.Sleep(200 * time.Millisecond)
 	closed := make(chan error, 1)
