@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -24,12 +23,6 @@ import (
 func TestBacklogDrainsWithoutStalls(t *testing.T) {
 	mode := pipeline.PubSubEmulator
 	skipWithoutEmulator(t, mode)
-	if os.Getenv("GATEKEEPER_BACKLOG_TEST") == "" {
-		// Not yet reliable: alone it drains 5,000 in 17 s with gaps of
-		// about 1 s, but run beside the rest of the suite on a loaded
-		// machine it still stalls for 7 s (the cause is not found yet).
-		t.Skip("set GATEKEEPER_BACKLOG_TEST=1 to run it")
-	}
 	const backlog = 5_000
 	cfg := testConfig(t, mode)
 
