@@ -73,8 +73,9 @@ type Config struct {
 	// once it has some, when the one before it was shared too: under load,
 	// appends arrive a few at a time, and each commit costs about as much
 	// as the rows it writes. A commit after a lone operation does not wait,
-	// so an append under light load is not delayed. Optional, default 1ms;
-	// negative: never wait.
+	// so appends under light load are not delayed; the first one after a
+	// burst (or after forgets from an apply stage in this process) waits
+	// one Linger. Optional, default 1ms; negative: never wait.
 	Linger time.Duration
 	// RedeliverAfter is how long a pending payload may wait before Due
 	// offers it for publishing again; each further republish doubles the
@@ -343,26 +344,29 @@ func (o *Outbox) writer() {
 			}
 			return
 		}
-		batch = append(batch[:0], first)
-	fill:
-		for len(batch) < o.cfg.MaxBatch {
-			select {
-			case x := <-o.ops:
-				batch = append(batch, x)
-			default:
-				break fill
-			}
-		}
-		if shared && len(batch) < o.cfg.MaxBatch && o.cfg.Linger > 0 {
-			batch = o.linger(batch, linger)
-		}
+		batch = o.collect(batch[:0], first, shared, linger)
 		shared = len(batch) > 1
 		o.writeBatch(batch)
 	}
 }
 
-// linger adds to batch what arrives within Config.Linger, up to MaxBatch.
-func (o *Outbox) linger(batch []*op, timer *time.Timer) []*op {
+// collect is the batch that starts with first: first, what is waiting, and,
+// when the last commit was shared, what arrives within Config.Linger; at
+// most MaxBatch operations. timer is the writer's, stopped.
+func (o *Outbox) collect(batch []*op, first *op, shared bool, timer *time.Timer) []*op {
+	batch = append(batch, first)
+	for len(batch) < o.cfg.MaxBatch {
+		select {
+		case x := <-o.ops:
+			batch = append(batch, x)
+			continue
+		default:
+		}
+		break
+	}
+	if !shared || len(batch) == o.cfg.MaxBatch || o.cfg.Linger <= 0 {
+		return batch
+	}
 	timer.Reset(o.cfg.Linger)
 	defer timer.Stop()
 	for len(batch) < o.cfg.MaxBatch {
