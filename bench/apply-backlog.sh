@@ -14,7 +14,8 @@
 #        passed on to both processes.
 # Prints one line per second of progress, then a summary: time to first
 # apply, sustained rate, longest gap without applies while a backlog
-# remained, and the average group size (gatekeeper_group_size).
+# remained, the average group size (gatekeeper_group_size), and the
+# deliveries the ledger answered as duplicates.
 # Every loop is bounded; the processes it starts are stopped by their pid.
 set -euo pipefail
 
@@ -89,7 +90,7 @@ curl -fs "http://127.0.0.1:$port/metrics" >"$work/metrics.txt" || true
 groups=$(awk '/^gatekeeper_group_size_(sum|count)/ {v[$1]=$2} END {if (v["gatekeeper_group_size_count"]>0) printf "%.1f (%d payloads in %d groups)", v["gatekeeper_group_size_sum"]/v["gatekeeper_group_size_count"], v["gatekeeper_group_size_sum"], v["gatekeeper_group_size_count"]; else print "n/a"}' "$work/metrics.txt")
 # Deliveries the ledger answered as already applied: redeliveries of
 # payloads this process had applied (the ledger keeps them harmless).
-dups=$(awk '/^gatekeeper_payloads_total/ && /duplicate/ {s+=$2} END {print s+0}' "$work/metrics.txt")
+dups=$(awk '/^gatekeeper_payloads_total/ && /duplicate/ {s+=$2; n++} END {if (n) print s; else print "n/a"}' "$work/metrics.txt")
 stop "$apply"
 
 awk -v total="$accepted" -v groups="$groups" -v dups="$dups" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" '
@@ -102,7 +103,7 @@ awk -v total="$accepted" -v groups="$groups" -v dups="$dups" -v load="$(cut -d' 
 		if (last > first) printf "sustained %.0f payloads/s (first to last apply)\n", (lastc) / (last - first)
 		printf "longest gap without applies %.2f s (from %.1f s)\n", gap, gapat
 		printf "average group size %s\n", groups
-		printf "deliveries answered as duplicates %d\n", dups
+		printf "deliveries answered as duplicates %s\n", dups
 		printf "load average at the end %s\n", load
 	}' "$work/samples"
 echo "logs and samples in $work"

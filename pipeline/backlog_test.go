@@ -21,6 +21,9 @@ import (
 // applied 18 payloads/s with stalls of up to 133 s. The drain is measured on
 // the ledger (the truth), every 50 ms.
 func TestBacklogDrainsWithoutStalls(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: a 5,000-payload backlog")
+	}
 	mode := pipeline.PubSubEmulator
 	skipWithoutEmulator(t, mode)
 	const backlog = 5_000
