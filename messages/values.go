@@ -19,7 +19,7 @@ import (
 // that the stack frame of the common case stays small. One function holding
 // every type's messages needed a 3 KB frame, and a goroutine per message
 // (Watermill's router starts one) grew its stack for it on every payload:
-// 7 % of the apply stage's CPU went to copying stacks.
+// runtime.newstack was 10 % of the apply stage's CPU draining a backlog.
 func convertValue(t ColumnType, declared string, raw json.RawMessage) (value any, problem string) {
 	if len(raw) == 0 {
 		return nil, "value is missing"

@@ -50,7 +50,7 @@ func BenchmarkGroupCommitter(b *testing.B) {
 }
 
 // benchmarkGroupCommitter submits b.N payloads from concurrency
-// goroutines over the first tables of eight; orderingKey, when set, gives
+// goroutines over the first `tables` of eight tables; orderingKey, when set, gives
 // payload i its key.
 func benchmarkGroupCommitter(b *testing.B, concurrency int, orderingKey func(i int64) string, tables int) {
 	committer, err := warehouse.NewGroupCommitter(instantWarehouse{}, warehouse.GroupConfig{}, nil)

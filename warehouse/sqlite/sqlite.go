@@ -151,8 +151,9 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Warehouse, err
 		"_pragma=synchronous("+cfg.synchronous()+")",
 		// Savepoints keep their undo journal in memory, not a temp file.
 		"_pragma=temp_store(MEMORY)",
-		// Up to 64 MiB of page cache: the ledger's random ids touch pages
-		// all over its index.
+		// Up to 64 MiB of page cache: ids derived from an Idempotency-Key
+		// (UUIDv5) are random and touch pages all over the ledger's index;
+		// the others (UUIDv7) grow it at its end.
 		"_pragma=cache_size(-65536)",
 		// Checkpoint every ~40 MiB of WAL instead of ~4 MiB: the same hot
 		// pages (ledger, table tails, delete indexes) are copied back once
