@@ -201,16 +201,7 @@ func (d *decoder) valuePath() (activity, column int, inDelete, ok bool) {
 	return activity, p[3].index, inDelete, true
 }
 
-func (d *decoder) skipSpace() {
-	for d.pos < len(d.data) {
-		switch d.data[d.pos] {
-		case ' ', '\t', '\n', '\r':
-			d.pos++
-		default:
-			return
-		}
-	}
-}
+func (d *decoder) skipSpace() { d.pos = skipWhitespace(d.data, d.pos) }
 
 func (d *decoder) value() any {
 	if d.pos >= len(d.data) {

@@ -98,15 +98,20 @@ func (d *fastDecoder) decode() bool {
 	return d.pos == len(d.data)
 }
 
-func (d *fastDecoder) skipSpace() {
-	for d.pos < len(d.data) {
-		switch d.data[d.pos] {
+func (d *fastDecoder) skipSpace() { d.pos = skipWhitespace(d.data, d.pos) }
+
+// skipWhitespace returns the position of the first byte at or after pos
+// that is not JSON whitespace; both decoders use it.
+func skipWhitespace(data []byte, pos int) int {
+	for pos < len(data) {
+		switch data[pos] {
 		case ' ', '\t', '\n', '\r':
-			d.pos++
+			pos++
 		default:
-			return
+			return pos
 		}
 	}
+	return pos
 }
 
 // open consumes the opening bracket c of an object or array and reports
