@@ -126,13 +126,23 @@ func digitsProblem(t ColumnType, declared string, raw json.RawMessage, digits in
 		" digits " + side + " the decimal point; at most " + strconv.Itoa(limit) + " fit " + t.String()
 }
 
-func stringValue(t ColumnType, declared, kind string, raw json.RawMessage) (any, string) {
+// stringContent is what raw holds when the column wants a JSON string
+// (described as want in the problem), or the problem.
+func stringContent(declared, want, kind string, raw json.RawMessage) (s, problem string) {
 	if kind != "string" {
-		return nil, mismatch(declared, "a JSON string", kind, raw)
+		return "", mismatch(declared, want, kind, raw)
 	}
 	s, err := decodeJSONString(raw)
 	if err != nil {
-		return nil, mismatch(declared, "a JSON string", kind, raw)
+		return "", mismatch(declared, want, kind, raw)
+	}
+	return s, ""
+}
+
+func stringValue(t ColumnType, declared, kind string, raw json.RawMessage) (any, string) {
+	s, problem := stringContent(declared, "a JSON string", kind, raw)
+	if problem != "" {
+		return nil, problem
 	}
 	if t.MaxLength > 0 {
 		if n := runeCount(s); n > t.MaxLength {
@@ -149,12 +159,9 @@ func lengthProblem(declared string, n, limit int) string {
 }
 
 func bytesValue(declared, kind string, raw json.RawMessage) (any, string) {
-	if kind != "string" {
-		return nil, mismatch(declared, "a base64 string", kind, raw)
-	}
-	s, err := decodeJSONString(raw)
-	if err != nil {
-		return nil, mismatch(declared, "a base64 string", kind, raw)
+	s, problem := stringContent(declared, "a base64 string", kind, raw)
+	if problem != "" {
+		return nil, problem
 	}
 	b, err := base64.StdEncoding.Strict().DecodeString(s)
 	if err != nil {
@@ -173,12 +180,9 @@ func jsonValue(declared string, raw json.RawMessage) (any, string) {
 }
 
 func temporalValue(t ColumnType, declared, kind string, raw json.RawMessage) (any, string) {
-	if kind != "string" {
-		return nil, mismatch(declared, "a JSON string", kind, raw)
-	}
-	s, err := decodeJSONString(raw)
-	if err != nil {
-		return nil, mismatch(declared, "a JSON string", kind, raw)
+	s, problem := stringContent(declared, "a JSON string", kind, raw)
+	if problem != "" {
+		return nil, problem
 	}
 	var canonical string
 	var ok bool
