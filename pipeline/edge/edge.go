@@ -460,6 +460,11 @@ type refusal struct {
 
 // refusalOf tells a refused request from a failure, by the error's type.
 func refusalOf(err error) (refusal, bool) {
+	if err == nil {
+		// Most requests are accepted; the errors.As targets below would
+		// otherwise cost each of them six heap allocations.
+		return refusal{}, false
+	}
 	if r, ok := idempotencyRefusal(err); ok {
 		return r, true
 	}
