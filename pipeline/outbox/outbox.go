@@ -226,11 +226,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Outbox, error)
 // forgotten again, so that a payload whose client was told to retry is not
 // applied behind its back.
 func (o *Outbox) Append(ctx context.Context, e Entry) error {
-	meta, err := json.Marshal(e.Metadata)
+	meta, err := encodeMetadata(e.Metadata)
 	if err != nil {
 		return fmt.Errorf("outbox: metadata: %w", err)
 	}
-	a := &op{kind: opAppend, id: e.ID, payload: e.Payload, metadata: string(meta), done: make(chan struct{})}
+	a := &op{kind: opAppend, id: e.ID, payload: e.Payload, metadata: meta, done: make(chan struct{})}
 	if err := o.sendWait(ctx, a); err != nil {
 		if ctx.Err() != nil {
 			o.Forget(e.ID)
@@ -259,12 +259,12 @@ func (o *Outbox) ForgetNow(ctx context.Context, id string) error {
 // MarkPoisoned records that the payload went to the poison topic, with the
 // metadata it went with. Asynchronous, like Forget.
 func (o *Outbox) MarkPoisoned(id string, metadata map[string]string) {
-	meta, err := json.Marshal(metadata)
+	meta, err := encodeMetadata(metadata)
 	if err != nil {
 		o.logger.Error("Outbox: cannot record a poisoned payload", "payload_id", id, "error", err)
 		return
 	}
-	_ = o.send(context.Background(), &op{kind: opPoison, id: id, metadata: string(meta)})
+	_ = o.send(context.Background(), &op{kind: opPoison, id: id, metadata: meta})
 }
 
 // Republished records that a payload was published again, and
