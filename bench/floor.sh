@@ -5,8 +5,12 @@
 #   floor           bench/floor: watermill-http -> Watermill router ->
 #                   watermill-googlecloud, no gatekeeper code at all;
 #   gatekeeper      --stages=ingest with the defaults (the outbox on, as on
-#                   any emulator);
+#                   any emulator), except AUTH=none (wrk sends no key),
+#                   LOG_LEVEL=warn, ADMIN_ADDR=off and OUTBOX_REDELIVER_AFTER=1h
+#                   (nothing is applied here, and republishing what the first
+#                   runs accepted would weigh on the later ones);
 #   gatekeeper-off  the same with OUTBOX=off (what runs on Google Pub/Sub).
+# No other setting of the caller's environment reaches them.
 # Then it posts bench/post.lua with wrk -t1 -c256 to each in turn, ROUNDS
 # times, and prints for each run req/s, p99 and the CPU per request of the
 # process and of the emulator (from /proc), then the medians. Interleaved
@@ -14,33 +18,53 @@
 # whose speed drifts from minute to minute.
 #
 # Usage: bench/floor.sh [ROUNDS] [SECONDS]     (default 6 rounds of 5 s)
-# Needs: wrk, python3, gcloud's Pub/Sub emulator, Go. Loopback only; every
-# process it starts is stopped by its pid (the emulator by its process group).
+# Needs: wrk, curl, python3, pgrep, setsid, gcloud's Pub/Sub emulator, Go.
+# Loopback only; every process it starts is stopped by its pid (the
+# emulator by its process group), and every wait is bounded.
 set -euo pipefail
+shopt -s inherit_errexit
 rounds=${1:-6}
 dur=${2:-5}
+[[ $rounds =~ ^[1-9][0-9]*$ && $dur =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [ROUNDS] [SECONDS]" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d /tmp/floor.XXXXXX)
 pids=()
 emu=""
 cleanup() {
+	local p i
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	[ -n "$emu" ] && { kill -TERM -- "-$emu" 2>/dev/null || true; }
-	wait 2>/dev/null || true
+	for i in $(seq 1 100); do
+		alive=0
+		for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+		[ -n "$emu" ] && pgrep -g "$emu" >/dev/null && alive=1
+		[ $alive = 0 ] && break
+		sleep 0.1
+	done
+	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+	[ -n "$emu" ] && { kill -KILL -- "-$emu" 2>/dev/null || true; }
+	rm -rf "$tmp"
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+# wait_http waits until url answers 2xx (any answer with "any" as $2).
 wait_http() {
-	for _ in $(seq 1 150); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done
+	local flags=-fs
+	[ "${2:-}" = any ] && flags=-s
+	for _ in $(seq 1 150); do curl $flags --max-time 2 -o /dev/null "$1" && return 0; sleep 0.2; done
 	echo "no answer from $1" >&2
 	return 1
 }
-# ticks: CPU ticks used so far by the given pids (and their threads).
-ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$t"; }
+# ticks: CPU ticks (utime + stime) used so far by the given pids and their
+# threads; the fields after the command name, which may hold spaces.
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12+$13}'))); done; echo "$t"; }
+clean_env=(env -i PATH="$PATH" HOME="$HOME")
 
 (cd "$root" && go build -o "$tmp/floor" ./bench/floor && go build -o "$tmp/gatekeeper" ./cmd/gatekeeper)
 
 ep=$(port)
+# Without job control setsid does not fork, so $! is the new session's and
+# process group's leader, and the group holds the emulator's java too.
 setsid gcloud beta emulators pubsub start --host-port="127.0.0.1:$ep" --project=test >"$tmp/emulator.log" 2>&1 &
 emu=$!
 api="http://127.0.0.1:$ep/v1/projects/test"
@@ -48,11 +72,11 @@ wait_http "$api/topics"
 # The emulator's CPU is that of every process in its group (gcloud starts java).
 emupids() { pgrep -g "$emu" | tr '\n' ' '; }
 
-curl -s -X PUT "$api/topics/floor" >/dev/null
-curl -s -X PUT "$api/subscriptions/floor-sub" -H 'Content-Type: application/json' \
+curl -fsS --max-time 10 -X PUT "$api/topics/floor" >/dev/null
+curl -fsS --max-time 10 -X PUT "$api/subscriptions/floor-sub" -H 'Content-Type: application/json' \
 	-d '{"topic":"projects/test/topics/floor"}' >/dev/null
 fp=$(port)
-PUBSUB_EMULATOR_HOST=127.0.0.1:$ep "$tmp/floor" "127.0.0.1:$fp" floor >"$tmp/floor.log" 2>&1 &
+"${clean_env[@]}" PUBSUB_EMULATOR_HOST=127.0.0.1:$ep "$tmp/floor" "127.0.0.1:$fp" floor >"$tmp/floor.log" 2>&1 &
 pids+=($!)
 declare -A pid url
 pid[floor]=$!
@@ -63,44 +87,44 @@ for name in gatekeeper gatekeeper-off; do
 	outbox=auto
 	[ "$name" = gatekeeper-off ] && outbox=off
 	mkdir -p "$tmp/run-$name"
-	# OUTBOX_REDELIVER_AFTER: nothing is applied here, and a republish of
-	# what the first runs accepted would weigh on the later ones.
-	(cd "$tmp/run-$name" && exec env AUTH=none PUBSUB_EMULATOR_HOST=127.0.0.1:$ep PROJECT_ID=test \
+	(cd "$tmp/run-$name" && exec "${clean_env[@]}" AUTH=none PUBSUB_EMULATOR_HOST=127.0.0.1:$ep PROJECT_ID=test \
 		TOPIC_ID="$name" SUBSCRIPTION_ID="$name-sub" POISON_SUBSCRIPTION_ID="$name-poison-sub" \
 		HTTP_ADDR=127.0.0.1:$hp ADMIN_ADDR=off LOG_LEVEL=warn OUTBOX=$outbox OUTBOX_REDELIVER_AFTER=1h \
 		"$tmp/gatekeeper" serve --stages=ingest >"$tmp/run-$name/log" 2>&1) &
 	pids+=($!)
 	pid[$name]=$!
 	url[$name]=http://127.0.0.1:$hp
-	wait_http "http://127.0.0.1:$hp/healthz"
+	wait_http "http://127.0.0.1:$hp/readyz"
 done
-wait_http "${url[floor]}/api/activities" || true
+wait_http "${url[floor]}/api/activities" any
 
 systems=(floor gatekeeper gatekeeper-off)
-run() { # system -> "rps p99 cpu-us/req emulator-cpu-us/req"
-	local s=$1 before ebefore out reqs
-	local e
+run() { # system -> "rps p99 cpu-us/req emulator-cpu-us/req non-2xx socket-errors"
+	local s=$1 e before ebefore out reqs hz
 	e=$(emupids)
+	[ -n "$e" ] || { echo "the emulator is gone" >&2; return 1; }
+	hz=$(getconf CLK_TCK)
 	before=$(ticks "${pid[$s]}")
 	# shellcheck disable=SC2086
 	ebefore=$(ticks $e)
 	out=$(wrk -t1 -c256 -d"${dur}s" --latency -s "$root/bench/post.lua" "${url[$s]}/api/activities" 2>&1)
 	reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-	local hz
-	hz=$(getconf CLK_TCK)
+	[ "${reqs:-0}" -gt 0 ] || { printf 'wrk against %s answered nothing:\n%s\n' "$s" "$out" >&2; return 1; }
 	# shellcheck disable=SC2086
 	echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '$1=="99%" {print $2}' <<<"$out") \
 $(( ($(ticks "${pid[$s]}") - before) * 1000000 / hz / reqs )) $(( ($(ticks $e) - ebefore) * 1000000 / hz / reqs )) \
-$(awk '/Non-2xx/ {print $5}' <<<"$out")"
+$(awk '/Non-2xx/ {n=$5} END {print n+0}' <<<"$out") \
+$(awk -F'[ ,]+' '/Socket errors/ {n=$5+$7+$9+$11} END {print n+0}' <<<"$out")"
 }
 
-for s in "${systems[@]}"; do run "$s" >/dev/null; done # warm the emulator's JVM and every process
+for s in "${systems[@]}"; do line=$(run "$s"); done # warm the emulator's JVM and every process
 echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-15s %10s %10s %14s %18s %8s\n' system req/s p99 CPU-us/req emulator-us/req non-2xx
+printf '%-15s %10s %10s %14s %18s %8s %14s\n' system req/s p99 CPU-us/req emulator-us/req non-2xx socket-errors
 for r in $(seq 1 "$rounds"); do
 	for s in "${systems[@]}"; do
-		read -r rps p99 cpu ecpu n2x <<<"$(run "$s")"
-		printf '%-15s %10s %10s %14s %18s %8s\n' "$s" "$rps" "$p99" "$cpu" "$ecpu" "${n2x:-0}" | tee -a "$tmp/runs"
+		line=$(run "$s")
+		read -r rps p99 cpu ecpu n2x serr <<<"$line"
+		printf '%-15s %10s %10s %14s %18s %8s %14s\n' "$s" "$rps" "$p99" "$cpu" "$ecpu" "$n2x" "$serr" | tee -a "$tmp/runs"
 	done
 done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -108,7 +132,7 @@ python3 - "$tmp/runs" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    s, rps, _p99, cpu, ecpu, _n2x = line.split()
+    s, rps, _p99, cpu, ecpu, _n2x, _serr = line.split()
     rows.setdefault(s, []).append((float(rps), int(cpu), int(ecpu)))
 print("medians:")
 for s, v in rows.items():

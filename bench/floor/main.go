@@ -1,7 +1,7 @@
 // floor: the design card's libraries alone, with no gatekeeper code: the
 // watermill-http subscriber, a Watermill router and a no-publisher handler
-// that publishes each body through watermill-googlecloud with the
-// ingestion stage's publish settings. It answers watermill-http's bare 200.
+// that publishes each body through watermill-googlecloud, configured as the
+// ingestion stage's publisher is. It answers watermill-http's bare 200.
 // What it does per request is the least the ingestion stage can do, so its
 // throughput is the stage's ceiling on this machine.
 //
@@ -36,13 +36,20 @@ func main() {
 	}
 	addr, topic := os.Args[1], os.Args[2]
 	logger := watermill.NopLogger{}
+	// The ingest stage's publisher, setting for setting (pipeline's
+	// publishSettings and NewPubSub); keep the two in step.
 	settings := pubsub.DefaultPublishSettings
-	settings.DelayThreshold = 5 * time.Millisecond
+	settings.DelayThreshold = time.Millisecond
 	settings.CountThreshold = 100
+	settings.Timeout = 10 * time.Second
+	settings.FlowControlSettings.MaxOutstandingMessages = 10_000
+	settings.FlowControlSettings.MaxOutstandingBytes = 256 << 20
+	settings.FlowControlSettings.LimitExceededBehavior = pubsub.FlowControlBlock
 	pub, err := googlecloud.NewPublisher(googlecloud.PublisherConfig{
 		ProjectID:                 "test",
 		DoNotCheckTopicExistence:  true,
 		DoNotCreateTopicIfMissing: true,
+		PublishTimeout:            10 * time.Second,
 		PublishSettings:           &settings,
 		ClientOptions: []option.ClientOption{
 			option.WithEndpoint(os.Getenv("PUBSUB_EMULATOR_HOST")),
@@ -50,6 +57,10 @@ func main() {
 			option.WithoutAuthentication(),
 			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
 		},
+		EnableMessageOrdering:                         true,
+		EnableMessageOrderingAutoResumePublishOnError: true,
+		// Unkeyed, as the gate publishes a payload sent without a key.
+		Marshaler: googlecloud.NewOrderingMarshaler(func(string, *message.Message) (string, error) { return "", nil }),
 	}, logger)
 	if err != nil {
 		log.Fatal(err)
