@@ -140,3 +140,9 @@ func TestIdempotentPayloadID_is_per_backend_and_key_and_stable(t *testing.T) {
 		}
 	}
 }
+
+func TestRefusalOfAnAcceptedRequestAllocatesNothing(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _, _ = refusalOf(nil) }); n != 0 {
+		t.Errorf("refusalOf(nil) allocates %v times, want 0: every accepted request pays it", n)
+	}
+}

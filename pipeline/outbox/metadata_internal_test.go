@@ -16,6 +16,9 @@ func TestEncodeMetadataIsJSONMarshal(t *testing.T) {
 		{"control": "tab\tnewline\n"},
 		{"utf8": "café ✓", "bad": "\xff\xfe"},
 		{"sep": "\u2028\u2029"},
+		{"del": "\x7f", "key\"quoted": "v"},
+		{"a": "1", "b": "2", "c": "3", "d": "4", "e": "5", "f": "6", "g": "7", "h": "8"},
+		{"a": "1", "b": "2", "c": "3", "d": "4", "e": "5", "f": "6", "g": "7", "h": "8", "i": "9"},
 		{"b": "2", "a": "1", "c": "3", "d": "4", "e": "5", "f": "6", "g": "7", "h": "8", "i": "9", "j": "10"},
 	}
 	for _, m := range cases {
@@ -30,6 +33,14 @@ func TestEncodeMetadataIsJSONMarshal(t *testing.T) {
 		if got != string(want) {
 			t.Errorf("encodeMetadata(%q) = %s, json.Marshal gives %s", m, got, want)
 		}
+	}
+}
+
+func TestEncodeMetadataOfPlainAttributesAllocatesOnce(t *testing.T) {
+	m := map[string]string{"received_at": "2026-12-02T03:04:05.123456789Z", "correlation_id": "0b7e2c9e",
+		"content_type": "application/json", "payload_hash": "9f86d081884c7d65"}
+	if n := testing.AllocsPerRun(100, func() { _, _ = encodeMetadata(m) }); n != 1 {
+		t.Errorf("encodeMetadata allocates %v times, want 1 (the string)", n)
 	}
 }
 
