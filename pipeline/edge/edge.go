@@ -220,6 +220,15 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 	})
 }
 
+// refuse records why the request will not reach the gate (nil for one the
+// Idempotency-Key record answers) and returns it.
+func (x *exchange) refuse(err error) error {
+	x.mu.Lock()
+	x.readErr = err
+	x.mu.Unlock()
+	return err
+}
+
 // heldStatus swallows the subscriber's bare status code: Middleware writes
 // the real response after the subscriber returns.
 type heldStatus struct {
@@ -242,10 +251,7 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 		err = messages.Transient(fmt.Errorf("reading the request body: %w", err))
 	}
 	if err != nil {
-		x.mu.Lock()
-		x.readErr = err
-		x.mu.Unlock()
-		return nil, err
+		return nil, x.refuse(err)
 	}
 	if values, given := r.Header[messages.OrderingKeyHeader]; given {
 		// Checked here because only the request tells a header sent empty
@@ -270,18 +276,12 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 		if id, err = newPayloadID(); err != nil {
 			// The system's random source failed: a bug-class 500, not a
 			// retry.
-			x.mu.Lock()
-			x.readErr = err
-			x.mu.Unlock()
-			return nil, err
+			return nil, x.refuse(err)
 		}
 	} else {
 		var claim *keyEntry
 		if id, claim, err = e.claimKey(r, x, body); err != nil || claim == nil {
-			x.mu.Lock()
-			x.readErr = err
-			x.mu.Unlock()
-			if err == nil {
+			if x.refuse(err) == nil {
 				err = errReplayed
 			}
 			return nil, err
