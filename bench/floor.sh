@@ -2,8 +2,9 @@
 # floor.sh shows where the ingest stage's CPU goes, against the least the
 # design card's libraries can do. On one fresh Pub/Sub emulator it runs, side
 # by side:
-#   floor           bench/floor: watermill-http -> Watermill router ->
-#                   watermill-googlecloud, no gatekeeper code at all;
+#   floor           bench/floor: watermill-http -> Watermill router -> the
+#                   ingest stage's publisher, none of the stage's per-request
+#                   code;
 #   gatekeeper      --stages=ingest with the defaults (the outbox on, as on
 #                   any emulator), except AUTH=none (wrk sends no key),
 #                   LOG_LEVEL=warn, ADMIN_ADDR=off and OUTBOX_REDELIVER_AFTER=1h
@@ -72,9 +73,6 @@ wait_http "$api/topics"
 # The emulator's CPU is that of every process in its group (gcloud starts java).
 emupids() { pgrep -g "$emu" | tr '\n' ' '; }
 
-curl -fsS --max-time 10 -X PUT "$api/topics/floor" >/dev/null
-curl -fsS --max-time 10 -X PUT "$api/subscriptions/floor-sub" -H 'Content-Type: application/json' \
-	-d '{"topic":"projects/test/topics/floor"}' >/dev/null
 fp=$(port)
 "${clean_env[@]}" PUBSUB_EMULATOR_HOST=127.0.0.1:$ep "$tmp/floor" "127.0.0.1:$fp" floor >"$tmp/floor.log" 2>&1 &
 pids+=($!)

@@ -1,9 +1,10 @@
-// floor: the design card's libraries alone, with no gatekeeper code: the
-// watermill-http subscriber, a Watermill router and a no-publisher handler
-// that publishes each body through watermill-googlecloud, configured as the
-// ingestion stage's publisher is. It answers watermill-http's bare 200.
-// What it does per request is the least the ingestion stage can do, so its
-// throughput is the stage's ceiling on this machine.
+// floor: the design card's libraries alone, with none of gatekeeper's
+// per-request code: the watermill-http subscriber, a Watermill router and a
+// no-publisher handler that publishes each body through the ingest stage's
+// own publisher (pipeline.NewPubSub's, so its settings cannot drift from
+// the stage's). It answers watermill-http's bare 200. What it does per
+// request is the least the ingestion stage can do, so its throughput is the
+// stage's ceiling on this machine.
 //
 // bench/floor.sh runs it beside the ingest stage. FLOOR_PPROF_ADDR, when
 // set, serves net/http/pprof there.
@@ -14,57 +15,40 @@ package main
 import (
 	"context"
 	"log"
+	"log/slog"
 	"net/http"
 	_ "net/http/pprof"
 	"os"
 	"time"
 
-	"cloud.google.com/go/pubsub/v2"
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill-googlecloud/v2/pkg/googlecloud"
 	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/go-chi/chi"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/gatekeeper/gatekeeper/pipeline"
 )
 
 func main() {
 	if len(os.Args) != 3 || os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
-		log.Fatal("usage: PUBSUB_EMULATOR_HOST=HOST:PORT floor LISTEN_ADDR TOPIC (the topic must exist)")
+		log.Fatal("usage: PUBSUB_EMULATOR_HOST=HOST:PORT floor LISTEN_ADDR TOPIC")
 	}
 	addr, topic := os.Args[1], os.Args[2]
-	logger := watermill.NopLogger{}
-	// The ingest stage's publisher, setting for setting (pipeline's
-	// publishSettings and NewPubSub); keep the two in step.
-	settings := pubsub.DefaultPublishSettings
-	settings.DelayThreshold = time.Millisecond
-	settings.CountThreshold = 100
-	settings.Timeout = 10 * time.Second
-	settings.FlowControlSettings.MaxOutstandingMessages = 10_000
-	settings.FlowControlSettings.MaxOutstandingBytes = 256 << 20
-	settings.FlowControlSettings.LimitExceededBehavior = pubsub.FlowControlBlock
-	pub, err := googlecloud.NewPublisher(googlecloud.PublisherConfig{
-		ProjectID:                 "test",
-		DoNotCheckTopicExistence:  true,
-		DoNotCreateTopicIfMissing: true,
-		PublishTimeout:            10 * time.Second,
-		PublishSettings:           &settings,
-		ClientOptions: []option.ClientOption{
-			option.WithEndpoint(os.Getenv("PUBSUB_EMULATOR_HOST")),
-			option.WithGRPCConnectionPool(4),
-			option.WithoutAuthentication(),
-			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-		},
-		EnableMessageOrdering:                         true,
-		EnableMessageOrderingAutoResumePublishOnError: true,
-		// Unkeyed, as the gate publishes a payload sent without a key.
-		Marshaler: googlecloud.NewOrderingMarshaler(func(string, *message.Message) (string, error) { return "", nil }),
-	}, logger)
+	cfg := pipeline.DefaultConfig()
+	cfg.PubSubMode = pipeline.PubSubEmulator
+	cfg.EmulatorHost = os.Getenv("PUBSUB_EMULATOR_HOST")
+	cfg.ProjectID = "test"
+	cfg.TopicID, cfg.SubscriptionID = topic, topic+"-sub"
+	cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
+	cfg = cfg.WithDefaults()
+	// Creates the topic and its subscriptions, as the ingest stage does, so
+	// that what is published is kept.
+	ps, err := pipeline.NewPubSub(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		log.Fatal(err)
 	}
+	pub := ps.Publisher()
+	logger := watermill.NopLogger{}
 	routes := chi.NewRouter()
 	sub, err := whttp.NewSubscriber("", whttp.SubscriberConfig{Router: routes}, logger)
 	if err != nil {
@@ -76,7 +60,7 @@ func main() {
 	}
 	router.AddConsumerHandler("floor", "/api/activities", sub, func(msg *message.Message) error {
 		out := message.NewMessage(msg.UUID, msg.Payload)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.PublishTimeout)
 		defer cancel()
 		out.SetContext(ctx)
 		return pub.Publish(topic, out)
@@ -90,5 +74,6 @@ func main() {
 	if debug := os.Getenv("FLOOR_PPROF_ADDR"); debug != "" {
 		go func() { log.Println(http.ListenAndServe(debug, nil)) }()
 	}
-	log.Fatal(http.ListenAndServe(addr, routes))
+	server := &http.Server{Addr: addr, Handler: routes, ReadHeaderTimeout: 5 * time.Second}
+	log.Fatal(server.ListenAndServe())
 }
