@@ -5,6 +5,8 @@
 #   floor           bench/floor: watermill-http -> Watermill router -> the
 #                   ingest stage's publisher, none of the stage's per-request
 #                   code;
+#   floor-direct    bench/floor --direct: a bare net/http handler -> the same
+#                   publisher (what the subscriber and the router cost);
 #   gatekeeper      --stages=ingest with the defaults (the outbox on, as on
 #                   any emulator), except AUTH=none (wrk sends no key),
 #                   LOG_LEVEL=warn, ADMIN_ADDR=off and OUTBOX_REDELIVER_AFTER=1h
@@ -73,12 +75,16 @@ wait_http "$api/topics"
 # The emulator's CPU is that of every process in its group (gcloud starts java).
 emupids() { pgrep -g "$emu" | tr '\n' ' '; }
 
-fp=$(port)
-"${clean_env[@]}" PUBSUB_EMULATOR_HOST=127.0.0.1:$ep "$tmp/floor" "127.0.0.1:$fp" floor >"$tmp/floor.log" 2>&1 &
-pids+=($!)
 declare -A pid url
-pid[floor]=$!
-url[floor]=http://127.0.0.1:$fp
+for name in floor floor-direct; do
+	fp=$(port)
+	flags=()
+	[ "$name" = floor-direct ] && flags=(--direct)
+	"${clean_env[@]}" PUBSUB_EMULATOR_HOST=127.0.0.1:$ep "$tmp/floor" "${flags[@]}" "127.0.0.1:$fp" "$name" >"$tmp/$name.log" 2>&1 &
+	pids+=($!)
+	pid[$name]=$!
+	url[$name]=http://127.0.0.1:$fp
+done
 
 for name in gatekeeper gatekeeper-off; do
 	hp=$(port)
@@ -95,8 +101,9 @@ for name in gatekeeper gatekeeper-off; do
 	wait_http "http://127.0.0.1:$hp/readyz"
 done
 wait_http "${url[floor]}/api/activities" any
+wait_http "${url[floor-direct]}/api/activities" any
 
-systems=(floor gatekeeper gatekeeper-off)
+systems=(floor floor-direct gatekeeper gatekeeper-off)
 run() { # system -> "rps p99 cpu-us/req emulator-cpu-us/req non-2xx socket-errors"
 	local s=$1 e before ebefore out reqs hz
 	e=$(emupids)

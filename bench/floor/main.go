@@ -6,14 +6,21 @@
 // request is the least the ingestion stage can do, so its throughput is the
 // stage's ceiling on this machine.
 //
-// bench/floor.sh runs it beside the ingest stage. FLOOR_PPROF_ADDR, when
+// With --direct it leaves out watermill-http and the router too: a bare
+// net/http handler reads the body and publishes it through the same
+// publisher. The difference between the two is what the design card's
+// HTTP subscriber and router cost per request.
+//
+// bench/floor.sh runs both beside the ingest stage. FLOOR_PPROF_ADDR, when
 // set, serves net/http/pprof there.
 //
-//	PUBSUB_EMULATOR_HOST=127.0.0.1:8085 go run ./bench/floor 127.0.0.1:8090 TOPIC
+//	PUBSUB_EMULATOR_HOST=127.0.0.1:8085 go run ./bench/floor [--direct] 127.0.0.1:8090 TOPIC
 package main
 
 import (
 	"context"
+	"flag"
+	"io"
 	"log"
 	"log/slog"
 	"net/http"
@@ -30,10 +37,12 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 3 || os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
-		log.Fatal("usage: PUBSUB_EMULATOR_HOST=HOST:PORT floor LISTEN_ADDR TOPIC")
+	direct := flag.Bool("direct", false, "a bare net/http handler publishes each body: no watermill-http, no router")
+	flag.Parse()
+	if flag.NArg() != 2 || os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
+		log.Fatal("usage: PUBSUB_EMULATOR_HOST=HOST:PORT floor [--direct] LISTEN_ADDR TOPIC")
 	}
-	addr, topic := os.Args[1], os.Args[2]
+	addr, topic := flag.Arg(0), flag.Arg(1)
 	cfg := pipeline.DefaultConfig()
 	cfg.PubSubMode = pipeline.PubSubEmulator
 	cfg.EmulatorHost = os.Getenv("PUBSUB_EMULATOR_HOST")
@@ -48,6 +57,42 @@ func main() {
 		log.Fatal(err)
 	}
 	pub := ps.Publisher()
+	// publish is all the handler does in either mode: the body, under the
+	// stage's publish timeout.
+	publish := func(ctx context.Context, uuid string, body []byte) error {
+		out := message.NewMessage(uuid, body)
+		ctx, cancel := context.WithTimeout(ctx, cfg.PublishTimeout)
+		defer cancel()
+		out.SetContext(ctx)
+		return pub.Publish(topic, out)
+	}
+	var handler http.Handler
+	if *direct {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			if err := publish(r.Context(), watermill.NewUUID(), body); err != nil {
+				w.WriteHeader(http.StatusInternalServerError)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+		})
+	} else {
+		handler = viaRouter(publish)
+	}
+	if debug := os.Getenv("FLOOR_PPROF_ADDR"); debug != "" {
+		go func() { log.Println(http.ListenAndServe(debug, nil)) }()
+	}
+	server := &http.Server{Addr: addr, Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	log.Fatal(server.ListenAndServe())
+}
+
+// viaRouter is the ingest stage's shape: the watermill-http subscriber on
+// /api/activities feeds a Watermill router whose one handler publishes.
+func viaRouter(publish func(context.Context, string, []byte) error) http.Handler {
 	logger := watermill.NopLogger{}
 	routes := chi.NewRouter()
 	sub, err := whttp.NewSubscriber("", whttp.SubscriberConfig{Router: routes}, logger)
@@ -59,11 +104,7 @@ func main() {
 		log.Fatal(err)
 	}
 	router.AddConsumerHandler("floor", "/api/activities", sub, func(msg *message.Message) error {
-		out := message.NewMessage(msg.UUID, msg.Payload)
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.PublishTimeout)
-		defer cancel()
-		out.SetContext(ctx)
-		return pub.Publish(topic, out)
+		return publish(context.Background(), msg.UUID, msg.Payload)
 	})
 	go func() {
 		if err := router.Run(context.Background()); err != nil {
@@ -71,9 +112,5 @@ func main() {
 		}
 	}()
 	<-router.Running()
-	if debug := os.Getenv("FLOOR_PPROF_ADDR"); debug != "" {
-		go func() { log.Println(http.ListenAndServe(debug, nil)) }()
-	}
-	server := &http.Server{Addr: addr, Handler: routes, ReadHeaderTimeout: 5 * time.Second}
-	log.Fatal(server.ListenAndServe())
+	return routes
 }
