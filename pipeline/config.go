@@ -148,10 +148,20 @@ type Config struct {
 	// publish RPCs, each of which costs the Pub/Sub server CPU. Optional,
 	// default 1ms. 5ms halved the emulator's CPU per payload at saturation,
 	// but took a one-connection client from 420 to 145 payloads/s (see the
-	// README's Performance section). A negative value means no delay (what
+	// README's Performance section), so the longer delay is
+	// PublishBusyDelayThreshold's, for load. A negative value means no delay (what
 	// PUBLISH_DELAY_THRESHOLD=0 sets, since the zero value means the
 	// default).
 	PublishDelayThreshold time.Duration
+	// PublishBusyDelayThreshold (PUBLISH_BUSY_DELAY_THRESHOLD) replaces
+	// PublishDelayThreshold for a publish that starts while more than 32
+	// others are in flight: under load the longer delay fills the publish
+	// RPCs, and with that many in flight there is company to fill them, so
+	// a lone client, a few, and the ordered topic (whose keys keep to one
+	// publisher) keep the short delay. Optional, default 5ms; negative, or
+	// not longer than PublishDelayThreshold: every publish uses
+	// PublishDelayThreshold.
+	PublishBusyDelayThreshold time.Duration
 	// ReceiveStreams (RECEIVE_STREAMS) is the number of streaming pulls the
 	// apply stage opens on each of its two subscriptions. The embedded
 	// server hands each stream at most one message per 10 ms tick, so it
@@ -349,6 +359,7 @@ func (c *Config) setStaticDefaults() {
 	setDefault(&c.EmbeddedMaxBacklog, 10_000)
 	setDefault(&c.PublishTimeout, 10*time.Second)
 	setDefault(&c.PublishDelayThreshold, time.Millisecond)
+	setDefault(&c.PublishBusyDelayThreshold, 5*time.Millisecond)
 	setDefault(&c.MaxOutstanding, 1000)
 	if len(c.Stages) == 0 {
 		c.Stages = []Stage{StageIngest, StageApply}
@@ -473,6 +484,15 @@ func (c Config) maxHandlingTime() time.Duration {
 func (c Config) retries() int                { return max(c.RetryMax, 0) }
 func (c Config) jitter() float64             { return max(c.RetryJitter, 0) }
 func (c Config) publishDelay() time.Duration { return max(c.PublishDelayThreshold, 0) }
+
+// publishBusyDelay is the busy publisher's delay, or 0 when there is none
+// (PublishBusyDelayThreshold off, or no longer than publishDelay).
+func (c Config) publishBusyDelay() time.Duration {
+	if c.PublishBusyDelayThreshold <= c.publishDelay() {
+		return 0
+	}
+	return c.PublishBusyDelayThreshold
+}
 
 // ResolvedPubSubMode turns PubSubAuto into the mode the environment asks for.
 func (c Config) ResolvedPubSubMode() PubSubMode {

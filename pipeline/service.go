@@ -266,6 +266,12 @@ func (s *Service) topicRole(topic string) string {
 // oldest payload the apply stage holds, and the payloads in the poison
 // index (or, in an ingest-only process, those its outbox saw poisoned).
 func (s *Service) registerGauges() {
+	for delay, n := range map[string]*atomic.Int64{"short": &s.PubSub.shortPublishes, "busy": &s.PubSub.busyPublishes} {
+		s.Metrics.CounterFunc("gatekeeper_published_messages_total",
+			"Messages published, by the batching delay they waited under: short (PUBLISH_DELAY_THRESHOLD), or busy "+
+				"(PUBLISH_BUSY_DELAY_THRESHOLD, taken while more than 32 publishes are in flight).",
+			map[string]string{"delay": delay}, func() float64 { return float64(n.Load()) })
+	}
 	if s.apply != nil {
 		s.Metrics.Gauge("gatekeeper_oldest_unapplied_seconds",
 			"Age of the oldest accepted payload this apply stage holds and has not settled (0 when it holds none).", nil,

@@ -134,6 +134,9 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	dur(&c.PublishTimeout, "publish-timeout", "PUBLISH_TIMEOUT", "longest wait for Pub/Sub to acknowledge a publish; then 503")
 	fs.Var(zeroMeansNone[time.Duration]{&c.PublishDelayThreshold, time.ParseDuration}, "publish-delay-threshold", "publish batching delay; 0 for none")
 	ss = append(ss, setting{flag: "publish-delay-threshold", env: "PUBLISH_DELAY_THRESHOLD"})
+	fs.Var(zeroMeansNone[time.Duration]{&c.PublishBusyDelayThreshold, time.ParseDuration}, "publish-busy-delay-threshold",
+		"publish batching delay while more than 32 publishes are in flight (not on the ordered topic); 0 for PUBLISH_DELAY_THRESHOLD always")
+	ss = append(ss, setting{flag: "publish-busy-delay-threshold", env: "PUBLISH_BUSY_DELAY_THRESHOLD"})
 	num(&c.ReceiveStreams, "receive-streams", "RECEIVE_STREAMS", "streaming pulls opened by the apply stage")
 	derived("32 on the embedded Pub/Sub, 16 on the emulator, 4 on Google")
 	num(&c.MaxOutstanding, "max-outstanding", "MAX_OUTSTANDING", "unacknowledged messages the apply stage holds at once")

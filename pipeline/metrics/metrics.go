@@ -191,6 +191,11 @@ func (m *Metrics) Gauge(name, help string, labels prometheus.Labels, value func(
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, value))
 }
 
+// CounterFunc registers a counter whose value is read at every scrape.
+func (m *Metrics) CounterFunc(name, help string, labels prometheus.Labels, value func() float64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, value))
+}
+
 // Payload counts one payload outcome of a backend ("" when not
 // authenticated).
 func (m *Metrics) Payload(outcome, backend string) {
