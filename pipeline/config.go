@@ -155,12 +155,13 @@ type Config struct {
 	PublishDelayThreshold time.Duration
 	// PublishBusyDelayThreshold (PUBLISH_BUSY_DELAY_THRESHOLD) replaces
 	// PublishDelayThreshold for a publish that starts while more than 32
-	// others are in flight: under load the longer delay fills the publish
-	// RPCs, and with that many in flight there is company to fill them, so
-	// a lone client, a few, and the ordered topic (whose keys keep to one
-	// publisher) keep the short delay. Optional, default 5ms; negative, or
-	// not longer than PublishDelayThreshold: every publish uses
-	// PublishDelayThreshold.
+	// others to the same topic are in flight: under load the longer delay
+	// fills the publish RPCs, and with that many in flight there is company
+	// to fill them, so a lone client, a few, and the ordered topic (whose
+	// keys keep to one publisher) keep the short delay. Optional, default
+	// 5ms, or none when PublishDelayThreshold is none (who asked for no
+	// delay gets none under load either); negative, or not longer than
+	// PublishDelayThreshold: every publish uses PublishDelayThreshold.
 	PublishBusyDelayThreshold time.Duration
 	// ReceiveStreams (RECEIVE_STREAMS) is the number of streaming pulls the
 	// apply stage opens on each of its two subscriptions. The embedded
@@ -359,6 +360,9 @@ func (c *Config) setStaticDefaults() {
 	setDefault(&c.EmbeddedMaxBacklog, 10_000)
 	setDefault(&c.PublishTimeout, 10*time.Second)
 	setDefault(&c.PublishDelayThreshold, time.Millisecond)
+	if c.PublishDelayThreshold < 0 {
+		setDefault(&c.PublishBusyDelayThreshold, -1)
+	}
 	setDefault(&c.PublishBusyDelayThreshold, 5*time.Millisecond)
 	setDefault(&c.MaxOutstanding, 1000)
 	if len(c.Stages) == 0 {

@@ -269,7 +269,7 @@ func (s *Service) registerGauges() {
 	for delay, n := range map[string]*atomic.Int64{"short": &s.PubSub.shortPublishes, "busy": &s.PubSub.busyPublishes} {
 		s.Metrics.CounterFunc("gatekeeper_published_messages_total",
 			"Messages published, by the batching delay they waited under: short (PUBLISH_DELAY_THRESHOLD), or busy "+
-				"(PUBLISH_BUSY_DELAY_THRESHOLD, taken while more than 32 publishes are in flight).",
+				"(PUBLISH_BUSY_DELAY_THRESHOLD, taken while more than 32 publishes to the topic are in flight).",
 			map[string]string{"delay": delay}, func() float64 { return float64(n.Load()) })
 	}
 	if s.apply != nil {

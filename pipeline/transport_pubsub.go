@@ -26,7 +26,8 @@ import (
 )
 
 // PubSub is the transport between the stages: one admin client for
-// resources and readiness, one shared publisher, and subscribers on demand.
+// resources and readiness, one shared publisher (two Pub/Sub publishers
+// behind it, see sharedPublisher.publisherFor), and subscribers on demand.
 type PubSub struct {
 	Mode     PubSubMode
 	Embedded *embedded.Server // set in embedded mode only
@@ -34,12 +35,14 @@ type PubSub struct {
 	cfg     Config
 	client  *pubsub.Client
 	options []option.ClientOption
-	pub     *googlecloud.Publisher
+	pub     message.Publisher
 	// busyPub batches longer (Config.PublishBusyDelayThreshold); nil when
-	// that is off. See sharedPublisher.publisherFor.
-	busyPub *googlecloud.Publisher
-	// publishing counts the publishes in flight through either publisher.
-	publishing atomic.Int64
+	// that is off. It has a Pub/Sub client, and connections, of its own.
+	// See sharedPublisher.publisherFor.
+	busyPub message.Publisher
+	// inFlight counts the publishes in flight to each topic that may take
+	// busyPub; it is filled once, by NewPubSub, and only read after.
+	inFlight map[string]*atomic.Int64
 	// shortPublishes and busyPublishes count the messages published
 	// through pub and busyPub.
 	shortPublishes, busyPublishes atomic.Int64
@@ -102,6 +105,7 @@ func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, e
 		_ = ps.Close()
 		return nil, errors.Join(errs...)
 	}
+	ps.inFlight = inFlightCounters(cfg)
 	ps.pub, err = ps.newPublisher(cfg.publishDelay())
 	if err != nil {
 		_ = ps.Close()
@@ -117,8 +121,8 @@ func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, e
 }
 
 // newPublisher is the publisher every stage shares, batching for delay.
-func (ps *PubSub) newPublisher(delay time.Duration) (*googlecloud.Publisher, error) {
-	return googlecloud.NewPublisher(googlecloud.PublisherConfig{
+func (ps *PubSub) newPublisher(delay time.Duration) (message.Publisher, error) {
+	pub, err := googlecloud.NewPublisher(googlecloud.PublisherConfig{
 		ProjectID: ps.cfg.ProjectID,
 		// Resources were created or checked above; checking again per
 		// topic would cost a round trip on the first publish of each.
@@ -136,6 +140,12 @@ func (ps *PubSub) newPublisher(delay time.Duration) (*googlecloud.Publisher, err
 		EnableMessageOrderingAutoResumePublishOnError: true,
 		Marshaler: googlecloud.NewOrderingMarshaler(ps.orderingKey),
 	}, ps.wlog)
+	if err != nil {
+		// Not a nil *googlecloud.Publisher in a non-nil interface, which
+		// Close would call.
+		return nil, err
+	}
+	return pub, nil
 }
 
 // orderingKey is the Pub/Sub ordering key of a message published to topic:
@@ -199,7 +209,7 @@ func (ps *PubSub) publishSettings(delay time.Duration) *pubsub.PublishSettings {
 
 // Publisher is shared by every handler. Routers close the publishers their
 // handlers use, so they get a view whose Close does nothing; PubSub.Close
-// closes the real one once, last.
+// closes the real ones once, last.
 // Every publish's result is reported to onPublish, so that a topic Pub/Sub
 // lost is noticed (and recreated) at the first publish that finds it gone.
 func (ps *PubSub) Publisher() message.Publisher { return sharedPublisher{ps.pub, ps} }
@@ -236,12 +246,14 @@ func (p sharedPublisher) Publish(topic string, msgs ...*message.Message) error {
 
 func (p sharedPublisher) publish(topic string, msgs []*message.Message) error {
 	start := time.Now()
-	pub, busy := p.publisherFor(topic)
+	pub, busy, done := p.publisherFor(topic)
+	defer done()
 	err := pub.Publish(topic, msgs...)
-	p.ps.publishing.Add(-1)
-	if busy {
+	switch {
+	case err != nil:
+	case busy:
 		p.ps.busyPublishes.Add(int64(len(msgs)))
-	} else {
+	default:
 		p.ps.shortPublishes.Add(int64(len(msgs)))
 	}
 	if p.ps.onPublish != nil {
@@ -252,27 +264,49 @@ func (p sharedPublisher) publish(topic string, msgs []*message.Message) error {
 
 func (sharedPublisher) Close() error { return nil }
 
-// busyPublishing is how many publishes must be in flight for the next one
-// to go through the busy publisher. Each HTTP request waits for its own
-// publish, so the longer delay is paid by every request that finds no
-// company for its batch: a lone client, or a few, would lose rate on every
-// payload for no saved RPC. A backend with up to 32 connections never
-// waits it out; under the load that saturates this machine (256
-// connections) most publishes do, and each publish RPC they save is
-// Pub/Sub server CPU, here the emulator's, beside the service's own. 16
-// put 61 % of a 32-connection client's publishes on the busy path.
+// busyPublishing is how many publishes to one topic must be in flight for
+// the next one to it to go through the busy publisher. Each HTTP request
+// waits for its own publish, so the longer delay is paid by every request
+// that finds no company for its batch: a lone client, or a few, would lose
+// rate on every payload for no saved RPC. A backend with up to 32
+// connections never waits it out; under the load that saturates this
+// machine (256 connections) most publishes do, and each publish RPC they
+// save is Pub/Sub server CPU, here the emulator's, beside the service's
+// own. 16 put 61 % of a 32-connection client's publishes on the busy path.
 const busyPublishing = 32
 
-// publisherFor counts a publish in flight (publish takes it back) and
-// picks its publisher: the busy one when enough others are in flight,
-// except for the ordered topic, whose keys must keep to one publisher to
-// keep their order.
-func (p sharedPublisher) publisherFor(topic string) (pub message.Publisher, busy bool) {
-	inFlight := p.ps.publishing.Add(1)
-	if p.ps.busyPub == nil || topic == p.ps.cfg.OrderedTopicID || inFlight <= busyPublishing {
-		return p.Publisher, false
+// inFlightCounters are the topics whose publishes may take the busy
+// publisher, each with its count. Company counts per topic because a batch
+// holds one topic's messages: the applied events of a committed group (up
+// to GROUP_MAX_SIZE at once) fill no batch of accepted payloads. The
+// ordered topic is not among them: its keys keep to one publisher, so
+// that each key keeps its order.
+func inFlightCounters(cfg Config) map[string]*atomic.Int64 {
+	counters := map[string]*atomic.Int64{}
+	for _, topic := range []string{cfg.TopicID, cfg.AppliedTopicID, cfg.PoisonTopicID} {
+		if topic != "" && topic != cfg.OrderedTopicID {
+			counters[topic] = new(atomic.Int64)
+		}
 	}
-	return p.ps.busyPub, true
+	return counters
+}
+
+// publisherFor picks the publisher of one publish to topic, and counts it
+// in flight until done is called. Watermill's Google Cloud publisher sends
+// the messages of one call one after another, each waiting for its ack, so
+// a call of many messages would wait the delay once per message; every
+// caller here publishes one message per call.
+func (p sharedPublisher) publisherFor(topic string) (pub message.Publisher, busy bool, done func()) {
+	count := p.ps.inFlight[topic]
+	if count == nil {
+		return p.Publisher, false, func() {}
+	}
+	inFlight := count.Add(1)
+	done = func() { count.Add(-1) }
+	if p.ps.busyPub == nil || inFlight <= busyPublishing {
+		return p.Publisher, false, done
+	}
+	return p.ps.busyPub, true, done
 }
 
 // NewSubscriber returns a subscriber that reads subscription from topic.
@@ -543,7 +577,7 @@ func (ps *PubSub) Ping(ctx context.Context) error {
 	return err
 }
 
-// Close closes the publisher, the admin client and the embedded server, in
+// Close closes the publishers, the admin client and the embedded server, in
 // that order, so nothing publishes into a closed server.
 func (ps *PubSub) Close() error {
 	var errs []error

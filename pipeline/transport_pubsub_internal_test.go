@@ -13,78 +13,147 @@ import (
 	"github.com/gatekeeper/gatekeeper/messages"
 )
 
-// busyTestPubSub is an embedded Pub/Sub whose short delay is long enough
-// to hold publishes in flight while the test counts them.
-func busyTestPubSub(t *testing.T, short, busy time.Duration) *PubSub {
-	t.Helper()
-	cfg := DefaultConfig()
-	cfg.PubSubMode = PubSubEmbedded
-	cfg.EmbeddedPubSubAddr = "127.0.0.1:0"
-	cfg.Stages = []Stage{StageIngest}
-	cfg.PublishDelayThreshold, cfg.PublishBusyDelayThreshold = short, busy
-	cfg = cfg.WithDefaults()
-	ps, err := NewPubSub(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ps.Close() })
-	return ps
+// heldPublisher holds every publish until released, and says which
+// publisher took it.
+type heldPublisher struct {
+	name    string
+	started chan<- string
+	release <-chan struct{}
+	panics  bool
 }
 
-func publishOne(t *testing.T, ps *PubSub, orderingKey string) {
+func (h *heldPublisher) Publish(string, ...*message.Message) error {
+	h.started <- h.name
+	<-h.release
+	if h.panics {
+		panic("publish panicked")
+	}
+	return nil
+}
+
+func (h *heldPublisher) Close() error { return nil }
+
+// heldPubSub is a PubSub over two held publishers, short and busy.
+func heldPubSub(t *testing.T) (ps *PubSub, started <-chan string, release chan struct{}) {
 	t.Helper()
+	cfg := DefaultConfig().WithDefaults()
+	s := make(chan string, 4*busyPublishing)
+	release = make(chan struct{})
+	ps = &PubSub{cfg: cfg, inFlight: inFlightCounters(cfg),
+		pub:     &heldPublisher{name: "short", started: s, release: release},
+		busyPub: &heldPublisher{name: "busy", started: s, release: release},
+	}
+	return ps, s, release
+}
+
+func heldMessage(orderingKey string) *message.Message {
 	msg := message.NewMessage(watermill.NewUUID(), []byte(`{}`))
 	if orderingKey != "" {
 		msg.Metadata.Set(messages.MetaOrderingKey, orderingKey)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	msg.SetContext(ctx)
-	if err := ps.Publisher().Publish(ps.cfg.TopicID, msg); err != nil {
-		t.Error(err)
+	return msg
+}
+
+// next is the publisher that took the next publish.
+func next(t *testing.T, started <-chan string) string {
+	t.Helper()
+	select {
+	case name := <-started:
+		return name
+	case <-time.After(10 * time.Second):
+		t.Fatal("no publish started")
+		return ""
 	}
 }
 
-func TestPublishesTakeTheBusyDelayOnlyWhenManyAreInFlight(t *testing.T) {
-	// Each publish through the short delay stays in flight for about
-	// 300 ms: long enough to hold busyPublishing of them while the test
-	// publishes more.
-	ps := busyTestPubSub(t, 300*time.Millisecond, 600*time.Millisecond)
-
-	publishOne(t, ps, "")
-	if short, busy := ps.shortPublishes.Load(), ps.busyPublishes.Load(); short != 1 || busy != 0 {
-		t.Fatalf("a lone publish: %d short, %d busy; want it short", short, busy)
-	}
-
+func TestPublishesTakeTheBusyDelayOnlyWithCompanyOnTheirTopic(t *testing.T) {
+	ps, started, release := heldPubSub(t)
+	pub := ps.Publisher()
 	var wg sync.WaitGroup
+	publish := func(topic, key string) {
+		wg.Go(func() {
+			if err := pub.Publish(topic, heldMessage(key)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
 	for range busyPublishing {
-		wg.Go(func() { publishOne(t, ps, "") })
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for ps.publishing.Load() < busyPublishing {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d publishes in flight", ps.publishing.Load())
+		publish(ps.cfg.TopicID, "")
+		if got := next(t, started); got != "short" {
+			t.Fatalf("with at most %d accepted payloads in flight, a publish went to the %s publisher", busyPublishing, got)
 		}
-		time.Sleep(time.Millisecond)
 	}
-	// Those busyPublishing publishes are still waiting out their 300 ms.
-	wg.Go(func() { publishOne(t, ps, "") })
-	wg.Go(func() { publishOne(t, ps, "key-1") })
+	// busyPublishing are held in flight on the accepted topic.
+	publish(ps.cfg.AppliedTopicID, "")
+	if got := next(t, started); got != "short" {
+		t.Errorf("an applied event, alone on its topic, went to the %s publisher", got)
+	}
+	publish(ps.cfg.TopicID, "key-1")
+	if got := next(t, started); got != "short" {
+		t.Errorf("a keyed payload (the ordered topic) went to the %s publisher", got)
+	}
+	publish(ps.cfg.TopicID, "")
+	if got := next(t, started); got != "busy" {
+		t.Errorf("with %d accepted payloads in flight, the next went to the %s publisher", busyPublishing, got)
+	}
+	close(release)
 	wg.Wait()
-	if short, busy := ps.shortPublishes.Load(), ps.busyPublishes.Load(); short != 1+busyPublishing+1 || busy != 1 {
-		t.Errorf("%d short, %d busy publishes; want %d short (the lone one, the first %d and the keyed one) and 1 busy",
-			short, busy, 1+busyPublishing+1, busyPublishing)
+	if short, busy := ps.shortPublishes.Load(), ps.busyPublishes.Load(); short != busyPublishing+2 || busy != 1 {
+		t.Errorf("counted %d short and %d busy publishes, want %d and 1", short, busy, busyPublishing+2)
 	}
-	if n := ps.publishing.Load(); n != 0 {
-		t.Errorf("%d publishes still counted in flight after all returned", n)
+	for topic, n := range ps.inFlight {
+		if n.Load() != 0 {
+			t.Errorf("%d publishes to %s still counted in flight after all returned", n.Load(), topic)
+		}
+	}
+	publish(ps.cfg.TopicID, "")
+	if got := next(t, started); got != "short" {
+		t.Errorf("a lone publish after the load went to the %s publisher", got)
+	}
+	wg.Wait()
+}
+
+func TestAPanickingPublishIsNoLongerCountedInFlight(t *testing.T) {
+	ps, started, release := heldPubSub(t)
+	ps.pub.(*heldPublisher).panics = true
+	close(release)
+	func() {
+		defer func() { _ = recover() }()
+		_ = ps.Publisher().Publish(ps.cfg.TopicID, heldMessage(""))
+	}()
+	<-started
+	if n := ps.inFlight[ps.cfg.TopicID].Load(); n != 0 {
+		t.Errorf("a publish that panicked is still counted in flight (%d)", n)
 	}
 }
 
-func TestNoBusyPublisherWhenItsDelayIsNoLonger(t *testing.T) {
-	for _, busy := range []time.Duration{-1, time.Millisecond, 500 * time.Microsecond} {
-		ps := busyTestPubSub(t, time.Millisecond, busy)
-		if ps.busyPub != nil {
-			t.Errorf("PUBLISH_BUSY_DELAY_THRESHOLD %s with PUBLISH_DELAY_THRESHOLD 1ms: a busy publisher was made", busy)
+func TestTheBusyPublisherIsMadeOnlyWhenItsDelayIsLonger(t *testing.T) {
+	for _, c := range []struct {
+		short, busy time.Duration
+		want        bool
+	}{
+		{0, 0, true}, // the defaults: 1ms and 5ms
+		{time.Millisecond, 5 * time.Millisecond, true},
+		{-1, 0, false}, // PUBLISH_DELAY_THRESHOLD=0: no delay, under load either
+		{-1, 5 * time.Millisecond, true},
+		{time.Millisecond, -1, false},
+		{time.Millisecond, time.Millisecond, false},
+		{time.Millisecond, 500 * time.Microsecond, false},
+	} {
+		cfg := DefaultConfig()
+		cfg.PubSubMode = PubSubEmbedded
+		cfg.EmbeddedPubSubAddr = "127.0.0.1:0"
+		cfg.Stages = []Stage{StageIngest}
+		cfg.PublishDelayThreshold, cfg.PublishBusyDelayThreshold = c.short, c.busy
+		ps, err := NewPubSub(context.Background(), cfg.WithDefaults(), slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ps.busyPub != nil; got != c.want {
+			t.Errorf("PUBLISH_DELAY_THRESHOLD %s, PUBLISH_BUSY_DELAY_THRESHOLD %s: busy publisher made %v, want %v", c.short, c.busy, got, c.want)
+		}
+		if err := ps.Close(); err != nil {
+			t.Error(err)
 		}
 	}
 }

@@ -135,7 +135,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	fs.Var(zeroMeansNone[time.Duration]{&c.PublishDelayThreshold, time.ParseDuration}, "publish-delay-threshold", "publish batching delay; 0 for none")
 	ss = append(ss, setting{flag: "publish-delay-threshold", env: "PUBLISH_DELAY_THRESHOLD"})
 	fs.Var(zeroMeansNone[time.Duration]{&c.PublishBusyDelayThreshold, time.ParseDuration}, "publish-busy-delay-threshold",
-		"publish batching delay while more than 32 publishes are in flight (not on the ordered topic); 0 for PUBLISH_DELAY_THRESHOLD always")
+		"publish batching delay while more than 32 publishes to the same topic are in flight (not on the ordered topic); 0 for PUBLISH_DELAY_THRESHOLD always, as when that is 0")
 	ss = append(ss, setting{flag: "publish-busy-delay-threshold", env: "PUBLISH_BUSY_DELAY_THRESHOLD"})
 	num(&c.ReceiveStreams, "receive-streams", "RECEIVE_STREAMS", "streaming pulls opened by the apply stage")
 	derived("32 on the embedded Pub/Sub, 16 on the emulator, 4 on Google")
