@@ -31,47 +31,15 @@ dur=${2:-5}
 [[ $rounds =~ ^[1-9][0-9]*$ && $dur =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [ROUNDS] [SECONDS]" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d /tmp/floor.XXXXXX)
-pids=()
-emu=""
-cleanup() {
-	local p i
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	[ -n "$emu" ] && { kill -TERM -- "-$emu" 2>/dev/null || true; }
-	for i in $(seq 1 100); do
-		alive=0
-		for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-		[ -n "$emu" ] && pgrep -g "$emu" >/dev/null && alive=1
-		[ $alive = 0 ] && break
-		sleep 0.1
-	done
-	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-	[ -n "$emu" ] && { kill -KILL -- "-$emu" 2>/dev/null || true; }
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-# wait_http waits until url answers 2xx (any answer with "any" as $2).
-wait_http() {
-	local flags=-fs
-	[ "${2:-}" = any ] && flags=-s
-	for _ in $(seq 1 150); do curl $flags --max-time 2 -o /dev/null "$1" && return 0; sleep 0.2; done
-	echo "no answer from $1" >&2
-	return 1
-}
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 # ticks: CPU ticks (utime + stime) used so far by the given pids and their
 # threads; the fields after the command name, which may hold spaces.
 ticks() { local t=0 p; for p in "$@"; do t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12+$13}'))); done; echo "$t"; }
-clean_env=(env -i PATH="$PATH" HOME="$HOME")
 
 (cd "$root" && go build -o "$tmp/floor" ./bench/floor && go build -o "$tmp/gatekeeper" ./cmd/gatekeeper)
 
-ep=$(port)
-# Without job control setsid does not fork, so $! is the new session's and
-# process group's leader, and the group holds the emulator's java too.
-setsid gcloud beta emulators pubsub start --host-port="127.0.0.1:$ep" --project=test >"$tmp/emulator.log" 2>&1 &
-emu=$!
-api="http://127.0.0.1:$ep/v1/projects/test"
-wait_http "$api/topics"
+start_emulator
 # The emulator's CPU is that of every process in its group (gcloud starts java).
 emupids() { pgrep -g "$emu" | tr '\n' ' '; }
 

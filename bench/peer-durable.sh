@@ -38,32 +38,8 @@ for f in benthos.yaml benthos-schema.json post.lua; do
 	[ -f "$peer/$f" ] || { echo "$peer/$f is missing: this script uses compare.sh's Benthos setup" >&2; exit 2; }
 done
 tmp=$(mktemp -d /tmp/peer-durable.XXXXXX)
-pids=()
-emu=""
-cleanup() {
-	local p i alive
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	[ -n "$emu" ] && { kill -TERM -- "-$emu" 2>/dev/null || true; }
-	for i in $(seq 1 100); do
-		alive=0
-		for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-		[ -n "$emu" ] && pgrep -g "$emu" >/dev/null && alive=1
-		[ $alive = 0 ] && break
-		sleep 0.1
-	done
-	for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-	[ -n "$emu" ] && { kill -KILL -- "-$emu" 2>/dev/null || true; }
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-# wait_http waits until url answers (any status).
-wait_http() {
-	for _ in $(seq 1 150); do curl -s --max-time 2 -o /dev/null "$1" && return 0; sleep 0.2; done
-	echo "no answer from $1" >&2
-	return 1
-}
-clean_env=(env -i PATH="$PATH" HOME="$HOME")
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 
 benthos=$HOME/.cache/gatekeeper-peer/benthos-sql
 if [ ! -x "$benthos" ]; then
@@ -90,13 +66,7 @@ GO
 fi
 (cd "$root" && go build -o "$tmp/gatekeeper" ./cmd/gatekeeper)
 
-ep=$(port)
-# Without job control setsid does not fork, so $! is the new session's and
-# process group's leader, and the group holds the emulator's java too.
-setsid gcloud beta emulators pubsub start --host-port="127.0.0.1:$ep" --project=test >"$tmp/emulator.log" 2>&1 &
-emu=$!
-api="http://127.0.0.1:$ep/v1/projects/test"
-wait_http "$api/topics"
+start_emulator
 
 declare -A url
 # Benthos publishes to topics it does not create; each gets a subscription,
@@ -122,7 +92,7 @@ mkdir -p "$tmp/run-gatekeeper"
 	HTTP_ADDR=127.0.0.1:$gp ADMIN_ADDR=off LOG_LEVEL=warn "$tmp/gatekeeper" serve --stages=ingest >"$tmp/run-gatekeeper/log" 2>&1) &
 pids+=($!)
 url[gatekeeper]=http://127.0.0.1:$gp
-for s in gatekeeper benthos benthos-sqlite; do wait_http "${url[$s]}/api/activities"; done
+for s in gatekeeper benthos benthos-sqlite; do wait_http "${url[$s]}/api/activities" any; done
 
 systems=(gatekeeper benthos benthos-sqlite)
 run() { # system -> "rps p99 non-2xx socket-errors"
