@@ -41,7 +41,8 @@ type PubSub struct {
 	// See sharedPublisher.publisherFor.
 	busyPub message.Publisher
 	// inFlight counts the publishes in flight to each topic that may take
-	// busyPub; it is filled once, by NewPubSub, and only read after.
+	// busyPub; it is filled once, by NewPubSub, and only read after. Empty
+	// when busyPub is nil: there is nothing to choose, so nothing to count.
 	inFlight map[string]*atomic.Int64
 	// shortPublishes and busyPublishes count the messages published
 	// through pub and busyPub.
@@ -105,7 +106,6 @@ func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, e
 		_ = ps.Close()
 		return nil, errors.Join(errs...)
 	}
-	ps.inFlight = inFlightCounters(cfg)
 	ps.pub, err = ps.newPublisher(cfg.publishDelay())
 	if err != nil {
 		_ = ps.Close()
@@ -116,11 +116,12 @@ func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, e
 			_ = ps.Close()
 			return nil, fmt.Errorf("pub/sub publisher: %w", err)
 		}
+		ps.inFlight = inFlightCounters(cfg)
 	}
 	return ps, nil
 }
 
-// newPublisher is the publisher every stage shares, batching for delay.
+// newPublisher is a publisher as every stage shares it, batching for delay.
 func (ps *PubSub) newPublisher(delay time.Duration) (message.Publisher, error) {
 	pub, err := googlecloud.NewPublisher(googlecloud.PublisherConfig{
 		ProjectID: ps.cfg.ProjectID,
@@ -303,7 +304,7 @@ func (p sharedPublisher) publisherFor(topic string) (pub message.Publisher, busy
 	}
 	inFlight := count.Add(1)
 	done = func() { count.Add(-1) }
-	if p.ps.busyPub == nil || inFlight <= busyPublishing {
+	if inFlight <= busyPublishing {
 		return p.Publisher, false, done
 	}
 	return p.ps.busyPub, true, done

@@ -152,6 +152,9 @@ func TestTheBusyPublisherIsMadeOnlyWhenItsDelayIsLonger(t *testing.T) {
 		if got := ps.busyPub != nil; got != c.want {
 			t.Errorf("PUBLISH_DELAY_THRESHOLD %s, PUBLISH_BUSY_DELAY_THRESHOLD %s: busy publisher made %v, want %v", c.short, c.busy, got, c.want)
 		}
+		if !c.want && len(ps.inFlight) != 0 {
+			t.Errorf("PUBLISH_DELAY_THRESHOLD %s, PUBLISH_BUSY_DELAY_THRESHOLD %s: publishes counted in flight with no busy publisher to choose", c.short, c.busy)
+		}
 		if err := ps.Close(); err != nil {
 			t.Error(err)
 		}
