@@ -25,6 +25,13 @@ const (
 	// payload of its ordering key is poisoned (ORDERING_POISON=block).
 	// Nacked for Pub/Sub to deliver again; neither retried nor poisoned.
 	ClassHeld Class = "held"
+	// ClassOutage: the infrastructure under the payload is broken, not the
+	// payload: the warehouse is corrupt, full, read-only, failing I/O,
+	// locked past its timeout or unreachable, or BigQuery answers 5xx or
+	// rate limits. HTTP 503; the apply stage pauses and holds the payload
+	// until the warehouse answers again, counting no attempt: an outage
+	// never poisons a payload.
+	ClassOutage Class = "outage"
 )
 
 // ClassError attaches a Class to an error. Adapters and handlers wrap the
@@ -60,6 +67,15 @@ func Held(err error) error {
 		return nil
 	}
 	return &ClassError{Class: ClassHeld, Err: err}
+}
+
+// Outage marks err as a fault of the infrastructure, not of the payload
+// being handled. Outage(nil) is nil.
+func Outage(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ClassError{Class: ClassOutage, Err: err}
 }
 
 // ClassOf classifies err. The outermost ClassError wins, so a caller can

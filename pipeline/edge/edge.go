@@ -508,7 +508,8 @@ func refusalOf(err error) (refusal, bool) {
 }
 
 // classify is the one place an ingestion error becomes an HTTP status:
-// a refusal's own, else 503 for an explicitly transient error, else 500.
+// a refusal's own, else 503 for an explicitly transient error or an
+// outage, else 500.
 func (e *Edge) classify(err error) (status int, msg string, problems []messages.Problem) {
 	if err == nil {
 		return http.StatusOK, "Valid Schema", nil
@@ -516,7 +517,7 @@ func (e *Edge) classify(err error) (status int, msg string, problems []messages.
 	if r, ok := refusalOf(err); ok {
 		return r.status, r.message, r.problems
 	}
-	if messages.ClassOf(err) == messages.ClassTransient {
+	if class := messages.ClassOf(err); class == messages.ClassTransient || class == messages.ClassOutage {
 		return http.StatusServiceUnavailable, "Service Unavailable", []messages.Problem{{Message: err.Error()}}
 	}
 	// A bug: what went wrong (a panic's stack, say) is for the log, which
