@@ -32,6 +32,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/gatekeeper/gatekeeper/pipeline/condition"
 )
 
 // State is where an outboxed payload stands.
@@ -82,6 +84,15 @@ type Config struct {
 	// wait (up to 64 times it), so a slow apply stage is not buried under
 	// copies. Optional, default 2m.
 	RedeliverAfter time.Duration
+	// ProbeEvery is how often, while writes fail (a full disk, a file made
+	// read-only), the outbox tries one small write of its own, so that it
+	// knows the fault is over without waiting for an append: a process
+	// that is not ready receives none. Optional, default 1s.
+	ProbeEvery time.Duration
+	// LogEvery is the least time between two "Outbox writes still failing"
+	// lines, each with the count of failures since the one before.
+	// Optional, default 1m.
+	LogEvery time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -96,6 +107,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.RedeliverAfter == 0 {
 		c.RedeliverAfter = 2 * time.Minute
+	}
+	if c.ProbeEvery == 0 {
+		c.ProbeEvery = time.Second
+	}
+	if c.LogEvery == 0 {
+		c.LogEvery = time.Minute
 	}
 }
 
@@ -116,6 +133,12 @@ func (c Config) Validate() error {
 	if c.RedeliverAfter < 0 {
 		errs = append(errs, fmt.Errorf("outbox: RedeliverAfter must not be negative, got %s", c.RedeliverAfter))
 	}
+	if c.ProbeEvery < 0 {
+		errs = append(errs, fmt.Errorf("outbox: ProbeEvery must not be negative, got %s", c.ProbeEvery))
+	}
+	if c.LogEvery < 0 {
+		errs = append(errs, fmt.Errorf("outbox: LogEvery must not be negative, got %s", c.LogEvery))
+	}
 	return errors.Join(errs...)
 }
 
@@ -130,6 +153,8 @@ const (
 	opPoison
 	opPostpone
 	opFlush
+	// opProbe is the writer's own small write while writes fail.
+	opProbe
 )
 
 type op struct {
@@ -160,6 +185,9 @@ type Outbox struct {
 	// stmts are the writer goroutine's prepared statements (see
 	// writeStatements).
 	stmts map[string]*sql.Stmt
+	// writes is whether the writer's transactions fail: set and cleared by
+	// the writer only, once per batch, so Append's path costs nothing more.
+	writes *condition.Condition
 }
 
 // Commits counts the transactions written so far; with concurrent appends
@@ -212,10 +240,17 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Outbox, error)
 		return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
 	}
 	read.SetMaxOpenConns(2)
+	writes, err := condition.New(condition.Config{Name: "Outbox writes", Interval: cfg.LogEvery,
+		Attrs: []any{"outbox", cfg.Path}}, logger)
+	if err != nil {
+		_ = write.Close()
+		_ = read.Close()
+		return nil, err
+	}
 	o := &Outbox{
 		cfg: cfg, logger: logger, write: write, read: read,
 		ops: make(chan *op, 4*cfg.MaxBatch), closing: make(chan struct{}), stopped: make(chan struct{}),
-		stmts: stmts,
+		stmts: stmts, writes: writes,
 	}
 	go o.writer()
 	return o, nil
@@ -275,6 +310,15 @@ func (o *Outbox) Republished(e Entry) {
 	_ = o.send(context.Background(), &op{kind: opPostpone, id: e.ID, nextAt: next})
 }
 
+// Failing reports since when the outbox's writes fail, and the last error;
+// a zero time while they succeed. Cleared by the next write that succeeds
+// (an append's, or the outbox's own probe, every Config.ProbeEvery while
+// failing). The readiness probe reads it: while appends cannot be written,
+// every POST would get 503.
+func (o *Outbox) Failing() (since time.Time, err error) {
+	return o.writes.State()
+}
+
 // Flush waits until every operation sent before it is written.
 func (o *Outbox) Flush(ctx context.Context) error {
 	return o.sendWait(ctx, &op{kind: opFlush, done: make(chan struct{})})
@@ -319,10 +363,25 @@ func (o *Outbox) writer() {
 	shared := false
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	// probe is armed while writes fail: recovery shows even when no
+	// append comes.
+	probe := time.NewTimer(time.Hour)
+	probe.Stop()
+	probing := false
 	for {
+		if !probing && o.failing() {
+			probe.Reset(o.cfg.ProbeEvery)
+			probing = true
+		}
 		var first *op
 		select {
 		case first = <-o.ops:
+		case <-probe.C:
+			probing = false
+			if o.failing() {
+				o.writeBatch([]*op{{kind: opProbe}})
+			}
+			continue
 		case <-o.closing:
 			// Close holds mu, so nothing more arrives: write what is queued.
 			batch = batch[:0]
@@ -382,10 +441,20 @@ func (o *Outbox) collect(batch []*op, first *op, shared bool, timer *time.Timer)
 	return batch
 }
 
+// failing is whether the last write failed.
+func (o *Outbox) failing() bool {
+	since, _ := o.writes.State()
+	return !since.IsZero()
+}
+
 func (o *Outbox) writeBatch(batch []*op) {
 	err := o.writeTx(batch)
+	// Logged once when writes start failing, then as a count per LogEvery,
+	// then once when they succeed again: a full disk fails every batch.
 	if err != nil {
-		o.logger.Error("Outbox write failed", "operations", len(batch), "error", err)
+		o.writes.Fail(err)
+	} else {
+		o.writes.OK()
 	}
 	for _, x := range batch {
 		if x.done != nil {
@@ -426,6 +495,13 @@ func (o *Outbox) writeTx(batch []*op) error {
 			_, err = o.exec(ctx, tx, "poison", x.metadata, next, x.id)
 		case opPostpone:
 			_, err = o.exec(ctx, tx, "postpone", x.nextAt, x.id)
+		case opProbe:
+			// A row about a payload's size, taken back in the same
+			// transaction: the commit writes pages as an append does, and
+			// leaves nothing behind.
+			if _, err = o.exec(ctx, tx, "probe", probeID, probeBytes); err == nil {
+				_, err = o.exec(ctx, tx, "unprobe", probeID)
+			}
 		}
 		if err != nil {
 			return err
@@ -438,6 +514,13 @@ func (o *Outbox) writeTx(batch []*op) error {
 	o.commits.Add(1)
 	return nil
 }
+
+// probeID and probeBytes are the probe's row: an id no payload has, and a
+// body about the size of a small payload.
+const (
+	probeID    = "\x00probe"
+	probeBytes = 4096
+)
 
 // rowChunks are the statement sizes a run of rows is split into, largest
 // first, so that a handful of prepared statements serve every run length.
@@ -485,6 +568,8 @@ func writeStatements() map[string]string {
 		// overdue sweep publishes it to the poison topic again.
 		"poison":   `UPDATE outbox SET state = 'poisoned', metadata = ?, next_at = ?, republished = 0 WHERE id = ?`,
 		"postpone": `UPDATE outbox SET next_at = ?, republished = republished + 1 WHERE id = ?`,
+		"probe":    `INSERT OR REPLACE INTO outbox (id, state, payload, metadata, appended_at, next_at) VALUES (?, 'probe', zeroblob(?), 'null', '', 0)`,
+		"unprobe":  `DELETE FROM outbox WHERE id = ?`,
 	}
 	for _, n := range rowChunks {
 		q["append"+strconv.Itoa(n)] = `INSERT INTO outbox (id, state, payload, metadata, appended_at, next_at) VALUES ` +

@@ -1,0 +1,144 @@
+package outbox_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+)
+
+// tmpfs mounts a tmpfs of size bytes on a new directory and unmounts it at
+// the end of the test. It skips where mounting is not allowed (not root).
+func tmpfs(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		t.Skipf("cannot mount a tmpfs (needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// fill writes path until the file system is full.
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill: %v", err)
+			}
+			return
+		}
+	}
+}
+
+// lockedBuffer is a log sink tests read while the outbox writes to it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// On a full disk appends fail, Failing says since when and why, the log
+// says so once (not once per batch), and once space is freed the outbox's
+// own probe clears it without any append.
+func TestFailingOnAFullDiskAndRecoveringByItself(t *testing.T) {
+	dir := tmpfs(t, 2<<20)
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	o, err := outbox.Open(context.Background(), outbox.Config{Path: filepath.Join(dir, "outbox.db"), ProbeEvery: 20 * time.Millisecond}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	ctx := context.Background()
+	if since, err := o.Failing(); !since.IsZero() || err != nil {
+		t.Fatalf("Failing on a fresh outbox = %v, %v", since, err)
+	}
+	fill(t, filepath.Join(dir, "filler"))
+
+	payload := bytes.Repeat([]byte("x"), 16<<10)
+	failures := 0
+	for i := range 500 {
+		if err := o.Append(ctx, outbox.Entry{ID: fmt.Sprintf("p%d", i), Payload: payload}); err != nil {
+			failures++
+			if !strings.Contains(err.Error(), "full") {
+				t.Errorf("append on a full disk: %v, want it to say the disk is full", err)
+			}
+		}
+	}
+	if failures < 100 {
+		t.Fatalf("only %d of 500 appends failed on a full disk", failures)
+	}
+	since, ferr := o.Failing()
+	if since.IsZero() || ferr == nil || !strings.Contains(ferr.Error(), "full") {
+		t.Fatalf("Failing on a full disk = %v, %v", since, ferr)
+	}
+	if n := strings.Count(logs.String(), "level=ERROR"); n != 1 {
+		t.Errorf("%d ERROR lines for %d failed appends, want 1:\n%s", n, failures, logs.String())
+	}
+	if !strings.Contains(logs.String(), `msg="Outbox writes failing" outbox=`+filepath.Join(dir, "outbox.db")) {
+		t.Errorf("the log does not name the outbox: %s", logs.String())
+	}
+
+	// Space freed, no append: the probe alone ends the condition.
+	if err := os.Remove(filepath.Join(dir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if since, _ := o.Failing(); since.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("still failing 5s after the disk was freed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), `msg="Outbox writes recovered"`) {
+		t.Errorf("no recovery line: %s", logs.String())
+	}
+	if err := o.Append(ctx, outbox.Entry{ID: "after", Payload: payload}); err != nil {
+		t.Fatalf("append after the disk was freed: %v", err)
+	}
+	counts, err := o.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[outbox.Pending] != 500-failures+1 || len(counts) != 2 {
+		t.Errorf("counts = %v, want %d pending and nothing of the probe's", counts, 500-failures+1)
+	}
+}
