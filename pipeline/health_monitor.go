@@ -10,48 +10,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/condition"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
-
-// processStart anchors the components' clocks: durations since it are
-// monotonic, so a wall clock that steps does not fake or hide a failure.
-var processStart = time.Now()
-
-// component tracks whether one dependency works: since when it has failed
-// without a success in between, and the last error. Its ok path is a single
-// atomic load, cheap enough for every publish.
-type component struct {
-	name         string
-	failingSince atomic.Int64 // nanoseconds since processStart, plus one; 0 while it works
-	lastErr      atomic.Pointer[error]
-}
-
-func (c *component) ok() {
-	if c.failingSince.Load() != 0 {
-		c.failingSince.Store(0)
-	}
-}
-
-func (c *component) fail(err error) {
-	c.lastErr.Store(&err)
-	c.failingSince.CompareAndSwap(0, int64(time.Since(processStart))+1)
-}
-
-// failingFor reports how long the component has failed, and why; zero
-// while it works.
-func (c *component) failingFor(now time.Time) (time.Duration, error) {
-	since := c.failingSince.Load()
-	if since == 0 {
-		return 0, nil
-	}
-	var err error
-	if p := c.lastErr.Load(); p != nil {
-		err = *p
-	}
-	return now.Sub(processStart.Add(time.Duration(since - 1))), err
-}
 
 // resourceProblem is a topic or subscription that is missing and that this
 // process may not, or could not, create.
@@ -77,30 +41,48 @@ type monitor struct {
 	// publish follows the gate's and the apply stage's publishes; admin the
 	// resource checks. Kept apart so that checks that succeed cannot hide
 	// publishes that keep failing (a role that may read topics but not
-	// publish to them).
-	publish   component
-	admin     component
-	warehouse component
-	// lastCommit is when the apply stage last committed a group (since
-	// processStart): proof enough that the write path is open, without
-	// probing the lock this process's own writer holds.
-	lastCommit atomic.Int64
+	// publish to them). Each logs its episodes once (package condition).
+	publish *condition.Condition
+	admin   *condition.Condition
+	// probe is the warehouse's write path as this monitor's probe finds
+	// it; commits as the apply stage's groups find it. Kept apart: a
+	// corrupt page fails the commits that touch it while the probe, which
+	// only takes the write lock, succeeds; so a probe that succeeds does
+	// not clear what the commits say. A commit that succeeds clears both.
+	probe   *condition.Condition
+	commits *condition.Condition
+	// lastCommit is when the apply stage last committed a group: proof
+	// enough that the write path is open, without probing the lock this
+	// process's own writer holds.
+	lastCommit atomic.Pointer[time.Time]
 
 	mu       sync.Mutex
-	missing  map[string]resourceProblem // by resource name
-	logged   map[string]string          // last error logged per resource, to log each once
-	pathDown atomic.Bool                // the accepted topic or its subscription is missing
+	missing  map[string]resourceProblem      // by resource name
+	logged   map[string]*condition.Condition // per resource, to log each episode once
+	pathDown atomic.Bool                     // the accepted topic or its subscription is missing
 	kick     chan struct{}
 }
 
 func newMonitor(ps *PubSub, store warehouse.Store, interval time.Duration, onCreated func(context.Context, resource), logger *slog.Logger) *monitor {
-	return &monitor{
+	m := &monitor{
 		ps: ps, store: store, interval: interval, logger: logger, onCreated: onCreated,
-		publish: component{name: "publishing to Pub/Sub"}, admin: component{name: "Pub/Sub resource checks"},
-		warehouse: component{name: "warehouse"},
-		missing:   map[string]resourceProblem{}, logged: map[string]string{},
+		missing: map[string]resourceProblem{}, logged: map[string]*condition.Condition{},
 		kick: make(chan struct{}, 1),
 	}
+	m.publish = mustCondition(condition.Config{Name: "Publishing to Pub/Sub"}, logger)
+	m.admin = mustCondition(condition.Config{Name: "Pub/Sub resource checks"}, logger)
+	m.probe = mustCondition(condition.Config{Name: "Warehouse probe"}, logger)
+	m.commits = mustCondition(condition.Config{Name: "Warehouse commits"}, logger)
+	return m
+}
+
+// mustCondition is condition.New for a Config known to be valid.
+func mustCondition(cfg condition.Config, logger *slog.Logger) *condition.Condition {
+	c, err := condition.New(cfg, logger)
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
 
 // errPathDown refuses a payload while nothing would keep it: Pub/Sub drops
@@ -128,7 +110,7 @@ func (m *monitor) admit() error {
 func (m *monitor) published(topic string, err error) {
 	switch {
 	case err == nil:
-		m.publish.ok()
+		m.publish.OK()
 	case status.Code(err) == codes.NotFound:
 		m.setMissing(resource{topic: topic}, fmt.Errorf("topic %s not found", topic))
 		if sub := m.ps.cfg.acceptedSubscription(topic); sub != "" {
@@ -140,22 +122,39 @@ func (m *monitor) published(topic string, err error) {
 		m.wake()
 	case errors.Is(err, context.Canceled):
 	default:
-		m.publish.fail(err)
+		m.publish.Fail(err)
 	}
 }
 
-// committed sees the result of every group the apply stage commits.
-func (m *monitor) committed(err error) {
+// committed sees every group the apply stage commits: its group-level
+// error (nothing of it was written), and the errors of the payloads it
+// rejected. A group that failed whole, or a payload refused for the
+// warehouse's own state (class outage: corrupt, full, read-only), says the
+// warehouse is failing; a payload refused for itself says nothing about
+// the warehouse.
+func (m *monitor) committed(err error, rejected []error) {
 	if err == nil {
-		m.lastCommit.Store(int64(time.Since(processStart)))
-		m.warehouse.ok()
+		for _, r := range rejected {
+			if messages.ClassOf(r) == messages.ClassOutage {
+				err = r
+				break
+			}
+		}
 	}
+	if err != nil {
+		m.commits.Fail(err)
+		return
+	}
+	now := time.Now()
+	m.lastCommit.Store(&now)
+	m.commits.OK()
+	m.probe.OK()
 }
 
 // recentlyCommitted reports whether a group committed within d.
 func (m *monitor) recentlyCommitted(d time.Duration) bool {
 	last := m.lastCommit.Load()
-	return last != 0 && time.Since(processStart)-time.Duration(last) < d
+	return last != nil && time.Since(*last) < d
 }
 
 func (m *monitor) wake() {
@@ -185,7 +184,9 @@ func (m *monitor) clearMissing(r resource) {
 		delete(m.missing, r.name())
 		m.updatePathLocked()
 	}
-	delete(m.logged, r.name())
+	if c := m.logged[r.name()]; c != nil {
+		c.OK()
+	}
 }
 
 func (m *monitor) updatePathLocked() {
@@ -227,7 +228,7 @@ func (m *monitor) check(ctx context.Context) bool {
 		}
 		switch {
 		case err == nil:
-			m.admin.ok()
+			m.admin.OK()
 			m.clearMissing(r)
 			if created {
 				m.logger.Warn("Pub/Sub had lost a resource; recreated it", "resource", r.name(), "topic", r.topic)
@@ -241,7 +242,7 @@ func (m *monitor) check(ctx context.Context) bool {
 			m.logOnce(r, "Pub/Sub resource missing", err)
 		default:
 			healthy = false
-			m.admin.fail(err)
+			m.admin.Fail(err)
 			m.logOnce(r, "cannot check a Pub/Sub resource", err)
 		}
 	}
@@ -250,23 +251,26 @@ func (m *monitor) check(ctx context.Context) bool {
 		err := m.store.Ping(pctx)
 		cancel()
 		if err == nil {
-			m.warehouse.ok()
+			m.probe.OK()
 		} else if ctx.Err() == nil {
 			healthy = false
-			m.warehouse.fail(err)
+			m.probe.Fail(err)
 		}
 	}
 	return healthy
 }
 
+// logOnce logs a resource's problem once when it starts, then as a count
+// per minute, and once when the resource is in place again.
 func (m *monitor) logOnce(r resource, msg string, err error) {
 	m.mu.Lock()
-	same := m.logged[r.name()] == err.Error()
-	m.logged[r.name()] = err.Error()
-	m.mu.Unlock()
-	if !same {
-		m.logger.Error(msg, "resource", r.name(), "error", err)
+	c := m.logged[r.name()]
+	if c == nil {
+		c = mustCondition(condition.Config{Name: "Pub/Sub resource " + r.name(), Attrs: []any{"resource", r.name(), "problem", msg}}, m.logger)
+		m.logged[r.name()] = c
 	}
+	m.mu.Unlock()
+	c.Fail(err)
 }
 
 // missingNamesLocked returns the missing resources' names, sorted, so that
@@ -280,38 +284,25 @@ func (m *monitor) missingNamesLocked() []string {
 	return names
 }
 
-// problems lists, in a stable order, what keeps the service from working.
-func (m *monitor) problems() []error {
-	now := time.Now()
-	var errs []error
-	m.mu.Lock()
-	for _, name := range m.missingNamesLocked() {
-		errs = append(errs, m.missing[name].err)
-	}
-	m.mu.Unlock()
-	for _, c := range []*component{&m.publish, &m.admin, &m.warehouse} {
-		if d, err := c.failingFor(now); d > 0 {
-			errs = append(errs, fmt.Errorf("%s failing for %s: %w", c.name, d.Round(time.Second), err))
-		}
-	}
-	return errs
-}
-
-// unhealthy reports a problem that has lasted longer than after: a process
-// that cannot publish, receive or write for that long should be restarted.
-func (m *monitor) unhealthy(after time.Duration) error {
-	now := time.Now()
-	for _, c := range []*component{&m.publish, &m.admin, &m.warehouse} {
-		if d, err := c.failingFor(now); d > after {
-			return fmt.Errorf("%s has failed for %s (UNHEALTHY_AFTER %s): %w", c.name, d.Round(time.Second), after, err)
-		}
-	}
+// missingResources lists the missing topics and subscriptions, in a
+// stable order, each with since when.
+func (m *monitor) missingResources() []resourceProblem {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var out []resourceProblem
 	for _, name := range m.missingNamesLocked() {
-		if p := m.missing[name]; now.Sub(p.since) > after {
-			return fmt.Errorf("missing for %s (UNHEALTHY_AFTER %s): %w", now.Sub(p.since).Round(time.Second), after, p.err)
-		}
+		out = append(out, m.missing[name])
 	}
-	return nil
+	return out
+}
+
+// warehouseFailing reports the warehouse's write path as the probe and the
+// commits find it. Commits that fail count while they are recent (within
+// recent): past that, with no group to commit (a paused apply stage, no
+// traffic), the probe alone speaks.
+func (m *monitor) warehouseFailing(now time.Time, recent time.Duration) condition.Status {
+	if st := m.commits.State(); st.Failing() && now.Sub(st.Last) < recent {
+		return st
+	}
+	return m.probe.State()
 }

@@ -65,6 +65,10 @@ type Service struct {
 	// publishing those the gate is publishing.
 	handling, publishing sync.Map
 
+	// applyIdleAt is the last moment the apply stage held nothing
+	// (watchApplyIdle), for telling a wedged apply stage.
+	applyIdleAt atomic.Pointer[time.Time]
+
 	ready    atomic.Bool
 	accepted atomic.Int64 // published by this process's gate
 	settled  atomic.Int64 // acked by this process's apply stage
@@ -203,7 +207,7 @@ func (s *Service) buildApplyStage() (err error) {
 				}
 				s.Metrics.WarehouseError(string(messages.ClassOf(err)), reason)
 			}
-			s.monitor.committed(g.Err)
+			s.monitor.committed(g.Err, g.Rejected)
 		},
 	}, s.logger)
 	if err != nil {
@@ -360,11 +364,20 @@ func (s *Service) admit() error {
 	if err := s.monitor.admit(); err != nil {
 		return messages.Transient(err)
 	}
-	if s.PubSub.Mode != PubSubEmbedded || s.apply == nil {
+	if err := s.backlogFull(); err != nil {
+		return messages.Transient(err)
+	}
+	return nil
+}
+
+// backlogFull is ErrBacklogFull while the embedded backlog is full (admit),
+// for the gate and for /readyz.
+func (s *Service) backlogFull() error {
+	if s.PubSub.Mode != PubSubEmbedded || s.apply == nil || s.ingest == nil {
 		return nil
 	}
 	if s.accepted.Load()-s.settled.Load() >= int64(s.cfg.EmbeddedMaxBacklog) {
-		return messages.Transient(ErrBacklogFull)
+		return ErrBacklogFull
 	}
 	return nil
 }
@@ -422,45 +435,48 @@ func (s *Service) routes() http.Handler {
 	return mux
 }
 
-// healthz answers 503 once Pub/Sub or the warehouse has failed for longer
-// than UNHEALTHY_AFTER: the process cannot heal itself, and a restart may.
+// healthz is the liveness probe, in Kubernetes' terms "restart me": it
+// answers 503 only for what a new process could mend, once it has lasted
+// longer than UNHEALTHY_AFTER: publishing to Pub/Sub or its resource checks
+// failing without a success (a broken connection, stale credentials), or
+// an apply stage wedged (it holds payloads and commits nothing while the
+// warehouse answers). Everything else that fails is named as degraded with
+// 200: a restart cannot mend a corrupt or full warehouse, a full disk under
+// the outbox, or a missing topic the monitor is recreating, and restarting
+// for them would only add a restart loop to the fault. It calls nothing
+// outside the process.
+//
+// Body: {"status":"ok"} (200); {"status":"degraded","reasons":[...]} (200);
+// {"status":"unhealthy","error":"...","reasons":[...]} (503). Each reason is
+// {"component","error","since","effect"}, effect "restart" or "degraded".
 func (s *Service) healthz(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	if err := s.monitor.unhealthy(s.cfg.UnhealthyAfter); err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = fmt.Fprintf(w, "{\"status\":\"unhealthy\",\"error\":%q}\n", err.Error())
-		return
-	}
-	_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	writeHealth(w, s.liveness(time.Now()), effectRestart, "ok", "unhealthy")
 }
 
-// readyz answers 200 only while the service accepts work and every backend
-// it needs answers within two seconds.
+// readyz is the readiness probe, in Kubernetes' terms "send me traffic":
+// it answers 503 whenever this process cannot do its work now, and 200
+// again as soon as it can, with no restart.
+//
+// A process with the ingest stage is unready while it is not serving
+// (starting, or shutting down), its outbox cannot be written (every POST
+// would get 503), the embedded backlog is full (EMBEDDED_MAX_BACKLOG),
+// Pub/Sub does not answer, a publish failed in the last 10 s, or a topic or
+// subscription it needs is missing. A warehouse that is down does not make
+// it unready: the ingest stage keeps accepting, and the queue buffers until
+// the apply stage can write again; the warehouse is named as degraded.
+//
+// An apply-only process is unready while it is not serving, Pub/Sub does
+// not answer (it cannot receive), its subscription is missing, or the
+// warehouse's write path fails (its probe, or commits in the last 10 s).
+//
+// Every check is bounded: the live ones (Pub/Sub, the warehouse) run at
+// once, each under its own 2 s deadline, so that one that hangs cannot
+// make another look failed. Body: {"status":"ready"} (200);
+// {"status":"degraded","reasons":[...]} (200); {"status":"unavailable",
+// "error":"...","reasons":[...]} (503). Each reason is {"component",
+// "error","since","effect"}, effect "unready" or "degraded".
 func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	var problems []error
-	if !s.ready.Load() {
-		problems = append(problems, errors.New("not serving (starting or shutting down)"))
-	}
-	problems = append(problems, s.monitor.problems()...)
-	if err := s.PubSub.Ping(ctx); err != nil {
-		problems = append(problems, fmt.Errorf("pub/sub: %w", err))
-	}
-	// A group committed moments ago proves the write path; probing it then
-	// would only contend with this process's own writer.
-	if s.Store != nil && !s.monitor.recentlyCommitted(2*time.Second) {
-		if err := s.Store.Ping(ctx); err != nil {
-			problems = append(problems, fmt.Errorf("warehouse: %w", err))
-		}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	if err := errors.Join(problems...); err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = fmt.Fprintf(w, "{\"status\":\"unavailable\",\"error\":%q}\n", err.Error())
-		return
-	}
-	_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+	writeHealth(w, s.readiness(r.Context()), effectUnready, "ready", "unavailable")
 }
 
 // Run serves until ctx ends, then shuts down gracefully: it stops taking
@@ -497,6 +513,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		if s.apply != nil {
 			wg.Go(func() { s.indexPoison(monitorCtx) })
+			wg.Go(func() { s.watchApplyIdle(monitorCtx) })
 		}
 		if s.apply != nil && s.apply.blocks != nil {
 			wg.Go(func() { s.apply.blocks.run(monitorCtx) })

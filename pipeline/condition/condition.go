@@ -150,18 +150,33 @@ func (c *Condition) OK() {
 		"failures", total, "last_error", lastErr)
 }
 
-// State reports since when the condition holds and its last error; a zero
-// time while it does not.
-func (c *Condition) State() (since time.Time, err error) {
+// Status is where a condition stands.
+type Status struct {
+	// Since is the first failure of the episode under way; zero while the
+	// condition does not hold.
+	Since time.Time
+	// Last is its latest failure, and Err that failure's error.
+	Last time.Time
+	Err  error
+	// Failures counts the episode's failures.
+	Failures int
+}
+
+// Failing is whether the condition holds.
+func (s Status) Failing() bool { return !s.Since.IsZero() }
+
+// State reports where the condition stands. While it does not hold, this
+// is one atomic load.
+func (c *Condition) State() Status {
 	if !c.failing.Load() {
-		return time.Time{}, nil
+		return Status{}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.failing.Load() {
-		return time.Time{}, nil
+		return Status{}
 	}
-	return c.since, c.lastErr
+	return Status{Since: c.since, Last: c.last, Err: c.lastErr, Failures: c.total}
 }
 
 func (c *Condition) log(level slog.Level, msg string, args ...any) {

@@ -61,8 +61,9 @@ func TestConditionLogsOnceThenCountsThenTheEnd(t *testing.T) {
 		c.Fail(disk)
 		clk.advance(15 * time.Millisecond) // 10,000 × 15ms = 2m30s
 	}
-	if since, err := c.State(); !since.Equal(started) || err != disk {
-		t.Errorf("State while failing = %v, %v; want %v, %v", since, err, started, disk)
+	if st := c.State(); !st.Failing() || !st.Since.Equal(started) || st.Err != disk || st.Failures != 10_000 ||
+		!st.Last.Equal(clk.now.Add(-15*time.Millisecond)) {
+		t.Errorf("State while failing = %+v; want since %v, 10000 failures, %v", st, started, disk)
 	}
 	c.OK()
 	c.OK() // a second success says nothing more
@@ -75,8 +76,8 @@ func TestConditionLogsOnceThenCountsThenTheEnd(t *testing.T) {
 	if strings.Join(h.got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(h.got, "\n"), strings.Join(want, "\n"))
 	}
-	if since, err := c.State(); !since.IsZero() || err != nil {
-		t.Errorf("State after OK = %v, %v; want zero", since, err)
+	if st := c.State(); st.Failing() || st != (condition.Status{}) {
+		t.Errorf("State after OK = %+v; want zero", st)
 	}
 	// A new episode starts with its own line.
 	c.Fail(disk)

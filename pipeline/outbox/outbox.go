@@ -316,7 +316,8 @@ func (o *Outbox) Republished(e Entry) {
 // failing). The readiness probe reads it: while appends cannot be written,
 // every POST would get 503.
 func (o *Outbox) Failing() (since time.Time, err error) {
-	return o.writes.State()
+	st := o.writes.State()
+	return st.Since, st.Err
 }
 
 // Flush waits until every operation sent before it is written.
@@ -443,8 +444,7 @@ func (o *Outbox) collect(batch []*op, first *op, shared bool, timer *time.Timer)
 
 // failing is whether the last write failed.
 func (o *Outbox) failing() bool {
-	since, _ := o.writes.State()
-	return !since.IsZero()
+	return o.writes.State().Failing()
 }
 
 func (o *Outbox) writeBatch(batch []*op) {
