@@ -30,6 +30,14 @@ type Gate struct {
 // it would let the wait grow without end.
 var ErrOverloaded = errors.New("too many payloads are being published at once; retry")
 
+// ErrRecord and ErrPublish are what a payload refused with 503 failed at:
+// recording it in the outbox, or publishing it. The service tells its 503s
+// apart by them, to log each cause as one condition.
+var (
+	ErrRecord  = errors.New("recording the payload in the outbox")
+	ErrPublish = errors.New("publishing")
+)
+
 // Outbox keeps accepted payloads durably until they are applied (see
 // pipeline/outbox). The gate records a payload before it publishes it and
 // answers 200 only after both.
@@ -164,7 +172,7 @@ func (g *Gate) Handle(msg *message.Message) error {
 	out.SetContext(ctx)
 	if g.outbox != nil {
 		if err := g.outbox.Record(ctx, out); err != nil {
-			return messages.Transient(fmt.Errorf("recording the payload in the outbox: %w", err))
+			return messages.Transient(fmt.Errorf("%w: %w", ErrRecord, err))
 		}
 	}
 	err = g.publisher.Publish(g.topic, out)
@@ -172,7 +180,7 @@ func (g *Gate) Handle(msg *message.Message) error {
 		g.outbox.Published(out.UUID, err)
 	}
 	if err != nil {
-		return messages.Transient(fmt.Errorf("publishing to %s: %w", g.topic, err))
+		return messages.Transient(fmt.Errorf("%w to %s: %w", ErrPublish, g.topic, err))
 	}
 	return nil
 }

@@ -224,6 +224,7 @@ func (s *Service) buildIngestStage() (err error) {
 		SettleWait:         s.cfg.PublishTimeout + 5*time.Second,
 		IdempotencyTTL:     s.cfg.IdempotencyTTL,
 		IdempotencyMaxKeys: s.cfg.IdempotencyMaxKeys,
+		Cause:              unavailableCause,
 		OnSettle: func(msg *message.Message, err error) {
 			backend := msg.Metadata.Get(messages.MetaBackend)
 			if err == nil {
@@ -251,6 +252,24 @@ func (s *Service) buildIngestStage() (err error) {
 	}
 	s.ingest, err = newIngestStage(s.cfg, s.PubSub, s.edge, admit, s.authorizeTables, box, s.logger)
 	return err
+}
+
+// unavailableCause names what a 503 is for, so that the edge logs each
+// cause once (a full disk refuses every request for the same reason).
+func unavailableCause(err error) string {
+	switch {
+	case errors.Is(err, handlers.ErrRecord):
+		return "outbox"
+	case errors.Is(err, handlers.ErrPublish):
+		return "publish"
+	case errors.Is(err, handlers.ErrOverloaded):
+		return "shed"
+	case errors.Is(err, ErrBacklogFull):
+		return "backlog"
+	case errors.Is(err, errPathDown):
+		return "pubsub resource missing"
+	}
+	return ""
 }
 
 // topicRole names a topic by its part, for the publish latency's label.

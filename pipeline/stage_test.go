@@ -390,19 +390,27 @@ func TestIngestAnswers503WhenPubSubIsDown(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("503 took %s; the publish timeout is %s", took, cfg.PublishTimeout)
 	}
-	// Logged once, by the edge, with the payload's id; the router's own
+	// Logged once, by the edge, as the start of a condition named by its
+	// cause (each request's payload_id is at debug); the router's own
 	// "Handler returned error" stays at debug.
 	var failed []string
 	for _, line := range strings.Split(r.logs.String(), "\n") {
-		if strings.Contains(line, "msg=\"Ingestion failed\"") {
+		if strings.Contains(line, "msg=\"Ingestion (publish) failing\"") {
 			failed = append(failed, line)
 		}
 		if strings.Contains(line, "Handler returned error") {
 			t.Errorf("the router logged the 503 as well: %s", line)
 		}
 	}
-	if len(failed) != 1 || !strings.Contains(failed[0], "status=503") || !strings.Contains(failed[0], "payload_id=") {
-		t.Errorf("want one Ingestion failed line with status and payload_id, got %q", failed)
+	if len(failed) != 1 || !strings.Contains(failed[0], "status=503") || !strings.Contains(failed[0], "cause=publish") {
+		t.Errorf("want one Ingestion (publish) failing line with status and cause, got %q", failed)
+	}
+	// A second 503 of the same cause adds no line.
+	if code, _, _ := post(t, r.base, "application/json", insertOnly); code != http.StatusServiceUnavailable {
+		t.Fatalf("second POST: %d, want 503", code)
+	}
+	if n := strings.Count(r.logs.String(), "Ingestion (publish)"); n != 1 {
+		t.Errorf("%d lines about the publish 503s after two of them, want 1:\n%s", n, r.logs.String())
 	}
 	resp2, err := http.Get(r.base + "/readyz")
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/condition"
 )
 
 // Edge is the HTTP side of the ingestion stage. The watermill-http
@@ -48,7 +49,10 @@ type Edge struct {
 
 	pending sync.Map // payload id → *exchange
 	keys    *keyRecord
-	claims  sync.Map // payload id → *keyEntry, until its request's verdict
+	// unavailable logs the 503s by cause: once when a cause starts, a count
+	// per LogEvery, once when requests are accepted again.
+	unavailable *condition.Group
+	claims      sync.Map // payload id → *keyEntry, until its request's verdict
 }
 
 // Config configures an Edge.
@@ -75,6 +79,14 @@ type Config struct {
 	// it became one (key, quota, Content-Type, size), a message without id
 	// or payload whose only metadata is the backend. Optional.
 	OnSettle func(msg *message.Message, err error)
+	// Cause names what a 503 is for ("outbox", "publish", "shed"...), so
+	// that each distinct cause is logged as one condition instead of a
+	// line per request. Optional: without it, or for "", the edge names
+	// its own causes and calls the rest "unavailable".
+	Cause func(err error) string
+	// LogEvery is the least time between two lines that count the 503s of
+	// one cause. Optional, default 1m.
+	LogEvery time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +119,9 @@ func (c Config) Validate() error {
 	if c.IdempotencyMaxKeys < 0 {
 		errs = append(errs, errors.New("edge config: IdempotencyMaxKeys must not be negative"))
 	}
+	if c.LogEvery < 0 {
+		errs = append(errs, errors.New("edge config: LogEvery must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -137,6 +152,14 @@ func New(cfg Config, logger *slog.Logger) (*Edge, error) {
 		return nil, err
 	}
 	e := &Edge{cfg: cfg, now: time.Now, logger: logger}
+	// A 503 under load comes beside 200s (shedding takes some requests,
+	// not all): a cause ends once a request is accepted a second after its
+	// last 503, not at every 200 in between.
+	var err error
+	if e.unavailable, err = condition.NewGroup(condition.Config{Name: "Ingestion", Warn: true, Quiet: time.Second,
+		Interval: cfg.LogEvery, Attrs: []any{"status", http.StatusServiceUnavailable}}, logger); err != nil {
+		return nil, err
+	}
 	e.keys = newKeyRecord(cfg.IdempotencyTTL, cfg.IdempotencyMaxKeys, func() time.Time { return e.now() })
 	return e, nil
 }
@@ -407,6 +430,12 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	case resp.Status == http.StatusInternalServerError:
 		e.logger.Error("Ingestion failed: a bug", "status", resp.Status, "error", err, "payload_id", id,
 			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", clientGone)
+	case resp.Status == http.StatusServiceUnavailable:
+		// One condition per cause (a full disk answers every request
+		// 503); each request's ids at debug.
+		e.unavailable.Fail(e.cause(err), err)
+		e.logger.Debug("Ingestion failed", "status", resp.Status, "error", err, "payload_id", id,
+			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", clientGone)
 	case resp.Status >= 500:
 		e.logger.Warn("Ingestion failed", "status", resp.Status, "error", err, "payload_id", id,
 			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", clientGone)
@@ -418,6 +447,9 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 			"correlation_id", r.Header.Get("X-Correlation-ID"))
 	case resp.Status == http.StatusOK:
 		e.logger.Debug("Payload accepted", "payload_id", id, "correlation_id", r.Header.Get("X-Correlation-ID"))
+	}
+	if resp.Status == http.StatusOK {
+		e.unavailable.OK()
 	}
 	buf := responseBuffers.Get().(*bytes.Buffer)
 	defer func() {
@@ -436,6 +468,22 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// cause names what a 503 is for, for its log condition.
+func (e *Edge) cause(err error) string {
+	if e.cfg.Cause != nil {
+		if c := e.cfg.Cause(err); c != "" {
+			return c
+		}
+	}
+	switch {
+	case errors.Is(err, errNotSettled):
+		return "not processed"
+	case strings.HasPrefix(err.Error(), "reading the request body"):
+		return "request body"
+	}
+	return "unavailable"
 }
 
 // RulesOf names the rules a rejected request broke: the gate's, or the
