@@ -87,7 +87,8 @@ func TestOutboxDiskFull(t *testing.T) {
 	needFaults(t)
 	e := newEnv(t, "")
 	disk := tmpfsDir(t, e.dir, 8<<20)
-	e = e.with("OUTBOX_PATH", filepath.Join(disk, "outbox.db"))
+	// Counts every 2 s, so that a fault of seconds shows them.
+	e = e.with("OUTBOX_PATH", filepath.Join(disk, "outbox.db"), "LOG_REPEAT_INTERVAL", "2s")
 	p := e.start("service")
 	l := startLoad(func() string { return p.base }, 4, 200_000, 120*time.Second)
 	halted := false
@@ -166,11 +167,14 @@ func TestOutboxDiskFull(t *testing.T) {
 	if episodes == 0 || edgeEpisodes == 0 || !strings.Contains(logText, `msg="Outbox writes recovered"`) {
 		t.Errorf("the log does not say the outbox failed and recovered (%d episodes, %d at the edge)", episodes, edgeEpisodes)
 	}
+	if counts == 0 {
+		t.Errorf("no Outbox writes still failing line in %s full with LOG_REPEAT_INTERVAL=2s", fullFor.Round(time.Second))
+	}
 	// Once per episode, plus a count per minute, and no line per request.
 	if refused := l.count(503); (errorLines+warnLines)*50 > refused {
 		t.Errorf("%d ERROR and %d WARN lines for %d answers 503: want far fewer lines than requests", errorLines, warnLines, refused)
 	}
-	record(t, "disk full on the outbox (tmpfs 8 MiB, filler %d MiB, embedded, 4 clients): /readyz 503 naming the outbox %s after the disk filled, "+
+	record(t, "disk full on the outbox (tmpfs 8 MiB, filler %d MiB, embedded, 4 clients, LOG_REPEAT_INTERVAL=2s): /readyz 503 naming the outbox %s after the disk filled, "+
 		"/healthz 200; full for %s with %d answered 503; ready again %s after space was freed; %s; 0 answered 500, "+
 		"0 lost, 0 duplicated, %d poisoned of %d answered 200; settled in %s; log: %d ERROR + %d WARN lines "+
 		"(outbox: %d episodes, %d count lines; edge: %d episodes)",

@@ -265,10 +265,20 @@ type Config struct {
 	// commit; normal survives a crash of the process but not a power loss.
 	// Optional, default full.
 	SQLiteSync string
-	// UnhealthyAfter (UNHEALTHY_AFTER): when Pub/Sub or the warehouse has
-	// failed for this long without a success, /healthz answers 503 so that
-	// an orchestrator restarts the process. Optional, default 5m.
+	// UnhealthyAfter (UNHEALTHY_AFTER): when publishing to Pub/Sub or its
+	// resource checks have failed for this long without a success, or the
+	// apply stage has held payloads this long without committing while the
+	// warehouse answers, /healthz answers 503 so that an orchestrator
+	// restarts the process. What a restart cannot mend (a corrupt or full
+	// warehouse, a full disk) stays 200, named as degraded. Optional,
+	// default 5m.
 	UnhealthyAfter time.Duration
+	// LogRepeatInterval (LOG_REPEAT_INTERVAL): a condition that repeats (the
+	// outbox's writes failing, requests answered 503 for one cause, a
+	// Pub/Sub resource missing) is logged once when it starts, then at most
+	// once per this interval with the count since the last line, then once
+	// when it ends. Optional, default 1m.
+	LogRepeatInterval time.Duration
 	// ResourceCheckInterval (RESOURCE_CHECK_INTERVAL) is how often the
 	// service checks that its topics and subscriptions exist (recreating
 	// them when CREATE_RESOURCES allows) and probes the warehouse.
@@ -394,6 +404,7 @@ func (c *Config) setStaticDefaults() {
 	setDefault(&c.OrderingPoison, OrderingPoisonContinue)
 	setDefault(&c.SQLiteSync, "full")
 	setDefault(&c.UnhealthyAfter, 5*time.Minute)
+	setDefault(&c.LogRepeatInterval, time.Minute)
 	setDefault(&c.ResourceCheckInterval, 5*time.Second)
 	setDefault(&c.PushInterval, 15*time.Second)
 	setDefault(&c.PushJob, "gatekeeper")
@@ -666,6 +677,7 @@ func (c Config) Validate() error {
 		{"GROUP_MAX_WAIT", float64(c.GroupMaxWait)}, {"GROUP_MAX_IN_FLIGHT", float64(c.GroupMaxInFlight)},
 		{"OUTBOX_REDELIVER_AFTER", float64(c.OutboxRedeliverAfter)}, {"UNHEALTHY_AFTER", float64(c.UnhealthyAfter)},
 		{"RESOURCE_CHECK_INTERVAL", float64(c.ResourceCheckInterval)}, {"PUSH_INTERVAL", float64(c.PushInterval)},
+		{"LOG_REPEAT_INTERVAL", float64(c.LogRepeatInterval)},
 		{"SHUTDOWN_TIMEOUT", float64(c.ShutdownTimeout)},
 	} {
 		if p.value <= 0 {

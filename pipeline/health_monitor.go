@@ -35,6 +35,7 @@ type monitor struct {
 	ps        *PubSub
 	store     warehouse.Store // nil without the apply stage
 	interval  time.Duration
+	logEvery  time.Duration // LOG_REPEAT_INTERVAL
 	logger    *slog.Logger
 	onCreated func(ctx context.Context, r resource)
 
@@ -63,16 +64,16 @@ type monitor struct {
 	kick     chan struct{}
 }
 
-func newMonitor(ps *PubSub, store warehouse.Store, interval time.Duration, onCreated func(context.Context, resource), logger *slog.Logger) *monitor {
+func newMonitor(ps *PubSub, store warehouse.Store, interval, logEvery time.Duration, onCreated func(context.Context, resource), logger *slog.Logger) *monitor {
 	m := &monitor{
-		ps: ps, store: store, interval: interval, logger: logger, onCreated: onCreated,
+		ps: ps, store: store, interval: interval, logEvery: logEvery, logger: logger, onCreated: onCreated,
 		missing: map[string]resourceProblem{}, logged: map[string]*condition.Condition{},
 		kick: make(chan struct{}, 1),
 	}
-	m.publish = mustCondition(condition.Config{Name: "Publishing to Pub/Sub"}, logger)
-	m.admin = mustCondition(condition.Config{Name: "Pub/Sub resource checks"}, logger)
-	m.probe = mustCondition(condition.Config{Name: "Warehouse probe"}, logger)
-	m.commits = mustCondition(condition.Config{Name: "Warehouse commits"}, logger)
+	m.publish = mustCondition(condition.Config{Name: "Publishing to Pub/Sub", Interval: logEvery}, logger)
+	m.admin = mustCondition(condition.Config{Name: "Pub/Sub resource checks", Interval: logEvery}, logger)
+	m.probe = mustCondition(condition.Config{Name: "Warehouse probe", Interval: logEvery}, logger)
+	m.commits = mustCondition(condition.Config{Name: "Warehouse commits", Interval: logEvery}, logger)
 	return m
 }
 
@@ -266,7 +267,7 @@ func (m *monitor) logOnce(r resource, msg string, err error) {
 	m.mu.Lock()
 	c := m.logged[r.name()]
 	if c == nil {
-		c = mustCondition(condition.Config{Name: "Pub/Sub resource " + r.name(), Attrs: []any{"resource", r.name(), "problem", msg}}, m.logger)
+		c = mustCondition(condition.Config{Name: "Pub/Sub resource " + r.name(), Interval: m.logEvery, Attrs: []any{"resource", r.name(), "problem", msg}}, m.logger)
 		m.logged[r.name()] = c
 	}
 	m.mu.Unlock()

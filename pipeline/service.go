@@ -123,7 +123,7 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	}
 	if cfg.OutboxEnabled() {
 		if s.outbox, err = outbox.Open(ctx, outbox.Config{
-			Path: cfg.OutboxPath, Sync: cfg.SQLiteSync, RedeliverAfter: cfg.OutboxRedeliverAfter,
+			Path: cfg.OutboxPath, Sync: cfg.SQLiteSync, RedeliverAfter: cfg.OutboxRedeliverAfter, LogEvery: cfg.LogRepeatInterval,
 		}, logger); err != nil {
 			return nil, fmt.Errorf("OUTBOX_PATH: %w", err)
 		}
@@ -177,7 +177,7 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 // watch starts the monitor of Pub/Sub and the warehouse, with what
 // NewPubSub found missing, and has every publish reported to it and timed.
 func (s *Service) watch() {
-	s.monitor = newMonitor(s.PubSub, s.Store, s.cfg.ResourceCheckInterval, s.resourceCreated, s.logger)
+	s.monitor = newMonitor(s.PubSub, s.Store, s.cfg.ResourceCheckInterval, s.cfg.LogRepeatInterval, s.resourceCreated, s.logger)
 	for _, m := range s.PubSub.missing {
 		s.monitor.setMissing(m.resource, m.err)
 		s.logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", m.name(), "error", m.err)
@@ -225,6 +225,7 @@ func (s *Service) buildIngestStage() (err error) {
 		IdempotencyTTL:     s.cfg.IdempotencyTTL,
 		IdempotencyMaxKeys: s.cfg.IdempotencyMaxKeys,
 		Cause:              unavailableCause,
+		LogEvery:           s.cfg.LogRepeatInterval,
 		OnSettle: func(msg *message.Message, err error) {
 			backend := msg.Metadata.Get(messages.MetaBackend)
 			if err == nil {

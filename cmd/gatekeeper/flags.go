@@ -184,7 +184,8 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	derived("beside a SQLite warehouse: NAME-outbox.db; else gatekeeper-outbox.db")
 	dur(&c.OutboxRedeliverAfter, "outbox-redeliver-after", "OUTBOX_REDELIVER_AFTER", "a payload still in the outbox this long is published again while the process runs (then after twice as long, and so on)")
 	str(&c.SQLiteSync, "sqlite-sync", "SQLITE_SYNC", "full: every SQLite commit (warehouse, outbox) waits for the disk; normal: survives a process crash, not a power loss")
-	dur(&c.UnhealthyAfter, "unhealthy-after", "UNHEALTHY_AFTER", "/healthz answers 503 once Pub/Sub or the warehouse has failed this long without a success")
+	dur(&c.UnhealthyAfter, "unhealthy-after", "UNHEALTHY_AFTER", "/healthz answers 503 once publishing to Pub/Sub or its resource checks have failed this long without a success, or the apply stage is wedged this long")
+	dur(&c.LogRepeatInterval, "log-repeat-interval", "LOG_REPEAT_INTERVAL", "a repeated condition is logged once, then as a count at most once per this interval, then once when it ends")
 	dur(&c.ResourceCheckInterval, "resource-check-interval", "RESOURCE_CHECK_INTERVAL", "how often topics and subscriptions are checked (and recreated) and the warehouse probed")
 	inverted(&c.DisableExactlyOnceDelivery, "exactly-once-delivery", "EXACTLY_ONCE_DELIVERY", "enable exactly-once delivery on an apply subscription gatekeeper creates on Google Pub/Sub")
 	enum(func(v string) { c.OrderingPoison = pipeline.OrderingPoison(v) }, "ordering-poison", "ORDERING_POISON",
