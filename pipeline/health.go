@@ -42,6 +42,11 @@ const readyCheckTimeout = 2 * time.Second
 // Liveness still counts from the first failure.
 const publishRecent = 10 * time.Second
 
+// commitsRecent is how long a group that failed to commit keeps naming
+// the warehouse when no commit was tried since (the payloads held, or
+// none left): past it, the monitor's probe alone speaks for the warehouse.
+const commitsRecent = time.Minute
+
 // healthReason is one thing a probe names: what (the component), the
 // error, since when, and what it does to the probe.
 type healthReason struct {
@@ -167,7 +172,7 @@ func (s *Service) readiness(ctx context.Context) []healthReason {
 		if ingest {
 			effect = effectDegraded
 		}
-		st := s.monitor.warehouseFailing(now, publishRecent)
+		st := s.monitor.warehouseFailing(now, commitsRecent)
 		switch {
 		case storeErr != nil:
 			rs = append(rs, newReason("warehouse", storeErr, st.Since, effect))
@@ -215,7 +220,7 @@ func (s *Service) liveness(now time.Time) []healthReason {
 		}
 	}
 	if s.Store != nil {
-		if st := s.monitor.warehouseFailing(now, after); st.Failing() {
+		if st := s.monitor.warehouseFailing(now, commitsRecent); st.Failing() {
 			rs = append(rs, newReason("warehouse", st.Err, st.Since, effectDegraded))
 		}
 	}
@@ -235,7 +240,7 @@ func (s *Service) wedged(now time.Time) (healthReason, bool) {
 		return healthReason{}, false
 	}
 	limit := max(s.cfg.UnhealthyAfter, s.cfg.maxHandlingTime())
-	if s.monitor.recentlyCommitted(limit) || s.monitor.warehouseFailing(now, limit).Failing() {
+	if s.monitor.recentlyCommitted(limit) || s.monitor.warehouseFailing(now, max(limit, commitsRecent)).Failing() {
 		return healthReason{}, false
 	}
 	idle := s.applyIdleAt.Load()

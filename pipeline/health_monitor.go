@@ -142,6 +142,9 @@ func (m *monitor) committed(err error, rejected []error) {
 			}
 		}
 	}
+	if errors.Is(err, context.Canceled) {
+		return // a shutdown, not the warehouse
+	}
 	if err != nil {
 		m.commits.Fail(err)
 		return

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
@@ -328,4 +329,49 @@ func TestReadyzFrozenPubSubDoesNotBlameTheWarehouse(t *testing.T) {
 	}
 	f.frozen.Store(false)
 	waitProbe(t, r.base, "/readyz", 30*time.Second, func(code int, a probeAnswer) bool { return code == 200 })
+}
+
+// A warehouse whose commits fail (as with pages zeroed under it: the probe,
+// which only takes the write lock, still succeeds) is named by both probes
+// with the commits' error; beside the ingest stage it is degraded, never a
+// 503 of /readyz and never a restart, even past UNHEALTHY_AFTER: a new
+// process would find the same file. A commit that succeeds clears it.
+func TestHealthNamesAWarehouseWhoseCommitsFail(t *testing.T) {
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.UnhealthyAfter = 300 * time.Millisecond
+	cfg.RetryInitial = 20 * time.Millisecond
+	cfg.RetryMaxInterval = 50 * time.Millisecond
+	faulty, inner, withFaulty := faultyWarehouse(t, cfg)
+	malformed := messages.Transient(errors.New("sqlite record payload in ledger: database disk image is malformed"))
+	faulty.FailNext(1_000_000, malformed)
+	r := startServiceWith(t, cfg, withFaulty)
+	if code, resp, _ := post(t, r.base, "application/json", insertOnly); code != 200 {
+		t.Fatalf("POST: %d %+v", code, resp)
+	}
+	_, a := waitProbe(t, r.base, "/readyz", 10*time.Second, func(_ int, a probeAnswer) bool {
+		_, named := a.reason("warehouse")
+		return named
+	})
+	code, a, raw := probe(t, r.base, "/readyz")
+	if wh, ok := a.reason("warehouse"); code != 200 || a.Status != "degraded" || !ok || wh.Effect != "degraded" ||
+		!strings.Contains(wh.Error, "malformed") || wh.Since == "" {
+		t.Fatalf("/readyz with failing commits: %d %s, want 200 degraded naming the warehouse's error", code, raw)
+	}
+	time.Sleep(2 * cfg.UnhealthyAfter) // past UNHEALTHY_AFTER: still no restart
+	code, a, raw = probe(t, r.base, "/healthz")
+	if wh, ok := a.reason("warehouse"); code != 200 || a.Status != "degraded" || !ok || wh.Effect != "degraded" {
+		t.Fatalf("/healthz with failing commits past UNHEALTHY_AFTER: %d %s, want 200 degraded", code, raw)
+	}
+	if n := strings.Count(r.logs.String(), `msg="Warehouse commits failing"`); n != 1 {
+		t.Errorf("%d Warehouse commits failing lines, want 1", n)
+	}
+
+	faulty.FailNext(0, nil)
+	code2, resp, _ := post(t, r.base, "application/json", insertBody(7))
+	if code2 != 200 {
+		t.Fatalf("POST: %d %+v", code2, resp)
+	}
+	waitApplied(t, inner, resp.ID, 15*time.Second)
+	waitProbe(t, r.base, "/readyz", 10*time.Second, func(code int, a probeAnswer) bool { return code == 200 && a.Status == "ready" })
+	waitProbe(t, r.base, "/healthz", 10*time.Second, func(code int, a probeAnswer) bool { return code == 200 && a.Status == "ok" })
 }

@@ -487,7 +487,7 @@ func (s *Service) healthz(w http.ResponseWriter, _ *http.Request) {
 //
 // An apply-only process is unready while it is not serving, Pub/Sub does
 // not answer (it cannot receive), its subscription is missing, or the
-// warehouse's write path fails (its probe, or commits in the last 10 s).
+// warehouse's write path fails (its probe, or commits in the last minute).
 //
 // Every check is bounded: the live ones (Pub/Sub, the warehouse) run at
 // once, each under its own 2 s deadline, so that one that hangs cannot
