@@ -15,8 +15,9 @@
 //     in-process server);
 //   - outbox_*.go: the outbox's part (package outbox is the store):
 //     publishing again what was accepted and not settled;
-//   - health_monitor.go: recreating lost Pub/Sub resources, /healthz and
-//     /readyz;
+//   - health_monitor.go, health.go: recreating lost Pub/Sub resources,
+//     and what /readyz ("send me traffic") and /healthz ("restart me")
+//     answer, each reason named (package condition logs what repeats);
 //   - poison_index.go: the poison subscription → the warehouse's events
 //     log, the index operators query;
 //   - console.go, poison_replay.go, admin.go (+ console.html), status.go:
