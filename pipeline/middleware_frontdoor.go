@@ -138,7 +138,13 @@ func outcomeOf(err error) string {
 	var unauthorized *edge.UnauthorizedError
 	var forbidden *edge.ForbiddenError
 	var quota *edge.QuotaError
+	var slow *edge.BodyTimeoutError
+	var aborted *edge.BodyAbortedError
 	switch {
+	case errors.As(err, &slow):
+		return metrics.OutcomeTimeout
+	case errors.As(err, &aborted):
+		return metrics.OutcomeAborted
 	case errors.As(err, &unauthorized):
 		return metrics.OutcomeUnauthenticated
 	case errors.As(err, &forbidden):

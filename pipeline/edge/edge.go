@@ -245,13 +245,10 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 		return nil, errors.New("request did not pass through Edge.Middleware")
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, e.cfg.MaxBodyBytes))
-	if err != nil && !errors.As(err, new(*http.MaxBytesError)) {
-		// The connection broke or timed out mid-body: nothing was read
-		// whole, nothing published, and sending it again may succeed.
-		err = messages.Transient(fmt.Errorf("reading the request body: %w", err))
-	}
 	if err != nil {
-		return nil, x.refuse(err)
+		// Too large, too slow, or broken off: the client's doing, and
+		// nothing was published.
+		return nil, x.refuse(bodyReadError(err, int64(len(body)), r))
 	}
 	if values, given := r.Header[messages.OrderingKeyHeader]; given {
 		// Checked here because only the request tells a header sent empty
@@ -396,6 +393,12 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	if resp.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
+	if resp.Status == http.StatusRequestTimeout {
+		// The read deadline passed, and the write deadline with it (see
+		// writeGrace): without more time the 408 would not be sent.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeGrace))
+		w.Header().Set("Connection", "close")
+	}
 	if replayed && resp.Status == http.StatusOK {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
@@ -410,6 +413,11 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	case resp.Status >= 500:
 		e.logger.Warn("Ingestion failed", "status", resp.Status, "error", err, "payload_id", id,
 			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", clientGone)
+	case resp.Status == http.StatusRequestTimeout || errors.As(err, new(*BodyAbortedError)):
+		// The client's fault, and as frequent as clients are slow: counted
+		// (metrics.OutcomeTimeout, OutcomeAborted), not warned about.
+		e.logger.Debug("Request body not received whole", "status", resp.Status, "error", err,
+			"correlation_id", r.Header.Get("X-Correlation-ID"))
 	case clientGone && resp.Status == http.StatusOK:
 		e.logger.Info("Payload accepted; the client left before the answer", "payload_id", id,
 			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", true)
@@ -474,6 +482,8 @@ func refusalOf(err error) (refusal, bool) {
 	var unauthorized *UnauthorizedError
 	var forbidden *ForbiddenError
 	var quota *QuotaError
+	var slow *BodyTimeoutError
+	var aborted *BodyAbortedError
 	switch {
 	case errors.As(err, &unauthorized):
 		return refusal{status: http.StatusUnauthorized, message: "Unauthorized",
@@ -498,6 +508,12 @@ func refusalOf(err error) (refusal, bool) {
 	case errors.Is(err, ErrUnsupportedMediaType), errors.Is(err, ErrUnsupportedCharset):
 		return refusal{status: http.StatusUnsupportedMediaType, message: "Unsupported Media Type",
 			problems: []messages.Problem{{Message: err.Error()}}, rules: []messages.Rule{messages.RuleUnsupportedMediaType}}, true
+	case errors.As(err, &slow):
+		return refusal{status: http.StatusRequestTimeout, message: "Request Timeout",
+			problems: []messages.Problem{{Message: slow.Error()}}}, true
+	case errors.As(err, &aborted):
+		return refusal{status: http.StatusBadRequest, message: "Incomplete Body",
+			problems: []messages.Problem{{Message: aborted.Error()}}}, true
 	case errors.As(err, &syntax):
 		return refusal{status: http.StatusBadRequest, message: "Invalid JSON",
 			problems: []messages.Problem{{Path: syntax.Path, Message: err.Error()}}, rules: []messages.Rule{messages.RuleNotJSON}}, true
