@@ -244,6 +244,10 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 	if x == nil {
 		return nil, errors.New("request did not pass through Edge.Middleware")
 	}
+	if r.ContentLength > e.cfg.MaxBodyBytes {
+		// Refused by what it announces, without reading a byte of it.
+		return nil, x.refuse(&http.MaxBytesError{Limit: e.cfg.MaxBodyBytes})
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, e.cfg.MaxBodyBytes))
 	if err != nil {
 		// Too large, too slow, or broken off: the client's doing, and
