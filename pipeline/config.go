@@ -218,6 +218,14 @@ type Config struct {
 	// the gate records and publishes at once; past it, 503 with
 	// Retry-After. Optional, default 2,000.
 	MaxInFlightPublishes int
+	// MaxInFlightBytes (MAX_IN_FLIGHT_BYTES) bounds the request body bytes
+	// the ingestion stage handles at once: a request reserves its
+	// Content-Length (MAX_BODY_BYTES when it sends none) before its body is
+	// read, and frees it when its answer is written; past the bound it is
+	// shed with 503 and Retry-After. It is what bounds the process's memory
+	// under a burst of large payloads. A request alone is always admitted,
+	// however large. Optional, default 256 MiB.
+	MaxInFlightBytes int64
 	// ReadTimeout, WriteTimeout, IdleTimeout, ReadHeaderTimeout bound the
 	// HTTP server. Optional, defaults 30s, 30s, 120s, 5s.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -385,6 +393,7 @@ func (c *Config) setStaticDefaults() {
 	setDefault(&c.IdempotencyMaxKeys, 100_000)
 	setDefault(&c.Auth, AuthAuto)
 	setDefault(&c.MaxInFlightPublishes, 2000)
+	setDefault(&c.MaxInFlightBytes, 256<<20)
 	setDefault(&c.ReadHeaderTimeout, 5*time.Second)
 	setDefault(&c.ReadTimeout, 30*time.Second)
 	setDefault(&c.WriteTimeout, 30*time.Second)
@@ -668,6 +677,7 @@ func (c Config) Validate() error {
 		{"PUBLISH_TIMEOUT", float64(c.PublishTimeout)},
 		{"RECEIVE_STREAMS", float64(c.ReceiveStreams)}, {"MAX_OUTSTANDING", float64(c.MaxOutstanding)},
 		{"MAX_BODY_BYTES", float64(c.MaxBodyBytes)}, {"MAX_IN_FLIGHT_PUBLISHES", float64(c.MaxInFlightPublishes)},
+		{"MAX_IN_FLIGHT_BYTES", float64(c.MaxInFlightBytes)},
 		{"READ_HEADER_TIMEOUT", float64(c.ReadHeaderTimeout)},
 		{"IDEMPOTENCY_TTL", float64(c.IdempotencyTTL)}, {"IDEMPOTENCY_MAX_KEYS", float64(c.IdempotencyMaxKeys)},
 		{"READ_TIMEOUT", float64(c.ReadTimeout)}, {"WRITE_TIMEOUT", float64(c.WriteTimeout)},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -48,6 +49,55 @@ func (s *Service) ingestDoor(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// errBodyBudget sheds a request while MAX_IN_FLIGHT_BYTES of bodies are
+// being handled.
+var errBodyBudget = errors.New("too many request body bytes are being handled at once (MAX_IN_FLIGHT_BYTES); retry")
+
+// bodyBudget admits a request to the ingest stage only while the body
+// bytes being handled stay within MAX_IN_FLIGHT_BYTES, and sheds it with
+// 503 otherwise, before anything of its body is read: under a burst of
+// large payloads it is the memory that runs out first, long before
+// MAX_IN_FLIGHT_PUBLISHES. A request reserves its Content-Length, or
+// MAX_BODY_BYTES when it sends none (chunked), and keeps it until its
+// answer is written, or, for a client that left, until its publish ended
+// (the edge waits for it), since its body is held that long.
+func (s *Service) bodyBudget(next http.Handler) http.Handler {
+	limit := s.cfg.MaxInFlightBytes
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := r.ContentLength
+		switch {
+		case n > s.cfg.MaxBodyBytes:
+			n = 0 // refused 413 before its body is read
+		case n < 0:
+			n = s.cfg.MaxBodyBytes
+		}
+		if !reserve(&s.bodyBytes, n, limit) {
+			// Closed after the answer: net/http would otherwise read a
+			// small unread body to keep the connection, before answering.
+			w.Header().Set("Connection", "close")
+			s.edge.Refuse(w, r, messages.Transient(errBodyBudget))
+			return
+		}
+		defer s.bodyBytes.Add(-n)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// reserve adds n to used unless that passes limit while anything else is
+// reserved: a request larger than the whole budget is still admitted
+// alone, or it could never be.
+func reserve(used *atomic.Int64, n, limit int64) bool {
+	for {
+		cur := used.Load()
+		if cur > 0 && cur+n > limit {
+			return false
+		}
+		if used.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
 }
 
 // authorizeTables is the gate's Authorize: a backend writes only the
@@ -138,14 +188,20 @@ func outcomeOf(err error) string {
 	var unauthorized *edge.UnauthorizedError
 	var forbidden *edge.ForbiddenError
 	var quota *edge.QuotaError
+	var slow *edge.BodyTimeoutError
+	var aborted *edge.BodyAbortedError
 	switch {
+	case errors.As(err, &slow):
+		return metrics.OutcomeTimeout
+	case errors.As(err, &aborted):
+		return metrics.OutcomeAborted
 	case errors.As(err, &unauthorized):
 		return metrics.OutcomeUnauthenticated
 	case errors.As(err, &forbidden):
 		return metrics.OutcomeForbidden
 	case errors.As(err, &quota):
 		return metrics.OutcomeThrottled
-	case errors.Is(err, handlers.ErrOverloaded):
+	case errors.Is(err, handlers.ErrOverloaded), errors.Is(err, errBodyBudget):
 		return metrics.OutcomeShed
 	case len(edge.RulesOf(err)) > 0:
 		return metrics.OutcomeRejected

@@ -72,6 +72,9 @@ type Service struct {
 	ready    atomic.Bool
 	accepted atomic.Int64 // published by this process's gate
 	settled  atomic.Int64 // acked by this process's apply stage
+	// bodyBytes are the request body bytes reserved under
+	// MAX_IN_FLIGHT_BYTES (middleware_frontdoor.go).
+	bodyBytes atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -296,6 +299,11 @@ func (s *Service) registerGauges() {
 				"(PUBLISH_BUSY_DELAY_THRESHOLD, taken while more than 32 publishes to the topic are in flight).",
 			map[string]string{"delay": delay}, func() float64 { return float64(n.Load()) })
 	}
+	if s.ingest != nil {
+		s.Metrics.Gauge("gatekeeper_ingest_body_bytes",
+			"Request body bytes the ingestion stage is handling now, as reserved under MAX_IN_FLIGHT_BYTES.", nil,
+			func() float64 { return float64(s.bodyBytes.Load()) })
+	}
 	if s.apply != nil {
 		s.Metrics.Gauge("gatekeeper_oldest_unapplied_seconds",
 			"Age of the oldest accepted payload this apply stage holds and has not settled (0 when it holds none).", nil,
@@ -445,7 +453,7 @@ func (s *Service) routes() http.Handler {
 	if s.ingest != nil {
 		// POST only: any other method gets 405 with Allow: POST here, where
 		// the edge would hold back the subscriber's status and answer 503.
-		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingestDoor(s.ingest.routes)))
+		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingestDoor(s.bodyBudget(s.ingest.routes))))
 		mux.Handle("GET "+SchemaPath, s.Metrics.InstrumentHTTP(SchemaPath, schemaHandler()))
 		mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, s.statusDoor(http.HandlerFunc(s.serveStatus))))
 	}

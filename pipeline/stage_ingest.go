@@ -54,7 +54,7 @@ func newIngestStage(cfg Config, ps *PubSub, e *edge.Edge, admit func() error, au
 	wlog := watermillLogger(logger)
 	routes := chi.NewRouter()
 	routes.Use(e.Middleware)
-	sub, err := whttp.NewSubscriber("", whttp.SubscriberConfig{Router: routes, UnmarshalMessageFunc: e.Unmarshal}, wlog)
+	sub, err := whttp.NewSubscriber("", whttp.SubscriberConfig{Router: routes, UnmarshalMessageFunc: e.Unmarshal}, edgeLogsRefusals{wlog})
 	if err != nil {
 		return nil, fmt.Errorf("http subscriber: %w", err)
 	}
@@ -98,4 +98,22 @@ func (l edgeLogsFailures) Error(msg string, err error, fields watermill.LogField
 
 func (l edgeLogsFailures) With(fields watermill.LogFields) watermill.LoggerAdapter {
 	return edgeLogsFailures{l.LoggerAdapter.With(fields)}
+}
+
+// edgeLogsRefusals is the HTTP subscriber's logger. Every request
+// Unmarshal refuses (too large, too slow, broken off, a replayed key) is
+// answered, counted and, where it matters, logged by the edge; the
+// subscriber's own INFO line for each would be a line per slow client.
+type edgeLogsRefusals struct{ watermill.LoggerAdapter }
+
+func (l edgeLogsRefusals) Info(msg string, fields watermill.LogFields) {
+	if msg == "Cannot unmarshal message" {
+		l.Debug(msg, fields)
+		return
+	}
+	l.LoggerAdapter.Info(msg, fields)
+}
+
+func (l edgeLogsRefusals) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return edgeLogsRefusals{l.LoggerAdapter.With(fields)}
 }

@@ -158,6 +158,8 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	enum(func(v string) { c.Auth = pipeline.AuthMode(v) }, "auth", "AUTH",
 		"auto: API keys with --backends-file; without it only the embedded Pub/Sub runs unauthenticated. none: no authentication on any Pub/Sub", string(pipeline.AuthAuto))
 	num(&c.MaxInFlightPublishes, "max-in-flight-publishes", "MAX_IN_FLIGHT_PUBLISHES", "payloads the gate publishes at once; past it, 503 (load shedding)")
+	fs.Int64Var(&c.MaxInFlightBytes, "max-in-flight-bytes", c.MaxInFlightBytes, "request body bytes handled at once (Content-Length, else --max-body-bytes, reserved before the body is read); past it, 503 (load shedding)")
+	ss = append(ss, setting{flag: "max-in-flight-bytes", env: "MAX_IN_FLIGHT_BYTES"})
 	dur(&c.ReadHeaderTimeout, "read-header-timeout", "READ_HEADER_TIMEOUT", "HTTP server ReadHeaderTimeout")
 	dur(&c.ReadTimeout, "read-timeout", "READ_TIMEOUT", "HTTP server ReadTimeout")
 	dur(&c.WriteTimeout, "write-timeout", "WRITE_TIMEOUT", "HTTP server WriteTimeout; must exceed --publish-timeout")

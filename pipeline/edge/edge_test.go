@@ -80,9 +80,9 @@ func TestEdgeRefusesAWrongContentTypeItself(t *testing.T) {
 	}
 }
 
-// A body that breaks off midway is worth sending again: 503, not the 500
-// of a bug.
-func TestEdgeAnswers503ToABodyThatBreaksOff(t *testing.T) {
+// A body that breaks off midway is the client's fault: 400, not the 503
+// of the service's own failures.
+func TestEdgeAnswers400ToABodyThatBreaksOff(t *testing.T) {
 	e, err := edge.New(edge.Config{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -94,8 +94,8 @@ func TestEdgeAnswers503ToABodyThatBreaksOff(t *testing.T) {
 	req.Header.Set("Content-Type", "application/json")
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
-	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
-		t.Errorf("got %d %s, want 503 with Retry-After", w.Code, w.Body)
+	if w.Code != http.StatusBadRequest || w.Header().Get("Retry-After") != "" {
+		t.Errorf("got %d %s, want 400 without Retry-After", w.Code, w.Body)
 	}
 }
 

@@ -64,6 +64,25 @@ func TestEncodeResponse(t *testing.T) {
 				if !bytes.Equal(got.Bytes(), wantBytes) {
 					t.Errorf("body %q, status %d, known JSON %v:\n got %s\nwant %s", body, resp.Status, known, got.Bytes(), wantBytes)
 				}
+				if !streamable(in, known) {
+					continue
+				}
+				// The answer render streams, without copying the body,
+				// is the same bytes, of the length it announces.
+				var head, tail, streamed bytes.Buffer
+				if err := encodeHead(&head, resp); err != nil {
+					t.Fatal(err)
+				}
+				if err := encodeTail(&tail, resp); err != nil {
+					t.Fatal(err)
+				}
+				if err := writeStreamed(&streamed, head.Bytes(), tail.Bytes(), in); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(streamed.Bytes(), wantBytes) || head.Len()+compactLen(in)+tail.Len() != len(wantBytes) {
+					t.Errorf("streamed: body %q, status %d: length %d:\n got %s\nwant %s", body, resp.Status,
+						head.Len()+compactLen(in)+tail.Len(), streamed.Bytes(), wantBytes)
+				}
 			}
 		}
 	}

@@ -62,6 +62,10 @@ const (
 	OutcomeForbidden       = "forbidden"
 	OutcomeThrottled       = "throttled"
 	OutcomeShed            = "shed"
+	// The client's own faults: its body did not arrive within READ_TIMEOUT
+	// (408), or broke off before its end (400). Not failures of the service.
+	OutcomeTimeout = "timeout"
+	OutcomeAborted = "aborted"
 )
 
 // The backend label is a name from the backends file, or "" for a request
@@ -128,7 +132,8 @@ func New() *Metrics {
 	reg.MustRegister(m.httpRequests, m.httpDuration, m.payloads, m.groupSize, m.groupDuration, m.retries,
 		m.rejections, m.endToEnd, m.publish, m.whErrors, m.whJobs, m.indexed, build)
 	for _, o := range []string{OutcomeAccepted, OutcomeRejected, OutcomeFailed, OutcomeApplied, OutcomeDuplicate, OutcomePoisoned,
-		OutcomeUnauthenticated, OutcomeForbidden, OutcomeThrottled, OutcomeShed} {
+		OutcomeUnauthenticated, OutcomeForbidden, OutcomeThrottled, OutcomeShed,
+		OutcomeTimeout, OutcomeAborted} {
 		m.payloads.WithLabelValues(o, "")
 	}
 	for _, r := range messages.Rules {
@@ -233,7 +238,7 @@ func (m *Metrics) Handler() http.Handler {
 func (m *Metrics) InstrumentHTTP(route string, next http.Handler) http.Handler {
 	duration := m.httpDuration.WithLabelValues(route)
 	common := map[int]prometheus.Counter{}
-	for _, code := range []int{200, 304, 400, 401, 403, 404, 405, 413, 415, 429, 500, 503} {
+	for _, code := range []int{200, 304, 400, 401, 403, 404, 405, 408, 413, 415, 429, 500, 503} {
 		common[code] = m.httpRequests.WithLabelValues(route, strconv.Itoa(code), "")
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -272,6 +277,10 @@ func (s *statusWriter) WriteHeader(code int) {
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (the edge
+// extends the write deadline of a 408).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (s *statusWriter) Write(b []byte) (int, error) {
 	s.wroteHeader = true
