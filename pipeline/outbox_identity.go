@@ -141,7 +141,8 @@ func refuseOutbox(path, found string, lost []outboxRecord) error {
 	if n, ok := knownPending(lost); ok {
 		fmt.Fprintf(&b, ", with %d entries pending at its last clean stop: %d payloads answered 200 are not applied yet unless the file comes back", n, n)
 	} else {
-		b.WriteString("; how many entries were pending is unknown (the process that used it did not stop cleanly, or the record does not say): payloads answered 200 may be waiting in it")
+		b.WriteString("; how many entries were pending is unknown (its last stop did not record a count: the process was killed, " +
+			"or the warehouse could not be written then): payloads answered 200 may be waiting in it")
 	}
 	fmt.Fprintf(&b, ". Either restore the file to %s (with its -wal file if it had one) and start again, "+
 		"or start once with --outbox-accept-loss (OUTBOX_ACCEPT_LOSS=true) to accept that they are lost", path)
@@ -230,14 +231,21 @@ func (s *Service) subscriptionRecord(ctx context.Context) (outboxRecord, bool) {
 // subscription's existence, made by NewPubSub). A failure is logged: it
 // weakens the next start's check, not this process's work.
 func (s *Service) recordOutbox(ctx context.Context, key outboxKey, pending int) {
-	if reg, ok := s.Store.(warehouse.OutboxRegistry); ok && s.cfg.Runs(StageApply) {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := reg.RecordOutbox(rctx, warehouse.OutboxRecord{Host: key.host, Path: key.path, Identity: s.outbox.Identity(), Pending: pending})
-		cancel()
-		if err != nil {
-			s.logger.Warn("Cannot record the outbox's identity in the warehouse; a later start cannot tell a lost outbox from a new one",
-				"outbox", key.path, "error", err)
-		}
+	reg, ok := s.Store.(warehouse.OutboxRegistry)
+	if !ok || !s.cfg.Runs(StageApply) {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := reg.RecordOutbox(rctx, warehouse.OutboxRecord{Host: key.host, Path: key.path, Identity: s.outbox.Identity(), Pending: pending})
+	cancel()
+	switch {
+	case err == nil:
+	case pending == warehouse.PendingUnknown:
+		s.logger.Warn("Cannot record the outbox's identity in the warehouse; a later start cannot tell this outbox lost from a new one",
+			"outbox", key.path, "error", err)
+	default:
+		s.logger.Warn("Cannot record in the warehouse how many entries the outbox holds at this stop; a start that finds it lost will say the count is unknown",
+			"outbox", key.path, "pending", pending, "error", err)
 	}
 }
 

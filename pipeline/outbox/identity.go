@@ -68,7 +68,8 @@ func quickCheck(ctx context.Context, db *sql.DB) error {
 			return err
 		}
 		if line != "ok" {
-			problems = append(problems, line)
+			// One finding may span lines ("*** in database main ***").
+			problems = append(problems, strings.Join(strings.Fields(strings.ReplaceAll(line, "\n", "; ")), " "))
 		}
 	}
 	if err := rows.Err(); err != nil {

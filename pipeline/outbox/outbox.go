@@ -16,6 +16,11 @@
 // another process holds on the warehouse (the case where an outbox matters
 // most). Appends from concurrent requests share one transaction and one
 // fsync (group commit).
+//
+// The file has an identity (identity.go), so that a process can record
+// elsewhere which outbox it kept and refuse to start without it; a file
+// SQLite finds damaged is not opened, and Salvage (salvage.go) saves what
+// can still be read of it.
 package outbox
 
 import (
