@@ -120,8 +120,36 @@ func (s *Service) openOutbox(ctx context.Context) error {
 		s.logger.Info("OUTBOX_ACCEPT_LOSS is set, and there was nothing to accept: the outbox is the one recorded, or none was; unset it",
 			"outbox", key.path)
 	}
-	s.recordOutbox(ctx, key, warehouse.PendingUnknown)
+	// Briefly: a warehouse another process holds locked must not hold up
+	// the start; recordOutboxLoop tries again while the service runs.
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	s.outboxRecorded.Store(s.recordOutbox(rctx, key, warehouse.PendingUnknown, false))
+	cancel()
 	return nil
+}
+
+// recordOutboxLoop retries, every few seconds until it succeeds or ctx
+// ends, the start's record that failed: until it lands, a later start
+// cannot tell this outbox lost from a new one.
+func (s *Service) recordOutboxLoop(ctx context.Context) {
+	if s.outboxRecorded.Load() {
+		return
+	}
+	key := s.cfg.outboxKey()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.recordOutbox(ctx, key, warehouse.PendingUnknown, true) {
+			s.outboxRecorded.Store(true)
+			s.logger.Info("Recorded the outbox's identity in the warehouse", "outbox", key.path, "identity", s.outbox.Identity())
+			return
+		}
+	}
 }
 
 // refuseOutbox is the refusal to start without the outbox the records
@@ -228,25 +256,29 @@ func (s *Service) subscriptionRecord(ctx context.Context) (outboxRecord, bool) {
 
 // recordOutbox writes the outbox's identity and pending count in the
 // warehouse, where it survives the file (Pub/Sub's record is the follow
-// subscription's existence, made by NewPubSub). A failure is logged: it
-// weakens the next start's check, not this process's work.
-func (s *Service) recordOutbox(ctx context.Context, key outboxKey, pending int) {
+// subscription's existence, made by NewPubSub), and reports whether it
+// did or there is nowhere to write. A failure is logged (unless quiet: a
+// retry): it weakens the next start's check, not this process's work.
+func (s *Service) recordOutbox(ctx context.Context, key outboxKey, pending int, quiet bool) bool {
 	reg, ok := s.Store.(warehouse.OutboxRegistry)
 	if !ok || !s.cfg.Runs(StageApply) {
-		return
+		return true
 	}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := reg.RecordOutbox(rctx, warehouse.OutboxRecord{Host: key.host, Path: key.path, Identity: s.outbox.Identity(), Pending: pending})
 	cancel()
 	switch {
 	case err == nil:
+		return true
+	case quiet:
 	case pending == warehouse.PendingUnknown:
-		s.logger.Warn("Cannot record the outbox's identity in the warehouse; a later start cannot tell this outbox lost from a new one",
+		s.logger.Warn("Cannot record the outbox's identity in the warehouse yet; until it lands, a later start cannot tell this outbox lost from a new one",
 			"outbox", key.path, "error", err)
 	default:
 		s.logger.Warn("Cannot record in the warehouse how many entries the outbox holds at this stop; a start that finds it lost will say the count is unknown",
 			"outbox", key.path, "pending", pending, "error", err)
 	}
+	return false
 }
 
 // recordOutboxAtStop records how many entries the outbox holds pending at
@@ -263,5 +295,5 @@ func (s *Service) recordOutboxAtStop() {
 		s.logger.Warn("Cannot count the outbox at stop", "error", err)
 		return
 	}
-	s.recordOutbox(ctx, s.cfg.outboxKey(), counts[outbox.Pending])
+	s.recordOutbox(ctx, s.cfg.outboxKey(), counts[outbox.Pending], false)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
 
 // newService is NewService for a start expected to fail.
@@ -231,5 +232,51 @@ func TestIngestOnlyOutboxIsRememberedByPubSub(t *testing.T) {
 	r = startService(t, accept)
 	if got := metricValue(t, r.base, "gatekeeper_outbox_loss_accepted_total"); got != 1 {
 		t.Errorf("gatekeeper_outbox_loss_accepted_total = %v, want 1", got)
+	}
+}
+
+// A warehouse another process holds locked at start does not hold the
+// start up for the outbox's record: it is written once the lock goes.
+func TestOutboxRecordWaitsForALockedWarehouse(t *testing.T) {
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	first := cfg
+	first.Outbox = pipeline.OutboxOff // the warehouse's tables, no record
+	r := startService(t, first)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
+	release := warehousetest.HoldSQLiteLock(t, spec.Path)
+	started := time.Now()
+	svc, err := pipeline.NewService(context.Background(), cfg, testLogger())
+	if err != nil {
+		t.Fatalf("NewService with the warehouse locked: %v", err)
+	}
+	if took := time.Since(started); took > 4*time.Second {
+		t.Errorf("NewService took %s with the warehouse locked", took)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	release()
+
+	w, err := sqlite.Open(context.Background(), sqlite.Config{Path: spec.Path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	host, _ := os.Hostname()
+	abs, _ := filepath.Abs(cfg.OutboxPath)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rec, found, err := w.OutboxRecord(context.Background(), host, abs)
+		if err == nil && found && rec.Pending == warehouse.PendingUnknown && len(rec.Identity) == 16 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no record of the outbox 20 s after the lock went: %+v %v %v", rec, found, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

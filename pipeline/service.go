@@ -70,7 +70,10 @@ type Service struct {
 	// outboxLossAccepted counts the starts that accepted losing the outbox
 	// (OUTBOX_ACCEPT_LOSS): 0 or 1 in one process.
 	outboxLossAccepted atomic.Int64
-	settled            atomic.Int64 // acked by this process's apply stage
+	// outboxRecorded: the warehouse holds this start's record of the
+	// outbox (or has no place for one).
+	outboxRecorded atomic.Bool
+	settled        atomic.Int64 // acked by this process's apply stage
 
 	closeOnce sync.Once
 	closeErr  error
@@ -499,6 +502,9 @@ func (s *Service) Run(ctx context.Context) error {
 		var wg sync.WaitGroup
 		if s.outbox != nil {
 			wg.Go(func() { s.redeliverLoop(monitorCtx) })
+		}
+		if s.outbox != nil {
+			wg.Go(func() { s.recordOutboxLoop(monitorCtx) })
 		}
 		if s.outbox != nil && s.cfg.OutboxFollowsTopics() {
 			wg.Go(func() { s.followSettled(monitorCtx) })

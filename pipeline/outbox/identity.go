@@ -23,7 +23,11 @@ type DamagedError struct {
 	Path string
 	// Detail is what SQLite said.
 	Detail string
+	// Err is SQLite's error, when there is one.
+	Err error
 }
+
+func (e *DamagedError) Unwrap() error { return e.Err }
 
 func (e *DamagedError) Error() string {
 	return fmt.Sprintf("the outbox %s is damaged (%s). Payloads answered 200 may be waiting in it. "+

@@ -214,7 +214,7 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, identity string)
 	existed := statErr == nil && info.Size() > 0
 	fail := func(err error) error {
 		if existed && isDamage(err) {
-			return &DamagedError{Path: cfg.Path, Detail: err.Error()}
+			return &DamagedError{Path: cfg.Path, Detail: err.Error(), Err: err}
 		}
 		return fmt.Errorf("outbox %s: %w", cfg.Path, err)
 	}
@@ -452,7 +452,11 @@ func (o *Outbox) writeBatch(batch []*op) {
 	err := o.writeTx(batch)
 	if err != nil {
 		// Wrapped once per failed batch, never on the way of a success.
-		err = fmt.Errorf("outbox %s: write: %w", o.cfg.Path, err)
+		if isDamage(err) {
+			err = &DamagedError{Path: o.cfg.Path, Detail: err.Error(), Err: err}
+		} else {
+			err = fmt.Errorf("outbox %s: write: %w", o.cfg.Path, err)
+		}
 		o.logger.Error("Outbox write failed", "outbox", o.cfg.Path, "operations", len(batch), "error", err)
 	}
 	for _, x := range batch {
@@ -613,7 +617,7 @@ func (o *Outbox) each(ctx context.Context, fn func(Entry) error, query string, a
 // is a *DamagedError, which says how to salvage the outbox.
 func (o *Outbox) readErr(err error) error {
 	if isDamage(err) {
-		return &DamagedError{Path: o.cfg.Path, Detail: err.Error()}
+		return &DamagedError{Path: o.cfg.Path, Detail: err.Error(), Err: err}
 	}
 	return fmt.Errorf("outbox %s: read: %w", o.cfg.Path, err)
 }
