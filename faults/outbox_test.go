@@ -258,6 +258,13 @@ func (s *outboxScene) salvageAndSettle(t *testing.T, damage string) {
 	if n, err := strconv.Atoi(m[2]); err == nil && n != lost {
 		t.Errorf("the report says %d could not be read; %d answered 200 are not in the salvaged outbox", n, lost)
 	}
+	if b := regexp.MustCompile(`at least (\d+) and at most (\d+)`).FindStringSubmatch(m[2]); b != nil {
+		least, _ := strconv.Atoi(b[1])
+		most, _ := strconv.Atoi(b[2])
+		if lost < least || lost > most {
+			t.Errorf("the report bounds the loss to %d..%d; %d answered 200 are not in the salvaged outbox", least, most, lost)
+		}
+	}
 	if err == nil && lost > 0 {
 		t.Errorf("salvage exited 0 although %d entries were lost", lost)
 	}

@@ -77,10 +77,12 @@ func printSalvage(w io.Writer, rep outbox.SalvageReport, dryRun bool) {
 	switch {
 	case rep.UnreadableKnown:
 		fmt.Fprintf(w, "  could not read:  %d\n", rep.Unreadable)
-	case rep.Unreadable > 0:
-		fmt.Fprintf(w, "  could not read:  unknown, at least %d (the file lost rows that nothing in it counts any more)\n", rep.Unreadable)
+	case rep.MostUnreadable() >= 0:
+		fmt.Fprintf(w, "  could not read:  unknown, at least %d and at most %d (the file lost rows that nothing in it counts any more; "+
+			"at most: the row numbers up to %d not saved, some of them settled and forgotten before the damage)\n",
+			rep.Unreadable, rep.MostUnreadable(), rep.LastRow)
 	default:
-		fmt.Fprintf(w, "  could not read:  unknown (the file lost rows that nothing in it counts any more)\n")
+		fmt.Fprintf(w, "  could not read:  unknown, at least %d (the file lost rows that nothing in it counts any more)\n", rep.Unreadable)
 	}
 	switch {
 	case dryRun && rep.NewIdentity:

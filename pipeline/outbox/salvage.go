@@ -46,6 +46,19 @@ type SalvageReport struct {
 	// FailedRows counts the row numbers whose reading failed: each was an
 	// entry, or a gap left by one already settled.
 	FailedRows int
+	// LastRow is the highest row number ever used, as SQLite's
+	// sqlite_sequence still tells it (rows are numbered in append order,
+	// never reused); 0 when it could not be read.
+	LastRow int64
+}
+
+// MostUnreadable is the most entries that can have been lost: every row
+// number up to LastRow that was not saved; -1 when LastRow is unknown.
+func (r SalvageReport) MostUnreadable() int {
+	if r.LastRow == 0 {
+		return -1
+	}
+	return max(int(r.LastRow)-r.SavedTotal(), r.Unreadable)
 }
 
 // SavedTotal is the number of entries saved.
@@ -175,13 +188,18 @@ func readDamaged(ctx context.Context, path string, rep *SalvageReport) ([]salvag
 	for seq := range known {
 		last = max(last, seq)
 	}
-	for _, q := range []string{
+	for i, q := range []string{
+		// AUTOINCREMENT's record of the highest row number ever used: the
+		// only bound on what the file held.
 		`SELECT seq FROM sqlite_sequence WHERE name = 'outbox'`,
 		`SELECT max(seq) FROM outbox`,
 	} {
 		var n sql.NullInt64
 		if err := db.QueryRowContext(ctx, q).Scan(&n); err == nil && n.Valid {
 			last = max(last, n.Int64)
+			if i == 0 {
+				rep.LastRow = n.Int64
+			}
 		} else if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			knownComplete = false
 		}

@@ -230,6 +230,9 @@ func TestSalvageOfATruncatedFileIsHonestAboutWhatItCannotCount(t *testing.T) {
 	if rep.UnreadableKnown && rep.SavedTotal()+rep.Unreadable != 299 {
 		t.Errorf("the report claims to know: saved %d + unreadable %d != 299", rep.SavedTotal(), rep.Unreadable)
 	}
+	if lost := 299 - rep.SavedTotal(); lost < rep.Unreadable || rep.MostUnreadable() >= 0 && lost > rep.MostUnreadable() {
+		t.Errorf("%d lost, the report bounds it to %d..%d", lost, rep.Unreadable, rep.MostUnreadable())
+	}
 	o := open(t, path)
 	defer o.Close()
 	if o.Identity() != id {
