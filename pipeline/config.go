@@ -268,6 +268,14 @@ type Config struct {
 	// outbox after this long is published again while the process runs,
 	// then after twice as long, and so on. Optional, default 2m.
 	OutboxRedeliverAfter time.Duration
+	// OutboxAcceptLoss (OUTBOX_ACCEPT_LOSS) lets the service start when the
+	// outbox file it kept before is missing, empty or another one: the
+	// payloads answered 200 that were waiting in it are lost. Without it
+	// the service refuses to start and says how to restore the file. The
+	// loss is logged and counted, and the new file's identity recorded.
+	// Meant for one start: set, it accepts every later loss too. Optional,
+	// default false.
+	OutboxAcceptLoss bool
 	// SQLiteSync (SQLITE_SYNC) is "full" or "normal", for the SQLite
 	// warehouse and the outbox alike: full waits for the disk at every
 	// commit; normal survives a crash of the process but not a power loss.
@@ -446,14 +454,15 @@ func (c Config) OutboxEnabled() bool {
 
 // outboxSubscription names this process's subscription on the applied or
 // poison topic: one per outbox file, so that each ingest replica sees
-// every event, not a share of them.
+// every event, not a share of them. The file is its host and absolute
+// path (outboxKey): replicas on several hosts often keep their outboxes at
+// the same path, and the subscription's existence is also Pub/Sub's record
+// that an outbox lived there (outbox_identity.go), which a new replica
+// must not mistake for its own.
 func (c Config) outboxSubscription(topic string) string {
-	path, err := filepath.Abs(c.OutboxPath)
-	if err != nil {
-		path = c.OutboxPath
-	}
+	key := c.outboxKey()
 	h := fnv.New32a()
-	h.Write([]byte(path))
+	h.Write([]byte(key.host + "\x00" + key.path))
 	return fmt.Sprintf("%s-outbox-%s-%08x", c.SubscriptionID, topic, h.Sum32())
 }
 

@@ -71,10 +71,16 @@ type Service struct {
 
 	ready    atomic.Bool
 	accepted atomic.Int64 // published by this process's gate
-	settled  atomic.Int64 // acked by this process's apply stage
 	// bodyBytes are the request body bytes reserved under
 	// MAX_IN_FLIGHT_BYTES (middleware_frontdoor.go).
 	bodyBytes atomic.Int64
+	// outboxLossAccepted counts the starts that accepted losing the outbox
+	// (OUTBOX_ACCEPT_LOSS): 0 or 1 in one process.
+	outboxLossAccepted atomic.Int64
+	// outboxRecorded: the warehouse holds this start's record of the
+	// outbox (or has no place for one).
+	outboxRecorded atomic.Bool
+	settled        atomic.Int64 // acked by this process's apply stage
 
 	closeOnce sync.Once
 	closeErr  error
@@ -124,16 +130,16 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	if s.PubSub, err = NewPubSub(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
-	if cfg.OutboxEnabled() {
-		if s.outbox, err = outbox.Open(ctx, outbox.Config{
-			Path: cfg.OutboxPath, Sync: cfg.SQLiteSync, RedeliverAfter: cfg.OutboxRedeliverAfter, LogEvery: cfg.LogRepeatInterval,
-		}, logger); err != nil {
-			return nil, fmt.Errorf("OUTBOX_PATH: %w", err)
-		}
-	}
 	if cfg.Runs(StageApply) && s.Store == nil {
 		if s.Store, err = OpenWarehouse(ctx, cfg, logger); err != nil {
 			return nil, fmt.Errorf("warehouse: %w", err)
+		}
+	}
+	// After the warehouse and Pub/Sub: they remember which outbox this
+	// process kept (outbox_identity.go).
+	if cfg.OutboxEnabled() {
+		if err := s.openOutbox(ctx); err != nil {
+			return nil, err
 		}
 	}
 	s.watch()
@@ -293,6 +299,11 @@ func (s *Service) topicRole(topic string) string {
 // oldest payload the apply stage holds, and the payloads in the poison
 // index (or, in an ingest-only process, those its outbox saw poisoned).
 func (s *Service) registerGauges() {
+	if s.outbox != nil {
+		s.Metrics.CounterFunc("gatekeeper_outbox_loss_accepted_total",
+			"Starts that accepted losing the outbox this process kept before (OUTBOX_ACCEPT_LOSS), with what waited in it.", nil,
+			func() float64 { return float64(s.outboxLossAccepted.Load()) })
+	}
 	for delay, n := range map[string]*atomic.Int64{"short": &s.PubSub.shortPublishes, "busy": &s.PubSub.busyPublishes} {
 		s.Metrics.CounterFunc("gatekeeper_published_messages_total",
 			"Messages published, by the batching delay they waited under: short (PUBLISH_DELAY_THRESHOLD), or busy "+
@@ -536,6 +547,9 @@ func (s *Service) Run(ctx context.Context) error {
 		if s.outbox != nil {
 			wg.Go(func() { s.redeliverLoop(monitorCtx) })
 		}
+		if s.outbox != nil {
+			wg.Go(func() { s.recordOutboxLoop(monitorCtx) })
+		}
 		if s.outbox != nil && s.cfg.OutboxFollowsTopics() {
 			wg.Go(func() { s.followSettled(monitorCtx) })
 		}
@@ -645,6 +659,11 @@ func (s *Service) shutdown() error {
 		errs = append(errs, s.drain(ctx))
 		errs = append(errs, s.apply.router.Close())
 		errs = append(errs, s.committer.Close(ctx))
+	}
+	if s.outbox != nil {
+		// With the apply stage's last forgets written: the count the next
+		// start names if it finds the file gone.
+		s.recordOutboxAtStop()
 	}
 	errs = append(errs, s.closeResources())
 	return errors.Join(errs...)

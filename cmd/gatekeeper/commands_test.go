@@ -30,7 +30,10 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		args []string
 		want string // the first line of stderr
 	}{
-		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison, status, keys, loadgen or healthcheck)`},
+		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison, status, outbox, keys, loadgen or healthcheck)`},
+		{[]string{"outbox"}, "usage: gatekeeper outbox salvage [--dry-run] [flags]"},
+		{[]string{"outbox", "frob"}, "usage: gatekeeper outbox salvage [--dry-run] [flags]"},
+		{[]string{"outbox", "salvage", "extra"}, "gatekeeper: outbox salvage takes no arguments (got [extra]); the file is --outbox-path"},
 		{[]string{"rows", "--warehouse", wh}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
 		{[]string{"rows", "t1", "t2", "--warehouse", wh}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
 		{[]string{"rows", "--warehouse", wh, "t1", "t2"}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
@@ -70,11 +73,11 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 
 func TestHelpCommand(t *testing.T) {
 	r := runIn("help")
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|keys new BACKEND|loadgen|healthcheck]") {
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|outbox salvage|keys new BACKEND|loadgen|healthcheck]") {
 		t.Fatalf("help: exit %d, stdout %q", r.code, r.stdout)
 	}
 	for _, cmd := range [][]string{{"tables"}, {"rows"}, {"poison", "list"}, {"poison", "summary"}, {"poison", "show"},
-		{"poison", "replay"}, {"poison", "export"}, {"poison", "purge"}, {"status"}, {"keys", "new"}, {"healthcheck"}} {
+		{"poison", "replay"}, {"poison", "export"}, {"poison", "purge"}, {"status"}, {"outbox", "salvage"}, {"keys", "new"}, {"healthcheck"}} {
 		r := runIn(append(cmd, "--help")...)
 		if r.code != 0 || !strings.HasPrefix(r.stderr, "usage: gatekeeper "+strings.Join(cmd, " ")) {
 			t.Errorf("%s --help: exit %d, stderr starts %.60q", strings.Join(cmd, " "), r.code, r.stderr)
@@ -98,6 +101,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		{[]string{"poison", "export", "--help"}, []string{"o", "table", "class"}},
 		{[]string{"poison", "purge", "--help"}, []string{"all", "yes", "table", "reason"}},
 		{[]string{"status", "--help"}, []string{"json"}},
+		{[]string{"outbox", "salvage", "--help"}, []string{"dry-run", "outbox-path"}},
 		{[]string{"serve", "--help"}, []string{"log-level"}},
 	} {
 		r := runIn(c.args...)

@@ -105,6 +105,10 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 		fs.Func(name, usage, func(v string) error { set(v); return nil })
 		ss = append(ss, setting{flag: name, env: env, shownDefault: def})
 	}
+	boolean := func(p *bool, name, env, usage string) {
+		fs.BoolVar(p, name, *p, usage)
+		ss = append(ss, setting{flag: name, env: env})
+	}
 	inverted := func(p *bool, name, env, usage string) {
 		fs.Var(invertedBool{p}, name, usage)
 		ss = append(ss, setting{flag: name, env: env})
@@ -185,6 +189,7 @@ func bindConfig(fs *flag.FlagSet, c *pipeline.Config) []setting {
 	str(&c.OutboxPath, "outbox-path", "OUTBOX_PATH", "the outbox's SQLite file")
 	derived("beside a SQLite warehouse: NAME-outbox.db; else gatekeeper-outbox.db")
 	dur(&c.OutboxRedeliverAfter, "outbox-redeliver-after", "OUTBOX_REDELIVER_AFTER", "a payload still in the outbox this long is published again while the process runs (then after twice as long, and so on)")
+	boolean(&c.OutboxAcceptLoss, "outbox-accept-loss", "OUTBOX_ACCEPT_LOSS", "start although the outbox this process kept before is missing, empty or another file, accepting that the payloads waiting in it are lost (logged and counted); for one start, after restoring the file proved impossible")
 	str(&c.SQLiteSync, "sqlite-sync", "SQLITE_SYNC", "full: every SQLite commit (warehouse, outbox) waits for the disk; normal: survives a process crash, not a power loss")
 	dur(&c.UnhealthyAfter, "unhealthy-after", "UNHEALTHY_AFTER", "/healthz answers 503 once publishing to Pub/Sub or its resource checks have failed this long without a success, or the apply stage is wedged this long")
 	dur(&c.LogRepeatInterval, "log-repeat-interval", "LOG_REPEAT_INTERVAL", "a repeated condition is logged once, then as a count at most once per this interval, then once when it ends")

@@ -5,6 +5,7 @@
 //	gatekeeper rows TABLE [flags]  print a table's rows as JSON lines
 //	gatekeeper poison COMMAND      the poison index: list, summary, show, replay, export, purge
 //	gatekeeper status ID           what became of one payload
+//	gatekeeper outbox salvage      save what can be read of a damaged outbox into a new one
 //	gatekeeper keys new BACKEND    a fresh API key: an entry for BACKENDS_FILE on stdout, the key on stderr
 //	gatekeeper loadgen [flags]     post a bounded load to a local service and report latency
 //	gatekeeper healthcheck         exit 0 when the local service is ready (for containers without curl)
@@ -52,15 +53,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return poison(args, stdout, stderr)
 	case "status":
 		return status(args, stdout, stderr)
+	case "outbox":
+		return outboxCommand(args, stdout, stderr)
 	case "keys":
 		return keysCommand(args, stdout, stderr)
 	case "loadgen":
 		return loadgen(args, stdout, stderr)
 	case "help":
-		fmt.Fprintln(stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|keys new BACKEND|loadgen|healthcheck] [flags]; gatekeeper COMMAND --help for flags")
+		fmt.Fprintln(stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|outbox salvage|keys new BACKEND|loadgen|healthcheck] [flags]; gatekeeper COMMAND --help for flags")
 		return 0
 	default:
-		fmt.Fprintf(stderr, "gatekeeper: unknown command %q (want serve, tables, rows, poison, status, keys, loadgen or healthcheck)\n", cmd)
+		fmt.Fprintf(stderr, "gatekeeper: unknown command %q (want serve, tables, rows, poison, status, outbox, keys, loadgen or healthcheck)\n", cmd)
 		return 2
 	}
 }

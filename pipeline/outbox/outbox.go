@@ -16,6 +16,11 @@
 // another process holds on the warehouse (the case where an outbox matters
 // most). Appends from concurrent requests share one transaction and one
 // fsync (group commit).
+//
+// The file has an identity (identity.go), so that a process can record
+// elsewhere which outbox it kept and refuse to start without it; a file
+// SQLite finds damaged is not opened, and Salvage (salvage.go) saves what
+// can still be read of it.
 package outbox
 
 import (
@@ -25,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -188,14 +194,41 @@ type Outbox struct {
 	// writes is whether the writer's transactions fail: set and cleared by
 	// the writer only, once per batch, so Append's path costs nothing more.
 	writes *condition.Condition
+	// identity is the random id the file was given when it was created
+	// (see Identity); created reports that this Open created it.
+	identity string
+	created  bool
 }
+
+// Identity is the outbox file's own id, made when the file was created and
+// kept in it (table outbox_meta, and the SQLite header as a copy that
+// survives a damaged table): a process that records it elsewhere can tell
+// at its next start whether it finds the same outbox, an empty new one, or
+// another one.
+func (o *Outbox) Identity() string { return o.identity }
+
+// Created reports whether this Open created the outbox: the file was
+// missing, empty, or held no outbox yet.
+func (o *Outbox) Created() bool { return o.created }
+
+// Path is the outbox's file, as configured.
+func (o *Outbox) Path() string { return o.cfg.Path }
 
 // Commits counts the transactions written so far; with concurrent appends
 // it grows slower than the appends do.
 func (o *Outbox) Commits() int64 { return o.commits.Load() }
 
-// Open opens, creating if needed, the outbox at cfg.Path.
+// Open opens, creating if needed, the outbox at cfg.Path. An outbox that
+// fails SQLite's quick_check (a truncated file, zeroed pages, not a
+// database at all) is not opened: the error is a *DamagedError, and
+// Salvage reads what can still be read out of it.
 func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Outbox, error) {
+	return open(ctx, cfg, logger, "")
+}
+
+// open is Open; a new file takes identity when it is not "" (Salvage
+// keeps the damaged outbox's).
+func open(ctx context.Context, cfg Config, logger *slog.Logger, identity string) (_ *Outbox, err error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -203,17 +236,76 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Outbox, error)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	dsn := func(extra ...string) string {
-		return cfg.Path + "?" + strings.Join(append([]string{"_pragma=busy_timeout(5000)"}, extra...), "&")
+	// Whether a file with content was there decides what a SQLite error
+	// means: damage to an outbox, or a failure to create one.
+	info, statErr := os.Stat(cfg.Path)
+	existed := statErr == nil && info.Size() > 0
+	fail := func(err error) error {
+		if existed && isDamage(err) {
+			return &DamagedError{Path: cfg.Path, Detail: err.Error(), Err: err}
+		}
+		return fmt.Errorf("outbox %s: %w", cfg.Path, err)
 	}
-	write, err := sql.Open("sqlite", dsn("_pragma=journal_mode(WAL)", "_pragma=synchronous("+strings.ToUpper(cfg.Sync)+")"))
+	write, err := sql.Open("sqlite", dsn(cfg.Path, "_pragma=journal_mode(WAL)", "_pragma=synchronous("+strings.ToUpper(cfg.Sync)+")"))
 	if err != nil {
-		return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
+		return nil, fail(err)
 	}
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
 	write.SetConnMaxLifetime(0)
-	if _, err := write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS outbox (
+	defer func() {
+		if err != nil {
+			_ = write.Close() // closes the statements prepared so far
+		}
+	}()
+	if existed {
+		if err := quickCheck(ctx, write); err != nil {
+			return nil, fail(err)
+		}
+	}
+	hadTable, err := hasTable(ctx, write, "outbox")
+	if err != nil {
+		return nil, fail(err)
+	}
+	if _, err := write.ExecContext(ctx, createOutboxSQL); err != nil {
+		return nil, fail(err)
+	}
+	if identity, err = ensureIdentity(ctx, write, identity); err != nil {
+		return nil, fail(err)
+	}
+	stmts := map[string]*sql.Stmt{}
+	for name, query := range writeStatements() {
+		s, err := write.PrepareContext(ctx, query)
+		if err != nil {
+			return nil, fail(err)
+		}
+		stmts[name] = s
+	}
+	read, err := sql.Open("sqlite", dsn(cfg.Path, "_pragma=query_only(1)"))
+	if err != nil {
+		return nil, fail(err)
+	}
+	read.SetMaxOpenConns(2)
+	writes, err := condition.New(condition.Config{Name: "Outbox writes", Interval: cfg.LogEvery,
+		Attrs: []any{"outbox", cfg.Path}}, logger)
+	if err != nil {
+		_ = read.Close()
+		return nil, err
+	}
+	o := &Outbox{
+		cfg: cfg, logger: logger, write: write, read: read,
+		ops: make(chan *op, 4*cfg.MaxBatch), closing: make(chan struct{}), stopped: make(chan struct{}),
+		stmts: stmts, identity: identity, created: !hadTable, writes: writes,
+	}
+	go o.writer()
+	return o, nil
+}
+
+func dsn(path string, extra ...string) string {
+	return path + "?" + strings.Join(append([]string{"_pragma=busy_timeout(5000)"}, extra...), "&")
+}
+
+const createOutboxSQL = `CREATE TABLE IF NOT EXISTS outbox (
 		seq INTEGER PRIMARY KEY AUTOINCREMENT,
 		id TEXT NOT NULL UNIQUE,
 		state TEXT NOT NULL,
@@ -221,40 +313,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Outbox, error)
 		metadata TEXT NOT NULL,
 		appended_at TEXT NOT NULL,
 		next_at INTEGER NOT NULL, -- unix nanoseconds
-		republished INTEGER NOT NULL DEFAULT 0)`); err != nil {
-		_ = write.Close()
-		return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
-	}
-	stmts := map[string]*sql.Stmt{}
-	for name, query := range writeStatements() {
-		s, err := write.PrepareContext(ctx, query)
-		if err != nil {
-			_ = write.Close() // closes the statements prepared so far
-			return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
-		}
-		stmts[name] = s
-	}
-	read, err := sql.Open("sqlite", dsn("_pragma=query_only(1)"))
-	if err != nil {
-		_ = write.Close()
-		return nil, fmt.Errorf("outbox %q: %w", cfg.Path, err)
-	}
-	read.SetMaxOpenConns(2)
-	writes, err := condition.New(condition.Config{Name: "Outbox writes", Interval: cfg.LogEvery,
-		Attrs: []any{"outbox", cfg.Path}}, logger)
-	if err != nil {
-		_ = write.Close()
-		_ = read.Close()
-		return nil, err
-	}
-	o := &Outbox{
-		cfg: cfg, logger: logger, write: write, read: read,
-		ops: make(chan *op, 4*cfg.MaxBatch), closing: make(chan struct{}), stopped: make(chan struct{}),
-		stmts: stmts, writes: writes,
-	}
-	go o.writer()
-	return o, nil
-}
+		republished INTEGER NOT NULL DEFAULT 0)`
 
 // Append records a payload durably (per Config.Sync) and returns once it is
 // written. When ctx ends first the append may still land; it is then
@@ -263,13 +322,13 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Outbox, error)
 func (o *Outbox) Append(ctx context.Context, e Entry) error {
 	meta, err := encodeMetadata(e.Metadata)
 	if err != nil {
-		return fmt.Errorf("outbox: metadata: %w", err)
+		return fmt.Errorf("outbox %s: payload %s: metadata: %w", o.cfg.Path, e.ID, err)
 	}
 	a := &op{kind: opAppend, id: e.ID, payload: e.Payload, metadata: meta, done: make(chan struct{})}
 	if err := o.sendWait(ctx, a); err != nil {
 		if ctx.Err() != nil {
 			o.Forget(e.ID)
-			return fmt.Errorf("outbox: append: %w", err)
+			return fmt.Errorf("outbox %s: append: %w", o.cfg.Path, err)
 		}
 		return err
 	}
@@ -296,7 +355,7 @@ func (o *Outbox) ForgetNow(ctx context.Context, id string) error {
 func (o *Outbox) MarkPoisoned(id string, metadata map[string]string) {
 	meta, err := encodeMetadata(metadata)
 	if err != nil {
-		o.logger.Error("Outbox: cannot record a poisoned payload", "payload_id", id, "error", err)
+		o.logger.Error("Outbox: cannot record a poisoned payload", "outbox", o.cfg.Path, "payload_id", id, "error", err)
 		return
 	}
 	_ = o.send(context.Background(), &op{kind: opPoison, id: id, metadata: meta})
@@ -339,17 +398,23 @@ func (o *Outbox) sendWait(ctx context.Context, x *op) error {
 	}
 }
 
+// ErrClosed is wrapped with the file's name; errors.Is(err, ErrClosed)
+// still holds.
+func (o *Outbox) closedErr() error {
+	return fmt.Errorf("outbox %s: %w", o.cfg.Path, ErrClosed)
+}
+
 func (o *Outbox) send(ctx context.Context, x *op) error {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	if o.closed {
-		return ErrClosed
+		return o.closedErr()
 	}
 	select {
 	case o.ops <- x:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("outbox: %w", ctx.Err())
+		return fmt.Errorf("outbox %s: %w", o.cfg.Path, ctx.Err())
 	}
 }
 
@@ -452,6 +517,12 @@ func (o *Outbox) writeBatch(batch []*op) {
 	// Logged once when writes start failing, then as a count per LogEvery,
 	// then once when they succeed again: a full disk fails every batch.
 	if err != nil {
+		// Wrapped once per failed batch, never on the way of a success.
+		if isDamage(err) {
+			err = &DamagedError{Path: o.cfg.Path, Detail: err.Error(), Err: err}
+		} else {
+			err = fmt.Errorf("outbox %s: write: %w", o.cfg.Path, err)
+		}
 		o.writes.Fail(err)
 	} else {
 		o.writes.OK()
@@ -602,32 +673,44 @@ func (o *Outbox) Due(ctx context.Context, state State, fn func(Entry) error) err
 func (o *Outbox) each(ctx context.Context, fn func(Entry) error, query string, args ...any) error {
 	rows, err := o.read.QueryContext(ctx, query, args...)
 	if err != nil {
-		return fmt.Errorf("outbox: read: %w", err)
+		return o.readErr(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var e Entry
 		var meta, state, appended string
 		if err := rows.Scan(&e.ID, &e.Payload, &meta, &e.Republished, &state, &appended); err != nil {
-			return fmt.Errorf("outbox: read: %w", err)
+			return o.readErr(err)
 		}
 		e.AppendedAt, _ = time.Parse(time.RFC3339Nano, appended)
 		e.State = State(state)
 		if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {
-			return fmt.Errorf("outbox: entry %s: metadata: %w", e.ID, err)
+			return fmt.Errorf("outbox %s: entry %s: metadata: %w", o.cfg.Path, e.ID, err)
 		}
 		if err := fn(e); err != nil {
 			return err
 		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return o.readErr(err)
+	}
+	return nil
+}
+
+// readErr names the file in a read's error; damage found while running
+// is a *DamagedError, which says how to salvage the outbox.
+func (o *Outbox) readErr(err error) error {
+	if isDamage(err) {
+		return &DamagedError{Path: o.cfg.Path, Detail: err.Error(), Err: err}
+	}
+	return fmt.Errorf("outbox %s: read: %w", o.cfg.Path, err)
 }
 
 // Count returns how many entries are in each state.
 func (o *Outbox) Count(ctx context.Context) (map[State]int, error) {
 	rows, err := o.read.QueryContext(ctx, `SELECT state, count(*) FROM outbox GROUP BY state`)
 	if err != nil {
-		return nil, fmt.Errorf("outbox: count: %w", err)
+		return nil, o.readErr(err)
 	}
 	defer rows.Close()
 	counts := map[State]int{Pending: 0, Poisoned: 0}
@@ -635,11 +718,14 @@ func (o *Outbox) Count(ctx context.Context) (map[State]int, error) {
 		var s string
 		var n int
 		if err := rows.Scan(&s, &n); err != nil {
-			return nil, fmt.Errorf("outbox: count: %w", err)
+			return nil, o.readErr(err)
 		}
 		counts[State(s)] = n
 	}
-	return counts, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, o.readErr(err)
+	}
+	return counts, nil
 }
 
 // Close writes what is queued and closes the file.
@@ -657,5 +743,8 @@ func (o *Outbox) Close() error {
 	for _, s := range o.stmts {
 		errs = append(errs, s.Close())
 	}
-	return errors.Join(append(errs, o.write.Close(), o.read.Close())...)
+	if err := errors.Join(append(errs, o.write.Close(), o.read.Close())...); err != nil {
+		return fmt.Errorf("outbox %s: close: %w", o.cfg.Path, err)
+	}
+	return nil
 }
