@@ -240,7 +240,14 @@ func (s *Service) wedged(now time.Time) (healthReason, bool) {
 		return healthReason{}, false
 	}
 	limit := max(s.cfg.UnhealthyAfter, s.cfg.maxHandlingTime())
-	if s.monitor.recentlyCommitted(limit) || s.monitor.warehouseFailing(now, max(limit, commitsRecent)).Failing() {
+	if s.monitor.recentlyCommitted(limit) {
+		return healthReason{}, false
+	}
+	// A commit that failed with no success since, however long ago, puts
+	// the blame on the warehouse, which a restart would find as it is (a
+	// corrupt page fails commits while the probe succeeds). A paused apply
+	// stage (issue 20, part 3) holds payloads on purpose: not wedged either.
+	if s.monitor.commits.State().Failing() || s.monitor.probe.State().Failing() {
 		return healthReason{}, false
 	}
 	idle := s.applyIdleAt.Load()
