@@ -273,6 +273,7 @@ func (s *Service) registerGauges() {
 			map[string]string{"delay": delay}, func() float64 { return float64(n.Load()) })
 	}
 	if s.apply != nil {
+		s.Metrics.RegisterApplyPause(s.apply.pause.metrics)
 		s.Metrics.Gauge("gatekeeper_oldest_unapplied_seconds",
 			"Age of the oldest accepted payload this apply stage holds and has not settled (0 when it holds none).", nil,
 			func() float64 {
@@ -444,6 +445,7 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 		problems = append(problems, errors.New("not serving (starting or shutting down)"))
 	}
 	problems = append(problems, s.monitor.problems()...)
+	problems = append(problems, s.applyPausedProblem()...)
 	if err := s.PubSub.Ping(ctx); err != nil {
 		problems = append(problems, fmt.Errorf("pub/sub: %w", err))
 	}
@@ -461,6 +463,23 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
+}
+
+// applyPausedProblem is the readiness problem of a process that runs only
+// the apply stage while that stage is paused: it takes nothing from Pub/Sub
+// that it can apply. A process that also runs the ingest stage stays ready
+// for it: the ingest stage still accepts, and the backlog is what the queue
+// is for; the pause shows in gatekeeper_apply_paused and the log.
+func (s *Service) applyPausedProblem() []error {
+	if s.apply == nil || s.ingest != nil {
+		return nil
+	}
+	since, err := s.apply.paused()
+	if since.IsZero() {
+		return nil
+	}
+	return []error{fmt.Errorf("apply paused for %s, holding payloads: warehouse %s unavailable: %w",
+		time.Since(since).Round(time.Second), s.cfg.Warehouse, err)}
 }
 
 // Run serves until ctx ends, then shuts down gracefully: it stops taking
@@ -599,6 +618,7 @@ func (s *Service) shutdown() error {
 	if s.apply != nil {
 		errs = append(errs, s.drain(ctx))
 		errs = append(errs, s.apply.router.Close())
+		s.apply.pause.stop()
 		errs = append(errs, s.committer.Close(ctx))
 	}
 	errs = append(errs, s.closeResources())
