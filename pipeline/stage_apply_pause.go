@@ -336,6 +336,7 @@ func (p *applyPause) metrics() metrics.ApplyPause {
 	s := metrics.ApplyPause{Paused: p.paused, Pauses: p.pauses, PausedFor: p.pausedFor, Held: p.held}
 	if p.paused {
 		s.PausedFor += time.Since(p.since)
+		s.Reason = warehouse.Reason(p.err)
 	}
 	return s
 }
