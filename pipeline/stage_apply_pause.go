@@ -278,7 +278,10 @@ func (p *applyPause) probeDue() {
 	p.probing = true
 	p.probes++
 	if p.held > 0 {
-		p.turn <- struct{}{} // never blocks: drained above, and only sent here
+		select {
+		case p.turn <- struct{}{}: // empty: drained above, or taken
+		default:
+		}
 		p.probeT.Reset(p.probeMax)
 		p.mu.Unlock()
 		return
