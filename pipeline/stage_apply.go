@@ -70,7 +70,12 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 	if cfg.OrderingPoison == OrderingPoisonBlock {
 		blocks = newKeyBlocks(store, logger)
 	}
-	pause := newApplyPause(cfg.Warehouse, store.Ping, logger)
+	// With nothing held, the pause probes with the warehouse's Ping.
+	ping := func(context.Context) error { return nil }
+	if store != nil {
+		ping = store.Ping
+	}
+	pause := newApplyPause(cfg.Warehouse, ping, logger)
 	poisonPublisher := poisonPublisher{Publisher: ps.Publisher(), counters: counters, outbox: box, blocks: blocks, logger: logger}
 	poison, err := middleware.PoisonQueueWithFilter(poisonPublisher, cfg.PoisonTopicID, shouldPoison)
 	if err != nil {

@@ -283,7 +283,11 @@ func (w *Warehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]war
 	// BEGIN IMMEDIATE takes the write lock now, so a busy database fails
 	// here, before any work, rather than at the first write.
 	if _, err := w.execFixed(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return nil, w.groupError(ctx, "begin", err)
+		err = w.groupError(ctx, "begin", err)
+		// An interrupted BEGIN (the context ended) may have opened the
+		// transaction all the same; the next group's BEGIN would fail.
+		w.rollback(w.ddlCount)
+		return nil, err
 	}
 	ddlAtBegin := w.ddlCount
 	outcomes, err := w.applyGroup(ctx, group)
