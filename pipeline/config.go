@@ -512,6 +512,13 @@ func (c Config) maxHandlingTime() time.Duration {
 	return time.Duration(c.retries()+1)*c.ApplyTimeout + time.Duration(c.retries())*c.RetryMaxInterval + time.Minute
 }
 
+// maxLeaseTime bounds how long the apply stage may keep one message
+// leased: held while the stage is paused (pauseHoldMax, then it is given
+// back), then handled.
+func (c Config) maxLeaseTime() time.Duration {
+	return pauseHoldMax + c.maxHandlingTime()
+}
+
 // retries, jitter and publishDelay are RetryMax, RetryJitter and
 // PublishDelayThreshold with "none" (negative) as zero.
 func (c Config) retries() int                { return max(c.RetryMax, 0) }

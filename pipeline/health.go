@@ -180,9 +180,9 @@ func (s *Service) readiness(ctx context.Context) []healthReason {
 			rs = append(rs, newReason("warehouse", st.Err, st.Since, effect))
 		}
 	}
-	// The apply stage paused on a warehouse outage goes here (component
-	// "apply", effect unready for an apply-only process, degraded beside
-	// the ingest stage): issue 20, part 3.
+	if r, ok := s.applyPausedReason(); ok {
+		rs = append(rs, r)
+	}
 	return rs
 }
 
@@ -246,8 +246,11 @@ func (s *Service) wedged(now time.Time) (healthReason, bool) {
 	// A commit that failed with no success since, however long ago, puts
 	// the blame on the warehouse, which a restart would find as it is (a
 	// corrupt page fails commits while the probe succeeds). A paused apply
-	// stage (issue 20, part 3) holds payloads on purpose: not wedged either.
+	// stage holds payloads on purpose: not wedged either.
 	if s.monitor.commits.State().Failing() || s.monitor.probe.State().Failing() {
+		return healthReason{}, false
+	}
+	if since, _ := s.apply.paused(); !since.IsZero() {
 		return healthReason{}, false
 	}
 	idle := s.applyIdleAt.Load()

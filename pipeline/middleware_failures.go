@@ -21,12 +21,19 @@ import (
 //
 // It also logs each failed attempt once, with the payload's ids: Retry's
 // own log line has neither, so Retry logs nothing.
+//
+// An attempt that met an outage is no attempt of the payload's: the
+// warehouse was down. It is neither counted nor logged here; the apply
+// stage's pause holds the payload and logs the outage once.
 func RecordFailures(now func() time.Time, logger *slog.Logger) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			ctx := msg.Context()
 			out, err := h(msg)
 			msg.SetContext(ctx)
+			if messages.ClassOf(err) == messages.ClassOutage {
+				return out, err
+			}
 
 			attempts, _ := strconv.Atoi(msg.Metadata.Get(messages.MetaAttempts))
 			msg.Metadata.Set(messages.MetaAttempts, strconv.Itoa(attempts+1))

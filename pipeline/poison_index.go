@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,12 +48,14 @@ const indexBatch = 500
 func (s *Service) indexPoison(ctx context.Context) {
 	sub := subscriptionPath(s.cfg.ProjectID, s.cfg.PoisonSubscriptionID)
 	admin := s.PubSub.client.SubscriptionAdminClient
+	wait := indexRetryMin
 	backoff := func() {
 		select {
 		case <-ctx.Done():
-		case <-time.After(2 * time.Second):
+		case <-time.After(wait):
 		}
 	}
+	failing := newIndexFailures(s.logger)
 	for ctx.Err() == nil {
 		// Pub/Sub may hold an empty pull open for long (the emulator for
 		// minutes); a short deadline bounds it, and ends it on shutdown.
@@ -91,14 +94,17 @@ func (s *Service) indexPoison(ctx context.Context) {
 		err = s.Store.AppendEvents(wctx, events)
 		if err != nil {
 			cancel()
-			s.logger.Error("Cannot index poisoned payloads; Pub/Sub redelivers them", "payloads", len(events), "error", err)
+			failing.failed(len(events), err)
 			// Back to the subscription now rather than at the deadline.
 			_ = admin.ModifyAckDeadline(context.WithoutCancel(ctx), &pubsubpb.ModifyAckDeadlineRequest{
 				Subscription: sub, AckIds: ackIDs, AckDeadlineSeconds: 0,
 			})
 			backoff()
+			wait = min(2*wait, indexRetryMax)
 			continue
 		}
+		failing.ended()
+		wait = indexRetryMin
 		err = admin.Acknowledge(wctx, &pubsubpb.AcknowledgeRequest{Subscription: sub, AckIds: ackIDs})
 		cancel()
 		if err != nil {
@@ -113,6 +119,54 @@ func (s *Service) indexPoison(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// The indexer's wait after a failed write of the index: it doubles while
+// the writes keep failing (the warehouse is down: an outage), up to the
+// maximum.
+const (
+	indexRetryMin = 2 * time.Second
+	indexRetryMax = 30 * time.Second
+)
+
+// indexFailures logs the index's failed writes as one condition: once when
+// they begin (with the error and its class: an outage is the warehouse
+// down, not anything wrong with the poisoned payloads), then a count once
+// per pauseLogEvery while they go on, and once when a write succeeds again.
+// Nothing is acked meanwhile: Pub/Sub keeps the poison messages.
+type indexFailures struct {
+	logger          *slog.Logger
+	since, lastLog  time.Time
+	batches, events int // since the last line
+}
+
+func newIndexFailures(logger *slog.Logger) *indexFailures { return &indexFailures{logger: logger} }
+
+func (f *indexFailures) failed(events int, err error) {
+	now := time.Now()
+	f.batches++
+	f.events += events
+	switch {
+	case f.since.IsZero():
+		f.since, f.lastLog = now, now
+		f.logger.Error("Cannot index poisoned payloads; Pub/Sub keeps them until the index can be written",
+			"payloads", events, "class", messages.ClassOf(err), "error", err)
+		f.batches, f.events = 0, 0
+	case now.Sub(f.lastLog) >= pauseLogEvery:
+		f.lastLog = now
+		f.logger.Warn("Still cannot index poisoned payloads", "failing_for", now.Sub(f.since).Round(time.Second).String(),
+			"attempts", f.batches, "payloads", f.events, "class", messages.ClassOf(err), "error", err)
+		f.batches, f.events = 0, 0
+	}
+}
+
+func (f *indexFailures) ended() {
+	if f.since.IsZero() {
+		return
+	}
+	f.logger.Warn("Indexing poisoned payloads again", "failed_for", time.Since(f.since).Round(time.Millisecond).String())
+	f.since = time.Time{}
+	f.batches, f.events = 0, 0
 }
 
 // poisonEvent turns one poison message into its event. A message without

@@ -316,6 +316,7 @@ func (s *Service) registerGauges() {
 			func() float64 { return float64(s.bodyBytes.Load()) })
 	}
 	if s.apply != nil {
+		s.Metrics.RegisterApplyPause(s.apply.pause.metrics)
 		s.Metrics.Gauge("gatekeeper_oldest_unapplied_seconds",
 			"Age of the oldest accepted payload this apply stage holds and has not settled (0 when it holds none).", nil,
 			func() float64 {
@@ -518,6 +519,25 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 	writeHealth(w, s.readiness(r.Context()), effectUnready, "ready", "unavailable")
 }
 
+// applyPausedReason names the apply stage's pause (stage_apply_pause.go):
+// unready in a process that runs only the apply stage, which takes nothing
+// from Pub/Sub it can apply; degraded beside the ingest stage, which still
+// accepts while the queue buffers the backlog.
+func (s *Service) applyPausedReason() (healthReason, bool) {
+	if s.apply == nil {
+		return healthReason{}, false
+	}
+	since, err := s.apply.paused()
+	if since.IsZero() {
+		return healthReason{}, false
+	}
+	effect := effectUnready
+	if s.ingest != nil {
+		effect = effectDegraded
+	}
+	return newReason("apply", fmt.Errorf("paused, holding payloads: warehouse %s unavailable: %w", s.cfg.Warehouse, err), since, effect), true
+}
+
 // Run serves until ctx ends, then shuts down gracefully: it stops taking
 // requests, lets every request in flight finish (each waits for its
 // publish), drains the apply stage, and closes the transports last.
@@ -658,6 +678,7 @@ func (s *Service) shutdown() error {
 	if s.apply != nil {
 		errs = append(errs, s.drain(ctx))
 		errs = append(errs, s.apply.router.Close())
+		s.apply.pause.stop()
 		errs = append(errs, s.committer.Close(ctx))
 	}
 	if s.outbox != nil {

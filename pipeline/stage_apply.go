@@ -25,7 +25,13 @@ type applyStage struct {
 	router *message.Router
 	// blocks is the blocked ordering keys with ORDERING_POISON=block, else nil.
 	blocks *keyBlocks
+	// pause holds the stage's payloads while the warehouse is unavailable.
+	pause *applyPause
 }
+
+// paused reports since when the stage is paused, and the outage that paused
+// it; a zero time while it runs.
+func (a *applyStage) paused() (since time.Time, err error) { return a.pause.state() }
 
 // newApplyStage builds the apply stage's router. box, when set, forgets
 // each payload once it is in the ledger and records each poisoned one;
@@ -64,6 +70,12 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 	if cfg.OrderingPoison == OrderingPoisonBlock {
 		blocks = newKeyBlocks(store, logger)
 	}
+	// With nothing held, the pause probes with the warehouse's Ping.
+	ping := func(context.Context) error { return nil }
+	if store != nil {
+		ping = store.Ping
+	}
+	pause := newApplyPause(cfg.Warehouse, ping, logger)
 	poisonPublisher := poisonPublisher{Publisher: ps.Publisher(), counters: counters, outbox: box, blocks: blocks, logger: logger}
 	poison, err := middleware.PoisonQueueWithFilter(poisonPublisher, cfg.PoisonTopicID, shouldPoison)
 	if err != nil {
@@ -79,6 +91,8 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 		// would start already expired.
 		ResetContextOnRetry: true,
 		ShouldRetry: func(p middleware.RetryParams) bool {
+			// Transient only: an outage goes back to the pause, outside,
+			// without spending the retry budget.
 			class := messages.ClassOf(p.Err)
 			retry := class == messages.ClassTransient && !errors.Is(p.Err, context.Canceled)
 			// Retries are counted here, where they are decided:
@@ -112,8 +126,17 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 	//   blocks      (ORDERING_POISON=block) holds a payload whose ordering
 	//               key is blocked: nacked after a short wait, not poisoned,
 	//               not retried, not counted as a failed attempt;
-	//   Retry       retries transient errors with backoff and jitter;
-	//   failures    records every attempt into metadata for the poison topic;
+	//   pause       holds every payload while the warehouse is unavailable
+	//               (an outage: stage_apply_pause.go): outside Retry, so
+	//               the wait spends no retry and counts no attempt, and
+	//               inside the poison queue, which lets what it gives back
+	//               (an outage, or the cancellation at shutdown) through
+	//               to a nack; inside blocks, which decides first whether a
+	//               payload's turn has come at all;
+	//   Retry       retries transient errors with backoff and jitter, and
+	//               returns an outage at once, to the pause;
+	//   failures    records every attempt into metadata for the poison
+	//               topic, except one that met an outage;
 	//   Timeout     bounds one attempt;
 	//   recoverer   turns a panic into a permanent error that gets poisoned
 	//               at once, not a crash loop on redelivery.
@@ -147,26 +170,31 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 	if blocks != nil {
 		mws = append(mws, blocks.middleware)
 	}
-	mws = append(mws, retry.Middleware, RecordFailures(time.Now, logger), middleware.Timeout(cfg.ApplyTimeout), recoverer)
+	mws = append(mws, pause.middleware, retry.Middleware, RecordFailures(time.Now, logger), middleware.Timeout(cfg.ApplyTimeout), recoverer)
 	handler.AddMiddleware(mws...)
 	orderedHandler.AddMiddleware(mws...)
-	return &applyStage{router: router, blocks: blocks}, nil
+	return &applyStage{router: router, blocks: blocks, pause: pause}, nil
 }
 
 // shouldPoison diverts every error except the subscriber's own
-// cancellation, on shutdown, and a hold (ORDERING_POISON=block): both are
-// nacked, and Pub/Sub delivers the payload again.
+// cancellation, on shutdown, a hold (ORDERING_POISON=block) and an outage:
+// each is nacked, and Pub/Sub delivers the payload again. The pause keeps
+// outages from reaching here; this is the second guard: an outage is the
+// infrastructure's fault, never the payload's.
 func shouldPoison(err error) bool {
-	return !errors.Is(err, context.Canceled) && messages.ClassOf(err) != messages.ClassHeld
+	class := messages.ClassOf(err)
+	return !errors.Is(err, context.Canceled) && class != messages.ClassHeld && class != messages.ClassOutage
 }
 
 // heldAtDebug logs the router's "Handler returned error" for a held payload
-// (ORDERING_POISON=block) at debug: a blocked key holds its payload once a
-// second, and the key's block is logged once, when it begins.
+// (ORDERING_POISON=block) and for one the pause gave back (an outage) at
+// debug: a blocked key holds its payload once a second, and the key's block
+// is logged once, when it begins; a pause is logged when it begins, while it
+// lasts and when it ends, never once per payload.
 type heldAtDebug struct{ watermill.LoggerAdapter }
 
 func (l heldAtDebug) Error(msg string, err error, fields watermill.LogFields) {
-	if messages.ClassOf(err) == messages.ClassHeld {
+	if c := messages.ClassOf(err); c == messages.ClassHeld || c == messages.ClassOutage {
 		l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"error": err}))
 		return
 	}

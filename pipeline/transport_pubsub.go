@@ -335,12 +335,12 @@ func (ps *PubSub) NewSubscriber(topic, subscription string) (*googlecloud.Subscr
 			EnablePerStreamFlowControl: true,
 			MaxOutstandingMessages:     max(1, ps.cfg.MaxOutstanding/max(1, ps.cfg.ReceiveStreams)),
 			MaxOutstandingBytes:        max(1, (256<<20)/max(1, ps.cfg.ReceiveStreams)),
-			// The lease is extended for as long as the apply handler may
-			// hold the message (every attempt and backoff), and no longer:
-			// a second apply process must not get a message this one is
-			// still applying (BigQuery lets two insert-only transactions
-			// commit side by side).
-			MaxExtension: ps.cfg.maxHandlingTime(),
+			// The lease is extended for as long as the apply stage may
+			// hold the message (a pause's hold, then every attempt and
+			// backoff), and no longer: a second apply process must not
+			// get a message this one is still applying (BigQuery lets two
+			// insert-only transactions commit side by side).
+			MaxExtension: ps.cfg.maxLeaseTime(),
 			// Leases are renewed 20 s at a time, so a message whose consumer
 			// died or stopped without a nack comes back within 20 s, not the
 			// up to 10 minutes a lease may otherwise be extended by.

@@ -15,8 +15,10 @@ import (
 )
 
 // ErrCommitterClosed is returned by Submit once Close has begun, and to
-// payloads still waiting when Close gives up. It is classified transient: the
-// payload was not applied and another instance may apply it.
+// payloads still waiting when Close gives up. It is classified transient,
+// never an outage: the warehouse is fine, this process is stopping, and
+// another instance may apply the payload. The adapter's errors pass
+// through Submit unchanged, with the class the adapter gave them.
 var ErrCommitterClosed = errors.New("group committer closed")
 
 // GroupConfig configures a GroupCommitter.
@@ -483,7 +485,13 @@ func (c *GroupCommitter) run(g *group) {
 	if err == nil && len(outcomes) != len(payloads) {
 		err = messages.Transient(fmt.Errorf("warehouse returned %d outcomes for a group of %d payloads", len(outcomes), len(payloads)))
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+	case messages.ClassOf(err) == messages.ClassOutage:
+		// The warehouse itself is down: the apply stage pauses and logs
+		// that once, not once per group it probes with.
+		c.logger.Debug("Group apply failed: the warehouse is unavailable", "size", len(payloads), "took", took, "error", err)
+	default:
 		c.logger.Warn("Group apply failed", "size", len(payloads), "took", took, "error", err)
 	}
 

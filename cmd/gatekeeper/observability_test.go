@@ -121,15 +121,15 @@ func TestDashboardAndAlertsOnPrometheus(t *testing.T) {
 	prom.waitValue(t, `max(up{job="gatekeeper-scrape"})`, 1, 30*time.Second)
 
 	l := &loader{t: t, addr: svc.addr}
-	// First a transient warehouse error: SQLite's write lock held by
-	// another connection makes the apply stage retry (after its 5 s busy
-	// timeout); released once gatekeeper counts a retry, the payload then
+	// First a warehouse outage: SQLite's write lock held by another
+	// connection past the apply stage's 5 s busy timeout pauses the
+	// stage; released once gatekeeper reports the pause, the payload then
 	// applies. First, so that the series it creates are old enough for
 	// rate() when the panels are evaluated.
 	release := warehousetest.HoldSQLiteLock(t, filepath.Join(dir, "warehouse.db"))
 	l.valid()
-	if !eventually(30*time.Second, 200*time.Millisecond, func() bool { return scrapeSum(t, svc.addr, "gatekeeper_apply_retries_total") > 0 }) {
-		t.Fatalf("no apply retry counted in 30 s while the warehouse was locked; log:\n%s", svc.logs)
+	if !eventually(30*time.Second, 200*time.Millisecond, func() bool { return scrapeSum(t, svc.addr, "gatekeeper_apply_paused") == 1 }) {
+		t.Fatalf("the apply stage did not report a pause in 30 s while the warehouse was locked; log:\n%s", svc.logs)
 	}
 	release()
 

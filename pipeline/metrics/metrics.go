@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -313,4 +314,60 @@ func (m *Metrics) Push(ctx context.Context, host, job string, interval time.Dura
 			doPush()
 		}
 	}
+}
+
+// ApplyPause is the apply stage's pause as the metrics read it.
+type ApplyPause struct {
+	// Paused is whether the stage holds payloads now because the warehouse
+	// is unavailable.
+	Paused bool
+	// Pauses counts the pauses since the process started.
+	Pauses int
+	// PausedFor is the time spent paused since the process started,
+	// the current pause included.
+	PausedFor time.Duration
+	// Held is the payloads held now.
+	Held int
+	// Reason is the outage's reason (warehouse.Reason) while paused: one
+	// of PauseReasons.
+	Reason string
+}
+
+// PauseReasons label gatekeeper_apply_pause_reason: the reasons an outage
+// can have (warehouse's reason constants); any other is counted as other.
+var PauseReasons = []string{"storage", "permission", "busy", "unavailable", "rate_limited", "other"}
+
+// RegisterApplyPause adds the apply stage's pause series, read from state
+// at each scrape: gatekeeper_apply_paused (the alert GatekeeperApplyPaused
+// fires on it), gatekeeper_apply_pauses_total,
+// gatekeeper_apply_paused_seconds_total and gatekeeper_apply_held_payloads.
+func (m *Metrics) RegisterApplyPause(state func() ApplyPause) {
+	m.Gauge("gatekeeper_apply_paused",
+		"1 while the apply stage is paused: the warehouse is unavailable (corrupt, full, read-only, locked, unreachable, or BigQuery failing or rate limited), and payloads are held, not retried or poisoned; else 0.",
+		nil, func() float64 {
+			if state().Paused {
+				return 1
+			}
+			return 0
+		})
+	for _, reason := range PauseReasons {
+		m.Gauge("gatekeeper_apply_pause_reason",
+			"1 for the reason of the outage the apply stage is paused for (storage: corrupt, full or I/O; permission: read-only or denied; busy: locked; unavailable: unreachable or 5xx; rate_limited: rate limits and quotas), else 0.",
+			map[string]string{"reason": reason}, func() float64 {
+				st := state()
+				if !st.Paused {
+					return 0
+				}
+				if st.Reason == reason || (reason == "other" && !slices.Contains(PauseReasons, st.Reason)) {
+					return 1
+				}
+				return 0
+			})
+	}
+	m.CounterFunc("gatekeeper_apply_pauses_total", "Times the apply stage paused because the warehouse was unavailable.",
+		nil, func() float64 { return float64(state().Pauses) })
+	m.CounterFunc("gatekeeper_apply_paused_seconds_total", "Seconds the apply stage has spent paused, the current pause included.",
+		nil, func() float64 { return state().PausedFor.Seconds() })
+	m.Gauge("gatekeeper_apply_held_payloads", "Payloads the paused apply stage holds now (neither acked nor nacked); 0 while it runs.",
+		nil, func() float64 { return float64(state().Held) })
 }

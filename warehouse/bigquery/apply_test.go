@@ -205,8 +205,8 @@ func TestResubmittedJobWaitsForTheFirst(t *testing.T) {
 	f.loseReply = func(string) error { return apiError(http.StatusServiceUnavailable, "backendError", "connection reset") }
 	group := []warehouse.Payload{warehousetest.Payload("p1", warehousetest.Insert("t", icol("a", int64(1))))}
 	_, err := w.Apply(context.Background(), group)
-	if messages.ClassOf(err) != messages.ClassTransient {
-		t.Fatalf("Apply with a lost reply = %v, want a transient error", err)
+	if messages.ClassOf(err) != messages.ClassOutage {
+		t.Fatalf("Apply with a lost reply (503) = %v, want an outage", err)
 	}
 	f.loseReply = nil
 	outcomes := mustApply(t, w, group...)
@@ -228,8 +228,8 @@ func TestLostReplyOfACommittedJob(t *testing.T) {
 	w := openFake(t, f, Config{})
 	f.loseReply = func(string) error { return apiError(http.StatusBadGateway, "", "bad gateway") }
 	group := []warehouse.Payload{warehousetest.Payload("p1", warehousetest.Insert("t", icol("a", int64(1))))}
-	if _, err := w.Apply(context.Background(), group); messages.ClassOf(err) != messages.ClassTransient {
-		t.Fatalf("Apply with a lost reply = %v, want a transient error", err)
+	if _, err := w.Apply(context.Background(), group); messages.ClassOf(err) != messages.ClassOutage {
+		t.Fatalf("Apply with a lost reply (502) = %v, want an outage", err)
 	}
 	f.loseReply = nil
 	if got := statuses(mustApply(t, w, group...)); got != "Duplicate" {

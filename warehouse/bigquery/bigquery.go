@@ -365,12 +365,14 @@ func ledgerLookupSQL(qualifier string, n int, withHash bool) string {
 	return b.String()
 }
 
-// groupError classifies a failure that ends the whole Apply.
+// groupError classifies a failure that ends the whole Apply: an outage
+// stays one (the apply stage pauses), and so does a transient error.
 func groupError(op string, err error) error {
 	classified := classify(shorten(err))
 	if messages.ClassOf(classified) == messages.ClassPermanent {
 		// Only payload-level problems are permanent, and those were taken
-		// out already; what is left is the backend's state.
+		// out already; what is left is the backend's state, which a retry
+		// may find changed.
 		classified = messages.Transient(errors.Unwrap(classified))
 	}
 	return &opError{op: op, err: classified}
@@ -402,7 +404,9 @@ func (w *Warehouse) Ping(ctx context.Context) error {
 	}
 	defer w.closeMu.RUnlock()
 	if _, err := w.backend.datasetLocation(ctx); err != nil {
-		return messages.Transient(fmt.Errorf("bigquery ping: %w", err))
+		// Classified as Apply's errors are: BigQuery down, unreachable or
+		// rate limited is an outage.
+		return groupError("ping", err)
 	}
 	return nil
 }

@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 
 	"cloud.google.com/go/bigquery"
 	"google.golang.org/api/googleapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/warehouse"
@@ -17,33 +22,47 @@ import (
 // ErrClosed is returned, classified transient, by calls after Close.
 var ErrClosed = errors.New("bigquery warehouse closed")
 
-// Messages BigQuery gives for conditions that pass on their own. They are
-// matched on the message because BigQuery reports them under reasons
-// (invalidQuery, invalid) that otherwise mean a bad query.
+// Messages BigQuery gives for contention that passes on its own: another
+// job touched the same table. They are matched on the message because
+// BigQuery reports them under reasons (invalidQuery, invalid) that
+// otherwise mean a bad query. Contention is the payload's lot, not the
+// backend's state: retried, and poisoned if it persists for that payload
+// while others apply.
 var transientMessages = []string{
 	"transaction is aborted due to concurrent update",
 	"could not serialize access",
 	"too many dml statements outstanding",
-	"exceeded rate limits",
 	ledgerConflictMarker,
 }
 
-// Reasons (googleapi.ErrorItem.Reason, bigquery.Error.Reason) worth
-// retrying: BigQuery's own state, quotas and limits that reset.
+// Messages of BigQuery's rate limits, which hold for every payload alike.
+var outageMessages = []string{
+	"exceeded rate limits",
+}
+
+// Reasons (googleapi.ErrorItem.Reason, bigquery.Error.Reason) that are
+// BigQuery's own state, the project's quotas or its access: every payload
+// fails alike until they pass or an operator acts, so the apply stage
+// pauses rather than retrying each payload towards poison.
+var outageReasons = map[string]bool{
+	"backendError":         true,
+	"internalError":        true,
+	"jobBackendError":      true,
+	"jobInternalError":     true,
+	"rateLimitExceeded":    true,
+	"jobRateLimitExceeded": true,
+	"quotaExceeded":        true,
+	"tableUnavailable":     true,
+	"accessDenied":         true, // an operator grants it; poisoning the payloads helps nobody
+	"billingNotEnabled":    true,
+}
+
+// Reasons worth retrying that may be this job's own: a timeout, a job
+// stopped, a resource busy, a query over its billing tier.
 var transientReasons = map[string]bool{
-	"backendError":             true,
-	"internalError":            true,
-	"jobBackendError":          true,
-	"jobInternalError":         true,
-	"rateLimitExceeded":        true,
-	"jobRateLimitExceeded":     true,
-	"quotaExceeded":            true,
-	"tableUnavailable":         true,
 	"timeout":                  true,
 	"stopped":                  true,
 	"resourceInUse":            true,
-	"accessDenied":             true, // an operator grants it; poisoning the payloads helps nobody
-	"billingNotEnabled":        true,
 	"billingTierLimitExceeded": true,
 }
 
@@ -57,11 +76,14 @@ var permanentReasons = map[string]bool{
 	"responseTooLarge":  true,
 }
 
-// classify marks err transient or permanent for the apply stage, from
-// BigQuery's error reason, HTTP status and message. Permanent errors that
-// name a missing table or column, or a type mismatch, also wrap the
-// matching warehouse error. Anything not recognised is transient: retrying
-// is harmless because the ledger makes every apply idempotent.
+// classify marks err for the apply stage, from BigQuery's error reason,
+// HTTP status and message: an outage when BigQuery or the way to it is
+// down, rate limited or out of quota (the apply stage pauses); transient
+// for contention and timeouts (retried); permanent for what the payload
+// asked (poisoned). Permanent errors that name a missing table or column,
+// or a type mismatch, also wrap the matching warehouse error. Anything not
+// recognised is transient: retrying is harmless because the ledger makes
+// every apply idempotent.
 func classify(err error) error {
 	if err == nil {
 		return nil
@@ -71,24 +93,34 @@ func classify(err error) error {
 	}
 	reason, message, code := errorDetails(err)
 	lower := strings.ToLower(message)
-	err = &warehouse.ReasonError{Reason: metricReason(reason, lower, code), Err: err}
+	re := &warehouse.ReasonError{Reason: metricReason(reason, lower, code), Err: err}
+	if code == 0 && unreachable(err) {
+		re.Reason = warehouse.ReasonUnavailable
+	}
+	err = re
 	for _, m := range transientMessages {
 		if strings.Contains(lower, m) {
 			return messages.Transient(err)
 		}
 	}
+	for _, m := range outageMessages {
+		if strings.Contains(lower, m) {
+			return messages.Outage(err)
+		}
+	}
 	switch {
-	case code >= 500:
-		return messages.Transient(err)
-	case code == http.StatusTooManyRequests, code == http.StatusPreconditionFailed:
-		return messages.Transient(err)
-	case transientReasons[reason]:
+	case code >= 500, code == http.StatusTooManyRequests, outageReasons[reason]:
+		return messages.Outage(err)
+	case re.Reason == warehouse.ReasonUnavailable && code == 0 && reason == "":
+		// Unreachable: no answer came.
+		return messages.Outage(err)
+	case code == http.StatusPreconditionFailed, transientReasons[reason]:
 		return messages.Transient(err)
 	case reason == "notFound" && !strings.Contains(lower, "table"):
 		// A missing dataset, job or project is the deployment's problem.
-		return messages.Transient(err)
+		return messages.Outage(err)
 	case reason == "notFound" && strings.Contains(lower, strings.ToLower(warehouse.LedgerTable)):
-		return messages.Transient(err)
+		return messages.Outage(err)
 	case permanentReasons[reason], code == http.StatusBadRequest, code == http.StatusNotFound:
 		if sentinel := sentinelFor(reason, lower); sentinel != nil {
 			return messages.Permanent(fmt.Errorf("%w: %w", sentinel, err))
@@ -96,6 +128,24 @@ func classify(err error) error {
 		return messages.Permanent(err)
 	}
 	return messages.Transient(err)
+}
+
+// unreachable reports whether err is a failure to reach BigQuery at all: a
+// network error (a refused or reset connection, a failed dial or DNS
+// lookup) or a gRPC Unavailable, rather than an answer.
+func unreachable(err error) bool {
+	var netErr net.Error
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &opErr), errors.As(err, &dnsErr), errors.As(err, &netErr):
+		return true
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case status.Code(err) == codes.Unavailable:
+		return true
+	}
+	return false
 }
 
 // metricReason maps BigQuery's open-ended reasons onto warehouse's fixed
@@ -114,7 +164,7 @@ func metricReason(reason, lower string, code int) string {
 	case reason == "invalid", reason == "invalidQuery", reason == "duplicate", reason == "resourcesExceeded",
 		reason == "responseTooLarge", code == http.StatusBadRequest:
 		return warehouse.ReasonInvalid
-	case transientReasons[reason], code >= 500:
+	case outageReasons[reason], transientReasons[reason], code >= 500:
 		return warehouse.ReasonUnavailable
 	}
 	return warehouse.ReasonOther

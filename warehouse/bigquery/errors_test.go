@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 
 	"cloud.google.com/go/bigquery"
@@ -22,26 +24,39 @@ func TestClassify(t *testing.T) {
 		class    messages.Class
 		sentinel error
 	}{
-		// Transient: BigQuery's state, not the payload's.
+		// Transient: contention for that payload's table, or a job of
+		// its own that timed out.
 		{"concurrent update", &bigquery.Error{Reason: "invalidQuery",
 			Message: "Transaction is aborted due to concurrent update against table proj:ds.t. Transaction ID: 123"}, messages.ClassTransient, nil},
 		{"serialization", &bigquery.Error{Reason: "invalidQuery",
 			Message: "Could not serialize access to table proj:ds.t due to concurrent update"}, messages.ClassTransient, nil},
 		{"too many DML", apiError(400, "invalid",
 			"Resources exceeded during query execution: Too many DML statements outstanding against table proj:ds.t, limit is 20."), messages.ClassTransient, nil},
-		{"rate limit", apiError(403, "rateLimitExceeded", "Exceeded rate limits: too many table update operations for this table"), messages.ClassTransient, nil},
-		{"backend error", &bigquery.Error{Reason: "backendError", Message: "Backend error. Job aborted."}, messages.ClassTransient, nil},
-		{"HTTP 500", apiError(500, "", "internal error"), messages.ClassTransient, nil},
-		{"HTTP 503", apiError(503, "", "service unavailable"), messages.ClassTransient, nil},
 		{"deadline", fmt.Errorf("wait for job: %w", context.DeadlineExceeded), messages.ClassTransient, nil},
 		{"canceled", context.Canceled, messages.ClassTransient, nil},
-		{"network", &url.Error{Op: "Post", URL: "https://bigquery.googleapis.com", Err: errors.New("connection refused")}, messages.ClassTransient, nil},
+		{"deadline on the way", &url.Error{Op: "Post", URL: "https://bigquery.googleapis.com", Err: context.DeadlineExceeded}, messages.ClassTransient, nil},
 		{"ledger conflict", &bigquery.Error{Reason: "invalidQuery", Message: ledgerConflictMarker + ": payload p1 is already in the ledger"}, messages.ClassTransient, nil},
-		{"missing dataset", apiError(404, "notFound", "Not found: Dataset proj:ds"), messages.ClassTransient, nil},
-		{"missing ledger", &bigquery.Error{Reason: "notFound", Message: "Not found: Table proj:ds._gatekeeper_ledger was not found in location US"}, messages.ClassTransient, nil},
 		{"precondition", apiError(412, "conditionNotMet", "Precondition check failed."), messages.ClassTransient, nil},
-		{"access denied", apiError(403, "accessDenied", "Access Denied: Table proj:ds.t"), messages.ClassTransient, nil},
+		{"job timeout", &bigquery.Error{Reason: "timeout", Message: "Query exceeded the job's timeout"}, messages.ClassTransient, nil},
 		{"unknown", errors.New("something odd"), messages.ClassTransient, nil},
+
+		// Outage: BigQuery down, out of reach, rate limited or out of
+		// quota, or the deployment broken: every payload alike.
+		{"rate limit", apiError(403, "rateLimitExceeded", "Exceeded rate limits: too many table update operations for this table"), messages.ClassOutage, nil},
+		{"rate limit, job", &bigquery.Error{Reason: "jobRateLimitExceeded", Message: "Exceeded rate limits: too many concurrent queries"}, messages.ClassOutage, nil},
+		{"quota", apiError(403, "quotaExceeded", "Quota exceeded: Your project exceeded quota for query usage"), messages.ClassOutage, nil},
+		{"HTTP 429", apiError(429, "", "too many requests"), messages.ClassOutage, nil},
+		{"backend error", &bigquery.Error{Reason: "backendError", Message: "Backend error. Job aborted."}, messages.ClassOutage, nil},
+		{"internal error", &bigquery.Error{Reason: "internalError", Message: "An internal error occurred"}, messages.ClassOutage, nil},
+		{"HTTP 500", apiError(500, "", "internal error"), messages.ClassOutage, nil},
+		{"HTTP 503", apiError(503, "", "service unavailable"), messages.ClassOutage, nil},
+		{"connection refused", &url.Error{Op: "Post", URL: "https://bigquery.googleapis.com", Err: errors.New("connection refused")}, messages.ClassOutage, nil},
+		{"dial", fmt.Errorf("insert rows: %w", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}), messages.ClassOutage, nil},
+		{"dns", &net.DNSError{Err: "no such host", Name: "bigquery.googleapis.com"}, messages.ClassOutage, nil},
+		{"connection reset", fmt.Errorf("read: %w", syscall.ECONNRESET), messages.ClassOutage, nil},
+		{"missing dataset", apiError(404, "notFound", "Not found: Dataset proj:ds"), messages.ClassOutage, nil},
+		{"missing ledger", &bigquery.Error{Reason: "notFound", Message: "Not found: Table proj:ds._gatekeeper_ledger was not found in location US"}, messages.ClassOutage, nil},
+		{"access denied", apiError(403, "accessDenied", "Access Denied: Table proj:ds.t"), messages.ClassOutage, nil},
 
 		// Permanent: the payload's fault.
 		{"missing table", &bigquery.Error{Reason: "notFound", Message: "Not found: Table proj:ds.t was not found in location US"},
@@ -103,5 +118,26 @@ func TestShortenBoundsMessagesAndKeepsTheChain(t *testing.T) {
 	short := errors.New("short")
 	if shorten(short) != short {
 		t.Fatal("shorten changed a short error")
+	}
+}
+
+// An outage that ends a whole Apply stays an outage, with its reason; a
+// permanent error there becomes transient (the payload-level ones were
+// taken out before).
+func TestGroupErrorKeepsOutagesAndTheirReason(t *testing.T) {
+	err := groupError("commit", apiError(503, "backendError", "Backend error"))
+	if messages.ClassOf(err) != messages.ClassOutage || warehouse.Reason(err) != warehouse.ReasonUnavailable {
+		t.Fatalf("groupError(503) = %v (class %s, reason %s), want an outage, unavailable", err, messages.ClassOf(err), warehouse.Reason(err))
+	}
+	err = groupError("read the ledger", &url.Error{Op: "Post", URL: "https://bigquery.googleapis.com", Err: errors.New("connection refused")})
+	if messages.ClassOf(err) != messages.ClassOutage || warehouse.Reason(err) != warehouse.ReasonUnavailable {
+		t.Fatalf("groupError(unreachable) = %v (class %s, reason %s), want an outage, unavailable", err, messages.ClassOf(err), warehouse.Reason(err))
+	}
+	err = groupError("commit", apiError(403, "quotaExceeded", "Quota exceeded"))
+	if messages.ClassOf(err) != messages.ClassOutage || warehouse.Reason(err) != warehouse.ReasonRateLimited {
+		t.Fatalf("groupError(quota) = %v (class %s, reason %s), want an outage, rate_limited", err, messages.ClassOf(err), warehouse.Reason(err))
+	}
+	if err := groupError("commit", &bigquery.Error{Reason: "invalidQuery", Message: "Syntax error"}); messages.ClassOf(err) != messages.ClassTransient {
+		t.Fatalf("groupError(invalid) = %v (class %s), want transient", err, messages.ClassOf(err))
 	}
 }

@@ -195,7 +195,7 @@ func (w *Warehouse) AppendEvents(ctx context.Context, events []warehouse.Event) 
 	defer w.closeMu.RUnlock()
 	if err := w.backend.insertRows(ctx, warehouse.EventsTable, rows); err != nil {
 		// The insert IDs make a retry safe, whatever BigQuery said.
-		return &opError{op: "append events", err: messages.Transient(shorten(err))}
+		return groupError("append events", err)
 	}
 	return nil
 }

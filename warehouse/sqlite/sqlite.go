@@ -283,7 +283,11 @@ func (w *Warehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]war
 	// BEGIN IMMEDIATE takes the write lock now, so a busy database fails
 	// here, before any work, rather than at the first write.
 	if _, err := w.execFixed(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return nil, w.groupError(ctx, "begin", err)
+		err = w.groupError(ctx, "begin", err)
+		// An interrupted BEGIN (the context ended) may have opened the
+		// transaction all the same; the next group's BEGIN would fail.
+		w.rollback(w.ddlCount)
+		return nil, err
 	}
 	ddlAtBegin := w.ddlCount
 	outcomes, err := w.applyGroup(ctx, group)
@@ -894,8 +898,15 @@ func noTransaction(rollbackErr error) bool {
 	return errors.As(rollbackErr, &se) && se.Code()&0xff == sqlite3.SQLITE_ERROR
 }
 
-// groupError classifies a failure that ends the whole group. Everything that
-// reaches it is transient: the payload-level problems were taken out before.
+// groupError classifies a failure that ends the whole group. The
+// payload-level problems were taken out before, so what reaches it is the
+// database's state: an outage when SQLite says the file itself is broken,
+// full, read-only, out of reach or locked past the busy timeout (nothing a
+// retry of these payloads fixes, and not their fault: the apply stage
+// pauses), else transient. A deadline or cancellation stays transient. On
+// a storage error the writer connection is dropped, so that a file an
+// operator restored is opened afresh rather than read through a
+// connection that cached the broken one.
 func (w *Warehouse) groupError(ctx context.Context, op string, err error) error {
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) {
 		w.dropConn()
@@ -903,13 +914,34 @@ func (w *Warehouse) groupError(ctx context.Context, op string, err error) error 
 	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 		err = fmt.Errorf("%w (%w)", ctxErr, err)
 	}
-	return messages.Transient(&warehouse.ReasonError{Reason: reason(err), Err: fmt.Errorf("sqlite %s: %w", op, err)})
+	classified := &warehouse.ReasonError{Reason: reason(err), Err: fmt.Errorf("sqlite %s: %w", op, err)}
+	if ctx.Err() != nil || !isOutage(err) {
+		return messages.Transient(classified)
+	}
+	if classified.Reason == warehouse.ReasonStorage {
+		w.dropConn()
+	}
+	return messages.Outage(classified)
 }
 
-// isPermanent reports whether a failed statement is the payload's fault:
-// a constraint, a type or size SQLite refuses, or an SQL error (the
-// statements are built from the payload). Busy, locked, I/O, full, interrupt
-// and the like are the database's state and worth retrying.
+// isOutage reports whether a SQLite error is the database's own state, not
+// a payload's: corrupt, not a database, an I/O error, a full disk, a file
+// that cannot be opened, written (read-only) or accessed, or a lock that
+// outlasted the busy timeout.
+func isOutage(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+		sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH,
+		sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return true
+	}
+	return false
+}
+
 // reason names a SQLite error by its primary result code, for metrics.
 func reason(err error) string {
 	var se *sqlite.Error
@@ -934,6 +966,10 @@ func reason(err error) string {
 	return warehouse.ReasonOther
 }
 
+// isPermanent reports whether a failed statement is the payload's fault:
+// a constraint, a type or size SQLite refuses, or an SQL error (the
+// statements are built from the payload). Busy, locked, I/O, full, interrupt
+// and the like are the database's state (see isOutage).
 func isPermanent(err error) bool {
 	var se *sqlite.Error
 	if !errors.As(err, &se) {
@@ -977,26 +1013,46 @@ func (w *Warehouse) dropConn() {
 }
 
 // Ping checks the path the apply stage writes through: it takes the write
-// lock and releases it at once. A database another process holds locked
-// fails within the probe's busy timeout (ProbeTimeout), though reads still work.
+// lock, reads the schema, and releases the lock at once. A database another
+// process holds locked fails within the probe's busy timeout
+// (ProbeTimeout), though reads still work. Its errors are classified as
+// Apply's are: a broken, full, read-only or locked database is an outage.
 func (w *Warehouse) Ping(ctx context.Context) error {
 	if w.closed.Load() {
 		return messages.Transient(ErrClosed)
 	}
 	conn, err := w.probeDB.Conn(ctx)
 	if err != nil {
-		return messages.Transient(fmt.Errorf("sqlite ping: %w", err))
+		return pingError(ctx, "", err)
 	}
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return messages.Transient(fmt.Errorf("sqlite ping: cannot take the write lock: %w", err))
+		return pingError(ctx, "cannot take the write lock: ", err)
 	}
+	// Reading the schema reads page 1: a file that is no longer a
+	// database says so here.
+	var n int
+	readErr := conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&n)
 	if _, err := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
 		// A connection left inside a transaction would hold the lock.
 		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		return messages.Transient(fmt.Errorf("sqlite ping: %w", err))
+		return pingError(ctx, "", errors.Join(readErr, err))
+	}
+	if readErr != nil {
+		// A connection that read a broken file may cache what it read.
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		return pingError(ctx, "", readErr)
 	}
 	return nil
+}
+
+// pingError classifies a failed probe as groupError does a failed Apply.
+func pingError(ctx context.Context, what string, err error) error {
+	classified := &warehouse.ReasonError{Reason: reason(err), Err: fmt.Errorf("sqlite ping: %s%w", what, err)}
+	if ctx.Err() != nil || !isOutage(err) {
+		return messages.Transient(classified)
+	}
+	return messages.Outage(classified)
 }
 
 // Close waits for an Apply in progress and closes the database.

@@ -175,7 +175,9 @@ func TestApply_refuses_reserved_table_names(t *testing.T) {
 
 // Another process holding the write lock is a transient condition: the
 // group fails as a whole, and succeeds once the lock is gone.
-func TestApply_is_transient_while_another_writer_holds_the_lock(t *testing.T) {
+// A lock held past the busy timeout is the database's state, not the
+// payload's: an outage, which the apply stage holds payloads through.
+func TestApply_is_an_outage_while_another_writer_holds_the_lock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "w.db")
 	w := openWarehouse(t, sqlite.Config{Path: path, BusyTimeout: 50 * time.Millisecond})
 	db := rawDB(t, path)
@@ -190,8 +192,8 @@ func TestApply_is_transient_while_another_writer_holds_the_lock(t *testing.T) {
 
 	p := warehousetest.Payload("p", warehousetest.Insert("t", col("a", messages.TypeInt64, int64(1))))
 	_, err = w.Apply(context.Background(), []warehouse.Payload{p})
-	if err == nil || messages.ClassOf(err) != messages.ClassTransient {
-		t.Fatalf("Apply while locked = %v (class %q), want a transient error", err, messages.ClassOf(err))
+	if err == nil || messages.ClassOf(err) != messages.ClassOutage || warehouse.Reason(err) != warehouse.ReasonBusy {
+		t.Fatalf("Apply while locked = %v (class %q, reason %q), want an outage, busy", err, messages.ClassOf(err), warehouse.Reason(err))
 	}
 
 	if _, err := conn.ExecContext(context.Background(), "ROLLBACK"); err != nil {
@@ -524,13 +526,49 @@ func TestPing_fails_while_another_connection_holds_the_write_lock(t *testing.T) 
 		t.Fatal(err)
 	}
 	err = w.Ping(ctx)
-	if err == nil || messages.ClassOf(err) != messages.ClassTransient {
-		t.Fatalf("Ping while locked: %v, want a transient error", err)
+	if err == nil || messages.ClassOf(err) != messages.ClassOutage {
+		t.Fatalf("Ping while locked: %v (class %q), want an outage", err, messages.ClassOf(err))
 	}
 	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Ping(ctx); err != nil {
 		t.Fatalf("Ping after the lock is released: %v", err)
+	}
+}
+
+// A file whose pages were zeroed under a running warehouse is an outage for
+// Apply and Ping, never a rejection of the payloads. Once a copy is written
+// back over the file, in place, the warehouse writes again without being
+// reopened: it dropped its writer connection, whose cache held the zeroed
+// pages.
+func TestApply_is_an_outage_on_a_corrupted_file_and_recovers_when_it_is_restored(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "warehouse.db")
+	w := openWarehouse(t, sqlite.Config{Path: path, BusyTimeout: time.Second})
+	ctx := context.Background()
+	mustApply(t, w, warehousetest.Payload("p1", warehousetest.Insert("t", col("a", messages.TypeInt64, int64(1)))))
+
+	copyOf := warehousetest.CorruptSQLite(t, path)
+
+	p2 := warehousetest.Payload("p2", warehousetest.Insert("t", col("a", messages.TypeInt64, int64(2))))
+	for i := range 3 {
+		_, err := w.Apply(ctx, []warehouse.Payload{p2})
+		if messages.ClassOf(err) != messages.ClassOutage || warehouse.Reason(err) != warehouse.ReasonStorage {
+			t.Fatalf("Apply %d on a zeroed file = %v (class %q, reason %q), want an outage, storage", i, err, messages.ClassOf(err), warehouse.Reason(err))
+		}
+	}
+	if err := w.Ping(ctx); messages.ClassOf(err) != messages.ClassOutage {
+		t.Fatalf("Ping on a zeroed file = %v (class %q), want an outage", err, messages.ClassOf(err))
+	}
+
+	warehousetest.RestoreSQLite(t, path, copyOf)
+	if out := mustApply(t, w, p2); out[0].Status != warehouse.Applied {
+		t.Fatalf("after the restore: %+v", out[0])
+	}
+	if err := w.Ping(ctx); err != nil {
+		t.Fatalf("Ping after the restore: %v", err)
+	}
+	if ok, err := w.Applied(ctx, "p1"); err != nil || !ok {
+		t.Fatalf("p1, applied before the copy, is not in the restored ledger: %v %v", ok, err)
 	}
 }
