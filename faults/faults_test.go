@@ -265,7 +265,12 @@ func TestWarehouseLockedHoldsPayloads(t *testing.T) {
 	if line := logLine(p, `msg="Apply paused`); !strings.Contains(line, "locked") || !strings.Contains(line, "reason=busy") {
 		t.Errorf("the pause's log line does not name the lock: %s", line)
 	}
-	readyCode, _ := readyzBody(p.base)
+	// The whole service stays ready (its ingest stage accepts) and names
+	// the pause as degraded.
+	readyCode, readyBody := readyzBody(p.base)
+	if readyCode != 200 || !strings.Contains(readyBody, `"component":"apply"`) || !strings.Contains(readyBody, `"status":"degraded"`) {
+		t.Errorf("/readyz of the whole service while paused: %d %s; want 200 degraded naming the apply stage", readyCode, readyBody)
+	}
 	// More, 10 s before the lock goes.
 	time.Sleep(time.Until(lockedAt.Add(20 * time.Second)))
 	for range 30 {
