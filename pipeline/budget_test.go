@@ -78,6 +78,11 @@ func TestBodyBudgetShedsBeforeTheBodyIsRead(t *testing.T) {
 	if code, resp, _ := post(t, r.base, "application/json", big); code != 200 {
 		t.Errorf("after the stalled request left: %d %+v", code, resp)
 	}
+	for _, line := range strings.Split(r.logs.String(), "\n") {
+		if strings.Contains(line, "MAX_IN_FLIGHT_BYTES") && !strings.Contains(line, "level=DEBUG") {
+			t.Errorf("a shed request logged above debug (it is counted): %s", line)
+		}
+	}
 	after := scrape(t, r.base)
 	for outcome, want := range map[string]float64{"shed": 1, "aborted": 1} {
 		series := fmt.Sprintf(`gatekeeper_payloads_total{backend="",outcome=%q}`, outcome)

@@ -51,10 +51,6 @@ func (s *Service) ingestDoor(next http.Handler) http.Handler {
 	})
 }
 
-// errBodyBudget sheds a request while MAX_IN_FLIGHT_BYTES of bodies are
-// being handled.
-var errBodyBudget = errors.New("too many request body bytes are being handled at once (MAX_IN_FLIGHT_BYTES); retry")
-
 // bodyBudget admits a request to the ingest stage only while the body
 // bytes being handled stay within MAX_IN_FLIGHT_BYTES, and sheds it with
 // 503 otherwise, before anything of its body is read: under a burst of
@@ -77,7 +73,7 @@ func (s *Service) bodyBudget(next http.Handler) http.Handler {
 			// Closed after the answer: net/http would otherwise read a
 			// small unread body to keep the connection, before answering.
 			w.Header().Set("Connection", "close")
-			s.edge.Refuse(w, r, messages.Transient(errBodyBudget))
+			s.edge.Refuse(w, r, messages.Transient(edge.ErrBodyBudget))
 			return
 		}
 		defer s.bodyBytes.Add(-n)
@@ -201,7 +197,7 @@ func outcomeOf(err error) string {
 		return metrics.OutcomeForbidden
 	case errors.As(err, &quota):
 		return metrics.OutcomeThrottled
-	case errors.Is(err, handlers.ErrOverloaded), errors.Is(err, errBodyBudget):
+	case errors.Is(err, handlers.ErrOverloaded), errors.Is(err, edge.ErrBodyBudget):
 		return metrics.OutcomeShed
 	case len(edge.RulesOf(err)) > 0:
 		return metrics.OutcomeRejected

@@ -429,6 +429,9 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	}
 	switch {
 	case r == nil:
+	case errors.Is(err, ErrBodyBudget):
+		e.logger.Debug("Request shed: MAX_IN_FLIGHT_BYTES reached", "status", resp.Status,
+			"correlation_id", r.Header.Get("X-Correlation-ID"))
 	case resp.Status == http.StatusInternalServerError:
 		e.logger.Error("Ingestion failed: a bug", "status", resp.Status, "error", err, "payload_id", id,
 			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", clientGone)
