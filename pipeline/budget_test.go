@@ -20,6 +20,7 @@ import (
 func TestBodyBudgetShedsBeforeTheBodyIsRead(t *testing.T) {
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.MaxInFlightBytes = 64 << 10
+	cfg.MaxBodyBytes = 16 << 20 // a body larger than what loopback's socket buffers take in
 	r := startService(t, cfg)
 	before := scrape(t, r.base)
 
@@ -62,6 +63,18 @@ func TestBodyBudgetShedsBeforeTheBodyIsRead(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
 		t.Errorf("past the budget: %d, Retry-After %q; want 503 with Retry-After: 1", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
+	// A client that sends a large body whole while it is shed reads the
+	// 503, not a connection reset under its upload.
+	for range 5 {
+		resp, err := http.Post(r.base+pipeline.IngestPath, "application/json", strings.NewReader(big+strings.Repeat(" ", 12<<20)))
+		if err != nil {
+			t.Fatalf("a large body past the budget: %v; want its 503", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("a large body past the budget: %d, want 503", resp.StatusCode)
+		}
+	}
 	// Small ones still fit.
 	if code, _, _ := post(t, r.base, "application/json", typedTable); code != 200 {
 		t.Errorf("a small payload beside the stalled one: %d", code)
@@ -78,8 +91,13 @@ func TestBodyBudgetShedsBeforeTheBodyIsRead(t *testing.T) {
 	if code, resp, _ := post(t, r.base, "application/json", big); code != 200 {
 		t.Errorf("after the stalled request left: %d %+v", code, resp)
 	}
+	for _, line := range strings.Split(r.logs.String(), "\n") {
+		if strings.Contains(line, "MAX_IN_FLIGHT_BYTES") && !strings.Contains(line, "level=DEBUG") {
+			t.Errorf("a shed request logged above debug (it is counted): %s", line)
+		}
+	}
 	after := scrape(t, r.base)
-	for outcome, want := range map[string]float64{"shed": 1, "aborted": 1} {
+	for outcome, want := range map[string]float64{"shed": 6, "aborted": 1} {
 		series := fmt.Sprintf(`gatekeeper_payloads_total{backend="",outcome=%q}`, outcome)
 		if got := after[series] - before[series]; got != want {
 			t.Errorf("%s counted %v, want %v", outcome, got, want)

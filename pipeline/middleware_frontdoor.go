@@ -3,7 +3,9 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -51,10 +53,6 @@ func (s *Service) ingestDoor(next http.Handler) http.Handler {
 	})
 }
 
-// errBodyBudget sheds a request while MAX_IN_FLIGHT_BYTES of bodies are
-// being handled.
-var errBodyBudget = errors.New("too many request body bytes are being handled at once (MAX_IN_FLIGHT_BYTES); retry")
-
 // bodyBudget admits a request to the ingest stage only while the body
 // bytes being handled stay within MAX_IN_FLIGHT_BYTES, and sheds it with
 // 503 otherwise, before anything of its body is read: under a burst of
@@ -74,15 +72,40 @@ func (s *Service) bodyBudget(next http.Handler) http.Handler {
 			n = s.cfg.MaxBodyBytes
 		}
 		if !reserve(&s.bodyBytes, n, limit) {
-			// Closed after the answer: net/http would otherwise read a
-			// small unread body to keep the connection, before answering.
-			w.Header().Set("Connection", "close")
-			s.edge.Refuse(w, r, messages.Transient(errBodyBudget))
+			s.shed(w, r)
 			return
 		}
 		defer s.bodyBytes.Add(-n)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// shedDrain bounds how long a shed request's body is still drained after
+// its 503 was sent.
+const shedDrain = 5 * time.Second
+
+// shed answers 503 at once, before the body is read, and closes the
+// connection. A client that is still sending its body then reads the 503
+// while it writes; the rest of the body is drained (read into a small
+// buffer and dropped, never held) for up to shedDrain, or closing the
+// connection under unread bytes resets it, and the client sees "broken
+// pipe" instead of the 503: 141 of 1,000 in a burst of 1 MiB bodies did.
+// A client that waits for "100 Continue" has sent nothing, and is sent
+// nothing more.
+func (s *Service) shed(w http.ResponseWriter, r *http.Request) {
+	// Connection: close also keeps net/http from reading a small unread
+	// body before it writes the answer.
+	w.Header().Set("Connection", "close")
+	s.edge.Refuse(w, r, messages.Transient(edge.ErrBodyBudget))
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	rc := http.NewResponseController(w)
+	if rc.Flush() != nil {
+		return
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(shedDrain))
+	_, _ = io.CopyN(io.Discard, r.Body, s.cfg.MaxBodyBytes+1)
 }
 
 // reserve adds n to used unless that passes limit while anything else is
@@ -201,7 +224,7 @@ func outcomeOf(err error) string {
 		return metrics.OutcomeForbidden
 	case errors.As(err, &quota):
 		return metrics.OutcomeThrottled
-	case errors.Is(err, handlers.ErrOverloaded), errors.Is(err, errBodyBudget):
+	case errors.Is(err, handlers.ErrOverloaded), errors.Is(err, edge.ErrBodyBudget):
 		return metrics.OutcomeShed
 	case len(edge.RulesOf(err)) > 0:
 		return metrics.OutcomeRejected

@@ -75,6 +75,12 @@ func bodyReadError(err error, read int64, r *http.Request) error {
 // will not reach it anyway.
 var errServerClosedBody = messages.Transient(errors.New("the service closed the connection while the body was read; retry"))
 
+// ErrBodyBudget sheds a request while MAX_IN_FLIGHT_BYTES of bodies are
+// being handled (the service's front door answers it, before the body is
+// read). It is counted as shed and logged at debug: a burst sheds
+// hundreds at once, and a WARN line each would be the flood.
+var ErrBodyBudget = errors.New("too many request body bytes are being handled at once (MAX_IN_FLIGHT_BYTES); retry")
+
 // writeGrace is how long a 408 still has to be written. net/http sets the
 // connection's write deadline WRITE_TIMEOUT after the request's headers
 // were read; with READ_TIMEOUT as long as WRITE_TIMEOUT (the defaults) that

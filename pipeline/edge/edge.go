@@ -336,19 +336,29 @@ func (e *Edge) Unmarshal(_ string, r *http.Request) (*message.Message, error) {
 // readBody reads r's body, at most limit bytes. A body of known length is
 // read into one buffer of that length: io.ReadAll grows its buffer by
 // doubling, which for a 1 MiB body allocated 2.1 MiB and left the copies
-// behind as garbage.
+// behind as garbage. The first 64 KiB are read into a buffer of their
+// own, so that a client that announces a large body and trickles it holds
+// no more than that until it has sent as much.
 func readBody(r *http.Request, limit int64) ([]byte, error) {
-	if n := r.ContentLength; n >= 0 && n <= limit {
-		// net/http ends the body at Content-Length, so exactly n bytes
-		// come, or an error says why not.
-		body := make([]byte, n)
-		read, err := io.ReadFull(r.Body, body)
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF // announced, none came
-		}
-		return body[:read], err
+	n := r.ContentLength
+	if n < 0 || n > limit {
+		return io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
 	}
-	return io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
+	// net/http ends the body at Content-Length, so exactly n bytes come,
+	// or an error says why not.
+	body := make([]byte, min(n, 64<<10))
+	read, err := io.ReadFull(r.Body, body)
+	if err == nil && int64(read) < n {
+		whole := make([]byte, n)
+		copy(whole, body)
+		var more int
+		more, err = io.ReadFull(r.Body, whole[read:])
+		body, read = whole, read+more
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF // announced, none came
+	}
+	return body[:read], err
 }
 
 // errReplayed stops the subscriber for a request the key record answered.
@@ -452,6 +462,9 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	}
 	switch {
 	case r == nil:
+	case errors.Is(err, ErrBodyBudget):
+		e.logger.Debug("Request shed: MAX_IN_FLIGHT_BYTES reached", "status", resp.Status,
+			"correlation_id", r.Header.Get("X-Correlation-ID"))
 	case resp.Status == http.StatusInternalServerError:
 		e.logger.Error("Ingestion failed: a bug", "status", resp.Status, "error", err, "payload_id", id,
 			"correlation_id", r.Header.Get("X-Correlation-ID"), "client_gone", clientGone)
