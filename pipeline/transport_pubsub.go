@@ -345,16 +345,39 @@ func (ps *PubSub) NewSubscriber(topic, subscription string) (*googlecloud.Subscr
 			// died or stopped without a nack comes back within 20 s, not the
 			// up to 10 minutes a lease may otherwise be extended by.
 			MaxDurationPerAckExtension: 20 * time.Second,
-			// Messages pulled but not yet handled when the stage stops go
-			// back at once, so another instance (or the next start) gets
-			// them now rather than when their ack deadline expires.
-			ShutdownOptions: &pubsub.ShutdownOptions{
-				Behavior: pubsub.ShutdownBehaviorNackImmediately,
-				Timeout:  5 * time.Second,
-			},
+			// The streams are closed gracefully: the client nacks what it
+			// holds, sends the last acks and nacks, and half-closes each
+			// stream before it cancels it. Any ShutdownOptions with a
+			// timeout (ShutdownBehaviorNackImmediately included) cancels
+			// the streams first instead, and the gcloud emulator (0.8.20)
+			// never learns of a cancelled stream (its gRPC server fails on
+			// the RST_STREAM with a NoSuchMethodError): it goes on handing
+			// messages to the dead streams, which come back only when their
+			// lease expires, about 20 s later, and partly to the dead
+			// streams again. After one SIGTERM restart a backlog of 20,000
+			// drained at 185/s, its first payload applied after 11 s. See
+			// gracefulShutdown.
+			//
+			// Nothing held waits for its deadline: the watermill subscriber
+			// nacks every message it holds when it closes (whether the
+			// handler got it or not), and the client nacks what is still
+			// in its flow control, so another replica, or the next start,
+			// gets them at once, as with ShutdownBehaviorNackImmediately.
+			// The wait is bounded by the router's CloseTimeout
+			// (SHUTDOWN_TIMEOUT), which also bounds a close that cannot
+			// reach Pub/Sub.
+			ShutdownOptions: gracefulShutdown(),
 		},
 		ClientOptions: ps.options,
 	}, ps.wlog)
+}
+
+// gracefulShutdown is the client's own default made explicit (a nil
+// ShutdownOptions means the same): no timeout, so Receive stops each stream
+// by half-closing it once its messages are settled, rather than cancelling
+// it at once. See NewSubscriber.
+func gracefulShutdown() *pubsub.ShutdownOptions {
+	return &pubsub.ShutdownOptions{Behavior: pubsub.ShutdownBehaviorWaitForProcessing, Timeout: -1}
 }
 
 // resource is a topic, or a subscription on a topic.
