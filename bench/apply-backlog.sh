@@ -11,11 +11,12 @@
 # payloads (so its streaming pulls are open and receiving); it is stopped
 # with SIGTERM, then the backlog is filled, then a new apply process drains
 # it. The figures count only the backlog, not the warm-up payloads. On
-# 2026-12-06 (50,000 payloads, a shared 2-core machine at load 30-70) the
-# restart drained at 1,228-1,268/s, first apply 0.7-2.1 s, longest gap
-# 2.1-2.8 s, beside 1,718/s for the plain drain in the same run; before the
-# apply stage closed its streams gracefully, 287/s with a 22.9 s gap (see
-# pipeline.NewSubscriber).
+# 2026-12-06, 50,000 payloads on a shared 2-core machine: the restart
+# drained at 3,230/s (first apply 0.7 s, longest gap 0.9 s) beside 3,733/s
+# for the plain drain at load 11, and at 1,228-2,814/s (first apply
+# 0.7-2.1 s, longest gap 1.4-2.8 s) at load 25-70; before the apply stage
+# closed its streams gracefully, 287-294/s with gaps of 17.5-22.9 s, in
+# the same runs (see pipeline.NewSubscriber).
 #
 # Usage: bench/apply-backlog.sh [--restart] GATEKEEPER_BINARY [REQUESTS]
 # Env:   PUBSUB_EMULATOR_HOST (required: a running emulator; loopback only)
