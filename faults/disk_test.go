@@ -2,64 +2,14 @@ package faults_test
 
 import (
 	"database/sql"
-	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
-
-// tmpfsDir mounts a tmpfs of size bytes on a new directory under parent,
-// unmounted when the test ends (after its processes are killed). The fault
-// suite runs as root (CI does): there a failed mount fails the test;
-// elsewhere it skips.
-func tmpfsDir(t *testing.T, parent string, size int) string {
-	t.Helper()
-	dir, err := os.MkdirTemp(parent, "tmpfs-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("cannot mount a tmpfs: %v: %s", err, out)
-		}
-		t.Skipf("cannot mount a tmpfs (needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes path until its file system is full and returns how much
-// it wrote.
-func fillDisk(t *testing.T, path string) int64 {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	var n int64
-	for {
-		w, err := f.Write(chunk)
-		n += int64(w)
-		if err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill: %v", err)
-			}
-			return n
-		}
-	}
-}
 
 // count is how many answers had status code.
 func (l *load) count(code int) int {
@@ -90,7 +40,7 @@ func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool
 func TestOutboxDiskFull(t *testing.T) {
 	needFaults(t)
 	e := newEnv(t, "")
-	disk := tmpfsDir(t, e.dir, 8<<20)
+	disk := warehousetest.TmpfsDir(t, e.dir, 8<<20)
 	// Counts every 2 s, so that a fault of seconds shows them.
 	e = e.with("OUTBOX_PATH", filepath.Join(disk, "outbox.db"), "LOG_REPEAT_INTERVAL", "2s")
 	p := e.start("service")
@@ -104,7 +54,7 @@ func TestOutboxDiskFull(t *testing.T) {
 	waitUntil(t, 30*time.Second, "500 accepted before the disk fills", func() bool { return len(l.acceptedIDs()) >= 500 })
 
 	filler := filepath.Join(disk, "filler")
-	filled := fillDisk(t, filler)
+	filled := warehousetest.FillDisk(t, filler)
 	fullAt := time.Now()
 	before503 := l.count(503)
 	var body string

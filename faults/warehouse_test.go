@@ -74,14 +74,11 @@ func TestWarehouseCorruptedUnderLoadThenRestored(t *testing.T) {
 // 200 exactly once.
 func TestWarehouseDiskFull(t *testing.T) {
 	host := needEmulator(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs")
-	}
 	t.Parallel()
 	e := newEnv(t, host)
 	// Room for the WAL (checkpointed every ~40 MiB) and the file; the
 	// filler takes the rest.
-	fs := tmpfsDir(t, e.dir, 96<<20)
+	fs := warehousetest.TmpfsDir(t, e.dir, 96<<20)
 	e = e.with("WAREHOUSE", "sqlite:"+filepath.Join(fs, "warehouse.db"))
 	p := e.start("service")
 	var target atomic.Value
@@ -90,7 +87,7 @@ func TestWarehouseDiskFull(t *testing.T) {
 	time.Sleep(3 * time.Second)
 
 	filler := filepath.Join(fs, "filler")
-	fillDisk(t, filler)
+	warehousetest.FillDisk(t, filler)
 	fullAt := time.Now()
 	waitMetric(t, p, "gatekeeper_apply_paused", 1, 60*time.Second)
 	pausedAfter := time.Since(fullAt)

@@ -3,17 +3,14 @@ package pipeline_test
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -72,42 +69,6 @@ func waitProbe(t *testing.T, base, path string, within time.Duration, ok func(in
 	}
 }
 
-// mountTmpfs mounts a tmpfs of size bytes on a new directory, unmounted at
-// the end of the test; it skips where mounting is not allowed (not root).
-func mountTmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes path until its file system is full.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill: %v", err)
-			}
-			return
-		}
-	}
-}
-
 // With the outbox's disk full, every POST gets 503 (never 500), /readyz is
 // 503 naming the outbox and nothing else, /healthz stays 200 (a restart
 // cannot free a disk) naming it as degraded, and the log says so once,
@@ -115,12 +76,12 @@ func fillDisk(t *testing.T, path string) {
 // by itself, before any request comes.
 func TestHealthOnAFullOutboxDisk(t *testing.T) {
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
-	cfg.OutboxPath = filepath.Join(mountTmpfs(t, 4<<20), "outbox.db")
+	cfg.OutboxPath = filepath.Join(warehousetest.TmpfsDir(t, "", 4<<20), "outbox.db")
 	r := startService(t, cfg)
 	if code, a, raw := probe(t, r.base, "/readyz"); code != 200 || a.Status != "ready" || len(a.Reasons) != 0 {
 		t.Fatalf("/readyz before: %d %s", code, raw)
 	}
-	fillDisk(t, filepath.Join(filepath.Dir(cfg.OutboxPath), "filler"))
+	warehousetest.FillDisk(t, filepath.Join(filepath.Dir(cfg.OutboxPath), "filler"))
 
 	codes := map[int]int{}
 	for i := range 300 {

@@ -77,12 +77,9 @@ func (s *Service) openOutbox(ctx context.Context) error {
 	if found != "" {
 		lost = records
 	} else {
-		box, err := outbox.Open(ctx, outbox.Config{
-			Path: s.cfg.OutboxPath, Sync: s.cfg.SQLiteSync, RedeliverAfter: s.cfg.OutboxRedeliverAfter,
-			LogEvery: s.cfg.LogRepeatInterval,
-		}, s.logger)
+		box, err := s.openOutboxFile(ctx)
 		if err != nil {
-			return fmt.Errorf("OUTBOX_PATH: %w", err)
+			return err
 		}
 		s.outbox = box
 		for _, r := range records {
@@ -103,12 +100,9 @@ func (s *Service) openOutbox(ctx context.Context) error {
 		return refuseOutbox(key.path, found, lost)
 	}
 	if s.outbox == nil {
-		box, err := outbox.Open(ctx, outbox.Config{
-			Path: s.cfg.OutboxPath, Sync: s.cfg.SQLiteSync, RedeliverAfter: s.cfg.OutboxRedeliverAfter,
-			LogEvery: s.cfg.LogRepeatInterval,
-		}, s.logger)
+		box, err := s.openOutboxFile(ctx)
 		if err != nil {
-			return fmt.Errorf("OUTBOX_PATH: %w", err)
+			return err
 		}
 		s.outbox = box
 	}
@@ -298,4 +292,17 @@ func (s *Service) recordOutboxAtStop() {
 		return
 	}
 	s.recordOutbox(ctx, s.cfg.outboxKey(), counts[outbox.Pending], false)
+}
+
+// openOutboxFile opens (creating if needed) the outbox at OUTBOX_PATH with
+// the service's settings.
+func (s *Service) openOutboxFile(ctx context.Context) (*outbox.Outbox, error) {
+	box, err := outbox.Open(ctx, outbox.Config{
+		Path: s.cfg.OutboxPath, Sync: s.cfg.SQLiteSync, RedeliverAfter: s.cfg.OutboxRedeliverAfter,
+		LogEvery: s.cfg.LogRepeatInterval,
+	}, s.logger)
+	if err != nil {
+		return nil, fmt.Errorf("OUTBOX_PATH: %w", err)
+	}
+	return box, nil
 }

@@ -3,56 +3,18 @@ package outbox_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
 )
-
-// tmpfs mounts a tmpfs of size bytes on a new directory and unmounts it at
-// the end of the test. It skips where mounting is not allowed (not root).
-func tmpfs(t *testing.T, size int) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fill writes path until the file system is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 64<<10)
-	for {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill: %v", err)
-			}
-			return
-		}
-	}
-}
 
 // lockedBuffer is a log sink tests read while the outbox writes to it.
 type lockedBuffer struct {
@@ -76,7 +38,7 @@ func (l *lockedBuffer) String() string {
 // says so once (not once per batch), and once space is freed the outbox's
 // own probe clears it without any append.
 func TestFailingOnAFullDiskAndRecoveringByItself(t *testing.T) {
-	dir := tmpfs(t, 2<<20)
+	dir := warehousetest.TmpfsDir(t, "", 2<<20)
 	var logs lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	o, err := outbox.Open(context.Background(), outbox.Config{Path: filepath.Join(dir, "outbox.db"), ProbeEvery: 20 * time.Millisecond}, logger)
@@ -88,7 +50,7 @@ func TestFailingOnAFullDiskAndRecoveringByItself(t *testing.T) {
 	if since, err := o.Failing(); !since.IsZero() || err != nil {
 		t.Fatalf("Failing on a fresh outbox = %v, %v", since, err)
 	}
-	fill(t, filepath.Join(dir, "filler"))
+	warehousetest.FillDisk(t, filepath.Join(dir, "filler"))
 
 	payload := bytes.Repeat([]byte("x"), 16<<10)
 	failures := 0
