@@ -309,7 +309,7 @@ func TestHealthNamesAWarehouseWhoseCommitsFail(t *testing.T) {
 	if code, resp, _ := post(t, r.base, "application/json", insertOnly); code != 200 {
 		t.Fatalf("POST: %d %+v", code, resp)
 	}
-	_, a := waitProbe(t, r.base, "/readyz", 10*time.Second, func(_ int, a probeAnswer) bool {
+	waitProbe(t, r.base, "/readyz", 10*time.Second, func(_ int, a probeAnswer) bool {
 		_, named := a.reason("warehouse")
 		return named
 	})
