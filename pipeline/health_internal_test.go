@@ -38,7 +38,7 @@ func TestWedgedApplyStageAsksForARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	s := &Service{cfg: cfg, apply: &applyStage{}, Store: store,
+	s := &Service{cfg: cfg, apply: &applyStage{pause: newApplyPause(cfg.Warehouse, store.Ping, slog.New(slog.DiscardHandler))}, Store: store,
 		monitor: newMonitor(&PubSub{}, store, time.Second, time.Minute, nil, slog.New(slog.DiscardHandler))}
 	limit := max(cfg.UnhealthyAfter, cfg.maxHandlingTime())
 	idle := time.Now().Add(-limit - time.Minute)
