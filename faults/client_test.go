@@ -135,19 +135,12 @@ func trickle(addr string, length int, gap, within time.Duration) (int, string) {
 // metric reads one sample of /metrics (0 when absent).
 func metric(t *testing.T, base, series string) float64 {
 	t.Helper()
-	resp, err := probeClient.Get(base + "/metrics")
+	text, err := scrape(base)
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			v, _ := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			return v
-		}
-	}
-	return 0
+	v, _ := seriesValue(text, series)
+	return v
 }
 
 // largePayload is a valid insert of about size bytes into faults: rows rows,

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -500,6 +501,30 @@ func record(t *testing.T, format string, args ...any) {
 			f.Close()
 		}
 	}
+}
+
+// scrape returns the text of base's /metrics.
+func scrape(base string) (string, error) {
+	resp, err := probeClient.Get(base + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	return string(raw), err
+}
+
+// seriesValue reads the value of series (its name, with its labels if it
+// has any, as the exposition writes them) from a /metrics text.
+func seriesValue(text, series string) (float64, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				return f, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // readyzBody returns /readyz's status and body.

@@ -305,21 +305,11 @@ func appliedOf(t *testing.T, warehousePath string, ids map[string]string) int {
 
 func scrapeText(t *testing.T, base string) string {
 	t.Helper()
-	resp, err := probeClient.Get(base + "/metrics")
+	text, err := scrape(base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return b.String()
+	return text
 }
 
 // excerpt is the refusal's message, from its error.

@@ -3,10 +3,8 @@ package faults_test
 import (
 	"database/sql"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -125,19 +123,12 @@ func TestWarehouseDiskFull(t *testing.T) {
 
 // metricOf reads one series without labels from p's /metrics, or -1.
 func metricOf(p *proc, name string) float64 {
-	resp, err := probeClient.Get(p.base + "/metrics")
+	text, err := scrape(p.base)
 	if err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return f
-			}
-		}
+	if v, ok := seriesValue(text, name); ok {
+		return v
 	}
 	return -1
 }
