@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -63,7 +62,7 @@ func TestApplyPausesOnAnOutageHoldsAndResumesByItself(t *testing.T) {
 		}) {
 			t.Fatalf("not paused and holding within 15 s: %v; log:\n%s", pauseSeries(scrape(t, r.base)), r.logs)
 		}
-		code, body := readyz(t, r.base)
+		code, _, body := probe(t, r.base, "/readyz")
 		if code != http.StatusServiceUnavailable || !strings.Contains(body, `"component":"apply"`) || !strings.Contains(body, "paused") || !strings.Contains(body, "malformed") {
 			t.Errorf("/readyz of an apply-only process while paused: %d %s; want 503 naming the pause and the error", code, body)
 		}
@@ -120,15 +119,4 @@ func pauseSeries(m map[string]float64) map[string]float64 {
 		}
 	}
 	return out
-}
-
-func readyz(t *testing.T, base string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(base + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(raw)
 }
