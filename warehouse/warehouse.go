@@ -5,6 +5,7 @@ package warehouse
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/gatekeeper/gatekeeper/messages"
 )
@@ -38,6 +39,19 @@ type Payload struct {
 // the ledger row that recorded stored: both known and different.
 func HashConflict(stored, incoming string) bool {
 	return stored != "" && incoming != "" && stored != incoming
+}
+
+// LedgerOutcome is the outcome of p when the ledger already holds its id,
+// under hash stored: Duplicate, or Rejected (permanently, logged once with
+// its payload_id) when the ledger recorded other content under that id.
+// Every adapter decides a redelivery this one way.
+func LedgerOutcome(p Payload, stored string, logger *slog.Logger) Outcome {
+	if HashConflict(stored, p.Hash) {
+		err := PayloadMismatch(p.ID)
+		logger.Warn("Payload rejected: its id was applied with different content", "payload_id", p.ID, "error", err)
+		return Outcome{Status: Rejected, Err: messages.Permanent(err)}
+	}
+	return Outcome{Status: Duplicate}
 }
 
 // Status says what happened to one payload of a group.

@@ -263,7 +263,7 @@ func (w *Warehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]war
 			switch {
 			case decided[i]:
 			case hasKey(settled, p.ID):
-				outcomes[i], decided[i] = w.duplicateOr(p, settled[p.ID]), true
+				outcomes[i], decided[i] = warehouse.LedgerOutcome(p, settled[p.ID], w.logger), true
 			case !taken[p.ID]:
 				taken[p.ID] = true
 				candidates = append(candidates, &item{index: i, payload: p})
@@ -279,7 +279,7 @@ func (w *Warehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]war
 		var todo []*item
 		for _, it := range candidates {
 			if stored, ok := known[it.payload.ID]; ok {
-				outcomes[it.index] = w.duplicateOr(it.payload, stored)
+				outcomes[it.index] = warehouse.LedgerOutcome(it.payload, stored, w.logger)
 				continue
 			}
 			todo = append(todo, it)
@@ -305,18 +305,6 @@ func (w *Warehouse) Apply(ctx context.Context, group []warehouse.Payload) ([]war
 func hasKey(m map[string]string, k string) bool {
 	_, ok := m[k]
 	return ok
-}
-
-// duplicateOr reports p, whose id the ledger holds under hash stored,
-// Duplicate, or Rejected when the ledger recorded other content under its
-// id.
-func (w *Warehouse) duplicateOr(p warehouse.Payload, stored string) warehouse.Outcome {
-	if warehouse.HashConflict(stored, p.Hash) {
-		err := warehouse.PayloadMismatch(p.ID)
-		w.logger.Warn("Payload rejected: its id was applied with different content", "payload_id", p.ID, "error", err)
-		return warehouse.Outcome{Status: warehouse.Rejected, Err: messages.Permanent(err)}
-	}
-	return warehouse.Outcome{Status: warehouse.Duplicate}
 }
 
 // inLedger returns the items' ids the ledger holds, each with the hash it

@@ -397,7 +397,7 @@ func (w *Warehouse) reject(ctx, quick context.Context, p warehouse.Payload, prob
 		return warehouse.Outcome{}, w.groupError(ctx, "look up payload in ledger", err)
 	}
 	if applied {
-		return w.duplicateOr(p, stored), nil
+		return warehouse.LedgerOutcome(p, stored, w.logger), nil
 	}
 	w.logger.Debug("Payload rejected", "payload_id", p.ID, "error", problem)
 	return warehouse.Outcome{Status: warehouse.Rejected, Err: messages.Permanent(problem)}, nil
@@ -410,16 +410,7 @@ func (w *Warehouse) duplicateOrMismatch(ctx, quick context.Context, p warehouse.
 	if err != nil {
 		return warehouse.Outcome{}, w.groupError(ctx, "look up payload in ledger", err)
 	}
-	return w.duplicateOr(p, stored), nil
-}
-
-func (w *Warehouse) duplicateOr(p warehouse.Payload, stored string) warehouse.Outcome {
-	if warehouse.HashConflict(stored, p.Hash) {
-		err := warehouse.PayloadMismatch(p.ID)
-		w.logger.Warn("Payload rejected: its id was applied with different content", "payload_id", p.ID, "error", err)
-		return warehouse.Outcome{Status: warehouse.Rejected, Err: messages.Permanent(err)}
-	}
-	return warehouse.Outcome{Status: warehouse.Duplicate}
+	return warehouse.LedgerOutcome(p, stored, w.logger), nil
 }
 
 // ledgerHash reads the hash the ledger recorded for id ("" when none), and
