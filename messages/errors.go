@@ -15,6 +15,12 @@ type Class string
 const (
 	// ClassInvalid: the payload breaks the contract. HTTP 400; never published.
 	ClassInvalid Class = "invalid"
+	// ClassRefused: the front door refused the request for who sent it or
+	// how often, not for what it holds: no or unknown API key (401), a
+	// table the backend may not write (403), over its quota (429). Never
+	// published; the refusal's own type gives the status. Neither the
+	// payload's fault (invalid) nor the service's (transient, outage).
+	ClassRefused Class = "refused"
 	// ClassTransient: trying again later may succeed (unavailable, busy,
 	// timeout, concurrent update). HTTP 503; retried with backoff, then poisoned.
 	ClassTransient Class = "transient"
@@ -67,6 +73,14 @@ func Held(err error) error {
 		return nil
 	}
 	return &ClassError{Class: ClassHeld, Err: err}
+}
+
+// Refused marks err as a front-door refusal. Refused(nil) is nil.
+func Refused(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ClassError{Class: ClassRefused, Err: err}
 }
 
 // Outage marks err as a fault of the infrastructure, not of the payload

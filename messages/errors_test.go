@@ -22,6 +22,8 @@ func TestClassOf(t *testing.T) {
 		{"syntax", &SyntaxError{Err: errors.New("eof")}, ClassInvalid},
 		{"deadline", fmt.Errorf("apply: %w", context.DeadlineExceeded), ClassTransient},
 		{"canceled", fmt.Errorf("shutdown: %w", context.Canceled), ClassTransient},
+		{"refused", fmt.Errorf("front door: %w", Refused(errors.New("over quota"))), ClassRefused},
+		{"outage", Outage(errors.New("disk full")), ClassOutage},
 		// Nobody said it is worth retrying: it is a bug, not "retry".
 		{"unclassified", errors.New("nil map"), ClassPermanent},
 	}

@@ -34,18 +34,18 @@ func (s *Service) ingestDoor(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := s.door.Current().Authenticate(r)
 		if err != nil {
-			s.edge.Refuse(w, r, edge.Invalid(&edge.UnauthorizedError{Err: err}))
+			s.edge.Refuse(w, r, edge.Refused(&edge.UnauthorizedError{Err: err}))
 			return
 		}
 		metrics.LabelBackend(w, b.Name)
 		r = r.WithContext(edge.WithBackend(r.Context(), b.Name))
 		if b.Admin {
-			s.edge.Refuse(w, r, edge.Invalid(&edge.ForbiddenError{Backend: b.Name,
+			s.edge.Refuse(w, r, edge.Refused(&edge.ForbiddenError{Backend: b.Name,
 				Reason: "an admin key opens the admin API only; post with a backend's key"}))
 			return
 		}
 		if v := b.Take(time.Now()); !v.Allowed {
-			s.edge.Refuse(w, r, edge.Invalid(&edge.QuotaError{Backend: b.Name, Rate: b.Rate, Burst: b.Burst,
+			s.edge.Refuse(w, r, edge.Refused(&edge.QuotaError{Backend: b.Name, Rate: b.Rate, Burst: b.Burst,
 				Window: b.Window(), Remaining: v.Remaining, Wait: v.Wait}))
 			return
 		}
@@ -133,10 +133,10 @@ func (s *Service) authorizeTables(msg *message.Message, tables []string) error {
 	}
 	b := s.door.Current().Backend(name)
 	if b == nil || b.Admin {
-		return edge.Invalid(&edge.ForbiddenError{Backend: name, Reason: fmt.Sprintf("backend %s is no longer in BACKENDS_FILE", name)})
+		return edge.Refused(&edge.ForbiddenError{Backend: name, Reason: fmt.Sprintf("backend %s is no longer in BACKENDS_FILE", name)})
 	}
 	if refused := b.Refused(tables); len(refused) > 0 {
-		return edge.Invalid(&edge.ForbiddenError{Backend: name, Tables: refused})
+		return edge.Refused(&edge.ForbiddenError{Backend: name, Tables: refused})
 	}
 	return nil
 }

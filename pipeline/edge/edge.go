@@ -418,7 +418,7 @@ func (e *Edge) SettleMiddleware(h message.HandlerFunc) message.HandlerFunc {
 		if e.cfg.OnSettle != nil {
 			e.cfg.OnSettle(msg, err)
 		}
-		if messages.ClassOf(err) == messages.ClassInvalid {
+		if class := messages.ClassOf(err); class == messages.ClassInvalid || class == messages.ClassRefused {
 			return out, nil
 		}
 		return out, err

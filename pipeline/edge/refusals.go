@@ -68,10 +68,10 @@ func (e *QuotaError) header(h http.Header) {
 	h.Set("RateLimit", fmt.Sprintf(`"default";r=%d;t=%s`, e.Remaining, s))
 }
 
-// Invalid gives a front-door refusal its class: the request is refused for
-// what it is, never retried and never published.
-func Invalid(err error) error {
-	return &messages.ClassError{Class: messages.ClassInvalid, Err: err}
+// Refused gives a front-door refusal (401, 403, 429) its class: refused
+// for who sent it or how often, never published.
+func Refused(err error) error {
+	return messages.Refused(err)
 }
 
 // Refuse answers a request the front door refused before the edge read it
