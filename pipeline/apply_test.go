@@ -510,6 +510,17 @@ func TestEmbeddedBacklogIsBounded(t *testing.T) {
 	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || !strings.Contains(refused.Error[0].Message, "backlog") {
 		t.Fatalf("second POST while the first is unsettled: %d %+v, want 503 naming the backlog", code, refused)
 	}
+	// Shedding load, as MAX_IN_FLIGHT_PUBLISHES does: not a failure.
+	if shed, failed := payloadCount(t, r.base, "shed"), scrape(t, r.base)[`gatekeeper_payloads_total{backend="",outcome="failed"}`]; shed != 1 || failed != 0 {
+		t.Errorf("the backlog's 503 counted shed %v, failed %v; want 1 and 0", shed, failed)
+	}
+	// Shedding is logged in proportion: once when it starts, not per 503.
+	for range 20 {
+		post(t, r.base, "application/json", insertOnly)
+	}
+	if n := strings.Count(r.logs.String(), "backlog is full"); n > 2 {
+		t.Errorf("the full backlog was logged %d times for 21 refusals; want once when it starts (and a count per interval)", n)
+	}
 	waitApplied(t, inner, first.ID, 15*time.Second)
 	deadline := time.Now().Add(5 * time.Second)
 	for {

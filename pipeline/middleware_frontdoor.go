@@ -224,7 +224,7 @@ func outcomeOf(err error) string {
 		return metrics.OutcomeForbidden
 	case errors.As(err, &quota):
 		return metrics.OutcomeThrottled
-	case errors.Is(err, handlers.ErrOverloaded), errors.Is(err, edge.ErrBodyBudget):
+	case errors.Is(err, handlers.ErrOverloaded), errors.Is(err, edge.ErrBodyBudget), errors.Is(err, ErrBacklogFull):
 		return metrics.OutcomeShed
 	case len(edge.RulesOf(err)) > 0:
 		return metrics.OutcomeRejected
