@@ -61,9 +61,13 @@ type Service struct {
 	consoleV  *Console
 	readStore warehouse.Store
 
-	// handling holds the ids of the payloads the apply stage is handling,
-	// publishing those the gate is publishing.
-	handling, publishing sync.Map
+	// handling holds the ids of the payloads the apply stage is handling.
+	handling sync.Map
+	// The outbox's workers (outbox_workers.go); nil without an outbox,
+	// follower also without a separate apply stage to follow.
+	recorder    *outbox.Recorder
+	redeliverer *outbox.Redeliverer
+	follower    *outbox.Follower
 
 	// applyIdleAt is the last moment the apply stage held nothing
 	// (watchApplyIdle), for telling a wedged apply stage.
@@ -139,6 +143,9 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	// process kept (outbox_identity.go).
 	if cfg.OutboxEnabled() {
 		if err := s.openOutbox(ctx); err != nil {
+			return nil, err
+		}
+		if err := s.buildOutboxWorkers(); err != nil {
 			return nil, err
 		}
 	}
@@ -250,8 +257,8 @@ func (s *Service) buildIngestStage() (err error) {
 		return err
 	}
 	var box handlers.Outbox
-	if s.outbox != nil {
-		box = gateOutbox{box: s.outbox, publishing: &s.publishing}
+	if s.recorder != nil {
+		box = s.recorder
 	}
 	admit := s.admit
 	if hook := s.beforePublish; hook != nil {
@@ -565,13 +572,11 @@ func (s *Service) Run(ctx context.Context) error {
 		defer close(monitorDone)
 		var wg sync.WaitGroup
 		if s.outbox != nil {
-			wg.Go(func() { s.redeliverLoop(monitorCtx) })
-		}
-		if s.outbox != nil {
+			wg.Go(func() { s.redeliverer.Run(monitorCtx) })
 			wg.Go(func() { s.recordOutboxLoop(monitorCtx) })
 		}
-		if s.outbox != nil && s.cfg.OutboxFollowsTopics() {
-			wg.Go(func() { s.followSettled(monitorCtx) })
+		if s.follower != nil {
+			wg.Go(func() { s.follower.Run(monitorCtx) })
 		}
 		if s.apply != nil {
 			wg.Go(func() { s.indexPoison(monitorCtx) })

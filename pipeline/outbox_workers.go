@@ -1,0 +1,84 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+
+	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+)
+
+// buildOutboxWorkers builds what works on the outbox besides the gate: the
+// gate's recorder, the redeliverer, and, where the apply stage runs in
+// another process, the follower of the applied and poison topics.
+func (s *Service) buildOutboxWorkers() (err error) {
+	s.recorder = outbox.NewRecorder(s.outbox)
+	if s.redeliverer, err = outbox.NewRedeliverer(outbox.RedeliverConfig{
+		Outbox: s.outbox, Publisher: s.PubSub.Publisher(),
+		AcceptedTopic: s.cfg.TopicID, PoisonTopic: s.cfg.PoisonTopicID,
+		PublishTimeout: s.cfg.PublishTimeout,
+		Interval:       max(s.cfg.OutboxRedeliverAfter/4, time.Second),
+		Poisoned:       s.cfg.Runs(StageApply),
+		Busy:           s.busy,
+		Counted:        func(delta int64) { s.accepted.Add(delta) },
+	}, s.logger); err != nil {
+		return err
+	}
+	if s.cfg.OutboxFollowsTopics() {
+		s.follower, err = outbox.NewFollower(outbox.FollowConfig{
+			Outbox: s.outbox, Client: s.PubSub.client,
+			Applied: s.cfg.outboxSubscription("applied"), Poison: s.cfg.outboxSubscription("poison"),
+		}, s.logger)
+	}
+	return err
+}
+
+// busy names the payloads no republish may copy now: those the gate is
+// publishing (their client may yet hear 503 and retry) and those the apply
+// stage is handling.
+func (s *Service) busy(id string) bool {
+	if s.recorder.Publishing(id) {
+		return true
+	}
+	_, handling := s.handling.Load(id)
+	return handling
+}
+
+// republishAtStart publishes again what the outbox holds: payloads accepted
+// and not settled before the last stop, and, when the poison subscription
+// is new (the embedded Pub/Sub always, an emulator that restarted), the
+// poisoned ones, so operators still find them there. The ledger turns a
+// payload that was in fact applied into a duplicate.
+func (s *Service) republishAtStart(ctx context.Context) error {
+	if _, err := s.redeliverer.All(ctx, outbox.Pending); err != nil {
+		return err
+	}
+	for _, r := range s.PubSub.created {
+		if r.subscription == s.cfg.PoisonSubscriptionID {
+			if _, err := s.redeliverer.All(ctx, outbox.Poisoned); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// resourceCreated runs when the monitor had to recreate a subscription:
+// whatever it held is gone, and the outbox has it.
+func (s *Service) resourceCreated(ctx context.Context, r resource) {
+	if s.outbox == nil {
+		return
+	}
+	var state outbox.State
+	switch r.subscription {
+	case s.cfg.SubscriptionID, s.cfg.OrderedSubscriptionID:
+		state = outbox.Pending
+	case s.cfg.PoisonSubscriptionID:
+		state = outbox.Poisoned
+	default:
+		return
+	}
+	if _, err := s.redeliverer.Idle(ctx, state); err != nil && ctx.Err() == nil {
+		s.logger.Error("Cannot republish the outbox after Pub/Sub lost a subscription; the next start will",
+			"outbox", s.cfg.OutboxPath, "state", state, "error", err)
+	}
+}
