@@ -90,7 +90,7 @@ func (s *Service) adminRoutes() http.Handler {
 	mux := http.NewServeMux()
 	api := func(pattern string, h func(*Console, http.ResponseWriter, *http.Request)) {
 		mux.Handle(pattern, s.Metrics.InstrumentHTTP(strings.TrimPrefix(strings.TrimPrefix(pattern, "GET "), "POST "),
-			s.adminDoor(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.guard.Admin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Method == http.MethodPost && !sameOriginJSON(r) {
 					writeAdminError(w, http.StatusForbidden, errors.New("console writes must be same-origin requests with Content-Type: application/json"))
 					return
@@ -109,7 +109,7 @@ func (s *Service) adminRoutes() http.Handler {
 	api("POST "+AdminPoisonPath+"/replay", adminReplay)
 	api("POST "+AdminPoisonPath+"/purge", adminPurge)
 	api("POST "+AdminPoisonPath+"/validate", adminValidate)
-	mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, s.adminDoor(http.HandlerFunc(s.serveStatus))))
+	mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, s.guard.Admin(http.HandlerFunc(s.serveStatus))))
 	mux.HandleFunc("GET "+AdminPagePath, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'")
@@ -122,12 +122,12 @@ func (s *Service) adminRoutes() http.Handler {
 	// Profiles are taken where the service runs, under its real load, so
 	// they sit on the admin listener (loopback by default, and behind the
 	// admin key when keys are configured) rather than on the ingest port.
-	mux.Handle("GET "+PprofPath, s.adminDoor(http.HandlerFunc(pprof.Index)))
-	mux.Handle("GET "+PprofPath+"cmdline", s.adminDoor(http.HandlerFunc(pprof.Cmdline)))
-	mux.Handle("GET "+PprofPath+"profile", s.adminDoor(http.HandlerFunc(pprof.Profile)))
-	mux.Handle("GET "+PprofPath+"symbol", s.adminDoor(http.HandlerFunc(pprof.Symbol)))
-	mux.Handle("GET "+PprofPath+"trace", s.adminDoor(http.HandlerFunc(pprof.Trace)))
-	mux.Handle("GET "+PprofPath+"{profile}", s.adminDoor(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET "+PprofPath, s.guard.Admin(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET "+PprofPath+"cmdline", s.guard.Admin(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("GET "+PprofPath+"profile", s.guard.Admin(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET "+PprofPath+"symbol", s.guard.Admin(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("GET "+PprofPath+"trace", s.guard.Admin(http.HandlerFunc(pprof.Trace)))
+	mux.Handle("GET "+PprofPath+"{profile}", s.guard.Admin(http.HandlerFunc(pprof.Index)))
 	return mux
 }
 

@@ -40,7 +40,10 @@ type Service struct {
 	monitor   *monitor
 	edge      *edge.Edge
 	// door holds BACKENDS_FILE; nil without it (no authentication).
-	door     *frontdoor.Door
+	door *frontdoor.Door
+	// guard is the front door's HTTP middleware over door, and the body
+	// budget.
+	guard    *frontdoor.Guard
 	ingest   *ingestStage
 	apply    *applyStage
 	server   *http.Server
@@ -75,9 +78,6 @@ type Service struct {
 
 	ready    atomic.Bool
 	accepted atomic.Int64 // published by this process's gate
-	// bodyBytes are the request body bytes reserved under
-	// MAX_IN_FLIGHT_BYTES (middleware_frontdoor.go).
-	bodyBytes atomic.Int64
 	// outboxLossAccepted counts the starts that accepted losing the outbox
 	// (OUTBOX_ACCEPT_LOSS): 0 or 1 in one process.
 	outboxLossAccepted atomic.Int64
@@ -129,6 +129,11 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	// anything connects. Then what the stages stand on, what watches it,
 	// the stages, and the listener that lets requests in.
 	if s.door, err = openDoor(cfg); err != nil {
+		return nil, err
+	}
+	if s.guard, err = frontdoor.NewGuard(frontdoor.GuardConfig{
+		Door: s.door, RefuseAdmin: writeAdminError, MaxBodyBytes: cfg.MaxBodyBytes, MaxInFlightBytes: cfg.MaxInFlightBytes,
+	}, logger); err != nil {
 		return nil, err
 	}
 	if s.PubSub, err = NewPubSub(ctx, cfg, logger); err != nil {
@@ -267,7 +272,7 @@ func (s *Service) buildIngestStage() (err error) {
 			return s.admit()
 		}
 	}
-	s.ingest, err = newIngestStage(s.cfg, s.PubSub, s.edge, admit, s.authorizeTables, box, s.logger)
+	s.ingest, err = newIngestStage(s.cfg, s.PubSub, s.edge, admit, s.guard.Authorize, box, s.logger)
 	return err
 }
 
@@ -320,7 +325,7 @@ func (s *Service) registerGauges() {
 	if s.ingest != nil {
 		s.Metrics.Gauge("gatekeeper_ingest_body_bytes",
 			"Request body bytes the ingestion stage is handling now, as reserved under MAX_IN_FLIGHT_BYTES.", nil,
-			func() float64 { return float64(s.bodyBytes.Load()) })
+			func() float64 { return float64(s.guard.BodyBytes()) })
 	}
 	if s.apply != nil {
 		s.Metrics.RegisterApplyPause(s.apply.pause.metrics)
@@ -472,9 +477,9 @@ func (s *Service) routes() http.Handler {
 	if s.ingest != nil {
 		// POST only: any other method gets 405 with Allow: POST here, where
 		// the edge would hold back the subscriber's status and answer 503.
-		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.ingestDoor(s.bodyBudget(s.ingest.routes))))
+		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.guard.Ingest(s.edge, s.ingest.routes)))
 		mux.Handle("GET "+SchemaPath, s.Metrics.InstrumentHTTP(SchemaPath, schemaHandler()))
-		mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, s.statusDoor(http.HandlerFunc(s.serveStatus))))
+		mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, s.guard.Status(http.HandlerFunc(s.serveStatus))))
 	}
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.readyz)))
