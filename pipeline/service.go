@@ -312,38 +312,29 @@ func (s *Service) topicRole(topic string) string {
 // index (or, in an ingest-only process, those its outbox saw poisoned).
 func (s *Service) registerGauges() {
 	if s.outbox != nil {
-		s.Metrics.CounterFunc("gatekeeper_outbox_loss_accepted_total",
-			"Starts that accepted losing the outbox this process kept before (OUTBOX_ACCEPT_LOSS), with what waited in it.", nil,
-			func() float64 { return float64(s.outboxLossAccepted.Load()) })
+		s.Metrics.RegisterOutboxLossAccepted(func() float64 { return float64(s.outboxLossAccepted.Load()) })
 	}
-	for delay, n := range map[string]*atomic.Int64{"short": &s.PubSub.shortPublishes, "busy": &s.PubSub.busyPublishes} {
-		s.Metrics.CounterFunc("gatekeeper_published_messages_total",
-			"Messages published, by the batching delay they waited under: short (PUBLISH_DELAY_THRESHOLD), or busy "+
-				"(PUBLISH_BUSY_DELAY_THRESHOLD, taken while more than 32 publishes to the topic are in flight).",
-			map[string]string{"delay": delay}, func() float64 { return float64(n.Load()) })
-	}
+	s.Metrics.RegisterPublished(busyPublishing,
+		func() float64 { return float64(s.PubSub.shortPublishes.Load()) },
+		func() float64 { return float64(s.PubSub.busyPublishes.Load()) })
 	if s.ingest != nil {
-		s.Metrics.Gauge("gatekeeper_ingest_body_bytes",
-			"Request body bytes the ingestion stage is handling now, as reserved under MAX_IN_FLIGHT_BYTES.", nil,
-			func() float64 { return float64(s.guard.BodyBytes()) })
+		s.Metrics.RegisterIngestBodyBytes(func() float64 { return float64(s.guard.BodyBytes()) })
 	}
 	if s.apply != nil {
 		s.Metrics.RegisterApplyPause(s.apply.pause.metrics)
-		s.Metrics.Gauge("gatekeeper_oldest_unapplied_seconds",
-			"Age of the oldest accepted payload this apply stage holds and has not settled (0 when it holds none).", nil,
-			func() float64 {
-				var oldest time.Time
-				s.handling.Range(func(_, v any) bool {
-					if at, _ := v.(time.Time); !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
-						oldest = at
-					}
-					return true
-				})
-				if oldest.IsZero() {
-					return 0
+		s.Metrics.RegisterOldestUnapplied(func() float64 {
+			var oldest time.Time
+			s.handling.Range(func(_, v any) bool {
+				if at, _ := v.(time.Time); !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
+					oldest = at
 				}
-				return time.Since(oldest).Seconds()
+				return true
 			})
+			if oldest.IsZero() {
+				return 0
+			}
+			return time.Since(oldest).Seconds()
+		})
 	}
 	switch {
 	case s.Store != nil:
@@ -355,23 +346,21 @@ func (s *Service) registerGauges() {
 			every = 30 * time.Second
 		}
 		counts := newCachedCounts(s.Store, every)
-		for _, k := range warehouse.EventKinds {
-			s.Metrics.Gauge("gatekeeper_poison_payloads",
-				"Payloads in the poison index by state: poisoned (waiting for an operator), replayed, purged.", map[string]string{"state": string(k)},
-				func() float64 { return counts.get(k) })
+		states := make([]string, len(warehouse.EventKinds))
+		for i, k := range warehouse.EventKinds {
+			states[i] = string(k)
 		}
+		s.Metrics.RegisterPoisonIndex(states, func(state string) float64 { return counts.get(warehouse.EventKind(state)) })
 	case s.outbox != nil:
-		s.Metrics.Gauge("gatekeeper_poison_payloads",
-			"Poisoned payloads waiting for an operator, as this ingest process's outbox knows them.", map[string]string{"state": "poisoned"},
-			func() float64 {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				defer cancel()
-				counts, err := s.outbox.Count(ctx)
-				if err != nil {
-					return math.NaN()
-				}
-				return float64(counts[outbox.Poisoned])
-			})
+		s.Metrics.RegisterOutboxPoisoned(func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			counts, err := s.outbox.Count(ctx)
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(counts[outbox.Poisoned])
+		})
 	}
 }
 

@@ -192,16 +192,6 @@ func (m *Metrics) WarehouseError(class, reason string) {
 	m.whErrors.WithLabelValues(class, reason).Inc()
 }
 
-// Gauge registers a gauge whose value is read at every scrape.
-func (m *Metrics) Gauge(name, help string, labels prometheus.Labels, value func() float64) {
-	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, value))
-}
-
-// CounterFunc registers a counter whose value is read at every scrape.
-func (m *Metrics) CounterFunc(name, help string, labels prometheus.Labels, value func() float64) {
-	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, value))
-}
-
 // Payload counts one payload outcome of a backend ("" when not
 // authenticated).
 func (m *Metrics) Payload(outcome, backend string) {
@@ -342,7 +332,7 @@ var PauseReasons = []string{"storage", "permission", "busy", "unavailable", "rat
 // fires on it), gatekeeper_apply_pauses_total,
 // gatekeeper_apply_paused_seconds_total and gatekeeper_apply_held_payloads.
 func (m *Metrics) RegisterApplyPause(state func() ApplyPause) {
-	m.Gauge("gatekeeper_apply_paused",
+	m.gauge("gatekeeper_apply_paused",
 		"1 while the apply stage is paused: the warehouse is unavailable (corrupt, full, read-only, locked, unreachable, or BigQuery failing or rate limited), and payloads are held, not retried or poisoned; else 0.",
 		nil, func() float64 {
 			if state().Paused {
@@ -351,7 +341,7 @@ func (m *Metrics) RegisterApplyPause(state func() ApplyPause) {
 			return 0
 		})
 	for _, reason := range PauseReasons {
-		m.Gauge("gatekeeper_apply_pause_reason",
+		m.gauge("gatekeeper_apply_pause_reason",
 			"1 for the reason of the outage the apply stage is paused for (storage: corrupt, full or I/O; permission: read-only or denied; busy: locked; unavailable: unreachable or 5xx; rate_limited: rate limits and quotas), else 0.",
 			map[string]string{"reason": reason}, func() float64 {
 				st := state()
@@ -364,10 +354,10 @@ func (m *Metrics) RegisterApplyPause(state func() ApplyPause) {
 				return 0
 			})
 	}
-	m.CounterFunc("gatekeeper_apply_pauses_total", "Times the apply stage paused because the warehouse was unavailable.",
+	m.counterFunc("gatekeeper_apply_pauses_total", "Times the apply stage paused because the warehouse was unavailable.",
 		nil, func() float64 { return float64(state().Pauses) })
-	m.CounterFunc("gatekeeper_apply_paused_seconds_total", "Seconds the apply stage has spent paused, the current pause included.",
+	m.counterFunc("gatekeeper_apply_paused_seconds_total", "Seconds the apply stage has spent paused, the current pause included.",
 		nil, func() float64 { return state().PausedFor.Seconds() })
-	m.Gauge("gatekeeper_apply_held_payloads", "Payloads the paused apply stage holds now (neither acked nor nacked); 0 while it runs.",
+	m.gauge("gatekeeper_apply_held_payloads", "Payloads the paused apply stage holds now (neither acked nor nacked); 0 while it runs.",
 		nil, func() float64 { return float64(state().Held) })
 }

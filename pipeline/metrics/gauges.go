@@ -1,0 +1,69 @@
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The series read at each scrape. Their values come from the parts that
+// know them; their names, help and labels are defined here, with the rest.
+
+// gauge registers a gauge whose value is read at every scrape.
+func (m *Metrics) gauge(name, help string, labels prometheus.Labels, value func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, value))
+}
+
+// counterFunc registers a counter whose value is read at every scrape.
+func (m *Metrics) counterFunc(name, help string, labels prometheus.Labels, value func() float64) {
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, value))
+}
+
+// RegisterOutboxLossAccepted adds gatekeeper_outbox_loss_accepted_total:
+// starts that accepted losing the outbox kept before.
+func (m *Metrics) RegisterOutboxLossAccepted(value func() float64) {
+	m.counterFunc("gatekeeper_outbox_loss_accepted_total",
+		"Starts that accepted losing the outbox this process kept before (OUTBOX_ACCEPT_LOSS), with what waited in it.", nil, value)
+}
+
+// RegisterPublished adds gatekeeper_published_messages_total by the
+// batching delay the messages waited under; busyAbove is the publishes in
+// flight to one topic past which the busy delay is taken.
+func (m *Metrics) RegisterPublished(busyAbove int, short, busy func() float64) {
+	for delay, value := range map[string]func() float64{"short": short, "busy": busy} {
+		m.counterFunc("gatekeeper_published_messages_total",
+			"Messages published, by the batching delay they waited under: short (PUBLISH_DELAY_THRESHOLD), or busy "+
+				"(PUBLISH_BUSY_DELAY_THRESHOLD, taken while more than "+strconv.Itoa(busyAbove)+" publishes to the topic are in flight).",
+			prometheus.Labels{"delay": delay}, value)
+	}
+}
+
+// RegisterIngestBodyBytes adds gatekeeper_ingest_body_bytes.
+func (m *Metrics) RegisterIngestBodyBytes(value func() float64) {
+	m.gauge("gatekeeper_ingest_body_bytes",
+		"Request body bytes the ingestion stage is handling now, as reserved under MAX_IN_FLIGHT_BYTES.", nil, value)
+}
+
+// RegisterOldestUnapplied adds gatekeeper_oldest_unapplied_seconds.
+func (m *Metrics) RegisterOldestUnapplied(value func() float64) {
+	m.gauge("gatekeeper_oldest_unapplied_seconds",
+		"Age of the oldest accepted payload this apply stage holds and has not settled (0 when it holds none).", nil, value)
+}
+
+// RegisterPoisonIndex adds gatekeeper_poison_payloads by state, as the
+// poison index counts them.
+func (m *Metrics) RegisterPoisonIndex(states []string, count func(state string) float64) {
+	for _, state := range states {
+		m.gauge("gatekeeper_poison_payloads",
+			"Payloads in the poison index by state: poisoned (waiting for an operator), replayed, purged.",
+			prometheus.Labels{"state": state}, func() float64 { return count(state) })
+	}
+}
+
+// RegisterOutboxPoisoned adds gatekeeper_poison_payloads{state="poisoned"}
+// in an ingest-only process, as its outbox knows them.
+func (m *Metrics) RegisterOutboxPoisoned(value func() float64) {
+	m.gauge("gatekeeper_poison_payloads",
+		"Poisoned payloads waiting for an operator, as this ingest process's outbox knows them.",
+		prometheus.Labels{"state": "poisoned"}, value)
+}
