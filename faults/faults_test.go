@@ -22,7 +22,7 @@ import (
 // settleWithin bounds every wait for settlement. A message leased to a
 // stream of a killed process comes back only when its lease runs out, or
 // (the emulator loses some) when the outbox publishes it again; the
-// scenarios with kills settled in 62 to 138 s in this session's runs, so
+// scenarios with kills have settled in 62 to 138 s on a shared 2-core machine, so
 // this leaves room for one more round of both.
 const settleWithin = 270 * time.Second
 

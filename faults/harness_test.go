@@ -490,7 +490,7 @@ func ledgerIDs(db *sql.DB) (map[string]bool, error) {
 }
 
 // record appends one scenario's counts to the file named by
-// GATEKEEPER_FAULTS_REPORT, for the README's Reliability section.
+// GATEKEEPER_FAULTS_REPORT, for the fault table in docs/reliability.md.
 func record(t *testing.T, format string, args ...any) {
 	line := fmt.Sprintf("%s: %s", t.Name(), fmt.Sprintf(format, args...))
 	t.Log(line)

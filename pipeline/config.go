@@ -148,7 +148,7 @@ type Config struct {
 	// publish RPCs, each of which costs the Pub/Sub server CPU. Optional,
 	// default 1ms. 5ms halved the emulator's CPU per payload at saturation,
 	// but took a one-connection client from 420 to 145 payloads/s (see the
-	// README's Performance section), so the longer delay is
+	// bench/RESULTS.md), so the longer delay is
 	// PublishBusyDelayThreshold's, for load. A negative value means no delay (what
 	// PUBLISH_DELAY_THRESHOLD=0 sets, since the zero value means the
 	// default).
@@ -581,7 +581,7 @@ func (c Config) pubSubProblems() []error {
 }
 
 // Validate reports every problem with c at once, in a fixed order (the
-// order of the README's configuration table, roughly), so that the same
+// order of docs/configuration.md's table, roughly), so that the same
 // configuration always gives the same message.
 func (c Config) Validate() error {
 	// The zero value of a field means its default.

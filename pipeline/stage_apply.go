@@ -161,7 +161,7 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 	// subscriber is closing). The one gap: a nack while running, which only
 	// a failed poison publish causes, lets the client hand over a later
 	// message of the key it already pulled before the redelivery; that
-	// payload can then apply first (see the README). A poisoned payload is
+	// payload can then apply first (see docs/api.md). A poisoned payload is
 	// acked, so the key's later payloads apply (ORDERING_POISON=continue).
 	// With ORDERING_POISON=block the poisoning blocks the key instead: the
 	// key's later payloads are held (nacked) until an operator replays or

@@ -87,7 +87,7 @@ func TestHelpCommand(t *testing.T) {
 
 // healthcheck asks /readyz on HTTP_ADDR: 0 only for a 200.
 // Every command's --help lists the flags only that command has, and serve's
-// lists LOG_LEVEL and LOG_FORMAT, which README's configuration table has.
+// lists LOG_LEVEL and LOG_FORMAT, which docs/configuration.md's table has.
 func TestHelpListsEveryFlag(t *testing.T) {
 	for _, c := range []struct {
 		args  []string

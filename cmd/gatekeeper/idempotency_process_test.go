@@ -26,7 +26,7 @@ func TestIdempotencyKeyAcrossTwoIngestProcessesAppliesOnce(t *testing.T) {
 		"PUBSUB_EMULATOR_HOST": host, "PUBSUB_EMBEDDED_ADDR": "",
 		"TOPIC_ID": unique, "SUBSCRIPTION_ID": unique + "-sub",
 		// Without BACKENDS_FILE, emulator mode will ask for authentication
-		// to be turned off explicitly (issue 7's front door).
+		// to be turned off explicitly (the front door's secure default).
 		"AUTH": "none",
 	}
 	with := func(extra map[string]string) map[string]string {

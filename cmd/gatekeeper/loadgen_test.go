@@ -215,15 +215,16 @@ func TestLoadgenAgainstService(t *testing.T) {
 	}
 }
 
-// Every --flag README's "Load testing" section names is one of loadgen's.
-func TestLoadgenREADMENamesRealFlags(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+// Every --flag that docs/load-testing.md's loadgen section names is one of
+// loadgen's.
+func TestLoadgenDocNamesRealFlags(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/load-testing.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(readme), "\n## Load testing\n")
+	_, section, ok := strings.Cut(string(doc), "\n## gatekeeper loadgen\n")
 	if !ok {
-		t.Fatal(`README has no "## Load testing" section`)
+		t.Fatal(`docs/load-testing.md has no "## gatekeeper loadgen" section`)
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	var help bytes.Buffer
@@ -232,7 +233,7 @@ func TestLoadgenREADMENamesRealFlags(t *testing.T) {
 	}
 	for _, m := range regexp.MustCompile(`--[a-z][a-z0-9-]+`).FindAllString(section, -1) {
 		if !strings.Contains(help.String(), "\n  "+m+"\n") {
-			t.Errorf("README's Load testing section names %s, which loadgen --help does not list", m)
+			t.Errorf("docs/load-testing.md's loadgen section names %s, which loadgen --help does not list", m)
 		}
 	}
 }

@@ -79,11 +79,11 @@ func TestInvalidConfigurationNamesEveryProblem(t *testing.T) {
 	}
 }
 
-// The README's table and .env.example are how users learn the settings:
+// docs/configuration.md's table and .env.example are how users learn the settings:
 // neither may miss one, and both must give the default --help shows and
 // the code applies.
 func TestEverySettingIsDocumented(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,11 +117,11 @@ func TestEverySettingIsDocumented(t *testing.T) {
 		r, ok := table[s.env]
 		switch {
 		case !ok:
-			t.Errorf("README's configuration table lacks %s", s.env)
+			t.Errorf("docs/configuration.md's table lacks %s", s.env)
 		case r.flag != "--"+s.flag:
-			t.Errorf("README: %s has flag %q, want --%s", s.env, r.flag, s.flag)
+			t.Errorf("docs/configuration.md: %s has flag %q, want --%s", s.env, r.flag, s.flag)
 		case r.def != want:
-			t.Errorf("README: %s defaults to %q, but --help and the code say %q", s.env, r.def, want)
+			t.Errorf("docs/configuration.md: %s defaults to %q, but --help and the code say %q", s.env, r.def, want)
 		}
 		line, ok := examples[s.env]
 		if !ok {
