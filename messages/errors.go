@@ -27,10 +27,6 @@ const (
 	// ClassPermanent: the payload cannot be applied as it is (missing table or
 	// column on a delete, type conflict, malformed message). Poisoned at once.
 	ClassPermanent Class = "permanent"
-	// ClassHeld: the payload is fine but must wait, because an earlier
-	// payload of its ordering key is poisoned (ORDERING_POISON=block).
-	// Nacked for Pub/Sub to deliver again; neither retried nor poisoned.
-	ClassHeld Class = "held"
 	// ClassOutage: the infrastructure under the payload is broken, not the
 	// payload: the warehouse is corrupt, full, read-only, failing I/O,
 	// locked past its timeout or unreachable, or BigQuery answers 5xx or
@@ -64,15 +60,6 @@ func Permanent(err error) error {
 		return nil
 	}
 	return &ClassError{Class: ClassPermanent, Err: err}
-}
-
-// Held marks err as a reason to hold the payload back, not a failure of
-// it. Held(nil) is nil.
-func Held(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &ClassError{Class: ClassHeld, Err: err}
 }
 
 // Refused marks err as a front-door refusal. Refused(nil) is nil.

@@ -33,7 +33,12 @@ const (
 	headTTL = time.Minute
 )
 
-// errHeld is the error of a payload held back by its blocked key.
+// errHeld is what the apply stage's handler returns for a payload held
+// back by its blocked key. It is a flow-control signal of this stage, not
+// a class of failure: nothing failed, the payload is fine and must wait,
+// so no class (messages.Class) describes it and nothing outside the apply
+// stage ever sees it. The poison queue nacks it (shouldPoison), and the
+// router logs it at debug (heldAtDebug).
 var errHeld = errors.New("held: an earlier payload of its ordering key is poisoned (ORDERING_POISON=block)")
 
 type head struct {
@@ -222,7 +227,7 @@ func (b *keyBlocks) middleware(h message.HandlerFunc) message.HandlerFunc {
 			case <-msg.Context().Done():
 			case <-time.After(holdDelay):
 			}
-			return nil, messages.Held(fmt.Errorf("payload %s of ordering key %q: %w", msg.UUID, key, errHeld))
+			return nil, fmt.Errorf("payload %s of ordering key %q: %w", msg.UUID, key, errHeld)
 		}
 		out, err := h(msg)
 		if err == nil {

@@ -182,8 +182,7 @@ func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer hand
 // outages from reaching here; this is the second guard: an outage is the
 // infrastructure's fault, never the payload's.
 func shouldPoison(err error) bool {
-	class := messages.ClassOf(err)
-	return !errors.Is(err, context.Canceled) && class != messages.ClassHeld && class != messages.ClassOutage
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, errHeld) && messages.ClassOf(err) != messages.ClassOutage
 }
 
 // heldAtDebug logs the router's "Handler returned error" for a held payload
@@ -194,7 +193,7 @@ func shouldPoison(err error) bool {
 type heldAtDebug struct{ watermill.LoggerAdapter }
 
 func (l heldAtDebug) Error(msg string, err error, fields watermill.LogFields) {
-	if c := messages.ClassOf(err); c == messages.ClassHeld || c == messages.ClassOutage {
+	if errors.Is(err, errHeld) || messages.ClassOf(err) == messages.ClassOutage {
 		l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"error": err}))
 		return
 	}
