@@ -63,7 +63,7 @@ func runRouter(t *testing.T, r *message.Router) {
 func TestGatePanicAnswers500(t *testing.T) {
 	cfg, ps := panicTestPubSub(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := edge.New(edge.Config{MaxBodyBytes: cfg.MaxBodyBytes, SettleWait: time.Second}, logger)
+	e, err := edge.New(edge.Config{MaxBodyBytes: cfg.MaxBodyBytes, VerdictWait: time.Second}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,9 +151,9 @@ func addBlock(m map[string]map[string]bool, key, id string) {
 	m[key][id] = true
 }
 
-// admit reports whether payload id of key may be applied now; when not, it
+// mayApply reports whether payload id of key may be applied now; when not, it
 // is held.
-func (b *keyBlocks) admit(key, id string) bool {
+func (b *keyBlocks) mayApply(key, id string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.ready {
@@ -179,9 +179,9 @@ func (b *keyBlocks) admit(key, id string) bool {
 	return true
 }
 
-// settled records that payload id of key applied (or was a duplicate): it
+// applied records that payload id of key applied (or was a duplicate): it
 // blocks nothing any more.
-func (b *keyBlocks) settled(key, id string) {
+func (b *keyBlocks) applied(key, id string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if h, ok := b.heads[key]; ok && h.id == id {
@@ -221,7 +221,7 @@ func (b *keyBlocks) middleware(h message.HandlerFunc) message.HandlerFunc {
 		if key == "" {
 			return h(msg)
 		}
-		if !b.admit(key, msg.UUID) {
+		if !b.mayApply(key, msg.UUID) {
 			b.logger.Debug("Payload held: its ordering key is blocked", "payload_id", msg.UUID, "ordering_key", key)
 			select {
 			case <-msg.Context().Done():
@@ -231,7 +231,7 @@ func (b *keyBlocks) middleware(h message.HandlerFunc) message.HandlerFunc {
 		}
 		out, err := h(msg)
 		if err == nil {
-			b.settled(key, msg.UUID)
+			b.applied(key, msg.UUID)
 		}
 		return out, err
 	}

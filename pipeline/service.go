@@ -242,12 +242,12 @@ func (s *Service) buildApplyStage() (err error) {
 func (s *Service) buildIngestStage() (err error) {
 	if s.edge, err = edge.New(edge.Config{
 		MaxBodyBytes:       s.cfg.MaxBodyBytes,
-		SettleWait:         s.cfg.PublishTimeout + 5*time.Second,
+		VerdictWait:        s.cfg.PublishTimeout + 5*time.Second,
 		IdempotencyTTL:     s.cfg.IdempotencyTTL,
 		IdempotencyMaxKeys: s.cfg.IdempotencyMaxKeys,
 		Cause:              unavailableCause,
 		LogEvery:           s.cfg.LogRepeatInterval,
-		OnSettle: func(msg *message.Message, err error) {
+		OnVerdict: func(msg *message.Message, err error) {
 			backend := msg.Metadata.Get(messages.MetaBackend)
 			if err == nil {
 				s.accepted.Add(1)

@@ -70,13 +70,13 @@ func newIngestStage(cfg Config, ps *PubSub, e *edge.Edge, admit func() error, au
 		return nil, err
 	}
 	handler := router.AddConsumerHandler("gate", IngestPath, sub, gate.Handle)
-	// Outermost first. Settle must see panics as errors (so the client gets
+	// Outermost first. VerdictMiddleware must see panics as errors (so the client gets
 	// a 500 rather than a hung request), hence recoverer inside it. No Retry
 	// here: the HTTP client is the one to retry. No poison queue either: it
 	// acks what it diverts, which would tell the client 200 for a payload
 	// that went nowhere.
 	handler.AddMiddleware(
-		e.SettleMiddleware,
+		e.VerdictMiddleware,
 		recoverer,
 	)
 	return &ingestStage{router: router, routes: routes}, nil

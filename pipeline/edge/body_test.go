@@ -21,12 +21,12 @@ import (
 
 // bodyServer serves the edge over a real socket, with the server's read and
 // write timeouts equal (as READ_TIMEOUT and WRITE_TIMEOUT are by default),
-// and records what OnSettle saw.
+// and records what OnVerdict saw.
 func bodyServer(t *testing.T, timeout time.Duration) (addr string, settled func() []error) {
 	t.Helper()
 	var mu sync.Mutex
 	var errs []error
-	e, err := edge.New(edge.Config{OnSettle: func(_ *message.Message, err error) {
+	e, err := edge.New(edge.Config{OnVerdict: func(_ *message.Message, err error) {
 		mu.Lock()
 		errs = append(errs, err)
 		mu.Unlock()
@@ -105,7 +105,7 @@ func TestEdgeAnswers408ToASlowBodyOverARealSocket(t *testing.T) {
 	errs := settled()
 	var slow *edge.BodyTimeoutError
 	if len(errs) != 1 || !errors.As(errs[0], &slow) || slow.Announced != 1<<20 || slow.Read == 0 {
-		t.Errorf("OnSettle saw %v, want one BodyTimeoutError with what was read", errs)
+		t.Errorf("OnVerdict saw %v, want one BodyTimeoutError with what was read", errs)
 	}
 }
 
@@ -133,12 +133,12 @@ func TestEdgeAnswers400ToABodyThatBreaksOffOverARealSocket(t *testing.T) {
 	}
 	errs := settled()
 	if len(errs) != 2 {
-		t.Fatalf("OnSettle saw %v, want two verdicts", errs)
+		t.Fatalf("OnVerdict saw %v, want two verdicts", errs)
 	}
 	for _, err := range errs {
 		var aborted *edge.BodyAbortedError
 		if !errors.As(err, &aborted) || aborted.Announced != 1000 {
-			t.Errorf("OnSettle saw %v, want a BodyAbortedError", err)
+			t.Errorf("OnVerdict saw %v, want a BodyAbortedError", err)
 		}
 	}
 }

@@ -37,7 +37,7 @@ import (
 //   - Unmarshal (the subscriber's UnmarshalMessageFunc) reads the bounded
 //     body into a message and registers the exchange under its UUID, the
 //     payload id;
-//   - Settle (a router middleware) records the handler's result on the
+//   - VerdictMiddleware (a router middleware) records the handler's result on the
 //     exchange before the message is acked.
 //
 // The registry is needed because the subscriber gives messages a context of
@@ -60,11 +60,11 @@ type Config struct {
 	// MaxBodyBytes is the largest accepted request body; a larger one gets
 	// 413. Optional, default 1 MiB.
 	MaxBodyBytes int64
-	// SettleWait is how long the edge still waits for what became of a
+	// VerdictWait is how long the edge still waits for what became of a
 	// payload whose client left before its answer, so that the log and the
 	// metrics say what happened to it. Make it longer than the gate's
 	// publish can take. Optional, default 15s.
-	SettleWait time.Duration
+	VerdictWait time.Duration
 	// IdempotencyTTL is how long this process remembers an accepted
 	// Idempotency-Key, to answer its retries 200 (replayed) or 422 without
 	// publishing. Past it, or after a restart, the ledger still makes a
@@ -73,12 +73,12 @@ type Config struct {
 	// IdempotencyMaxKeys bounds the keys remembered; the oldest are
 	// forgotten first. Optional, default 100000.
 	IdempotencyMaxKeys int
-	// OnSettle, when set, sees the verdict on every request, once: nil for
+	// OnVerdict, when set, sees the verdict on every request, once: nil for
 	// accepted, an error otherwise (RulesOf names the rules a rejection
 	// broke), with the request's message, or, for a request refused before
 	// it became one (key, quota, Content-Type, size), a message without id
 	// or payload whose only metadata is the backend. Optional.
-	OnSettle func(msg *message.Message, err error)
+	OnVerdict func(msg *message.Message, err error)
 	// Cause names what a 503 is for ("outbox", "publish", "shed"...), so
 	// that each distinct cause is logged as one condition instead of a
 	// line per request. Optional: without it, or for "", the edge names
@@ -93,8 +93,8 @@ func (c *Config) setDefaults() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
-	if c.SettleWait == 0 {
-		c.SettleWait = 15 * time.Second
+	if c.VerdictWait == 0 {
+		c.VerdictWait = 15 * time.Second
 	}
 	if c.IdempotencyTTL == 0 {
 		c.IdempotencyTTL = 24 * time.Hour
@@ -110,8 +110,8 @@ func (c Config) Validate() error {
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, errors.New("edge config: MaxBodyBytes must not be negative"))
 	}
-	if c.SettleWait < 0 {
-		errs = append(errs, errors.New("edge config: SettleWait must not be negative"))
+	if c.VerdictWait < 0 {
+		errs = append(errs, errors.New("edge config: VerdictWait must not be negative"))
 	}
 	if c.IdempotencyTTL < 0 {
 		errs = append(errs, errors.New("edge config: IdempotencyTTL must not be negative"))
@@ -133,7 +133,7 @@ type exchange struct {
 	id      string
 	body    []byte
 	readErr error
-	settled bool
+	decided bool
 	err     error
 	// done is closed when the handler reports its result.
 	done chan struct{}
@@ -186,9 +186,9 @@ func checkContentType(contentType string) error {
 	return nil
 }
 
-// errNotSettled means the handler never reported back: the client went
+// errNoVerdict means the handler never reported back: the client went
 // away, or the service is shutting down.
-var errNotSettled = messages.Transient(errors.New("the payload was not processed; nothing was published, retry"))
+var errNoVerdict = messages.Transient(errors.New("the payload was not processed; nothing was published, retry"))
 
 // Middleware renders every response of the ingestion route.
 func (e *Edge) Middleware(next http.Handler) http.Handler {
@@ -201,12 +201,12 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 		w.Header().Set("X-Correlation-ID", correlationID)
 
 		if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
-			e.render(w, r, &exchange{settled: true, err: err}, false)
+			e.render(w, r, &exchange{decided: true, err: err}, false)
 			return
 		}
 		key, err := parseIdempotencyKey(r.Header.Values("Idempotency-Key"))
 		if err != nil {
-			e.render(w, nil, &exchange{settled: true, err: err}, false)
+			e.render(w, nil, &exchange{decided: true, err: err}, false)
 			return
 		}
 		x := &exchange{done: make(chan struct{}), key: key}
@@ -222,12 +222,12 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 
 		clientGone := clientCtx.Err() != nil
 		x.mu.Lock()
-		inRouter := x.id != "" && !x.settled
+		inRouter := x.id != "" && !x.decided
 		x.mu.Unlock()
 		if clientGone && inRouter {
 			select {
 			case <-x.done:
-			case <-time.After(e.cfg.SettleWait):
+			case <-time.After(e.cfg.VerdictWait):
 			}
 		}
 		e.pending.CompareAndDelete(x.id, x)
@@ -236,7 +236,7 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 		x.mu.Unlock()
 		if claim != nil && e.claims.CompareAndDelete(claim.id, claim) {
 			// No verdict came (a shutdown, or the client left and the
-			// gate took longer than SettleWait): the key is free again.
+			// gate took longer than VerdictWait): the key is free again.
 			e.keys.abandon(claim)
 		}
 		e.render(w, r, x, clientGone)
@@ -383,15 +383,15 @@ func (e *Edge) claimKey(r *http.Request, x *exchange, body []byte) (string, *key
 			return "", nil, ErrKeyReused
 		}
 		x.mu.Lock()
-		x.id, x.body, x.settled, x.replayed = id, body, true, true
+		x.id, x.body, x.decided, x.replayed = id, body, true, true
 		x.mu.Unlock()
 		return id, nil, nil
 	}
 	return id, claim, nil
 }
 
-// Settle records what the ingestion handler decided for msg.
-func (e *Edge) Settle(msg *message.Message, err error) {
+// Verdict records what the ingestion handler decided for msg.
+func (e *Edge) Verdict(msg *message.Message, err error) {
 	if v, ok := e.claims.LoadAndDelete(msg.UUID); ok {
 		e.keys.finish(v.(*keyEntry), msg.Metadata.Get(messages.MetaPayloadHash), err == nil)
 	}
@@ -401,22 +401,22 @@ func (e *Edge) Settle(msg *message.Message, err error) {
 	}
 	x := v.(*exchange)
 	x.mu.Lock()
-	if !x.settled {
-		x.settled, x.err = true, err
+	if !x.decided {
+		x.decided, x.err = true, err
 		close(x.done)
 	}
 	x.mu.Unlock()
 }
 
-// SettleMiddleware reports the handler's result to the edge. Rejections are
+// VerdictMiddleware reports the handler's result to the edge. Rejections are
 // the handler doing its job, so they are acked rather than logged as
 // handler errors; everything else is returned and nacks the message.
-func (e *Edge) SettleMiddleware(h message.HandlerFunc) message.HandlerFunc {
+func (e *Edge) VerdictMiddleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		out, err := h(msg)
-		e.Settle(msg, err)
-		if e.cfg.OnSettle != nil {
-			e.cfg.OnSettle(msg, err)
+		e.Verdict(msg, err)
+		if e.cfg.OnVerdict != nil {
+			e.cfg.OnVerdict(msg, err)
 		}
 		if class := messages.ClassOf(err); class == messages.ClassInvalid || class == messages.ClassRefused {
 			return out, nil
@@ -427,23 +427,23 @@ func (e *Edge) SettleMiddleware(h message.HandlerFunc) message.HandlerFunc {
 
 func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clientGone bool) {
 	x.mu.Lock()
-	err, settled, readErr, id, replayed := x.err, x.settled, x.readErr, x.id, x.replayed
+	err, decided, readErr, id, replayed := x.err, x.decided, x.readErr, x.id, x.replayed
 	resp := Response{ID: x.id}
 	body := x.body
 	x.mu.Unlock()
 	if readErr != nil {
 		err = readErr
-	} else if !settled {
-		err = errNotSettled
+	} else if !decided {
+		err = errNoVerdict
 	}
 	resp.Status, resp.Message, resp.Error = e.classify(err)
 	if resp.Status != http.StatusOK {
 		resp.ID = ""
 	}
-	if id == "" && e.cfg.OnSettle != nil {
+	if id == "" && e.cfg.OnVerdict != nil {
 		// Refused here, before the gate saw it (key, quota, Content-Type,
-		// size): SettleMiddleware never ran for it.
-		e.cfg.OnSettle(bareMessage(r), err)
+		// size): VerdictMiddleware never ran for it.
+		e.cfg.OnVerdict(bareMessage(r), err)
 	}
 	if resp.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
@@ -537,7 +537,7 @@ func (e *Edge) cause(err error) string {
 		}
 	}
 	switch {
-	case errors.Is(err, errNotSettled):
+	case errors.Is(err, errNoVerdict):
 		return "not processed"
 	case strings.HasPrefix(err.Error(), "reading the request body"):
 		return "request body"

@@ -18,8 +18,8 @@ import (
 )
 
 func TestNewValidatesEveryField(t *testing.T) {
-	_, err := edge.New(edge.Config{MaxBodyBytes: -1, SettleWait: -1}, slog.New(slog.DiscardHandler))
-	want := "edge config: MaxBodyBytes must not be negative\nedge config: SettleWait must not be negative"
+	_, err := edge.New(edge.Config{MaxBodyBytes: -1, VerdictWait: -1}, slog.New(slog.DiscardHandler))
+	want := "edge config: MaxBodyBytes must not be negative\nedge config: VerdictWait must not be negative"
 	if err == nil || err.Error() != want {
 		t.Fatalf("New: %v, want:\n%s", err, want)
 	}
@@ -50,10 +50,10 @@ func TestRulesOf(t *testing.T) {
 }
 
 // A request the edge refuses itself never reaches the gate: it is still
-// answered in the replaced service's shape and reported once to OnSettle.
+// answered in the replaced service's shape and reported once to OnVerdict.
 func TestEdgeRefusesAWrongContentTypeItself(t *testing.T) {
 	var settled []error
-	e, err := edge.New(edge.Config{OnSettle: func(_ *message.Message, err error) { settled = append(settled, err) }}, slog.New(slog.DiscardHandler))
+	e, err := edge.New(edge.Config{OnVerdict: func(_ *message.Message, err error) { settled = append(settled, err) }}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestEdgeRefusesAWrongContentTypeItself(t *testing.T) {
 		t.Error("the request reached the handler behind the edge")
 	}
 	if len(settled) != 1 || !errors.Is(settled[0], edge.ErrUnsupportedMediaType) {
-		t.Errorf("OnSettle saw %v, want the one refusal", settled)
+		t.Errorf("OnVerdict saw %v, want the one refusal", settled)
 	}
 }
 
@@ -155,7 +155,7 @@ func TestFrontDoorRefusalsAreClassRefused(t *testing.T) {
 		if got := messages.ClassOf(err); got != messages.ClassRefused {
 			t.Errorf("%T: class %q, want %q", ref, got, messages.ClassRefused)
 		}
-		h := e.SettleMiddleware(func(*message.Message) ([]*message.Message, error) { return nil, err })
+		h := e.VerdictMiddleware(func(*message.Message) ([]*message.Message, error) { return nil, err })
 		if _, got := h(message.NewMessage(uuid.NewString(), nil)); got != nil {
 			t.Errorf("%T: the handler's result %v nacks the message; want it acked", ref, got)
 		}

@@ -76,13 +76,13 @@ func Refused(err error) error {
 
 // Refuse answers a request the front door refused before the edge read it
 // (401, 429), in the replaced service's body shape, and reports it to
-// OnSettle like every other verdict.
+// OnVerdict like every other verdict.
 func (e *Edge) Refuse(w http.ResponseWriter, r *http.Request, err error) {
-	e.render(w, r, &exchange{settled: true, err: err}, false)
+	e.render(w, r, &exchange{decided: true, err: err}, false)
 }
 
 // bareMessage stands for a request refused before it became a message,
-// for OnSettle: no id, no payload, only who sent it.
+// for OnVerdict: no id, no payload, only who sent it.
 func bareMessage(r *http.Request) *message.Message {
 	msg := message.NewMessage("", nil)
 	if r != nil {
