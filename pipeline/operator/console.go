@@ -1,4 +1,9 @@
-package pipeline
+// Package operator holds what operators and backends do with payloads
+// after the gate: the poison index (the poison subscription → the
+// warehouse's events log), the console over it (list, summary, show,
+// replay, export, purge; the CLI and the admin API share it), the admin
+// API and its page, and GET /api/activities/{id}.
+package operator
 
 import (
 	"bufio"
@@ -18,6 +23,7 @@ import (
 
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/ThreeDotsLabs/watermill-googlecloud/v2/pkg/googlecloud"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"golang.org/x/time/rate"
 
 	"github.com/gatekeeper/gatekeeper/messages"
@@ -27,49 +33,79 @@ import (
 // ErrNotInIndex is returned for a payload id the poison index does not hold.
 var ErrNotInIndex = errors.New("not in the poison index")
 
+// Publishers gives a publisher per topic: a *pubsub.Client is one.
+type Publishers interface {
+	Publisher(topicNameOrID string) *pubsub.Publisher
+}
+
+// ConsoleConfig is what a Console works on.
+type ConsoleConfig struct {
+	// Store is the warehouse: its events log is the poison index, its
+	// ledger says what was applied. Required.
+	Store warehouse.Store
+	// Publishers publish replayed payloads. Required.
+	Publishers Publishers
+	// TopicID and OrderedTopicID are where replayed payloads go: keyed
+	// ones to OrderedTopicID, the others to TopicID. Required.
+	TopicID, OrderedTopicID string
+	// Close, when set, releases what the console was given and owns (the
+	// CLI's warehouse and Pub/Sub client); a service's console owns
+	// nothing.
+	Close func() error
+}
+
+func (c *ConsoleConfig) setDefaults() {
+	if c.Close == nil {
+		c.Close = func() error { return nil }
+	}
+}
+
+// Validate reports every problem of c at once.
+func (c ConsoleConfig) Validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("console: Store is required"))
+	}
+	if c.Publishers == nil {
+		errs = append(errs, errors.New("console: Publishers is required"))
+	}
+	if c.TopicID == "" {
+		errs = append(errs, errors.New("console: TopicID is required"))
+	}
+	if c.OrderedTopicID == "" {
+		errs = append(errs, errors.New("console: OrderedTopicID is required"))
+	}
+	return errors.Join(errs...)
+}
+
 // Console is what an operator does with poisoned payloads: list, summarise,
 // show, replay, export and purge them. The gatekeeper poison commands and
 // the admin API share it. It reads the poison index (the warehouse's events
 // log), never the poison subscription, so operators side by side see the
 // same complete set and no delivery attempt is spent on looking.
 type Console struct {
-	cfg    Config
+	cfg    ConsoleConfig
 	store  warehouse.Store
-	client *pubsub.Client
 	logger *slog.Logger
-	close  []func() error
 }
 
-// NewConsole opens the warehouse and Pub/Sub that cfg names, from a process
-// other than the service (the CLI): in embedded mode it reaches the running
-// service's embedded Pub/Sub.
-func NewConsole(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Console, err error) {
+// NewConsole validates cfg and returns a console over it.
+func NewConsole(cfg ConsoleConfig, logger *slog.Logger) (*Console, error) {
 	cfg.setDefaults()
-	c := &Console{cfg: cfg, logger: logger}
-	defer func() {
-		if err != nil {
-			_ = c.Close()
-		}
-	}()
-	if c.store, err = OpenWarehouse(ctx, cfg, logger); err != nil {
-		return nil, fmt.Errorf("warehouse: %w", err)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	c.close = append(c.close, c.store.Close)
-	if c.client, err = pubsub.NewClient(ctx, cfg.ProjectID, ClientOptions(cfg)...); err != nil {
-		return nil, fmt.Errorf("pub/sub: %w", err)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	c.close = append(c.close, c.client.Close)
-	return c, nil
+	return &Console{cfg: cfg, store: cfg.Store, logger: logger}, nil
 }
 
-// Close releases what NewConsole opened; a service's console owns nothing.
+// Close releases what the console owns (ConsoleConfig.Close), once.
 func (c *Console) Close() error {
-	var errs []error
-	for _, f := range slices.Backward(c.close) {
-		errs = append(errs, f())
-	}
-	c.close = nil
-	return errors.Join(errs...)
+	f := c.cfg.Close
+	c.cfg.Close = func() error { return nil }
+	return f()
 }
 
 // PoisonRecord is one indexed payload as operators see it: the JSON lines
@@ -379,8 +415,8 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 	// holds it while the payload applies.
 	var publisher, orderedPublisher *pubsub.Publisher
 	if !opts.DryRun {
-		publisher = c.client.Publisher(c.cfg.TopicID)
-		orderedPublisher = c.client.Publisher(c.cfg.OrderedTopicID)
+		publisher = c.cfg.Publishers.Publisher(c.cfg.TopicID)
+		orderedPublisher = c.cfg.Publishers.Publisher(c.cfg.OrderedTopicID)
 		for _, p := range []*pubsub.Publisher{publisher, orderedPublisher} {
 			p.PublishSettings.DelayThreshold = 10 * time.Millisecond
 			p.PublishSettings.CountThreshold = 100
@@ -486,8 +522,16 @@ func replayGeneration(item ReplayItem) int {
 	if item.Entry != nil {
 		return item.Entry.Latest.Generation
 	}
-	n, _ := strconv.Atoi(item.Metadata[MetaReplays])
+	n, _ := strconv.Atoi(item.Metadata[messages.MetaReplays])
 	return n
+}
+
+// poisonKeys are dropped on replay: they describe the failure that is being
+// retried, and the apply stage writes them afresh if it fails again.
+var poisonKeys = []string{
+	middleware.ReasonForPoisonedKey, middleware.PoisonedTopicKey, middleware.PoisonedHandlerKey,
+	middleware.PoisonedSubscriberKey, messages.MetaErrorClass, messages.MetaAttempts,
+	messages.MetaFirstFailureAt, messages.MetaLastFailureAt, messages.MetaTables,
 }
 
 // replayAttributes are the metadata a replayed payload is published with:
@@ -510,8 +554,8 @@ func replayAttributes(item ReplayItem, generation int) map[string]string {
 		}
 	}
 	attrs[googlecloud.UUIDHeaderKey] = item.PayloadID
-	attrs[MetaReplays] = strconv.Itoa(generation)
-	attrs[MetaReplayedAt] = time.Now().UTC().Format(time.RFC3339Nano)
+	attrs[messages.MetaReplays] = strconv.Itoa(generation)
+	attrs[messages.MetaReplayedAt] = time.Now().UTC().Format(time.RFC3339Nano)
 	return attrs
 }
 
