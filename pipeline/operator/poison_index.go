@@ -32,8 +32,8 @@ const (
 // transaction (SQLite) or one streaming insert (BigQuery).
 const indexBatch = 500
 
-// SubscriptionClient pulls from a subscription and settles what it pulled:
-// Pub/Sub's *pubsub.SubscriptionAdminClient is one.
+// SubscriptionClient pulls from a subscription, and acks or returns what
+// it pulled: Pub/Sub's *pubsub.SubscriptionAdminClient is one.
 type SubscriptionClient interface {
 	Pull(ctx context.Context, req *pubsubpb.PullRequest, opts ...gax.CallOption) (*pubsubpb.PullResponse, error)
 	Acknowledge(ctx context.Context, req *pubsubpb.AcknowledgeRequest, opts ...gax.CallOption) error

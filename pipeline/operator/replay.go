@@ -107,9 +107,9 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 	}
 	var flying []inFlight
 	var events []warehouse.Event
-	// settle waits for the publishes in flight and records the ones that
-	// landed, so that the index never says replayed for what was not.
-	settle := func() error {
+	// recordLanded waits for the publishes in flight and records the ones
+	// that landed, so that the index never says replayed for what was not.
+	recordLanded := func() error {
 		var firstErr error
 		now := time.Now().UTC()
 		for _, f := range flying {
@@ -147,7 +147,7 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 		}
 		applied, err := c.store.Applied(ctx, item.PayloadID)
 		if err != nil {
-			return rep, errors.Join(fmt.Errorf("read the ledger: %w", err), settle())
+			return rep, errors.Join(fmt.Errorf("read the ledger: %w", err), recordLanded())
 		}
 		if applied {
 			rep.Skipped = append(rep.Skipped, ReplaySkip{item.PayloadID, "already applied"})
@@ -169,7 +169,7 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 			continue
 		}
 		if err := limiter.Wait(ctx); err != nil {
-			return rep, errors.Join(err, settle())
+			return rep, errors.Join(err, recordLanded())
 		}
 		msg := &pubsub.Message{Data: payload.Canonical(), Attributes: replayAttributes(item, gen)}
 		to := publisher
@@ -179,12 +179,12 @@ func (c *Console) Replay(ctx context.Context, items []ReplayItem, opts ReplayOpt
 		}
 		flying = append(flying, inFlight{item, gen, to.Publish(ctx, msg)})
 		if len(flying) >= 500 {
-			if err := settle(); err != nil {
+			if err := recordLanded(); err != nil {
 				return rep, err
 			}
 		}
 	}
-	if err := settle(); err != nil {
+	if err := recordLanded(); err != nil {
 		return rep, err
 	}
 	if reported {
