@@ -36,6 +36,12 @@ const (
 	ClassOutage Class = "outage"
 )
 
+// ClassUnknown is the class of a poisoned payload that reached the poison
+// topic without gatekeeper's metadata: Pub/Sub's own dead-letter policy
+// moved it there (DEAD_LETTER_MAX_ATTEMPTS), or someone published it.
+// ClassOf never returns it: no error of gatekeeper's is of this class.
+const ClassUnknown Class = "unknown"
+
 // ClassError attaches a Class to an error. Adapters and handlers wrap the
 // errors they understand with Transient or Permanent; ClassOf unwraps them.
 type ClassError struct {

@@ -18,4 +18,8 @@ const (
 	MetaFirstFailureAt = "first_failure_at" // RFC 3339 with nanoseconds
 	MetaLastFailureAt  = "last_failure_at"  // RFC 3339 with nanoseconds
 	MetaTables         = "tables"           // comma-separated, sorted, distinct
+
+	// Added on payloads an operator sent back from the poison topic.
+	MetaReplays    = "replays"     // how many times it was replayed: the generation of its events
+	MetaReplayedAt = "replayed_at" // RFC 3339 with nanoseconds, when it was last replayed
 )

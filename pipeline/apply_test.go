@@ -19,6 +19,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
+	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
 	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
@@ -186,7 +187,7 @@ func TestApplyPoisonsPayloadWithMissingTable(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer console.Close()
-		var listed []pipeline.PoisonRecord
+		var listed []operator.PoisonRecord
 		if !eventually(15*time.Second, func() bool {
 			listed, err = console.List(context.Background(), warehouse.EventFilter{})
 			return err == nil && len(listed) == 1
@@ -199,11 +200,11 @@ func TestApplyPoisonsPayloadWithMissingTable(t *testing.T) {
 			t.Fatalf("fix: %d", code)
 		}
 		waitApplied(t, r.svc.Store, fix.ID, 15*time.Second)
-		entries, _, err := console.Select(context.Background(), pipeline.Selection{All: true})
+		entries, _, err := console.Select(context.Background(), operator.Selection{All: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep, err := console.Replay(context.Background(), pipeline.ItemsOf(entries), pipeline.ReplayOptions{Rate: 1000})
+		rep, err := console.Replay(context.Background(), operator.ItemsOf(entries), operator.ReplayOptions{Rate: 1000})
 		if err != nil || rep.Replayed != 1 {
 			t.Fatalf("replay = %+v, %v", rep, err)
 		}

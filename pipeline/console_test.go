@@ -19,6 +19,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/pipeline/frontdoor"
+	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 )
 
 // Payloads the warehouse cannot apply, each for its own reason, and what
@@ -59,7 +60,7 @@ func poisonThreeWith(t *testing.T, cfg pipeline.Config, post_, admin []string) (
 		Count int `json:"count"`
 	}
 	if !eventually(30*time.Second, func() bool {
-		_, _, raw := request(t, "GET", "http://"+r.svc.AdminAddr().String()+pipeline.AdminPoisonPath, "", admin...)
+		_, _, raw := request(t, "GET", "http://"+r.svc.AdminAddr().String()+operator.AdminPoisonPath, "", admin...)
 		_ = json.Unmarshal(raw, &list)
 		return list.Count == 3
 	}) {
@@ -110,30 +111,30 @@ func TestAdminAPI(t *testing.T) {
 			admin := "http://" + r.svc.AdminAddr().String()
 
 			var list struct {
-				Items []pipeline.PoisonRecord `json:"items"`
+				Items []operator.PoisonRecord `json:"items"`
 			}
-			getJSON(t, admin+pipeline.AdminPoisonPath+"?table=alpha", &list)
+			getJSON(t, admin+operator.AdminPoisonPath+"?table=alpha", &list)
 			if len(list.Items) != 1 || list.Items[0].PayloadID != ids["alpha"] || list.Items[0].ErrorClass != "permanent" {
 				t.Errorf("?table=alpha: %+v", list.Items)
 			}
 			var bad map[string]string
-			if code := getJSON(t, admin+pipeline.AdminPoisonPath+"?class=fatal&limit=x", &bad); code != 400 ||
+			if code := getJSON(t, admin+operator.AdminPoisonPath+"?class=fatal&limit=x", &bad); code != 400 ||
 				!strings.Contains(bad["error"], `class "fatal"`) || !strings.Contains(bad["error"], `limit "x"`) {
 				t.Errorf("bad filters: %d %v; want 400 naming both", code, bad)
 			}
 			var summary struct {
-				Groups []pipeline.SummaryGroup `json:"groups"`
+				Groups []operator.SummaryGroup `json:"groups"`
 			}
-			getJSON(t, admin+pipeline.AdminPoisonPath+"/summary", &summary)
+			getJSON(t, admin+operator.AdminPoisonPath+"/summary", &summary)
 			if len(summary.Groups) != 3 {
 				t.Errorf("summary: %+v, want 3 causes", summary.Groups)
 			}
-			var detail pipeline.PoisonDetail
-			if code := getJSON(t, admin+pipeline.AdminPoisonPath+"/"+ids["beta"], &detail); code != 200 ||
+			var detail operator.PoisonDetail
+			if code := getJSON(t, admin+operator.AdminPoisonPath+"/"+ids["beta"], &detail); code != 200 ||
 				len(detail.History) != 1 || detail.History[0].Kind != "poisoned" || detail.Metadata["reason_poisoned"] == "" {
 				t.Errorf("detail: %d %+v", code, detail)
 			}
-			var status pipeline.PayloadStatus
+			var status operator.PayloadStatus
 			if code := getJSON(t, r.base+"/api/activities/"+ids["beta"], &status); code != 200 || status.Status != "poisoned" ||
 				status.Error == nil || status.Error.Class != "permanent" || len(status.Tables) != 1 {
 				t.Errorf("status of a poisoned payload: %d %+v", code, status)
@@ -151,21 +152,21 @@ func TestAdminAPI(t *testing.T) {
 				{"other origin", []string{"Origin", "http://evil.example"}},
 				{"form post", []string{"Content-Type", "application/x-www-form-urlencoded"}},
 			} {
-				if code, _ := postJSON(t, admin+pipeline.AdminPoisonPath+"/purge", `{"all":true}`, c.header...); code != 403 {
+				if code, _ := postJSON(t, admin+operator.AdminPoisonPath+"/purge", `{"all":true}`, c.header...); code != 403 {
 					t.Errorf("%s: purge answered %d, want 403", c.name, code)
 				}
 			}
-			if code, out := postJSON(t, admin+pipeline.AdminPoisonPath+"/purge", `{}`); code != 400 {
+			if code, out := postJSON(t, admin+operator.AdminPoisonPath+"/purge", `{}`); code != 400 {
 				t.Errorf("purge of nothing: %d %v, want 400", code, out)
 			}
 			// An edit the gate refuses: 422, nothing published.
 			edit := func(payload string) string {
 				return fmt.Sprintf(`{"items":[{"payload_id":%q,"payload":%s}]}`, ids["typed"], payload)
 			}
-			if code, out := postJSON(t, admin+pipeline.AdminPoisonPath+"/replay", edit(strings.Replace(typeFixed, "INTEGER", "INTEGRAL", 1))); code != 422 || out["replayed"] != float64(0) {
+			if code, out := postJSON(t, admin+operator.AdminPoisonPath+"/replay", edit(strings.Replace(typeFixed, "INTEGER", "INTEGRAL", 1))); code != 422 || out["replayed"] != float64(0) {
 				t.Errorf("refused edit: %d %v, want 422 and nothing replayed", code, out)
 			}
-			if code, out := postJSON(t, admin+pipeline.AdminPoisonPath+"/replay", edit(typeFixed)); code != 200 || out["replayed"] != float64(1) {
+			if code, out := postJSON(t, admin+operator.AdminPoisonPath+"/replay", edit(typeFixed)); code != 200 || out["replayed"] != float64(1) {
 				t.Fatalf("replay of the fixed edit: %d %v", code, out)
 			}
 			waitApplied(t, r.svc.Store, ids["typed"], 15*time.Second)
@@ -175,10 +176,10 @@ func TestAdminAPI(t *testing.T) {
 			}) || status.Replays != 1 || status.AppliedAt == nil || status.RowsAffected == nil || *status.RowsAffected != 1 {
 				t.Errorf("status after the replay: %+v", status)
 			}
-			if code, out := postJSON(t, admin+pipeline.AdminPoisonPath+"/purge", fmt.Sprintf(`{"ids":[%q]}`, ids["alpha"])); code != 200 || out["purged"] != float64(1) {
+			if code, out := postJSON(t, admin+operator.AdminPoisonPath+"/purge", fmt.Sprintf(`{"ids":[%q]}`, ids["alpha"])); code != 200 || out["purged"] != float64(1) {
 				t.Errorf("purge alpha: %d %v", code, out)
 			}
-			getJSON(t, admin+pipeline.AdminPoisonPath, &list)
+			getJSON(t, admin+operator.AdminPoisonPath, &list)
 			if len(list.Items) != 1 || list.Items[0].PayloadID != ids["beta"] {
 				t.Errorf("left poisoned: %+v, want only beta", list.Items)
 			}
@@ -210,7 +211,7 @@ func TestConsolePageInBrowser(t *testing.T) {
 	cfg.BackendsFile = filepath.Join(t.TempDir(), "backends.yaml")
 	keys := keyFile(t, cfg.BackendsFile, frontdoor.Entry{Name: "billing"}, frontdoor.Entry{Name: "ops", Admin: true})
 	r, ids := poisonThreeWith(t, cfg, []string{"X-API-Key", keys["billing"]}, []string{"X-API-Key", keys["ops"]})
-	page := "http://" + r.svc.AdminAddr().String() + pipeline.AdminPagePath
+	page := "http://" + r.svc.AdminAddr().String() + operator.AdminPagePath
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1400, 900))...)
@@ -325,7 +326,7 @@ func TestConsolePageInBrowser(t *testing.T) {
 	}) {
 		t.Errorf("the replayed payload is still listed")
 	}
-	var status pipeline.PayloadStatus
+	var status operator.PayloadStatus
 	if !eventually(15*time.Second, func() bool {
 		// Its backend's key reads its status.
 		_, _, raw := request(t, "GET", r.base+"/api/activities/"+ids["typed"], "", "X-API-Key", keys["billing"])
@@ -377,9 +378,9 @@ func TestDeadLetteredMessagesAreIndexedAsUnknown(t *testing.T) {
 				t.Fatal(err)
 			}
 			admin := "http://" + r.svc.AdminAddr().String()
-			var detail pipeline.PoisonDetail
+			var detail operator.PoisonDetail
 			if !eventually(15*time.Second, func() bool {
-				return getJSON(t, admin+pipeline.AdminPoisonPath+"/"+id, &detail) == 200
+				return getJSON(t, admin+operator.AdminPoisonPath+"/"+id, &detail) == 200
 			}) {
 				t.Fatalf("the dead-lettered message is not in the index; log:\n%s", r.logs)
 			}
@@ -388,9 +389,9 @@ func TestDeadLetteredMessagesAreIndexedAsUnknown(t *testing.T) {
 				t.Errorf("dead-lettered entry: %+v", detail)
 			}
 			var list struct {
-				Items []pipeline.PoisonRecord `json:"items"`
+				Items []operator.PoisonRecord `json:"items"`
 			}
-			getJSON(t, admin+pipeline.AdminPoisonPath+"?class=unknown", &list)
+			getJSON(t, admin+operator.AdminPoisonPath+"?class=unknown", &list)
 			if len(list.Items) != 1 || list.Items[0].PayloadID != id {
 				t.Errorf("?class=unknown: %+v", list.Items)
 			}

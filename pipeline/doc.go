@@ -18,12 +18,11 @@
 //   - health_monitor.go, health.go: recreating lost Pub/Sub resources,
 //     and what /readyz ("send me traffic") and /healthz ("restart me")
 //     answer, each reason named (package condition logs what repeats);
-//   - poison_index.go: the poison subscription → the warehouse's events
-//     log, the index operators query;
-//   - console.go, poison_replay.go, admin.go (+ console.html), status.go:
-//     what operators and backends do with it: list, summary, show, replay,
-//     export, purge (the CLI and the admin API share Console), and
-//     GET /api/activities/{id};
+//   - operator.go: the operator tools' wiring (package operator holds
+//     them): the poison index (the poison subscription → the warehouse's
+//     events log), and what operators and backends do with it: list,
+//     summary, show, replay, export, purge (the CLI and the admin API
+//     share Console), and GET /api/activities/{id};
 //   - middleware_frontdoor.go, ordering_block.go: API keys, quotas and
 //     load shedding in front of the ingest stage (package frontdoor holds
 //     the backends file), and ORDERING_POISON=block's held keys;

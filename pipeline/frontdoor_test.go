@@ -18,6 +18,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 	"github.com/gatekeeper/gatekeeper/pipeline/frontdoor"
+	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 )
 
 // keyFile writes a backends file of the given entries, each with a fresh
@@ -128,19 +129,19 @@ func TestFrontDoor(t *testing.T) {
 		{"status without key", "GET", r.base + "/api/activities/" + accepted.ID, "", nil,
 			want{401, "", "missing API key", []string{"WWW-Authenticate", "Bearer"}}},
 		{"status, admin key", "GET", r.base + "/api/activities/" + accepted.ID, "", bearer("ops"), want{200, "", "", nil}},
-		{"admin API, backend key", "GET", admin + pipeline.AdminPoisonPath, "", bearer("billing"),
+		{"admin API, backend key", "GET", admin + operator.AdminPoisonPath, "", bearer("billing"),
 			want{403, "", "it needs an admin key", nil}},
-		{"admin API, no key", "GET", admin + pipeline.AdminPoisonPath, "", nil,
+		{"admin API, no key", "GET", admin + operator.AdminPoisonPath, "", nil,
 			want{401, "", "missing API key", []string{"WWW-Authenticate", "Bearer"}}},
-		{"admin API, wrong key", "GET", admin + pipeline.AdminPoisonPath, "", []string{"X-API-Key", "gk_12345678_x"},
+		{"admin API, wrong key", "GET", admin + operator.AdminPoisonPath, "", []string{"X-API-Key", "gk_12345678_x"},
 			want{401, "", "unknown API key", nil}},
-		{"admin API, admin key", "GET", admin + pipeline.AdminPoisonPath, "", bearer("ops"), want{200, "", "", nil}},
+		{"admin API, admin key", "GET", admin + operator.AdminPoisonPath, "", bearer("ops"), want{200, "", "", nil}},
 		{"admin status, backend key", "GET", admin + "/api/activities/" + accepted.ID, "", bearer("billing"), want{403, "", "admin key", nil}},
-		{"admin page needs no key", "GET", admin + pipeline.AdminPagePath, "", nil, want{200, "", "", nil}},
-		{"profiles, no key", "GET", admin + pipeline.PprofPath + "heap", "", nil,
+		{"admin page needs no key", "GET", admin + operator.AdminPagePath, "", nil, want{200, "", "", nil}},
+		{"profiles, no key", "GET", admin + operator.PprofPath + "heap", "", nil,
 			want{401, "", "missing API key", []string{"WWW-Authenticate", "Bearer"}}},
-		{"profiles, backend key", "GET", admin + pipeline.PprofPath, "", bearer("billing"), want{403, "", "admin key", nil}},
-		{"profiles, admin key", "GET", admin + pipeline.PprofPath + "goroutine?debug=1", "", bearer("ops"), want{200, "", "goroutine profile: total", nil}},
+		{"profiles, backend key", "GET", admin + operator.PprofPath, "", bearer("billing"), want{403, "", "admin key", nil}},
+		{"profiles, admin key", "GET", admin + operator.PprofPath + "goroutine?debug=1", "", bearer("ops"), want{200, "", "goroutine profile: total", nil}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, h, raw := request(t, c.method, c.url, c.body, c.header...)
@@ -225,7 +226,7 @@ func TestBackendTravelsWithThePayload(t *testing.T) {
 		}
 		ids[b] = resp.ID
 	}
-	admin := "http://" + r.svc.AdminAddr().String() + pipeline.AdminPoisonPath
+	admin := "http://" + r.svc.AdminAddr().String() + operator.AdminPoisonPath
 	list := func(query string) []string {
 		code, _, raw := request(t, "GET", admin+query, "", "X-API-Key", keys["ops"])
 		var out struct {

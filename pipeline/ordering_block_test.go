@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -18,16 +19,16 @@ import (
 // first, and the held ones after it, in order) or purges it (then the held
 // ones apply).
 func TestBlockedKeyHoldsUntilTheOperatorActs(t *testing.T) {
-	for _, operator := range []string{"replay", "purge"} {
-		t.Run(operator, func(t *testing.T) {
+	for _, action := range []string{"replay", "purge"} {
+		t.Run(action, func(t *testing.T) {
 			forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
-				testBlockedKey(t, mode, operator)
+				testBlockedKey(t, mode, action)
 			})
 		})
 	}
 }
 
-func testBlockedKey(t *testing.T, mode pipeline.PubSubMode, operator string) {
+func testBlockedKey(t *testing.T, mode pipeline.PubSubMode, action string) {
 	cfg := testConfig(t, mode)
 	cfg.OrderingPoison = pipeline.OrderingPoisonBlock
 	r := startService(t, cfg)
@@ -51,7 +52,7 @@ func testBlockedKey(t *testing.T, mode pipeline.PubSubMode, operator string) {
 	}
 	t.Cleanup(func() { _ = console.Close() })
 	if !eventually(20*time.Second, func() bool {
-		es, _, err := console.Select(context.Background(), pipeline.Selection{IDs: []string{p1}})
+		es, _, err := console.Select(context.Background(), operator.Selection{IDs: []string{p1}})
 		return err == nil && len(es) == 1 && es[0].State == warehouse.EventPoisoned
 	}) {
 		t.Fatalf("p1 is not in the poison index; log:\n%s", r.logs)
@@ -86,18 +87,18 @@ func testBlockedKey(t *testing.T, mode pipeline.PubSubMode, operator string) {
 		}
 	}
 
-	entries, _, err := console.Select(context.Background(), pipeline.Selection{IDs: []string{p1}})
+	entries, _, err := console.Select(context.Background(), operator.Selection{IDs: []string{p1}})
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("Select p1: %v %v", entries, err)
 	}
-	switch operator {
+	switch action {
 	case "replay":
 		// The operator fixes the cause: the table, with row 7 in it, which
 		// p1 deletes. Had p2 (insert row 7) applied before p1, p1 would
 		// delete p2's row.
 		fix := mustPost(rowPayload("held", 7, 1, ""))
 		waitApplied(t, store, fix, 20*time.Second)
-		rep, err := console.Replay(context.Background(), pipeline.ItemsOf(entries), pipeline.ReplayOptions{Rate: 1000, Actor: "test"})
+		rep, err := console.Replay(context.Background(), operator.ItemsOf(entries), operator.ReplayOptions{Rate: 1000, Actor: "test"})
 		if err != nil || rep.Replayed != 1 {
 			t.Fatalf("Replay: %+v %v", rep, err)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 	"github.com/gatekeeper/gatekeeper/pipeline/frontdoor"
 	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
+	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
@@ -52,16 +53,16 @@ type Service struct {
 	admin         *http.Server
 	adminListener net.Listener
 
-	// recent remembers what this process accepted and the final statuses
-	// it was asked about.
-	recent *recentPayloads
+	// status answers GET /api/activities/{id}, remembering what this
+	// process accepted and the final statuses it was asked about.
+	status *operator.Status
 	// beforePublish, when set, runs before each of the gate's publishes
 	// (WithBeforePublish).
 	beforePublish func()
 	// consoleMu guards the console, made on first use; readStore is the
 	// warehouse an ingest-only process opens for it.
 	consoleMu sync.Mutex
-	consoleV  *Console
+	consoleV  *operator.Console
 	readStore warehouse.Store
 
 	// handling holds the ids of the payloads the apply stage is handling.
@@ -115,9 +116,12 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	logger.Info("Starting", "config", cfg)
-	s := &Service{cfg: cfg, logger: logger, Metrics: metrics.New(), recent: newRecentPayloads()}
+	s := &Service{cfg: cfg, logger: logger, Metrics: metrics.New()}
 	for _, opt := range opts {
 		opt(s)
+	}
+	if s.status, err = s.newStatus(); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -184,8 +188,12 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		return nil, fmt.Errorf("HTTP_ADDR: %w", err)
 	}
 	if cfg.AdminAddr != AdminOff {
+		adminRoutes, err := s.adminRoutes()
+		if err != nil {
+			return nil, err
+		}
 		s.admin = &http.Server{
-			Handler: s.adminRoutes(), ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
+			Handler: adminRoutes, ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout,
 			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		}
 		if s.adminListener, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
@@ -251,7 +259,7 @@ func (s *Service) buildIngestStage() (err error) {
 			backend := msg.Metadata.Get(messages.MetaBackend)
 			if err == nil {
 				s.accepted.Add(1)
-				s.recent.accepted(msg.UUID, receivedAt(msg), backend)
+				s.status.Accepted(msg.UUID, receivedAt(msg), backend)
 				s.Metrics.Payload(metrics.OutcomeAccepted, backend)
 				return
 			}
@@ -435,32 +443,6 @@ func (s *Service) AdminAddr() net.Addr {
 	return s.adminListener.Addr()
 }
 
-// console is the operators' console over this process's warehouse and
-// Pub/Sub. A process without the apply stage opens the warehouse on first
-// use, so that an ingest-only process starts, and keeps accepting, while
-// the warehouse is down.
-func (s *Service) console(ctx context.Context) (*Console, error) {
-	s.consoleMu.Lock()
-	defer s.consoleMu.Unlock()
-	if s.consoleV != nil {
-		return s.consoleV, nil
-	}
-	store := s.Store
-	if store == nil {
-		if s.readStore == nil {
-			octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			var err error
-			if s.readStore, err = OpenWarehouse(octx, s.cfg, s.logger); err != nil {
-				return nil, messages.Transient(fmt.Errorf("warehouse: %w", err))
-			}
-		}
-		store = s.readStore
-	}
-	s.consoleV = &Console{cfg: s.cfg, store: store, client: s.PubSub.client, logger: s.logger}
-	return s.consoleV, nil
-}
-
 func (s *Service) routes() http.Handler {
 	mux := http.NewServeMux()
 	if s.ingest != nil {
@@ -468,7 +450,7 @@ func (s *Service) routes() http.Handler {
 		// the edge would hold back the subscriber's status and answer 503.
 		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.guard.Ingest(s.edge, s.ingest.routes)))
 		mux.Handle("GET "+SchemaPath, s.Metrics.InstrumentHTTP(SchemaPath, schemaHandler()))
-		mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, s.guard.Status(http.HandlerFunc(s.serveStatus))))
+		mux.Handle("GET "+operator.StatusPath, s.Metrics.InstrumentHTTP(operator.StatusPath, s.guard.Status(s.status)))
 	}
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.readyz)))

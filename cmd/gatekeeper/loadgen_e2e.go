@@ -30,6 +30,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 )
 
 // e2eVia is --e2e-via: where applied payloads are learnt from.
@@ -212,7 +213,7 @@ func statusAPIAnswered(code int, body []byte) (there bool, why string, err error
 	}
 	isStatus := json.Unmarshal(body, &p) == nil && p.Status != ""
 	switch {
-	case isStatus && (code == http.StatusNotFound && p.Status == pipeline.StatusUnknown || code == http.StatusOK):
+	case isStatus && (code == http.StatusNotFound && p.Status == operator.StatusUnknown || code == http.StatusOK):
 		return true, "", nil
 	case code == http.StatusNotFound || code == http.StatusMethodNotAllowed:
 		return false, fmt.Sprintf("GET /api/activities/ID answered %d without a payload status", code), nil
@@ -250,14 +251,14 @@ func followApplied(ctx context.Context, client *http.Client, base string, o load
 				sem <- struct{}{}
 				st, err := pollStatus(ctx, client, base, s.id, o.key)
 				<-sem
-				if err == nil && st.Status == pipeline.StatusApplied && st.ReceivedAt != nil && st.AppliedAt != nil {
+				if err == nil && st.Status == operator.StatusApplied && st.ReceivedAt != nil && st.AppliedAt != nil {
 					mu.Lock()
 					rep.Applied++
 					_ = hist.RecordValue(max(1, st.AppliedAt.Sub(*st.ReceivedAt).Microseconds()))
 					mu.Unlock()
 					return
 				}
-				if err == nil && (st.Status == pipeline.StatusPoisoned || st.Status == pipeline.StatusPurged) {
+				if err == nil && (st.Status == operator.StatusPoisoned || st.Status == operator.StatusPurged) {
 					mu.Lock()
 					rep.Poisoned++
 					mu.Unlock()

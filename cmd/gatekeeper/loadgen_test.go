@@ -28,6 +28,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 )
 
 // Every bad flag is a usage error (exit 2) that says what is wrong, before
@@ -244,7 +245,7 @@ func TestLoadgenDocNamesRealFlags(t *testing.T) {
 // before the API, a process without the ingest stage) means it is not;
 // anything else cannot decide and is an error that says what came back.
 func TestLoadgenStatusAPIProbeDecides(t *testing.T) {
-	unknown, err := json.Marshal(pipeline.PayloadStatus{ID: "x", Status: pipeline.StatusUnknown, Tables: []string{}})
+	unknown, err := json.Marshal(operator.PayloadStatus{ID: "x", Status: operator.StatusUnknown, Tables: []string{}})
 	if err != nil {
 		t.Fatal(err)
 	}

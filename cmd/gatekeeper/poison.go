@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -137,7 +138,7 @@ func poison(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
 		return exitUsage
 	}
-	filter, err := pipeline.ParseFilter(func(k string) string {
+	filter, err := operator.ParseFilter(func(k string) string {
 		if v := p.filters[k]; v != nil {
 			return *v
 		}
@@ -201,7 +202,7 @@ func (p *poisonFlags) positionals(fs *flag.FlagSet) error {
 func (p *poisonFlags) check(f warehouse.EventFilter) error {
 	narrowed := len(f.States) > 0 || f.Table != "" || f.Class != "" || !f.Since.IsZero() || f.Reason != ""
 	if (p.verb == "replay" && p.from == "" || p.verb == "purge") && len(p.positional) == 0 && !p.all && !narrowed {
-		return fmt.Errorf("poison %s: %w", p.verb, pipeline.ErrEmptySelection)
+		return fmt.Errorf("poison %s: %w", p.verb, operator.ErrEmptySelection)
 	}
 	switch p.verb {
 	case "show":
@@ -220,7 +221,7 @@ func (p *poisonFlags) check(f warehouse.EventFilter) error {
 }
 
 type poisonCmd struct {
-	c              *pipeline.Console
+	c              *operator.Console
 	p              *poisonFlags
 	filter         warehouse.EventFilter
 	cfg            pipeline.Config
@@ -379,8 +380,8 @@ func (c poisonCmd) export(ctx context.Context) int {
 // selection resolves ids or filters into entries, refusing unknown ids and
 // an empty selection.
 func (c poisonCmd) selection(ctx context.Context) ([]warehouse.Entry, int, bool) {
-	entries, unknown, err := c.c.Select(ctx, pipeline.Selection{IDs: c.p.positional, All: c.p.all, Filter: c.filter})
-	if errors.Is(err, pipeline.ErrEmptySelection) {
+	entries, unknown, err := c.c.Select(ctx, operator.Selection{IDs: c.p.positional, All: c.p.all, Filter: c.filter})
+	if errors.Is(err, operator.ErrEmptySelection) {
 		fmt.Fprintf(c.stderr, "gatekeeper: poison %s: %v\n", c.p.verb, err)
 		return nil, exitUsage, false
 	}
@@ -388,7 +389,7 @@ func (c poisonCmd) selection(ctx context.Context) ([]warehouse.Entry, int, bool)
 		return nil, c.fail(err), false
 	}
 	if len(unknown) > 0 {
-		fmt.Fprintf(c.stderr, "gatekeeper: %s: %v\n", strings.Join(unknown, ", "), pipeline.ErrNotInIndex)
+		fmt.Fprintf(c.stderr, "gatekeeper: %s: %v\n", strings.Join(unknown, ", "), operator.ErrNotInIndex)
 		return nil, exitOperational, false
 	}
 	return entries, exitOK, true
@@ -411,7 +412,7 @@ func (c poisonCmd) confirm(question string) bool {
 }
 
 func (c poisonCmd) replay(ctx context.Context) int {
-	var items []pipeline.ReplayItem
+	var items []operator.ReplayItem
 	if c.p.from != "" {
 		f, err := os.Open(c.p.from)
 		if err != nil {
@@ -431,10 +432,10 @@ func (c poisonCmd) replay(ctx context.Context) int {
 			!c.confirm(fmt.Sprintf("Replay %d payload(s) to %s?", len(entries), c.cfg.TopicID)) {
 			return exitOperational
 		}
-		items = pipeline.ItemsOf(entries)
+		items = operator.ItemsOf(entries)
 	}
 	start := time.Now()
-	rep, err := c.c.Replay(ctx, items, pipeline.ReplayOptions{
+	rep, err := c.c.Replay(ctx, items, operator.ReplayOptions{
 		Rate: c.p.rate, DryRun: c.p.dry, Actor: "cli",
 		Progress: func(done, total int) {
 			fmt.Fprintf(c.stderr, "replay: %d/%d after %s\n", done, total, time.Since(start).Round(time.Second))

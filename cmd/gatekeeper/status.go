@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 )
 
 // status says what became of one payload: it asks the service on
@@ -58,7 +59,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 	var unreachable *net.OpError
 	if errors.As(err, &unreachable) {
 		fmt.Fprintf(stderr, "gatekeeper: no service answers on %s; reading the warehouse\n", cfg.HTTPAddr)
-		var c *pipeline.Console
+		var c *operator.Console
 		if c, err = pipeline.NewConsole(ctx, cfg, logger); err == nil {
 			p, err = c.Status(ctx, ids[0])
 			c.Close()
@@ -91,16 +92,16 @@ func status(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "  replays   %d\n", p.Replays)
 		}
 	}
-	if p.Status == pipeline.StatusUnknown {
+	if p.Status == operator.StatusUnknown {
 		return exitOperational
 	}
 	return exitOK
 }
 
-func askService(ctx context.Context, addr, id string) (pipeline.PayloadStatus, error) {
+func askService(ctx context.Context, addr, id string) (operator.PayloadStatus, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return pipeline.PayloadStatus{}, fmt.Errorf("HTTP_ADDR: %w", err)
+		return operator.PayloadStatus{}, fmt.Errorf("HTTP_ADDR: %w", err)
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
@@ -110,22 +111,22 @@ func askService(ctx context.Context, addr, id string) (pipeline.PayloadStatus, e
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
 		"http://"+net.JoinHostPort(host, port)+"/api/activities/"+url.PathEscape(id), nil)
 	if err != nil {
-		return pipeline.PayloadStatus{}, err
+		return operator.PayloadStatus{}, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
-			return pipeline.PayloadStatus{}, uerr.Err
+			return operator.PayloadStatus{}, uerr.Err
 		}
-		return pipeline.PayloadStatus{}, err
+		return operator.PayloadStatus{}, err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
-		return pipeline.PayloadStatus{}, fmt.Errorf("the service answered %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+		return operator.PayloadStatus{}, fmt.Errorf("the service answered %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
-	var p pipeline.PayloadStatus
+	var p operator.PayloadStatus
 	if err := json.Unmarshal(body, &p); err != nil || p.Status == "" {
 		return p, fmt.Errorf("the service on %s answered %d without a status: %s", addr, resp.StatusCode, strings.TrimSpace(string(body)))
 	}

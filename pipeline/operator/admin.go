@@ -1,4 +1,4 @@
-package pipeline
+package operator
 
 import (
 	"context"
@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/http/pprof"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,8 +21,8 @@ import (
 
 // The operators' console: a JSON admin API mirroring `gatekeeper poison`,
 // and a page over it. It listens on ADMIN_ADDR, apart from the ingestion
-// port. With BACKENDS_FILE, the API needs an admin key (adminDoor); the
-// page itself is static and asks for the key.
+// port. With BACKENDS_FILE, the API needs an admin key (AdminConfig.Door);
+// the page itself is static and asks for the key.
 const (
 	AdminPoisonPath = "/api/poison"
 	AdminPagePath   = "/ui/poison"
@@ -37,7 +37,7 @@ var consolePage []byte
 // name them.
 var (
 	filterStates  = []string{string(warehouse.EventPoisoned), string(warehouse.EventReplayed), string(warehouse.EventPurged)}
-	filterClasses = []string{string(messages.ClassInvalid), string(messages.ClassTransient), string(messages.ClassPermanent), ClassUnknown}
+	filterClasses = []string{string(messages.ClassInvalid), string(messages.ClassTransient), string(messages.ClassPermanent), string(messages.ClassUnknown)}
 )
 
 // ParseFilter reads the filters operators give by name (table, class,
@@ -84,18 +84,77 @@ func ParseFilter(get func(name string) string, now time.Time) (warehouse.EventFi
 	return f, errors.Join(errs...)
 }
 
-// adminRoutes serves the console for the service's own warehouse and
-// Pub/Sub.
-func (s *Service) adminRoutes() http.Handler {
+// AdminConfig is what the admin API serves, and who may use it.
+type AdminConfig struct {
+	// Console is the console the API drives, asked for on each request so
+	// that a process may open its warehouse on first use. Required.
+	Console func(ctx context.Context) (*Console, error)
+	// Status serves GET /api/activities/{id} on the admin listener too.
+	// Required.
+	Status http.Handler
+	// Door guards the API and the profiles: the admin key check. Nil lets
+	// everyone in (no BACKENDS_FILE).
+	Door func(http.Handler) http.Handler
+	// Instrument wraps each API route for the HTTP metrics, under its
+	// pattern. Nil instruments nothing.
+	Instrument func(route string, next http.Handler) http.Handler
+}
+
+func (c *AdminConfig) setDefaults() {
+	if c.Door == nil {
+		c.Door = func(next http.Handler) http.Handler { return next }
+	}
+	if c.Instrument == nil {
+		c.Instrument = func(_ string, next http.Handler) http.Handler { return next }
+	}
+}
+
+// Validate reports every problem of c at once.
+func (c AdminConfig) Validate() error {
+	var errs []error
+	if c.Console == nil {
+		errs = append(errs, errors.New("admin API: Console is required"))
+	}
+	if c.Status == nil {
+		errs = append(errs, errors.New("admin API: Status is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Admin is the admin listener's handler: the console's JSON API, the page
+// over it, the status API and the profiles.
+type Admin struct {
+	mux *http.ServeMux
+}
+
+// ServeHTTP serves the admin listener.
+func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// errNotSameOriginJSON refuses a write a browser could have been tricked
+// into sending.
+var errNotSameOriginJSON = errors.New("console writes must be same-origin requests with Content-Type: application/json")
+
+// NewAdmin validates cfg and builds the admin listener's routes.
+func NewAdmin(cfg AdminConfig, _ *slog.Logger) (*Admin, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	door := cfg.Door
+	// The console's CSRF defence, with jsonBody: a browser says where a
+	// write comes from (Sec-Fetch-Site, or Origin in older ones), and it
+	// must be this origin; a request that says neither (the CLI, curl) is
+	// no browser's, and passes.
+	crossOrigin := http.NewCrossOriginProtection()
 	mux := http.NewServeMux()
 	api := func(pattern string, h func(*Console, http.ResponseWriter, *http.Request)) {
-		mux.Handle(pattern, s.Metrics.InstrumentHTTP(strings.TrimPrefix(strings.TrimPrefix(pattern, "GET "), "POST "),
-			s.guard.Admin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.Method == http.MethodPost && !sameOriginJSON(r) {
-					writeAdminError(w, http.StatusForbidden, errors.New("console writes must be same-origin requests with Content-Type: application/json"))
+		mux.Handle(pattern, cfg.Instrument(strings.TrimPrefix(strings.TrimPrefix(pattern, "GET "), "POST "),
+			door(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPost && (!jsonBody(r) || crossOrigin.Check(r) != nil) {
+					writeAdminError(w, http.StatusForbidden, errNotSameOriginJSON)
 					return
 				}
-				c, err := s.console(r.Context())
+				c, err := cfg.Console(r.Context())
 				if err != nil {
 					writeAdminError(w, http.StatusServiceUnavailable, err)
 					return
@@ -109,7 +168,7 @@ func (s *Service) adminRoutes() http.Handler {
 	api("POST "+AdminPoisonPath+"/replay", adminReplay)
 	api("POST "+AdminPoisonPath+"/purge", adminPurge)
 	api("POST "+AdminPoisonPath+"/validate", adminValidate)
-	mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, s.guard.Admin(http.HandlerFunc(s.serveStatus))))
+	mux.Handle("GET "+StatusPath, cfg.Instrument(StatusPath, door(cfg.Status)))
 	mux.HandleFunc("GET "+AdminPagePath, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'")
@@ -122,35 +181,27 @@ func (s *Service) adminRoutes() http.Handler {
 	// Profiles are taken where the service runs, under its real load, so
 	// they sit on the admin listener (loopback by default, and behind the
 	// admin key when keys are configured) rather than on the ingest port.
-	mux.Handle("GET "+PprofPath, s.guard.Admin(http.HandlerFunc(pprof.Index)))
-	mux.Handle("GET "+PprofPath+"cmdline", s.guard.Admin(http.HandlerFunc(pprof.Cmdline)))
-	mux.Handle("GET "+PprofPath+"profile", s.guard.Admin(http.HandlerFunc(pprof.Profile)))
-	mux.Handle("GET "+PprofPath+"symbol", s.guard.Admin(http.HandlerFunc(pprof.Symbol)))
-	mux.Handle("GET "+PprofPath+"trace", s.guard.Admin(http.HandlerFunc(pprof.Trace)))
-	mux.Handle("GET "+PprofPath+"{profile}", s.guard.Admin(http.HandlerFunc(pprof.Index)))
-	return mux
+	mux.Handle("GET "+PprofPath, door(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET "+PprofPath+"cmdline", door(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("GET "+PprofPath+"profile", door(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET "+PprofPath+"symbol", door(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("GET "+PprofPath+"trace", door(http.HandlerFunc(pprof.Trace)))
+	mux.Handle("GET "+PprofPath+"{profile}", door(http.HandlerFunc(pprof.Index)))
+	return &Admin{mux: mux}, nil
 }
 
-// sameOriginJSON is the console's CSRF defence: a write must carry
-// Content-Type: application/json, which a cross-site form cannot send and a
-// cross-site script can only send after a CORS preflight this server never
-// answers; and a browser that says where the request comes from must say
-// this origin.
-func sameOriginJSON(r *http.Request) bool {
+// jsonBody reports whether a write carries Content-Type: application/json,
+// which a cross-site form cannot send, and a cross-site script only after a
+// CORS preflight this server never answers.
+func jsonBody(r *http.Request) bool {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return false
-	}
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
-		return false
-	}
-	if origin := r.Header.Get("Origin"); origin != "" {
-		u, err := url.Parse(origin)
-		if err != nil || u.Host != r.Host {
-			return false
-		}
-	}
-	return true
+	return err == nil && mt == "application/json"
+}
+
+// WriteError answers err in the admin API's body shape, {"error": "..."}:
+// the doors in front of the API answer in it too.
+func WriteError(w http.ResponseWriter, code int, err error) {
+	writeAdminError(w, code, err)
 }
 
 func writeAdminJSON(w http.ResponseWriter, code int, v any) {

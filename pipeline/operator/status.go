@@ -1,10 +1,11 @@
-package pipeline
+package operator
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -57,7 +58,7 @@ func (p PayloadStatus) final() bool {
 
 // Status is what the warehouse knows about one payload, in one indexed
 // read. It cannot know that a payload was accepted and is on its way; the
-// service that accepted it can (Service.status).
+// process that accepted it can (Status.Lookup).
 func (c *Console) Status(ctx context.Context, payloadID string) (PayloadStatus, error) {
 	st, err := c.store.State(ctx, payloadID)
 	if err != nil {
@@ -170,13 +171,55 @@ func remember[V any](m map[string]V, ring []string, next int, id string) ([]stri
 	return ring, (next + 1) % recentCapacity
 }
 
-// status answers for one payload: from the cache when final, else from the
+// StatusConfig is where a Status looks a payload up.
+type StatusConfig struct {
+	// Console reads the warehouse, asked for on each lookup the memory
+	// cannot answer, so that a process may open its warehouse on first
+	// use. Required.
+	Console func(ctx context.Context) (*Console, error)
+}
+
+// Validate reports every problem of c at once.
+func (c StatusConfig) Validate() error {
+	var errs []error
+	if c.Console == nil {
+		errs = append(errs, errors.New("status: Console is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Status is GET /api/activities/{id}: what became of one payload, from
+// what this process remembers and what the warehouse knows.
+type Status struct {
+	cfg    StatusConfig
+	logger *slog.Logger
+	recent *recentPayloads
+}
+
+// NewStatus validates cfg and returns a Status that remembers nothing yet.
+func NewStatus(cfg StatusConfig, logger *slog.Logger) (*Status, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Status{cfg: cfg, logger: logger, recent: newRecentPayloads()}, nil
+}
+
+// Accepted remembers that this process accepted the payload id at at, from
+// backend (empty without authentication): no warehouse knows that.
+func (s *Status) Accepted(id string, at time.Time, backend string) {
+	s.recent.accepted(id, at, backend)
+}
+
+// Lookup answers for one payload: from the cache when final, else from the
 // warehouse, completed with what this process accepted.
-func (s *Service) status(ctx context.Context, id string) (PayloadStatus, error) {
+func (s *Status) Lookup(ctx context.Context, id string) (PayloadStatus, error) {
 	if p, ok := s.recent.cached(id); ok {
 		return p, nil
 	}
-	console, err := s.console(ctx)
+	console, err := s.cfg.Console(ctx)
 	if err != nil {
 		return PayloadStatus{}, err
 	}
@@ -201,8 +244,9 @@ func (s *Service) status(ctx context.Context, id string) (PayloadStatus, error) 
 	return p, nil
 }
 
-// serveStatus is GET /api/activities/{id}.
-func (s *Service) serveStatus(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP is GET /api/activities/{id}. A request whose context names a
+// backend (edge.WithBackend) learns only about that backend's payloads.
+func (s *Status) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	w.Header().Set("Content-Type", "application/json")
 	if !validPayloadID(id) {
@@ -212,7 +256,7 @@ func (s *Service) serveStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	p, err := s.status(ctx, id)
+	p, err := s.Lookup(ctx, id)
 	if err != nil {
 		code := http.StatusInternalServerError
 		if messages.ClassOf(err) == messages.ClassTransient || errors.Is(err, context.DeadlineExceeded) {

@@ -1,9 +1,11 @@
-package pipeline
+package operator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,17 +14,13 @@ import (
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/ThreeDotsLabs/watermill-googlecloud/v2/pkg/googlecloud"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
-
-// ClassUnknown is the class of a poisoned payload that reached the poison
-// topic without gatekeeper's metadata: Pub/Sub's own dead-letter policy
-// moved it there (DEAD_LETTER_MAX_ATTEMPTS), or someone published it.
-const ClassUnknown = "unknown"
 
 // Pub/Sub's own attributes on a dead-lettered message.
 const (
@@ -34,7 +32,78 @@ const (
 // transaction (SQLite) or one streaming insert (BigQuery).
 const indexBatch = 500
 
-// indexPoison feeds the events log from the poison subscription, so that
+// SubscriptionClient pulls from a subscription, and acks or returns what
+// it pulled: Pub/Sub's *pubsub.SubscriptionAdminClient is one.
+type SubscriptionClient interface {
+	Pull(ctx context.Context, req *pubsubpb.PullRequest, opts ...gax.CallOption) (*pubsubpb.PullResponse, error)
+	Acknowledge(ctx context.Context, req *pubsubpb.AcknowledgeRequest, opts ...gax.CallOption) error
+	ModifyAckDeadline(ctx context.Context, req *pubsubpb.ModifyAckDeadlineRequest, opts ...gax.CallOption) error
+}
+
+// EventLog is where the index is written: the warehouse's events log.
+type EventLog interface {
+	AppendEvents(ctx context.Context, events []warehouse.Event) error
+}
+
+// IndexerConfig is what an Indexer reads and writes.
+type IndexerConfig struct {
+	// Subscriptions reads the poison subscription. Required.
+	Subscriptions SubscriptionClient
+	// Subscription is the poison subscription's full name,
+	// projects/PROJECT/subscriptions/ID. Required.
+	Subscription string
+	// Events is the index. Required.
+	Events EventLog
+	// OnIndexed, when set, is called with each batch once it is written
+	// (counted, and forgotten by the outbox).
+	OnIndexed func(events []warehouse.Event)
+	// LogEvery is how often failed writes that go on say so; default 30s.
+	LogEvery time.Duration
+}
+
+func (c *IndexerConfig) setDefaults() {
+	if c.OnIndexed == nil {
+		c.OnIndexed = func([]warehouse.Event) {}
+	}
+	if c.LogEvery <= 0 {
+		c.LogEvery = 30 * time.Second
+	}
+}
+
+// Validate reports every problem of c at once.
+func (c IndexerConfig) Validate() error {
+	var errs []error
+	if c.Subscriptions == nil {
+		errs = append(errs, errors.New("poison index: Subscriptions is required"))
+	}
+	if c.Subscription == "" {
+		errs = append(errs, errors.New("poison index: Subscription is required"))
+	}
+	if c.Events == nil {
+		errs = append(errs, errors.New("poison index: Events is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Indexer feeds the poison index from the poison subscription (Run).
+type Indexer struct {
+	cfg    IndexerConfig
+	logger *slog.Logger
+}
+
+// NewIndexer validates cfg and returns an Indexer; nothing runs until Run.
+func NewIndexer(cfg IndexerConfig, logger *slog.Logger) (*Indexer, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Indexer{cfg: cfg, logger: logger}, nil
+}
+
+// Run feeds the events log from the poison subscription, so that
 // operators query the log, never the subscription: listing leases nothing
 // and adds no delivery attempt. A message is acked only once its event is
 // written, and the event's ID is the same for every copy of it, so a crash
@@ -45,9 +114,9 @@ const indexBatch = 500
 // killed process had pulled comes back when its ack deadline passes. The
 // emulator holds messages it streamed to a killed process's open streams
 // for minutes, and hands them new messages too.
-func (s *Service) indexPoison(ctx context.Context) {
-	sub := subscriptionPath(s.cfg.ProjectID, s.cfg.PoisonSubscriptionID)
-	admin := s.PubSub.client.SubscriptionAdminClient
+func (x *Indexer) Run(ctx context.Context) {
+	sub := x.cfg.Subscription
+	admin := x.cfg.Subscriptions
 	wait := indexRetryMin
 	backoff := func() {
 		select {
@@ -55,7 +124,7 @@ func (s *Service) indexPoison(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
-	failing := newIndexFailures(s.logger)
+	failing := newIndexFailures(x.logger, x.cfg.LogEvery)
 	for ctx.Err() == nil {
 		// Pub/Sub may hold an empty pull open for long (the emulator for
 		// minutes); a short deadline bounds it, and ends it on shutdown.
@@ -67,7 +136,7 @@ func (s *Service) indexPoison(ctx context.Context) {
 		}
 		if err != nil {
 			if status.Code(err) != codes.DeadlineExceeded {
-				s.logger.Warn("Cannot read the poison subscription; retrying", "subscription", s.cfg.PoisonSubscriptionID, "error", err)
+				x.logger.Warn("Cannot read the poison subscription; retrying", "subscription", path.Base(sub), "error", err)
 				backoff()
 			}
 			continue
@@ -91,7 +160,7 @@ func (s *Service) indexPoison(ctx context.Context) {
 		}
 		// Written whole even when shutdown begins: the ack must follow.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		err = s.Store.AppendEvents(wctx, events)
+		err = x.cfg.Events.AppendEvents(wctx, events)
 		if err != nil {
 			cancel()
 			failing.failed(len(events), err)
@@ -109,15 +178,9 @@ func (s *Service) indexPoison(ctx context.Context) {
 		cancel()
 		if err != nil {
 			// Indexed: a redelivered copy is indexed once all the same.
-			s.logger.Warn("Indexed poisoned payloads, but cannot ack them; Pub/Sub redelivers them", "payloads", len(events), "error", err)
+			x.logger.Warn("Indexed poisoned payloads, but cannot ack them; Pub/Sub redelivers them", "payloads", len(events), "error", err)
 		}
-		s.Metrics.Indexed(len(events))
-		if s.outbox != nil {
-			// Indexed: the outbox need not bring them back any more.
-			for _, e := range events {
-				s.outbox.Forget(e.PayloadID)
-			}
-		}
+		x.cfg.OnIndexed(events)
 	}
 }
 
@@ -132,15 +195,18 @@ const (
 // indexFailures logs the index's failed writes as one condition: once when
 // they begin (with the error and its class: an outage is the warehouse
 // down, not anything wrong with the poisoned payloads), then a count once
-// per pauseLogEvery while they go on, and once when a write succeeds again.
+// per logEvery while they go on, and once when a write succeeds again.
 // Nothing is acked meanwhile: Pub/Sub keeps the poison messages.
 type indexFailures struct {
 	logger          *slog.Logger
+	logEvery        time.Duration
 	since, lastLog  time.Time
 	batches, events int // since the last line
 }
 
-func newIndexFailures(logger *slog.Logger) *indexFailures { return &indexFailures{logger: logger} }
+func newIndexFailures(logger *slog.Logger, logEvery time.Duration) *indexFailures {
+	return &indexFailures{logger: logger, logEvery: logEvery}
+}
 
 func (f *indexFailures) failed(events int, err error) {
 	now := time.Now()
@@ -152,7 +218,7 @@ func (f *indexFailures) failed(events int, err error) {
 		f.logger.Error("Cannot index poisoned payloads; Pub/Sub keeps them until the index can be written",
 			"payloads", events, "class", messages.ClassOf(err), "error", err)
 		f.batches, f.events = 0, 0
-	case now.Sub(f.lastLog) >= pauseLogEvery:
+	case now.Sub(f.lastLog) >= f.logEvery:
 		f.lastLog = now
 		f.logger.Warn("Still cannot index poisoned payloads", "failing_for", now.Sub(f.since).Round(time.Second).String(),
 			"attempts", f.batches, "payloads", f.events, "class", messages.ClassOf(err), "error", err)
@@ -177,7 +243,7 @@ func poisonEvent(messageID string, attrs map[string]string, data []byte, now tim
 	if id == "" {
 		id = "pubsub-" + messageID
 	}
-	generation, _ := strconv.Atoi(attrs[MetaReplays])
+	generation, _ := strconv.Atoi(attrs[messages.MetaReplays])
 	e := warehouse.Event{
 		ID: warehouse.EventID(id, warehouse.EventPoisoned, generation), PayloadID: id,
 		Kind: warehouse.EventPoisoned, Generation: generation, At: now.UTC(),
@@ -195,7 +261,7 @@ func poisonEvent(messageID string, attrs map[string]string, data []byte, now tim
 		e.Tables = payloadTables(p)
 	}
 	if e.ErrorClass == "" {
-		e.ErrorClass = ClassUnknown
+		e.ErrorClass = string(messages.ClassUnknown)
 		if n := attrs[attrDeadLetterDeliveryCount]; n != "" {
 			e.Attempts, _ = strconv.Atoi(n)
 			e.Reason = fmt.Sprintf("dead-lettered by Pub/Sub after %s delivery attempts on %s without an ack", n, attrs[attrDeadLetterSubscription])
