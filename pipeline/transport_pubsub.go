@@ -22,7 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gatekeeper/gatekeeper/messages"
-	"github.com/gatekeeper/gatekeeper/pipeline/embedded"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport/embedded"
 )
 
 // PubSub is the transport between the stages: one admin client for
