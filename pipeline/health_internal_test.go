@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 )
 
 // healthzOf answers /healthz for s and decodes it.
@@ -39,7 +41,7 @@ func TestWedgedApplyStageAsksForARestart(t *testing.T) {
 	}
 	defer store.Close()
 	s := &Service{cfg: cfg, apply: &applyStage{pause: newApplyPause(cfg.Warehouse, store.Ping, slog.New(slog.DiscardHandler))}, Store: store,
-		monitor: newMonitor(&PubSub{}, store, time.Second, time.Minute, nil, slog.New(slog.DiscardHandler))}
+		monitor: newMonitor(&transport.PubSub{}, store, time.Second, time.Minute, nil, slog.New(slog.DiscardHandler))}
 	limit := max(cfg.UnhealthyAfter, cfg.maxHandlingTime())
 	idle := time.Now().Add(-limit - time.Minute)
 	s.applyIdleAt.Store(&idle)
@@ -79,7 +81,7 @@ func TestWedgedApplyStageAsksForARestart(t *testing.T) {
 func TestPublishFailingRestartsOnlyPastUnhealthyAfter(t *testing.T) {
 	cfg := DefaultConfig().WithDefaults()
 	cfg.UnhealthyAfter = 50 * time.Millisecond
-	s := &Service{cfg: cfg, monitor: newMonitor(&PubSub{}, nil, time.Second, time.Minute, nil, slog.New(slog.DiscardHandler))}
+	s := &Service{cfg: cfg, monitor: newMonitor(&transport.PubSub{}, nil, time.Second, time.Minute, nil, slog.New(slog.DiscardHandler))}
 	s.monitor.published("accepted", errors.New("unavailable"))
 	if code, a := healthzOf(t, s); code != 200 || a.Status != "degraded" || a.Reasons[0].Component != "pubsub.publish" {
 		t.Fatalf("/healthz with publishing failing a moment: %d %+v", code, a)

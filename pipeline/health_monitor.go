@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/condition"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -32,12 +33,12 @@ type resourceProblem struct {
 // then heals without a restart; what cannot heal shows in /readyz, and
 // once it has lasted UNHEALTHY_AFTER, in /healthz.
 type monitor struct {
-	ps        *PubSub
+	ps        *transport.PubSub
 	store     warehouse.Store // nil without the apply stage
 	interval  time.Duration
 	logEvery  time.Duration // LOG_REPEAT_INTERVAL
 	logger    *slog.Logger
-	onCreated func(ctx context.Context, r resource)
+	onCreated func(ctx context.Context, r transport.Resource)
 
 	// publish follows the gate's and the apply stage's publishes; admin the
 	// resource checks. Kept apart so that checks that succeed cannot hide
@@ -64,7 +65,7 @@ type monitor struct {
 	kick     chan struct{}
 }
 
-func newMonitor(ps *PubSub, store warehouse.Store, interval, logEvery time.Duration, onCreated func(context.Context, resource), logger *slog.Logger) *monitor {
+func newMonitor(ps *transport.PubSub, store warehouse.Store, interval, logEvery time.Duration, onCreated func(context.Context, transport.Resource), logger *slog.Logger) *monitor {
 	m := &monitor{
 		ps: ps, store: store, interval: interval, logEvery: logEvery, logger: logger, onCreated: onCreated,
 		missing: map[string]resourceProblem{}, logged: map[string]*condition.Condition{},
@@ -99,7 +100,7 @@ func (m *monitor) admit() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
-	for _, name := range m.ps.cfg.acceptedPath() {
+	for _, name := range m.ps.AcceptedPath() {
 		if p, ok := m.missing[name]; ok {
 			errs = append(errs, p.err)
 		}
@@ -113,11 +114,11 @@ func (m *monitor) published(topic string, err error) {
 	case err == nil:
 		m.publish.OK()
 	case status.Code(err) == codes.NotFound:
-		m.setMissing(resource{topic: topic}, fmt.Errorf("topic %s not found", topic))
-		if sub := m.ps.cfg.acceptedSubscription(topic); sub != "" {
+		m.setMissing(transport.Resource{Topic: topic}, fmt.Errorf("topic %s not found", topic))
+		if sub := m.ps.AcceptedSubscription(topic); sub != "" {
 			// A recreated topic has no subscription until the check
 			// recreates that too; the gate stays shut until it has.
-			m.setMissing(resource{topic: topic, subscription: sub},
+			m.setMissing(transport.Resource{Topic: topic, Subscription: sub},
 				fmt.Errorf("subscription %s: its topic %s was lost", sub, topic))
 		}
 		m.wake()
@@ -168,34 +169,34 @@ func (m *monitor) wake() {
 	}
 }
 
-func (m *monitor) setMissing(r resource, err error) {
+func (m *monitor) setMissing(r transport.Resource, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.missing[r.name()]; !ok {
-		m.missing[r.name()] = resourceProblem{err: err, since: time.Now()}
+	if _, ok := m.missing[r.Name()]; !ok {
+		m.missing[r.Name()] = resourceProblem{err: err, since: time.Now()}
 	} else {
-		p := m.missing[r.name()]
+		p := m.missing[r.Name()]
 		p.err = err
-		m.missing[r.name()] = p
+		m.missing[r.Name()] = p
 	}
 	m.updatePathLocked()
 }
 
-func (m *monitor) clearMissing(r resource) {
+func (m *monitor) clearMissing(r transport.Resource) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.missing[r.name()]; ok {
-		delete(m.missing, r.name())
+	if _, ok := m.missing[r.Name()]; ok {
+		delete(m.missing, r.Name())
 		m.updatePathLocked()
 	}
-	if c := m.logged[r.name()]; c != nil {
+	if c := m.logged[r.Name()]; c != nil {
 		c.OK()
 	}
 }
 
 func (m *monitor) updatePathLocked() {
 	down := false
-	for _, name := range m.ps.cfg.acceptedPath() {
+	for _, name := range m.ps.AcceptedPath() {
 		_, missing := m.missing[name]
 		down = down || missing
 	}
@@ -223,9 +224,9 @@ func (m *monitor) run(ctx context.Context) {
 // check runs one round and reports whether everything is in place.
 func (m *monitor) check(ctx context.Context) bool {
 	healthy := true
-	for _, r := range m.ps.resources() {
+	for _, r := range m.ps.Resources() {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		created, err := m.ps.ensure(rctx, r)
+		created, err := m.ps.Ensure(rctx, r)
 		cancel()
 		if ctx.Err() != nil {
 			return healthy
@@ -235,7 +236,7 @@ func (m *monitor) check(ctx context.Context) bool {
 			m.admin.OK()
 			m.clearMissing(r)
 			if created {
-				m.logger.Warn("Pub/Sub had lost a resource; recreated it", "resource", r.name(), "topic", r.topic)
+				m.logger.Warn("Pub/Sub had lost a resource; recreated it", "resource", r.Name(), "topic", r.Topic)
 				if m.onCreated != nil {
 					m.onCreated(ctx, r)
 				}
@@ -266,12 +267,12 @@ func (m *monitor) check(ctx context.Context) bool {
 
 // logOnce logs a resource's problem once when it starts, then as a count
 // per minute, and once when the resource is in place again.
-func (m *monitor) logOnce(r resource, msg string, err error) {
+func (m *monitor) logOnce(r transport.Resource, msg string, err error) {
 	m.mu.Lock()
-	c := m.logged[r.name()]
+	c := m.logged[r.Name()]
 	if c == nil {
-		c = mustCondition(condition.Config{Name: "Pub/Sub resource " + r.name(), Interval: m.logEvery, Attrs: []any{"resource", r.name(), "problem", msg}}, m.logger)
-		m.logged[r.name()] = c
+		c = mustCondition(condition.Config{Name: "Pub/Sub resource " + r.Name(), Interval: m.logEvery, Attrs: []any{"resource", r.Name(), "problem", msg}}, m.logger)
+		m.logged[r.Name()] = c
 	}
 	m.mu.Unlock()
 	c.Fail(err)

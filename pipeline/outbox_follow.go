@@ -37,7 +37,7 @@ func (s *Service) followSettled(ctx context.Context) {
 		}},
 	} {
 		wg.Go(func() {
-			sub := s.PubSub.client.Subscriber(f.subscription)
+			sub := s.PubSub.Client().Subscriber(f.subscription)
 			sub.ReceiveSettings.NumGoroutines = 2
 			sub.ReceiveSettings.MaxOutstandingMessages = 1000
 			for ctx.Err() == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 )
 
 // republishAtStart publishes again what the outbox holds: payloads accepted
@@ -25,8 +26,8 @@ func (s *Service) republishAtStart(ctx context.Context) error {
 	if _, err := s.republish(ctx, outbox.Pending, false); err != nil {
 		return err
 	}
-	for _, r := range s.PubSub.created {
-		if r.subscription == s.cfg.PoisonSubscriptionID {
+	for _, r := range s.PubSub.Created() {
+		if r.Subscription == s.cfg.PoisonSubscriptionID {
 			if _, err := s.republish(ctx, outbox.Poisoned, false); err != nil {
 				return err
 			}
@@ -37,12 +38,12 @@ func (s *Service) republishAtStart(ctx context.Context) error {
 
 // resourceCreated runs when the monitor had to recreate a subscription:
 // whatever it held is gone, and the outbox has it.
-func (s *Service) resourceCreated(ctx context.Context, r resource) {
+func (s *Service) resourceCreated(ctx context.Context, r transport.Resource) {
 	if s.outbox == nil {
 		return
 	}
 	var state outbox.State
-	switch r.subscription {
+	switch r.Subscription {
 	case s.cfg.SubscriptionID, s.cfg.OrderedSubscriptionID:
 		state = outbox.Pending
 	case s.cfg.PoisonSubscriptionID:

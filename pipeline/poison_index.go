@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -46,8 +47,8 @@ const indexBatch = 500
 // emulator holds messages it streamed to a killed process's open streams
 // for minutes, and hands them new messages too.
 func (s *Service) indexPoison(ctx context.Context) {
-	sub := subscriptionPath(s.cfg.ProjectID, s.cfg.PoisonSubscriptionID)
-	admin := s.PubSub.client.SubscriptionAdminClient
+	sub := transport.SubscriptionPath(s.cfg.ProjectID, s.cfg.PoisonSubscriptionID)
+	admin := s.PubSub.Client().SubscriptionAdminClient
 	wait := indexRetryMin
 	backoff := func() {
 		select {

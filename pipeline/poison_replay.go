@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
-	"google.golang.org/api/option"
 
 	"github.com/gatekeeper/gatekeeper/messages"
 )
@@ -20,20 +19,4 @@ var poisonKeys = []string{
 	middleware.ReasonForPoisonedKey, middleware.PoisonedTopicKey, middleware.PoisonedHandlerKey,
 	middleware.PoisonedSubscriberKey, messages.MetaErrorClass, messages.MetaAttempts,
 	messages.MetaFirstFailureAt, messages.MetaLastFailureAt, messages.MetaTables,
-}
-
-// ClientOptions reach the Pub/Sub cfg selects from a process other than the
-// service: in embedded mode, the running service's embedded server.
-func ClientOptions(cfg Config) []option.ClientOption {
-	switch cfg.ResolvedPubSubMode() {
-	case PubSubEmbedded:
-		return emulatorOptions(cfg.EmbeddedPubSubAddr)
-	case PubSubEmulator:
-		return emulatorOptions(cfg.EmulatorHost)
-	default:
-		if cfg.CredentialsFile != "" {
-			return []option.ClientOption{option.WithAuthCredentialsFile(option.ServiceAccount, cfg.CredentialsFile)}
-		}
-		return nil
-	}
 }

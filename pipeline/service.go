@@ -21,6 +21,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/pipeline/frontdoor"
 	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -31,7 +32,7 @@ type Service struct {
 	cfg     Config
 	logger  *slog.Logger
 	Metrics *metrics.Metrics
-	PubSub  *PubSub
+	PubSub  *transport.PubSub
 	// Store is nil when this process does not run the apply stage.
 	Store warehouse.Store
 
@@ -127,7 +128,7 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	if s.door, err = openDoor(cfg); err != nil {
 		return nil, err
 	}
-	if s.PubSub, err = NewPubSub(ctx, cfg, logger); err != nil {
+	if s.PubSub, err = transport.New(ctx, transportConfig(cfg, logger, s.published), logger); err != nil {
 		return nil, err
 	}
 	if cfg.Runs(StageApply) && s.Store == nil {
@@ -184,18 +185,22 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 }
 
 // watch starts the monitor of Pub/Sub and the warehouse, with what
-// NewPubSub found missing, and has every publish reported to it and timed.
+// transport.New found missing.
 func (s *Service) watch() {
 	s.monitor = newMonitor(s.PubSub, s.Store, s.cfg.ResourceCheckInterval, s.cfg.LogRepeatInterval, s.resourceCreated, s.logger)
-	for _, m := range s.PubSub.missing {
-		s.monitor.setMissing(m.resource, m.err)
-		s.logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", m.name(), "error", m.err)
+	for _, m := range s.PubSub.Missing() {
+		s.monitor.setMissing(m.Resource, m.Err)
+		s.logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", m.Name(), "error", m.Err)
 	}
-	s.PubSub.onPublish = func(topic string, took time.Duration, err error) {
-		s.monitor.published(topic, err)
-		if role := s.topicRole(topic); role != "" && err == nil {
-			s.Metrics.Published(role, took)
-		}
+}
+
+// published sees every publish (transport.Config.OnPublish): the monitor
+// learns of a lost topic, and the publish is timed. None comes before
+// watch has made the monitor.
+func (s *Service) published(topic string, took time.Duration, err error) {
+	s.monitor.published(topic, err)
+	if role := s.topicRole(topic); role != "" && err == nil {
+		s.Metrics.Published(role, took)
 	}
 }
 
@@ -304,11 +309,12 @@ func (s *Service) registerGauges() {
 			"Starts that accepted losing the outbox this process kept before (OUTBOX_ACCEPT_LOSS), with what waited in it.", nil,
 			func() float64 { return float64(s.outboxLossAccepted.Load()) })
 	}
-	for delay, n := range map[string]*atomic.Int64{"short": &s.PubSub.shortPublishes, "busy": &s.PubSub.busyPublishes} {
+	for delay, n := range map[string]func() int64{"short": func() int64 { short, _ := s.PubSub.Published(); return short },
+		"busy": func() int64 { _, busy := s.PubSub.Published(); return busy }} {
 		s.Metrics.CounterFunc("gatekeeper_published_messages_total",
 			"Messages published, by the batching delay they waited under: short (PUBLISH_DELAY_THRESHOLD), or busy "+
 				"(PUBLISH_BUSY_DELAY_THRESHOLD, taken while more than 32 publishes to the topic are in flight).",
-			map[string]string{"delay": delay}, func() float64 { return float64(n.Load()) })
+			map[string]string{"delay": delay}, func() float64 { return float64(n()) })
 	}
 	if s.ingest != nil {
 		s.Metrics.Gauge("gatekeeper_ingest_body_bytes",
@@ -413,7 +419,7 @@ func (s *Service) admit() error {
 // backlogFull is ErrBacklogFull while the embedded backlog is full (admit),
 // for the gate and for /readyz.
 func (s *Service) backlogFull() error {
-	if s.PubSub.Mode != PubSubEmbedded || s.apply == nil || s.ingest == nil {
+	if s.PubSub.Mode != transport.ModeEmbedded || s.apply == nil || s.ingest == nil {
 		return nil
 	}
 	if s.accepted.Load()-s.settled.Load() >= int64(s.cfg.EmbeddedMaxBacklog) {
@@ -456,7 +462,7 @@ func (s *Service) console(ctx context.Context) (*Console, error) {
 		}
 		store = s.readStore
 	}
-	s.consoleV = &Console{cfg: s.cfg, store: store, client: s.PubSub.client, logger: s.logger}
+	s.consoleV = &Console{cfg: s.cfg, store: store, client: s.PubSub.Client(), logger: s.logger}
 	return s.consoleV, nil
 }
 
@@ -696,7 +702,7 @@ func (s *Service) shutdown() error {
 // and the exit is an error, so that whoever stopped the process knows. With
 // an emulator or Google Pub/Sub the subscription keeps the backlog.
 func (s *Service) drain(ctx context.Context) error {
-	if s.PubSub.Mode != PubSubEmbedded || s.ingest == nil {
+	if s.PubSub.Mode != transport.ModeEmbedded || s.ingest == nil {
 		return nil
 	}
 	t := time.NewTicker(10 * time.Millisecond)
