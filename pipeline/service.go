@@ -19,6 +19,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 	"github.com/gatekeeper/gatekeeper/pipeline/frontdoor"
+	"github.com/gatekeeper/gatekeeper/pipeline/health"
 	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/pipeline/transport"
@@ -38,7 +39,7 @@ type Service struct {
 
 	committer *warehouse.GroupCommitter
 	outbox    *outbox.Outbox // nil unless cfg.OutboxEnabled()
-	monitor   *monitor
+	monitor   *health.Monitor
 	edge      *edge.Edge
 	// door holds BACKENDS_FILE; nil without it (no authentication).
 	door     *frontdoor.Door
@@ -65,10 +66,6 @@ type Service struct {
 	// handling holds the ids of the payloads the apply stage is handling,
 	// publishing those the gate is publishing.
 	handling, publishing sync.Map
-
-	// applyIdleAt is the last moment the apply stage held nothing
-	// (watchApplyIdle), for telling a wedged apply stage.
-	applyIdleAt atomic.Pointer[time.Time]
 
 	ready    atomic.Bool
 	accepted atomic.Int64 // published by this process's gate
@@ -143,7 +140,9 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 			return nil, err
 		}
 	}
-	s.watch()
+	if s.monitor, err = health.New(s.healthConfig(), logger); err != nil {
+		return nil, err
+	}
 
 	wmMetrics := wmetrics.NewPrometheusMetricsBuilder(s.Metrics.Registry, "gatekeeper", "")
 	if cfg.Runs(StageApply) {
@@ -184,21 +183,11 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	return s, nil
 }
 
-// watch starts the monitor of Pub/Sub and the warehouse, with what
-// transport.New found missing.
-func (s *Service) watch() {
-	s.monitor = newMonitor(s.PubSub, s.Store, s.cfg.ResourceCheckInterval, s.cfg.LogRepeatInterval, s.resourceCreated, s.logger)
-	for _, m := range s.PubSub.Missing() {
-		s.monitor.setMissing(m.Resource, m.Err)
-		s.logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", m.Name(), "error", m.Err)
-	}
-}
-
 // published sees every publish (transport.Config.OnPublish): the monitor
 // learns of a lost topic, and the publish is timed. None comes before
-// watch has made the monitor.
+// NewService has made the monitor.
 func (s *Service) published(topic string, took time.Duration, err error) {
-	s.monitor.published(topic, err)
+	s.monitor.Published(topic, err)
 	if role := s.topicRole(topic); role != "" && err == nil {
 		s.Metrics.Published(role, took)
 	}
@@ -221,7 +210,7 @@ func (s *Service) buildApplyStage() (err error) {
 				}
 				s.Metrics.WarehouseError(string(messages.ClassOf(err)), reason)
 			}
-			s.monitor.committed(g.Err, g.Rejected)
+			s.monitor.Committed(g.Err, g.Rejected)
 		},
 	}, s.logger)
 	if err != nil {
@@ -281,7 +270,7 @@ func unavailableCause(err error) string {
 		return "shed"
 	case errors.Is(err, ErrBacklogFull):
 		return "backlog"
-	case errors.Is(err, errPathDown):
+	case errors.Is(err, health.ErrPathDown):
 		return "pubsub resource missing"
 	}
 	return ""
@@ -407,7 +396,7 @@ var ErrBacklogFull = errors.New("the apply stage is behind; the embedded Pub/Sub
 // stages on it, the only case where it can count the backlog: everything
 // published to it comes from this gate and is settled by this apply stage.
 func (s *Service) admit() error {
-	if err := s.monitor.admit(); err != nil {
+	if err := s.monitor.Admit(); err != nil {
 		return messages.Transient(err)
 	}
 	if err := s.backlogFull(); err != nil {
@@ -475,73 +464,10 @@ func (s *Service) routes() http.Handler {
 		mux.Handle("GET "+SchemaPath, s.Metrics.InstrumentHTTP(SchemaPath, schemaHandler()))
 		mux.Handle("GET "+StatusPath, s.Metrics.InstrumentHTTP(StatusPath, s.statusDoor(http.HandlerFunc(s.serveStatus))))
 	}
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.readyz)))
+	mux.HandleFunc("GET /healthz", s.monitor.Healthz)
+	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.monitor.Readyz)))
 	mux.Handle("GET /metrics", s.Metrics.Handler())
 	return mux
-}
-
-// healthz is the liveness probe, in Kubernetes' terms "restart me": it
-// answers 503 only for what a new process could mend, once it has lasted
-// longer than UNHEALTHY_AFTER: publishing to Pub/Sub or its resource checks
-// failing without a success (a broken connection, stale credentials), or
-// an apply stage wedged (it holds payloads and commits nothing while the
-// warehouse answers). Everything else that fails is named as degraded with
-// 200: a restart cannot mend a corrupt or full warehouse, a full disk under
-// the outbox, or a missing topic the monitor is recreating, and restarting
-// for them would only add a restart loop to the fault. It calls nothing
-// outside the process.
-//
-// Body: {"status":"ok"} (200); {"status":"degraded","reasons":[...]} (200);
-// {"status":"unhealthy","error":"...","reasons":[...]} (503). Each reason is
-// {"component","error","since","effect"}, effect "restart" or "degraded".
-func (s *Service) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeHealth(w, s.liveness(time.Now()), effectRestart, "ok", "unhealthy")
-}
-
-// readyz is the readiness probe, in Kubernetes' terms "send me traffic":
-// it answers 503 whenever this process cannot do its work now, and 200
-// again as soon as it can, with no restart.
-//
-// A process with the ingest stage is unready while it is not serving
-// (starting, or shutting down), its outbox cannot be written (every POST
-// would get 503), the embedded backlog is full (EMBEDDED_MAX_BACKLOG),
-// Pub/Sub does not answer, a publish failed in the last 10 s, or a topic or
-// subscription it needs is missing. A warehouse that is down does not make
-// it unready: the ingest stage keeps accepting, and the queue buffers until
-// the apply stage can write again; the warehouse is named as degraded.
-//
-// An apply-only process is unready while it is not serving, Pub/Sub does
-// not answer (it cannot receive), its subscription is missing, or the
-// warehouse's write path fails (its probe, or commits in the last minute).
-//
-// Every check is bounded: the live ones (Pub/Sub, the warehouse) run at
-// once, each under its own 2 s deadline, so that one that hangs cannot
-// make another look failed. Body: {"status":"ready"} (200);
-// {"status":"degraded","reasons":[...]} (200); {"status":"unavailable",
-// "error":"...","reasons":[...]} (503). Each reason is {"component",
-// "error","since","effect"}, effect "unready" or "degraded".
-func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
-	writeHealth(w, s.readiness(r.Context()), effectUnready, "ready", "unavailable")
-}
-
-// applyPausedReason names the apply stage's pause (stage_apply_pause.go):
-// unready in a process that runs only the apply stage, which takes nothing
-// from Pub/Sub it can apply; degraded beside the ingest stage, which still
-// accepts while the queue buffers the backlog.
-func (s *Service) applyPausedReason() (healthReason, bool) {
-	if s.apply == nil {
-		return healthReason{}, false
-	}
-	since, err := s.apply.paused()
-	if since.IsZero() {
-		return healthReason{}, false
-	}
-	effect := effectUnready
-	if s.ingest != nil {
-		effect = effectDegraded
-	}
-	return newReason("apply", fmt.Errorf("paused, holding payloads: warehouse %s unavailable: %w", s.cfg.Warehouse, err), since, effect), true
 }
 
 // Run serves until ctx ends, then shuts down gracefully: it stops taking
@@ -581,12 +507,12 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		if s.apply != nil {
 			wg.Go(func() { s.indexPoison(monitorCtx) })
-			wg.Go(func() { s.watchApplyIdle(monitorCtx) })
+			wg.Go(func() { s.monitor.WatchApplyIdle(monitorCtx) })
 		}
 		if s.apply != nil && s.apply.blocks != nil {
 			wg.Go(func() { s.apply.blocks.run(monitorCtx) })
 		}
-		s.monitor.run(monitorCtx)
+		s.monitor.Run(monitorCtx)
 		wg.Wait()
 	}()
 	defer func() {

@@ -1,4 +1,4 @@
-package pipeline
+package health
 
 import (
 	"context"
@@ -13,7 +13,6 @@ import (
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/condition"
 	"github.com/gatekeeper/gatekeeper/pipeline/transport"
-	"github.com/gatekeeper/gatekeeper/warehouse"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -25,16 +24,17 @@ type resourceProblem struct {
 	since time.Time
 }
 
-// monitor keeps the service's Pub/Sub resources in place and its health
-// known. Every interval (and at once after a publish found its topic gone)
+// Monitor keeps the service's Pub/Sub resources in place and its health
+// known, and answers /readyz and /healthz (probes.go). Every interval (and at once after a publish found its topic gone)
 // it checks each topic and subscription the stages use, recreates what is
 // missing when CREATE_RESOURCES allows, and probes the warehouse's write
 // path. A Pub/Sub emulator that restarted, or someone deleting a topic,
 // then heals without a restart; what cannot heal shows in /readyz, and
 // once it has lasted UNHEALTHY_AFTER, in /healthz.
-type monitor struct {
-	ps        *transport.PubSub
-	store     warehouse.Store // nil without the apply stage
+type Monitor struct {
+	cfg       Config
+	ps        PubSub
+	store     Pinger // nil without the apply stage
 	interval  time.Duration
 	logEvery  time.Duration // LOG_REPEAT_INTERVAL
 	logger    *slog.Logger
@@ -63,19 +63,34 @@ type monitor struct {
 	logged   map[string]*condition.Condition // per resource, to log each episode once
 	pathDown atomic.Bool                     // the accepted topic or its subscription is missing
 	kick     chan struct{}
+
+	// applyIdleAt is the last moment the apply stage held nothing
+	// (WatchApplyIdle), for telling a wedged apply stage.
+	applyIdleAt atomic.Pointer[time.Time]
 }
 
-func newMonitor(ps *transport.PubSub, store warehouse.Store, interval, logEvery time.Duration, onCreated func(context.Context, transport.Resource), logger *slog.Logger) *monitor {
-	m := &monitor{
-		ps: ps, store: store, interval: interval, logEvery: logEvery, logger: logger, onCreated: onCreated,
+// New makes the monitor of what cfg names, with what was found missing at
+// start (Config.Missing) already known. Nothing runs until Run.
+func New(cfg Config, logger *slog.Logger) (*Monitor, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("health:\n%w", err)
+	}
+	m := &Monitor{
+		cfg: cfg, ps: cfg.PubSub, store: cfg.Store, interval: cfg.Interval, logEvery: cfg.LogEvery, logger: logger, onCreated: cfg.OnCreated,
 		missing: map[string]resourceProblem{}, logged: map[string]*condition.Condition{},
 		kick: make(chan struct{}, 1),
 	}
+	logEvery := cfg.LogEvery
 	m.publish = mustCondition(condition.Config{Name: "Publishing to Pub/Sub", Interval: logEvery}, logger)
 	m.admin = mustCondition(condition.Config{Name: "Pub/Sub resource checks", Interval: logEvery}, logger)
 	m.probe = mustCondition(condition.Config{Name: "Warehouse probe", Interval: logEvery}, logger)
 	m.commits = mustCondition(condition.Config{Name: "Warehouse commits", Interval: logEvery}, logger)
-	return m
+	for _, r := range cfg.Missing {
+		m.setMissing(r.Resource, r.Err)
+		logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", r.Name(), "error", r.Err)
+	}
+	return m, nil
 }
 
 // mustCondition is condition.New for a Config known to be valid.
@@ -87,13 +102,13 @@ func mustCondition(cfg condition.Config, logger *slog.Logger) *condition.Conditi
 	return c
 }
 
-// errPathDown refuses a payload while nothing would keep it: Pub/Sub drops
+// ErrPathDown refuses a payload while nothing would keep it: Pub/Sub drops
 // what is published to a topic without a subscription.
-var errPathDown = errors.New("the accepted topic or its subscription is missing")
+var ErrPathDown = errors.New("the accepted topic or its subscription is missing")
 
-// admit refuses payloads while the accepted topic or the apply
-// subscription is known to be missing, with the reason.
-func (m *monitor) admit() error {
+// Admit refuses payloads while the accepted topic or the apply
+// subscription is known to be missing, with the reason (ErrPathDown).
+func (m *Monitor) Admit() error {
 	if !m.pathDown.Load() {
 		return nil
 	}
@@ -105,11 +120,12 @@ func (m *monitor) admit() error {
 			errs = append(errs, p.err)
 		}
 	}
-	return fmt.Errorf("%w: %w", errPathDown, errors.Join(errs...))
+	return fmt.Errorf("%w: %w", ErrPathDown, errors.Join(errs...))
 }
 
-// published sees the result of every publish.
-func (m *monitor) published(topic string, err error) {
+// Published sees the result of every publish
+// (transport.Config.OnPublish).
+func (m *Monitor) Published(topic string, err error) {
 	switch {
 	case err == nil:
 		m.publish.OK()
@@ -128,13 +144,13 @@ func (m *monitor) published(topic string, err error) {
 	}
 }
 
-// committed sees every group the apply stage commits: its group-level
+// Committed sees every group the apply stage commits: its group-level
 // error (nothing of it was written), and the errors of the payloads it
 // rejected. A group that failed whole, or a payload refused for the
 // warehouse's own state (class outage: corrupt, full, read-only), says the
 // warehouse is failing; a payload refused for itself says nothing about
 // the warehouse.
-func (m *monitor) committed(err error, rejected []error) {
+func (m *Monitor) Committed(err error, rejected []error) {
 	if err == nil {
 		for _, r := range rejected {
 			if messages.ClassOf(r) == messages.ClassOutage {
@@ -157,19 +173,19 @@ func (m *monitor) committed(err error, rejected []error) {
 }
 
 // recentlyCommitted reports whether a group committed within d.
-func (m *monitor) recentlyCommitted(d time.Duration) bool {
+func (m *Monitor) recentlyCommitted(d time.Duration) bool {
 	last := m.lastCommit.Load()
 	return last != nil && time.Since(*last) < d
 }
 
-func (m *monitor) wake() {
+func (m *Monitor) wake() {
 	select {
 	case m.kick <- struct{}{}:
 	default:
 	}
 }
 
-func (m *monitor) setMissing(r transport.Resource, err error) {
+func (m *Monitor) setMissing(r transport.Resource, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.missing[r.Name()]; !ok {
@@ -182,7 +198,7 @@ func (m *monitor) setMissing(r transport.Resource, err error) {
 	m.updatePathLocked()
 }
 
-func (m *monitor) clearMissing(r transport.Resource) {
+func (m *Monitor) clearMissing(r transport.Resource) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.missing[r.Name()]; ok {
@@ -194,7 +210,7 @@ func (m *monitor) clearMissing(r transport.Resource) {
 	}
 }
 
-func (m *monitor) updatePathLocked() {
+func (m *Monitor) updatePathLocked() {
 	down := false
 	for _, name := range m.ps.AcceptedPath() {
 		_, missing := m.missing[name]
@@ -203,8 +219,8 @@ func (m *monitor) updatePathLocked() {
 	m.pathDown.Store(down)
 }
 
-// run checks until ctx ends, backing off while checks fail.
-func (m *monitor) run(ctx context.Context) {
+// Run checks until ctx ends, backing off while checks fail.
+func (m *Monitor) Run(ctx context.Context) {
 	wait := m.interval
 	for {
 		select {
@@ -222,7 +238,7 @@ func (m *monitor) run(ctx context.Context) {
 }
 
 // check runs one round and reports whether everything is in place.
-func (m *monitor) check(ctx context.Context) bool {
+func (m *Monitor) check(ctx context.Context) bool {
 	healthy := true
 	for _, r := range m.ps.Resources() {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -267,7 +283,7 @@ func (m *monitor) check(ctx context.Context) bool {
 
 // logOnce logs a resource's problem once when it starts, then as a count
 // per minute, and once when the resource is in place again.
-func (m *monitor) logOnce(r transport.Resource, msg string, err error) {
+func (m *Monitor) logOnce(r transport.Resource, msg string, err error) {
 	m.mu.Lock()
 	c := m.logged[r.Name()]
 	if c == nil {
@@ -280,7 +296,7 @@ func (m *monitor) logOnce(r transport.Resource, msg string, err error) {
 
 // missingNamesLocked returns the missing resources' names, sorted, so that
 // what the service reports is in a stable order. m.mu must be held.
-func (m *monitor) missingNamesLocked() []string {
+func (m *Monitor) missingNamesLocked() []string {
 	names := make([]string, 0, len(m.missing))
 	for name := range m.missing {
 		names = append(names, name)
@@ -291,7 +307,7 @@ func (m *monitor) missingNamesLocked() []string {
 
 // missingResources lists the missing topics and subscriptions, in a
 // stable order, each with since when.
-func (m *monitor) missingResources() []resourceProblem {
+func (m *Monitor) missingResources() []resourceProblem {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []resourceProblem
@@ -305,7 +321,7 @@ func (m *monitor) missingResources() []resourceProblem {
 // commits find it. Commits that fail count while they are recent (within
 // recent): past that, with no group to commit (a paused apply stage, no
 // traffic), the probe alone speaks.
-func (m *monitor) warehouseFailing(now time.Time, recent time.Duration) condition.Status {
+func (m *Monitor) warehouseFailing(now time.Time, recent time.Duration) condition.Status {
 	if st := m.commits.State(); st.Failing() && now.Sub(st.Last) < recent {
 		return st
 	}
