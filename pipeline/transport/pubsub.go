@@ -162,7 +162,7 @@ func (ps *PubSub) orderingKey(topic string, msg *message.Message) (string, error
 // acceptedTopic is the topic an accepted payload with orderingKey goes to.
 // Payloads without a key travel apart from keyed ones: an ordered
 // subscription delivers everything slowly, keyed or not (see
-// Config.OrderedTopicID in package pipeline).
+// Config.Topic).
 func (ps *PubSub) acceptedTopic(orderingKey string) string {
 	if orderingKey != "" {
 		return ps.cfg.OrderedTopic
@@ -420,7 +420,7 @@ func (ps *PubSub) resources() []Resource {
 		// Unordered: the payloads here have no ordering key, and an
 		// ordered subscription would cap the apply stage's intake (on
 		// the emulator at 53 payloads/s from a backlog of 100,000, with
-		// stalls of 10-20 s; see Config.OrderedTopicID in package pipeline).
+		// stalls of 10-20 s; see Config.Topic).
 		unorderedWanted: true,
 	}
 	ordered := apply
