@@ -487,24 +487,6 @@ func (c Config) usesGoogleBigQuery() bool {
 	return err == nil && spec.Kind == WarehouseBigQuery && c.BigQueryEmulatorHost == "" && c.Runs(StageApply)
 }
 
-// acceptedPath names the topics and subscriptions an accepted payload may
-// travel through: while one is missing, the gate refuses payloads.
-func (c Config) acceptedPath() []string {
-	return []string{c.TopicID, c.SubscriptionID, c.OrderedTopicID, c.OrderedSubscriptionID}
-}
-
-// acceptedSubscription is the apply subscription on the accepted topic
-// topic, or "" when topic is none of them.
-func (c Config) acceptedSubscription(topic string) string {
-	switch topic {
-	case c.TopicID:
-		return c.SubscriptionID
-	case c.OrderedTopicID:
-		return c.OrderedSubscriptionID
-	}
-	return ""
-}
-
 // maxHandlingTime bounds how long the apply stage may hold one message:
 // every attempt at its longest and every backoff between them, plus a
 // margin for the group it waits in.

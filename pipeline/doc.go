@@ -10,14 +10,15 @@
 //     poison topic;
 //   - middleware_*.go: what the stages wrap their handlers in, one file
 //     each, in an order each stage writes down once;
-//   - transport_pubsub.go: Pub/Sub clients, the shared publisher and the
+//   - package transport: Pub/Sub clients, the shared publisher and the
 //     topics and subscriptions each stage needs (package embedded is the
-//     in-process server);
+//     in-process server); transport.go builds its Config;
 //   - outbox_*.go: the outbox's part (package outbox is the store):
 //     publishing again what was accepted and not settled;
-//   - health_monitor.go, health.go: recreating lost Pub/Sub resources,
-//     and what /readyz ("send me traffic") and /healthz ("restart me")
-//     answer, each reason named (package condition logs what repeats);
+//   - package health: recreating lost Pub/Sub resources, and what /readyz
+//     ("send me traffic") and /healthz ("restart me") answer, each reason
+//     named (package condition logs what repeats); health_config.go
+//     builds its Config;
 //   - operator.go: the operator tools' wiring (package operator holds
 //     them): the poison index (the poison subscription → the warehouse's
 //     events log), and what operators and backends do with it: list,

@@ -16,13 +16,14 @@ import (
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
 const panicPayload = `{"activities":[{"operation":"insert","table":"t","col_names":["a"],"col_types":["INTEGER"],"col_values":[1]}]}`
 
 // panicTestPubSub is an embedded Pub/Sub with the resources of both stages.
-func panicTestPubSub(t *testing.T) (Config, *PubSub) {
+func panicTestPubSub(t *testing.T) (Config, *transport.PubSub) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.PubSubMode = PubSubEmbedded

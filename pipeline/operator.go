@@ -13,6 +13,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/operator"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -82,7 +83,7 @@ func (s *Service) console(ctx context.Context) (*operator.Console, error) {
 		}
 		store = s.readStore
 	}
-	c, err := operator.NewConsole(consoleConfig(s.cfg, store, s.PubSub.client, nil), s.logger)
+	c, err := operator.NewConsole(consoleConfig(s.cfg, store, s.PubSub.Client(), nil), s.logger)
 	if err != nil {
 		return nil, err
 	}
@@ -107,8 +108,8 @@ func (s *Service) adminRoutes() (http.Handler, error) {
 // ctx ends (operator.Indexer).
 func (s *Service) indexPoison(ctx context.Context) {
 	indexer, err := operator.NewIndexer(operator.IndexerConfig{
-		Subscriptions: s.PubSub.client.SubscriptionAdminClient,
-		Subscription:  subscriptionPath(s.cfg.ProjectID, s.cfg.PoisonSubscriptionID),
+		Subscriptions: s.PubSub.Client().SubscriptionAdminClient,
+		Subscription:  transport.SubscriptionPath(s.cfg.ProjectID, s.cfg.PoisonSubscriptionID),
 		Events:        s.Store,
 		OnIndexed: func(events []warehouse.Event) {
 			s.Metrics.Indexed(len(events))

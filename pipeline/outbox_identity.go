@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -227,19 +228,19 @@ func (s *Service) outboxRecords(ctx context.Context, key outboxKey) []outboxReco
 // subscription unused for a day expires: then only the warehouse
 // remembers, when this process applies to it.
 func (s *Service) subscriptionRecord(ctx context.Context) (outboxRecord, bool) {
-	if !s.cfg.OutboxFollowsTopics() || s.PubSub.Mode == PubSubEmbedded {
+	if !s.cfg.OutboxFollowsTopics() || s.PubSub.Mode == transport.ModeEmbedded {
 		return outboxRecord{}, false
 	}
 	name := s.cfg.outboxSubscription("applied")
-	for _, r := range s.PubSub.created {
-		if r.subscription == name {
+	for _, r := range s.PubSub.Created() {
+		if r.Subscription == name {
 			return outboxRecord{}, false
 		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := s.PubSub.client.SubscriptionAdminClient.GetSubscription(rctx,
-		&pubsubpb.GetSubscriptionRequest{Subscription: subscriptionPath(s.cfg.ProjectID, name)})
+	_, err := s.PubSub.Client().SubscriptionAdminClient.GetSubscription(rctx,
+		&pubsubpb.GetSubscriptionRequest{Subscription: transport.SubscriptionPath(s.cfg.ProjectID, name)})
 	if err != nil {
 		if status.Code(err) != codes.NotFound {
 			s.logger.Warn("Cannot read Pub/Sub's record of the outbox; starting without checking it against the file",

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 )
 
 // buildOutboxWorkers builds what works on the outbox besides the gate: the
@@ -25,7 +26,7 @@ func (s *Service) buildOutboxWorkers() (err error) {
 	}
 	if s.cfg.OutboxFollowsTopics() {
 		s.follower, err = outbox.NewFollower(outbox.FollowConfig{
-			Outbox: s.outbox, Client: s.PubSub.client,
+			Outbox: s.outbox, Client: s.PubSub.Client(),
 			Applied: s.cfg.outboxSubscription("applied"), Poison: s.cfg.outboxSubscription("poison"),
 		}, s.logger)
 	}
@@ -52,8 +53,8 @@ func (s *Service) republishAtStart(ctx context.Context) error {
 	if _, err := s.redeliverer.All(ctx, outbox.Pending); err != nil {
 		return err
 	}
-	for _, r := range s.PubSub.created {
-		if r.subscription == s.cfg.PoisonSubscriptionID {
+	for _, r := range s.PubSub.Created() {
+		if r.Subscription == s.cfg.PoisonSubscriptionID {
 			if _, err := s.redeliverer.All(ctx, outbox.Poisoned); err != nil {
 				return err
 			}
@@ -64,12 +65,12 @@ func (s *Service) republishAtStart(ctx context.Context) error {
 
 // resourceCreated runs when the monitor had to recreate a subscription:
 // whatever it held is gone, and the outbox has it.
-func (s *Service) resourceCreated(ctx context.Context, r resource) {
+func (s *Service) resourceCreated(ctx context.Context, r transport.Resource) {
 	if s.outbox == nil {
 		return
 	}
 	var state outbox.State
-	switch r.subscription {
+	switch r.Subscription {
 	case s.cfg.SubscriptionID, s.cfg.OrderedSubscriptionID:
 		state = outbox.Pending
 	case s.cfg.PoisonSubscriptionID:

@@ -19,9 +19,11 @@ import (
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 	"github.com/gatekeeper/gatekeeper/pipeline/frontdoor"
+	"github.com/gatekeeper/gatekeeper/pipeline/health"
 	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
 	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -32,13 +34,13 @@ type Service struct {
 	cfg     Config
 	logger  *slog.Logger
 	Metrics *metrics.Metrics
-	PubSub  *PubSub
+	PubSub  *transport.PubSub
 	// Store is nil when this process does not run the apply stage.
 	Store warehouse.Store
 
 	committer *warehouse.GroupCommitter
 	outbox    *outbox.Outbox // nil unless cfg.OutboxEnabled()
-	monitor   *monitor
+	monitor   *health.Monitor
 	edge      *edge.Edge
 	// door holds BACKENDS_FILE; nil without it (no authentication).
 	door *frontdoor.Door
@@ -72,10 +74,6 @@ type Service struct {
 	recorder    *outbox.Recorder
 	redeliverer *outbox.Redeliverer
 	follower    *outbox.Follower
-
-	// applyIdleAt is the last moment the apply stage held nothing
-	// (watchApplyIdle), for telling a wedged apply stage.
-	applyIdleAt atomic.Pointer[time.Time]
 
 	ready    atomic.Bool
 	accepted atomic.Int64 // published by this process's gate
@@ -140,7 +138,7 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	}, logger); err != nil {
 		return nil, err
 	}
-	if s.PubSub, err = NewPubSub(ctx, cfg, logger); err != nil {
+	if s.PubSub, err = transport.New(ctx, transportConfig(cfg, logger, s.published), logger); err != nil {
 		return nil, err
 	}
 	if cfg.Runs(StageApply) && s.Store == nil {
@@ -158,7 +156,9 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 			return nil, err
 		}
 	}
-	s.watch()
+	if s.monitor, err = health.New(s.healthConfig(), logger); err != nil {
+		return nil, err
+	}
 
 	wmMetrics := wmetrics.NewPrometheusMetricsBuilder(s.Metrics.Registry, "gatekeeper", "")
 	if cfg.Runs(StageApply) {
@@ -203,19 +203,13 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 	return s, nil
 }
 
-// watch starts the monitor of Pub/Sub and the warehouse, with what
-// NewPubSub found missing, and has every publish reported to it and timed.
-func (s *Service) watch() {
-	s.monitor = newMonitor(s.PubSub, s.Store, s.cfg.ResourceCheckInterval, s.cfg.LogRepeatInterval, s.resourceCreated, s.logger)
-	for _, m := range s.PubSub.missing {
-		s.monitor.setMissing(m.resource, m.err)
-		s.logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", m.name(), "error", m.err)
-	}
-	s.PubSub.onPublish = func(topic string, took time.Duration, err error) {
-		s.monitor.published(topic, err)
-		if role := s.topicRole(topic); role != "" && err == nil {
-			s.Metrics.Published(role, took)
-		}
+// published sees every publish (transport.Config.OnPublish): the monitor
+// learns of a lost topic, and the publish is timed. None comes before
+// NewService has made the monitor.
+func (s *Service) published(topic string, took time.Duration, err error) {
+	s.monitor.Published(topic, err)
+	if role := s.topicRole(topic); role != "" && err == nil {
+		s.Metrics.Published(role, took)
 	}
 }
 
@@ -236,7 +230,7 @@ func (s *Service) buildApplyStage() (err error) {
 				}
 				s.Metrics.WarehouseError(string(messages.ClassOf(err)), reason)
 			}
-			s.monitor.committed(g.Err, g.Rejected)
+			s.monitor.Committed(g.Err, g.Rejected)
 		},
 	}, s.logger)
 	if err != nil {
@@ -296,7 +290,7 @@ func unavailableCause(err error) string {
 		return "shed"
 	case errors.Is(err, ErrBacklogFull):
 		return "backlog"
-	case errors.Is(err, errPathDown):
+	case errors.Is(err, health.ErrPathDown):
 		return "pubsub resource missing"
 	}
 	return ""
@@ -322,9 +316,9 @@ func (s *Service) registerGauges() {
 	if s.outbox != nil {
 		s.Metrics.RegisterOutboxLossAccepted(func() float64 { return float64(s.outboxLossAccepted.Load()) })
 	}
-	s.Metrics.RegisterPublished(busyPublishing,
-		func() float64 { return float64(s.PubSub.shortPublishes.Load()) },
-		func() float64 { return float64(s.PubSub.busyPublishes.Load()) })
+	s.Metrics.RegisterPublished(transport.BusyPublishing,
+		func() float64 { short, _ := s.PubSub.Published(); return float64(short) },
+		func() float64 { _, busy := s.PubSub.Published(); return float64(busy) })
 	if s.ingest != nil {
 		s.Metrics.RegisterIngestBodyBytes(func() float64 { return float64(s.guard.BodyBytes()) })
 	}
@@ -410,7 +404,7 @@ var ErrBacklogFull = errors.New("the apply stage is behind; the embedded Pub/Sub
 // stages on it, the only case where it can count the backlog: everything
 // published to it comes from this gate and is settled by this apply stage.
 func (s *Service) admit() error {
-	if err := s.monitor.admit(); err != nil {
+	if err := s.monitor.Admit(); err != nil {
 		return messages.Transient(err)
 	}
 	if err := s.backlogFull(); err != nil {
@@ -422,7 +416,7 @@ func (s *Service) admit() error {
 // backlogFull is ErrBacklogFull while the embedded backlog is full (admit),
 // for the gate and for /readyz.
 func (s *Service) backlogFull() error {
-	if s.PubSub.Mode != PubSubEmbedded || s.apply == nil || s.ingest == nil {
+	if s.PubSub.Mode != transport.ModeEmbedded || s.apply == nil || s.ingest == nil {
 		return nil
 	}
 	if s.accepted.Load()-s.settled.Load() >= int64(s.cfg.EmbeddedMaxBacklog) {
@@ -452,73 +446,10 @@ func (s *Service) routes() http.Handler {
 		mux.Handle("GET "+SchemaPath, s.Metrics.InstrumentHTTP(SchemaPath, schemaHandler()))
 		mux.Handle("GET "+operator.StatusPath, s.Metrics.InstrumentHTTP(operator.StatusPath, s.guard.Status(s.status)))
 	}
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.readyz)))
+	mux.HandleFunc("GET /healthz", s.monitor.Healthz)
+	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.monitor.Readyz)))
 	mux.Handle("GET /metrics", s.Metrics.Handler())
 	return mux
-}
-
-// healthz is the liveness probe, in Kubernetes' terms "restart me": it
-// answers 503 only for what a new process could mend, once it has lasted
-// longer than UNHEALTHY_AFTER: publishing to Pub/Sub or its resource checks
-// failing without a success (a broken connection, stale credentials), or
-// an apply stage wedged (it holds payloads and commits nothing while the
-// warehouse answers). Everything else that fails is named as degraded with
-// 200: a restart cannot mend a corrupt or full warehouse, a full disk under
-// the outbox, or a missing topic the monitor is recreating, and restarting
-// for them would only add a restart loop to the fault. It calls nothing
-// outside the process.
-//
-// Body: {"status":"ok"} (200); {"status":"degraded","reasons":[...]} (200);
-// {"status":"unhealthy","error":"...","reasons":[...]} (503). Each reason is
-// {"component","error","since","effect"}, effect "restart" or "degraded".
-func (s *Service) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeHealth(w, s.liveness(time.Now()), effectRestart, "ok", "unhealthy")
-}
-
-// readyz is the readiness probe, in Kubernetes' terms "send me traffic":
-// it answers 503 whenever this process cannot do its work now, and 200
-// again as soon as it can, with no restart.
-//
-// A process with the ingest stage is unready while it is not serving
-// (starting, or shutting down), its outbox cannot be written (every POST
-// would get 503), the embedded backlog is full (EMBEDDED_MAX_BACKLOG),
-// Pub/Sub does not answer, a publish failed in the last 10 s, or a topic or
-// subscription it needs is missing. A warehouse that is down does not make
-// it unready: the ingest stage keeps accepting, and the queue buffers until
-// the apply stage can write again; the warehouse is named as degraded.
-//
-// An apply-only process is unready while it is not serving, Pub/Sub does
-// not answer (it cannot receive), its subscription is missing, or the
-// warehouse's write path fails (its probe, or commits in the last minute).
-//
-// Every check is bounded: the live ones (Pub/Sub, the warehouse) run at
-// once, each under its own 2 s deadline, so that one that hangs cannot
-// make another look failed. Body: {"status":"ready"} (200);
-// {"status":"degraded","reasons":[...]} (200); {"status":"unavailable",
-// "error":"...","reasons":[...]} (503). Each reason is {"component",
-// "error","since","effect"}, effect "unready" or "degraded".
-func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
-	writeHealth(w, s.readiness(r.Context()), effectUnready, "ready", "unavailable")
-}
-
-// applyPausedReason names the apply stage's pause (stage_apply_pause.go):
-// unready in a process that runs only the apply stage, which takes nothing
-// from Pub/Sub it can apply; degraded beside the ingest stage, which still
-// accepts while the queue buffers the backlog.
-func (s *Service) applyPausedReason() (healthReason, bool) {
-	if s.apply == nil {
-		return healthReason{}, false
-	}
-	since, err := s.apply.paused()
-	if since.IsZero() {
-		return healthReason{}, false
-	}
-	effect := effectUnready
-	if s.ingest != nil {
-		effect = effectDegraded
-	}
-	return newReason("apply", fmt.Errorf("paused, holding payloads: warehouse %s unavailable: %w", s.cfg.Warehouse, err), since, effect), true
 }
 
 // Run serves until ctx ends, then shuts down gracefully: it stops taking
@@ -556,12 +487,12 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		if s.apply != nil {
 			wg.Go(func() { s.indexPoison(monitorCtx) })
-			wg.Go(func() { s.watchApplyIdle(monitorCtx) })
+			wg.Go(func() { s.monitor.WatchApplyIdle(monitorCtx) })
 		}
 		if s.apply != nil && s.apply.blocks != nil {
 			wg.Go(func() { s.apply.blocks.run(monitorCtx) })
 		}
-		s.monitor.run(monitorCtx)
+		s.monitor.Run(monitorCtx)
 		wg.Wait()
 	}()
 	defer func() {
@@ -677,7 +608,7 @@ func (s *Service) shutdown() error {
 // and the exit is an error, so that whoever stopped the process knows. With
 // an emulator or Google Pub/Sub the subscription keeps the backlog.
 func (s *Service) drain(ctx context.Context) error {
-	if s.PubSub.Mode != PubSubEmbedded || s.ingest == nil {
+	if s.PubSub.Mode != transport.ModeEmbedded || s.ingest == nil {
 		return nil
 	}
 	t := time.NewTicker(10 * time.Millisecond)

@@ -16,6 +16,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -37,7 +38,7 @@ func (a *applyStage) paused() (since time.Time, err error) { return a.pause.stat
 // each payload once it is in the ledger and records each poisoned one;
 // handling, when set, holds the id of every message while it is handled.
 // store is read for the blocked ordering keys with ORDERING_POISON=block.
-func newApplyStage(cfg Config, ps *PubSub, store warehouse.Store, committer handlers.Submitter, counters *metrics.Metrics, box *outbox.Outbox, handling *sync.Map, onSettled func(), logger *slog.Logger) (*applyStage, error) {
+func newApplyStage(cfg Config, ps *transport.PubSub, store warehouse.Store, committer handlers.Submitter, counters *metrics.Metrics, box *outbox.Outbox, handling *sync.Map, onSettled func(), logger *slog.Logger) (*applyStage, error) {
 	wlog := heldAtDebug{watermillLogger(logger)}
 	sub, err := ps.NewSubscriber(cfg.TopicID, cfg.SubscriptionID)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/handlers"
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 )
 
 // IngestPath is where backends POST payloads.
@@ -49,7 +50,7 @@ type ingestStage struct {
 	routes chi.Router
 }
 
-func newIngestStage(cfg Config, ps *PubSub, e *edge.Edge, admit func() error, authorize func(*message.Message, []string) error,
+func newIngestStage(cfg Config, ps *transport.PubSub, e *edge.Edge, admit func() error, authorize func(*message.Message, []string) error,
 	box handlers.Outbox, logger *slog.Logger) (*ingestStage, error) {
 	wlog := watermillLogger(logger)
 	routes := chi.NewRouter()

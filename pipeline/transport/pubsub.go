@@ -1,4 +1,4 @@
-package pipeline
+package transport
 
 import (
 	"context"
@@ -15,33 +15,31 @@ import (
 	"github.com/ThreeDotsLabs/watermill-googlecloud/v2/pkg/googlecloud"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"google.golang.org/api/option"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gatekeeper/gatekeeper/messages"
-	"github.com/gatekeeper/gatekeeper/pipeline/embedded"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport/embedded"
 )
 
 // PubSub is the transport between the stages: one admin client for
 // resources and readiness, one shared publisher (two Pub/Sub publishers
 // behind it, see sharedPublisher.publisherFor), and subscribers on demand.
 type PubSub struct {
-	Mode     PubSubMode
+	Mode     Mode
 	Embedded *embedded.Server // set in embedded mode only
 
 	cfg     Config
 	client  *pubsub.Client
 	options []option.ClientOption
 	pub     message.Publisher
-	// busyPub batches longer (Config.PublishBusyDelayThreshold); nil when
+	// busyPub batches longer (Config.PublishBusyDelay); nil when
 	// that is off. It has a Pub/Sub client, and connections, of its own.
 	// See sharedPublisher.publisherFor.
 	busyPub message.Publisher
 	// inFlight counts the publishes in flight to each topic that may take
-	// busyPub; it is filled once, by NewPubSub, and only read after. Empty
+	// busyPub; it is filled once, by New, and only read after. Empty
 	// when busyPub is nil: there is nothing to choose, so nothing to count.
 	inFlight map[string]*atomic.Int64
 	// shortPublishes and busyPublishes count the messages published
@@ -50,40 +48,40 @@ type PubSub struct {
 	wlog                          watermill.LoggerAdapter
 	logger                        *slog.Logger
 
-	// created lists what NewPubSub had to create: a subscription created
+	// created lists what New had to create: a subscription created
 	// here holds nothing that was published before.
-	created []resource
-	// missing lists what NewPubSub found missing and could not create; only
+	created []Resource
+	// missing lists what New found missing and could not create; only
 	// an ingest-only process starts so, and is not ready until they exist.
-	missing []missingResource
+	missing []MissingResource
 	// warnedUnordered holds the subscriptions already warned about
 	// ordering otherwise than wanted: the health monitor checks them every
 	// few seconds, and the warning says all there is to say once.
 	warnedUnordered sync.Map
-	// onPublish, when set, sees the result of every publish and how long
-	// it took.
-	onPublish func(topic string, took time.Duration, err error)
 }
 
-// NewPubSub connects to the Pub/Sub that cfg selects, starting the embedded
+// New connects to the Pub/Sub that cfg selects, starting the embedded
 // server in embedded mode, and creates or checks the topics and
 // subscriptions the configured stages use.
-func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, error) {
-	ps := &PubSub{Mode: cfg.ResolvedPubSubMode(), cfg: cfg, logger: logger, wlog: watermillLogger(logger)}
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("pub/sub transport:\n%w", err)
+	}
+	ps := &PubSub{Mode: cfg.Mode, cfg: cfg, logger: logger, wlog: cfg.WatermillLogger}
+	if ps.wlog == nil {
+		ps.wlog = watermill.NewSlogLogger(logger)
+	}
 	switch ps.Mode {
-	case PubSubEmbedded:
-		emb, err := embedded.New(cfg.EmbeddedPubSubAddr, 0, logger)
+	case ModeEmbedded:
+		emb, err := embedded.New(cfg.EmbeddedAddr, 0, logger)
 		if err != nil {
 			return nil, err
 		}
 		ps.Embedded = emb
 		ps.options = emulatorOptions(emb.Addr())
-	case PubSubEmulator:
-		ps.options = emulatorOptions(cfg.EmulatorHost)
-	case PubSubGoogle:
-		if cfg.CredentialsFile != "" {
-			ps.options = []option.ClientOption{option.WithAuthCredentialsFile(option.ServiceAccount, cfg.CredentialsFile)}
-		}
+	default:
+		ps.options = ClientOptions(cfg)
 	}
 	logger.Info("Pub/Sub mode", "mode", ps.Mode, "project", cfg.ProjectID, "endpoint", ps.endpoint())
 
@@ -97,21 +95,21 @@ func NewPubSub(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, e
 		_ = ps.Close()
 		return nil, err
 	}
-	if len(ps.missing) > 0 && cfg.Runs(StageApply) {
+	if len(ps.missing) > 0 && cfg.Apply {
 		// The apply stage's subscriber cannot start without them.
 		var errs []error
 		for _, m := range ps.missing {
-			errs = append(errs, m.err)
+			errs = append(errs, m.Err)
 		}
 		_ = ps.Close()
 		return nil, errors.Join(errs...)
 	}
-	ps.pub, err = ps.newPublisher(cfg.publishDelay())
+	ps.pub, err = ps.newPublisher(cfg.PublishDelay)
 	if err != nil {
 		_ = ps.Close()
 		return nil, fmt.Errorf("pub/sub publisher: %w", err)
 	}
-	if busy := cfg.publishBusyDelay(); busy > 0 {
+	if busy := cfg.PublishBusyDelay; busy > cfg.PublishDelay {
 		if ps.busyPub, err = ps.newPublisher(busy); err != nil {
 			_ = ps.Close()
 			return nil, fmt.Errorf("pub/sub publisher: %w", err)
@@ -155,7 +153,7 @@ func (ps *PubSub) newPublisher(delay time.Duration) (message.Publisher, error) {
 // No other topic is read by an ordered subscription, and a key there would
 // only make the client publish its messages one batch at a time.
 func (ps *PubSub) orderingKey(topic string, msg *message.Message) (string, error) {
-	if topic != ps.cfg.OrderedTopicID {
+	if topic != ps.cfg.OrderedTopic {
 		return "", nil
 	}
 	return msg.Metadata.Get(messages.MetaOrderingKey), nil
@@ -164,30 +162,19 @@ func (ps *PubSub) orderingKey(topic string, msg *message.Message) (string, error
 // acceptedTopic is the topic an accepted payload with orderingKey goes to.
 // Payloads without a key travel apart from keyed ones: an ordered
 // subscription delivers everything slowly, keyed or not (see
-// Config.OrderedTopicID).
+// Config.Topic).
 func (ps *PubSub) acceptedTopic(orderingKey string) string {
 	if orderingKey != "" {
-		return ps.cfg.OrderedTopicID
+		return ps.cfg.OrderedTopic
 	}
-	return ps.cfg.TopicID
-}
-
-func emulatorOptions(addr string) []option.ClientOption {
-	return []option.ClientOption{
-		option.WithEndpoint(addr),
-		// The client opens one connection for an emulator; one connection
-		// serialises the many concurrent publishes of the ingestion stage.
-		option.WithGRPCConnectionPool(4),
-		option.WithoutAuthentication(),
-		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-	}
+	return ps.cfg.Topic
 }
 
 func (ps *PubSub) endpoint() string {
 	switch ps.Mode {
-	case PubSubEmbedded:
+	case ModeEmbedded:
 		return ps.Embedded.Addr()
-	case PubSubEmulator:
+	case ModeEmulator:
 		return ps.cfg.EmulatorHost
 	default:
 		return "pubsub.googleapis.com"
@@ -211,7 +198,7 @@ func (ps *PubSub) publishSettings(delay time.Duration) *pubsub.PublishSettings {
 // Publisher is shared by every handler. Routers close the publishers their
 // handlers use, so they get a view whose Close does nothing; PubSub.Close
 // closes the real ones once, last.
-// Every publish's result is reported to onPublish, so that a topic Pub/Sub
+// Every publish's result is reported to Config.OnPublish, so that a topic Pub/Sub
 // lost is noticed (and recreated) at the first publish that finds it gone.
 func (ps *PubSub) Publisher() message.Publisher { return sharedPublisher{ps.pub, ps} }
 
@@ -220,16 +207,16 @@ type sharedPublisher struct {
 	ps *PubSub
 }
 
-// A payload published to the accepted topic (TopicID) goes to the ordered
+// A payload published to the accepted topic (Config.Topic) goes to the ordered
 // topic instead when it has an ordering key, so that every publisher of
 // accepted payloads (the gate, the outbox, replays) routes them alike.
 func (p sharedPublisher) Publish(topic string, msgs ...*message.Message) error {
-	if topic != p.ps.cfg.TopicID {
+	if topic != p.ps.cfg.Topic {
 		return p.publish(topic, msgs)
 	}
 	var unordered, ordered []*message.Message
 	for _, m := range msgs {
-		if p.ps.acceptedTopic(m.Metadata.Get(messages.MetaOrderingKey)) == p.ps.cfg.OrderedTopicID {
+		if p.ps.acceptedTopic(m.Metadata.Get(messages.MetaOrderingKey)) == p.ps.cfg.OrderedTopic {
 			ordered = append(ordered, m)
 		} else {
 			unordered = append(unordered, m)
@@ -240,7 +227,7 @@ func (p sharedPublisher) Publish(topic string, msgs ...*message.Message) error {
 		errs = append(errs, p.publish(topic, unordered))
 	}
 	if len(ordered) > 0 {
-		errs = append(errs, p.publish(p.ps.cfg.OrderedTopicID, ordered))
+		errs = append(errs, p.publish(p.ps.cfg.OrderedTopic, ordered))
 	}
 	return errors.Join(errs...)
 }
@@ -257,15 +244,15 @@ func (p sharedPublisher) publish(topic string, msgs []*message.Message) error {
 	default:
 		p.ps.shortPublishes.Add(int64(len(msgs)))
 	}
-	if p.ps.onPublish != nil {
-		p.ps.onPublish(topic, time.Since(start), err)
+	if p.ps.cfg.OnPublish != nil {
+		p.ps.cfg.OnPublish(topic, time.Since(start), err)
 	}
 	return err
 }
 
 func (sharedPublisher) Close() error { return nil }
 
-// busyPublishing is how many publishes to one topic must be in flight for
+// BusyPublishing is how many publishes to one topic must be in flight for
 // the next one to it to go through the busy publisher. Each HTTP request
 // waits for its own publish, so the longer delay is paid by every request
 // that finds no company for its batch: a lone client, or a few, would lose
@@ -274,7 +261,7 @@ func (sharedPublisher) Close() error { return nil }
 // machine (256 connections) most publishes do, and each publish RPC they
 // save is Pub/Sub server CPU, here the emulator's, beside the service's
 // own. 16 put 61 % of a 32-connection client's publishes on the busy path.
-const busyPublishing = 32
+const BusyPublishing = 32
 
 // inFlightCounters are the topics whose publishes may take the busy
 // publisher, each with its count. Company counts per topic because a batch
@@ -284,8 +271,8 @@ const busyPublishing = 32
 // that each key keeps its order.
 func inFlightCounters(cfg Config) map[string]*atomic.Int64 {
 	counters := map[string]*atomic.Int64{}
-	for _, topic := range []string{cfg.TopicID, cfg.AppliedTopicID, cfg.PoisonTopicID} {
-		if topic != "" && topic != cfg.OrderedTopicID {
+	for _, topic := range []string{cfg.Topic, cfg.AppliedTopic, cfg.PoisonTopic} {
+		if topic != "" && topic != cfg.OrderedTopic {
 			counters[topic] = new(atomic.Int64)
 		}
 	}
@@ -304,7 +291,7 @@ func (p sharedPublisher) publisherFor(topic string) (pub message.Publisher, busy
 	}
 	inFlight := count.Add(1)
 	done = func() { count.Add(-1) }
-	if inFlight <= busyPublishing {
+	if inFlight <= BusyPublishing {
 		return p.Publisher, false, done
 	}
 	return p.ps.busyPub, true, done
@@ -340,7 +327,7 @@ func (ps *PubSub) NewSubscriber(topic, subscription string) (*googlecloud.Subscr
 			// backoff), and no longer: a second apply process must not
 			// get a message this one is still applying (BigQuery lets two
 			// insert-only transactions commit side by side).
-			MaxExtension: ps.cfg.maxLeaseTime(),
+			MaxExtension: ps.cfg.MaxLease,
 			// Leases are renewed 20 s at a time, so a message whose consumer
 			// died or stopped without a nack comes back within 20 s, not the
 			// up to 10 minutes a lease may otherwise be extended by.
@@ -380,9 +367,9 @@ func gracefulShutdown() *pubsub.ShutdownOptions {
 	return &pubsub.ShutdownOptions{Behavior: pubsub.ShutdownBehaviorWaitForProcessing, Timeout: -1}
 }
 
-// resource is a topic, or a subscription on a topic.
-type resource struct {
-	topic, subscription string
+// Resource is a topic, or a subscription on a topic.
+type Resource struct {
+	Topic, Subscription string
 	ackDeadline         time.Duration
 	exactlyOnce         bool
 	// ordered delivers the messages of one ordering key in publish order,
@@ -401,65 +388,70 @@ type resource struct {
 	deadLetterAttempts int
 }
 
-type missingResource struct {
-	resource
-	err error
+// MissingResource is a resource New found missing and could not create,
+// with why.
+type MissingResource struct {
+	Resource
+	Err error
 }
 
-func (r resource) name() string {
-	if r.subscription != "" {
-		return r.subscription
+// Name is the subscription's name, or the topic's.
+func (r Resource) Name() string {
+	if r.Subscription != "" {
+		return r.Subscription
 	}
-	return r.topic
+	return r.Topic
 }
 
 // resources lists, topics before their subscriptions, what the stages this
 // process runs need.
-func (ps *PubSub) resources() []resource {
+func (ps *PubSub) resources() []Resource {
 	c := ps.cfg
-	rs := []resource{{topic: c.TopicID}, {topic: c.OrderedTopicID}}
+	rs := []Resource{{Topic: c.Topic}, {Topic: c.OrderedTopic}}
 	// The ingest stage needs the apply subscriptions as much as the apply
 	// stage does: Pub/Sub drops what is published to a topic without one.
-	apply := resource{
-		topic: c.TopicID, subscription: c.SubscriptionID,
+	apply := Resource{
+		Topic: c.Topic, Subscription: c.Subscription,
 		// The client keeps extending the deadline while a group is
 		// applied; 20 s only bounds how soon a crashed consumer's
 		// messages are redelivered.
 		ackDeadline: 20 * time.Second,
-		exactlyOnce: !c.DisableExactlyOnceDelivery && ps.Mode == PubSubGoogle,
+		exactlyOnce: !c.DisableExactlyOnceDelivery && ps.Mode == ModeGoogle,
 		// Unordered: the payloads here have no ordering key, and an
 		// ordered subscription would cap the apply stage's intake (on
 		// the emulator at 53 payloads/s from a backlog of 100,000, with
-		// stalls of 10-20 s; see Config.OrderedTopicID).
+		// stalls of 10-20 s; see Config.Topic).
 		unorderedWanted: true,
 	}
 	ordered := apply
-	ordered.topic, ordered.subscription = c.OrderedTopicID, c.OrderedSubscriptionID
+	ordered.Topic, ordered.Subscription = c.OrderedTopic, c.OrderedSubscription
 	ordered.ordered, ordered.unorderedWanted = true, false
 	if c.DeadLetterMaxAttempts > 0 {
 		// The dead-letter topic must exist before the subscription names it.
-		apply.deadLetterTopic, apply.deadLetterAttempts = c.PoisonTopicID, c.DeadLetterMaxAttempts
-		ordered.deadLetterTopic, ordered.deadLetterAttempts = c.PoisonTopicID, c.DeadLetterMaxAttempts
-		rs = append(rs, resource{topic: c.PoisonTopicID})
+		apply.deadLetterTopic, apply.deadLetterAttempts = c.PoisonTopic, c.DeadLetterMaxAttempts
+		ordered.deadLetterTopic, ordered.deadLetterAttempts = c.PoisonTopic, c.DeadLetterMaxAttempts
+		rs = append(rs, Resource{Topic: c.PoisonTopic})
 	}
-	if !c.Runs(StageApply) {
+	if !c.Apply {
 		rs = append(rs, apply, ordered)
-		if c.OutboxFollowsTopics() {
-			rs = append(rs,
-				resource{topic: c.AppliedTopicID}, resource{topic: c.PoisonTopicID},
-				resource{topic: c.AppliedTopicID, subscription: c.outboxSubscription("applied"), ackDeadline: 20 * time.Second, expires: true},
-				resource{topic: c.PoisonTopicID, subscription: c.outboxSubscription("poison"), ackDeadline: 20 * time.Second, expires: true},
-			)
+		if c.FollowAppliedSubscription != "" || c.FollowPoisonSubscription != "" {
+			rs = append(rs, Resource{Topic: c.AppliedTopic}, Resource{Topic: c.PoisonTopic})
+		}
+		if c.FollowAppliedSubscription != "" {
+			rs = append(rs, Resource{Topic: c.AppliedTopic, Subscription: c.FollowAppliedSubscription, ackDeadline: 20 * time.Second, expires: true})
+		}
+		if c.FollowPoisonSubscription != "" {
+			rs = append(rs, Resource{Topic: c.PoisonTopic, Subscription: c.FollowPoisonSubscription, ackDeadline: 20 * time.Second, expires: true})
 		}
 		return rs
 	}
 	return append(rs,
-		resource{topic: c.PoisonTopicID},
-		resource{topic: c.AppliedTopicID},
+		Resource{Topic: c.PoisonTopic},
+		Resource{Topic: c.AppliedTopic},
 		apply, ordered,
 		// Without a subscription Pub/Sub keeps nothing: this one holds
 		// poisoned payloads until an operator reads or replays them.
-		resource{topic: c.PoisonTopicID, subscription: c.PoisonSubscriptionID, ackDeadline: 60 * time.Second},
+		Resource{Topic: c.PoisonTopic, Subscription: c.PoisonSubscription, ackDeadline: 60 * time.Second},
 	)
 }
 
@@ -476,7 +468,7 @@ func (ps *PubSub) ensureResources(ctx context.Context) error {
 				ps.created = append(ps.created, r)
 			}
 		case status.Code(err) == codes.NotFound:
-			ps.missing = append(ps.missing, missingResource{r, err})
+			ps.missing = append(ps.missing, MissingResource{r, err})
 		default:
 			errs = append(errs, err)
 		}
@@ -487,12 +479,12 @@ func (ps *PubSub) ensureResources(ctx context.Context) error {
 // ensure checks that r exists and creates it when it is missing and
 // CREATE_RESOURCES allows; created reports that it did. A missing resource
 // it may not create is an error whose status code is NotFound.
-func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err error) {
-	topicName := topicPath(ps.cfg.ProjectID, r.topic)
-	if r.subscription == "" {
+func (ps *PubSub) ensure(ctx context.Context, r Resource) (created bool, err error) {
+	topicName := TopicPath(ps.cfg.ProjectID, r.Topic)
+	if r.Subscription == "" {
 		_, err := ps.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{Topic: topicName})
 		if status.Code(err) == codes.NotFound && ps.cfg.DoNotCreateResources {
-			return false, fmt.Errorf("topic %s does not exist, and CREATE_RESOURCES=false forbids creating it: %w", r.topic, err)
+			return false, fmt.Errorf("topic %s does not exist, and CREATE_RESOURCES=false forbids creating it: %w", r.Topic, err)
 		}
 		if status.Code(err) == codes.NotFound {
 			_, err = ps.client.TopicAdminClient.CreateTopic(ctx, &pubsubpb.Topic{Name: topicName})
@@ -500,29 +492,29 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 				err = nil
 			} else if err == nil {
 				created = true
-				ps.logger.Info("Created topic", "topic", r.topic)
+				ps.logger.Info("Created topic", "topic", r.Topic)
 			}
 		}
 		if err != nil {
-			return false, fmt.Errorf("topic %s: %w", r.topic, err)
+			return false, fmt.Errorf("topic %s: %w", r.Topic, err)
 		}
 		return created, nil
 	}
-	subName := subscriptionPath(ps.cfg.ProjectID, r.subscription)
+	subName := SubscriptionPath(ps.cfg.ProjectID, r.Subscription)
 	sub, err := ps.client.SubscriptionAdminClient.GetSubscription(ctx, &pubsubpb.GetSubscriptionRequest{Subscription: subName})
 	if err == nil {
 		if sub.GetTopic() == deletedTopic {
 			// Its backlog can still be pulled, so gatekeeper does not
 			// delete it; until someone does, nothing published reaches it.
 			return false, status.Errorf(codes.NotFound, "subscription %s is detached: its topic %s was deleted; "+
-				"drain it if it holds anything, then delete it so that gatekeeper can recreate it", r.subscription, r.topic)
+				"drain it if it holds anything, then delete it so that gatekeeper can recreate it", r.Subscription, r.Topic)
 		}
 		if sub.GetTopic() != topicName {
-			return false, fmt.Errorf("subscription %s is attached to %s, want %s", r.subscription, sub.GetTopic(), topicName)
+			return false, fmt.Errorf("subscription %s is attached to %s, want %s", r.Subscription, sub.GetTopic(), topicName)
 		}
 		ordered := sub.GetEnableMessageOrdering()
 		if mismatch := r.ordered && !ordered || r.unorderedWanted && ordered; mismatch {
-			if _, warned := ps.warnedUnordered.LoadOrStore(r.subscription, true); !warned {
+			if _, warned := ps.warnedUnordered.LoadOrStore(r.Subscription, true); !warned {
 				ps.warnOrdering(r, ordered)
 			}
 		}
@@ -530,10 +522,10 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 	}
 	if status.Code(err) == codes.NotFound && ps.cfg.DoNotCreateResources {
 		return false, fmt.Errorf("subscription %s on topic %s does not exist, and CREATE_RESOURCES=false forbids creating it; "+
-			"Pub/Sub would drop every payload published to the topic: %w", r.subscription, r.topic, err)
+			"Pub/Sub would drop every payload published to the topic: %w", r.Subscription, r.Topic, err)
 	}
 	if status.Code(err) != codes.NotFound {
-		return false, fmt.Errorf("subscription %s: %w", r.subscription, err)
+		return false, fmt.Errorf("subscription %s: %w", r.Subscription, err)
 	}
 	sub = &pubsubpb.Subscription{
 		Name:                      subName,
@@ -545,7 +537,7 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 	}
 	if r.deadLetterTopic != "" {
 		sub.DeadLetterPolicy = &pubsubpb.DeadLetterPolicy{
-			DeadLetterTopic:     topicPath(ps.cfg.ProjectID, r.deadLetterTopic),
+			DeadLetterTopic:     TopicPath(ps.cfg.ProjectID, r.deadLetterTopic),
 			MaxDeliveryAttempts: int32(r.deadLetterAttempts),
 		}
 	}
@@ -557,46 +549,94 @@ func (ps *PubSub) ensure(ctx context.Context, r resource) (created bool, err err
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("create subscription %s: %w", r.subscription, err)
+		return false, fmt.Errorf("create subscription %s: %w", r.Subscription, err)
 	}
-	ps.logger.Info("Created subscription", "subscription", r.subscription, "topic", r.topic, "exactly_once", r.exactlyOnce, "ordered", r.ordered)
+	ps.logger.Info("Created subscription", "subscription", r.Subscription, "topic", r.Topic, "exactly_once", r.exactlyOnce, "ordered", r.ordered)
 	return true, nil
 }
 
 // warnOrdering says once that an existing subscription orders otherwise
 // than gatekeeper would have created it: Pub/Sub cannot change ordering on
 // an existing subscription, and refusing to start would stop every payload.
-func (ps *PubSub) warnOrdering(r resource, ordered bool) {
+func (ps *PubSub) warnOrdering(r Resource, ordered bool) {
 	if !ordered {
 		ps.logger.Warn("Subscription delivers without message ordering: payloads with the same ordering key "+
 			"may be applied out of order. Ordering cannot be changed on an existing subscription; "+
 			"create a new one with message ordering enabled (or delete this one, once drained, and let gatekeeper recreate it)",
-			"subscription", r.subscription, "topic", r.topic)
+			"subscription", r.Subscription, "topic", r.Topic)
 		return
 	}
 	ps.logger.Warn("Subscription delivers with message ordering, although it only carries payloads without an ordering key: "+
 		"correct, but ordered delivery slows the apply stage (the emulator stalls on a backlog). "+
 		"Ordering cannot be changed on an existing subscription; once it is drained, delete it and let gatekeeper recreate it",
-		"subscription", r.subscription, "topic", r.topic)
+		"subscription", r.Subscription, "topic", r.Topic)
 }
 
 // deletedTopic is what Pub/Sub names as the topic of a subscription whose
 // topic was deleted.
 const deletedTopic = "_deleted-topic_"
 
-// topicPath and subscriptionPath are the resource names the admin API takes.
-func topicPath(project, topic string) string {
+// TopicPath and SubscriptionPath are the resource names the admin API takes.
+func TopicPath(project, topic string) string {
 	return "projects/" + project + "/topics/" + topic
 }
 
-func subscriptionPath(project, subscription string) string {
+func SubscriptionPath(project, subscription string) string {
 	return "projects/" + project + "/subscriptions/" + subscription
+}
+
+// Client is the admin client, for what reads resources or subscribes
+// beside the stages (the console, the poison index, the outbox's follow).
+func (ps *PubSub) Client() *pubsub.Client { return ps.client }
+
+// Created lists the topics and subscriptions New had to create: a
+// subscription created at this start holds nothing published before.
+func (ps *PubSub) Created() []Resource { return ps.created }
+
+// Missing lists what New found missing and could not create; only an
+// ingest-only process starts so.
+func (ps *PubSub) Missing() []MissingResource { return ps.missing }
+
+// Resources lists, topics before their subscriptions, what the stages this
+// process runs need: what the health monitor keeps in place.
+func (ps *PubSub) Resources() []Resource { return ps.resources() }
+
+// Ensure checks that r exists and creates it when it is missing and
+// creating is allowed; created reports that it did. A missing resource it
+// may not create is an error whose status code is NotFound.
+func (ps *PubSub) Ensure(ctx context.Context, r Resource) (created bool, err error) {
+	return ps.ensure(ctx, r)
+}
+
+// AcceptedPath names the topics and subscriptions an accepted payload may
+// travel through: while one is missing, the gate refuses payloads.
+func (ps *PubSub) AcceptedPath() []string {
+	c := ps.cfg
+	return []string{c.Topic, c.Subscription, c.OrderedTopic, c.OrderedSubscription}
+}
+
+// AcceptedSubscription is the apply subscription on the accepted topic
+// topic, or "" when topic is none of them.
+func (ps *PubSub) AcceptedSubscription(topic string) string {
+	switch topic {
+	case ps.cfg.Topic:
+		return ps.cfg.Subscription
+	case ps.cfg.OrderedTopic:
+		return ps.cfg.OrderedSubscription
+	}
+	return ""
+}
+
+// Published counts the messages published through the short and the busy
+// publisher.
+func (ps *PubSub) Published() (short, busy int64) {
+	return ps.shortPublishes.Load(), ps.busyPublishes.Load()
 }
 
 // Ping reports whether Pub/Sub answers, for /readyz.
 func (ps *PubSub) Ping(ctx context.Context) error {
 	_, err := ps.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{
-		Topic: topicPath(ps.cfg.ProjectID, ps.cfg.TopicID),
+		Topic: TopicPath(ps.cfg.ProjectID, ps.cfg.Topic),
 	})
 	return err
 }

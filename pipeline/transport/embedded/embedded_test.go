@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/gatekeeper/gatekeeper/pipeline/embedded"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport/embedded"
 )
 
 func embeddedClient(t testing.TB, emb *embedded.Server) *pubsub.Client {

@@ -1,4 +1,4 @@
-package pipeline
+package health
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/condition"
-	"github.com/gatekeeper/gatekeeper/warehouse"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -24,20 +24,21 @@ type resourceProblem struct {
 	since time.Time
 }
 
-// monitor keeps the service's Pub/Sub resources in place and its health
-// known. Every interval (and at once after a publish found its topic gone)
+// Monitor keeps the service's Pub/Sub resources in place and its health
+// known, and answers /readyz and /healthz (probes.go). Every interval (and at once after a publish found its topic gone)
 // it checks each topic and subscription the stages use, recreates what is
 // missing when CREATE_RESOURCES allows, and probes the warehouse's write
 // path. A Pub/Sub emulator that restarted, or someone deleting a topic,
 // then heals without a restart; what cannot heal shows in /readyz, and
 // once it has lasted UNHEALTHY_AFTER, in /healthz.
-type monitor struct {
-	ps        *PubSub
-	store     warehouse.Store // nil without the apply stage
+type Monitor struct {
+	cfg       Config
+	ps        PubSub
+	store     Pinger // nil without the apply stage
 	interval  time.Duration
 	logEvery  time.Duration // LOG_REPEAT_INTERVAL
 	logger    *slog.Logger
-	onCreated func(ctx context.Context, r resource)
+	onCreated func(ctx context.Context, r transport.Resource)
 
 	// publish follows the gate's and the apply stage's publishes; admin the
 	// resource checks. Kept apart so that checks that succeed cannot hide
@@ -62,19 +63,34 @@ type monitor struct {
 	logged   map[string]*condition.Condition // per resource, to log each episode once
 	pathDown atomic.Bool                     // the accepted topic or its subscription is missing
 	kick     chan struct{}
+
+	// applyIdleAt is the last moment the apply stage held nothing
+	// (WatchApplyIdle), for telling a wedged apply stage.
+	applyIdleAt atomic.Pointer[time.Time]
 }
 
-func newMonitor(ps *PubSub, store warehouse.Store, interval, logEvery time.Duration, onCreated func(context.Context, resource), logger *slog.Logger) *monitor {
-	m := &monitor{
-		ps: ps, store: store, interval: interval, logEvery: logEvery, logger: logger, onCreated: onCreated,
+// New makes the monitor of what cfg names, with what was found missing at
+// start (Config.Missing) already known. Nothing runs until Run.
+func New(cfg Config, logger *slog.Logger) (*Monitor, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("health:\n%w", err)
+	}
+	m := &Monitor{
+		cfg: cfg, ps: cfg.PubSub, store: cfg.Store, interval: cfg.Interval, logEvery: cfg.LogEvery, logger: logger, onCreated: cfg.OnCreated,
 		missing: map[string]resourceProblem{}, logged: map[string]*condition.Condition{},
 		kick: make(chan struct{}, 1),
 	}
+	logEvery := cfg.LogEvery
 	m.publish = mustCondition(condition.Config{Name: "Publishing to Pub/Sub", Interval: logEvery}, logger)
 	m.admin = mustCondition(condition.Config{Name: "Pub/Sub resource checks", Interval: logEvery}, logger)
 	m.probe = mustCondition(condition.Config{Name: "Warehouse probe", Interval: logEvery}, logger)
 	m.commits = mustCondition(condition.Config{Name: "Warehouse commits", Interval: logEvery}, logger)
-	return m
+	for _, r := range cfg.Missing {
+		m.setMissing(r.Resource, r.Err)
+		logger.Error("Pub/Sub resource missing; not ready until it exists", "resource", r.Name(), "error", r.Err)
+	}
+	return m, nil
 }
 
 // mustCondition is condition.New for a Config known to be valid.
@@ -86,38 +102,39 @@ func mustCondition(cfg condition.Config, logger *slog.Logger) *condition.Conditi
 	return c
 }
 
-// errPathDown refuses a payload while nothing would keep it: Pub/Sub drops
+// ErrPathDown refuses a payload while nothing would keep it: Pub/Sub drops
 // what is published to a topic without a subscription.
-var errPathDown = errors.New("the accepted topic or its subscription is missing")
+var ErrPathDown = errors.New("the accepted topic or its subscription is missing")
 
-// admit refuses payloads while the accepted topic or the apply
-// subscription is known to be missing, with the reason.
-func (m *monitor) admit() error {
+// Admit refuses payloads while the accepted topic or the apply
+// subscription is known to be missing, with the reason (ErrPathDown).
+func (m *Monitor) Admit() error {
 	if !m.pathDown.Load() {
 		return nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
-	for _, name := range m.ps.cfg.acceptedPath() {
+	for _, name := range m.ps.AcceptedPath() {
 		if p, ok := m.missing[name]; ok {
 			errs = append(errs, p.err)
 		}
 	}
-	return fmt.Errorf("%w: %w", errPathDown, errors.Join(errs...))
+	return fmt.Errorf("%w: %w", ErrPathDown, errors.Join(errs...))
 }
 
-// published sees the result of every publish.
-func (m *monitor) published(topic string, err error) {
+// Published sees the result of every publish
+// (transport.Config.OnPublish).
+func (m *Monitor) Published(topic string, err error) {
 	switch {
 	case err == nil:
 		m.publish.OK()
 	case status.Code(err) == codes.NotFound:
-		m.setMissing(resource{topic: topic}, fmt.Errorf("topic %s not found", topic))
-		if sub := m.ps.cfg.acceptedSubscription(topic); sub != "" {
+		m.setMissing(transport.Resource{Topic: topic}, fmt.Errorf("topic %s not found", topic))
+		if sub := m.ps.AcceptedSubscription(topic); sub != "" {
 			// A recreated topic has no subscription until the check
 			// recreates that too; the gate stays shut until it has.
-			m.setMissing(resource{topic: topic, subscription: sub},
+			m.setMissing(transport.Resource{Topic: topic, Subscription: sub},
 				fmt.Errorf("subscription %s: its topic %s was lost", sub, topic))
 		}
 		m.wake()
@@ -127,13 +144,13 @@ func (m *monitor) published(topic string, err error) {
 	}
 }
 
-// committed sees every group the apply stage commits: its group-level
+// Committed sees every group the apply stage commits: its group-level
 // error (nothing of it was written), and the errors of the payloads it
 // rejected. A group that failed whole, or a payload refused for the
 // warehouse's own state (class outage: corrupt, full, read-only), says the
 // warehouse is failing; a payload refused for itself says nothing about
 // the warehouse.
-func (m *monitor) committed(err error, rejected []error) {
+func (m *Monitor) Committed(err error, rejected []error) {
 	if err == nil {
 		for _, r := range rejected {
 			if messages.ClassOf(r) == messages.ClassOutage {
@@ -156,54 +173,54 @@ func (m *monitor) committed(err error, rejected []error) {
 }
 
 // recentlyCommitted reports whether a group committed within d.
-func (m *monitor) recentlyCommitted(d time.Duration) bool {
+func (m *Monitor) recentlyCommitted(d time.Duration) bool {
 	last := m.lastCommit.Load()
 	return last != nil && time.Since(*last) < d
 }
 
-func (m *monitor) wake() {
+func (m *Monitor) wake() {
 	select {
 	case m.kick <- struct{}{}:
 	default:
 	}
 }
 
-func (m *monitor) setMissing(r resource, err error) {
+func (m *Monitor) setMissing(r transport.Resource, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.missing[r.name()]; !ok {
-		m.missing[r.name()] = resourceProblem{err: err, since: time.Now()}
+	if _, ok := m.missing[r.Name()]; !ok {
+		m.missing[r.Name()] = resourceProblem{err: err, since: time.Now()}
 	} else {
-		p := m.missing[r.name()]
+		p := m.missing[r.Name()]
 		p.err = err
-		m.missing[r.name()] = p
+		m.missing[r.Name()] = p
 	}
 	m.updatePathLocked()
 }
 
-func (m *monitor) clearMissing(r resource) {
+func (m *Monitor) clearMissing(r transport.Resource) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.missing[r.name()]; ok {
-		delete(m.missing, r.name())
+	if _, ok := m.missing[r.Name()]; ok {
+		delete(m.missing, r.Name())
 		m.updatePathLocked()
 	}
-	if c := m.logged[r.name()]; c != nil {
+	if c := m.logged[r.Name()]; c != nil {
 		c.OK()
 	}
 }
 
-func (m *monitor) updatePathLocked() {
+func (m *Monitor) updatePathLocked() {
 	down := false
-	for _, name := range m.ps.cfg.acceptedPath() {
+	for _, name := range m.ps.AcceptedPath() {
 		_, missing := m.missing[name]
 		down = down || missing
 	}
 	m.pathDown.Store(down)
 }
 
-// run checks until ctx ends, backing off while checks fail.
-func (m *monitor) run(ctx context.Context) {
+// Run checks until ctx ends, backing off while checks fail.
+func (m *Monitor) Run(ctx context.Context) {
 	wait := m.interval
 	for {
 		select {
@@ -221,11 +238,11 @@ func (m *monitor) run(ctx context.Context) {
 }
 
 // check runs one round and reports whether everything is in place.
-func (m *monitor) check(ctx context.Context) bool {
+func (m *Monitor) check(ctx context.Context) bool {
 	healthy := true
-	for _, r := range m.ps.resources() {
+	for _, r := range m.ps.Resources() {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		created, err := m.ps.ensure(rctx, r)
+		created, err := m.ps.Ensure(rctx, r)
 		cancel()
 		if ctx.Err() != nil {
 			return healthy
@@ -235,7 +252,7 @@ func (m *monitor) check(ctx context.Context) bool {
 			m.admin.OK()
 			m.clearMissing(r)
 			if created {
-				m.logger.Warn("Pub/Sub had lost a resource; recreated it", "resource", r.name(), "topic", r.topic)
+				m.logger.Warn("Pub/Sub had lost a resource; recreated it", "resource", r.Name(), "topic", r.Topic)
 				if m.onCreated != nil {
 					m.onCreated(ctx, r)
 				}
@@ -266,12 +283,12 @@ func (m *monitor) check(ctx context.Context) bool {
 
 // logOnce logs a resource's problem once when it starts, then as a count
 // per minute, and once when the resource is in place again.
-func (m *monitor) logOnce(r resource, msg string, err error) {
+func (m *Monitor) logOnce(r transport.Resource, msg string, err error) {
 	m.mu.Lock()
-	c := m.logged[r.name()]
+	c := m.logged[r.Name()]
 	if c == nil {
-		c = mustCondition(condition.Config{Name: "Pub/Sub resource " + r.name(), Interval: m.logEvery, Attrs: []any{"resource", r.name(), "problem", msg}}, m.logger)
-		m.logged[r.name()] = c
+		c = mustCondition(condition.Config{Name: "Pub/Sub resource " + r.Name(), Interval: m.logEvery, Attrs: []any{"resource", r.Name(), "problem", msg}}, m.logger)
+		m.logged[r.Name()] = c
 	}
 	m.mu.Unlock()
 	c.Fail(err)
@@ -279,7 +296,7 @@ func (m *monitor) logOnce(r resource, msg string, err error) {
 
 // missingNamesLocked returns the missing resources' names, sorted, so that
 // what the service reports is in a stable order. m.mu must be held.
-func (m *monitor) missingNamesLocked() []string {
+func (m *Monitor) missingNamesLocked() []string {
 	names := make([]string, 0, len(m.missing))
 	for name := range m.missing {
 		names = append(names, name)
@@ -290,7 +307,7 @@ func (m *monitor) missingNamesLocked() []string {
 
 // missingResources lists the missing topics and subscriptions, in a
 // stable order, each with since when.
-func (m *monitor) missingResources() []resourceProblem {
+func (m *Monitor) missingResources() []resourceProblem {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []resourceProblem
@@ -304,7 +321,7 @@ func (m *monitor) missingResources() []resourceProblem {
 // commits find it. Commits that fail count while they are recent (within
 // recent): past that, with no group to commit (a paused apply stage, no
 // traffic), the probe alone speaks.
-func (m *monitor) warehouseFailing(now time.Time, recent time.Duration) condition.Status {
+func (m *Monitor) warehouseFailing(now time.Time, recent time.Duration) condition.Status {
 	if st := m.commits.State(); st.Failing() && now.Sub(st.Last) < recent {
 		return st
 	}

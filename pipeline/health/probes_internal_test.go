@@ -1,4 +1,4 @@
-package pipeline
+package health
 
 import (
 	"context"
@@ -7,15 +7,47 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 )
 
-// healthzOf answers /healthz for s and decodes it.
-func healthzOf(t *testing.T, s *Service) (int, healthAnswer) {
+// fakePubSub has every resource in place and answers.
+type fakePubSub struct{}
+
+func (fakePubSub) Resources() []transport.Resource { return nil }
+func (fakePubSub) Ensure(context.Context, transport.Resource) (bool, error) {
+	return false, nil
+}
+func (fakePubSub) AcceptedPath() []string             { return nil }
+func (fakePubSub) AcceptedSubscription(string) string { return "" }
+func (fakePubSub) Ping(context.Context) error         { return nil }
+
+// answering is a warehouse whose probe succeeds.
+type answering struct{}
+
+func (answering) Ping(context.Context) error { return nil }
+
+// newTestMonitor is New for cfg, with a fake Pub/Sub unless cfg has one.
+func newTestMonitor(t *testing.T, cfg Config) *Monitor {
+	t.Helper()
+	if cfg.PubSub == nil {
+		cfg.PubSub = fakePubSub{}
+	}
+	m, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// healthzOf answers /healthz for m and decodes it.
+func healthzOf(t *testing.T, m *Monitor) (int, healthAnswer) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	s.healthz(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	m.Healthz(rec, httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	var a healthAnswer
 	if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil {
 		t.Fatalf("/healthz body %q: %v", rec.Body.String(), err)
@@ -29,18 +61,18 @@ func healthzOf(t *testing.T, s *Service) (int, healthAnswer) {
 // restart. Not while the warehouse is the one failing (a restart would
 // find it as it is), not once a group commits, not while it holds nothing.
 func TestWedgedApplyStageAsksForARestart(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Warehouse = "sqlite:" + t.TempDir() + "/warehouse.db"
-	cfg = cfg.WithDefaults()
-	cfg.UnhealthyAfter = time.Minute
-	store, err := OpenWarehouse(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	s := &Service{cfg: cfg, apply: &applyStage{pause: newApplyPause(cfg.Warehouse, store.Ping, slog.New(slog.DiscardHandler))}, Store: store,
-		monitor: newMonitor(&PubSub{}, store, time.Second, time.Minute, nil, slog.New(slog.DiscardHandler))}
-	limit := max(cfg.UnhealthyAfter, cfg.maxHandlingTime())
+	var handling sync.Map
+	s := newTestMonitor(t, Config{
+		Store: answering{}, Apply: true, Interval: time.Second,
+		UnhealthyAfter: time.Minute, MaxHandlingTime: 7*time.Minute + 50*time.Second, // the default settings' longest: 6 attempts of 60 s, 5 backoffs of 10 s, and a minute
+		ApplyPaused: func() (time.Time, error) { return time.Time{}, nil },
+		ApplyHeld: func() int {
+			held := 0
+			handling.Range(func(any, any) bool { held++; return true })
+			return held
+		},
+	})
+	limit := max(s.cfg.UnhealthyAfter, s.cfg.MaxHandlingTime)
 	idle := time.Now().Add(-limit - time.Minute)
 	s.applyIdleAt.Store(&idle)
 
@@ -48,7 +80,7 @@ func TestWedgedApplyStageAsksForARestart(t *testing.T) {
 	if code, a := healthzOf(t, s); code != 200 || a.Status != "ok" {
 		t.Fatalf("/healthz holding nothing: %d %+v", code, a)
 	}
-	s.handling.Store("p1", time.Now())
+	handling.Store("p1", time.Now())
 	code, a := healthzOf(t, s)
 	if code != 503 || a.Status != "unhealthy" || len(a.Reasons) != 1 || a.Reasons[0].Component != "apply" ||
 		a.Reasons[0].Effect != effectRestart || a.Error == "" {
@@ -56,17 +88,17 @@ func TestWedgedApplyStageAsksForARestart(t *testing.T) {
 	}
 
 	// The warehouse failing explains it: degraded, no restart.
-	s.monitor.committed(errors.New("database disk image is malformed"), nil)
+	s.Committed(errors.New("database disk image is malformed"), nil)
 	if code, a := healthzOf(t, s); code != 200 || a.Status != "degraded" || len(a.Reasons) != 1 || a.Reasons[0].Component != "warehouse" {
 		t.Fatalf("/healthz with the warehouse failing: %d %+v, want 200 degraded naming the warehouse", code, a)
 	}
 	// A commit that succeeds: working.
-	s.monitor.committed(nil, nil)
+	s.Committed(nil, nil)
 	if code, a := healthzOf(t, s); code != 200 || a.Status != "ok" {
 		t.Fatalf("/healthz after a commit: %d %+v", code, a)
 	}
 	// Recently idle: not long enough to be wedged.
-	s.monitor.lastCommit.Store(nil)
+	s.lastCommit.Store(nil)
 	now := time.Now()
 	s.applyIdleAt.Store(&now)
 	if code, a := healthzOf(t, s); code != 200 || a.Status != "ok" {
@@ -77,10 +109,8 @@ func TestWedgedApplyStageAsksForARestart(t *testing.T) {
 // Publishing that fails asks for a restart only past UNHEALTHY_AFTER;
 // before, it is named as degraded.
 func TestPublishFailingRestartsOnlyPastUnhealthyAfter(t *testing.T) {
-	cfg := DefaultConfig().WithDefaults()
-	cfg.UnhealthyAfter = 50 * time.Millisecond
-	s := &Service{cfg: cfg, monitor: newMonitor(&PubSub{}, nil, time.Second, time.Minute, nil, slog.New(slog.DiscardHandler))}
-	s.monitor.published("accepted", errors.New("unavailable"))
+	s := newTestMonitor(t, Config{Interval: time.Second, UnhealthyAfter: 50 * time.Millisecond})
+	s.Published("accepted", errors.New("unavailable"))
 	if code, a := healthzOf(t, s); code != 200 || a.Status != "degraded" || a.Reasons[0].Component != "pubsub.publish" {
 		t.Fatalf("/healthz with publishing failing a moment: %d %+v", code, a)
 	}
@@ -95,7 +125,7 @@ func TestPublishFailingRestartsOnlyPastUnhealthyAfter(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	s.monitor.published("accepted", nil)
+	s.Published("accepted", nil)
 	if code, a := healthzOf(t, s); code != 200 || a.Status != "ok" {
 		t.Fatalf("/healthz after a publish succeeded: %d %+v", code, a)
 	}

@@ -1,4 +1,4 @@
-package pipeline
+package transport
 
 import (
 	"context"
@@ -36,8 +36,9 @@ func (h *heldPublisher) Close() error { return nil }
 // heldPubSub is a PubSub over two held publishers, short and busy.
 func heldPubSub(t *testing.T) (ps *PubSub, started <-chan string, release chan struct{}) {
 	t.Helper()
-	cfg := DefaultConfig().WithDefaults()
-	s := make(chan string, 4*busyPublishing)
+	var cfg Config
+	cfg.setDefaults()
+	s := make(chan string, 4*BusyPublishing)
 	release = make(chan struct{})
 	ps = &PubSub{cfg: cfg, inFlight: inFlightCounters(cfg),
 		pub:     &heldPublisher{name: "short", started: s, release: release},
@@ -77,36 +78,36 @@ func TestPublishesTakeTheBusyDelayOnlyWithCompanyOnTheirTopic(t *testing.T) {
 			}
 		})
 	}
-	for range busyPublishing {
-		publish(ps.cfg.TopicID, "")
+	for range BusyPublishing {
+		publish(ps.cfg.Topic, "")
 		if got := next(t, started); got != "short" {
-			t.Fatalf("with at most %d accepted payloads in flight, a publish went to the %s publisher", busyPublishing, got)
+			t.Fatalf("with at most %d accepted payloads in flight, a publish went to the %s publisher", BusyPublishing, got)
 		}
 	}
-	// busyPublishing are held in flight on the accepted topic.
-	publish(ps.cfg.AppliedTopicID, "")
+	// BusyPublishing are held in flight on the accepted topic.
+	publish(ps.cfg.AppliedTopic, "")
 	if got := next(t, started); got != "short" {
 		t.Errorf("an applied event, alone on its topic, went to the %s publisher", got)
 	}
-	publish(ps.cfg.TopicID, "key-1")
+	publish(ps.cfg.Topic, "key-1")
 	if got := next(t, started); got != "short" {
 		t.Errorf("a keyed payload (the ordered topic) went to the %s publisher", got)
 	}
-	publish(ps.cfg.TopicID, "")
+	publish(ps.cfg.Topic, "")
 	if got := next(t, started); got != "busy" {
-		t.Errorf("with %d accepted payloads in flight, the next went to the %s publisher", busyPublishing, got)
+		t.Errorf("with %d accepted payloads in flight, the next went to the %s publisher", BusyPublishing, got)
 	}
 	close(release)
 	wg.Wait()
-	if short, busy := ps.shortPublishes.Load(), ps.busyPublishes.Load(); short != busyPublishing+2 || busy != 1 {
-		t.Errorf("counted %d short and %d busy publishes, want %d and 1", short, busy, busyPublishing+2)
+	if short, busy := ps.shortPublishes.Load(), ps.busyPublishes.Load(); short != BusyPublishing+2 || busy != 1 {
+		t.Errorf("counted %d short and %d busy publishes, want %d and 1", short, busy, BusyPublishing+2)
 	}
 	for topic, n := range ps.inFlight {
 		if n.Load() != 0 {
 			t.Errorf("%d publishes to %s still counted in flight after all returned", n.Load(), topic)
 		}
 	}
-	publish(ps.cfg.TopicID, "")
+	publish(ps.cfg.Topic, "")
 	if got := next(t, started); got != "short" {
 		t.Errorf("a lone publish after the load went to the %s publisher", got)
 	}
@@ -119,10 +120,10 @@ func TestAPanickingPublishIsNoLongerCountedInFlight(t *testing.T) {
 	close(release)
 	func() {
 		defer func() { _ = recover() }()
-		_ = ps.Publisher().Publish(ps.cfg.TopicID, heldMessage(""))
+		_ = ps.Publisher().Publish(ps.cfg.Topic, heldMessage(""))
 	}()
 	<-started
-	if n := ps.inFlight[ps.cfg.TopicID].Load(); n != 0 {
+	if n := ps.inFlight[ps.cfg.Topic].Load(); n != 0 {
 		t.Errorf("a publish that panicked is still counted in flight (%d)", n)
 	}
 }
@@ -132,28 +133,23 @@ func TestTheBusyPublisherIsMadeOnlyWhenItsDelayIsLonger(t *testing.T) {
 		short, busy time.Duration
 		want        bool
 	}{
-		{0, 0, true}, // the defaults: 1ms and 5ms
+		{0, 0, false}, // no delay, under load either
 		{time.Millisecond, 5 * time.Millisecond, true},
-		{-1, 0, false}, // PUBLISH_DELAY_THRESHOLD=0: no delay, under load either
-		{-1, 5 * time.Millisecond, true},
-		{time.Millisecond, -1, false},
+		{0, 5 * time.Millisecond, true},
+		{time.Millisecond, 0, false},
 		{time.Millisecond, time.Millisecond, false},
 		{time.Millisecond, 500 * time.Microsecond, false},
 	} {
-		cfg := DefaultConfig()
-		cfg.PubSubMode = PubSubEmbedded
-		cfg.EmbeddedPubSubAddr = "127.0.0.1:0"
-		cfg.Stages = []Stage{StageIngest}
-		cfg.PublishDelayThreshold, cfg.PublishBusyDelayThreshold = c.short, c.busy
-		ps, err := NewPubSub(context.Background(), cfg.WithDefaults(), slog.New(slog.DiscardHandler))
+		cfg := Config{Mode: ModeEmbedded, EmbeddedAddr: "127.0.0.1:0", PublishDelay: c.short, PublishBusyDelay: c.busy}
+		ps, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := ps.busyPub != nil; got != c.want {
-			t.Errorf("PUBLISH_DELAY_THRESHOLD %s, PUBLISH_BUSY_DELAY_THRESHOLD %s: busy publisher made %v, want %v", c.short, c.busy, got, c.want)
+			t.Errorf("PublishDelay %s, PublishBusyDelay %s: busy publisher made %v, want %v", c.short, c.busy, got, c.want)
 		}
 		if !c.want && len(ps.inFlight) != 0 {
-			t.Errorf("PUBLISH_DELAY_THRESHOLD %s, PUBLISH_BUSY_DELAY_THRESHOLD %s: publishes counted in flight with no busy publisher to choose", c.short, c.busy)
+			t.Errorf("PublishDelay %s, PublishBusyDelay %s: publishes counted in flight with no busy publisher to choose", c.short, c.busy)
 		}
 		if err := ps.Close(); err != nil {
 			t.Error(err)
