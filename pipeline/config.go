@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/pause"
 )
 
 // Stage names one half of the pipeline.
@@ -495,10 +496,10 @@ func (c Config) maxHandlingTime() time.Duration {
 }
 
 // maxLeaseTime bounds how long the apply stage may keep one message
-// leased: held while the stage is paused (pauseHoldMax, then it is given
+// leased: held while the stage is paused (pause.DefaultHoldMax, then it is given
 // back), then handled.
 func (c Config) maxLeaseTime() time.Duration {
-	return pauseHoldMax + c.maxHandlingTime()
+	return pause.DefaultHoldMax + c.maxHandlingTime()
 }
 
 // retries, jitter and publishDelay are RetryMax, RetryJitter and

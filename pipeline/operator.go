@@ -120,7 +120,6 @@ func (s *Service) indexPoison(ctx context.Context) {
 				}
 			}
 		},
-		LogEvery: pauseLogEvery,
 	}, s.logger)
 	if err != nil {
 		s.logger.Error("Cannot index poisoned payloads", "error", err)

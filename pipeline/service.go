@@ -323,7 +323,7 @@ func (s *Service) registerGauges() {
 		s.Metrics.RegisterIngestBodyBytes(func() float64 { return float64(s.guard.BodyBytes()) })
 	}
 	if s.apply != nil {
-		s.Metrics.RegisterApplyPause(s.apply.pause.metrics)
+		s.Metrics.RegisterApplyPause(s.apply.pause.Metrics)
 		s.Metrics.RegisterOldestUnapplied(func() float64 {
 			var oldest time.Time
 			s.handling.Range(func(_, v any) bool {
@@ -590,7 +590,7 @@ func (s *Service) shutdown() error {
 	if s.apply != nil {
 		errs = append(errs, s.drain(ctx))
 		errs = append(errs, s.apply.router.Close())
-		s.apply.pause.stop()
+		s.apply.pause.Stop()
 		errs = append(errs, s.committer.Close(ctx))
 	}
 	if s.outbox != nil {

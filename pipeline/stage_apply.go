@@ -16,6 +16,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
+	"github.com/gatekeeper/gatekeeper/pipeline/pause"
 	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
@@ -27,12 +28,12 @@ type applyStage struct {
 	// blocks is the blocked ordering keys with ORDERING_POISON=block, else nil.
 	blocks *keyBlocks
 	// pause holds the stage's payloads while the warehouse is unavailable.
-	pause *applyPause
+	pause *pause.Pause
 }
 
 // paused reports since when the stage is paused, and the outage that paused
 // it; a zero time while it runs.
-func (a *applyStage) paused() (since time.Time, err error) { return a.pause.state() }
+func (a *applyStage) paused() (since time.Time, err error) { return a.pause.State() }
 
 // newApplyStage builds the apply stage's router. box, when set, forgets
 // each payload once it is in the ledger and records each poisoned one;
@@ -76,7 +77,10 @@ func newApplyStage(cfg Config, ps *transport.PubSub, store warehouse.Store, comm
 	if store != nil {
 		ping = store.Ping
 	}
-	pause := newApplyPause(cfg.Warehouse, ping, logger)
+	hold, err := pause.New(pause.Config{Warehouse: cfg.Warehouse, Ping: ping}, logger)
+	if err != nil {
+		return nil, err
+	}
 	poisonPublisher := poisonPublisher{Publisher: ps.Publisher(), counters: counters, outbox: box, blocks: blocks, logger: logger}
 	poison, err := middleware.PoisonQueueWithFilter(poisonPublisher, cfg.PoisonTopicID, shouldPoison)
 	if err != nil {
@@ -171,10 +175,10 @@ func newApplyStage(cfg Config, ps *transport.PubSub, store warehouse.Store, comm
 	if blocks != nil {
 		mws = append(mws, blocks.middleware)
 	}
-	mws = append(mws, pause.middleware, retry.Middleware, RecordFailures(time.Now, logger), middleware.Timeout(cfg.ApplyTimeout), recoverer)
+	mws = append(mws, hold.Middleware, retry.Middleware, RecordFailures(time.Now, logger), middleware.Timeout(cfg.ApplyTimeout), recoverer)
 	handler.AddMiddleware(mws...)
 	orderedHandler.AddMiddleware(mws...)
-	return &applyStage{router: router, blocks: blocks, pause: pause}, nil
+	return &applyStage{router: router, blocks: blocks, pause: hold}, nil
 }
 
 // shouldPoison diverts every error except the subscriber's own

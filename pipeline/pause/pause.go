@@ -1,4 +1,7 @@
-package pipeline
+// Package pause holds the apply stage's messages while the warehouse is
+// unavailable (an outage), probes it, and lets them go on when it answers
+// again: an outage never costs a payload an attempt, a retry or a poisoning.
+package pause
 
 import (
 	"context"
@@ -15,34 +18,73 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
-// The apply stage's pause (see applyPause).
-const (
-	// pauseProbeMin and pauseProbeMax bound the wait between two probes:
-	// it starts at the minimum and doubles after every probe that meets
-	// the outage again.
-	pauseProbeMin = time.Second
-	pauseProbeMax = 30 * time.Second
-	// pauseLogEvery is how often a pause that lasts says so, with the
-	// count of payloads it holds.
-	pauseLogEvery = 30 * time.Second
-	// pauseHoldMax is how long one message is held before it is given back
-	// to Pub/Sub with a nack. The subscriber extends the lease for this
-	// long plus Config.maxHandlingTime (Config.maxLeaseTime): a message is
-	// given back before its lease lapses, never taken from under a hold by
-	// another process. Each give-back is a delivery attempt: with
-	// DEAD_LETTER_MAX_ATTEMPTS=N, Pub/Sub moves a payload to the poison
-	// topic (class unknown, replayable) once an outage has held it about N
-	// times this long (2.5 hours at N=5, the least Pub/Sub allows). Without
-	// a dead-letter policy a give-back costs only a redelivery.
-	pauseHoldMax = 30 * time.Minute
-)
+// DefaultHoldMax is how long one message is held before it is given back
+// to Pub/Sub with a nack. The subscriber must extend the lease for at least
+// this long plus the longest a handling may take: a message is given back
+// before its lease lapses, never taken from under a hold by another
+// process. Each give-back is a delivery attempt: with
+// DEAD_LETTER_MAX_ATTEMPTS=N, Pub/Sub moves a payload to the poison topic
+// (class unknown, replayable) once an outage has held it about N times this
+// long (2.5 hours at N=5, the least Pub/Sub allows). Without a dead-letter
+// policy a give-back costs only a redelivery.
+const DefaultHoldMax = 30 * time.Minute
 
-// errPaused is the error of a message given back while the stage is
+// Config configures a Pause.
+type Config struct {
+	// Warehouse names the warehouse in the logs. Required.
+	Warehouse string
+	// Ping probes the warehouse while nothing is held. Required.
+	Ping func(ctx context.Context) error
+	// HoldMax: see DefaultHoldMax. Optional, default DefaultHoldMax.
+	HoldMax time.Duration
+	// ProbeMin and ProbeMax bound the wait between two probes: it starts
+	// at ProbeMin and doubles after every probe that meets the outage
+	// again. Optional, default 1s and 30s.
+	ProbeMin, ProbeMax time.Duration
+	// LogEvery is how often a pause that lasts says so, with the count of
+	// payloads it holds. Optional, default 30s.
+	LogEvery time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.HoldMax == 0 {
+		c.HoldMax = DefaultHoldMax
+	}
+	if c.ProbeMin == 0 {
+		c.ProbeMin = time.Second
+	}
+	if c.ProbeMax == 0 {
+		c.ProbeMax = 30 * time.Second
+	}
+	if c.LogEvery == 0 {
+		c.LogEvery = 30 * time.Second
+	}
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Warehouse == "" {
+		errs = append(errs, errors.New("pause config: Warehouse is required"))
+	}
+	if c.Ping == nil {
+		errs = append(errs, errors.New("pause config: Ping is required"))
+	}
+	if c.HoldMax < 0 || c.ProbeMin < 0 || c.ProbeMax < 0 || c.LogEvery < 0 {
+		errs = append(errs, errors.New("pause config: HoldMax, ProbeMin, ProbeMax and LogEvery must not be negative"))
+	}
+	if c.ProbeMax > 0 && c.ProbeMin > c.ProbeMax {
+		errs = append(errs, fmt.Errorf("pause config: ProbeMin (%s) must not exceed ProbeMax (%s)", c.ProbeMin, c.ProbeMax))
+	}
+	return errors.Join(errs...)
+}
+
+// ErrPaused is the error of a message given back while the stage is
 // paused: its class is outage, so it is nacked, neither poisoned nor
 // counted as an attempt.
-var errPaused = errors.New("the apply stage is paused")
+var ErrPaused = errors.New("the apply stage is paused")
 
-// applyPause holds the apply stage's messages while the warehouse is
+// Pause holds the apply stage's messages while the warehouse is
 // unavailable. Its middleware sits between the poison queue and Retry: when
 // the handler returns an outage (messages.ClassOutage: the warehouse
 // corrupt, full, read-only, locked past its timeout or unreachable;
@@ -54,17 +96,17 @@ var errPaused = errors.New("the apply stage is paused")
 // Holding fills MAX_OUTSTANDING, and the subscriber's flow control then
 // stops pulling: the backlog stays in Pub/Sub.
 //
-// It probes with backoff (pauseProbeMin doubling to pauseProbeMax): one
+// It probes with backoff (ProbeMin doubling to ProbeMax): one
 // held message goes through as the probe, since a real apply is the truest
 // probe (a read-only ping sees neither a full disk nor zeroed table
 // pages). When the probe's result is anything but an outage, the stage
 // resumes and every held message goes on. With nothing held, the probe is
 // the warehouse's Ping.
 //
-// A message held pauseHoldMax is given back with a nack (see pauseHoldMax);
+// A message held HoldMax is given back with a nack (see DefaultHoldMax);
 // one whose context ends (the stage is shutting down) returns its
 // cancellation, nacked too: neither is poisoned.
-type applyPause struct {
+type Pause struct {
 	warehouse string // names the warehouse in the logs
 	ping      func(ctx context.Context) error
 	logger    *slog.Logger
@@ -97,17 +139,22 @@ type applyPause struct {
 	pausedFor time.Duration
 }
 
-func newApplyPause(warehouseName string, ping func(context.Context) error, logger *slog.Logger) *applyPause {
-	return &applyPause{
-		warehouse: warehouseName, ping: ping, logger: logger,
-		holdMax: pauseHoldMax, probeMin: pauseProbeMin, probeMax: pauseProbeMax, logEvery: pauseLogEvery,
-		turn: make(chan struct{}, 1),
+// New returns a Pause, or every problem with cfg.
+func New(cfg Config, logger *slog.Logger) (*Pause, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	return &Pause{
+		warehouse: cfg.Warehouse, ping: cfg.Ping, logger: logger,
+		holdMax: cfg.HoldMax, probeMin: cfg.ProbeMin, probeMax: cfg.ProbeMax, logEvery: cfg.LogEvery,
+		turn: make(chan struct{}, 1),
+	}, nil
 }
 
-// middleware holds messages while the stage is paused, and pauses it when
+// Middleware holds messages while the stage is paused, and pauses it when
 // the handler meets an outage.
-func (p *applyPause) middleware(h message.HandlerFunc) message.HandlerFunc {
+func (p *Pause) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		received := time.Now()
 		for {
@@ -136,7 +183,7 @@ func (p *applyPause) middleware(h message.HandlerFunc) message.HandlerFunc {
 // the message until the stage resumes (false), the message is chosen as the
 // probe (true), its context ends or it has been held holdMax since it was
 // received (an error of class outage, for a nack).
-func (p *applyPause) wait(msg *message.Message, received time.Time) (probe bool, err error) {
+func (p *Pause) wait(msg *message.Message, received time.Time) (probe bool, err error) {
 	p.mu.Lock()
 	if !p.paused {
 		p.mu.Unlock()
@@ -167,19 +214,19 @@ func (p *applyPause) wait(msg *message.Message, received time.Time) (probe bool,
 	case <-msg.Context().Done():
 		// Still the cancellation (errors.Is), so the router nacks it and
 		// the poison queue lets it be.
-		return false, messages.Outage(fmt.Errorf("%w; held, and given back as the stage stops: %w", errPaused, msg.Context().Err()))
+		return false, messages.Outage(fmt.Errorf("%w; held, and given back as the stage stops: %w", ErrPaused, msg.Context().Err()))
 	case <-limit.C:
 		return false, p.giveBack(cause)
 	}
 }
 
-func (p *applyPause) giveBack(cause error) error {
-	return messages.Outage(fmt.Errorf("%w (%v): held %s, given back to Pub/Sub before its lease ends", errPaused, cause, p.holdMax))
+func (p *Pause) giveBack(cause error) error {
+	return messages.Outage(fmt.Errorf("%w (%v): held %s, given back to Pub/Sub before its lease ends", ErrPaused, cause, p.holdMax))
 }
 
 // fail records an outage: it pauses the stage, or, from a probe, schedules
 // the next probe after twice the wait.
-func (p *applyPause) fail(err error, probe bool) {
+func (p *Pause) fail(err error, probe bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.err = err
@@ -195,7 +242,7 @@ func (p *applyPause) fail(err error, probe bool) {
 }
 
 // begin pauses the stage. p.mu must be held.
-func (p *applyPause) begin(err error) {
+func (p *Pause) begin(err error) {
 	now := time.Now()
 	p.paused, p.since, p.resumed = true, now, make(chan struct{})
 	p.heldMax, p.probes, p.probing = 0, 0, false
@@ -219,7 +266,7 @@ func (p *applyPause) begin(err error) {
 }
 
 // resume ends the pause: every held message goes on.
-func (p *applyPause) resume() {
+func (p *Pause) resume() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.paused {
@@ -239,7 +286,7 @@ func (p *applyPause) resume() {
 
 // probeGone forgets a probe that ended without a result; the next one
 // follows after the current wait.
-func (p *applyPause) probeGone() {
+func (p *Pause) probeGone() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.paused && p.probing {
@@ -249,7 +296,7 @@ func (p *applyPause) probeGone() {
 }
 
 // drainTurn takes back a token nobody took. p.mu must be held.
-func (p *applyPause) drainTurn() {
+func (p *Pause) drainTurn() {
 	select {
 	case <-p.turn:
 	default:
@@ -258,7 +305,7 @@ func (p *applyPause) drainTurn() {
 
 // probeDue runs when the next probe is due: it lets one held message
 // through, or, with none held, pings the warehouse.
-func (p *applyPause) probeDue() {
+func (p *Pause) probeDue() {
 	p.mu.Lock()
 	if !p.paused || p.closed {
 		p.mu.Unlock()
@@ -299,7 +346,7 @@ func (p *applyPause) probeDue() {
 
 // logStill says, once per interval while the pause lasts, how many
 // payloads it holds.
-func (p *applyPause) logStill() {
+func (p *Pause) logStill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.paused || p.closed {
@@ -310,8 +357,8 @@ func (p *applyPause) logStill() {
 	p.logT.Reset(p.logEvery)
 }
 
-// stop ends the probes and the logs, at shutdown.
-func (p *applyPause) stop() {
+// Stop ends the probes and the logs, at shutdown.
+func (p *Pause) Stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
@@ -321,9 +368,9 @@ func (p *applyPause) stop() {
 	}
 }
 
-// state reports since when the stage is paused and why; a zero time while
+// State reports since when the stage is paused and why; a zero time while
 // it runs.
-func (p *applyPause) state() (since time.Time, err error) {
+func (p *Pause) State() (since time.Time, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.paused {
@@ -332,8 +379,8 @@ func (p *applyPause) state() (since time.Time, err error) {
 	return p.since, p.err
 }
 
-// metrics reads the pause for the metrics.
-func (p *applyPause) metrics() metrics.ApplyPause {
+// Metrics reads the pause for the metrics.
+func (p *Pause) Metrics() metrics.ApplyPause {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := metrics.ApplyPause{Paused: p.paused, Pauses: p.pauses, PausedFor: p.pausedFor, Held: p.held}

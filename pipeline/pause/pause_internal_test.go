@@ -1,4 +1,4 @@
-package pipeline
+package pause
 
 import (
 	"context"
@@ -17,11 +17,11 @@ import (
 // context ended at shutdown, is nacked: never poisoned, never counted as
 // an attempt (RecordFailures is inside and never sees it).
 func TestPauseGivesBackWhatItHoldsWithoutPoisoningIt(t *testing.T) {
-	p := newApplyPause("test", func(context.Context) error { return messages.Outage(errors.New("still down")) }, slog.New(slog.DiscardHandler))
+	p := mustNew(t, func(context.Context) error { return messages.Outage(errors.New("still down")) })
 	p.holdMax, p.probeMin, p.probeMax = 300*time.Millisecond, time.Hour, time.Hour
-	defer p.stop()
+	defer p.Stop()
 	var calls atomic.Int32
-	h := p.middleware(func(*message.Message) ([]*message.Message, error) {
+	h := p.Middleware(func(*message.Message) ([]*message.Message, error) {
 		calls.Add(1)
 		return nil, messages.Outage(errors.New("database or disk is full"))
 	})
@@ -33,13 +33,13 @@ func TestPauseGivesBackWhatItHoldsWithoutPoisoningIt(t *testing.T) {
 	if took := time.Since(started); took < p.holdMax || took > p.holdMax+2*time.Second {
 		t.Errorf("given back after %v, want about %v", took, p.holdMax)
 	}
-	if messages.ClassOf(err) != messages.ClassOutage || !errors.Is(err, errPaused) || shouldPoison(err) {
-		t.Fatalf("given back with %v (class %s, poison %v); want an outage the poison queue lets through", err, messages.ClassOf(err), shouldPoison(err))
+	if messages.ClassOf(err) != messages.ClassOutage || !errors.Is(err, ErrPaused) {
+		t.Fatalf("given back with %v (class %s); want an outage, ErrPaused", err, messages.ClassOf(err))
 	}
 	if calls.Load() != 1 {
 		t.Errorf("the handler ran %d times, want once: no probe was due", calls.Load())
 	}
-	if since, err := p.state(); since.IsZero() || err == nil {
+	if since, err := p.State(); since.IsZero() || err == nil {
 		t.Errorf("state %v %v, want paused", since, err)
 	}
 
@@ -52,13 +52,13 @@ func TestPauseGivesBackWhatItHoldsWithoutPoisoningIt(t *testing.T) {
 		_, err := h(msg)
 		done <- err
 	}()
-	for p.metrics().Held != 1 {
+	for p.Metrics().Held != 1 {
 		time.Sleep(5 * time.Millisecond)
 	}
 	cancel()
 	err = <-done
-	if !errors.Is(err, context.Canceled) || shouldPoison(err) {
-		t.Fatalf("at shutdown: %v (poison %v), want the cancellation, not poisoned", err, shouldPoison(err))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("at shutdown: %v, want the cancellation, which the poison queue nacks", err)
 	}
 	if calls.Load() != 1 {
 		t.Errorf("a message that arrived while paused reached the handler (%d calls)", calls.Load())
@@ -71,16 +71,16 @@ func TestPauseWithNothingHeldProbesWithPing(t *testing.T) {
 	var down atomic.Bool
 	down.Store(true)
 	var pings atomic.Int32
-	p := newApplyPause("test", func(context.Context) error {
+	p := mustNew(t, func(context.Context) error {
 		pings.Add(1)
 		if down.Load() {
 			return messages.Outage(errors.New("database is locked"))
 		}
 		return nil
-	}, slog.New(slog.DiscardHandler))
+	})
 	p.probeMin, p.probeMax = 10*time.Millisecond, 40*time.Millisecond
-	defer p.stop()
-	h := p.middleware(func(*message.Message) ([]*message.Message, error) {
+	defer p.Stop()
+	h := p.Middleware(func(*message.Message) ([]*message.Message, error) {
 		return nil, messages.Outage(errors.New("database is locked"))
 	})
 	// One attempt meets the outage, then its message leaves at once.
@@ -91,13 +91,13 @@ func TestPauseWithNothingHeldProbesWithPing(t *testing.T) {
 	for pings.Load() < 3 {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if since, _ := p.state(); since.IsZero() {
+	if since, _ := p.State(); since.IsZero() {
 		t.Fatal("resumed while Ping still fails")
 	}
 	down.Store(false)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if since, _ := p.state(); since.IsZero() {
+		if since, _ := p.State(); since.IsZero() {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -105,20 +105,25 @@ func TestPauseWithNothingHeldProbesWithPing(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if m := p.metrics(); m.Paused || m.Pauses != 1 || m.PausedFor <= 0 {
+	if m := p.Metrics(); m.Paused || m.Pauses != 1 || m.PausedFor <= 0 {
 		t.Errorf("metrics after the pause: %+v", m)
 	}
 }
 
-// An attempt that meets an outage is not an attempt of the payload's.
-func TestRecordFailuresSkipsOutages(t *testing.T) {
-	h := RecordFailures(time.Now, slog.New(slog.DiscardHandler))(func(*message.Message) ([]*message.Message, error) {
-		return nil, messages.Outage(errors.New("disk full"))
-	})
-	msg := message.NewMessage("1", nil)
-	_, _ = h(msg)
-	_, _ = h(msg)
-	if a, c := msg.Metadata.Get(messages.MetaAttempts), msg.Metadata.Get(messages.MetaErrorClass); a != "" || c != "" {
-		t.Fatalf("attempts %q, class %q recorded for outages; want nothing", a, c)
+func mustNew(t *testing.T, ping func(context.Context) error) *Pause {
+	t.Helper()
+	p, err := New(Config{Warehouse: "test", Ping: ping}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	err := Config{HoldMax: -1, ProbeMin: time.Minute, ProbeMax: time.Second}.Validate()
+	want := "pause config: Warehouse is required\npause config: Ping is required\n" +
+		"pause config: HoldMax, ProbeMin, ProbeMax and LogEvery must not be negative\npause config: ProbeMin (1m0s) must not exceed ProbeMax (1s)"
+	if err == nil || err.Error() != want {
+		t.Errorf("Validate: %v, want:\n%s", err, want)
 	}
 }
