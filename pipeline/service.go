@@ -490,7 +490,7 @@ func (s *Service) Run(ctx context.Context) error {
 			wg.Go(func() { s.monitor.WatchApplyIdle(monitorCtx) })
 		}
 		if s.apply != nil && s.apply.blocks != nil {
-			wg.Go(func() { s.apply.blocks.run(monitorCtx) })
+			wg.Go(func() { s.apply.blocks.Run(monitorCtx) })
 		}
 		s.monitor.Run(monitorCtx)
 		wg.Wait()

@@ -15,6 +15,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/handlers"
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/metrics"
+	"github.com/gatekeeper/gatekeeper/pipeline/ordering"
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/pipeline/pause"
 	"github.com/gatekeeper/gatekeeper/pipeline/transport"
@@ -26,7 +27,7 @@ import (
 type applyStage struct {
 	router *message.Router
 	// blocks is the blocked ordering keys with ORDERING_POISON=block, else nil.
-	blocks *keyBlocks
+	blocks *ordering.Blocks
 	// pause holds the stage's payloads while the warehouse is unavailable.
 	pause *pause.Pause
 }
@@ -68,9 +69,9 @@ func newApplyStage(cfg Config, ps *transport.PubSub, store warehouse.Store, comm
 	if err != nil {
 		return nil, err
 	}
-	var blocks *keyBlocks
+	var blocks *ordering.Blocks
 	if cfg.OrderingPoison == OrderingPoisonBlock {
-		blocks = newKeyBlocks(store, logger)
+		blocks = ordering.New(store, logger)
 	}
 	// With nothing held, the pause probes with the warehouse's Ping.
 	ping := func(context.Context) error { return nil }
@@ -170,10 +171,10 @@ func newApplyStage(cfg Config, ps *transport.PubSub, store warehouse.Store, comm
 	// acked, so the key's later payloads apply (ORDERING_POISON=continue).
 	// With ORDERING_POISON=block the poisoning blocks the key instead: the
 	// key's later payloads are held (nacked) until an operator replays or
-	// purges the poisoned one (ordering_block.go).
+	// purges the poisoned one (package ordering).
 	mws := []message.HandlerMiddleware{settled(handling, onSettled), middleware.CorrelationID, poison}
 	if blocks != nil {
-		mws = append(mws, blocks.middleware)
+		mws = append(mws, blocks.Middleware)
 	}
 	mws = append(mws, hold.Middleware, retry.Middleware, RecordFailures(time.Now, logger), middleware.Timeout(cfg.ApplyTimeout), recoverer)
 	handler.AddMiddleware(mws...)
@@ -187,7 +188,7 @@ func newApplyStage(cfg Config, ps *transport.PubSub, store warehouse.Store, comm
 // outages from reaching here; this is the second guard: an outage is the
 // infrastructure's fault, never the payload's.
 func shouldPoison(err error) bool {
-	return !errors.Is(err, context.Canceled) && !errors.Is(err, errHeld) && messages.ClassOf(err) != messages.ClassOutage
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, ordering.ErrHeld) && messages.ClassOf(err) != messages.ClassOutage
 }
 
 // heldAtDebug logs the router's "Handler returned error" for a held payload
@@ -198,7 +199,7 @@ func shouldPoison(err error) bool {
 type heldAtDebug struct{ watermill.LoggerAdapter }
 
 func (l heldAtDebug) Error(msg string, err error, fields watermill.LogFields) {
-	if errors.Is(err, errHeld) || messages.ClassOf(err) == messages.ClassOutage {
+	if errors.Is(err, ordering.ErrHeld) || messages.ClassOf(err) == messages.ClassOutage {
 		l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"error": err}))
 		return
 	}
@@ -215,7 +216,7 @@ type poisonPublisher struct {
 	message.Publisher
 	counters *metrics.Metrics
 	outbox   *outbox.Outbox
-	blocks   *keyBlocks // nil unless ORDERING_POISON=block
+	blocks   *ordering.Blocks // nil unless ORDERING_POISON=block
 	logger   *slog.Logger
 }
 
@@ -230,7 +231,7 @@ func (p poisonPublisher) Publish(topic string, msgs ...*message.Message) error {
 		if p.blocks != nil {
 			// Before the poisoned payload is acked, so before Pub/Sub hands
 			// this process the key's next payload.
-			p.blocks.poisoned(m.Metadata.Get(messages.MetaOrderingKey), m.UUID)
+			p.blocks.Poisoned(m.Metadata.Get(messages.MetaOrderingKey), m.UUID)
 		}
 		p.counters.Payload(metrics.OutcomePoisoned, m.Metadata.Get(messages.MetaBackend))
 		p.logger.Warn("Payload poisoned", "payload_id", m.UUID, "topic", topic,

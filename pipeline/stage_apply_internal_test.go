@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/ordering"
 	"github.com/gatekeeper/gatekeeper/pipeline/pause"
 )
 
@@ -36,7 +37,7 @@ func TestShouldPoisonOnlyThePayloadsOwnFailures(t *testing.T) {
 		want bool
 	}{
 		{fmt.Errorf("shutdown: %w", context.Canceled), false},
-		{fmt.Errorf("key k: %w", errHeld), false},
+		{fmt.Errorf("key k: %w", ordering.ErrHeld), false},
 		{messages.Outage(fmt.Errorf("held too long: %w", pause.ErrPaused)), false},
 		{messages.Transient(errors.New("busy")), true},
 		{messages.Permanent(errors.New("no such table")), true},

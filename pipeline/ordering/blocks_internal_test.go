@@ -1,4 +1,4 @@
-package pipeline
+package ordering
 
 import (
 	"log/slog"
@@ -12,13 +12,13 @@ import (
 // is always let through.
 func TestKeyBlocksHoldBehindTheNackedHead(t *testing.T) {
 	now := time.Unix(0, 0)
-	b := newKeyBlocks(nil, slog.New(slog.DiscardHandler))
+	b := New(nil, slog.New(slog.DiscardHandler))
 	b.now = func() time.Time { return now }
 	if b.mayApply("k", "p2") {
 		t.Fatal("admitted before the index was read once")
 	}
 	b.ready = true
-	b.poisoned("k", "p1")
+	b.Poisoned("k", "p1")
 	for _, id := range []string{"p2", "p3"} {
 		if b.mayApply("k", id) {
 			t.Fatalf("%s admitted while p1 blocks the key", id)
@@ -43,7 +43,7 @@ func TestKeyBlocksHoldBehindTheNackedHead(t *testing.T) {
 	}
 	// A head that never comes back (delivered elsewhere) stops holding the
 	// key after headTTL.
-	b.poisoned("k", "p4")
+	b.Poisoned("k", "p4")
 	if b.mayApply("k", "p5") {
 		t.Fatal("p5 admitted while p4 blocks the key")
 	}

@@ -1,4 +1,7 @@
-package pipeline
+// Package ordering holds back, with ORDERING_POISON=block, the payloads of
+// an ordering key while an earlier payload of that key is poisoned, so that
+// a key's payloads never apply around a hole.
+package ordering
 
 import (
 	"context"
@@ -15,9 +18,9 @@ import (
 )
 
 // ORDERING_POISON=block. A key is blocked while one of its payloads is
-// poisoned in the poison index, or replayed and not yet in the ledger. The
+// Poisoned in the poison index, or replayed and not yet in the ledger. The
 // index is the durable record, shared by every process and kept across
-// restarts; keyBlocks caches it and adds what this process poisoned itself
+// restarts; Blocks caches it and adds what this process poisoned itself
 // before the indexer wrote it, since the key's next payload can arrive
 // sooner than that.
 const (
@@ -28,25 +31,25 @@ const (
 	// that a blocked key costs a redelivery a second, not a spin.
 	holdDelay = time.Second
 	// headTTL bounds how long a key waits for the redelivery of the payload
-	// this process gave back first (see keyBlocks.heads), in case Pub/Sub
+	// this process gave back first (see Blocks.heads), in case Pub/Sub
 	// delivered it to another process.
 	headTTL = time.Minute
 )
 
-// errHeld is what the apply stage's handler returns for a payload held
-// back by its blocked key. It is a flow-control signal of this stage, not
-// a class of failure: nothing failed, the payload is fine and must wait,
-// so no class (messages.Class) describes it and nothing outside the apply
-// stage ever sees it. The poison queue nacks it (shouldPoison), and the
-// router logs it at debug (heldAtDebug).
-var errHeld = errors.New("held: an earlier payload of its ordering key is poisoned (ORDERING_POISON=block)")
+// ErrHeld is what Blocks' middleware returns for a payload held back by
+// its blocked key. It is a flow-control signal of the apply stage, not a
+// class of failure: nothing failed, the payload is fine and must wait, so
+// no class (messages.Class) describes it and nothing outside the apply
+// stage ever sees it. The apply stage's poison queue nacks it, and its
+// router logs it at debug.
+var ErrHeld = errors.New("held: an earlier payload of its ordering key is poisoned (ORDERING_POISON=block)")
 
 type head struct {
 	id string
 	at time.Time
 }
 
-type keyBlocks struct {
+type Blocks struct {
 	store  warehouse.Store
 	logger *slog.Logger
 	now    func() time.Time
@@ -67,13 +70,15 @@ type keyBlocks struct {
 	heads map[string]head
 }
 
-func newKeyBlocks(store warehouse.Store, logger *slog.Logger) *keyBlocks {
-	return &keyBlocks{store: store, logger: logger, now: time.Now,
+// New returns the blocked keys of store's poison index; Run keeps them
+// fresh.
+func New(store warehouse.Store, logger *slog.Logger) *Blocks {
+	return &Blocks{store: store, logger: logger, now: time.Now,
 		blocked: map[string]map[string]bool{}, local: map[string]map[string]bool{}, heads: map[string]head{}}
 }
 
-// run refreshes the blocked keys from the index until ctx ends.
-func (b *keyBlocks) run(ctx context.Context) {
+// Run refreshes the blocked keys from the index until ctx ends.
+func (b *Blocks) Run(ctx context.Context) {
 	for {
 		if err := b.refresh(ctx); err != nil && ctx.Err() == nil {
 			// The cache stays as it was: stale blocks only delay.
@@ -87,7 +92,7 @@ func (b *keyBlocks) run(ctx context.Context) {
 	}
 }
 
-func (b *keyBlocks) refresh(ctx context.Context) error {
+func (b *Blocks) refresh(ctx context.Context) error {
 	entries, err := b.store.Entries(ctx, warehouse.EventFilter{
 		Keyed: true, States: []warehouse.EventKind{warehouse.EventPoisoned, warehouse.EventReplayed},
 	})
@@ -153,7 +158,7 @@ func addBlock(m map[string]map[string]bool, key, id string) {
 
 // mayApply reports whether payload id of key may be applied now; when not, it
 // is held.
-func (b *keyBlocks) mayApply(key, id string) bool {
+func (b *Blocks) mayApply(key, id string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.ready {
@@ -181,7 +186,7 @@ func (b *keyBlocks) mayApply(key, id string) bool {
 
 // applied records that payload id of key applied (or was a duplicate): it
 // blocks nothing any more.
-func (b *keyBlocks) applied(key, id string) {
+func (b *Blocks) applied(key, id string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if h, ok := b.heads[key]; ok && h.id == id {
@@ -195,9 +200,9 @@ func (b *keyBlocks) applied(key, id string) {
 	}
 }
 
-// poisoned records that payload id of key reached the poison topic: the key
+// Poisoned records that payload id of key reached the poison topic: the key
 // is blocked from now on, before the indexer has it.
-func (b *keyBlocks) poisoned(key, id string) {
+func (b *Blocks) Poisoned(key, id string) {
 	if key == "" {
 		return
 	}
@@ -212,10 +217,10 @@ func (b *keyBlocks) poisoned(key, id string) {
 		"ordering_key", key, "payload_id", id)
 }
 
-// middleware holds the payloads of blocked keys. It sits inside the poison
+// Middleware holds the payloads of blocked keys. It sits inside the poison
 // queue, which lets a held payload's error through to a nack, and outside
 // Retry and RecordFailures: holding is not a failed attempt.
-func (b *keyBlocks) middleware(h message.HandlerFunc) message.HandlerFunc {
+func (b *Blocks) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		key := msg.Metadata.Get(messages.MetaOrderingKey)
 		if key == "" {
@@ -227,7 +232,7 @@ func (b *keyBlocks) middleware(h message.HandlerFunc) message.HandlerFunc {
 			case <-msg.Context().Done():
 			case <-time.After(holdDelay):
 			}
-			return nil, fmt.Errorf("payload %s of ordering key %q: %w", msg.UUID, key, errHeld)
+			return nil, fmt.Errorf("payload %s of ordering key %q: %w", msg.UUID, key, ErrHeld)
 		}
 		out, err := h(msg)
 		if err == nil {
