@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/pipeline/pause"
 )
 
@@ -456,14 +457,14 @@ func (c Config) OutboxEnabled() bool {
 // outboxSubscription names this process's subscription on the applied or
 // poison topic: one per outbox file, so that each ingest replica sees
 // every event, not a share of them. The file is its host and absolute
-// path (outboxKey): replicas on several hosts often keep their outboxes at
+// path (outbox.Place): replicas on several hosts often keep their outboxes at
 // the same path, and the subscription's existence is also Pub/Sub's record
-// that an outbox lived there (outbox_identity.go), which a new replica
+// that an outbox lived there (outbox.Keeper), which a new replica
 // must not mistake for its own.
 func (c Config) outboxSubscription(topic string) string {
-	key := c.outboxKey()
+	place := outbox.PlaceOf(c.OutboxPath)
 	h := fnv.New32a()
-	h.Write([]byte(key.host + "\x00" + key.path))
+	h.Write([]byte(place.Host + "\x00" + place.Path))
 	return fmt.Sprintf("%s-outbox-%s-%08x", c.SubscriptionID, topic, h.Sum32())
 }
 

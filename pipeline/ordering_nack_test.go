@@ -21,7 +21,7 @@ import (
 // a key, so m1 comes back before m2 is delivered at all. The gcloud
 // emulator hands over m2 and m3 before m1 comes back, as Google's client
 // does with messages it already pulled: the apply stage itself must hold
-// them (keyBlocks.heads), Pub/Sub does not.
+// them (ordering.Blocks' heads), Pub/Sub does not.
 func TestNackedOrderedMessageComesBackFirst(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)

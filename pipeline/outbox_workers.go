@@ -4,9 +4,68 @@ import (
 	"context"
 	"time"
 
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/pipeline/transport"
+	"github.com/gatekeeper/gatekeeper/warehouse"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
+
+// openOutbox opens the outbox through its keeper, which refuses a file
+// that is not the one the warehouse or Pub/Sub remember.
+func (s *Service) openOutbox(ctx context.Context) (err error) {
+	var registry warehouse.OutboxRegistry
+	if reg, ok := s.Store.(warehouse.OutboxRegistry); ok && s.cfg.Runs(StageApply) {
+		registry = reg
+	}
+	if s.keeper, err = outbox.NewKeeper(outbox.KeeperConfig{
+		Outbox: outbox.Config{
+			Path: s.cfg.OutboxPath, Sync: s.cfg.SQLiteSync, RedeliverAfter: s.cfg.OutboxRedeliverAfter,
+			LogEvery: s.cfg.LogRepeatInterval,
+		},
+		Registry: registry, Remembered: s.subscriptionRemembers, AcceptLoss: s.cfg.OutboxAcceptLoss,
+	}, s.logger); err != nil {
+		return err
+	}
+	s.outbox, err = s.keeper.Open(ctx)
+	return err
+}
+
+// subscriptionRemembers is what Pub/Sub remembers of an ingest-only
+// process's outbox: its follow subscription on the applied topic, named
+// after the host and the file, existed before this start (the transport
+// did not create it). Its existence is all it says. Labels could carry
+// the identity and the count, but the emulator refuses to update them
+// ("labels is not a known Subscription field"), and a subscription's
+// labels set only at its creation would keep a lost outbox's identity for
+// ever. So on Pub/Sub a missing or empty file is caught, a file replaced
+// by another outbox is not. The embedded Pub/Sub keeps nothing across
+// restarts, and a follow subscription unused for a day expires: then only
+// the warehouse remembers, when this process applies to it.
+func (s *Service) subscriptionRemembers(ctx context.Context) (outbox.Remembered, bool) {
+	if !s.cfg.OutboxFollowsTopics() || s.PubSub.Mode == transport.ModeEmbedded {
+		return outbox.Remembered{}, false
+	}
+	name := s.cfg.outboxSubscription("applied")
+	for _, r := range s.PubSub.Created() {
+		if r.Subscription == name {
+			return outbox.Remembered{}, false
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := s.PubSub.Client().SubscriptionAdminClient.GetSubscription(rctx,
+		&pubsubpb.GetSubscriptionRequest{Subscription: transport.SubscriptionPath(s.cfg.ProjectID, name)})
+	if err != nil {
+		if status.Code(err) != codes.NotFound {
+			s.logger.Warn("Cannot read Pub/Sub's record of the outbox; starting without checking it against the file",
+				"subscription", name, "error", err)
+		}
+		return outbox.Remembered{}, false
+	}
+	return outbox.Remembered{Where: "Pub/Sub (subscription " + name + ")"}, true
+}
 
 // buildOutboxWorkers builds what works on the outbox besides the gate: the
 // gate's recorder, the redeliverer, and, where the apply stage runs in

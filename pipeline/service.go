@@ -71,19 +71,14 @@ type Service struct {
 	handling sync.Map
 	// The outbox's workers (outbox_workers.go); nil without an outbox,
 	// follower also without a separate apply stage to follow.
+	keeper      *outbox.Keeper
 	recorder    *outbox.Recorder
 	redeliverer *outbox.Redeliverer
 	follower    *outbox.Follower
 
 	ready    atomic.Bool
 	accepted atomic.Int64 // published by this process's gate
-	// outboxLossAccepted counts the starts that accepted losing the outbox
-	// (OUTBOX_ACCEPT_LOSS): 0 or 1 in one process.
-	outboxLossAccepted atomic.Int64
-	// outboxRecorded: the warehouse holds this start's record of the
-	// outbox (or has no place for one).
-	outboxRecorded atomic.Bool
-	settled        atomic.Int64 // acked by this process's apply stage
+	settled  atomic.Int64 // acked by this process's apply stage
 
 	closeOnce sync.Once
 	closeErr  error
@@ -147,7 +142,7 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		}
 	}
 	// After the warehouse and Pub/Sub: they remember which outbox this
-	// process kept (outbox_identity.go).
+	// process kept (outbox.Keeper).
 	if cfg.OutboxEnabled() {
 		if err := s.openOutbox(ctx); err != nil {
 			return nil, err
@@ -314,7 +309,7 @@ func (s *Service) topicRole(topic string) string {
 // index (or, in an ingest-only process, those its outbox saw poisoned).
 func (s *Service) registerGauges() {
 	if s.outbox != nil {
-		s.Metrics.RegisterOutboxLossAccepted(func() float64 { return float64(s.outboxLossAccepted.Load()) })
+		s.Metrics.RegisterOutboxLossAccepted(func() float64 { return float64(s.keeper.LossAccepted()) })
 	}
 	s.Metrics.RegisterPublished(transport.BusyPublishing,
 		func() float64 { short, _ := s.PubSub.Published(); return float64(short) },
@@ -480,7 +475,7 @@ func (s *Service) Run(ctx context.Context) error {
 		var wg sync.WaitGroup
 		if s.outbox != nil {
 			wg.Go(func() { s.redeliverer.Run(monitorCtx) })
-			wg.Go(func() { s.recordOutboxLoop(monitorCtx) })
+			wg.Go(func() { s.keeper.Run(monitorCtx) })
 		}
 		if s.follower != nil {
 			wg.Go(func() { s.follower.Run(monitorCtx) })
@@ -596,7 +591,7 @@ func (s *Service) shutdown() error {
 	if s.outbox != nil {
 		// With the apply stage's last forgets written: the count the next
 		// start names if it finds the file gone.
-		s.recordOutboxAtStop()
+		s.keeper.RecordStop()
 	}
 	errs = append(errs, s.closeResources())
 	return errors.Join(errs...)
