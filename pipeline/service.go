@@ -468,38 +468,15 @@ func (s *Service) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	monitorCtx, stopMonitor := context.WithCancel(context.Background())
-	monitorDone := make(chan struct{})
-	go func() {
-		defer close(monitorDone)
-		var wg sync.WaitGroup
-		if s.outbox != nil {
-			wg.Go(func() { s.redeliverer.Run(monitorCtx) })
-			wg.Go(func() { s.keeper.Run(monitorCtx) })
-		}
-		if s.follower != nil {
-			wg.Go(func() { s.follower.Run(monitorCtx) })
-		}
-		if s.apply != nil {
-			wg.Go(func() { s.indexPoison(monitorCtx) })
-			wg.Go(func() { s.monitor.WatchApplyIdle(monitorCtx) })
-		}
-		if s.apply != nil && s.apply.blocks != nil {
-			wg.Go(func() { s.apply.blocks.Run(monitorCtx) })
-		}
-		s.monitor.Run(monitorCtx)
-		wg.Wait()
-	}()
-	defer func() {
-		stopMonitor()
-		<-monitorDone
-	}()
+	// The background workers start here, once the routers run, and stop
+	// below, before the shutdown drains the stages.
+	workers := startGroup(s.workers()...)
+	defer workers.stop()
 	if s.outbox != nil {
 		// Before serving, so that what was accepted before the restart
 		// queues ahead of what is accepted now.
 		if err := s.republishAtStart(ctx); err != nil {
-			stopMonitor()
-			<-monitorDone
+			workers.stop()
 			return errors.Join(err, s.shutdown())
 		}
 	}
@@ -515,14 +492,14 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	pushCtx, stopPush := context.WithCancel(context.Background())
-	pushDone := make(chan struct{})
-	go func() {
-		defer close(pushDone)
-		if s.cfg.PushgatewayHost != "" {
-			s.Metrics.Push(pushCtx, s.cfg.PushgatewayHost, s.cfg.PushJob, s.cfg.PushInterval, s.logger)
-		}
-	}()
+	// The Pushgateway's loop pushes until the shutdown has ended, so that
+	// the last push has the final counts.
+	var push *group
+	if s.cfg.PushgatewayHost != "" {
+		push = startGroup(func(ctx context.Context) {
+			s.Metrics.Push(ctx, s.cfg.PushgatewayHost, s.cfg.PushJob, s.cfg.PushInterval, s.logger)
+		})
+	}
 	s.ready.Store(true)
 	adminAddr := AdminOff
 	if a := s.AdminAddr(); a != nil {
@@ -538,12 +515,55 @@ func (s *Service) Run(ctx context.Context) error {
 	case runErr = <-failed:
 		s.logger.Error("Shutting down after failure", "error", runErr)
 	}
-	stopMonitor()
-	<-monitorDone
+	workers.stop()
 	err := s.shutdown()
-	stopPush()
-	<-pushDone
+	if push != nil {
+		push.stop()
+	}
 	return errors.Join(runErr, err)
+}
+
+// workers are the service's background loops, each running until its
+// context ends: the outbox's redelivery, identity record and follower, the
+// poison index, the apply stage's idle watch and blocked keys, and the
+// monitor of Pub/Sub's resources.
+func (s *Service) workers() []func(context.Context) {
+	var ws []func(context.Context)
+	if s.outbox != nil {
+		ws = append(ws, s.redeliverer.Run, s.keeper.Run)
+	}
+	if s.follower != nil {
+		ws = append(ws, s.follower.Run)
+	}
+	if s.apply != nil {
+		ws = append(ws, s.indexPoison, s.monitor.WatchApplyIdle)
+		if s.apply.blocks != nil {
+			ws = append(ws, s.apply.blocks.Run)
+		}
+	}
+	return append(ws, s.monitor.Run)
+}
+
+// group runs loops, each in its own goroutine, until stop.
+type group struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func startGroup(loops ...func(context.Context)) *group {
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &group{cancel: cancel}
+	for _, loop := range loops {
+		g.wg.Go(func() { loop(ctx) })
+	}
+	return g
+}
+
+// stop ends the loops and waits for every one to return. Calling it again
+// returns at once.
+func (g *group) stop() {
+	g.cancel()
+	g.wg.Wait()
 }
 
 func (s *Service) routers() []*message.Router {
