@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -59,49 +58,26 @@ crossed or no request got an answer, 2 on a usage error.
 --e2e reads the status API, or the applied topic, found from the same settings as serve's
 (PUBSUB_EMULATOR_HOST, PROJECT_ID, TOPIC_ID, APPLIED_TOPIC_ID...); no other setting is used.`
 
-// loadgenOptions are loadgen's flags.
-type loadgenOptions struct {
-	target      string
-	allowRemote bool
-	duration    time.Duration
-	requests    int
-	rate        float64
-	connections int
-	mix         string
-	unique      bool
-	key         string
-	e2e         bool
-	e2eSample   int
-	e2eTimeout  time.Duration
-	e2eVia      e2eVia
-	timeout     time.Duration
-	asJSON      bool
-	failIf      string
-	seed        uint64
-}
-
-// bind registers loadgen's own flags; the service's settings come beside
+// loadgenOptions are loadgen's flags; the service's settings come beside
 // them (loadConfig), for --e2e to find the topics serve uses.
-func (o *loadgenOptions) bind(fs *flag.FlagSet) {
-	fs.StringVar(&o.target, "target", "http://127.0.0.1:8080", "the service's base URL; only loopback hosts unless --allow-remote")
-	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow a --target that is not a loopback address or localhost")
-	fs.DurationVar(&o.duration, "duration", 0, "stop sending after this long (at most 1h); required with --rate")
-	fs.IntVar(&o.requests, "requests", 0, "stop after this many requests (at most 10,000,000)")
-	fs.Float64Var(&o.rate, "rate", 0, "open model: requests per second at fixed intended times (at most 100,000); 0 for the closed model")
-	fs.IntVar(&o.connections, "connections", 0, "closed model: workers back to back (default 1); open model: most requests in flight (default 256)")
-	fs.StringVar(&o.mix, "mix", "seed", "payload mix: seed, insert, invalid, file:PATH (JSON lines), weighted as seed=8,invalid=2")
-	fs.BoolVar(&o.unique, "unique", false, "give each insert a distinct key (column a), so that every row lands")
-	fs.StringVar(&o.key, "key", "", "API key sent as Authorization: Bearer; without it, $GATEKEEPER_KEY (never shown here)")
-	fs.BoolVar(&o.e2e, "e2e", false, "also measure accepted → applied latency for 1 in --e2e-sample accepted payloads (at most 1,000), via the status API or the applied topic (--e2e-via)")
-	fs.IntVar(&o.e2eSample, "e2e-sample", 100, "with --e2e, follow 1 in this many accepted payloads")
-	fs.DurationVar(&o.e2eTimeout, "e2e-timeout", 30*time.Second, "with --e2e, how long after the load a followed payload may take to be applied")
-	o.e2eVia = e2eAuto
-	fs.Func("e2e-via", "with --e2e: status (GET /api/activities/ID), topic (the applied topic APPLIED_TOPIC_ID, through a subscription of loadgen's own), or auto: status when the service serves it, else topic (default auto)",
-		func(v string) error { o.e2eVia = e2eVia(v); return nil })
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-request timeout")
-	fs.BoolVar(&o.asJSON, "json", false, "print the report as JSON")
-	fs.StringVar(&o.failIf, "fail-if", "", "exit 1 when a threshold is crossed: comma-separated NAME>VALUE over p50, p90, p99, p999, max (durations) and errors, non2xx (counts), e.g. 'p99>50ms,non2xx>0'")
-	fs.Uint64Var(&o.seed, "seed", 0, "random seed of the mix (default: from the clock)")
+type loadgenOptions struct {
+	Target      string        `name:"target" default:"http://127.0.0.1:8080" help:"the service's base URL; only loopback hosts unless --allow-remote"`
+	AllowRemote bool          `name:"allow-remote" help:"allow a --target that is not a loopback address or localhost"`
+	Duration    time.Duration `name:"duration" help:"stop sending after this long (at most 1h); required with --rate"`
+	Requests    int           `name:"requests" help:"stop after this many requests (at most 10,000,000)"`
+	Rate        float64       `name:"rate" help:"open model: requests per second at fixed intended times (at most 100,000); 0 for the closed model"`
+	Connections int           `name:"connections" help:"closed model: workers back to back (default 1); open model: most requests in flight (default 256)"`
+	Mix         string        `name:"mix" default:"seed" help:"payload mix: seed, insert, invalid, file:PATH (JSON lines), weighted as seed=8,invalid=2"`
+	Unique      bool          `name:"unique" help:"give each insert a distinct key (column a), so that every row lands"`
+	Key         string        `name:"key" help:"API key sent as Authorization: Bearer; without it, $GATEKEEPER_KEY (never shown here)"`
+	E2E         bool          `name:"e2e" help:"also measure accepted → applied latency for 1 in --e2e-sample accepted payloads (at most 1,000), via the status API or the applied topic (--e2e-via)"`
+	E2ESample   int           `name:"e2e-sample" default:"100" help:"with --e2e, follow 1 in this many accepted payloads"`
+	E2ETimeout  time.Duration `name:"e2e-timeout" default:"30s" help:"with --e2e, how long after the load a followed payload may take to be applied"`
+	E2EVia      e2eVia        `name:"e2e-via" default:"auto" help:"with --e2e: status (GET /api/activities/ID), topic (the applied topic APPLIED_TOPIC_ID, through a subscription of loadgen's own), or auto: status when the service serves it, else topic (default auto)"`
+	Timeout     time.Duration `name:"timeout" default:"10s" help:"per-request timeout"`
+	JSON        bool          `name:"json" help:"print the report as JSON"`
+	FailIf      string        `name:"fail-if" help:"exit 1 when a threshold is crossed: comma-separated NAME>VALUE over p50, p90, p99, p999, max (durations) and errors, non2xx (counts), e.g. 'p99>50ms,non2xx>0'"`
+	Seed        uint64        `name:"seed" help:"random seed of the mix (default: from the clock)"`
 }
 
 func loadgen(args []string, stdout, stderr io.Writer) int {
@@ -110,33 +86,33 @@ func loadgen(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gatekeeper loadgen: %v\n", err)
 		return exitUsage
 	}
-	cfg, _, fs, err := loadConfig("loadgen", loadgenSynopsis, args, stderr, o.bind)
-	if errors.Is(err, flag.ErrHelp) {
+	cfg, _, rest, err := loadConfig("loadgen", loadgenSynopsis, args, stdout, stderr, &o)
+	if errors.Is(err, errHelp) {
 		return exitOK
 	}
 	if err != nil {
 		return usageErr(err)
 	}
-	if o.key == "" {
-		o.key = os.Getenv("GATEKEEPER_KEY")
+	if o.Key == "" {
+		o.Key = os.Getenv("GATEKEEPER_KEY")
 	}
-	if fs.NArg() > 0 {
-		return usageErr(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	if len(rest) > 0 {
+		return usageErr(fmt.Errorf("unexpected argument %q", rest[0]))
 	}
 	endpoint, err := o.validate()
 	if err != nil {
 		return usageErr(err)
 	}
-	conds, err := parseFailIf(o.failIf)
+	conds, err := parseFailIf(o.FailIf)
 	if err != nil {
 		return usageErr(err)
 	}
-	m, err := parseMix(o.mix, o.unique)
+	m, err := parseMix(o.Mix, o.Unique)
 	if err != nil {
 		return usageErr(err)
 	}
-	if o.seed == 0 {
-		o.seed = uint64(time.Now().UnixNano())
+	if o.Seed == 0 {
+		o.Seed = uint64(time.Now().UnixNano())
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -144,7 +120,7 @@ func loadgen(args []string, stdout, stderr io.Writer) int {
 	client := newLoadClient(o)
 	defer client.CloseIdleConnections()
 	var follow *e2eFollower
-	if o.e2e {
+	if o.E2E {
 		// Decided before the first send: a subscription created after it
 		// would miss what was applied meanwhile.
 		if follow, err = startE2E(ctx, o, cfg, client, strings.TrimSuffix(endpoint, "/api/activities")); err != nil {
@@ -154,7 +130,7 @@ func loadgen(args []string, stdout, stderr io.Writer) int {
 		defer follow.close(stderr)
 	}
 	rep := runLoad(ctx, o, endpoint, m, client, follow, stderr)
-	if o.asJSON {
+	if o.JSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(rep)
@@ -178,49 +154,49 @@ func loadgen(args []string, stdout, stderr io.Writer) int {
 // validate checks the flags and returns the URL requests go to.
 func (o *loadgenOptions) validate() (string, error) {
 	var errs []error
-	if o.duration == 0 && o.requests == 0 {
+	if o.Duration == 0 && o.Requests == 0 {
 		errs = append(errs, errors.New("--duration or --requests is required"))
 	}
-	if o.duration < 0 || o.duration > loadgenMaxDuration {
-		errs = append(errs, fmt.Errorf("--duration %s: want more than 0 and at most %s", o.duration, loadgenMaxDuration))
+	if o.Duration < 0 || o.Duration > loadgenMaxDuration {
+		errs = append(errs, fmt.Errorf("--duration %s: want more than 0 and at most %s", o.Duration, loadgenMaxDuration))
 	}
-	if o.requests < 0 || o.requests > loadgenMaxRequests {
-		errs = append(errs, fmt.Errorf("--requests %d: want 1 to %d", o.requests, loadgenMaxRequests))
+	if o.Requests < 0 || o.Requests > loadgenMaxRequests {
+		errs = append(errs, fmt.Errorf("--requests %d: want 1 to %d", o.Requests, loadgenMaxRequests))
 	}
-	if o.rate < 0 || o.rate > loadgenMaxRate {
-		errs = append(errs, fmt.Errorf("--rate %g: want more than 0 and at most %d", o.rate, loadgenMaxRate))
+	if o.Rate < 0 || o.Rate > loadgenMaxRate {
+		errs = append(errs, fmt.Errorf("--rate %g: want more than 0 and at most %d", o.Rate, loadgenMaxRate))
 	}
-	if o.rate > 0 && o.duration == 0 {
+	if o.Rate > 0 && o.Duration == 0 {
 		errs = append(errs, errors.New("--rate needs --duration"))
 	}
-	if o.connections < 0 || o.connections > loadgenMaxConnections {
-		errs = append(errs, fmt.Errorf("--connections %d: want 1 to %d", o.connections, loadgenMaxConnections))
+	if o.Connections < 0 || o.Connections > loadgenMaxConnections {
+		errs = append(errs, fmt.Errorf("--connections %d: want 1 to %d", o.Connections, loadgenMaxConnections))
 	}
-	if o.connections == 0 {
-		o.connections = 1
-		if o.rate > 0 {
-			o.connections = 256
+	if o.Connections == 0 {
+		o.Connections = 1
+		if o.Rate > 0 {
+			o.Connections = 256
 		}
 	}
-	if o.e2eSample < 1 {
-		errs = append(errs, fmt.Errorf("--e2e-sample %d: want 1 or more", o.e2eSample))
+	if o.E2ESample < 1 {
+		errs = append(errs, fmt.Errorf("--e2e-sample %d: want 1 or more", o.E2ESample))
 	}
-	if o.e2eTimeout <= 0 || o.timeout <= 0 {
+	if o.E2ETimeout <= 0 || o.Timeout <= 0 {
 		errs = append(errs, errors.New("--e2e-timeout and --timeout must be positive"))
 	}
-	switch o.e2eVia {
+	switch o.E2EVia {
 	case e2eAuto, e2eStatus, e2eTopic:
 	default:
-		errs = append(errs, fmt.Errorf("--e2e-via %q: want auto, status or topic", o.e2eVia))
+		errs = append(errs, fmt.Errorf("--e2e-via %q: want auto, status or topic", o.E2EVia))
 	}
-	u, err := url.Parse(o.target)
+	u, err := url.Parse(o.Target)
 	switch {
 	case err != nil:
 		errs = append(errs, fmt.Errorf("--target: %v", err))
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
-		errs = append(errs, fmt.Errorf("--target %q: want http://HOST:PORT or https://HOST:PORT", o.target))
-	case !o.allowRemote && !loopbackHost(u.Hostname()):
-		errs = append(errs, fmt.Errorf("--target %q is not a loopback address; pass --allow-remote to load another host", o.target))
+		errs = append(errs, fmt.Errorf("--target %q: want http://HOST:PORT or https://HOST:PORT", o.Target))
+	case !o.AllowRemote && !loopbackHost(u.Hostname()):
+		errs = append(errs, fmt.Errorf("--target %q is not a loopback address; pass --allow-remote to load another host", o.Target))
 	}
 	if len(errs) > 0 {
 		return "", errors.Join(errs...)
@@ -479,12 +455,12 @@ func errorKind(err error) string {
 // newLoadClient is the HTTP client of the load and of the status API.
 func newLoadClient(o loadgenOptions) *http.Client {
 	return &http.Client{
-		Timeout: o.timeout,
+		Timeout: o.Timeout,
 		Transport: &http.Transport{
 			Proxy:               nil, // loopback load must not go through a proxy
-			DialContext:         (&net.Dialer{Timeout: o.timeout}).DialContext,
-			MaxIdleConns:        o.connections,
-			MaxIdleConnsPerHost: o.connections,
+			DialContext:         (&net.Dialer{Timeout: o.Timeout}).DialContext,
+			MaxIdleConns:        o.Connections,
+			MaxIdleConnsPerHost: o.Connections,
 			IdleConnTimeout:     90 * time.Second,
 			DisableCompression:  true,
 		},
@@ -497,7 +473,7 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, clie
 	rc := newRecorder()
 	if follow != nil {
 		rc.e2eIDs = make(chan sampled, e2eMaxSamples)
-		rc.e2eSample = int64(o.e2eSample)
+		rc.e2eSample = int64(o.E2ESample)
 		follow.watch(rc.e2eIDs)
 	}
 
@@ -511,8 +487,8 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, clie
 			return
 		}
 		req.Header.Set("Content-Type", "application/json")
-		if o.key != "" {
-			req.Header.Set("Authorization", "Bearer "+o.key)
+		if o.Key != "" {
+			req.Header.Set("Authorization", "Bearer "+o.Key)
 		}
 		for k, v := range q.header {
 			req.Header.Set(k, v)
@@ -543,10 +519,10 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, clie
 
 	start := time.Now()
 	var end time.Time
-	if o.duration > 0 {
-		end = start.Add(o.duration)
+	if o.Duration > 0 {
+		end = start.Add(o.Duration)
 	}
-	limit := int64(o.requests)
+	limit := int64(o.Requests)
 	if limit == 0 {
 		limit = loadgenMaxRequests
 	}
@@ -554,13 +530,13 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, clie
 	var wg sync.WaitGroup
 	var intendedTotal int64
 	var window time.Duration
-	if o.rate > 0 {
+	if o.Rate > 0 {
 		// Open model: send i is due at start + i/rate, whatever happened
 		// to the sends before it; at most --connections are in flight.
-		period := time.Duration(float64(time.Second) / o.rate)
-		intendedTotal = min(limit, int64(o.duration.Seconds()*o.rate))
-		slots := make(chan struct{}, o.connections)
-		r := rand.New(rand.NewPCG(o.seed, 1))
+		period := time.Duration(float64(time.Second) / o.Rate)
+		intendedTotal = min(limit, int64(o.Duration.Seconds()*o.Rate))
+		slots := make(chan struct{}, o.Connections)
+		r := rand.New(rand.NewPCG(o.Seed, 1))
 		var last time.Time
 	schedule:
 		for i := int64(0); i < intendedTotal; i++ {
@@ -602,7 +578,7 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, clie
 		// was interrupted: then it is what ran, and only the sends due by
 		// then were intended (else Ctrl-C would show as dropped sends and
 		// a low achieved rate).
-		window = max(last.Sub(start), time.Duration(float64(intendedTotal)/o.rate*float64(time.Second)))
+		window = max(last.Sub(start), time.Duration(float64(intendedTotal)/o.Rate*float64(time.Second)))
 		if ctx.Err() != nil {
 			window = time.Since(start)
 			intendedTotal = min(intendedTotal, int64(window/period)+1)
@@ -610,9 +586,9 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, clie
 	} else {
 		// Closed model: each worker sends its next request when its last
 		// one is answered; latency counts from the actual send.
-		for w := 0; w < o.connections; w++ {
+		for w := 0; w < o.Connections; w++ {
 			wg.Add(1)
-			r := rand.New(rand.NewPCG(o.seed, uint64(w)+1))
+			r := rand.New(rand.NewPCG(o.Seed, uint64(w)+1))
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
@@ -634,7 +610,7 @@ func runLoad(ctx context.Context, o loadgenOptions, endpoint string, m mix, clie
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	if o.rate == 0 {
+	if o.Rate == 0 {
 		window = elapsed
 	}
 	stopProgress()
@@ -720,14 +696,14 @@ func (rc *recorder) report(o loadgenOptions, endpoint string, window time.Durati
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	r := &loadReport{
-		Target: endpoint, Model: "closed", Connections: o.connections, Mix: o.mix, Unique: o.unique,
+		Target: endpoint, Model: "closed", Connections: o.Connections, Mix: o.Mix, Unique: o.Unique,
 		DurationS: window.Seconds(), Sent: rc.sent, Answered: rc.answered, Errors: rc.errors, Non2xx: rc.non2xx,
 		Status: map[string]int64{}, ErrorsByKind: map[string]int64{"refused": 0, "timeout": 0, "reset": 0, "other": 0},
 		Kinds: map[string]int64{}, BytesSent: rc.bytesOut, BytesReceived: rc.bytesIn, LatencyUS: latenciesOf(rc.hist),
 		LateThresholdS: lateAfter.Seconds(),
 	}
-	if o.rate > 0 {
-		r.Model, r.IntendedRate, r.Intended, r.Dropped, r.Late = "open", o.rate, intended, intended-rc.sent, rc.late
+	if o.Rate > 0 {
+		r.Model, r.IntendedRate, r.Intended, r.Dropped, r.Late = "open", o.Rate, intended, intended-rc.sent, rc.late
 	}
 	if window > 0 {
 		r.AchievedRate = float64(rc.sent) / window.Seconds()

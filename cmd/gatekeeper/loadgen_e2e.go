@@ -124,10 +124,10 @@ type e2eFollower struct {
 // subscribes before anything is sent, since a topic keeps nothing for a
 // subscription created after the publish.
 func startE2E(ctx context.Context, o loadgenOptions, cfg pipeline.Config, client *http.Client, base string) (*e2eFollower, error) {
-	f := &e2eFollower{o: o, via: o.e2eVia, client: client, base: base}
+	f := &e2eFollower{o: o, via: o.E2EVia, client: client, base: base}
 	var absent string
 	if f.via != e2eTopic {
-		there, why, err := probeStatusAPI(ctx, client, base, o.key)
+		there, why, err := probeStatusAPI(ctx, client, base, o.Key)
 		if err != nil {
 			return nil, fmt.Errorf("cannot tell whether %s serves the status API: %w (--e2e-via topic reads the applied topic instead)", base, err)
 		}
@@ -232,11 +232,11 @@ func snippet(b []byte) string {
 }
 
 // followApplied polls the status API for each sampled id until it is
-// applied or poisoned, at most o.e2eTimeout after the load ended.
+// applied or poisoned, at most o.E2ETimeout after the load ended.
 func followApplied(ctx context.Context, client *http.Client, base string, o loadgenOptions, ids <-chan sampled) *e2eReport {
-	rep := &e2eReport{Via: string(e2eStatus), LatencyFrom: fromReceived, Sample: o.e2eSample, TimeoutS: o.e2eTimeout.Seconds()}
+	rep := &e2eReport{Via: string(e2eStatus), LatencyFrom: fromReceived, Sample: o.E2ESample, TimeoutS: o.E2ETimeout.Seconds()}
 	hist := newE2EHistogram()
-	ctx, cancel := context.WithTimeout(ctx, o.e2eTimeout)
+	ctx, cancel := context.WithTimeout(ctx, o.E2ETimeout)
 	defer cancel()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -248,7 +248,7 @@ func followApplied(ctx context.Context, client *http.Client, base string, o load
 			defer wg.Done()
 			for ctx.Err() == nil {
 				sem <- struct{}{}
-				st, err := pollStatus(ctx, client, base, s.id, o.key)
+				st, err := pollStatus(ctx, client, base, s.id, o.Key)
 				<-sem
 				if err == nil && st.Status == pipeline.StatusApplied && st.ReceivedAt != nil && st.AppliedAt != nil {
 					mu.Lock()
@@ -356,7 +356,7 @@ func newTopicFollower(ctx context.Context, cfg pipeline.Config, o loadgenOptions
 	}
 	f := &topicFollower{
 		client: client, project: cfg.ProjectID, topic: cfg.AppliedTopicID,
-		keepUnsampled: o.timeout + 5*time.Second, registered: make(chan struct{}),
+		keepUnsampled: o.Timeout + 5*time.Second, registered: make(chan struct{}),
 		seen: map[string]*topicEvents{}, followed: map[string]time.Time{}, changed: make(chan struct{}, 1),
 	}
 	defer func() {
@@ -507,10 +507,10 @@ func (f *topicFollower) watch(ids <-chan sampled) {
 }
 
 // wait returns when every sampled payload was applied or poisoned, or
-// o.e2eTimeout after the load, or on ctx's end.
+// o.E2ETimeout after the load, or on ctx's end.
 func (f *topicFollower) wait(ctx context.Context, o loadgenOptions) *e2eReport {
 	<-f.registered // the load is over: the rest of the samples are in the channel's buffer
-	deadline := time.NewTimer(o.e2eTimeout)
+	deadline := time.NewTimer(o.E2ETimeout)
 	defer deadline.Stop()
 follow:
 	for {
@@ -531,7 +531,7 @@ follow:
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	rep := &e2eReport{Via: string(e2eTopic), Topic: f.topic, PoisonTopic: f.poison, LatencyFrom: fromSent,
-		Sample: o.e2eSample, TimeoutS: o.e2eTimeout.Seconds(), Followed: int64(len(f.followed)), DuplicateEvents: f.duplicates}
+		Sample: o.E2ESample, TimeoutS: o.E2ETimeout.Seconds(), Followed: int64(len(f.followed)), DuplicateEvents: f.duplicates}
 	hist := newE2EHistogram()
 	for id, sentAt := range f.followed {
 		e := f.seen[id]

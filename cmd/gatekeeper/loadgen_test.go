@@ -227,7 +227,7 @@ func TestLoadgenREADMENamesRealFlags(t *testing.T) {
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	var help bytes.Buffer
-	if code := run([]string{"loadgen", "--help"}, &bytes.Buffer{}, &help); code != 0 {
+	if code := run([]string{"loadgen", "--help"}, &help, &bytes.Buffer{}); code != 0 {
 		t.Fatalf("loadgen --help: exit %d", code)
 	}
 	for _, m := range regexp.MustCompile(`--[a-z][a-z0-9-]+`).FindAllString(section, -1) {
@@ -527,7 +527,7 @@ func TestLoadgenTopicFollowerCountsEachPayloadOnce(t *testing.T) {
 	if _, kept := f.seen["stranger"]; kept {
 		t.Errorf("an event for a payload never sampled is kept past keepUnsampled")
 	}
-	rep := f.wait(context.Background(), loadgenOptions{e2eSample: 1, e2eTimeout: 50 * time.Millisecond})
+	rep := f.wait(context.Background(), loadgenOptions{E2ESample: 1, E2ETimeout: 50 * time.Millisecond})
 	want := e2eReport{Via: "topic", Topic: "applied", PoisonTopic: "poison", LatencyFrom: "sent_at", Sample: 1, TimeoutS: 0.05,
 		Followed: 6, Applied: 4, Poisoned: 1, NotApplied: 1, DuplicateEvents: 3, Unmeasured: 1}
 	got := *rep
