@@ -54,7 +54,7 @@ func commands() []command {
 		{"status", "ID", "what became of one payload", status},
 		{"outbox", "salvage", "save what can be read of a damaged outbox into a new one", outboxCommand},
 		{"keys", "new BACKEND", "a fresh API key: an entry for BACKENDS_FILE on stdout, the key on stderr", keysCommand},
-		{"loadgen", "[flags]", "post a bounded load to a local service and report latency", loadgen},
+		{"loadgen", "[flags]", "post a bounded load to a local service and report latency", loadgenCommand},
 		{"healthcheck", "", "exit 0 when the local service is ready (for containers without curl)", healthcheck},
 		{"version", "", "print the version (also --version)", versionCommand},
 		{"help", "", "print this list (also --help)", help},

@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 // loadgen --e2e: how long accepted payloads take to be applied, for a
 // sample of them, read from the per-payload status API or, where a service
@@ -62,8 +62,8 @@ type sampled struct {
 	sentAt time.Time // when its request started
 }
 
-// e2eReport is what --e2e saw.
-type e2eReport struct {
+// E2EReport is what --e2e saw.
+type E2EReport struct {
 	Via         string `json:"via"`                    // status or topic
 	Topic       string `json:"topic,omitempty"`        // topic: the applied topic read
 	PoisonTopic string `json:"poison_topic,omitempty"` // topic: the poison topic read, if it exists
@@ -76,7 +76,7 @@ type e2eReport struct {
 	Poisoned    int64     `json:"poisoned"`
 	NotApplied  int64     `json:"not_applied"` // neither applied nor poisoned within timeout_s
 	TimeoutS    float64   `json:"timeout_s"`
-	LatencyUS   latencies `json:"latency_us"` // latency_from → applied_at of the applied ones
+	LatencyUS   Latencies `json:"latency_us"` // latency_from → applied_at of the applied ones
 	// DuplicateEvents (topic) are applied events with duplicate: true for
 	// followed payloads: redeliveries, not counted again.
 	DuplicateEvents int64 `json:"duplicate_events"`
@@ -85,7 +85,7 @@ type e2eReport struct {
 	Unmeasured int64 `json:"unmeasured"`
 }
 
-func (x *e2eReport) writeText(w io.Writer) {
+func (x *E2EReport) writeText(w io.Writer) {
 	via := "the status API"
 	if x.Via == string(e2eTopic) {
 		via = "the applied topic " + x.Topic
@@ -112,7 +112,7 @@ func (x *e2eReport) writeText(w io.Writer) {
 
 // e2eFollower follows the sampled payloads one way, chosen before the load.
 type e2eFollower struct {
-	o      loadgenOptions
+	o      Options
 	via    e2eVia // status or topic, never auto
 	client *http.Client
 	base   string // the service's base URL
@@ -123,7 +123,7 @@ type e2eFollower struct {
 // startE2E decides how --e2e follows payloads and, in topic mode,
 // subscribes before anything is sent, since a topic keeps nothing for a
 // subscription created after the publish.
-func startE2E(ctx context.Context, o loadgenOptions, cfg pipeline.Config, client *http.Client, base string) (*e2eFollower, error) {
+func startE2E(ctx context.Context, o Options, cfg pipeline.Config, client *http.Client, base string) (*e2eFollower, error) {
 	f := &e2eFollower{o: o, via: o.E2EVia, client: client, base: base}
 	var absent string
 	if f.via != e2eTopic {
@@ -162,7 +162,7 @@ func (f *e2eFollower) watch(ids <-chan sampled) {
 
 // wait follows the sampled payloads for at most --e2e-timeout after the
 // load, and reports.
-func (f *e2eFollower) wait(ctx context.Context) *e2eReport {
+func (f *e2eFollower) wait(ctx context.Context) *E2EReport {
 	if f.topic != nil {
 		return f.topic.wait(ctx, f.o)
 	}
@@ -233,8 +233,8 @@ func snippet(b []byte) string {
 
 // followApplied polls the status API for each sampled id until it is
 // applied or poisoned, at most o.E2ETimeout after the load ended.
-func followApplied(ctx context.Context, client *http.Client, base string, o loadgenOptions, ids <-chan sampled) *e2eReport {
-	rep := &e2eReport{Via: string(e2eStatus), LatencyFrom: fromReceived, Sample: o.E2ESample, TimeoutS: o.E2ETimeout.Seconds()}
+func followApplied(ctx context.Context, client *http.Client, base string, o Options, ids <-chan sampled) *E2EReport {
+	rep := &E2EReport{Via: string(e2eStatus), LatencyFrom: fromReceived, Sample: o.E2ESample, TimeoutS: o.E2ETimeout.Seconds()}
 	hist := newE2EHistogram()
 	ctx, cancel := context.WithTimeout(ctx, o.E2ETimeout)
 	defer cancel()
@@ -344,7 +344,7 @@ type topicEvents struct {
 
 func (e *topicEvents) settled() bool { return e.applied || e.poisoned }
 
-func newTopicFollower(ctx context.Context, cfg pipeline.Config, o loadgenOptions) (_ *topicFollower, err error) {
+func newTopicFollower(ctx context.Context, cfg pipeline.Config, o Options) (_ *topicFollower, err error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.ValidatePubSub(); err != nil {
 		return nil, err
@@ -508,7 +508,7 @@ func (f *topicFollower) watch(ids <-chan sampled) {
 
 // wait returns when every sampled payload was applied or poisoned, or
 // o.E2ETimeout after the load, or on ctx's end.
-func (f *topicFollower) wait(ctx context.Context, o loadgenOptions) *e2eReport {
+func (f *topicFollower) wait(ctx context.Context, o Options) *E2EReport {
 	<-f.registered // the load is over: the rest of the samples are in the channel's buffer
 	deadline := time.NewTimer(o.E2ETimeout)
 	defer deadline.Stop()
@@ -530,7 +530,7 @@ follow:
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	rep := &e2eReport{Via: string(e2eTopic), Topic: f.topic, PoisonTopic: f.poison, LatencyFrom: fromSent,
+	rep := &E2EReport{Via: string(e2eTopic), Topic: f.topic, PoisonTopic: f.poison, LatencyFrom: fromSent,
 		Sample: o.E2ESample, TimeoutS: o.E2ETimeout.Seconds(), Followed: int64(len(f.followed)), DuplicateEvents: f.duplicates}
 	hist := newE2EHistogram()
 	for id, sentAt := range f.followed {
