@@ -29,8 +29,29 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gatekeeper/gatekeeper/messages"
-	"github.com/gatekeeper/gatekeeper/pipeline"
 )
+
+// Payload statuses, as GET /api/activities/{id} says them.
+const (
+	statusApplied  = "applied"  // in the ledger
+	statusPoisoned = "poisoned" // in the poison index
+	statusPurged   = "purged"   // dropped by an operator; never applied
+	statusUnknown  = "unknown"  // neither the process nor its warehouse knows it
+)
+
+// Topics is where the service publishes what became of each payload, as
+// serve's settings name them, for --e2e to read through subscriptions of
+// its own.
+type Topics struct {
+	Project string
+	Applied string // the applied topic (APPLIED_TOPIC_ID)
+	Poison  string // the poison topic (POISON_TOPIC_ID)
+	// Where names the Pub/Sub, for errors: "Pub/Sub emulator at
+	// 127.0.0.1:8085 (project p)".
+	Where string
+	// Dial opens a client on that Pub/Sub, or says why it cannot.
+	Dial func(context.Context) (*pubsub.Client, error)
+}
 
 // e2eVia is --e2e-via: where applied payloads are learnt from.
 type e2eVia string
@@ -123,7 +144,7 @@ type e2eFollower struct {
 // startE2E decides how --e2e follows payloads and, in topic mode,
 // subscribes before anything is sent, since a topic keeps nothing for a
 // subscription created after the publish.
-func startE2E(ctx context.Context, o Options, cfg pipeline.Config, client *http.Client, base string) (*e2eFollower, error) {
+func startE2E(ctx context.Context, o Options, topics Topics, client *http.Client, base string) (*e2eFollower, error) {
 	f := &e2eFollower{o: o, via: o.E2EVia, client: client, base: base}
 	var absent string
 	if f.via != e2eTopic {
@@ -140,7 +161,7 @@ func startE2E(ctx context.Context, o Options, cfg pipeline.Config, client *http.
 		}
 		f.via, absent = e2eTopic, why
 	}
-	tf, err := newTopicFollower(ctx, cfg, o)
+	tf, err := newTopicFollower(ctx, topics, o)
 	if err != nil {
 		if absent != "" {
 			return nil, fmt.Errorf("%s does not serve the status API (%s), and the applied topic cannot be read either: %w", base, absent, err)
@@ -212,7 +233,7 @@ func statusAPIAnswered(code int, body []byte) (there bool, why string, err error
 	}
 	isStatus := json.Unmarshal(body, &p) == nil && p.Status != ""
 	switch {
-	case isStatus && (code == http.StatusNotFound && p.Status == pipeline.StatusUnknown || code == http.StatusOK):
+	case isStatus && (code == http.StatusNotFound && p.Status == statusUnknown || code == http.StatusOK):
 		return true, "", nil
 	case code == http.StatusNotFound || code == http.StatusMethodNotAllowed:
 		return false, fmt.Sprintf("GET /api/activities/ID answered %d without a payload status", code), nil
@@ -250,14 +271,14 @@ func followApplied(ctx context.Context, client *http.Client, base string, o Opti
 				sem <- struct{}{}
 				st, err := pollStatus(ctx, client, base, s.id, o.Key)
 				<-sem
-				if err == nil && st.Status == pipeline.StatusApplied && st.ReceivedAt != nil && st.AppliedAt != nil {
+				if err == nil && st.Status == statusApplied && st.ReceivedAt != nil && st.AppliedAt != nil {
 					mu.Lock()
 					rep.Applied++
 					_ = hist.RecordValue(max(1, st.AppliedAt.Sub(*st.ReceivedAt).Microseconds()))
 					mu.Unlock()
 					return
 				}
-				if err == nil && (st.Status == pipeline.StatusPoisoned || st.Status == pipeline.StatusPurged) {
+				if err == nil && (st.Status == statusPoisoned || st.Status == statusPurged) {
 					mu.Lock()
 					rep.Poisoned++
 					mu.Unlock()
@@ -344,18 +365,17 @@ type topicEvents struct {
 
 func (e *topicEvents) settled() bool { return e.applied || e.poisoned }
 
-func newTopicFollower(ctx context.Context, cfg pipeline.Config, o Options) (_ *topicFollower, err error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.ValidatePubSub(); err != nil {
-		return nil, err
+func newTopicFollower(ctx context.Context, topics Topics, o Options) (_ *topicFollower, err error) {
+	if topics.Dial == nil {
+		return nil, errors.New("no Pub/Sub to read the applied topic from")
 	}
-	where := pubSubWhere(cfg)
-	client, err := pubsub.NewClient(ctx, cfg.ProjectID, pipeline.ClientOptions(cfg)...)
+	where := topics.Where
+	client, err := topics.Dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	f := &topicFollower{
-		client: client, project: cfg.ProjectID, topic: cfg.AppliedTopicID,
+		client: client, project: topics.Project, topic: topics.Applied,
 		keepUnsampled: o.Timeout + 5*time.Second, registered: make(chan struct{}),
 		seen: map[string]*topicEvents{}, followed: map[string]time.Time{}, changed: make(chan struct{}, 1),
 	}
@@ -367,19 +387,19 @@ func newTopicFollower(ctx context.Context, cfg pipeline.Config, o Options) (_ *t
 	suffix := make([]byte, 6)
 	_, _ = rand.Read(suffix)
 	name := "gatekeeper-loadgen-" + hex.EncodeToString(suffix)
-	if err := f.subscribe(ctx, cfg.AppliedTopicID, name+"-applied"); err != nil {
+	if err := f.subscribe(ctx, topics.Applied, name+"-applied"); err != nil {
 		if grpcstatus.Code(err) == codes.NotFound {
 			return nil, fmt.Errorf("the applied topic %s does not exist on the %s: set APPLIED_TOPIC_ID (or TOPIC_ID) and PROJECT_ID as the service has them: %w",
-				cfg.AppliedTopicID, where, err)
+				topics.Applied, where, err)
 		}
 		return nil, fmt.Errorf("cannot subscribe to the applied topic %s on the %s: %w; set PUBSUB_EMULATOR_HOST (or PUBSUB_EMBEDDED_ADDR for a service's embedded Pub/Sub, "+
-			"or GOOGLE_APPLICATION_CREDENTIALS and PROJECT_ID for Google) to the Pub/Sub the service uses", cfg.AppliedTopicID, where, err)
+			"or GOOGLE_APPLICATION_CREDENTIALS and PROJECT_ID for Google) to the Pub/Sub the service uses", topics.Applied, where, err)
 	}
-	switch err := f.subscribe(ctx, cfg.PoisonTopicID, name+"-poison"); {
+	switch err := f.subscribe(ctx, topics.Poison, name+"-poison"); {
 	case err == nil:
-		f.poison = cfg.PoisonTopicID
+		f.poison = topics.Poison
 	case grpcstatus.Code(err) != codes.NotFound:
-		return nil, fmt.Errorf("cannot subscribe to the poison topic %s on the %s: %w", cfg.PoisonTopicID, where, err)
+		return nil, fmt.Errorf("cannot subscribe to the poison topic %s on the %s: %w", topics.Poison, where, err)
 	}
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	f.stop = stop
@@ -388,19 +408,6 @@ func newTopicFollower(ctx context.Context, cfg pipeline.Config, o Options) (_ *t
 		f.receiving.Go(func() { f.receive(rctx, sub, poisoned) })
 	}
 	return f, nil
-}
-
-// pubSubWhere names the Pub/Sub cfg selects, for errors.
-func pubSubWhere(cfg pipeline.Config) string {
-	mode := cfg.ResolvedPubSubMode()
-	switch mode {
-	case pipeline.PubSubEmbedded:
-		return fmt.Sprintf("embedded Pub/Sub at %s (project %s)", cfg.EmbeddedPubSubAddr, cfg.ProjectID)
-	case pipeline.PubSubEmulator:
-		return fmt.Sprintf("Pub/Sub emulator at %s (project %s)", cfg.EmulatorHost, cfg.ProjectID)
-	default:
-		return fmt.Sprintf("Google Pub/Sub (project %s)", cfg.ProjectID)
-	}
 }
 
 func (f *topicFollower) subscribe(ctx context.Context, topic, subscription string) error {
@@ -558,7 +565,7 @@ func (f *topicFollower) close(stderr io.Writer) {
 	if f.stop != nil {
 		f.stop()
 		// The Pub/Sub client's Receive can hang on its way out while the
-		// server is unreachable (see pipeline.followSettled).
+		// server is unreachable (the service's outbox follower meets the same).
 		done := make(chan struct{})
 		go func() { f.receiving.Wait(); close(done) }()
 		select {

@@ -1,9 +1,10 @@
+// Package loadgen is `gatekeeper loadgen`: a bounded load generator for
+// the ingestion API, in an open model (--rate, timed from each send's
+// intended time, so that coordinated omission cannot hide latency) or a
+// closed one (--connections workers back to back), with the replaced
+// service's locust mix, and, with --e2e, the latency from accepted to
+// applied for a sample of payloads.
 package loadgen
-
-// gatekeeper loadgen: a bounded load generator for the ingestion API, in an
-// open model (--rate, timed from each send's intended time, so that
-// coordinated omission cannot hide latency) or a closed one (--connections
-// workers back to back), with the replaced service's locust mix.
 
 import (
 	"bufio"
@@ -28,7 +29,6 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 
 	"github.com/gatekeeper/gatekeeper/messages"
-	"github.com/gatekeeper/gatekeeper/pipeline"
 )
 
 // Bounds of one run: loadgen is a test tool, not a flood.
@@ -47,8 +47,8 @@ const (
 	e2ePoll = 10 * time.Millisecond
 )
 
-// Options are loadgen's flags; the service's settings come beside
-// them (loadConfig), for --e2e to find the topics serve uses.
+// Options are loadgen's flags, with the tags gatekeeper's command line
+// binds them by.
 type Options struct {
 	Target      string        `name:"target" default:"http://127.0.0.1:8080" help:"the service's base URL; only loopback hosts unless --allow-remote"`
 	AllowRemote bool          `name:"allow-remote" help:"allow a --target that is not a loopback address or localhost"`
@@ -77,9 +77,8 @@ const (
 )
 
 // Run checks o, posts the load, prints the report on stdout and returns
-// the exit code. cfg is the service's configuration, for --e2e to find the
-// topics serve uses.
-func Run(ctx context.Context, o Options, cfg pipeline.Config, stdout, stderr io.Writer) int {
+// the exit code. topics are the service's, for --e2e.
+func Run(ctx context.Context, o Options, topics Topics, stdout, stderr io.Writer) int {
 	usageErr := func(err error) int {
 		fmt.Fprintf(stderr, "gatekeeper loadgen: %v\n", err)
 		return exitUsage
@@ -106,7 +105,7 @@ func Run(ctx context.Context, o Options, cfg pipeline.Config, stdout, stderr io.
 	if o.E2E {
 		// Decided before the first send: a subscription created after it
 		// would miss what was applied meanwhile.
-		if follow, err = startE2E(ctx, o, cfg, client, strings.TrimSuffix(endpoint, "/api/activities")); err != nil {
+		if follow, err = startE2E(ctx, o, topics, client, strings.TrimSuffix(endpoint, "/api/activities")); err != nil {
 			fmt.Fprintf(stderr, "gatekeeper loadgen: --e2e: %v\n", err)
 			return exitOperational
 		}

@@ -9,7 +9,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	"cloud.google.com/go/pubsub/v2"
+
 	"github.com/gatekeeper/gatekeeper/loadgen"
+	"github.com/gatekeeper/gatekeeper/pipeline"
 )
 
 const loadgenSynopsis = `usage: gatekeeper loadgen (--duration D | --requests N) [--rate R] [--connections C] [--mix seed] [flags]
@@ -44,5 +47,32 @@ func loadgenCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return loadgen.Run(ctx, o, cfg, stdout, stderr)
+	return loadgen.Run(ctx, o, topicsOf(cfg), stdout, stderr)
+}
+
+// topicsOf is where the service cfg describes publishes applied events
+// and poisoned payloads.
+func topicsOf(cfg pipeline.Config) loadgen.Topics {
+	cfg = cfg.WithDefaults()
+	return loadgen.Topics{
+		Project: cfg.ProjectID, Applied: cfg.AppliedTopicID, Poison: cfg.PoisonTopicID, Where: pubSubWhere(cfg),
+		Dial: func(ctx context.Context) (*pubsub.Client, error) {
+			if err := cfg.ValidatePubSub(); err != nil {
+				return nil, err
+			}
+			return pubsub.NewClient(ctx, cfg.ProjectID, pipeline.ClientOptions(cfg)...)
+		},
+	}
+}
+
+// pubSubWhere names the Pub/Sub cfg selects, for errors.
+func pubSubWhere(cfg pipeline.Config) string {
+	switch cfg.ResolvedPubSubMode() {
+	case pipeline.PubSubEmbedded:
+		return fmt.Sprintf("embedded Pub/Sub at %s (project %s)", cfg.EmbeddedPubSubAddr, cfg.ProjectID)
+	case pipeline.PubSubEmulator:
+		return fmt.Sprintf("Pub/Sub emulator at %s (project %s)", cfg.EmulatorHost, cfg.ProjectID)
+	default:
+		return fmt.Sprintf("Google Pub/Sub (project %s)", cfg.ProjectID)
+	}
 }
