@@ -57,7 +57,7 @@ type Topics struct {
 type e2eVia string
 
 const (
-	e2eAuto   e2eVia = "auto"   // the status API when the service serves it, else the applied topic
+	e2eAuto   e2eVia = "auto"   // the status API when the service serves it and it sees what is applied, else the applied topic
 	e2eStatus e2eVia = "status" // GET /api/activities/{id}
 	e2eTopic  e2eVia = "topic"  // the applied topic, through a subscription of loadgen's own
 )
@@ -72,6 +72,9 @@ const (
 	// e2eProbeTimeout bounds the status API probe and each Pub/Sub call made
 	// before and after the load.
 	e2eProbeTimeout = 10 * time.Second
+	// witnessRecheck bounds auto mode's second look through the status
+	// API, after the applied topic saw the samples applied.
+	witnessRecheck = 2 * time.Second
 	// e2eSubscriptionTTL makes Pub/Sub delete a subscription loadgen could
 	// not (killed with SIGKILL): a day is the shortest Pub/Sub allows.
 	e2eSubscriptionTTL = 24 * time.Hour
@@ -138,14 +141,27 @@ type e2eFollower struct {
 	client *http.Client
 	base   string // the service's base URL
 	ids    <-chan sampled
-	topic  *topicFollower // topic mode
+	topic  *topicFollower // topic mode, and the witness
+	// witness: --e2e-via auto found the status API, and reads the applied
+	// topic too, to learn whether the status API ever says "applied".
+	witness bool
+	// noWitness is why auto mode could not read the applied topic.
+	noWitness string
+	stderr    io.Writer
 }
 
 // startE2E decides how --e2e follows payloads and, in topic mode,
 // subscribes before anything is sent, since a topic keeps nothing for a
 // subscription created after the publish.
-func startE2E(ctx context.Context, o Options, topics Topics, client *http.Client, base string) (*e2eFollower, error) {
-	f := &e2eFollower{o: o, via: o.E2EVia, client: client, base: base}
+//
+// In auto mode, a status API that is there is not enough: it says
+// "applied" only where the process that serves it reads the warehouse the
+// apply stage writes, which a process running the ingest stage alone (the
+// stages apart) need not do; it then says "accepted" forever. Nothing in
+// its answers tells before the load, so auto mode also reads the applied
+// topic where it can, and decides after the load (see witnessed).
+func startE2E(ctx context.Context, o Options, topics Topics, client *http.Client, base string, stderr io.Writer) (*e2eFollower, error) {
+	f := &e2eFollower{o: o, via: o.E2EVia, client: client, base: base, stderr: stderr}
 	var absent string
 	if f.via != e2eTopic {
 		there, why, err := probeStatusAPI(ctx, client, base, o.Key)
@@ -153,8 +169,15 @@ func startE2E(ctx context.Context, o Options, topics Topics, client *http.Client
 			return nil, fmt.Errorf("cannot tell whether %s serves the status API: %w (--e2e-via topic reads the applied topic instead)", base, err)
 		}
 		switch {
+		case there && f.via == e2eStatus:
+			return f, nil
 		case there:
 			f.via = e2eStatus
+			if tf, err := newTopicFollower(ctx, topics, o); err == nil {
+				f.topic, f.witness = tf, true
+			} else {
+				f.noWitness = err.Error()
+			}
 			return f, nil
 		case f.via == e2eStatus:
 			return nil, fmt.Errorf("--e2e-via status, but %s does not serve the status API: %s; use --e2e-via topic (or auto)", base, why)
@@ -184,10 +207,83 @@ func (f *e2eFollower) watch(ids <-chan sampled) {
 // wait follows the sampled payloads for at most --e2e-timeout after the
 // load, and reports.
 func (f *e2eFollower) wait(ctx context.Context) *E2EReport {
-	if f.topic != nil {
+	switch {
+	case f.witness:
+		return f.witnessed(ctx)
+	case f.topic != nil:
 		return f.topic.wait(ctx, f.o)
 	}
-	return followApplied(ctx, f.client, f.base, f.o, f.ids)
+	rep := followApplied(ctx, f.client, f.base, f.o, f.ids)
+	if rep.Followed > 0 && rep.Applied == 0 && rep.Poisoned == 0 && f.via == e2eStatus {
+		// Either nothing was applied in time, or this status API cannot
+		// see it; without the applied topic loadgen cannot tell which.
+		why := "--e2e-via topic reads the applied topic"
+		if f.noWitness != "" {
+			why += ", which could not be read here: " + f.noWitness
+		}
+		fmt.Fprintf(f.stderr, "gatekeeper loadgen: --e2e: the status API of %s never said applied for the %d followed payloads. "+
+			"If that process runs the ingest stage alone, it reads another warehouse than the apply stage's, and never will: %s\n",
+			f.base, rep.Followed, why)
+	}
+	return rep
+}
+
+// witnessed is auto mode's wait when both ways were open: the applied
+// topic follows every sample to the end, then the status API is asked
+// about payloads the topic saw applied. Where it says "applied" too, the
+// report is the status API's (latency from the service's received time,
+// as in a single process); where it does not, the report is the topic's,
+// and stderr says why.
+func (f *e2eFollower) witnessed(ctx context.Context) *E2EReport {
+	rep := f.topic.wait(ctx, f.o)
+	for _, id := range f.topic.appliedIDs(3) {
+		st, err := statusSoon(ctx, f.client, f.base, id, f.o.Key)
+		if err != nil || st.Status != statusApplied {
+			said := st.Status
+			if err != nil {
+				said = "nothing (" + err.Error() + ")"
+			}
+			fmt.Fprintf(f.stderr, "gatekeeper loadgen: --e2e: the status API of %s says %s for %s, which the applied topic %s shows applied: "+
+				"the process that serves it does not read the warehouse the apply stage writes (does it run the ingest stage alone?); "+
+				"the applied topic's count and latency are reported\n", f.base, said, id, f.topic.topic)
+			return rep
+		}
+	}
+	if rep.Applied == 0 {
+		return rep // nothing the status API could be checked against
+	}
+	// The status API sees the apply stage's warehouse: its report, from
+	// the service's received time. The topic waited out the stragglers
+	// already, so this pass takes moments.
+	ids := make(chan sampled, rep.Followed)
+	for _, s := range f.topic.samples() {
+		ids <- s
+	}
+	close(ids)
+	o := f.o
+	o.E2ETimeout = min(o.E2ETimeout, witnessRecheck)
+	srep := followApplied(ctx, f.client, f.base, o, ids)
+	srep.TimeoutS = f.o.E2ETimeout.Seconds()
+	return srep
+}
+
+// statusSoon asks the status API about a payload the applied topic saw
+// applied, until it says applied or witnessRecheck has passed: the ledger
+// holds it before the event is published, but a reply may cross a commit.
+func statusSoon(ctx context.Context, client *http.Client, base, id, key string) (statusAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, witnessRecheck)
+	defer cancel()
+	for {
+		st, err := pollStatus(ctx, client, base, id, key)
+		if err == nil && st.Status == statusApplied {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, err
+		case <-time.After(e2ePoll * 10):
+		}
+	}
 }
 
 // close deletes what topic mode created; it runs on every way out,
@@ -495,6 +591,31 @@ func (f *topicFollower) signal() {
 	case f.changed <- struct{}{}:
 	default:
 	}
+}
+
+// appliedIDs returns at most n sampled payloads with an applied event
+// that is not a duplicate.
+func (f *topicFollower) appliedIDs(n int) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ids []string
+	for id := range f.followed {
+		if e := f.seen[id]; e != nil && !e.appliedAt.IsZero() && len(ids) < n {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// samples returns every sampled payload.
+func (f *topicFollower) samples() []sampled {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ss := make([]sampled, 0, len(f.followed))
+	for id, sentAt := range f.followed {
+		ss = append(ss, sampled{id: id, sentAt: sentAt})
+	}
+	return ss
 }
 
 // watch registers the samples as the load accepts them.

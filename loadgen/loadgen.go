@@ -62,7 +62,7 @@ type Options struct {
 	E2E         bool          `name:"e2e" help:"also measure accepted → applied latency for 1 in --e2e-sample accepted payloads (at most 1,000), via the status API or the applied topic (--e2e-via)"`
 	E2ESample   int           `name:"e2e-sample" default:"100" help:"with --e2e, follow 1 in this many accepted payloads"`
 	E2ETimeout  time.Duration `name:"e2e-timeout" default:"30s" help:"with --e2e, how long after the load a followed payload may take to be applied"`
-	E2EVia      e2eVia        `name:"e2e-via" default:"auto" help:"with --e2e: status (GET /api/activities/ID), topic (the applied topic APPLIED_TOPIC_ID, through a subscription of loadgen's own), or auto: status when the service serves it, else topic (default auto)"`
+	E2EVia      e2eVia        `name:"e2e-via" default:"auto" help:"with --e2e: status (GET /api/activities/ID), topic (the applied topic APPLIED_TOPIC_ID, through a subscription of loadgen's own), or auto: status when the service serves it and, where the applied topic can be read too, it says applied for what the topic shows applied; else topic (default auto)"`
 	Timeout     time.Duration `name:"timeout" default:"10s" help:"per-request timeout"`
 	JSON        bool          `name:"json" help:"print the report as JSON"`
 	FailIf      string        `name:"fail-if" help:"exit 1 when a threshold is crossed: comma-separated NAME>VALUE over p50, p90, p99, p999, max (durations) and errors, non2xx (counts), e.g. 'p99>50ms,non2xx>0'"`
@@ -105,7 +105,7 @@ func Run(ctx context.Context, o Options, topics Topics, stdout, stderr io.Writer
 	if o.E2E {
 		// Decided before the first send: a subscription created after it
 		// would miss what was applied meanwhile.
-		if follow, err = startE2E(ctx, o, topics, client, strings.TrimSuffix(endpoint, "/api/activities")); err != nil {
+		if follow, err = startE2E(ctx, o, topics, client, strings.TrimSuffix(endpoint, "/api/activities"), stderr); err != nil {
 			fmt.Fprintf(stderr, "gatekeeper loadgen: --e2e: %v\n", err)
 			return exitOperational
 		}
