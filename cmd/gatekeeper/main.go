@@ -1,17 +1,7 @@
 // Command gatekeeper runs the gatekeeper service and its operator tools.
-//
-//	gatekeeper [serve] [flags]     run the service (default: embedded Pub/Sub and SQLite)
-//	gatekeeper tables [flags]      list the warehouse's tables
-//	gatekeeper rows TABLE [flags]  print a table's rows as JSON lines
-//	gatekeeper poison COMMAND      the poison index: list, summary, show, replay, export, purge
-//	gatekeeper status ID           what became of one payload
-//	gatekeeper outbox salvage      save what can be read of a damaged outbox into a new one
-//	gatekeeper keys new BACKEND    a fresh API key: an entry for BACKENDS_FILE on stdout, the key on stderr
-//	gatekeeper loadgen [flags]     post a bounded load to a local service and report latency
-//	gatekeeper healthcheck         exit 0 when the local service is ready (for containers without curl)
-//	gatekeeper version             the version (also --version)
-//
-// The command table (commands) is the one list of them.
+// `gatekeeper help` lists the commands, from the one table of them
+// (commands); `gatekeeper` alone, or with flags only, is `gatekeeper serve`.
+// Each command's --help lists its flags and the settings it reads.
 package main
 
 import (

@@ -196,13 +196,13 @@ type value struct {
 var values = map[reflect.Type]value{
 	reflect.TypeFor[string](): {"", func(s string) (any, error) { return s, nil }},
 	reflect.TypeFor[int](): {"a whole number, such as 100", func(s string) (any, error) {
-		n, err := strconv.ParseInt(s, 10, 0)
+		n, err := strconv.ParseInt(s, 0, 0)
 		return int(n), err
 	}},
 	reflect.TypeFor[int64](): {"a whole number of bytes, such as 1048576 (1 MiB); no units", func(s string) (any, error) {
-		return strconv.ParseInt(s, 10, 64)
+		return strconv.ParseInt(s, 0, 64)
 	}},
-	reflect.TypeFor[uint64]():  {"a whole number, 0 or more", func(s string) (any, error) { return strconv.ParseUint(s, 10, 64) }},
+	reflect.TypeFor[uint64]():  {"a whole number, 0 or more", func(s string) (any, error) { return strconv.ParseUint(s, 0, 64) }},
 	reflect.TypeFor[float64](): {"a number, such as 0.5 or 2", func(s string) (any, error) { return strconv.ParseFloat(s, 64) }},
 	reflect.TypeFor[bool]():    {"true or false", func(s string) (any, error) { return strconv.ParseBool(s) }},
 	reflect.TypeFor[time.Duration](): {"a duration with its unit, such as 10s, 500ms or 1m30s", func(s string) (any, error) {
