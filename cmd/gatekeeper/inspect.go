@@ -16,7 +16,6 @@ import (
 // inspect shows what was applied, so nobody needs the sqlite3 shell (or bq)
 // to check a result: `gatekeeper tables`, `gatekeeper rows TABLE`.
 func inspect(cmd string, args []string, stdout, stderr io.Writer) int {
-	var limit int
 	synopsis := "usage: gatekeeper tables [flags]\n\nLists the warehouse's tables."
 	if cmd == "rows" {
 		synopsis = "usage: gatekeeper rows TABLE [flags]\n\nPrints a table's rows as JSON lines."
@@ -36,7 +35,6 @@ func inspect(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
 		return 2
 	}
-	limit = rowsFlags.Limit
 	var table string
 	if cmd == "rows" && len(rest) == 1 {
 		table = rest[0]
@@ -69,7 +67,7 @@ func inspect(cmd string, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	rows, err := store.Rows(ctx, table, limit)
+	rows, err := store.Rows(ctx, table, rowsFlags.Limit)
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
 		return 1

@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"text/tabwriter"
 
-	"github.com/alecthomas/kong"
 	"github.com/joho/godotenv"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
@@ -93,71 +92,6 @@ func help(_ []string, stdout, _ io.Writer) int {
 	_ = tw.Flush()
 	fmt.Fprintln(stdout, "\ngatekeeper COMMAND --help lists a command's flags and the settings it reads.")
 	return exitOK
-}
-
-// loadConfig parses flags over the environment into a Config. own are
-// pointers to structs of the command's own flags (kong tags); the
-// positional arguments come back in order, wherever they stood among the
-// flags. On --help it prints the help on stdout and returns errHelp. Its
-// errors name every bad setting and end with a pointer to --help.
-func loadConfig(name, synopsis string, args []string, stdout, stderr io.Writer, own ...any) (pipeline.Config, *slog.Logger, []string, error) {
-	logLevel := "warn"
-	if name == "serve" {
-		logLevel = "info"
-	}
-	s, rest, err := parseSettings(name, synopsis, args, os.LookupEnv, logLevel, stdout, own...)
-	if err != nil {
-		return pipeline.Config{}, nil, nil, err
-	}
-	logger, err := newLogger(stderr, s.LogLevel, s.LogFormat)
-	return s.config(), logger, rest, err
-}
-
-// parseSettings is loadConfig's parse, with the environment given.
-func parseSettings(name, synopsis string, args []string, lookup func(string) (string, bool), logLevel string,
-	stdout io.Writer, own ...any) (settings, []string, error) {
-	var c cli
-	err := parseInto(&c, name, synopsis, args, lookup, logLevel, stdout, own...)
-	return c.Settings, c.Args, err
-}
-
-// parseFlags parses a command that reads no settings, only its own flags.
-func parseFlags(name, synopsis string, args []string, stdout io.Writer, own ...any) ([]string, error) {
-	var c struct {
-		Help helpFlag `name:"help" short:"h" help:"print this help"`
-		Args []string `arg:"" optional:"" hidden:""`
-	}
-	err := parseInto(&c, name, synopsis, args, func(string) (string, bool) { return "", false }, "", stdout, own...)
-	return c.Args, err
-}
-
-func parseInto(grammar any, name, synopsis string, args []string, lookup func(string) (string, bool), logLevel string,
-	stdout io.Writer, own ...any) error {
-	p := &parser{lookup: lookup, fromEnv: map[string]string{}}
-	opts := append(p.options(), kong.Name("gatekeeper "+name), defaults(logLevel), kong.Writers(stdout, stdout))
-	for _, o := range own {
-		opts = append(opts, kong.Embed(o))
-	}
-	k, err := kong.New(grammar, opts...)
-	if err != nil {
-		return err // a programming error in the tags
-	}
-	_, err = k.Parse(args)
-	if errors.Is(err, errHelp) {
-		printHelp(stdout, k.Model, synopsis)
-		return errHelp
-	}
-	if err == nil && len(p.errs) > 0 {
-		err = errors.Join(p.errs...)
-	}
-	if err != nil {
-		sep := "; "
-		if strings.Contains(err.Error(), "\n") {
-			sep = "\n"
-		}
-		return fmt.Errorf("%w%ssee gatekeeper %s --help", err, sep, name)
-	}
-	return nil
 }
 
 func newLogger(w io.Writer, levelName, format string) (*slog.Logger, error) {
