@@ -5,7 +5,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /gatekeeper ./cmd/gatekeeper
+# gatekeeper --version prints VERSION: docker build --build-arg VERSION=$(git describe --tags --always --dirty) .
+ARG VERSION=devel
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /gatekeeper ./cmd/gatekeeper
 # The SQLite warehouse lives in /data, writable by the nonroot user.
 RUN mkdir -p /out/data
 

@@ -30,7 +30,7 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		args []string
 		want string // the first line of stderr
 	}{
-		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison, status, outbox, keys, loadgen or healthcheck)`},
+		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison, status, outbox, keys, loadgen, healthcheck, version, help); see gatekeeper --help`},
 		{[]string{"outbox"}, "usage: gatekeeper outbox salvage [--dry-run] [flags]"},
 		{[]string{"outbox", "frob"}, "usage: gatekeeper outbox salvage [--dry-run] [flags]"},
 		{[]string{"outbox", "salvage", "extra"}, "gatekeeper: outbox salvage takes no arguments (got [extra]); the file is --outbox-path"},
@@ -38,11 +38,11 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		{[]string{"rows", "t1", "t2", "--warehouse", wh}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
 		{[]string{"rows", "--warehouse", wh, "t1", "t2"}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
 		{[]string{"tables", "--warehouse", wh, "extra"}, "gatekeeper: usage: gatekeeper tables [flags]"},
-		{[]string{"rows", "t1", "--limit", "many", "--warehouse", wh}, `invalid value "many" for flag -limit: parse error`},
+		{[]string{"rows", "t1", "--limit", "many", "--warehouse", wh}, `gatekeeper: --limit "many": want a whole number, such as 100; see gatekeeper rows --help`},
 		{[]string{"poison"}, "usage: gatekeeper poison COMMAND [flags]"},
 		{[]string{"poison", "frob"}, "usage: gatekeeper poison COMMAND [flags]"},
-		{[]string{"poison", "list", "--limit", "x"}, `invalid value "x" for flag -limit: parse error`},
-		{[]string{"poison", "list", "--id", "x"}, "flag provided but not defined: -id"},
+		{[]string{"poison", "list", "--limit", "x"}, `gatekeeper: --limit "x": want a whole number, such as 100; see gatekeeper poison list --help`},
+		{[]string{"poison", "list", "--id", "x"}, "gatekeeper: unknown flag --id, did you mean one of"},
 		{[]string{"poison", "list", "--warehouse", wh, "some-id"}, "gatekeeper: poison list takes no payload ids (got some-id); use the filters"},
 		{[]string{"poison", "list", "--warehouse", wh, "--class", "fatal", "--since", "soon"}, `gatekeeper: class "fatal": want one of invalid, transient, permanent, unknown`},
 		{[]string{"poison", "list", "--warehouse", wh, "--state", "gone"}, `gatekeeper: state "gone": want one of poisoned, replayed, purged`},
@@ -71,16 +71,44 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 	}
 }
 
+// help, --help and -h list every command of the table with its summary,
+// on stdout; each command's --help is on stdout too, and exits 0.
 func TestHelpCommand(t *testing.T) {
-	r := runIn("help")
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|outbox salvage|keys new BACKEND|loadgen|healthcheck]") {
-		t.Fatalf("help: exit %d, stdout %q", r.code, r.stdout)
+	for _, args := range [][]string{{"help"}, {"--help"}, {"-h"}} {
+		r := runIn(args...)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gatekeeper [COMMAND] [flags]") || r.stderr != "" {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q", args[0], r.code, r.stdout, r.stderr)
+		}
+		for _, c := range commands() {
+			if !regexp.MustCompile(`(?m)^  ` + c.name + `\b.*  ` + regexp.QuoteMeta(c.summary) + `$`).MatchString(r.stdout) {
+				t.Errorf("%s does not list %s: %s", args[0], c.name, c.summary)
+			}
+		}
 	}
-	for _, cmd := range [][]string{{"tables"}, {"rows"}, {"poison", "list"}, {"poison", "summary"}, {"poison", "show"},
-		{"poison", "replay"}, {"poison", "export"}, {"poison", "purge"}, {"status"}, {"outbox", "salvage"}, {"keys", "new"}, {"healthcheck"}} {
+	for _, cmd := range [][]string{{"serve"}, {"tables"}, {"rows"}, {"poison"}, {"poison", "list"}, {"poison", "summary"}, {"poison", "show"},
+		{"poison", "replay"}, {"poison", "export"}, {"poison", "purge"}, {"status"}, {"outbox"}, {"outbox", "salvage"}, {"keys"},
+		{"keys", "new"}, {"loadgen"}, {"healthcheck"}} {
 		r := runIn(append(cmd, "--help")...)
-		if r.code != 0 || !strings.HasPrefix(r.stderr, "usage: gatekeeper "+strings.Join(cmd, " ")) {
-			t.Errorf("%s --help: exit %d, stderr starts %.60q", strings.Join(cmd, " "), r.code, r.stderr)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gatekeeper "+strings.Join(cmd, " ")) || r.stderr != "" {
+			t.Errorf("%s --help: exit %d, stdout starts %.60q, stderr %.60q", strings.Join(cmd, " "), r.code, r.stdout, r.stderr)
+		}
+	}
+}
+
+// A bad flag is one line on stderr that names it and points at --help,
+// not the whole manual.
+func TestBadFlagIsOneLine(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--no-such-flag"}, "gatekeeper: unknown flag --no-such-flag; see gatekeeper serve --help\n"},
+		{[]string{"rows", "t", "--limit", "many"}, `gatekeeper: --limit "many": want a whole number, such as 100; see gatekeeper rows --help` + "\n"},
+		{[]string{"keys", "new", "b", "--rate", "fast"}, `gatekeeper keys new: --rate "fast": want a number, such as 0.5 or 2; see gatekeeper keys new --help` + "\n"},
+	} {
+		r := runIn(c.args...)
+		if r.code != 2 || r.stderr != c.want || r.stdout != "" {
+			t.Errorf("%s: exit %d, stderr %q, stdout %q; want 2 and %q", strings.Join(c.args, " "), r.code, r.stderr, r.stdout, c.want)
 		}
 	}
 }
@@ -98,7 +126,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		{[]string{"poison", "summary", "--help"}, []string{"json", "table", "class", "since", "reason", "state"}},
 		{[]string{"poison", "show", "--help"}, []string{"json"}},
 		{[]string{"poison", "replay", "--help"}, []string{"all", "yes", "dry-run", "rate", "from", "table", "state"}},
-		{[]string{"poison", "export", "--help"}, []string{"o", "table", "class"}},
+		{[]string{"poison", "export", "--help"}, []string{"output", "table", "class"}},
 		{[]string{"poison", "purge", "--help"}, []string{"all", "yes", "table", "reason"}},
 		{[]string{"status", "--help"}, []string{"json"}},
 		{[]string{"outbox", "salvage", "--help"}, []string{"dry-run", "outbox-path"}},
@@ -109,11 +137,11 @@ func TestHelpListsEveryFlag(t *testing.T) {
 			t.Errorf("%s: exit %d", strings.Join(c.args, " "), r.code)
 		}
 		for _, f := range c.flags {
-			if !regexp.MustCompile(`(?m)^\s*--?` + f + `(\s|$)`).MatchString(r.stderr) {
+			if !regexp.MustCompile(`(?m)^\s*(-., )?--?` + f + `(\s|$)`).MatchString(r.stdout) {
 				t.Errorf("%s does not list --%s", strings.Join(c.args, " "), f)
 			}
 		}
-		if c.args[0] == "serve" && !strings.Contains(r.stderr, "LOG_FORMAT") {
+		if c.args[0] == "serve" && !strings.Contains(r.stdout, "LOG_FORMAT") {
 			t.Errorf("serve --help does not mention LOG_FORMAT")
 		}
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"net"
 	"os"
 	"path/filepath"
@@ -61,24 +60,17 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 		t.Errorf("build context has no Dockerfile: %v", err)
 	}
 
-	cfg := pipeline.DefaultConfig()
-	fs := flag.NewFlagSet("compose", flag.ContinueOnError)
-	known := map[string]bool{"LOG_LEVEL": true, "LOG_FORMAT": true}
-	for _, s := range bindConfig(fs, &cfg) {
-		known[s.env] = true
-	}
+	known := gatekeeperVars()
 	for k := range gk.Environment {
 		if !known[k] {
 			t.Errorf("gatekeeper sets %s, which the service does not read", k)
 		}
 	}
-	if err := applyEnv(fs, bindConfig(flag.NewFlagSet("c", flag.ContinueOnError), &cfg), func(k string) (string, bool) {
-		v, ok := gk.Environment[k]
-		return v, ok
-	}); err != nil {
+	s, err := parseEnv(gk.Environment)
+	if err != nil {
 		t.Errorf("compose environment does not parse: %v", err)
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := s.config().Validate(); err != nil {
 		t.Errorf("compose configuration is invalid: %v", err)
 	}
 

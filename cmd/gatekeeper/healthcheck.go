@@ -2,20 +2,23 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
 // healthcheck asks the local service's /readyz, for container healthchecks
 // in images that have no curl or shell.
-func healthcheck(args []string, stderr io.Writer) int {
-	cfg, _, _, err := loadConfig("healthcheck", "usage: gatekeeper healthcheck [flags]\n\nExits 0 when the service on --http-addr answers /readyz with 200.", args, stderr, nil)
-	if errors.Is(err, flag.ErrHelp) {
+func healthcheck(args []string, stdout, stderr io.Writer) int {
+	cfg, _, rest, err := loadConfig("healthcheck", "usage: gatekeeper healthcheck [flags]\n\nExits 0 when the service on --http-addr answers /readyz with 200.", args, stdout, stderr)
+	if errors.Is(err, errHelp) {
 		return 0
+	}
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("healthcheck takes no arguments (got %s)", strings.Join(rest, " "))
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)

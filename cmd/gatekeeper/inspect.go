@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,32 +16,29 @@ import (
 // inspect shows what was applied, so nobody needs the sqlite3 shell (or bq)
 // to check a result: `gatekeeper tables`, `gatekeeper rows TABLE`.
 func inspect(cmd string, args []string, stdout, stderr io.Writer) int {
-	var limit int
 	synopsis := "usage: gatekeeper tables [flags]\n\nLists the warehouse's tables."
 	if cmd == "rows" {
 		synopsis = "usage: gatekeeper rows TABLE [flags]\n\nPrints a table's rows as JSON lines."
 	}
-	// The flag package stops at the first argument that is not a flag; the
-	// table name may come before or after the flags.
-	var table string
-	if cmd == "rows" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		table, args = args[0], args[1:]
+	var own []any
+	var rowsFlags struct {
+		Limit int `name:"limit" default:"100" help:"most rows to print; 0 for all"`
 	}
-	cfg, logger, fs, err := loadConfig(cmd, synopsis, args, stderr, func(fs *flag.FlagSet) {
-		if cmd == "rows" {
-			fs.IntVar(&limit, "limit", 100, "most rows to print; 0 for all")
-		}
-	})
-	if errors.Is(err, flag.ErrHelp) {
+	if cmd == "rows" {
+		own = append(own, &rowsFlags)
+	}
+	cfg, logger, rest, err := loadConfig(cmd, synopsis, args, stdout, stderr, own...)
+	if errors.Is(err, errHelp) {
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
 		return 2
 	}
-	if cmd == "rows" && table == "" && fs.NArg() == 1 {
-		table = fs.Arg(0)
-	} else if cmd == "rows" && (table == "" || fs.NArg() != 0) || cmd == "tables" && fs.NArg() != 0 {
+	var table string
+	if cmd == "rows" && len(rest) == 1 {
+		table = rest[0]
+	} else if cmd == "rows" || len(rest) != 0 {
 		fmt.Fprintf(stderr, "gatekeeper: %s\n", strings.SplitN(synopsis, "\n", 2)[0])
 		return 2
 	}
@@ -71,7 +67,7 @@ func inspect(cmd string, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	rows, err := store.Rows(ctx, table, limit)
+	rows, err := store.Rows(ctx, table, rowsFlags.Limit)
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
 		return 1

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -17,36 +16,35 @@ import (
 func keysCommand(args []string, stdout, stderr io.Writer) int {
 	const synopsis = "usage: gatekeeper keys new BACKEND [--rate N] [--burst M] [--tables t1,orders_*] [--admin]\n\n" +
 		"Prints a BACKENDS_FILE entry with a fresh key's hash on stdout, and the key, once, on stderr's last line."
+	if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+		fmt.Fprintln(stdout, synopsis)
+		return 0
+	}
 	if len(args) == 0 || args[0] != "new" {
 		fmt.Fprintln(stderr, synopsis)
 		return 2
 	}
-	fs := flag.NewFlagSet("keys new", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	rate := fs.Float64("rate", 0, "payloads per second the backend may post; 0 for no quota")
-	burst := fs.Int("burst", 0, "payloads it may post at once above the rate (default the rate, rounded up)")
-	tables := fs.String("tables", "", "comma-separated tables it may write, exact or prefix* (default all)")
-	admin := fs.Bool("admin", false, "an admin key: opens the admin API and page, not the ingestion API")
-	fs.Usage = func() { fmt.Fprintln(stderr, synopsis); fs.PrintDefaults() }
-	// The backend's name may come before or after the flags.
-	rest := args[1:]
-	var name string
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		name, rest = rest[0], rest[1:]
+	var own struct {
+		Rate   float64 `name:"rate" help:"payloads per second the backend may post; 0 for no quota"`
+		Burst  int     `name:"burst" help:"payloads it may post at once above the rate (default the rate, rounded up)"`
+		Tables string  `name:"tables" help:"comma-separated tables it may write, exact or prefix* (default all)"`
+		Admin  bool    `name:"admin" help:"an admin key: opens the admin API and page, not the ingestion API"`
 	}
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	// The backend's name may come before or after the flags.
+	names, err := parseFlags("keys new", synopsis, args[1:], stdout, &own)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "gatekeeper keys new: %v\n", err)
 		return 2
 	}
-	if name == "" && fs.NArg() > 0 {
-		name = fs.Arg(0)
-	}
-	if name == "" || fs.NArg() > 1 || (fs.NArg() == 1 && name != fs.Arg(0)) {
+	if len(names) != 1 {
 		fmt.Fprintln(stderr, "gatekeeper keys new: name one backend")
 		return 2
 	}
+	name := names[0]
+	rate, burst, tables, admin := &own.Rate, &own.Burst, &own.Tables, &own.Admin
 	key, k, err := frontdoor.NewKey()
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper keys new: %v\n", err)

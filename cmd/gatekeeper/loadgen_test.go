@@ -26,9 +26,8 @@ import (
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/api/iterator"
 
-	"github.com/gatekeeper/gatekeeper/messages"
+	"github.com/gatekeeper/gatekeeper/loadgen"
 	"github.com/gatekeeper/gatekeeper/pipeline"
-	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 )
 
 // Every bad flag is a usage error (exit 2) that says what is wrong, before
@@ -83,9 +82,9 @@ func TestLoadgenReportsRefusedConnections(t *testing.T) {
 	}
 }
 
-func decodeReport(t *testing.T, out string) loadReport {
+func decodeReport(t *testing.T, out string) loadgen.Report {
 	t.Helper()
-	var rep loadReport
+	var rep loadgen.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("--json output: %v\n%s", err, out)
 	}
@@ -93,7 +92,7 @@ func decodeReport(t *testing.T, out string) loadReport {
 }
 
 // checkCounts requires the report's counts to add up.
-func checkCounts(t *testing.T, name string, rep loadReport) {
+func checkCounts(t *testing.T, name string, rep loadgen.Report) {
 	t.Helper()
 	var byStatus, byKind int64
 	for _, n := range rep.Status {
@@ -142,9 +141,6 @@ func TestLoadgenAgainstService(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, "loadgen:   1s") {
 		t.Errorf("no progress line on stderr:\n%s", r.stderr)
-	}
-	if there, why, err := probeStatusAPI(context.Background(), http.DefaultClient, target, ""); !there || err != nil {
-		t.Errorf("probing the service's status API: there %v (%s), %v; want there", there, why, err)
 	}
 
 	// Every accepted insert is a row of its own: as many distinct keys as 200s.
@@ -229,58 +225,12 @@ func TestLoadgenDocNamesRealFlags(t *testing.T) {
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	var help bytes.Buffer
-	if code := run([]string{"loadgen", "--help"}, &bytes.Buffer{}, &help); code != 0 {
+	if code := run([]string{"loadgen", "--help"}, &help, &bytes.Buffer{}); code != 0 {
 		t.Fatalf("loadgen --help: exit %d", code)
 	}
 	for _, m := range regexp.MustCompile(`--[a-z][a-z0-9-]+`).FindAllString(section, -1) {
 		if !strings.Contains(help.String(), "\n  "+m+"\n") {
 			t.Errorf("docs/load-testing.md's loadgen section names %s, which loadgen --help does not list", m)
-		}
-	}
-}
-
-// The probe's decision, from the answers a service can give to GET
-// /api/activities/<an id nobody posted>: the status API's own "unknown"
-// means it is there; a 404 or 405 without a payload status (a build
-// before the API, a process without the ingest stage) means it is not;
-// anything else cannot decide and is an error that says what came back.
-func TestLoadgenStatusAPIProbeDecides(t *testing.T) {
-	unknown, err := json.Marshal(operator.PayloadStatus{ID: "x", Status: operator.StatusUnknown, Tables: []string{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cases := []struct {
-		name    string
-		code    int
-		body    string
-		there   bool
-		wantErr string
-	}{
-		{"the status API's unknown", 404, string(unknown), true, ""},
-		{"a status for the id", 200, `{"id":"x","status":"applied"}`, true, ""},
-		{"Go's mux: no such route", 404, "404 page not found\n", false, ""},
-		{"only POST on the path", 405, "Method Not Allowed\n", false, ""},
-		{"the ingest edge's own 404 shape", 404, `{"status":404,"message":"Not Found"}`, false, ""},
-		{"a 404 JSON without a status", 404, `{"error":"no such thing"}`, false, ""},
-		{"a status other than unknown with 404", 404, `{"status":"applied"}`, false, ""},
-		{"no key", 401, `{"error":"missing API key"}`, false, "answered 401: pass a key of BACKENDS_FILE with --key or GATEKEEPER_KEY"},
-		{"forbidden", 403, "", false, "answered 403"},
-		{"the warehouse is down", 503, `{"error":"cannot look the payload up now; retry"}`, false, "answered 503: {\"error\":\"cannot look the payload up now; retry\"}"},
-		{"a proxy's error page", 502, "<html>bad gateway</html>", false, "answered 502"},
-	}
-	for _, c := range cases {
-		there, why, err := statusAPIAnswered(c.code, []byte(c.body))
-		switch {
-		case c.wantErr != "":
-			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
-				t.Errorf("%s: err %v, want one containing %q", c.name, err, c.wantErr)
-			}
-		case err != nil:
-			t.Errorf("%s: %v", c.name, err)
-		case there != c.there:
-			t.Errorf("%s: there = %v, want %v (%s)", c.name, there, c.there, why)
-		case !there && !strings.Contains(why, fmt.Sprintf("answered %d without a payload status", c.code)):
-			t.Errorf("%s: why %q does not say what was answered", c.name, why)
 		}
 	}
 }
@@ -492,53 +442,5 @@ func interrupted(t *testing.T, dir string, env map[string]string, pubsubAddr str
 	}
 }
 
-// The applied topic's bookkeeping, event by event: a redelivery's
-// duplicate event is not counted again (nor is its applied_at a
-// latency), an event that comes before its payload's 200 answer is kept
-// for it, a payload whose only event is a duplicate is applied without a
-// latency, and events for payloads never sampled are forgotten.
-func TestLoadgenTopicFollowerCountsEachPayloadOnce(t *testing.T) {
-	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	f := &topicFollower{
-		topic: "applied", poison: "poison", keepUnsampled: 10 * time.Second, registered: make(chan struct{}),
-		seen: map[string]*topicEvents{}, followed: map[string]time.Time{}, changed: make(chan struct{}, 1),
-	}
-	ids := make(chan sampled, 10)
-	f.watch(ids)
-	applied := func(id string, at time.Duration, dup bool) {
-		f.observe(id, false, messages.AppliedEvent{PayloadID: id, AppliedAt: t0.Add(at), Duplicate: dup}, t0.Add(at))
-	}
-	// "early" is applied before loadgen read its answer.
-	applied("early", 30*time.Millisecond, false)
-	ids <- sampled{"early", t0.Add(10 * time.Millisecond)}
-	ids <- sampled{"twice", t0}
-	ids <- sampled{"dup-first", t0}
-	ids <- sampled{"only-dup", t0}
-	ids <- sampled{"poisoned", t0}
-	ids <- sampled{"never", t0}
-	close(ids)
-	<-f.registered
-	applied("twice", 5*time.Millisecond, false)
-	applied("twice", 900*time.Millisecond, true)
-	applied("dup-first", 700*time.Millisecond, true)
-	applied("dup-first", 40*time.Millisecond, false)
-	applied("only-dup", 50*time.Millisecond, true)
-	f.observe("poisoned", true, messages.AppliedEvent{}, t0)
-	applied("stranger", 0, false) // never sampled: forgotten once old
-	applied("other", 20*time.Second, false)
-	if _, kept := f.seen["stranger"]; kept {
-		t.Errorf("an event for a payload never sampled is kept past keepUnsampled")
-	}
-	rep := f.wait(context.Background(), loadgenOptions{e2eSample: 1, e2eTimeout: 50 * time.Millisecond})
-	want := e2eReport{Via: "topic", Topic: "applied", PoisonTopic: "poison", LatencyFrom: "sent_at", Sample: 1, TimeoutS: 0.05,
-		Followed: 6, Applied: 4, Poisoned: 1, NotApplied: 1, DuplicateEvents: 3, Unmeasured: 1}
-	got := *rep
-	got.LatencyUS = latencies{}
-	if got != want {
-		t.Errorf("report %+v\nwant   %+v", got, want)
-	}
-	// Latencies: early 20ms, twice 5ms, dup-first 40ms; never a duplicate's.
-	if l := rep.LatencyUS; us(l.P50) < 19*time.Millisecond || us(l.P50) > 21*time.Millisecond || us(l.Max) < 39*time.Millisecond || us(l.Max) > 41*time.Millisecond {
-		t.Errorf("latencies %+v; want p50 20ms and max 40ms", l)
-	}
-}
+// seedInsert is loadgen's seed insert, with %s for the key in column a.
+const seedInsert = `{"activities":[{"operation":"insert","table":"table1","col_names":["a","b","c","e"],"col_types":["INTEGER","TEXT","TEXT","TEXT"],"col_values":[%s,"Disaster Recovery","2019-04-28 10:24:30.183414","something"]}]}`

@@ -1,20 +1,12 @@
 // Command gatekeeper runs the gatekeeper service and its operator tools.
-//
-//	gatekeeper [serve] [flags]     run the service (default: embedded Pub/Sub and SQLite)
-//	gatekeeper tables [flags]      list the warehouse's tables
-//	gatekeeper rows TABLE [flags]  print a table's rows as JSON lines
-//	gatekeeper poison COMMAND      the poison index: list, summary, show, replay, export, purge
-//	gatekeeper status ID           what became of one payload
-//	gatekeeper outbox salvage      save what can be read of a damaged outbox into a new one
-//	gatekeeper keys new BACKEND    a fresh API key: an entry for BACKENDS_FILE on stdout, the key on stderr
-//	gatekeeper loadgen [flags]     post a bounded load to a local service and report latency
-//	gatekeeper healthcheck         exit 0 when the local service is ready (for containers without curl)
+// `gatekeeper help` lists the commands, from the one table of them
+// (commands); `gatekeeper` alone, or with flags only, is `gatekeeper serve`.
+// Each command's --help lists its flags and the settings it reads.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 
 	"github.com/joho/godotenv"
 
@@ -33,68 +26,72 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// command is one of gatekeeper's commands. The table below is the only
+// list of them: the dispatcher, the help and the "unknown command" message
+// all read it.
+type command struct {
+	name, args, summary string
+	run                 func(args []string, stdout, stderr io.Writer) int
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "[flags]", "run the service (the default; embedded Pub/Sub and SQLite unless set otherwise)", serve},
+		{"tables", "[flags]", "list the warehouse's tables", func(a []string, o, e io.Writer) int { return inspect("tables", a, o, e) }},
+		{"rows", "TABLE [flags]", "print a table's rows as JSON lines", func(a []string, o, e io.Writer) int { return inspect("rows", a, o, e) }},
+		{"poison", "COMMAND", "the poison index: list, summary, show, replay, export, purge", poison},
+		{"status", "ID", "what became of one payload", status},
+		{"outbox", "salvage", "save what can be read of a damaged outbox into a new one", outboxCommand},
+		{"keys", "new BACKEND", "a fresh API key: an entry for BACKENDS_FILE on stdout, the key on stderr", keysCommand},
+		{"loadgen", "[flags]", "post a bounded load to a local service and report latency", loadgenCommand},
+		{"healthcheck", "", "exit 0 when the local service is ready (for containers without curl)", healthcheck},
+		{"version", "", "print the version (also --version)", versionCommand},
+		{"help", "", "print this list (also --help)", help},
+	}
+}
+
 func run(args []string, stdout, stderr io.Writer) int {
 	// godotenv.Load never overrides a variable the environment already has.
 	if err := godotenv.Load(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(stderr, "gatekeeper: .env: %v\n", err)
-		return 2
+		return exitUsage
 	}
-	cmd := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
+	name := "serve"
+	if len(args) > 0 {
+		switch args[0] {
+		case "--help", "-h":
+			name, args = "help", args[1:]
+		case "--version":
+			name, args = "version", args[1:]
+		default:
+			if !strings.HasPrefix(args[0], "-") {
+				name, args = args[0], args[1:]
+			}
+		}
 	}
-	switch cmd {
-	case "serve":
-		return serve(args, stderr)
-	case "tables", "rows":
-		return inspect(cmd, args, stdout, stderr)
-	case "healthcheck":
-		return healthcheck(args, stderr)
-	case "poison":
-		return poison(args, stdout, stderr)
-	case "status":
-		return status(args, stdout, stderr)
-	case "outbox":
-		return outboxCommand(args, stdout, stderr)
-	case "keys":
-		return keysCommand(args, stdout, stderr)
-	case "loadgen":
-		return loadgen(args, stdout, stderr)
-	case "help":
-		fmt.Fprintln(stdout, "usage: gatekeeper [serve|tables|rows TABLE|poison COMMAND|status ID|outbox salvage|keys new BACKEND|loadgen|healthcheck] [flags]; gatekeeper COMMAND --help for flags")
-		return 0
-	default:
-		fmt.Fprintf(stderr, "gatekeeper: unknown command %q (want serve, tables, rows, poison, status, outbox, keys, loadgen or healthcheck)\n", cmd)
-		return 2
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(args, stdout, stderr)
+		}
 	}
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	fmt.Fprintf(stderr, "gatekeeper: unknown command %q (want %s); see gatekeeper --help\n", name, strings.Join(names, ", "))
+	return exitUsage
 }
 
-// loadConfig parses flags over the environment into a Config. Defaults
-// derived from other settings (project, poison and applied names, receive
-// streams, outbox path) are left zero, so that NewService derives them from
-// the final values.
-func loadConfig(name, synopsis string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (pipeline.Config, *slog.Logger, *flag.FlagSet, error) {
-	cfg := pipeline.DefaultConfig()
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	if extra != nil {
-		extra(fs)
+// help lists the commands, on stdout.
+func help(_ []string, stdout, _ io.Writer) int {
+	fmt.Fprintf(stdout, "usage: gatekeeper [COMMAND] [flags]\n\nCommands:\n")
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	for _, c := range commands() {
+		fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
 	}
-	// Tools print results on stdout; their logs stay quiet unless asked.
-	logLevel, logFormat := "warn", "text"
-	if name == "serve" {
-		logLevel = "info"
-	}
-	ss := bindSettings(fs, &cfg, &logLevel, &logFormat)
-	fs.Usage = usage(stderr, fs, ss, synopsis)
-	if err := applyEnv(fs, ss, envLookup); err != nil {
-		return cfg, nil, fs, err
-	}
-	if err := fs.Parse(args); err != nil {
-		return cfg, nil, fs, err
-	}
-	logger, err := newLogger(stderr, logLevel, logFormat)
-	return cfg, logger, fs, err
+	_ = tw.Flush()
+	fmt.Fprintln(stdout, "\ngatekeeper COMMAND --help lists a command's flags and the settings it reads.")
+	return exitOK
 }
 
 func newLogger(w io.Writer, levelName, format string) (*slog.Logger, error) {
@@ -137,14 +134,17 @@ func setMemoryLimit(cfg pipeline.Config, logger *slog.Logger) {
 	logger.Info("Memory limit from MAX_IN_FLIGHT_BYTES", "bytes", limit, "max_in_flight_bytes", cfg.MaxInFlightBytes)
 }
 
-func serve(args []string, stderr io.Writer) int {
-	cfg, logger, _, err := loadConfig("serve", "usage: gatekeeper serve [flags]\n\nRuns the ingestion and apply stages (see --stages).", args, stderr, nil)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+func serve(args []string, stdout, stderr io.Writer) int {
+	cfg, logger, rest, err := loadConfig("serve", "usage: gatekeeper serve [flags]\n\nRuns the ingestion and apply stages (see --stages).", args, stdout, stderr)
+	if errors.Is(err, errHelp) {
+		return exitOK
+	}
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("serve takes no arguments (got %s); see gatekeeper serve --help", strings.Join(rest, " "))
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
-		return 2
+		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
-	"flag"
+	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -13,14 +17,14 @@ import (
 
 func parse(t *testing.T, env map[string]string, args ...string) (pipeline.Config, error) {
 	t.Helper()
-	cfg := pipeline.DefaultConfig()
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	fs.SetOutput(&bytes.Buffer{})
-	ss := bindConfig(fs, &cfg)
-	if err := applyEnv(fs, ss, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
-		return cfg, err
-	}
-	return cfg, fs.Parse(args)
+	s, err := parseEnv(env, args...)
+	return s.config(), err
+}
+
+// parseEnv parses args over env, as serve does.
+func parseEnv(env map[string]string, args ...string) (settings, error) {
+	s, _, err := parseSettings("serve", "", args, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, "info", io.Discard)
+	return s, err
 }
 
 func TestFlagsWinOverEnvironment(t *testing.T) {
@@ -53,7 +57,7 @@ func TestServeHelpDocumentsEveryVariable(t *testing.T) {
 	if code := run([]string{"serve", "--help"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("serve --help exit %d: %s", code, stderr.String())
 	}
-	help := stderr.String()
+	help := stdout.String()
 	for _, env := range []string{"PROJECT_ID", "DATASET_ID", "TOPIC_ID", "SUBSCRIPTION_ID",
 		"GOOGLE_APPLICATION_CREDENTIALS", "PUSHGATEWAY_PROMETHEUS_HOST", "HTTP_ADDR", "WAREHOUSE",
 		"PUBSUB_EMULATOR_HOST", "STAGES", "MAX_BODY_BYTES"} {
@@ -108,43 +112,95 @@ func TestEverySettingIsDocumented(t *testing.T) {
 		}
 	}
 
-	cfg := pipeline.DefaultConfig()
-	level, format := "info", "text" // serve's
-	fs := flag.NewFlagSet("doc", flag.ContinueOnError)
-	ss := bindSettings(fs, &cfg, &level, &format)
-	for _, s := range ss {
-		want := defaultText(fs, s)
-		r, ok := table[s.env]
+	defaults, err := parseEnv(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range settingFlags("info") { // serve's
+		env, shown := f.Tag.Get("envvar"), f.Tag.Get("shown")
+		want := shownDefault(f)
+		r, ok := table[env]
 		switch {
 		case !ok:
-			t.Errorf("docs/configuration.md's table lacks %s", s.env)
-		case r.flag != "--"+s.flag:
-			t.Errorf("docs/configuration.md: %s has flag %q, want --%s", s.env, r.flag, s.flag)
+			t.Errorf("docs/configuration.md's table lacks %s", env)
+		case r.flag != "--"+f.Name:
+			t.Errorf("docs/configuration.md: %s has flag %q, want --%s", env, r.flag, f.Name)
 		case r.def != want:
-			t.Errorf("docs/configuration.md: %s defaults to %q, but --help and the code say %q", s.env, r.def, want)
+			t.Errorf("docs/configuration.md: %s defaults to %q, but --help and the code say %q", env, r.def, want)
 		}
-		line, ok := examples[s.env]
+		line, ok := examples[env]
 		if !ok {
-			t.Errorf(".env.example lacks %s", s.env)
+			t.Errorf(".env.example lacks %s", env)
 			continue
 		}
 		value, comment, _ := strings.Cut(line, "#")
 		value = strings.TrimSpace(value)
-		f := fs.Lookup(s.flag)
 		switch {
-		case s.shownDefault != "" && value != s.shownDefault && !strings.Contains(comment, "default"):
-			t.Errorf(".env.example: %s=%s neither is the default (%s) nor says what it is", s.env, value, s.shownDefault)
-		case s.shownDefault == "" && f.DefValue != "":
-			// The example shows the default, in any spelling the flag takes.
-			probe := flag.NewFlagSet("probe", flag.ContinueOnError)
-			shadow, level, format := pipeline.DefaultConfig(), "info", "text"
-			bindSettings(probe, &shadow, &level, &format)
-			if err := probe.Set(s.flag, value); err != nil {
-				t.Errorf(".env.example: %s=%s: %v", s.env, value, err)
-			} else if got := probe.Lookup(s.flag).Value.String(); got != f.DefValue {
-				t.Errorf(".env.example: %s=%s, but the default is %s", s.env, value, f.DefValue)
+		case shown != "" && value != shown && !strings.Contains(comment, "default"):
+			t.Errorf(".env.example: %s=%s neither is the default (%s) nor says what it is", env, value, shown)
+		case shown == "" && f.Default != "":
+			// The example shows the default, in any spelling the setting takes.
+			if got, err := parseEnv(map[string]string{env: value}); err != nil {
+				t.Errorf(".env.example: %s=%s: %v", env, value, err)
+			} else if !reflect.DeepEqual(got, defaults) {
+				t.Errorf(".env.example: %s=%s, but the default is %s", env, value, f.Default)
 			}
 		}
+	}
+}
+
+// The settings' defaults are pipeline.DefaultConfig's: binding them adds
+// none of its own, and 0-means-none settings keep their defaults.
+func TestSettingsDefaultsAreTheConfigs(t *testing.T) {
+	s, err := parseEnv(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.config().WithDefaults(), pipeline.DefaultConfig().WithDefaults(); !reflect.DeepEqual(got, want) {
+		t.Errorf("settings' defaults give\n%+v\nwant pipeline's\n%+v", got, want)
+	}
+	if s.RetryMax != 5 || s.LogLevel != "info" || !s.CreateResources || !s.ExactlyOnceDelivery {
+		t.Errorf("defaults as the user sees them: RETRY_MAX %d, LOG_LEVEL %s, CREATE_RESOURCES %v, EXACTLY_ONCE_DELIVERY %v",
+			s.RetryMax, s.LogLevel, s.CreateResources, s.ExactlyOnceDelivery)
+	}
+	off, err := parseEnv(map[string]string{"CREATE_RESOURCES": "false"}, "--exactly-once-delivery=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := off.config(); !c.DoNotCreateResources || !c.DisableExactlyOnceDelivery {
+		t.Errorf("CREATE_RESOURCES=false --exactly-once-delivery=false gave %v, %v", c.DoNotCreateResources, c.DisableExactlyOnceDelivery)
+	}
+}
+
+// A bad value names its setting, as the user wrote it, and what it
+// expects; every bad one is reported at once, and an empty variable counts
+// as unset.
+func TestBadSettingsAreNamedWithWhatTheyExpect(t *testing.T) {
+	_, err := parseEnv(map[string]string{"PUBLISH_TIMEOUT": "10", "MAX_BODY_BYTES": "1MB", "RETRY_JITTER": "some",
+		"CREATE_RESOURCES": "perhaps", "RETRY_MAX": "", "TOPIC_ID": ""}, "--group-max-size", "many")
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{
+		`PUBLISH_TIMEOUT="10": want a duration with its unit, such as 10s`,
+		`MAX_BODY_BYTES="1MB": want a whole number of bytes, such as 1048576 (1 MiB); no units`,
+		`RETRY_JITTER="some": want a number`,
+		`CREATE_RESOURCES="perhaps": want true or false`,
+		`--group-max-size "many": want a whole number`,
+		"see gatekeeper serve --help",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	for _, not := range []string{"strconv", "parse error", "RETRY_MAX", "TOPIC_ID"} {
+		if strings.Contains(err.Error(), not) {
+			t.Errorf("error says %q:\n%v", not, err)
+		}
+	}
+	s, err := parseEnv(map[string]string{"RETRY_MAX": "", "TOPIC_ID": ""})
+	if err != nil || s.RetryMax != 5 || s.TopicID != "db-transaction-topic" {
+		t.Errorf("empty variables: %v, RETRY_MAX %d, TOPIC_ID %q; want the defaults", err, s.RetryMax, s.TopicID)
 	}
 }
 
@@ -165,7 +221,7 @@ func TestModeDependentDefaultsFollowTheMode(t *testing.T) {
 		for _, v := range []string{"PUBSUB_EMULATOR_HOST", "PUBSUB_MODE", "PROJECT_ID", "RECEIVE_STREAMS", "GOOGLE_APPLICATION_CREDENTIALS"} {
 			t.Setenv(v, c.env[v])
 		}
-		cfg, _, _, err := loadConfig("serve", "", nil, &bytes.Buffer{}, nil)
+		cfg, _, _, err := loadConfig("serve", "", nil, &bytes.Buffer{}, &bytes.Buffer{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,5 +256,58 @@ func TestZeroMeansNoneNotTheDefault(t *testing.T) {
 	}
 	if _, err := parse(t, map[string]string{"RETRY_MAX": "many"}); err == nil {
 		t.Error("RETRY_MAX=many was accepted")
+	}
+}
+
+// --version says what the build set with -ldflags -X; without it, the
+// module version and the commit Go recorded, "+dirty" when it had
+// uncommitted changes.
+func TestVersion(t *testing.T) {
+	info := &debug.BuildInfo{Main: debug.Module{Version: "v1.2.0"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "0123456789abcdef0123"}, {Key: "vcs.modified", Value: "true"}}}
+	for _, c := range []struct {
+		set  string
+		info *debug.BuildInfo
+		ok   bool
+		want string
+	}{
+		{"v2.0.0", info, true, "v2.0.0"},
+		{"", info, true, "v1.2.0 0123456789ab+dirty"},
+		{"", &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, true, "(devel)"},
+		{"", nil, false, "devel"},
+	} {
+		if got := versionString(c.set, c.info, c.ok); got != c.want {
+			t.Errorf("versionString(%q, …) = %q, want %q", c.set, got, c.want)
+		}
+	}
+	for _, args := range [][]string{{"--version"}, {"version"}} {
+		r := runIn(args...)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "gatekeeper ") || r.stderr != "" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q", args[0], r.code, r.stdout, r.stderr)
+		}
+	}
+}
+
+// The Dockerfile's build sets the version, so that an image does not say
+// devel; the binary prints what -X set.
+func TestVersionFromLdflags(t *testing.T) {
+	dockerfile, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(dockerfile), "-X main.version=") {
+		t.Error("the Dockerfile's go build does not set main.version")
+	}
+	if testing.Short() {
+		t.Skip("builds a binary")
+	}
+	bin := filepath.Join(t.TempDir(), "gatekeeper")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=v9.9.9-test", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil || string(out) != "gatekeeper v9.9.9-test\n" {
+		t.Errorf("--version: %q, %v; want gatekeeper v9.9.9-test", out, err)
 	}
 }

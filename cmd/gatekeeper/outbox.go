@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -28,20 +27,25 @@ Exit codes: 0 salvaged, every entry saved (or nothing to salvage);
 
 // outboxCommand is `gatekeeper outbox COMMAND`.
 func outboxCommand(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+		fmt.Fprintln(stdout, outboxUsage)
+		return exitOK
+	}
 	if len(args) == 0 || args[0] != "salvage" {
 		fmt.Fprintln(stderr, outboxUsage)
 		return exitUsage
 	}
-	var dryRun bool
-	cfg, _, fs, err := loadConfig("outbox salvage", outboxUsage, args[1:], stderr, func(fs *flag.FlagSet) {
-		fs.BoolVar(&dryRun, "dry-run", false, "read and count; write and move nothing")
-	})
-	if errors.Is(err, flag.ErrHelp) {
+	var own struct {
+		DryRun bool `name:"dry-run" help:"read and count; write and move nothing"`
+	}
+	cfg, _, rest, err := loadConfig("outbox salvage", outboxUsage, args[1:], stdout, stderr, &own)
+	if errors.Is(err, errHelp) {
 		return exitOK
 	}
-	if err == nil && fs.NArg() > 0 {
-		err = fmt.Errorf("outbox salvage takes no arguments (got %v); the file is --outbox-path", fs.Args())
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("outbox salvage takes no arguments (got %v); the file is --outbox-path", rest)
 	}
+	dryRun := own.DryRun
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
 		return exitUsage

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -79,37 +78,71 @@ type poisonFlags struct {
 	hasLimit             bool
 }
 
-func (p *poisonFlags) bind(fs *flag.FlagSet) {
+// Each poison command's own flags, bound beside the settings.
+type (
+	filterFlags struct {
+		Table   string `name:"table" help:"only payloads that touch this table"`
+		Class   string `name:"class" help:"only this error class: invalid, transient, permanent or unknown"`
+		Since   string `name:"since" help:"only payloads whose state changed since: a duration (1h) or an RFC 3339 time"`
+		Reason  string `name:"reason" help:"only payloads whose reason contains this (case-insensitive)"`
+		Backend string `name:"backend" help:"only payloads this backend (BACKENDS_FILE) sent"`
+		State   string `name:"state" help:"only this state: poisoned, replayed or purged (default poisoned)"`
+	}
+	limitFlag struct {
+		Limit int `name:"limit" help:"most payloads to list; 0 for all"`
+	}
+	jsonFlag struct {
+		JSON bool `name:"json" help:"JSON lines with typed fields instead of a table"`
+	}
+	replayFlags struct {
+		All    bool    `name:"all" help:"every payload the filters select (all poisoned ones without filters)"`
+		Yes    bool    `name:"yes" help:"do not ask before replaying a filtered or --all selection"`
+		DryRun bool    `name:"dry-run" help:"check and count; publish nothing"`
+		Rate   float64 `name:"rate" default:"100" help:"payloads per second"`
+		From   string  `name:"from" help:"replay the JSON lines of this file (from export, edited), each validated by the gate"`
+	}
+	purgeFlags struct {
+		All bool `name:"all" help:"every payload the filters select (all poisoned ones without filters)"`
+		Yes bool `name:"yes" help:"do not ask for confirmation"`
+	}
+	exportFlags struct {
+		Output string `name:"output" short:"o" help:"write to this file instead of stdout"`
+	}
+)
+
+// bind returns the structs of p.verb's flags, and done, which copies
+// their values into p once parsed.
+func (p *poisonFlags) bind() (own []any, done func()) {
+	var (
+		f      filterFlags
+		l      limitFlag
+		j      jsonFlag
+		r      replayFlags
+		pu     purgeFlags
+		export exportFlags
+	)
 	p.filters = map[string]*string{}
 	if p.filtered {
-		for _, f := range []struct{ name, usage string }{
-			{"table", "only payloads that touch this table"},
-			{"class", "only this error class: invalid, transient, permanent or unknown"},
-			{"since", "only payloads whose state changed since: a duration (1h) or an RFC 3339 time"},
-			{"reason", "only payloads whose reason contains this (case-insensitive)"},
-			{"backend", "only payloads this backend (BACKENDS_FILE) sent"},
-			{"state", "only this state: poisoned, replayed or purged (default poisoned)"},
-		} {
-			p.filters[f.name] = fs.String(f.name, "", f.usage)
-		}
+		own = append(own, &f)
+		p.filters = map[string]*string{"table": &f.Table, "class": &f.Class, "since": &f.Since, "reason": &f.Reason,
+			"backend": &f.Backend, "state": &f.State}
 	}
 	if p.hasLimit {
-		fs.IntVar(&p.limit, "limit", 0, "most payloads to list; 0 for all")
+		own = append(own, &l)
 	}
 	switch p.verb {
 	case "list", "summary", "show":
-		fs.BoolVar(&p.json, "json", false, "JSON lines with typed fields instead of a table")
+		own = append(own, &j)
 	case "replay":
-		fs.BoolVar(&p.all, "all", false, "every payload the filters select (all poisoned ones without filters)")
-		fs.BoolVar(&p.yes, "yes", false, "do not ask before replaying a filtered or --all selection")
-		fs.BoolVar(&p.dry, "dry-run", false, "check and count; publish nothing")
-		fs.Float64Var(&p.rate, "rate", 100, "payloads per second")
-		fs.StringVar(&p.from, "from", "", "replay the JSON lines of this file (from export, edited), each validated by the gate")
+		own = append(own, &r)
 	case "purge":
-		fs.BoolVar(&p.all, "all", false, "every payload the filters select (all poisoned ones without filters)")
-		fs.BoolVar(&p.yes, "yes", false, "do not ask for confirmation")
+		own = append(own, &pu)
 	case "export":
-		fs.StringVar(&p.output, "o", "", "write to this file instead of stdout")
+		own = append(own, &export)
+	}
+	return own, func() {
+		p.limit, p.json, p.output = l.Limit, j.JSON, export.Output
+		p.all, p.yes, p.dry, p.rate, p.from = r.All || pu.All, r.Yes || pu.Yes, r.DryRun, r.Rate, r.From
 	}
 }
 
@@ -127,12 +160,14 @@ func poison(args []string, stdout, stderr io.Writer) int {
 	p.acceptsIDs = p.verb == "show" || p.verb == "replay" || p.verb == "purge"
 	p.hasLimit = p.verb == "list"
 	synopsis := poisonSynopsis[p.verb] + "\n\n" + poisonUsage[strings.Index(poisonUsage, "\n\n")+2:]
-	cfg, logger, fs, err := loadConfig("poison "+p.verb, synopsis, args[1:], stderr, p.bind)
-	if errors.Is(err, flag.ErrHelp) {
+	own, done := p.bind()
+	cfg, logger, positional, err := loadConfig("poison "+p.verb, synopsis, args[1:], stdout, stderr, own...)
+	if errors.Is(err, errHelp) {
 		return exitOK
 	}
 	if err == nil {
-		err = p.positionals(fs)
+		done()
+		err = p.positionals(positional)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
@@ -178,21 +213,9 @@ func poison(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// positionals collects ids given between flags: the flag package stops at
-// the first argument that is not a flag.
-func (p *poisonFlags) positionals(fs *flag.FlagSet) error {
-	rest := fs.Args()
-	for len(rest) > 0 {
-		if !strings.HasPrefix(rest[0], "-") {
-			p.positional = append(p.positional, rest[0])
-			rest = rest[1:]
-			continue
-		}
-		if err := fs.Parse(rest); err != nil {
-			return err
-		}
-		rest = fs.Args()
-	}
+// positionals takes the ids given before, between or after the flags.
+func (p *poisonFlags) positionals(ids []string) error {
+	p.positional = ids
 	if len(p.positional) > 0 && !p.acceptsIDs {
 		return fmt.Errorf("poison %s takes no payload ids (got %s); use the filters", p.verb, strings.Join(p.positional, " "))
 	}

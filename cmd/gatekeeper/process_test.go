@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -25,8 +24,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/gatekeeper/gatekeeper/pipeline"
 )
 
 var (
@@ -79,10 +76,9 @@ func binary(t *testing.T) string {
 // none of them from the test's own environment (CI sets
 // PUBSUB_EMULATOR_HOST, a developer may have anything).
 func gatekeeperVars() map[string]bool {
-	cfg, level, format := pipeline.DefaultConfig(), "", ""
 	vars := map[string]bool{}
-	for _, s := range bindSettings(flag.NewFlagSet("vars", flag.ContinueOnError), &cfg, &level, &format) {
-		vars[s.env] = true
+	for _, f := range settingFlags("info") {
+		vars[f.Tag.Get("envvar")] = true
 	}
 	return vars
 }

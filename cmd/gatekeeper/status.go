@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -23,28 +22,17 @@ import (
 // HTTP_ADDR, which also knows what it accepted and has not applied yet,
 // and reads the warehouse itself when no service answers there.
 func status(args []string, stdout, stderr io.Writer) int {
-	var asJSON bool
-	cfg, logger, fs, err := loadConfig("status", "usage: gatekeeper status ID [--json] [flags]\n\n"+
+	var own struct {
+		JSON bool `name:"json" help:"print the JSON the status API answers"`
+	}
+	cfg, logger, ids, err := loadConfig("status", "usage: gatekeeper status ID [--json] [flags]\n\n"+
 		"Prints a payload's status: accepted, applied, poisoned, purged or unknown (exit 1).\n"+
 		"Asks the service on --http-addr; without one there, reads the warehouse (which cannot know \"accepted\").",
-		args, stderr, func(fs *flag.FlagSet) {
-			fs.BoolVar(&asJSON, "json", false, "print the JSON the status API answers")
-		})
-	if errors.Is(err, flag.ErrHelp) {
+		args, stdout, stderr, &own)
+	if errors.Is(err, errHelp) {
 		return exitOK
 	}
-	var ids []string
-	if err == nil {
-		rest := fs.Args()
-		for len(rest) > 0 && err == nil {
-			if strings.HasPrefix(rest[0], "-") {
-				err = fs.Parse(rest)
-				rest = fs.Args()
-				continue
-			}
-			ids, rest = append(ids, rest[0]), rest[1:]
-		}
-	}
+	asJSON := own.JSON
 	if err == nil && len(ids) != 1 {
 		err = errors.New("usage: gatekeeper status ID [--json]")
 	}

@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 // loadgen --e2e: how long accepted payloads take to be applied, for a
 // sample of them, read from the per-payload status API or, where a service
@@ -29,15 +29,35 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/gatekeeper/gatekeeper/messages"
-	"github.com/gatekeeper/gatekeeper/pipeline"
-	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 )
+
+// Payload statuses, as GET /api/activities/{id} says them.
+const (
+	statusApplied  = "applied"  // in the ledger
+	statusPoisoned = "poisoned" // in the poison index
+	statusPurged   = "purged"   // dropped by an operator; never applied
+	statusUnknown  = "unknown"  // neither the process nor its warehouse knows it
+)
+
+// Topics is where the service publishes what became of each payload, as
+// serve's settings name them, for --e2e to read through subscriptions of
+// its own.
+type Topics struct {
+	Project string
+	Applied string // the applied topic (APPLIED_TOPIC_ID)
+	Poison  string // the poison topic (POISON_TOPIC_ID)
+	// Where names the Pub/Sub, for errors: "Pub/Sub emulator at
+	// 127.0.0.1:8085 (project p)".
+	Where string
+	// Dial opens a client on that Pub/Sub, or says why it cannot.
+	Dial func(context.Context) (*pubsub.Client, error)
+}
 
 // e2eVia is --e2e-via: where applied payloads are learnt from.
 type e2eVia string
 
 const (
-	e2eAuto   e2eVia = "auto"   // the status API when the service serves it, else the applied topic
+	e2eAuto   e2eVia = "auto"   // the status API when the service serves it and it sees what is applied, else the applied topic
 	e2eStatus e2eVia = "status" // GET /api/activities/{id}
 	e2eTopic  e2eVia = "topic"  // the applied topic, through a subscription of loadgen's own
 )
@@ -52,6 +72,9 @@ const (
 	// e2eProbeTimeout bounds the status API probe and each Pub/Sub call made
 	// before and after the load.
 	e2eProbeTimeout = 10 * time.Second
+	// witnessRecheck bounds auto mode's second look through the status
+	// API, after the applied topic saw the samples applied.
+	witnessRecheck = 2 * time.Second
 	// e2eSubscriptionTTL makes Pub/Sub delete a subscription loadgen could
 	// not (killed with SIGKILL): a day is the shortest Pub/Sub allows.
 	e2eSubscriptionTTL = 24 * time.Hour
@@ -63,8 +86,8 @@ type sampled struct {
 	sentAt time.Time // when its request started
 }
 
-// e2eReport is what --e2e saw.
-type e2eReport struct {
+// E2EReport is what --e2e saw.
+type E2EReport struct {
 	Via         string `json:"via"`                    // status or topic
 	Topic       string `json:"topic,omitempty"`        // topic: the applied topic read
 	PoisonTopic string `json:"poison_topic,omitempty"` // topic: the poison topic read, if it exists
@@ -77,7 +100,7 @@ type e2eReport struct {
 	Poisoned    int64     `json:"poisoned"`
 	NotApplied  int64     `json:"not_applied"` // neither applied nor poisoned within timeout_s
 	TimeoutS    float64   `json:"timeout_s"`
-	LatencyUS   latencies `json:"latency_us"` // latency_from → applied_at of the applied ones
+	LatencyUS   Latencies `json:"latency_us"` // latency_from → applied_at of the applied ones
 	// DuplicateEvents (topic) are applied events with duplicate: true for
 	// followed payloads: redeliveries, not counted again.
 	DuplicateEvents int64 `json:"duplicate_events"`
@@ -86,7 +109,7 @@ type e2eReport struct {
 	Unmeasured int64 `json:"unmeasured"`
 }
 
-func (x *e2eReport) writeText(w io.Writer) {
+func (x *E2EReport) writeText(w io.Writer) {
 	via := "the status API"
 	if x.Via == string(e2eTopic) {
 		via = "the applied topic " + x.Topic
@@ -113,35 +136,55 @@ func (x *e2eReport) writeText(w io.Writer) {
 
 // e2eFollower follows the sampled payloads one way, chosen before the load.
 type e2eFollower struct {
-	o      loadgenOptions
+	o      Options
 	via    e2eVia // status or topic, never auto
 	client *http.Client
 	base   string // the service's base URL
 	ids    <-chan sampled
-	topic  *topicFollower // topic mode
+	topic  *topicFollower // topic mode, and the witness
+	// witness: --e2e-via auto found the status API, and reads the applied
+	// topic too, to learn whether the status API ever says "applied".
+	witness bool
+	// noWitness is why auto mode could not read the applied topic.
+	noWitness string
+	stderr    io.Writer
 }
 
 // startE2E decides how --e2e follows payloads and, in topic mode,
 // subscribes before anything is sent, since a topic keeps nothing for a
 // subscription created after the publish.
-func startE2E(ctx context.Context, o loadgenOptions, cfg pipeline.Config, client *http.Client, base string) (*e2eFollower, error) {
-	f := &e2eFollower{o: o, via: o.e2eVia, client: client, base: base}
+//
+// In auto mode, a status API that is there is not enough: it says
+// "applied" only where the process that serves it reads the warehouse the
+// apply stage writes, which a process running the ingest stage alone (the
+// stages apart) need not do; it then says "accepted" forever. Nothing in
+// its answers tells before the load, so auto mode also reads the applied
+// topic where it can, and decides after the load (see witnessed).
+func startE2E(ctx context.Context, o Options, topics Topics, client *http.Client, base string, stderr io.Writer) (*e2eFollower, error) {
+	f := &e2eFollower{o: o, via: o.E2EVia, client: client, base: base, stderr: stderr}
 	var absent string
 	if f.via != e2eTopic {
-		there, why, err := probeStatusAPI(ctx, client, base, o.key)
+		there, why, err := probeStatusAPI(ctx, client, base, o.Key)
 		if err != nil {
 			return nil, fmt.Errorf("cannot tell whether %s serves the status API: %w (--e2e-via topic reads the applied topic instead)", base, err)
 		}
 		switch {
+		case there && f.via == e2eStatus:
+			return f, nil
 		case there:
 			f.via = e2eStatus
+			if tf, err := newTopicFollower(ctx, topics, o); err == nil {
+				f.topic, f.witness = tf, true
+			} else {
+				f.noWitness = err.Error()
+			}
 			return f, nil
 		case f.via == e2eStatus:
 			return nil, fmt.Errorf("--e2e-via status, but %s does not serve the status API: %s; use --e2e-via topic (or auto)", base, why)
 		}
 		f.via, absent = e2eTopic, why
 	}
-	tf, err := newTopicFollower(ctx, cfg, o)
+	tf, err := newTopicFollower(ctx, topics, o)
 	if err != nil {
 		if absent != "" {
 			return nil, fmt.Errorf("%s does not serve the status API (%s), and the applied topic cannot be read either: %w", base, absent, err)
@@ -163,11 +206,84 @@ func (f *e2eFollower) watch(ids <-chan sampled) {
 
 // wait follows the sampled payloads for at most --e2e-timeout after the
 // load, and reports.
-func (f *e2eFollower) wait(ctx context.Context) *e2eReport {
-	if f.topic != nil {
+func (f *e2eFollower) wait(ctx context.Context) *E2EReport {
+	switch {
+	case f.witness:
+		return f.witnessed(ctx)
+	case f.topic != nil:
 		return f.topic.wait(ctx, f.o)
 	}
-	return followApplied(ctx, f.client, f.base, f.o, f.ids)
+	rep := followApplied(ctx, f.client, f.base, f.o, f.ids)
+	if rep.Followed > 0 && rep.Applied == 0 && rep.Poisoned == 0 && f.via == e2eStatus {
+		// Either nothing was applied in time, or this status API cannot
+		// see it; without the applied topic loadgen cannot tell which.
+		why := "--e2e-via topic reads the applied topic"
+		if f.noWitness != "" {
+			why += ", which could not be read here: " + f.noWitness
+		}
+		fmt.Fprintf(f.stderr, "gatekeeper loadgen: --e2e: the status API of %s never said applied for the %d followed payloads. "+
+			"If that process runs the ingest stage alone, it reads another warehouse than the apply stage's, and never will: %s\n",
+			f.base, rep.Followed, why)
+	}
+	return rep
+}
+
+// witnessed is auto mode's wait when both ways were open: the applied
+// topic follows every sample to the end, then the status API is asked
+// about payloads the topic saw applied. Where it says "applied" too, the
+// report is the status API's (latency from the service's received time,
+// as in a single process); where it does not, the report is the topic's,
+// and stderr says why.
+func (f *e2eFollower) witnessed(ctx context.Context) *E2EReport {
+	rep := f.topic.wait(ctx, f.o)
+	for _, id := range f.topic.appliedIDs(3) {
+		st, err := statusSoon(ctx, f.client, f.base, id, f.o.Key)
+		if err != nil || st.Status != statusApplied {
+			said := st.Status
+			if err != nil {
+				said = "nothing (" + err.Error() + ")"
+			}
+			fmt.Fprintf(f.stderr, "gatekeeper loadgen: --e2e: the status API of %s says %s for %s, which the applied topic %s shows applied: "+
+				"the process that serves it does not read the warehouse the apply stage writes (does it run the ingest stage alone?); "+
+				"the applied topic's count and latency are reported\n", f.base, said, id, f.topic.topic)
+			return rep
+		}
+	}
+	if rep.Applied == 0 {
+		return rep // nothing the status API could be checked against
+	}
+	// The status API sees the apply stage's warehouse: its report, from
+	// the service's received time. The topic waited out the stragglers
+	// already, so this pass takes moments.
+	ids := make(chan sampled, rep.Followed)
+	for _, s := range f.topic.samples() {
+		ids <- s
+	}
+	close(ids)
+	o := f.o
+	o.E2ETimeout = min(o.E2ETimeout, witnessRecheck)
+	srep := followApplied(ctx, f.client, f.base, o, ids)
+	srep.TimeoutS = f.o.E2ETimeout.Seconds()
+	return srep
+}
+
+// statusSoon asks the status API about a payload the applied topic saw
+// applied, until it says applied or witnessRecheck has passed: the ledger
+// holds it before the event is published, but a reply may cross a commit.
+func statusSoon(ctx context.Context, client *http.Client, base, id, key string) (statusAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, witnessRecheck)
+	defer cancel()
+	for {
+		st, err := pollStatus(ctx, client, base, id, key)
+		if err == nil && st.Status == statusApplied {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, err
+		case <-time.After(e2ePoll * 10):
+		}
+	}
 }
 
 // close deletes what topic mode created; it runs on every way out,
@@ -213,7 +329,7 @@ func statusAPIAnswered(code int, body []byte) (there bool, why string, err error
 	}
 	isStatus := json.Unmarshal(body, &p) == nil && p.Status != ""
 	switch {
-	case isStatus && (code == http.StatusNotFound && p.Status == operator.StatusUnknown || code == http.StatusOK):
+	case isStatus && (code == http.StatusNotFound && p.Status == statusUnknown || code == http.StatusOK):
 		return true, "", nil
 	case code == http.StatusNotFound || code == http.StatusMethodNotAllowed:
 		return false, fmt.Sprintf("GET /api/activities/ID answered %d without a payload status", code), nil
@@ -233,11 +349,11 @@ func snippet(b []byte) string {
 }
 
 // followApplied polls the status API for each sampled id until it is
-// applied or poisoned, at most o.e2eTimeout after the load ended.
-func followApplied(ctx context.Context, client *http.Client, base string, o loadgenOptions, ids <-chan sampled) *e2eReport {
-	rep := &e2eReport{Via: string(e2eStatus), LatencyFrom: fromReceived, Sample: o.e2eSample, TimeoutS: o.e2eTimeout.Seconds()}
+// applied or poisoned, at most o.E2ETimeout after the load ended.
+func followApplied(ctx context.Context, client *http.Client, base string, o Options, ids <-chan sampled) *E2EReport {
+	rep := &E2EReport{Via: string(e2eStatus), LatencyFrom: fromReceived, Sample: o.E2ESample, TimeoutS: o.E2ETimeout.Seconds()}
 	hist := newE2EHistogram()
-	ctx, cancel := context.WithTimeout(ctx, o.e2eTimeout)
+	ctx, cancel := context.WithTimeout(ctx, o.E2ETimeout)
 	defer cancel()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -249,16 +365,16 @@ func followApplied(ctx context.Context, client *http.Client, base string, o load
 			defer wg.Done()
 			for ctx.Err() == nil {
 				sem <- struct{}{}
-				st, err := pollStatus(ctx, client, base, s.id, o.key)
+				st, err := pollStatus(ctx, client, base, s.id, o.Key)
 				<-sem
-				if err == nil && st.Status == operator.StatusApplied && st.ReceivedAt != nil && st.AppliedAt != nil {
+				if err == nil && st.Status == statusApplied && st.ReceivedAt != nil && st.AppliedAt != nil {
 					mu.Lock()
 					rep.Applied++
 					_ = hist.RecordValue(max(1, st.AppliedAt.Sub(*st.ReceivedAt).Microseconds()))
 					mu.Unlock()
 					return
 				}
-				if err == nil && (st.Status == operator.StatusPoisoned || st.Status == operator.StatusPurged) {
+				if err == nil && (st.Status == statusPoisoned || st.Status == statusPurged) {
 					mu.Lock()
 					rep.Poisoned++
 					mu.Unlock()
@@ -345,19 +461,18 @@ type topicEvents struct {
 
 func (e *topicEvents) settled() bool { return e.applied || e.poisoned }
 
-func newTopicFollower(ctx context.Context, cfg pipeline.Config, o loadgenOptions) (_ *topicFollower, err error) {
-	cfg = cfg.WithDefaults()
-	if err := cfg.ValidatePubSub(); err != nil {
-		return nil, err
+func newTopicFollower(ctx context.Context, topics Topics, o Options) (_ *topicFollower, err error) {
+	if topics.Dial == nil {
+		return nil, errors.New("no Pub/Sub to read the applied topic from")
 	}
-	where := pubSubWhere(cfg)
-	client, err := pubsub.NewClient(ctx, cfg.ProjectID, pipeline.ClientOptions(cfg)...)
+	where := topics.Where
+	client, err := topics.Dial(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	f := &topicFollower{
-		client: client, project: cfg.ProjectID, topic: cfg.AppliedTopicID,
-		keepUnsampled: o.timeout + 5*time.Second, registered: make(chan struct{}),
+		client: client, project: topics.Project, topic: topics.Applied,
+		keepUnsampled: o.Timeout + 5*time.Second, registered: make(chan struct{}),
 		seen: map[string]*topicEvents{}, followed: map[string]time.Time{}, changed: make(chan struct{}, 1),
 	}
 	defer func() {
@@ -368,19 +483,19 @@ func newTopicFollower(ctx context.Context, cfg pipeline.Config, o loadgenOptions
 	suffix := make([]byte, 6)
 	_, _ = rand.Read(suffix)
 	name := "gatekeeper-loadgen-" + hex.EncodeToString(suffix)
-	if err := f.subscribe(ctx, cfg.AppliedTopicID, name+"-applied"); err != nil {
+	if err := f.subscribe(ctx, topics.Applied, name+"-applied"); err != nil {
 		if grpcstatus.Code(err) == codes.NotFound {
 			return nil, fmt.Errorf("the applied topic %s does not exist on the %s: set APPLIED_TOPIC_ID (or TOPIC_ID) and PROJECT_ID as the service has them: %w",
-				cfg.AppliedTopicID, where, err)
+				topics.Applied, where, err)
 		}
 		return nil, fmt.Errorf("cannot subscribe to the applied topic %s on the %s: %w; set PUBSUB_EMULATOR_HOST (or PUBSUB_EMBEDDED_ADDR for a service's embedded Pub/Sub, "+
-			"or GOOGLE_APPLICATION_CREDENTIALS and PROJECT_ID for Google) to the Pub/Sub the service uses", cfg.AppliedTopicID, where, err)
+			"or GOOGLE_APPLICATION_CREDENTIALS and PROJECT_ID for Google) to the Pub/Sub the service uses", topics.Applied, where, err)
 	}
-	switch err := f.subscribe(ctx, cfg.PoisonTopicID, name+"-poison"); {
+	switch err := f.subscribe(ctx, topics.Poison, name+"-poison"); {
 	case err == nil:
-		f.poison = cfg.PoisonTopicID
+		f.poison = topics.Poison
 	case grpcstatus.Code(err) != codes.NotFound:
-		return nil, fmt.Errorf("cannot subscribe to the poison topic %s on the %s: %w", cfg.PoisonTopicID, where, err)
+		return nil, fmt.Errorf("cannot subscribe to the poison topic %s on the %s: %w", topics.Poison, where, err)
 	}
 	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	f.stop = stop
@@ -389,19 +504,6 @@ func newTopicFollower(ctx context.Context, cfg pipeline.Config, o loadgenOptions
 		f.receiving.Go(func() { f.receive(rctx, sub, poisoned) })
 	}
 	return f, nil
-}
-
-// pubSubWhere names the Pub/Sub cfg selects, for errors.
-func pubSubWhere(cfg pipeline.Config) string {
-	mode := cfg.ResolvedPubSubMode()
-	switch mode {
-	case pipeline.PubSubEmbedded:
-		return fmt.Sprintf("embedded Pub/Sub at %s (project %s)", cfg.EmbeddedPubSubAddr, cfg.ProjectID)
-	case pipeline.PubSubEmulator:
-		return fmt.Sprintf("Pub/Sub emulator at %s (project %s)", cfg.EmulatorHost, cfg.ProjectID)
-	default:
-		return fmt.Sprintf("Google Pub/Sub (project %s)", cfg.ProjectID)
-	}
 }
 
 func (f *topicFollower) subscribe(ctx context.Context, topic, subscription string) error {
@@ -491,6 +593,31 @@ func (f *topicFollower) signal() {
 	}
 }
 
+// appliedIDs returns at most n sampled payloads with an applied event
+// that is not a duplicate.
+func (f *topicFollower) appliedIDs(n int) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ids []string
+	for id := range f.followed {
+		if e := f.seen[id]; e != nil && !e.appliedAt.IsZero() && len(ids) < n {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// samples returns every sampled payload.
+func (f *topicFollower) samples() []sampled {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ss := make([]sampled, 0, len(f.followed))
+	for id, sentAt := range f.followed {
+		ss = append(ss, sampled{id: id, sentAt: sentAt})
+	}
+	return ss
+}
+
 // watch registers the samples as the load accepts them.
 func (f *topicFollower) watch(ids <-chan sampled) {
 	go func() {
@@ -508,10 +635,10 @@ func (f *topicFollower) watch(ids <-chan sampled) {
 }
 
 // wait returns when every sampled payload was applied or poisoned, or
-// o.e2eTimeout after the load, or on ctx's end.
-func (f *topicFollower) wait(ctx context.Context, o loadgenOptions) *e2eReport {
+// o.E2ETimeout after the load, or on ctx's end.
+func (f *topicFollower) wait(ctx context.Context, o Options) *E2EReport {
 	<-f.registered // the load is over: the rest of the samples are in the channel's buffer
-	deadline := time.NewTimer(o.e2eTimeout)
+	deadline := time.NewTimer(o.E2ETimeout)
 	defer deadline.Stop()
 follow:
 	for {
@@ -531,8 +658,8 @@ follow:
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	rep := &e2eReport{Via: string(e2eTopic), Topic: f.topic, PoisonTopic: f.poison, LatencyFrom: fromSent,
-		Sample: o.e2eSample, TimeoutS: o.e2eTimeout.Seconds(), Followed: int64(len(f.followed)), DuplicateEvents: f.duplicates}
+	rep := &E2EReport{Via: string(e2eTopic), Topic: f.topic, PoisonTopic: f.poison, LatencyFrom: fromSent,
+		Sample: o.E2ESample, TimeoutS: o.E2ETimeout.Seconds(), Followed: int64(len(f.followed)), DuplicateEvents: f.duplicates}
 	hist := newE2EHistogram()
 	for id, sentAt := range f.followed {
 		e := f.seen[id]
@@ -559,7 +686,7 @@ func (f *topicFollower) close(stderr io.Writer) {
 	if f.stop != nil {
 		f.stop()
 		// The Pub/Sub client's Receive can hang on its way out while the
-		// server is unreachable (see pipeline.followSettled).
+		// server is unreachable (the service's outbox follower meets the same).
 		done := make(chan struct{})
 		go func() { f.receiving.Wait(); close(done) }()
 		select {
