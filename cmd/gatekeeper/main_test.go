@@ -311,3 +311,20 @@ func TestVersionFromLdflags(t *testing.T) {
 		t.Errorf("--version: %q, %v; want gatekeeper v9.9.9-test", out, err)
 	}
 }
+
+// The log level and format, checked after the parse, are named with every
+// other bad setting of the same run.
+func TestBadLogLevelIsNamedWithTheOtherBadSettings(t *testing.T) {
+	t.Setenv("LOG_LEVEL", "loud")
+	t.Setenv("RETRY_MAX", "abc")
+	t.Setenv("PUBLISH_TIMEOUT", "10")
+	_, _, _, err := loadConfig("serve", "", nil, io.Discard, io.Discard)
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{`log level "loud"`, `RETRY_MAX="abc"`, `PUBLISH_TIMEOUT="10"`, "see gatekeeper serve --help"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}

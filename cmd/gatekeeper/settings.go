@@ -29,6 +29,11 @@ func loadConfig(name, synopsis string, args []string, stdout, stderr io.Writer, 
 	}
 	s, rest, err := parseSettings(name, synopsis, args, os.LookupEnv, logLevel, stdout, own...)
 	if err != nil {
+		// The log level and format are checked after the parse; a bad one
+		// is named with the rest, so that one run shows every problem.
+		if _, lerr := newLogger(io.Discard, s.LogLevel, s.LogFormat); lerr != nil && !errors.Is(err, errHelp) {
+			err = errors.Join(lerr, err)
+		}
 		return pipeline.Config{}, nil, nil, err
 	}
 	logger, err := newLogger(stderr, s.LogLevel, s.LogFormat)
