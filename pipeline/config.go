@@ -359,6 +359,13 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// The default RECEIVE_STREAMS by Pub/Sub mode (see Config.ReceiveStreams).
+const (
+	ReceiveStreamsEmbedded = 32
+	ReceiveStreamsEmulator = 16
+	ReceiveStreamsGoogle   = 4
+)
+
 func (c *Config) setDefaults() {
 	c.setStaticDefaults()
 	setDefault(&c.PoisonTopicID, c.TopicID+"-poison")
@@ -368,11 +375,11 @@ func (c *Config) setDefaults() {
 	setDefault(&c.OrderedSubscriptionID, c.SubscriptionID+"-ordered")
 	switch c.ResolvedPubSubMode() {
 	case PubSubEmbedded:
-		setDefault(&c.ReceiveStreams, 32)
+		setDefault(&c.ReceiveStreams, ReceiveStreamsEmbedded)
 	case PubSubEmulator:
-		setDefault(&c.ReceiveStreams, 16)
+		setDefault(&c.ReceiveStreams, ReceiveStreamsEmulator)
 	}
-	setDefault(&c.ReceiveStreams, 4)
+	setDefault(&c.ReceiveStreams, ReceiveStreamsGoogle)
 	setDefault(&c.OutboxPath, defaultOutboxPath(c.Warehouse))
 	if c.ResolvedPubSubMode() != PubSubGoogle && !c.usesGoogleBigQuery() {
 		setDefault(&c.ProjectID, "gatekeeper-local")

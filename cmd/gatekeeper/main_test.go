@@ -117,7 +117,7 @@ func TestEverySettingIsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range settingFlags("info") { // serve's
-		env, shown := f.Tag.Get("envvar"), f.Tag.Get("shown")
+		env, shown := f.Tag.Get("envvar"), numbers.Replace(f.Tag.Get("shown"))
 		want := shownDefault(f)
 		r, ok := table[env]
 		switch {

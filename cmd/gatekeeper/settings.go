@@ -15,6 +15,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 )
 
 // loadConfig parses flags over the environment into a Config. own are
@@ -120,8 +121,8 @@ type settings struct {
 	CreateResources           bool          `name:"create-resources" envvar:"CREATE_RESOURCES" default:"true" help:"create missing topics, subscriptions and the BigQuery dataset at start; false only checks them"`
 	PublishTimeout            time.Duration `name:"publish-timeout" envvar:"PUBLISH_TIMEOUT" default:"${PUBLISH_TIMEOUT}" help:"longest wait for Pub/Sub to acknowledge a publish; then 503"`
 	PublishDelayThreshold     time.Duration `name:"publish-delay-threshold" envvar:"PUBLISH_DELAY_THRESHOLD" default:"${PUBLISH_DELAY_THRESHOLD}" help:"publish batching delay; 0 for none"`
-	PublishBusyDelayThreshold time.Duration `name:"publish-busy-delay-threshold" envvar:"PUBLISH_BUSY_DELAY_THRESHOLD" default:"${PUBLISH_BUSY_DELAY_THRESHOLD}" help:"publish batching delay while more than 32 publishes to the same topic are in flight (not on the ordered topic); 0 for PUBLISH_DELAY_THRESHOLD always, as when that is 0"`
-	ReceiveStreams            int           `name:"receive-streams" envvar:"RECEIVE_STREAMS" shown:"32 on the embedded Pub/Sub, 16 on the emulator, 4 on Google" help:"streaming pulls opened by the apply stage"`
+	PublishBusyDelayThreshold time.Duration `name:"publish-busy-delay-threshold" envvar:"PUBLISH_BUSY_DELAY_THRESHOLD" default:"${PUBLISH_BUSY_DELAY_THRESHOLD}" help:"publish batching delay while more than ${BUSY_PUBLISHING} publishes to the same topic are in flight (not on the ordered topic); 0 for PUBLISH_DELAY_THRESHOLD always, as when that is 0"`
+	ReceiveStreams            int           `name:"receive-streams" envvar:"RECEIVE_STREAMS" shown:"${RECEIVE_STREAMS_EMBEDDED} on the embedded Pub/Sub, ${RECEIVE_STREAMS_EMULATOR} on the emulator, ${RECEIVE_STREAMS_GOOGLE} on Google" help:"streaming pulls opened by the apply stage"`
 	MaxOutstanding            int           `name:"max-outstanding" envvar:"MAX_OUTSTANDING" default:"${MAX_OUTSTANDING}" help:"unacknowledged messages the apply stage holds at once"`
 	Stages                    string        `name:"stages" envvar:"STAGES" default:"${STAGES}" help:"comma-separated stages to run: ingest, apply"`
 	HTTPAddr                  string        `name:"http-addr" envvar:"HTTP_ADDR" default:"${HTTP_ADDR}" help:"HTTP listen address (API, /healthz, /readyz, /metrics)"`
@@ -225,7 +226,7 @@ func (s settings) config() pipeline.Config {
 // their logs stay quiet unless asked.
 func defaults(logLevel string) kong.Vars {
 	def := reflect.ValueOf(pipeline.DefaultConfig())
-	vars := kong.Vars{"LOG_LEVEL": logLevel}
+	vars := kong.Vars{"LOG_LEVEL": logLevel, "BUSY_PUBLISHING": strconv.Itoa(transport.BusyPublishing)}
 	t := reflect.TypeFor[settings]()
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -368,10 +369,18 @@ type cli struct {
 	Args     []string `arg:"" optional:"" hidden:""`
 }
 
+// numbers are the named numbers help text shows, each from its one home.
+var numbers = strings.NewReplacer(
+	"${BUSY_PUBLISHING}", strconv.Itoa(transport.BusyPublishing),
+	"${RECEIVE_STREAMS_EMBEDDED}", strconv.Itoa(pipeline.ReceiveStreamsEmbedded),
+	"${RECEIVE_STREAMS_EMULATOR}", strconv.Itoa(pipeline.ReceiveStreamsEmulator),
+	"${RECEIVE_STREAMS_GOOGLE}", strconv.Itoa(pipeline.ReceiveStreamsGoogle),
+)
+
 // shownDefault is the default --help and the docs show for f.
 func shownDefault(f *kong.Flag) string {
 	if s := f.Tag.Get("shown"); s != "" {
-		return s
+		return numbers.Replace(s)
 	}
 	return f.Default
 }
