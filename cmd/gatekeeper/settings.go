@@ -32,7 +32,8 @@ func loadConfig(name, synopsis string, args []string, stdout, stderr io.Writer, 
 	if err != nil {
 		// The log level and format are checked after the parse; a bad one
 		// is named with the rest, so that one run shows every problem.
-		if _, lerr := newLogger(io.Discard, s.LogLevel, s.LogFormat); lerr != nil && !errors.Is(err, errHelp) {
+		// A parse that stopped early (an unknown flag) set neither.
+		if _, lerr := newLogger(io.Discard, s.LogLevel, s.LogFormat); lerr != nil && s.LogLevel != "" && s.LogFormat != "" && !errors.Is(err, errHelp) {
 			err = errors.Join(lerr, err)
 		}
 		return pipeline.Config{}, nil, nil, err
