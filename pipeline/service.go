@@ -342,12 +342,18 @@ func (s *Service) registerGauges() {
 		if spec, err := ParseWarehouse(s.cfg.Warehouse); err == nil && spec.Kind == WarehouseBigQuery {
 			every = 30 * time.Second
 		}
-		counts := newCachedCounts(s.Store, every)
 		states := make([]string, len(warehouse.EventKinds))
 		for i, k := range warehouse.EventKinds {
 			states[i] = string(k)
 		}
-		s.Metrics.RegisterPoisonIndex(states, func(state string) float64 { return counts.get(warehouse.EventKind(state)) })
+		s.Metrics.RegisterPoisonIndex(states, every, func(ctx context.Context) (map[string]int, error) {
+			counts, err := s.Store.CountEntries(ctx)
+			byState := make(map[string]int, len(counts))
+			for k, n := range counts {
+				byState[string(k)] = n
+			}
+			return byState, err
+		})
 	case s.outbox != nil:
 		s.Metrics.RegisterOutboxPoisoned(func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -359,36 +365,6 @@ func (s *Service) registerGauges() {
 			return float64(counts[outbox.Poisoned])
 		})
 	}
-}
-
-// cachedCounts reads the index's counts at most once per interval, for all
-// the state series of one scrape.
-type cachedCounts struct {
-	log   warehouse.EventLog
-	every time.Duration
-	mu    sync.Mutex
-	at    time.Time
-	last  map[warehouse.EventKind]int
-	err   error
-}
-
-func newCachedCounts(log warehouse.EventLog, every time.Duration) *cachedCounts {
-	return &cachedCounts{log: log, every: every}
-}
-
-func (c *cachedCounts) get(k warehouse.EventKind) float64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if time.Since(c.at) >= c.every {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		c.last, c.err = c.log.CountEntries(ctx)
-		cancel()
-		c.at = time.Now()
-	}
-	if c.err != nil {
-		return math.NaN()
-	}
-	return float64(c.last[k])
 }
 
 // ErrBacklogFull refuses a payload while the embedded Pub/Sub holds

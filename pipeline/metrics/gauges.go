@@ -1,7 +1,11 @@
 package metrics
 
 import (
+	"context"
+	"math"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -51,8 +55,30 @@ func (m *Metrics) RegisterOldestUnapplied(value func() float64) {
 }
 
 // RegisterPoisonIndex adds gatekeeper_poison_payloads by state, as the
-// poison index counts them.
-func (m *Metrics) RegisterPoisonIndex(states []string, count func(state string) float64) {
+// poison index counts them. read is called at most once per every, for all
+// the states of one scrape (each read may be a query job); a failed read
+// shows as NaN.
+func (m *Metrics) RegisterPoisonIndex(states []string, every time.Duration, read func(context.Context) (map[string]int, error)) {
+	var (
+		mu   sync.Mutex
+		at   time.Time
+		last map[string]int
+		err  error
+	)
+	count := func(state string) float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) >= every {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			last, err = read(ctx)
+			cancel()
+			at = time.Now()
+		}
+		if err != nil {
+			return math.NaN()
+		}
+		return float64(last[state])
+	}
 	for _, state := range states {
 		m.gauge("gatekeeper_poison_payloads",
 			"Payloads in the poison index by state: poisoned (waiting for an operator), replayed, purged.",
