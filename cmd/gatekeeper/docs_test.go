@@ -96,6 +96,30 @@ func TestDocLinksResolve(t *testing.T) {
 	}
 }
 
+// Every fenced code block in the Markdown ends: one left open turns the
+// rest of its page into code, and hides that rest from the tests above.
+func TestDocFencesClose(t *testing.T) {
+	for _, page := range markdownPages(t) {
+		raw, err := os.ReadFile(filepath.Join(repoRoot, page))
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := 0
+		for i, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "```") {
+				if open == 0 {
+					open = i + 1
+				} else {
+					open = 0
+				}
+			}
+		}
+		if open != 0 {
+			t.Errorf("%s:%d: this code block is never closed", page, open)
+		}
+	}
+}
+
 // The anchors GitHub gives headings, checked on the headings this
 // repository's pages have.
 func TestHeadingAnchors(t *testing.T) {
@@ -208,7 +232,8 @@ func headingAnchors(page string) map[string]bool {
 // renamed fails here, not in a newcomer's hands. A span counts as a path
 // when its first element is one of the repository's top-level entries, so
 // MIME types (`application/json`), URL paths (`/healthz`) and import paths
-// of other modules (`net/http`) are left alone.
+// of other modules (`net/http`) are left alone. In a command
+// (`go test -bench Append ./pipeline/outbox`) the ./ arguments are checked.
 func TestDocPathsExist(t *testing.T) {
 	top := map[string]bool{}
 	entries, err := os.ReadDir(repoRoot)
@@ -239,6 +264,19 @@ func TestDocPathsExist(t *testing.T) {
 					if !basenames[p] {
 						t.Errorf("%s:%d: `%s` names a file the repository does not hold", page, i+1, span)
 					}
+				default:
+					// A command: its ./relative arguments (`go test ./pipeline/outbox`).
+					for _, arg := range strings.Fields(span) {
+						arg, ok := strings.CutPrefix(arg, "./")
+						arg = strings.TrimSuffix(strings.TrimSuffix(arg, "..."), "/")
+						if !ok || arg == "" || !pathSpan.MatchString(arg) || !top[strings.SplitN(arg, "/", 2)[0]] {
+							continue
+						}
+						checked++
+						if _, err := os.Stat(filepath.Join(repoRoot, filepath.FromSlash(arg))); err != nil {
+							t.Errorf("%s:%d: `%s` names ./%s, which does not exist", page, i+1, span, arg)
+						}
+					}
 				}
 			}
 		}
@@ -253,7 +291,7 @@ func TestDocPathsExist(t *testing.T) {
 // something declared there (a function, type, variable, constant, method
 // or field), and a span right after a Go file's path (`pipeline/service.go`
 // `shutdown`) names something declared in that file (a method by its name
-// alone).
+// alone). A test the docs name (`TestMetricsCountExactly`) exists.
 func TestDocSymbolsExist(t *testing.T) {
 	decls := moduleDecls(t)
 	checked := 0
@@ -275,6 +313,13 @@ func TestDocSymbolsExist(t *testing.T) {
 				}
 			}
 			for _, span := range codeSpans(line) {
+				if testFunc.MatchString(span) {
+					checked++
+					if !decls.funcs[span] {
+						t.Errorf("%s:%d: `%s`: no package declares it", page, i+1, span)
+					}
+					continue
+				}
 				m := qualifiedSymbol.FindStringSubmatch(span)
 				if m == nil || fileName.MatchString(span) {
 					continue
@@ -326,6 +371,8 @@ var (
 	// fileName is a file name that qualifiedSymbol would take for a
 	// symbol (`sqlite.go`, `alerts.yml`).
 	fileName = regexp.MustCompile(`\.(go|sh|html|md|ya?ml|json|db|sql|txt|png|example)$`)
+	// testFunc is a test, benchmark, example or fuzz function's name.
+	testFunc = regexp.MustCompile(`^(Test|Benchmark|Example|Fuzz)[A-Z]\w*$`)
 	// qualifiedSymbol is pkg.Name or pkg.Type.Member, optionally called.
 	qualifiedSymbol = regexp.MustCompile(`^([a-z]\w*)\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)(?:\(\))?$`)
 )
@@ -366,6 +413,8 @@ type declarations struct {
 	byFile    map[string]map[string]bool
 	byDir     map[string]map[string]bool
 	dirsNamed map[string][]string
+	// funcs holds every top-level function's name, in any package.
+	funcs map[string]bool
 }
 
 // moduleDecls parses every Go file of the module (tests too: a doc may
@@ -373,7 +422,8 @@ type declarations struct {
 // struct fields and interface methods as Type.Field.
 func moduleDecls(t *testing.T) declarations {
 	t.Helper()
-	d := declarations{byFile: map[string]map[string]bool{}, byDir: map[string]map[string]bool{}, dirsNamed: map[string][]string{}}
+	d := declarations{byFile: map[string]map[string]bool{}, byDir: map[string]map[string]bool{}, dirsNamed: map[string][]string{},
+		funcs: map[string]bool{}}
 	fset := token.NewFileSet()
 	err := filepath.WalkDir(repoRoot, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
@@ -405,6 +455,7 @@ func moduleDecls(t *testing.T) declarations {
 		for _, name := range fileDecls(f) {
 			names[name] = true
 			d.byDir[dir][name] = true
+			d.funcs[name] = true
 		}
 		d.byFile[rel] = names
 		return nil
