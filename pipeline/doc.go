@@ -15,11 +15,14 @@
 //     group committer (package warehouse) → the applied topic, or the
 //     poison topic, in the middleware order written down there, with
 //     package pause (outages) and package ordering (ORDERING_POISON=block);
-//   - middleware_*.go: the apply stage's small Watermill middleware
-//     (attempts and failure metadata, panics, what is being handled);
+//   - middleware_*.go: the stages' small Watermill middleware (the apply
+//     stage's attempts and failure metadata, and what it is handling;
+//     panics, in both stages);
 //   - transport.go, health_config.go, operator.go, outbox_workers.go,
 //     frontdoor_wiring.go, warehouse_open.go: each builds one package's
-//     Config from Config, and its collaborators from the others.
+//     Config from Config, and its collaborators from the others;
+//   - watermill_logger.go: Watermill's logger over slog, gated by level.
+
 //
 // The parts: transport (Pub/Sub: clients, publisher, subscribers, topics
 // and subscriptions, and the embedded server), health (/readyz, /healthz
