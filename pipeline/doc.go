@@ -22,11 +22,11 @@
 //     frontdoor_wiring.go, warehouse_open.go: each builds one package's
 //     Config from Config, and its collaborators from the others;
 //   - watermill_logger.go: Watermill's logger over slog, gated by level.
-
 //
 // The parts: transport (Pub/Sub: clients, publisher, subscribers, topics
 // and subscriptions, and the embedded server), health (/readyz, /healthz
 // and the resource monitor), outbox (the store, its keeper, redeliverer
 // and follower), frontdoor, edge, pause, ordering, operator (console,
 // admin API, status, poison index, replay), metrics and condition.
+// docs/architecture.md walks a payload through them.
 package pipeline
