@@ -1,7 +1,8 @@
 // Package pipeline is gatekeeper's composition root: it reads the one big
 // Config, builds every part from its own small Config, wires them together
-// and runs them, in one process or as separate stages. Nothing but cmd
-// imports it; the parts it builds never do.
+// and runs them, in one process or as separate stages. Nothing but the
+// commands (cmd/gatekeeper, bench/floor) imports it; the parts it builds
+// never do.
 //
 // What it wires, and where:
 //
