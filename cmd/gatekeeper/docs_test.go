@@ -356,6 +356,60 @@ func declaresMethod(declared map[string]bool, name string) bool {
 	return false
 }
 
+// Every environment variable the Markdown names in a code span
+// (`SHUTDOWN_DELAY`, `SQLITE_SYNC=full`) appears in the
+// repository's Go source, scripts or .env.example: a setting renamed or
+// gone fails here.
+func TestDocSettingsExist(t *testing.T) {
+	known := map[string]bool{}
+	err := filepath.WalkDir(repoRoot, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != repoRoot && strings.HasPrefix(d.Name(), ".") && d.Name() != ".ci" {
+			return filepath.SkipDir
+		}
+		name := d.Name()
+		if d.IsDir() || !(strings.HasSuffix(name, ".go") || strings.HasSuffix(name, ".sh") ||
+			strings.HasSuffix(name, ".yml") || name == ".env.example" || name == "Dockerfile" || name == "run") {
+			return nil
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, v := range envName.FindAllString(string(raw), -1) {
+			known[v] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, page := range markdownPages(t) {
+		raw, err := os.ReadFile(filepath.Join(repoRoot, page))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range proseLines(string(raw)) {
+			for _, span := range codeSpans(line) {
+				name, _, _ := strings.Cut(span, "=")
+				if !envSpan.MatchString(name) {
+					continue
+				}
+				checked++
+				if !known[name] {
+					t.Errorf("%s:%d: `%s` names a setting nothing in the repository reads", page, i+1, span)
+				}
+			}
+		}
+	}
+	if checked < 50 {
+		t.Errorf("checked only %d settings: is the pattern still right?", checked)
+	}
+}
+
 // module is this repository's module path, as go.mod names it.
 const module = "github.com/gatekeeper/gatekeeper"
 
@@ -371,6 +425,10 @@ var (
 	// fileName is a file name that qualifiedSymbol would take for a
 	// symbol (`sqlite.go`, `alerts.yml`).
 	fileName = regexp.MustCompile(`\.(go|sh|html|md|ya?ml|json|db|sql|txt|png|example)$`)
+	// envName is an environment variable's name, in code; envSpan is a
+	// code span that is one.
+	envName = regexp.MustCompile(`[A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9]`)
+	envSpan = regexp.MustCompile(`^[A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9]$`)
 	// testFunc is a test, benchmark, example or fuzz function's name.
 	testFunc = regexp.MustCompile(`^(Test|Benchmark|Example|Fuzz)[A-Z]\w*$`)
 	// qualifiedSymbol is pkg.Name or pkg.Type.Member, optionally called.
