@@ -395,9 +395,12 @@ func (c *cachedCounts) get(k warehouse.EventKind) float64 {
 // EMBEDDED_MAX_BACKLOG payloads the apply stage has not settled yet.
 var ErrBacklogFull = errors.New("the apply stage is behind; the embedded Pub/Sub's backlog is full, retry")
 
-// admit bounds the embedded Pub/Sub's backlog when this process runs both
-// stages on it, the only case where it can count the backlog: everything
-// published to it comes from this gate and is settled by this apply stage.
+// admit is the gate's Admit: it refuses a payload while the accepted topic
+// or its subscription is missing (health.Monitor.Admit: Pub/Sub would drop
+// it), and bounds the embedded Pub/Sub's backlog when this process runs
+// both stages on it, the only case where it can count the backlog:
+// everything published to it comes from this gate and is settled by this
+// apply stage.
 func (s *Service) admit() error {
 	if err := s.monitor.Admit(); err != nil {
 		return messages.Transient(err)
