@@ -58,8 +58,8 @@ type Service struct {
 	// status answers GET /api/activities/{id}, remembering what this
 	// process accepted and the final statuses it was asked about.
 	status *operator.Status
-	// beforePublish, when set, runs before each of the gate's publishes
-	// (WithBeforePublish).
+	// beforePublish, when set, runs as each payload comes to the gate's
+	// Admit, before its record and publish (WithBeforePublish).
 	beforePublish func()
 	// consoleMu guards the console, made on first use; readStore is the
 	// warehouse an ingest-only process opens for it.
@@ -94,9 +94,10 @@ func WithWarehouse(store warehouse.Store) Option {
 	return func(s *Service) { s.Store = store }
 }
 
-// WithBeforePublish has the gate call hook before it publishes each
-// payload, after validating it. Tests hold a publish with it, to see what
-// a request meets while another is being published.
+// WithBeforePublish has the gate call hook for each payload it has
+// validated and authorized, before it admits, records and publishes it.
+// Tests hold a publish with it, to see what a request meets while another
+// is being published.
 func WithBeforePublish(hook func()) Option {
 	return func(s *Service) { s.beforePublish = hook }
 }
