@@ -1,7 +1,8 @@
 // Package pipeline is gatekeeper's composition root: it reads the one big
 // Config, builds every part from its own small Config, wires them together
-// and runs them, in one process or as separate stages. Nothing but cmd
-// imports it; the parts it builds never do.
+// and runs them, in one process or as separate stages. Nothing but the
+// commands (cmd/gatekeeper, bench/floor) imports it; the parts it builds
+// never do.
 //
 // What it wires, and where:
 //
@@ -15,15 +16,18 @@
 //     group committer (package warehouse) → the applied topic, or the
 //     poison topic, in the middleware order written down there, with
 //     package pause (outages) and package ordering (ORDERING_POISON=block);
-//   - middleware_*.go: the apply stage's small Watermill middleware
-//     (attempts and failure metadata, panics, what is being handled);
+//   - middleware_*.go: the stages' small Watermill middleware (the apply
+//     stage's attempts and failure metadata, and what it is handling;
+//     panics, in both stages);
 //   - transport.go, health_config.go, operator.go, outbox_workers.go,
 //     frontdoor_wiring.go, warehouse_open.go: each builds one package's
-//     Config from Config, and its collaborators from the others.
+//     Config from Config, and its collaborators from the others;
+//   - watermill_logger.go: Watermill's logger over slog, gated by level.
 //
 // The parts: transport (Pub/Sub: clients, publisher, subscribers, topics
 // and subscriptions, and the embedded server), health (/readyz, /healthz
 // and the resource monitor), outbox (the store, its keeper, redeliverer
 // and follower), frontdoor, edge, pause, ordering, operator (console,
 // admin API, status, poison index, replay), metrics and condition.
+// docs/architecture.md walks a payload through them.
 package pipeline

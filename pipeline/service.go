@@ -58,8 +58,8 @@ type Service struct {
 	// status answers GET /api/activities/{id}, remembering what this
 	// process accepted and the final statuses it was asked about.
 	status *operator.Status
-	// beforePublish, when set, runs before each of the gate's publishes
-	// (WithBeforePublish).
+	// beforePublish, when set, runs as each payload comes to the gate's
+	// Admit, before its record and publish (WithBeforePublish).
 	beforePublish func()
 	// consoleMu guards the console, made on first use; readStore is the
 	// warehouse an ingest-only process opens for it.
@@ -94,9 +94,10 @@ func WithWarehouse(store warehouse.Store) Option {
 	return func(s *Service) { s.Store = store }
 }
 
-// WithBeforePublish has the gate call hook before it publishes each
-// payload, after validating it. Tests hold a publish with it, to see what
-// a request meets while another is being published.
+// WithBeforePublish has the gate call hook for each payload it has
+// validated and authorized, before it admits, records and publishes it.
+// Tests hold a publish with it, to see what a request meets while another
+// is being published.
 func WithBeforePublish(hook func()) Option {
 	return func(s *Service) { s.beforePublish = hook }
 }
@@ -371,9 +372,12 @@ func (s *Service) registerGauges() {
 // EMBEDDED_MAX_BACKLOG payloads the apply stage has not settled yet.
 var ErrBacklogFull = errors.New("the apply stage is behind; the embedded Pub/Sub's backlog is full, retry")
 
-// admit bounds the embedded Pub/Sub's backlog when this process runs both
-// stages on it, the only case where it can count the backlog: everything
-// published to it comes from this gate and is settled by this apply stage.
+// admit is the gate's Admit: it refuses a payload while the accepted topic
+// or its subscription is missing (health.Monitor.Admit: Pub/Sub would drop
+// it), and bounds the embedded Pub/Sub's backlog when this process runs
+// both stages on it, the only case where it can count the backlog:
+// everything published to it comes from this gate and is settled by this
+// apply stage.
 func (s *Service) admit() error {
 	if err := s.monitor.Admit(); err != nil {
 		return messages.Transient(err)

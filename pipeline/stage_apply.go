@@ -133,7 +133,7 @@ func newApplyStage(cfg Config, ps *transport.PubSub, store warehouse.Store, comm
 	//               key is blocked: nacked after a short wait, not poisoned,
 	//               not retried, not counted as a failed attempt;
 	//   pause       holds every payload while the warehouse is unavailable
-	//               (an outage: stage_apply_pause.go): outside Retry, so
+	//               (an outage: package pause): outside Retry, so
 	//               the wait spends no retry and counts no attempt, and
 	//               inside the poison queue, which lets what it gives back
 	//               (an outage, or the cancellation at shutdown) through

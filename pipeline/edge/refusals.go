@@ -13,9 +13,10 @@ import (
 	"github.com/gatekeeper/gatekeeper/messages"
 )
 
-// The front door's refusals (BACKENDS_FILE). Their types, like the edge's
-// own, decide the status in refusalOf; the class of each is invalid, so the
-// ingest router acks rather than retries them.
+// The front door's refusals (BACKENDS_FILE), made by package frontdoor and
+// rendered here. Their types, like the edge's own, decide the status in
+// refusalOf; Refused gives each the class refused: who sent the request, or
+// how often, was refused, not what it holds.
 
 // UnauthorizedError refuses a request without a valid API key: 401.
 type UnauthorizedError struct{ Err error }

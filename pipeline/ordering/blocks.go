@@ -17,12 +17,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
-// ORDERING_POISON=block. A key is blocked while one of its payloads is
-// Poisoned in the poison index, or replayed and not yet in the ledger. The
-// index is the durable record, shared by every process and kept across
-// restarts; Blocks caches it and adds what this process poisoned itself
-// before the indexer wrote it, since the key's next payload can arrive
-// sooner than that.
+// How Blocks keeps up with the index and holds a payload.
 const (
 	// blockRefresh is how often the blocked keys are read from the index:
 	// how long a purge or a replay made elsewhere takes to unblock a key.
@@ -49,6 +44,12 @@ type head struct {
 	at time.Time
 }
 
+// Blocks is the ordering keys ORDERING_POISON=block holds back. A key is
+// blocked while one of its payloads is Poisoned in the poison index, or
+// replayed and not yet in the ledger. The index is the durable record,
+// shared by every process and kept across restarts; Blocks caches it and
+// adds what this process poisoned itself before the indexer wrote it,
+// since the key's next payload can arrive sooner than that.
 type Blocks struct {
 	store  warehouse.Store
 	logger *slog.Logger

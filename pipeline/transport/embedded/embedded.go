@@ -121,7 +121,7 @@ func (e *Server) trimLoop(every time.Duration) {
 }
 
 // Close stops the server. Unacknowledged messages are gone with it: the
-// service drains the apply stage before closing (see Service.drain).
+// service drains the apply stage before closing (see pipeline.Service.drain).
 func (e *Server) Close() error {
 	var err error
 	e.once.Do(func() {
