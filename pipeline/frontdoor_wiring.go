@@ -12,9 +12,9 @@ import (
 
 // outcomeOf names a refused or failed ingestion for gatekeeper_payloads_total.
 func outcomeOf(err error) string {
-	var unauthorized *edge.UnauthorizedError
-	var forbidden *edge.ForbiddenError
-	var quota *edge.QuotaError
+	var unauthorized *frontdoor.UnauthorizedError
+	var forbidden *frontdoor.ForbiddenError
+	var quota *frontdoor.QuotaError
 	var slow *edge.BodyTimeoutError
 	var aborted *edge.BodyAbortedError
 	switch {

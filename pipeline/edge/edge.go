@@ -578,28 +578,13 @@ func refusalOf(err error) (refusal, bool) {
 	var tooLarge *http.MaxBytesError
 	var syntax *messages.SyntaxError
 	var invalid *messages.ValidationError
-	var unauthorized *UnauthorizedError
-	var forbidden *ForbiddenError
-	var quota *QuotaError
+	var refused Refusal
 	var slow *BodyTimeoutError
 	var aborted *BodyAbortedError
 	switch {
-	case errors.As(err, &unauthorized):
-		return refusal{status: http.StatusUnauthorized, message: "Unauthorized",
-			problems: []messages.Problem{{Message: unauthorized.Error()}},
-			header:   func(h http.Header) { h.Set("WWW-Authenticate", "Bearer") }}, true
-	case errors.As(err, &forbidden):
-		problems := make([]messages.Problem, len(forbidden.Tables))
-		for i, t := range forbidden.Tables {
-			problems[i] = messages.Problem{Message: fmt.Sprintf("backend %s may not write table %q", forbidden.Backend, t)}
-		}
-		if len(problems) == 0 {
-			problems = []messages.Problem{{Message: forbidden.Reason}}
-		}
-		return refusal{status: http.StatusForbidden, message: "Forbidden", problems: problems}, true
-	case errors.As(err, &quota):
-		return refusal{status: http.StatusTooManyRequests, message: "Too Many Requests",
-			problems: []messages.Problem{{Message: quota.Error()}}, header: quota.header}, true
+	case errors.As(err, &refused):
+		status, message, problems, header := refused.Answer()
+		return refusal{status: status, message: message, problems: problems, header: header}, true
 	case errors.As(err, &tooLarge):
 		return refusal{status: http.StatusRequestEntityTooLarge, message: "Payload Too Large",
 			problems: []messages.Problem{{Message: fmt.Sprintf("the body exceeds %d bytes", tooLarge.Limit)}},

@@ -137,27 +137,3 @@ func TestPayloadIDsAreTimeOrderedUUIDs(t *testing.T) {
 		}
 	}
 }
-
-// A front-door refusal is neither the payload's fault nor the service's:
-// its class is refused, the edge answers its own status, and the handler
-// that returned it did its job, so its message is acked, not nacked.
-func TestFrontDoorRefusalsAreClassRefused(t *testing.T) {
-	e, err := edge.New(edge.Config{}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ref := range []error{
-		&edge.UnauthorizedError{Err: errors.New("no key")},
-		&edge.ForbiddenError{Backend: "b", Tables: []string{"t"}},
-		&edge.QuotaError{Backend: "b", Rate: 1, Burst: 1},
-	} {
-		err := edge.Refused(ref)
-		if got := messages.ClassOf(err); got != messages.ClassRefused {
-			t.Errorf("%T: class %q, want %q", ref, got, messages.ClassRefused)
-		}
-		h := e.VerdictMiddleware(func(*message.Message) ([]*message.Message, error) { return nil, err })
-		if _, got := h(message.NewMessage(uuid.NewString(), nil)); got != nil {
-			t.Errorf("%T: the handler's result %v nacks the message; want it acked", ref, got)
-		}
-	}
-}

@@ -111,18 +111,18 @@ func (g *Guard) keys(ref Refuser, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := g.cfg.Door.Current().Authenticate(r)
 		if err != nil {
-			ref.Refuse(w, r, edge.Refused(&edge.UnauthorizedError{Err: err}))
+			ref.Refuse(w, r, messages.Refused(&UnauthorizedError{Err: err}))
 			return
 		}
 		metrics.LabelBackend(w, b.Name)
 		r = r.WithContext(edge.WithBackend(r.Context(), b.Name))
 		if b.Admin {
-			ref.Refuse(w, r, edge.Refused(&edge.ForbiddenError{Backend: b.Name,
+			ref.Refuse(w, r, messages.Refused(&ForbiddenError{Backend: b.Name,
 				Reason: "an admin key opens the admin API only; post with a backend's key"}))
 			return
 		}
 		if v := b.Take(time.Now()); !v.Allowed {
-			ref.Refuse(w, r, edge.Refused(&edge.QuotaError{Backend: b.Name, Rate: b.Rate, Burst: b.Burst,
+			ref.Refuse(w, r, messages.Refused(&QuotaError{Backend: b.Name, Rate: b.Rate, Burst: b.Burst,
 				Window: b.Window(), Remaining: v.Remaining, Wait: v.Wait}))
 			return
 		}
@@ -210,10 +210,10 @@ func (g *Guard) Authorize(msg *message.Message, tables []string) error {
 	}
 	b := g.cfg.Door.Current().Backend(name)
 	if b == nil || b.Admin {
-		return edge.Refused(&edge.ForbiddenError{Backend: name, Reason: fmt.Sprintf("backend %s is no longer in BACKENDS_FILE", name)})
+		return messages.Refused(&ForbiddenError{Backend: name, Reason: fmt.Sprintf("backend %s is no longer in BACKENDS_FILE", name)})
 	}
 	if refused := b.Refused(tables); len(refused) > 0 {
-		return edge.Refused(&edge.ForbiddenError{Backend: name, Tables: refused})
+		return messages.Refused(&ForbiddenError{Backend: name, Tables: refused})
 	}
 	return nil
 }

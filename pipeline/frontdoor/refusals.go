@@ -1,0 +1,90 @@
+package frontdoor
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gatekeeper/gatekeeper/messages"
+)
+
+// The front door's refusals. Each carries its own answer (edge.Refusal),
+// which the edge renders; messages.Refused gives each the class refused:
+// who sent the request, or how often, was refused, not what it holds.
+
+// UnauthorizedError refuses a request without a valid API key: 401.
+type UnauthorizedError struct{ Err error }
+
+func (e *UnauthorizedError) Error() string { return e.Err.Error() }
+func (e *UnauthorizedError) Unwrap() error { return e.Err }
+
+// ForbiddenError refuses a request whose key is valid but may not do what
+// it asks: write Tables (listed, one problem each), or, without tables,
+// for Reason. 403.
+type ForbiddenError struct {
+	Backend string
+	Tables  []string
+	Reason  string
+}
+
+func (e *ForbiddenError) Error() string {
+	if len(e.Tables) == 0 {
+		return e.Reason
+	}
+	return fmt.Sprintf("backend %s may not write the tables %s", e.Backend, strings.Join(e.Tables, ", "))
+}
+
+// QuotaError refuses a request over its backend's quota: 429 with
+// Retry-After and the IETF RateLimit fields.
+type QuotaError struct {
+	Backend string
+	Rate    float64
+	Burst   int
+	// Window is the policy's window in seconds; Remaining the whole tokens
+	// left; Wait the time until the next token.
+	Window, Remaining int
+	Wait              time.Duration
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("backend %s is over its quota of %s payloads/s (burst %d); retry after %d s",
+		e.Backend, strconv.FormatFloat(e.Rate, 'f', -1, 64), e.Burst, e.retryAfter())
+}
+
+// retryAfter is Wait in whole seconds, rounded up, at least 1.
+func (e *QuotaError) retryAfter() int {
+	return max(1, int(math.Ceil(e.Wait.Seconds())))
+}
+
+func (e *QuotaError) header(h http.Header) {
+	s := strconv.Itoa(e.retryAfter())
+	h.Set("Retry-After", s)
+	h.Set("RateLimit-Policy", fmt.Sprintf(`"default";q=%d;w=%d`, e.Burst, e.Window))
+	h.Set("RateLimit", fmt.Sprintf(`"default";r=%d;t=%s`, e.Remaining, s))
+}
+
+// Answer is 401 with WWW-Authenticate: Bearer.
+func (e *UnauthorizedError) Answer() (int, string, []messages.Problem, func(http.Header)) {
+	return http.StatusUnauthorized, "Unauthorized", []messages.Problem{{Message: e.Error()}},
+		func(h http.Header) { h.Set("WWW-Authenticate", "Bearer") }
+}
+
+// Answer is 403, one problem per refused table.
+func (e *ForbiddenError) Answer() (int, string, []messages.Problem, func(http.Header)) {
+	problems := make([]messages.Problem, len(e.Tables))
+	for i, t := range e.Tables {
+		problems[i] = messages.Problem{Message: fmt.Sprintf("backend %s may not write table %q", e.Backend, t)}
+	}
+	if len(problems) == 0 {
+		problems = []messages.Problem{{Message: e.Reason}}
+	}
+	return http.StatusForbidden, "Forbidden", problems, nil
+}
+
+// Answer is 429 with Retry-After and the RateLimit fields.
+func (e *QuotaError) Answer() (int, string, []messages.Problem, func(http.Header)) {
+	return http.StatusTooManyRequests, "Too Many Requests", []messages.Problem{{Message: e.Error()}}, e.header
+}
