@@ -71,7 +71,9 @@ func newApplyStage(cfg Config, ps *transport.PubSub, store warehouse.Store, comm
 	}
 	var blocks *ordering.Blocks
 	if cfg.OrderingPoison == OrderingPoisonBlock {
-		blocks = ordering.New(store, logger)
+		if blocks, err = ordering.New(ordering.Config{Store: store}, logger); err != nil {
+			return nil, err
+		}
 	}
 	// With nothing held, the pause probes with the warehouse's Ping.
 	ping := func(context.Context) error { return nil }

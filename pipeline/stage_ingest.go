@@ -1,13 +1,8 @@
 package pipeline
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	whttp "github.com/ThreeDotsLabs/watermill-http/v2/pkg/http"
@@ -15,31 +10,12 @@ import (
 	"github.com/go-chi/chi"
 
 	"github.com/gatekeeper/gatekeeper/handlers"
-	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
 	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 )
 
 // IngestPath is where backends POST payloads.
 const IngestPath = "/api/activities"
-
-// SchemaPath serves the JSON Schema the gate checks a payload's shape
-// against, so that a client can validate before it posts.
-const SchemaPath = "/api/schema"
-
-// schemaHandler serves messages.SchemaJSON with an ETag, so that a client
-// that caches it revalidates cheaply.
-func schemaHandler() http.Handler {
-	schema := messages.SchemaJSON()
-	sum := sha256.Sum256(schema)
-	etag := `"` + hex.EncodeToString(sum[:8]) + `"`
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/schema+json")
-		w.Header().Set("ETag", etag)
-		w.Header().Set("Cache-Control", "no-cache")
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(schema))
-	})
-}
 
 // ingestStage is the HTTP subscriber → gate → accepted topic router.
 type ingestStage struct {

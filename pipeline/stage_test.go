@@ -456,16 +456,16 @@ func TestHealthAndMetrics(t *testing.T) {
 // Clients can validate before they post: the gate's schema is served.
 func TestSchemaIsServed(t *testing.T) {
 	r := startService(t, testConfig(t, pipeline.PubSubEmbedded))
-	resp, err := http.Get(r.base + pipeline.SchemaPath)
+	resp, err := http.Get(r.base + edge.SchemaPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/schema+json" || !bytes.Equal(body, messages.SchemaJSON()) {
-		t.Fatalf("GET %s: %d %q, body is the schema: %v", pipeline.SchemaPath, resp.StatusCode, resp.Header.Get("Content-Type"), bytes.Equal(body, messages.SchemaJSON()))
+		t.Fatalf("GET %s: %d %q, body is the schema: %v", edge.SchemaPath, resp.StatusCode, resp.Header.Get("Content-Type"), bytes.Equal(body, messages.SchemaJSON()))
 	}
-	req, _ := http.NewRequest(http.MethodGet, r.base+pipeline.SchemaPath, nil)
+	req, _ := http.NewRequest(http.MethodGet, r.base+edge.SchemaPath, nil)
 	req.Header.Set("If-None-Match", resp.Header.Get("ETag"))
 	again, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -17,19 +17,48 @@ import (
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
-// How Blocks keeps up with the index and holds a payload.
-const (
-	// blockRefresh is how often the blocked keys are read from the index:
-	// how long a purge or a replay made elsewhere takes to unblock a key.
-	blockRefresh = 2 * time.Second
-	// holdDelay is how long a held payload waits before it is nacked, so
+// Config configures Blocks.
+type Config struct {
+	// Store holds the poison index (the blocked keys) and the ledger (a
+	// replayed payload that applied). Required.
+	Store warehouse.Store
+	// Refresh is how often the blocked keys are read from the index: how
+	// long a purge or a replay made elsewhere takes to unblock a key.
+	// Optional, default 2s.
+	Refresh time.Duration
+	// HoldDelay is how long a held payload waits before it is nacked, so
 	// that a blocked key costs a redelivery a second, not a spin.
-	holdDelay = time.Second
-	// headTTL bounds how long a key waits for the redelivery of the payload
-	// this process gave back first (see Blocks.heads), in case Pub/Sub
-	// delivered it to another process.
-	headTTL = time.Minute
-)
+	// Optional, default 1s.
+	HoldDelay time.Duration
+	// HeadTTL bounds how long a key waits for the redelivery of the
+	// payload this process gave back first (see Blocks.heads), in case
+	// Pub/Sub delivered it to another process. Optional, default 1m.
+	HeadTTL time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Refresh == 0 {
+		c.Refresh = 2 * time.Second
+	}
+	if c.HoldDelay == 0 {
+		c.HoldDelay = time.Second
+	}
+	if c.HeadTTL == 0 {
+		c.HeadTTL = time.Minute
+	}
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("ordering config: Store is required"))
+	}
+	if c.Refresh < 0 || c.HoldDelay < 0 || c.HeadTTL < 0 {
+		errs = append(errs, errors.New("ordering config: Refresh, HoldDelay and HeadTTL must not be negative"))
+	}
+	return errors.Join(errs...)
+}
 
 // ErrHeld is what Blocks' middleware returns for a payload held back by
 // its blocked key. It is a flow-control signal of the apply stage, not a
@@ -51,6 +80,7 @@ type head struct {
 // adds what this process poisoned itself before the indexer wrote it,
 // since the key's next payload can arrive sooner than that.
 type Blocks struct {
+	cfg    Config
 	store  warehouse.Store
 	logger *slog.Logger
 	now    func() time.Time
@@ -71,11 +101,15 @@ type Blocks struct {
 	heads map[string]head
 }
 
-// New returns the blocked keys of store's poison index; Run keeps them
-// fresh.
-func New(store warehouse.Store, logger *slog.Logger) *Blocks {
-	return &Blocks{store: store, logger: logger, now: time.Now,
-		blocked: map[string]map[string]bool{}, local: map[string]map[string]bool{}, heads: map[string]head{}}
+// New returns the blocked keys of the Store's poison index, or every
+// problem with cfg; Run keeps them fresh.
+func New(cfg Config, logger *slog.Logger) (*Blocks, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Blocks{cfg: cfg, store: cfg.Store, logger: logger, now: time.Now,
+		blocked: map[string]map[string]bool{}, local: map[string]map[string]bool{}, heads: map[string]head{}}, nil
 }
 
 // Run refreshes the blocked keys from the index until ctx ends.
@@ -88,7 +122,7 @@ func (b *Blocks) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(blockRefresh):
+		case <-time.After(b.cfg.Refresh):
 		}
 	}
 }
@@ -177,7 +211,7 @@ func (b *Blocks) mayApply(key, id string) bool {
 		return false
 	}
 	if h, ok := b.heads[key]; ok && h.id != id {
-		if b.now().Sub(h.at) < headTTL {
+		if b.now().Sub(h.at) < b.cfg.HeadTTL {
 			return false
 		}
 		delete(b.heads, key)
@@ -231,7 +265,7 @@ func (b *Blocks) Middleware(h message.HandlerFunc) message.HandlerFunc {
 			b.logger.Debug("Payload held: its ordering key is blocked", "payload_id", msg.UUID, "ordering_key", key)
 			select {
 			case <-msg.Context().Done():
-			case <-time.After(holdDelay):
+			case <-time.After(b.cfg.HoldDelay):
 			}
 			return nil, fmt.Errorf("payload %s of ordering key %q: %w", msg.UUID, key, ErrHeld)
 		}

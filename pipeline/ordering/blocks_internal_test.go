@@ -1,9 +1,13 @@
 package ordering
 
 import (
+	"context"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
 )
 
 // The heads rule: after this process nacked a held payload of a key, the
@@ -12,7 +16,15 @@ import (
 // is always let through.
 func TestKeyBlocksHoldBehindTheNackedHead(t *testing.T) {
 	now := time.Unix(0, 0)
-	b := New(nil, slog.New(slog.DiscardHandler))
+	store, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "warehouse.db")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	b, err := New(Config{Store: store}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	b.now = func() time.Time { return now }
 	if b.mayApply("k", "p2") {
 		t.Fatal("admitted before the index was read once")
@@ -42,7 +54,7 @@ func TestKeyBlocksHoldBehindTheNackedHead(t *testing.T) {
 		t.Fatal("p3 held after p2 applied")
 	}
 	// A head that never comes back (delivered elsewhere) stops holding the
-	// key after headTTL.
+	// key after HeadTTL.
 	b.Poisoned("k", "p4")
 	if b.mayApply("k", "p5") {
 		t.Fatal("p5 admitted while p4 blocks the key")
@@ -51,8 +63,16 @@ func TestKeyBlocksHoldBehindTheNackedHead(t *testing.T) {
 	if b.mayApply("k", "p6") {
 		t.Fatal("p6 admitted while p5 has not come back")
 	}
-	now = now.Add(headTTL)
+	now = now.Add(b.cfg.HeadTTL)
 	if !b.mayApply("k", "p6") {
-		t.Fatal("p6 still held after headTTL")
+		t.Fatal("p6 still held after HeadTTL")
+	}
+}
+
+func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	err := Config{Refresh: -1}.Validate()
+	want := "ordering config: Store is required\nordering config: Refresh, HoldDelay and HeadTTL must not be negative"
+	if err == nil || err.Error() != want {
+		t.Errorf("Validate: %v, want:\n%s", err, want)
 	}
 }
