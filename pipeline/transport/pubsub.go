@@ -74,7 +74,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, error) 
 	}
 	switch ps.Mode {
 	case ModeEmbedded:
-		emb, err := embedded.New(cfg.EmbeddedAddr, 0, logger)
+		emb, err := embedded.New(embedded.Config{Addr: cfg.EmbeddedAddr}, logger)
 		if err != nil {
 			return nil, err
 		}

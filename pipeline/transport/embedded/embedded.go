@@ -3,6 +3,7 @@
 package embedded
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -43,12 +44,40 @@ type pstestLog struct {
 	msgsByID reflect.Value // map[string]*pstest.Message
 }
 
-// New starts the server on addr and trims its log every
-// trimEvery (default 1s when zero).
-func New(addr string, trimEvery time.Duration, logger *slog.Logger) (e *Server, err error) {
-	if trimEvery <= 0 {
-		trimEvery = time.Second
+// Config configures a Server.
+type Config struct {
+	// Addr is where it listens. Optional, default 127.0.0.1:0 (a free
+	// loopback port: see Server.Addr).
+	Addr string
+	// TrimEvery is how often the message log is trimmed. Optional,
+	// default 1s.
+	TrimEvery time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:0"
 	}
+	if c.TrimEvery == 0 {
+		c.TrimEvery = time.Second
+	}
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	if c.TrimEvery < 0 {
+		return errors.New("embedded Pub/Sub config: TrimEvery must not be negative")
+	}
+	return nil
+}
+
+// New starts the server, or returns every problem with cfg.
+func New(cfg Config, logger *slog.Logger) (e *Server, err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	addr, trimEvery := cfg.Addr, cfg.TrimEvery
 	// pstest panics when it cannot listen; the constructor must not.
 	defer func() {
 		if r := recover(); r != nil {

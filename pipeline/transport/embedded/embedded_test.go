@@ -87,7 +87,7 @@ func receiveN(t testing.TB, c *pubsub.Client, n int, within time.Duration) map[s
 // Trimming the log must never lose a message a subscription has not acked:
 // that is what makes it safe where pstest's ClearMessages is not.
 func TestEmbeddedTrimKeepsPendingMessages(t *testing.T) {
-	emb, err := embedded.New("127.0.0.1:0", time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	emb, err := embedded.New(embedded.Config{TrimEvery: time.Hour}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,12 +121,12 @@ func TestEmbeddedTrimKeepsPendingMessages(t *testing.T) {
 
 func TestEmbeddedRefusesAddressInUse(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	first, err := embedded.New("127.0.0.1:0", 0, logger)
+	first, err := embedded.New(embedded.Config{}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.Close()
-	if second, err := embedded.New(first.Addr(), 0, logger); err == nil {
+	if second, err := embedded.New(embedded.Config{Addr: first.Addr()}, logger); err == nil {
 		second.Close()
 		t.Fatal("a second server on the same address started")
 	}
@@ -146,7 +146,7 @@ func TestEmbeddedMemorySoak(t *testing.T) {
 	if os.Getenv("GATEKEEPER_SOAK_TRIM") == "0" {
 		trimEvery = 1000 * time.Hour
 	}
-	emb, err := embedded.New("127.0.0.1:0", trimEvery, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	emb, err := embedded.New(embedded.Config{TrimEvery: trimEvery}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
