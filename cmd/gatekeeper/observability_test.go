@@ -34,6 +34,7 @@ import (
 )
 
 func TestDashboardAndAlertsOnPrometheus(t *testing.T) {
+	t.Parallel()
 	promBin, promtool := os.Getenv("GATEKEEPER_TEST_PROMETHEUS"), os.Getenv("GATEKEEPER_TEST_PROMTOOL")
 	if promBin == "" || promtool == "" {
 		t.Skip("GATEKEEPER_TEST_PROMETHEUS and GATEKEEPER_TEST_PROMTOOL are unset: set them to the prometheus and " +
