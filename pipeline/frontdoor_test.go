@@ -75,8 +75,8 @@ func request(t *testing.T, method, url, body string, header ...string) (int, htt
 
 // Every answer of the front door, in one table: the ingestion API, the
 // status API and the admin API, with the headers and bodies clients see.
+// Not in parallel: the quota cases need three requests within a second.
 func TestFrontDoor(t *testing.T) {
-	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.BackendsFile = filepath.Join(t.TempDir(), "backends.yaml")
 	keys := keyFile(t, cfg.BackendsFile,
