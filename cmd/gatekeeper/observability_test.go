@@ -187,7 +187,7 @@ func TestDashboardAndAlertsOnPrometheus(t *testing.T) {
 		if len(pending) == 0 || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // the poll's interval: Prometheus scrapes and evaluates on its own clock
 	}
 	for _, p := range pending {
 		res, _ := prom.query(p.expr)
