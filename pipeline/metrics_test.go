@@ -76,6 +76,9 @@ func TestMetricsCountExactly(t *testing.T) {
 	}
 	waitApplied(t, inner, resp.ID, 15*time.Second)
 	waitMetric(t, r.base, `gatekeeper_payloads_total{backend="",outcome="applied"}`, before, n+1)
+	// The applied events are published after the commit that counts a
+	// payload applied: wait for the last of them too before reading.
+	waitMetric(t, r.base, `gatekeeper_publish_seconds_count{topic="applied"}`, before, n+1)
 	after := scrape(t, r.base)
 
 	want := map[string]float64{
