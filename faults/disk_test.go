@@ -26,7 +26,7 @@ func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool
 		if time.Since(start) > within {
 			t.Fatalf("not within %s: %s", within, what)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the poll's interval
 	}
 	return time.Since(start)
 }

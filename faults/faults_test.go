@@ -42,7 +42,7 @@ func TestKillStagesApart(t *testing.T) {
 
 	kills := []string{"apply", "ingest", "apply", "apply", "ingest", "apply", "ingest", "apply"}
 	for _, which := range kills {
-		time.Sleep(2500 * time.Millisecond)
+		time.Sleep(2500 * time.Millisecond) // load between kills: the schedule is the scenario
 		if which == "apply" {
 			apply.kill9()
 			apply = e.start("apply", "STAGES", "apply")
@@ -52,7 +52,7 @@ func TestKillStagesApart(t *testing.T) {
 			target.Store(ingest.base)
 		}
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load goes on after the last restart
 	l.halt()
 	accepted := l.acceptedIDs()
 	if len(accepted) == 0 {
@@ -76,7 +76,7 @@ func TestKillAndStopWholeService(t *testing.T) {
 	target.Store(p.base)
 	l := startLoad(func() string { return target.Load().(string) }, 4, 200_000, 60*time.Second)
 	for i := range 6 {
-		time.Sleep(2500 * time.Millisecond)
+		time.Sleep(2500 * time.Millisecond) // load between kills: the schedule is the scenario
 		if i%2 == 0 {
 			p.kill9()
 		} else if code := p.term(40 * time.Second); code != 0 {
@@ -86,7 +86,7 @@ func TestKillAndStopWholeService(t *testing.T) {
 		p = e.start("service")
 		target.Store(p.base)
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load goes on after the last restart
 	l.halt()
 	accepted := l.acceptedIDs()
 	took := settle(t, e.warehousePath(), accepted, settleWithin)
@@ -106,11 +106,11 @@ func TestEmbeddedKillAndStuckShutdown(t *testing.T) {
 	var target atomic.Value
 	target.Store(p.base)
 	l := startLoad(func() string { return target.Load().(string) }, 4, 200_000, 60*time.Second)
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // load before the kill: the schedule is the scenario
 	p.kill9()
 	p = e.start("service")
 	target.Store(p.base)
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load goes on after the restart
 	l.halt()
 	afterKill := l.acceptedIDs()
 	took := settle(t, e.warehousePath(), afterKill, 30*time.Second)
@@ -140,7 +140,7 @@ func TestEmbeddedKillAndStuckShutdown(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("/readyz while the warehouse is locked: %d %s", code, body)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // the poll's interval
 	}
 	code := p.term(60 * time.Second)
 	logText := p.logText()
@@ -205,7 +205,7 @@ func TestEmulatorRestartHeals(t *testing.T) {
 	e := newEnv(t, addr).with("RESOURCE_CHECK_INTERVAL", "1s", "OUTBOX_REDELIVER_AFTER", "1h")
 	p := e.start("service")
 	l := startLoad(func() string { return p.base }, 4, 200_000, 90*time.Second)
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // load before the kill: the schedule is the scenario
 	emu.kill9()
 	downAt := time.Now()
 	emu = startEmulator(t, addr)
@@ -219,7 +219,7 @@ func TestEmulatorRestartHeals(t *testing.T) {
 			_, body := readyzBody(p.base)
 			t.Fatalf("not ready 60s after the emulator came back: %s", body)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // the poll's interval
 	}
 	healed := time.Since(downAt)
 	before := len(l.acceptedIDs())
@@ -230,7 +230,7 @@ func TestEmulatorRestartHeals(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("under 20 accepted in the 30 s after the service healed: %s", l.summary())
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // the poll's interval
 	}
 	l.halt()
 	accepted := l.acceptedIDs()
@@ -272,14 +272,14 @@ func TestWarehouseLockedHoldsPayloads(t *testing.T) {
 		t.Errorf("/readyz of the whole service while paused: %d %s; want 200 degraded naming the apply stage", readyCode, readyBody)
 	}
 	// More, 10 s before the lock goes.
-	time.Sleep(time.Until(lockedAt.Add(20 * time.Second)))
+	time.Sleep(time.Until(lockedAt.Add(20 * time.Second))) // the lock schedule is the scenario
 	for range 30 {
 		l.post(p.base)
 	}
 	if metricOf(p, "gatekeeper_apply_paused") != 1 {
 		t.Errorf("gatekeeper_apply_paused is not 1 while the warehouse is still locked")
 	}
-	time.Sleep(time.Until(lockedAt.Add(30 * time.Second)))
+	time.Sleep(time.Until(lockedAt.Add(30 * time.Second))) // the lock schedule is the scenario
 	release()
 	took := settle(t, e.warehousePath(), l.acceptedIDs(), 120*time.Second)
 	waitMetric(t, p, "gatekeeper_apply_paused", 0, 30*time.Second)
@@ -302,7 +302,7 @@ func waitLogged(t *testing.T, p *proc, text string, n int, within time.Duration)
 		if time.Now().After(deadline) {
 			t.Fatalf("%d log lines with %s after %s, want at least %d", strings.Count(p.logText(), text), text, within, n)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // the poll's interval
 	}
 }
 
@@ -341,7 +341,7 @@ func startEmulator(t *testing.T, addr string) *proc {
 			p.dumpLog(30)
 			t.Fatalf("emulator did not listen on %s within 90s", addr)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // the poll's interval
 	}
 }
 
@@ -402,7 +402,7 @@ func TestKillWhileIndexingPoison(t *testing.T) {
 						body := fmt.Sprintf(`{"activities":[{"operation":"delete","table":"nowhere","value_to_delete":{"col_names":["k"],"col_types":["TEXT"],"col_values":["%d-%d"]}}]}`, w, i)
 						resp, err := client.Post(base.Load().(string)+"/api/activities", "application/json", strings.NewReader(body))
 						if err != nil {
-							time.Sleep(50 * time.Millisecond)
+							time.Sleep(50 * time.Millisecond) // the process is down; do not spin
 							continue
 						}
 						var out struct {
@@ -430,13 +430,13 @@ func TestKillWhileIndexingPoison(t *testing.T) {
 					if len(counts) >= 200*(kill+1) || time.Now().After(deadline) {
 						break
 					}
-					time.Sleep(20 * time.Millisecond)
+					time.Sleep(20 * time.Millisecond) // the poll's interval
 				}
 				p.kill9()
 				p = e.start("service")
 				base.Store(p.base)
 			}
-			time.Sleep(2 * time.Second)
+			time.Sleep(2 * time.Second) // load goes on after the last restart
 			close(stop)
 			posters.Wait()
 
@@ -463,7 +463,7 @@ func TestKillWhileIndexingPoison(t *testing.T) {
 					t.Fatalf("LOST: %d of %d payloads answered 200 are not in the poison index after %s (err %v), e.g. %v",
 						len(missing), len(want), settleWithin, err, missing[:min(5, len(missing))])
 				}
-				time.Sleep(500 * time.Millisecond)
+				time.Sleep(500 * time.Millisecond) // the poll's interval
 			}
 			twice := 0
 			for _, n := range counts {

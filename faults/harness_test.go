@@ -228,7 +228,7 @@ func (p *proc) waitReady(within time.Duration) {
 				return
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the poll's interval
 	}
 	p.dumpLog(40)
 	p.t.Fatalf("%s not ready within %s", p.name, within)
@@ -352,7 +352,7 @@ func (l *load) postOne(client *http.Client, base, key string) {
 	if resp.StatusCode == http.StatusOK {
 		l.accepted[body.ID] = key
 	} else {
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // a refused request: pace the retry, do not spin
 	}
 }
 
@@ -441,7 +441,7 @@ func settle(t *testing.T, warehousePath string, accepted map[string]string, with
 			t.Fatalf("LOST: %d of %d payloads answered 200 are not in the ledger after %s (err %v): %s",
 				len(missing), len(accepted), within, err, strings.Join(missing, " "))
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // the poll's interval
 	}
 	took := time.Since(started)
 

@@ -122,7 +122,7 @@ func (e *env) startRefused(name string, kv ...string) string {
 			p.dumpLog(30)
 			e.t.Fatalf("%s neither refused nor became ready within 60 s", name)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the poll's interval
 	}
 }
 

@@ -56,7 +56,7 @@ func TestApplyRestartDrainsBacklog(t *testing.T) {
 			if time.Since(start) > within {
 				t.Fatalf("%d of %d payloads applied after %s", applied(), n, within)
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // the poll's interval
 		}
 		return time.Since(start)
 	}
@@ -98,7 +98,7 @@ func TestApplyRestartDrainsBacklog(t *testing.T) {
 		if n >= len(accepted) {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the poll's interval
 	}
 	left := len(accepted) - applied()
 	// settle counts lost and duplicated; it waits longer than the bound,

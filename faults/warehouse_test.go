@@ -26,7 +26,7 @@ func TestWarehouseCorruptedUnderLoadThenRestored(t *testing.T) {
 	e := newEnv(t, host)
 	p := e.start("service")
 	l := startLoad(func() string { return p.base }, 4, 200_000, 120*time.Second)
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // load before the fault: the schedule is the scenario
 	before := len(l.acceptedIDs())
 
 	copyOf := warehousetest.CorruptSQLite(t, e.warehousePath())
@@ -39,7 +39,7 @@ func TestWarehouseCorruptedUnderLoadThenRestored(t *testing.T) {
 		t.Errorf("the pause's log line does not name the corruption: %s", line)
 	}
 	// Load goes on against the damaged warehouse: accepted and kept.
-	time.Sleep(5 * time.Second)
+	time.Sleep(5 * time.Second) // load during the fault: the schedule is the scenario
 	if n := metricOf(p, "gatekeeper_apply_paused"); n != 1 {
 		t.Errorf("gatekeeper_apply_paused = %v while the file is still zeroed, want 1", n)
 	}
@@ -51,7 +51,7 @@ func TestWarehouseCorruptedUnderLoadThenRestored(t *testing.T) {
 	restoredAt := time.Now()
 	waitMetric(t, p, "gatekeeper_apply_paused", 0, 60*time.Second)
 	resumedAfter := time.Since(restoredAt)
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load goes on after the recovery
 	l.halt()
 	accepted := l.acceptedIDs()
 	took := settle(t, e.warehousePath(), accepted, settleWithin)
@@ -82,7 +82,7 @@ func TestWarehouseDiskFull(t *testing.T) {
 	var target atomic.Value
 	target.Store(p.base)
 	l := startLoad(func() string { return target.Load().(string) }, 4, 200_000, 120*time.Second)
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // load before the fault: the schedule is the scenario
 
 	filler := filepath.Join(fs, "filler")
 	warehousetest.FillDisk(t, filler)
@@ -93,7 +93,7 @@ func TestWarehouseDiskFull(t *testing.T) {
 	if line := logLine(p, `msg="Apply paused`); !strings.Contains(line, "full") || !strings.Contains(line, "reason=storage") {
 		t.Errorf("the pause's log line does not name the full disk: %s", line)
 	}
-	time.Sleep(5 * time.Second)
+	time.Sleep(5 * time.Second) // load during the fault: the schedule is the scenario
 	if n := metricOf(p, "gatekeeper_apply_paused"); n != 1 {
 		t.Errorf("gatekeeper_apply_paused = %v while the disk is still full, want 1", n)
 	}
@@ -108,7 +108,7 @@ func TestWarehouseDiskFull(t *testing.T) {
 	freedAt := time.Now()
 	waitMetric(t, p, "gatekeeper_apply_paused", 0, 60*time.Second)
 	resumedAfter := time.Since(freedAt)
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load goes on after the recovery
 	l.halt()
 	accepted := l.acceptedIDs()
 	took := settle(t, e.warehousePath(), accepted, settleWithin)
@@ -146,7 +146,7 @@ func waitMetric(t *testing.T, p *proc, name string, want float64, within time.Du
 			p.dumpLog(20)
 			t.Fatalf("%s = %v after %s, want %v", name, got, within, want)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // the poll's interval
 	}
 }
 

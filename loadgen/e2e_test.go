@@ -60,7 +60,7 @@ func stagesApart(t *testing.T, seesApplied bool) (target string, topics Topics) 
 		mu.Unlock()
 		_ = json.NewEncoder(w).Encode(map[string]string{"id": id})
 		go func() { // the apply stage, a moment later
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // the fake apply stage's latency, which the report measures
 			at := time.Now().UTC()
 			body, _ := json.Marshal(messages.AppliedEvent{PayloadID: id, AppliedAt: at})
 			if _, err := applied.Publish(context.Background(), &pubsub.Message{Data: body}).Get(context.Background()); err == nil {

@@ -148,6 +148,7 @@ func readCorpusBytes(t testing.TB, path string) ([]byte, bool) {
 // documented, on every document the tests know: the same Payload, or the
 // same error, to the message and the JSON Pointer.
 func TestFastPathAgreesOnTheCorpus(t *testing.T) {
+	t.Parallel() // CPU-bound and pure: it runs beside the other slow ones
 	accepted := 0
 	for i, body := range differentialCorpus(t) {
 		ok, problem := agreement(body)
@@ -228,6 +229,7 @@ const labelRunDocs = 100_000
 // (parseChecked) accept, with the same Payload and the same canonical
 // bytes. It spreads the documents over every core.
 func TestFastPathAgreesWithSchema(t *testing.T) {
+	t.Parallel() // CPU-bound and pure: it runs beside the other slow ones
 	n, seed := differentialDocs(t), differentialSeed(t)
 	workers := runtime.GOMAXPROCS(0)
 	var (

@@ -219,6 +219,7 @@ func TestFastSchemaRefusesWhatItCannotFollow(t *testing.T) {
 // decides as qri-io/jsonschema does on the changed schema: the bounds,
 // property sets and enums are read, not copied.
 func TestFastSchemaFollowsEdits(t *testing.T) {
+	t.Parallel() // CPU-bound and pure: it runs beside the other slow ones
 	docs := 1500
 	if raceEnabled || testing.Short() {
 		docs = 300

@@ -445,6 +445,7 @@ func TestParseIsDeterministic(t *testing.T) {
 }
 
 func TestHostileInputs(t *testing.T) {
+	t.Parallel() // CPU-bound and pure: it runs beside the other slow ones
 	t.Run("invalid UTF-8", func(t *testing.T) {
 		body := []byte(payloadJSON(insertJSON("\"t\"", `["a"]`, `["TEXT"]`, "[\"caf\xe9\"]")))
 		_, err := Parse(body)

@@ -23,6 +23,7 @@ import (
 // say so, probes go on with backoff, and once the warehouse answers again
 // the stage resumes by itself and applies every payload exactly once.
 func TestApplyPausesOnAnOutageHoldsAndResumesByItself(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		const payloads = 30
 		cfg := testConfig(t, mode)

@@ -35,22 +35,19 @@ func eventually(within time.Duration, ok func() bool) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the poll's interval
 	}
 }
 
 // waitApplied polls the ledger until the payload is applied.
 func waitApplied(t *testing.T, store warehouse.Reader, id string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
+	if !eventually(within, func() bool {
 		ok, err := store.Applied(context.Background(), id)
-		if err == nil && ok {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err == nil && ok
+	}) {
+		t.Fatalf("payload %s not applied within %s", id, within)
 	}
-	t.Fatalf("payload %s not applied within %s", id, within)
 }
 
 func rows(t *testing.T, store warehouse.Reader, table string) []map[string]any {
@@ -63,6 +60,7 @@ func rows(t *testing.T, store warehouse.Reader, table string) []map[string]any {
 }
 
 func TestApplyEndToEnd(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		r := startService(t, cfg)
@@ -123,6 +121,7 @@ func TestApplyEndToEnd(t *testing.T) {
 }
 
 func TestApplyPoisonsPayloadWithMissingTable(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		r := startService(t, cfg)
@@ -251,6 +250,7 @@ func faultyWarehouse(t *testing.T, cfg pipeline.Config) (*warehousetest.Faulty, 
 }
 
 func TestApplyRetriesTransientFailureThenAppliesOnce(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		cfg.RetryInitial = 20 * time.Millisecond
@@ -286,6 +286,7 @@ func TestApplyRetriesTransientFailureThenAppliesOnce(t *testing.T) {
 // A transient failure that outlasts the retry budget ends in the poison
 // topic, as transient, after RETRY_MAX+1 attempts.
 func TestApplyPoisonsTransientFailureAfterRetryMax(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		cfg.RetryMax = 2
@@ -326,6 +327,7 @@ func TestApplyPoisonsTransientFailureAfterRetryMax(t *testing.T) {
 }
 
 func TestApplyRedeliveryIsAppliedOnce(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		r := startService(t, cfg)
@@ -379,6 +381,7 @@ func TestApplyRedeliveryIsAppliedOnce(t *testing.T) {
 // SIGTERM while requests are in flight: every request answered 200 is
 // applied, whatever Pub/Sub the service runs on, and Run returns cleanly.
 func TestShutdownLosesNothingAccepted(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		r := startService(t, cfg)
@@ -409,6 +412,8 @@ func TestShutdownLosesNothingAccepted(t *testing.T) {
 				}
 			}(w)
 		}
+		// The load runs alone for 300 ms before the stop: the window is
+		// the test's input, not a wait for an interleaving.
 		time.Sleep(time.Until(stopAt))
 		// On a loaded machine (CI runs this beside a BigQuery emulator)
 		// the first answers can take longer than the window: stop only
@@ -451,6 +456,7 @@ func TestShutdownLosesNothingAccepted(t *testing.T) {
 // The replaced service's payloads through the whole service into BigQuery
 // (the emulator .ci/run starts), over the embedded Pub/Sub.
 func TestApplyEndToEndOnBigQuery(t *testing.T) {
+	t.Parallel()
 	host := os.Getenv("BIGQUERY_EMULATOR_HOST")
 	if host == "" {
 		t.Skip("set BIGQUERY_EMULATOR_HOST to run against a BigQuery emulator")
@@ -494,6 +500,8 @@ func TestApplyEndToEndOnBigQuery(t *testing.T) {
 // The embedded Pub/Sub keeps its backlog in memory: past
 // EMBEDDED_MAX_BACKLOG payloads the apply stage has not settled, the gate
 // answers 503 instead of publishing, and accepts again once it caught up.
+// Not in parallel: the 21 refusals must fall within the second or so the
+// first payload stays unsettled.
 func TestEmbeddedBacklogIsBounded(t *testing.T) {
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.EmbeddedMaxBacklog = 1
@@ -532,6 +540,6 @@ func TestEmbeddedBacklogIsBounded(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the gate still refuses after the backlog drained: %d", code)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 }

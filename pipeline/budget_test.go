@@ -18,6 +18,7 @@ import (
 // held it ends; and a request larger than the whole budget is admitted
 // alone.
 func TestBodyBudgetShedsBeforeTheBodyIsRead(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.MaxInFlightBytes = 64 << 10
 	cfg.MaxBodyBytes = 16 << 20 // a body larger than what loopback's socket buffers take in
@@ -43,7 +44,7 @@ func TestBodyBudgetShedsBeforeTheBodyIsRead(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the stalled request's 60 KiB were never reserved: gauge %v", scrape(t, r.base)["gatekeeper_ingest_body_bytes"])
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 
 	// Another announces 8 KiB (past the 64 KiB) and sends nothing either:
@@ -86,7 +87,7 @@ func TestBodyBudgetShedsBeforeTheBodyIsRead(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the budget was not freed when the stalled request ended")
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 	if code, resp, _ := post(t, r.base, "application/json", big); code != 200 {
 		t.Errorf("after the stalled request left: %d %+v", code, resp)

@@ -10,6 +10,7 @@ import (
 // The same configuration gives the same message, byte for byte, so that a
 // diff of two starts' logs or a test on the text means something.
 func TestValidateReportsProblemsInAFixedOrder(t *testing.T) {
+	t.Parallel()
 	cfg := pipeline.DefaultConfig()
 	cfg.TopicID, cfg.SubscriptionID, cfg.PoisonTopicID, cfg.AppliedTopicID = "x", "y", "z", "w"
 	cfg.PublishTimeout, cfg.ApplyTimeout, cfg.GroupMaxWait, cfg.ShutdownTimeout = -1, -1, -1, -1
@@ -28,6 +29,7 @@ func TestValidateReportsProblemsInAFixedOrder(t *testing.T) {
 // block is accepted, but not beside a dead-letter policy, which would
 // dead-letter the payloads a blocked key holds.
 func TestValidateOrderingPoison(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		value      pipeline.OrderingPoison
 		deadLetter int

@@ -104,6 +104,7 @@ func postJSON(t *testing.T, url, body string, header ...string) (int, map[string
 // into sending from another site, and the status API follows a payload
 // from poisoned to applied.
 func TestAdminAPI(t *testing.T) {
+	t.Parallel()
 	for _, mode := range pubsubModes() {
 		t.Run(string(mode), func(t *testing.T) {
 			skipWithoutEmulator(t, mode)
@@ -205,6 +206,7 @@ func chromium(t *testing.T) string {
 // payloads, filter by table, open one, fix it in the edit box, replay it
 // (after a confirmation), and it leaves the list and is applied.
 func TestConsolePageInBrowser(t *testing.T) {
+	t.Parallel()
 	browser := chromium(t)
 	// With BACKENDS_FILE: the page asks for the admin key once.
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
@@ -321,6 +323,8 @@ func TestConsolePageInBrowser(t *testing.T) {
 	}
 	if !eventually(15*time.Second, func() bool {
 		filter("typed")
+		// The page fetches the list again after the click: count its rows
+		// once that answer is in, not the old rows, nor none mid-render.
 		time.Sleep(200 * time.Millisecond)
 		return rowsIn("#list") == 0
 	}) {
@@ -346,6 +350,7 @@ func TestConsolePageInBrowser(t *testing.T) {
 // metadata, and the index takes it as class unknown, with Pub/Sub's
 // delivery count as the reason.
 func TestDeadLetteredMessagesAreIndexedAsUnknown(t *testing.T) {
+	t.Parallel()
 	for _, mode := range pubsubModes() {
 		t.Run(string(mode), func(t *testing.T) {
 			skipWithoutEmulator(t, mode)

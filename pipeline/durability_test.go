@@ -42,6 +42,9 @@ func insertBody(i int) string {
 // The default mode keeps its promise across a SIGTERM whose drain cannot
 // finish: what was answered 200 waits in the outbox, the exit is an error
 // that says so, and the next start applies it.
+//
+// Not in parallel: the second run must stop cleanly within the first's
+// one-second SHUTDOWN_TIMEOUT, which other tests beside it can outlast.
 func TestEmbeddedShutdownWithStuckWarehouseKeepsAcceptedInOutbox(t *testing.T) {
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.ShutdownTimeout = time.Second
@@ -82,6 +85,7 @@ func TestEmbeddedShutdownWithStuckWarehouseKeepsAcceptedInOutbox(t *testing.T) {
 // Stages run apart: the ingest stage creates the apply subscription, so
 // what it accepts before any apply stage ever ran is kept and applied.
 func TestIngestBeforeAnyApplyStageLosesNothing(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
 		t.Skip("needs PUBSUB_EMULATOR_HOST: the stages share the emulator")
 	}
@@ -111,6 +115,7 @@ func TestIngestBeforeAnyApplyStageLosesNothing(t *testing.T) {
 // starts but is not ready, and refuses payloads saying why, rather than
 // publishing them into a topic that keeps nothing.
 func TestIngestRefusesWithoutApplySubscription(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		if mode == pipeline.PubSubEmbedded {
 			t.Skip("the embedded Pub/Sub starts empty, so CREATE_RESOURCES=false is refused there (TestDoNotCreateResourcesOnlyChecks)")
@@ -154,7 +159,7 @@ func TestIngestRefusesWithoutApplySubscription(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("/readyz never said the subscription is missing: %s", body)
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // the poll's interval; the deadline bounds it
 		}
 		if !strings.Contains(body, "CREATE_RESOURCES=false") {
 			t.Errorf("/readyz does not say why: %s", body)
@@ -166,7 +171,8 @@ func TestIngestRefusesWithoutApplySubscription(t *testing.T) {
 		// Past UNHEALTHY_AFTER the process still does not ask to be
 		// restarted: a new one would refuse to start (CREATE_RESOURCES=
 		// false) or recreate it as the monitor does. /healthz names it as
-		// degraded.
+		// degraded. Time passing is the point here: nothing signals that
+		// a restart was not asked for.
 		time.Sleep(2 * cfg.UnhealthyAfter)
 		hresp, err := http.Get(base + "/healthz")
 		if err != nil {
@@ -193,6 +199,7 @@ func TestIngestRefusesWithoutApplySubscription(t *testing.T) {
 // subscriptions exist starts, one that misses any refuses to, naming
 // each, and the embedded Pub/Sub (empty at every start) is refused outright.
 func TestDoNotCreateResourcesOnlyChecks(t *testing.T) {
+	t.Parallel()
 	embedded := testConfig(t, pipeline.PubSubEmbedded)
 	embedded.DoNotCreateResources = true
 	if err := embedded.Validate(); err == nil || !strings.Contains(err.Error(), "CREATE_RESOURCES=false cannot work with the embedded Pub/Sub") {
@@ -235,6 +242,7 @@ func TestDoNotCreateResourcesOnlyChecks(t *testing.T) {
 // with NotFound, so its subscriber never moves to the recreated one; and
 // nothing but an operator's tool can delete topics of the embedded server.
 func TestServiceRecreatesLostTopicsAndSubscriptions(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
 		t.Skip("needs PUBSUB_EMULATOR_HOST; see the comment for why not the embedded Pub/Sub")
 	}
@@ -293,7 +301,7 @@ func TestServiceRecreatesLostTopicsAndSubscriptions(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("still refused 30s after the topics were lost: %+v", resp)
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // the poll's interval; the deadline bounds it
 		}
 		// A republished message the emulator handed to a stream that was
 		// closing as the subscriber restarted comes back only at its ack
@@ -311,6 +319,7 @@ func TestServiceRecreatesLostTopicsAndSubscriptions(t *testing.T) {
 // fate: the publish runs to its end, and every payload counted accepted is
 // applied, none counted failed for a publish that landed.
 func TestClientThatLeavesDoesNotFailItsPayload(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	r := startService(t, cfg)
 	addr := strings.TrimPrefix(r.base, "http://")
@@ -336,7 +345,7 @@ func TestClientThatLeavesDoesNotFailItsPayload(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("after %d clients left: accepted %v, failed %v, applied %d; want every accepted one applied", n, accepted, failed, applied)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 	if failed != 0 {
 		t.Errorf("%v payloads counted failed although their clients only left", failed)

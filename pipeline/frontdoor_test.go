@@ -75,6 +75,7 @@ func request(t *testing.T, method, url, body string, header ...string) (int, htt
 
 // Every answer of the front door, in one table: the ingestion API, the
 // status API and the admin API, with the headers and bodies clients see.
+// Not in parallel: the quota cases need three requests within a second.
 func TestFrontDoor(t *testing.T) {
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.BackendsFile = filepath.Join(t.TempDir(), "backends.yaml")
@@ -195,6 +196,7 @@ func TestFrontDoor(t *testing.T) {
 // A payload's backend is on its applied event and on its poison message,
 // and the poison filters select by it.
 func TestBackendTravelsWithThePayload(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.BackendsFile = filepath.Join(t.TempDir(), "backends.yaml")
 	keys := keyFile(t, cfg.BackendsFile, frontdoor.Entry{Name: "billing"}, frontdoor.Entry{Name: "shop"}, frontdoor.Entry{Name: "ops", Admin: true})
@@ -269,6 +271,7 @@ func TestBackendTravelsWithThePayload(t *testing.T) {
 // once, instead of a queue. pstest holds the one publish let through until
 // the test answers it.
 func TestLoadShedding(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.MaxInFlightPublishes = 1
 	r := startService(t, cfg)
@@ -321,6 +324,7 @@ func TestLoadShedding(t *testing.T) {
 // Secure by default: the emulator without keys and without AUTH=none
 // does not start, and says how to configure keys.
 func TestEmulatorWithoutKeysRefusesToStart(t *testing.T) {
+	t.Parallel()
 	cfg := pipeline.DefaultConfig()
 	cfg.PubSubMode, cfg.EmulatorHost = pipeline.PubSubEmulator, "127.0.0.1:1"
 	err := cfg.Validate()

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,7 +64,7 @@ func waitProbe(t *testing.T, base, path string, within time.Duration, ok func(in
 		if time.Now().After(deadline) {
 			t.Fatalf("%s never answered as awaited within %s; last: %d %s", path, within, code, raw)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the poll's interval
 	}
 }
 
@@ -75,6 +74,7 @@ func waitProbe(t *testing.T, base, path string, within time.Duration, ok func(in
 // not once per request. Once space is freed, the service is ready again
 // by itself, before any request comes.
 func TestHealthOnAFullOutboxDisk(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.OutboxPath = filepath.Join(warehousetest.TmpfsDir(t, "", 4<<20), "outbox.db")
 	r := startService(t, cfg)
@@ -133,7 +133,7 @@ func TestHealthOnAFullOutboxDisk(t *testing.T) {
 		if code, resp, _ := post(t, r.base, "application/json", insertBody(2000+i)); code != 200 {
 			t.Fatalf("POST after the disk was freed: %d %+v", code, resp)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // the poll's pace: a request each round, the deadline bounds it
 	}
 }
 
@@ -143,6 +143,7 @@ func TestHealthOnAFullOutboxDisk(t *testing.T) {
 // that builds meanwhile is its own reason once EMBEDDED_MAX_BACKLOG is
 // reached, with the warehouse still named.
 func TestReadinessOfAWarehouseThatIsDown(t *testing.T) {
+	t.Parallel()
 	t.Run("ingest and apply", func(t *testing.T) {
 		cfg := testConfig(t, pipeline.PubSubEmbedded)
 		cfg.EmbeddedMaxBacklog = 3
@@ -197,10 +198,38 @@ func TestReadinessOfAWarehouseThatIsDown(t *testing.T) {
 type freezer struct {
 	ln     net.Listener
 	target string
-	frozen atomic.Bool
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	conns  []net.Conn
+	thawed chan struct{} // closed while bytes pass; open while frozen
+}
+
+// freeze stops the bytes; thaw lets them pass again.
+func (f *freezer) freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.thawed:
+		f.thawed = make(chan struct{})
+	default: // frozen already
+	}
+}
+
+func (f *freezer) thaw() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.thawed:
+	default:
+		close(f.thawed)
+	}
+}
+
+// whenThawed is closed once bytes may pass.
+func (f *freezer) whenThawed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.thawed
 }
 
 func newFreezer(t *testing.T, target string) *freezer {
@@ -209,7 +238,8 @@ func newFreezer(t *testing.T, target string) *freezer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &freezer{ln: ln, target: target}
+	f := &freezer{ln: ln, target: target, thawed: make(chan struct{})}
+	close(f.thawed)
 	f.wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -229,7 +259,7 @@ func newFreezer(t *testing.T, target string) *freezer {
 		}
 	})
 	t.Cleanup(func() {
-		f.frozen.Store(false)
+		f.thaw()
 		ln.Close()
 		f.mu.Lock()
 		for _, c := range f.conns {
@@ -245,9 +275,7 @@ func (f *freezer) pipe(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		for f.frozen.Load() {
-			time.Sleep(10 * time.Millisecond)
-		}
+		<-f.whenThawed()
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
@@ -266,13 +294,14 @@ func (f *freezer) pipe(dst, src net.Conn) {
 // context deadline exceeded". And the answer comes within the checks'
 // bound.
 func TestReadyzFrozenPubSubDoesNotBlameTheWarehouse(t *testing.T) {
+	t.Parallel()
 	skipWithoutEmulator(t, pipeline.PubSubEmulator)
 	cfg := testConfig(t, pipeline.PubSubEmulator)
 	f := newFreezer(t, cfg.EmulatorHost)
 	cfg.EmulatorHost = f.ln.Addr().String()
 	r := startService(t, cfg)
-	f.frozen.Store(true)
-	defer f.frozen.Store(false)
+	f.freeze()
+	defer f.thaw()
 	for range 3 {
 		start := time.Now()
 		code, a, raw := probe(t, r.base, "/readyz")
@@ -288,7 +317,7 @@ func TestReadyzFrozenPubSubDoesNotBlameTheWarehouse(t *testing.T) {
 			t.Errorf("/readyz took %s with Pub/Sub frozen; each check is bounded by 2s and they run at once", took)
 		}
 	}
-	f.frozen.Store(false)
+	f.thaw()
 	waitProbe(t, r.base, "/readyz", 30*time.Second, func(code int, a probeAnswer) bool { return code == 200 })
 }
 
@@ -298,6 +327,7 @@ func TestReadyzFrozenPubSubDoesNotBlameTheWarehouse(t *testing.T) {
 // 503 of /readyz and never a restart, even past UNHEALTHY_AFTER: a new
 // process would find the same file. A commit that succeeds clears it.
 func TestHealthNamesAWarehouseWhoseCommitsFail(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.UnhealthyAfter = 300 * time.Millisecond
 	cfg.RetryInitial = 20 * time.Millisecond
@@ -318,7 +348,9 @@ func TestHealthNamesAWarehouseWhoseCommitsFail(t *testing.T) {
 		!strings.Contains(wh.Error, "malformed") || wh.Since == "" {
 		t.Fatalf("/readyz with failing commits: %d %s, want 200 degraded naming the warehouse's error", code, raw)
 	}
-	time.Sleep(2 * cfg.UnhealthyAfter) // past UNHEALTHY_AFTER: still no restart
+	// Past UNHEALTHY_AFTER: still no restart. Time passing is the point:
+	// nothing signals that a restart was not asked for.
+	time.Sleep(2 * cfg.UnhealthyAfter)
 	code, a, raw = probe(t, r.base, "/healthz")
 	if wh, ok := a.reason("warehouse"); code != 200 || a.Status != "degraded" || !ok || wh.Effect != "degraded" {
 		t.Fatalf("/healthz with failing commits past UNHEALTHY_AFTER: %d %s, want 200 degraded", code, raw)

@@ -26,6 +26,7 @@ func (u unsizedReader) Read(p []byte) (int, error) { return u.r.Read(p) }
 // ingestion edge meets, on one running service, and checks that only the
 // accepted ones are published.
 func TestIngestHostileAndOddInputs(t *testing.T) {
+	t.Parallel()
 	const headerTimeout = 500 * time.Millisecond
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.Stages = []pipeline.Stage{pipeline.StageIngest}

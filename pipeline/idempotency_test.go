@@ -42,6 +42,7 @@ func postQuiet(base, body string, header ...string) (int, http.Header, error) {
 // that is the window in which a second request with the key must get 409,
 // and a hook makes it deterministic where a slow Pub/Sub would be a race.
 func TestIdempotencyKeyStatuses(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		var hold atomic.Pointer[chan struct{}]
 		entered := make(chan struct{}, 1)
@@ -145,6 +146,7 @@ func TestIdempotencyKeyStatuses(t *testing.T) {
 // the ledger's payload hash stops it: poisoned with the reason, never
 // applied.
 func TestIdempotencyKeyReusedForOtherContentIsPoisonedAtApply(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		cfg.IdempotencyTTL = time.Nanosecond

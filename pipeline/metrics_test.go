@@ -15,6 +15,7 @@ import (
 // happened: N valid, one invalid payload per rule, K poisoned, and one
 // transient failure retried once.
 func TestMetricsCountExactly(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.MaxBodyBytes = 4096
 	cfg.RetryInitial, cfg.RetryMaxInterval = 10*time.Millisecond, 10*time.Millisecond
@@ -75,6 +76,9 @@ func TestMetricsCountExactly(t *testing.T) {
 	}
 	waitApplied(t, inner, resp.ID, 15*time.Second)
 	waitMetric(t, r.base, `gatekeeper_payloads_total{backend="",outcome="applied"}`, before, n+1)
+	// The applied events are published after the commit that counts a
+	// payload applied: wait for the last of them too before reading.
+	waitMetric(t, r.base, `gatekeeper_publish_seconds_count{topic="applied"}`, before, n+1)
 	after := scrape(t, r.base)
 
 	want := map[string]float64{
@@ -182,6 +186,6 @@ func waitMetric(t *testing.T, base, series string, before map[string]float64, de
 		if time.Now().After(deadline) {
 			t.Fatalf("%s did not move by %v within 15s", series, delta)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 }

@@ -62,6 +62,7 @@ func runRouter(t *testing.T, r *message.Router) {
 
 // A panic in the gate is a bug: the client gets 500, not 503 "retry".
 func TestGatePanicAnswers500(t *testing.T) {
+	t.Parallel()
 	cfg, ps := panicTestPubSub(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e, err := edge.New(edge.Config{MaxBodyBytes: cfg.MaxBodyBytes, VerdictWait: time.Second}, logger)
@@ -99,6 +100,7 @@ func (panickingSubmitter) Submit(context.Context, warehouse.Payload) (warehouse.
 // A panic in the apply stage is poisoned at once, class permanent, with no
 // retries: retrying a bug RETRY_MAX times only repeats it.
 func TestApplyPanicIsPoisonedAtOnce(t *testing.T) {
+	t.Parallel()
 	cfg, ps := panicTestPubSub(t)
 	logger := slog.New(slog.DiscardHandler)
 	counters := metrics.New()

@@ -19,8 +19,10 @@ import (
 // first, and the held ones after it, in order) or purges it (then the held
 // ones apply).
 func TestBlockedKeyHoldsUntilTheOperatorActs(t *testing.T) {
+	t.Parallel()
 	for _, action := range []string{"replay", "purge"} {
 		t.Run(action, func(t *testing.T) {
+			t.Parallel()
 			forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 				testBlockedKey(t, mode, action)
 			})
@@ -31,7 +33,8 @@ func TestBlockedKeyHoldsUntilTheOperatorActs(t *testing.T) {
 func testBlockedKey(t *testing.T, mode pipeline.PubSubMode, action string) {
 	cfg := testConfig(t, mode)
 	cfg.OrderingPoison = pipeline.OrderingPoisonBlock
-	r := startService(t, cfg)
+	debug := &syncBuffer{}
+	r := startServiceLogging(t, cfg, debug)
 	store := r.svc.Store
 	key := []string{"X-Ordering-Key", "customer-7"}
 	other := []string{"X-Ordering-Key", "customer-8"}
@@ -66,8 +69,19 @@ func testBlockedKey(t *testing.T, mode pipeline.PubSubMode, action string) {
 	waitApplied(t, store, q1, 20*time.Second)
 	waitApplied(t, store, q2, 20*time.Second)
 	// A few hold cycles (one a second) pass without p2 or p3 applying or
-	// being poisoned.
-	time.Sleep(4 * time.Second)
+	// being poisoned: p2, the key's head, is held three times.
+	heldP2 := func() int {
+		n := 0
+		for line := range strings.Lines(debug.String()) {
+			if strings.Contains(line, `msg="Payload held: its ordering key is blocked"`) && strings.Contains(line, "payload_id="+p2) {
+				n++
+			}
+		}
+		return n
+	}
+	if !eventually(30*time.Second, func() bool { return heldP2() >= 3 }) {
+		t.Fatalf("p2 held %d times within 30 s, want 3 hold cycles; log:\n%s", heldP2(), r.logs)
+	}
 	for _, id := range []string{p2, p3} {
 		st, err := store.State(context.Background(), id)
 		if err != nil {

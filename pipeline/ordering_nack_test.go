@@ -23,6 +23,7 @@ import (
 // does with messages it already pulled: the apply stage itself must hold
 // them (ordering.Blocks' heads), Pub/Sub does not.
 func TestNackedOrderedMessageComesBackFirst(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		cfg.Stages = []pipeline.Stage{pipeline.StageIngest}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/warehouse/sqlite"
 )
 
 // rowPayload is the payload number seq of key's sequence on table: odd
@@ -39,6 +41,7 @@ func rowPayload(table string, id, seq int, orderingKeyInBody string) string {
 // key is refused before anything is published. An accepted key travels as
 // the Pub/Sub ordering key, in the metadata, and in the canonical body.
 func TestOrderingKeyAtTheEdge(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
@@ -139,6 +142,7 @@ func TestOrderingKeyAtTheEdge(t *testing.T) {
 // one of payloads without a key does not, since ordered delivery is slow
 // for everything it delivers.
 func TestApplySubscriptionIsOrdered(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		r := startService(t, cfg)
@@ -159,6 +163,7 @@ func TestApplySubscriptionIsOrdered(t *testing.T) {
 // Ordering cannot be turned on for an existing subscription: the service
 // still starts on one without it, and says so once.
 func TestUnorderedApplySubscriptionIsWarnedAbout(t *testing.T) {
+	t.Parallel()
 	mode := pipeline.PubSubEmulator
 	skipWithoutEmulator(t, mode)
 	cfg := testConfig(t, mode)
@@ -174,17 +179,39 @@ func TestUnorderedApplySubscriptionIsWarnedAbout(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.ResourceCheckInterval = 50 * time.Millisecond
-	r := startService(t, cfg)
+	spec, _ := pipeline.ParseWarehouse(cfg.Warehouse)
+	inner, err := sqlite.Open(ctx, sqlite.Config{Path: spec.Path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &pingCounter{Warehouse: inner}
+	r := startServiceWith(t, cfg, pipeline.WithWarehouse(store))
 	// Several resource checks later, the warning is still there once.
-	time.Sleep(300 * time.Millisecond)
+	since := store.pings.Load()
+	if !eventually(15*time.Second, func() bool { return store.pings.Load()-since >= 5 }) {
+		t.Fatalf("%d resource checks within 15 s, want 5", store.pings.Load()-since)
+	}
 	if n := strings.Count(r.logs.String(), "Subscription delivers without message ordering"); n != 1 {
 		t.Fatalf("warned %d times about the unordered subscription, want once; log:\n%s", n, r.logs.String())
 	}
 }
 
+// pingCounter counts the warehouse's pings: with nothing committed, the
+// resource monitor pings it once per round of checks.
+type pingCounter struct {
+	*sqlite.Warehouse
+	pings atomic.Int64
+}
+
+func (p *pingCounter) Ping(ctx context.Context) error {
+	p.pings.Add(1)
+	return p.Warehouse.Ping(ctx)
+}
+
 // A poisoned payload does not hold back its key (ORDERING_POISON=continue):
 // the next payload of the key applies.
 func TestPoisonedPayloadDoesNotBlockItsKey(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		r := startService(t, cfg)
@@ -216,6 +243,7 @@ func TestPoisonedPayloadDoesNotBlockItsKey(t *testing.T) {
 // While the first payload of a key is retried, the later ones accepted
 // behind it wait: none overtakes it.
 func TestRetryDoesNotLetALaterPayloadOvertake(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		cfg.RetryInitial = 200 * time.Millisecond
@@ -252,6 +280,7 @@ func TestRetryDoesNotLetALaterPayloadOvertake(t *testing.T) {
 // makes "the order they were accepted" defined. At the end every row is in
 // the state its key's last payload set.
 func TestOrderingPerKeyUnderLoad(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		r := startService(t, cfg)

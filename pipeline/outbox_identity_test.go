@@ -63,6 +63,7 @@ func outboxRecord(t *testing.T, cfg pipeline.Config) warehouse.OutboxRecord {
 // restart finds the same one, and a start without it (deleted, emptied,
 // replaced) refuses, saying what to do, until told to accept the loss.
 func TestServiceRefusesToStartWithoutTheOutboxItKept(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	r := startService(t, cfg)
 	if code, resp, _ := post(t, r.base, "application/json", insertBody(1)); code != http.StatusOK {
@@ -148,6 +149,7 @@ func TestServiceRefusesToStartWithoutTheOutboxItKept(t *testing.T) {
 // A fresh install has no record anywhere and starts without the flag; the
 // count of what waits in the outbox at a stop is what a refusal names.
 func TestOutboxRefusalCountsWhatWasPending(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.ShutdownTimeout = time.Second
 	cfg.RetryMax = 1000
@@ -183,6 +185,7 @@ type recordingStore struct {
 
 // A damaged outbox stops the start with the command that salvages it.
 func TestServiceRefusesADamagedOutboxNamingTheSalvage(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	r := startService(t, cfg)
 	if err := r.stop(); err != nil {
@@ -203,6 +206,7 @@ func TestServiceRefusesADamagedOutboxNamingTheSalvage(t *testing.T) {
 // the follow subscription's existence, so a start without the file
 // refuses, though it cannot count what waited in it.
 func TestIngestOnlyOutboxIsRememberedByPubSub(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
 		t.Skip("needs PUBSUB_EMULATOR_HOST: the record is a subscription that outlives the process")
 	}
@@ -238,6 +242,7 @@ func TestIngestOnlyOutboxIsRememberedByPubSub(t *testing.T) {
 // A warehouse another process holds locked at start does not hold the
 // start up for the outbox's record: it is written once the lock goes.
 func TestOutboxRecordWaitsForALockedWarehouse(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	first := cfg
 	first.Outbox = pipeline.OutboxOff // the warehouse's tables, no record
@@ -277,6 +282,6 @@ func TestOutboxRecordWaitsForALockedWarehouse(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no record of the outbox 20 s after the lock went: %+v %v %v", rec, found, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 // An attempt that meets an outage is not an attempt of the payload's.
 func TestRecordFailuresSkipsOutages(t *testing.T) {
+	t.Parallel()
 	h := RecordFailures(time.Now, slog.New(slog.DiscardHandler))(func(*message.Message) ([]*message.Message, error) {
 		return nil, messages.Outage(errors.New("disk full"))
 	})
@@ -32,6 +33,7 @@ func TestRecordFailuresSkipsOutages(t *testing.T) {
 // payload's: a shutdown's cancellation, a hold of a blocked ordering key,
 // and an outage (the pause gives back what it held past its time as one).
 func TestShouldPoisonOnlyThePayloadsOwnFailures(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		err  error
 		want bool

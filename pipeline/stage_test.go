@@ -115,12 +115,25 @@ func startService(t *testing.T, cfg pipeline.Config) *running {
 
 func startServiceWith(t *testing.T, cfg pipeline.Config, opts ...pipeline.Option) *running {
 	t.Helper()
+	return startServiceLogging(t, cfg, nil, opts...)
+}
+
+// startServiceLogging is startServiceWith whose service also writes its
+// debug lines to debug (when not nil): for a test that waits for what the
+// service logs only at debug, while r.logs stays at info as in every other
+// test.
+func startServiceLogging(t *testing.T, cfg pipeline.Config, debug *syncBuffer, opts ...pipeline.Option) *running {
+	t.Helper()
 	logs := &syncBuffer{}
 	var out io.Writer = logs
 	if testing.Verbose() {
 		out = io.MultiWriter(logs, os.Stderr)
 	}
-	logger := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: min(slog.LevelInfo, testLogLevel())}))
+	var handler slog.Handler = slog.NewTextHandler(out, &slog.HandlerOptions{Level: min(slog.LevelInfo, testLogLevel())})
+	if debug != nil {
+		handler = slog.NewMultiHandler(handler, slog.NewTextHandler(debug, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	logger := slog.New(handler)
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := pipeline.NewService(ctx, cfg, logger, opts...)
 	if err != nil {
@@ -169,7 +182,7 @@ func waitReady(t *testing.T, base string) {
 				return
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 	t.Fatalf("%s/readyz never answered 200", base)
 }
@@ -254,6 +267,7 @@ func receive(t *testing.T, ch <-chan *pubsub.Message, within time.Duration) *pub
 func forEachMode(t *testing.T, f func(t *testing.T, mode pipeline.PubSubMode)) {
 	for _, mode := range pubsubModes() {
 		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel() // each mode has its own service, topics and files
 			skipWithoutEmulator(t, mode)
 			f(t, mode)
 		})
@@ -261,6 +275,7 @@ func forEachMode(t *testing.T, f func(t *testing.T, mode pipeline.PubSubMode)) {
 }
 
 func TestIngestPublishesValidPayload(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
@@ -307,6 +322,7 @@ func TestIngestPublishesValidPayload(t *testing.T) {
 }
 
 func TestIngestPublishesNothingInvalid(t *testing.T) {
+	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode pipeline.PubSubMode) {
 		cfg := testConfig(t, mode)
 		cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
@@ -352,6 +368,7 @@ func TestIngestPublishesNothingInvalid(t *testing.T) {
 }
 
 func TestIngestListsEveryProblem(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
 	r := startService(t, cfg)
@@ -375,6 +392,7 @@ func TestIngestListsEveryProblem(t *testing.T) {
 }
 
 func TestIngestAnswers503WhenPubSubIsDown(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.Stages = []pipeline.Stage{pipeline.StageIngest}
 	cfg.PublishTimeout = 500 * time.Millisecond
@@ -423,6 +441,7 @@ func TestIngestAnswers503WhenPubSubIsDown(t *testing.T) {
 }
 
 func TestHealthAndMetrics(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	r := startService(t, cfg)
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200} {
@@ -455,6 +474,7 @@ func TestHealthAndMetrics(t *testing.T) {
 
 // Clients can validate before they post: the gate's schema is served.
 func TestSchemaIsServed(t *testing.T) {
+	t.Parallel()
 	r := startService(t, testConfig(t, pipeline.PubSubEmbedded))
 	resp, err := http.Get(r.base + edge.SchemaPath)
 	if err != nil {
@@ -481,6 +501,7 @@ func TestSchemaIsServed(t *testing.T) {
 // still accepted, so that a load balancer stops sending before the
 // listener closes.
 func TestReadyzAnswers503DuringShutdown(t *testing.T) {
+	t.Parallel()
 	cfg := testConfig(t, pipeline.PubSubEmbedded)
 	cfg.ShutdownDelay = 3 * time.Second
 	r := startService(t, cfg)
@@ -504,7 +525,7 @@ func TestReadyzAnswers503DuringShutdown(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("/readyz stayed 200 after SIGTERM")
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 	if code, resp, _ := post(t, r.base, "application/json", insertOnly); code != 200 {
 		t.Errorf("POST during the shutdown delay: %d %+v, want it still accepted", code, resp)
@@ -534,6 +555,7 @@ func testLogLevel() slog.Level {
 // With PUSHGATEWAY_PROMETHEUS_HOST set the service pushes its metrics; .ci/run
 // starts a real Pushgateway and names it in GATEKEEPER_TEST_PUSHGATEWAY.
 func TestMetricsArePushedToPushgateway(t *testing.T) {
+	t.Parallel()
 	gateway := os.Getenv("GATEKEEPER_TEST_PUSHGATEWAY")
 	if gateway == "" {
 		t.Skip("set GATEKEEPER_TEST_PUSHGATEWAY=host:port of a Prometheus Pushgateway")
@@ -565,6 +587,6 @@ func TestMetricsArePushedToPushgateway(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the Pushgateway never showed an accepted payload from job %s:\n%s", cfg.PushJob, body)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 }

@@ -9,6 +9,7 @@ import (
 // defaults and their "none" (negative), reach the transport as the delays
 // it takes: a busy publisher only when its delay is the longer.
 func TestTheBusyPublisherIsMadeOnlyWhenItsDelayIsLonger(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		short, busy time.Duration
 		want        bool

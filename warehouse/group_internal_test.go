@@ -81,7 +81,7 @@ func TestGroupCommitter_runs_a_group_whose_leader_gave_up_while_elected(t *testi
 			if time.Now().After(deadline) {
 				return false
 			}
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // the poll's interval
 		}
 		return true
 	}

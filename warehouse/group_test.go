@@ -74,7 +74,7 @@ func (r *recordingWarehouse) Apply(ctx context.Context, group []warehouse.Payloa
 
 	r.started <- group
 	if r.autoRelease {
-		time.Sleep(r.hold)
+		time.Sleep(r.hold) // a warehouse that takes r.hold to apply: the fake's speed, not a wait
 	} else {
 		select {
 		case <-r.release:
@@ -206,7 +206,7 @@ func waitPending(t *testing.T, c *warehouse.GroupCommitter, n int) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d submissions pending after 5s, want %d", got, n)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // the poll's interval
 	}
 }
 

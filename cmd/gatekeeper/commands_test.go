@@ -25,6 +25,7 @@ func runIn(args ...string) result {
 // Bad invocations exit 2 with a message naming what is wrong, and print
 // nothing on stdout.
 func TestCommandsRejectBadArguments(t *testing.T) {
+	t.Parallel()
 	wh := "sqlite:" + filepath.Join(t.TempDir(), "warehouse.db")
 	cases := []struct {
 		args []string
@@ -74,6 +75,7 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 // help, --help and -h list every command of the table with its summary,
 // on stdout; each command's --help is on stdout too, and exits 0.
 func TestHelpCommand(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{{"help"}, {"--help"}, {"-h"}} {
 		r := runIn(args...)
 		if r.code != 0 || !strings.HasPrefix(r.stdout, "usage: gatekeeper [COMMAND] [flags]") || r.stderr != "" {
@@ -98,6 +100,7 @@ func TestHelpCommand(t *testing.T) {
 // A bad flag is one line on stderr that names it and points at --help,
 // not the whole manual.
 func TestBadFlagIsOneLine(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		args []string
 		want string
@@ -117,6 +120,7 @@ func TestBadFlagIsOneLine(t *testing.T) {
 // Every command's --help lists the flags only that command has, and serve's
 // lists LOG_LEVEL and LOG_FORMAT, which docs/configuration.md's table has.
 func TestHelpListsEveryFlag(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		args  []string
 		flags []string
@@ -148,6 +152,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 }
 
 func TestHealthcheck(t *testing.T) {
+	t.Parallel()
 	ready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/readyz" {
 			http.NotFound(w, r)
@@ -198,6 +203,7 @@ func TestHealthcheck(t *testing.T) {
 // Against a real service: `healthcheck` is 0 while it serves, 1 once it
 // is gone (a real process, so exit codes are the binary's).
 func TestHealthcheckAgainstService(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := startService(t, dir, nil)
 	env := map[string]string{"HTTP_ADDR": s.addr}
@@ -225,6 +231,7 @@ func TestHealthcheckAgainstService(t *testing.T) {
 // rows prints JSON lines, a column a row lacks as null, --limit (default
 // 100) bounding them; an unknown table is exit 1 naming it.
 func TestTablesAndRows(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := startService(t, dir, nil)
 	wh := map[string]string{"WAREHOUSE": s.env["WAREHOUSE"]}

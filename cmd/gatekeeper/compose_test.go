@@ -51,6 +51,7 @@ func readCompose(t *testing.T) composeFile {
 // honest: every variable it sets is one the service reads, the service's
 // dependencies are the emulators it points at, and the ports line up.
 func TestComposeFileMatchesConfig(t *testing.T) {
+	t.Parallel()
 	compose := readCompose(t)
 	gk, ok := compose.Services["gatekeeper"]
 	if !ok || gk.Build == "" {
@@ -119,6 +120,7 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 // Every service can be waited for, and is: each has a healthcheck, and each
 // depends_on waits for a service's health, not merely for its start.
 func TestComposeStartOrder(t *testing.T) {
+	t.Parallel()
 	compose := readCompose(t)
 	for _, want := range []string{"gatekeeper", "pubsub-emulator", "bigquery-emulator", "prometheus", "pushgateway", "grafana"} {
 		if _, ok := compose.Services[want]; !ok {
@@ -202,6 +204,7 @@ func repoPath(t *testing.T, compose composeFile, service, containerPath string) 
 // and the Pushgateway gatekeeper pushes to; Grafana's datasource is that
 // Prometheus and the dashboard names it by its uid.
 func TestComposeObservabilityFiles(t *testing.T) {
+	t.Parallel()
 	compose := readCompose(t)
 	for name := range compose.Services {
 		for _, b := range binds(t, compose, name) {

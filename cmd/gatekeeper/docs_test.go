@@ -24,6 +24,7 @@ const repoRoot = "../.."
 // runbook_url. A page moved or a heading renamed fails here, not in a
 // reader's browser.
 func TestDocLinksResolve(t *testing.T) {
+	t.Parallel()
 	pages := markdownPages(t)
 	if len(pages) < 5 {
 		t.Fatalf("found only %d Markdown pages: %v", len(pages), pages)
@@ -123,6 +124,7 @@ func TestDocFencesClose(t *testing.T) {
 // The anchors GitHub gives headings, checked on the headings this
 // repository's pages have.
 func TestHeadingAnchors(t *testing.T) {
+	t.Parallel()
 	got := headingAnchors("# Operating gatekeeper\n## What \"applied\" means\n### `gatekeeper poison`\n" +
 		"### Scraped and pushed: counting once\n## Keys, quotas and load shedding\n```\n## not a heading\n```\n" +
 		"## Runbooks\n### Runbooks\n## Slow clients, broken bodies and memory\n")

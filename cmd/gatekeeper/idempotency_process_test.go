@@ -17,6 +17,7 @@ import (
 // the same payload id, and the apply stage's ledger makes the second copy a
 // duplicate.
 func TestIdempotencyKeyAcrossTwoIngestProcessesAppliesOnce(t *testing.T) {
+	t.Parallel()
 	host := os.Getenv("PUBSUB_EMULATOR_HOST")
 	if host == "" {
 		t.Skip("PUBSUB_EMULATOR_HOST is not set: two ingest processes need a Pub/Sub they share")

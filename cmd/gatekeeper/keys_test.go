@@ -59,6 +59,7 @@ func appendFile(t *testing.T, path, text string) {
 // service loads; SIGHUP reloads it without a restart: a new key works, a
 // removed key stops working, and a broken file keeps the one before.
 func TestKeysNewAndReloadOnSIGHUP(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "backends.yaml")
 	billingEntry, billing := newKey(t, dir, "billing", "--tables", "t1,orders_*")
@@ -114,6 +115,7 @@ func TestKeysNewAndReloadOnSIGHUP(t *testing.T) {
 // Secure by default: on the emulator, without BACKENDS_FILE or AUTH=none,
 // the binary refuses to start and says how to make keys.
 func TestServeRefusesEmulatorWithoutKeys(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	env := serviceEnv(dir)
 	env["PUBSUB_EMULATOR_HOST"] = freeAddr(t)

@@ -33,6 +33,7 @@ import (
 // Every bad flag is a usage error (exit 2) that says what is wrong, before
 // anything is sent.
 func TestLoadgenFlagsAreChecked(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		args []string
 		want string
@@ -74,6 +75,7 @@ func TestLoadgenFlagsAreChecked(t *testing.T) {
 // A load run against nothing listening reports refused connections and
 // exits 1: nothing was measured.
 func TestLoadgenReportsRefusedConnections(t *testing.T) {
+	t.Parallel()
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"loadgen", "--target", "http://" + freeAddr(t), "--requests", "5", "--json"}, &stdout, &stderr)
 	rep := decodeReport(t, stdout.String())
@@ -114,6 +116,7 @@ func checkCounts(t *testing.T, name string, rep loadgen.Report) {
 // that add up, the rate it promised, weights, --fail-if both ways, the
 // invalid mix's 400s, every unique row landing, and --e2e latencies.
 func TestLoadgenAgainstService(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := startService(t, dir, nil)
 	target := "http://" + s.addr
@@ -215,6 +218,7 @@ func TestLoadgenAgainstService(t *testing.T) {
 // Every --flag that docs/load-testing.md's loadgen section names is one of
 // loadgen's.
 func TestLoadgenDocNamesRealFlags(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile("../../docs/load-testing.md")
 	if err != nil {
 		t.Fatal(err)
@@ -239,6 +243,7 @@ func TestLoadgenDocNamesRealFlags(t *testing.T) {
 // API that is not there, and a service without it whose Pub/Sub loadgen
 // cannot reach, are errors that say what to set.
 func TestLoadgenE2EFailsBeforeTheLoadWhenNeitherWayWorks(t *testing.T) {
+	t.Parallel()
 	var gets, posts atomic.Int64
 	older := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
@@ -336,6 +341,7 @@ func loadgenSubscriptions(t *testing.T, addr, project string, topics ...string) 
 // Payloads alternate between an insert and a delete on a table that does
 // not exist (poisoned at once), so both counts are known.
 func TestLoadgenE2EViaAppliedTopicOnEmulator(t *testing.T) {
+	t.Parallel()
 	host := os.Getenv("PUBSUB_EMULATOR_HOST")
 	if host == "" {
 		t.Skip("PUBSUB_EMULATOR_HOST is not set: loadgen --e2e was not run against the applied topic on the Pub/Sub emulator")

@@ -28,6 +28,7 @@ func parseEnv(env map[string]string, args ...string) (settings, error) {
 }
 
 func TestFlagsWinOverEnvironment(t *testing.T) {
+	t.Parallel()
 	cfg, err := parse(t,
 		map[string]string{"TOPIC_ID": "from-env", "HTTP_ADDR": ":9999", "PUBLISH_TIMEOUT": "3s", "STAGES": "apply"},
 		"--topic-id", "from-flag")
@@ -46,6 +47,7 @@ func TestFlagsWinOverEnvironment(t *testing.T) {
 }
 
 func TestBadEnvironmentIsReported(t *testing.T) {
+	t.Parallel()
 	_, err := parse(t, map[string]string{"PUBLISH_TIMEOUT": "soon", "GROUP_MAX_SIZE": "many"})
 	if err == nil || !strings.Contains(err.Error(), "PUBLISH_TIMEOUT") || !strings.Contains(err.Error(), "GROUP_MAX_SIZE") {
 		t.Fatalf("want both bad variables named, got %v", err)
@@ -53,6 +55,7 @@ func TestBadEnvironmentIsReported(t *testing.T) {
 }
 
 func TestServeHelpDocumentsEveryVariable(t *testing.T) {
+	t.Parallel()
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"serve", "--help"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("serve --help exit %d: %s", code, stderr.String())
@@ -68,6 +71,7 @@ func TestServeHelpDocumentsEveryVariable(t *testing.T) {
 }
 
 func TestInvalidConfigurationNamesEveryProblem(t *testing.T) {
+	t.Parallel()
 	cfg := pipeline.DefaultConfig()
 	cfg.TopicID = "x"
 	cfg.Warehouse = "postgres:db"
@@ -87,6 +91,7 @@ func TestInvalidConfigurationNamesEveryProblem(t *testing.T) {
 // neither may miss one, and both must give the default --help shows and
 // the code applies.
 func TestEverySettingIsDocumented(t *testing.T) {
+	t.Parallel()
 	readme, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
@@ -152,6 +157,7 @@ func TestEverySettingIsDocumented(t *testing.T) {
 // The settings' defaults are pipeline.DefaultConfig's: binding them adds
 // none of its own, and 0-means-none settings keep their defaults.
 func TestSettingsDefaultsAreTheConfigs(t *testing.T) {
+	t.Parallel()
 	s, err := parseEnv(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -176,6 +182,7 @@ func TestSettingsDefaultsAreTheConfigs(t *testing.T) {
 // expects; every bad one is reported at once, and an empty variable counts
 // as unset.
 func TestBadSettingsAreNamedWithWhatTheyExpect(t *testing.T) {
+	t.Parallel()
 	_, err := parseEnv(map[string]string{"PUBLISH_TIMEOUT": "10", "MAX_BODY_BYTES": "1MB", "RETRY_JITTER": "some",
 		"CREATE_RESOURCES": "perhaps", "RETRY_MAX": "", "TOPIC_ID": ""}, "--group-max-size", "many")
 	if err == nil {
@@ -234,6 +241,7 @@ func TestModeDependentDefaultsFollowTheMode(t *testing.T) {
 // Where 0 is a meaningful setting (no retries, no jitter, no batching
 // delay), it is kept apart from "unset", which the zero Config field means.
 func TestZeroMeansNoneNotTheDefault(t *testing.T) {
+	t.Parallel()
 	cfg, err := parse(t, map[string]string{"RETRY_MAX": "0", "RETRY_JITTER": "0", "PUBLISH_DELAY_THRESHOLD": "0s",
 		"PUBLISH_BUSY_DELAY_THRESHOLD": "0"})
 	if err != nil {
@@ -263,6 +271,7 @@ func TestZeroMeansNoneNotTheDefault(t *testing.T) {
 // module version and the commit Go recorded, "+dirty" when it had
 // uncommitted changes.
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	info := &debug.BuildInfo{Main: debug.Module{Version: "v1.2.0"}, Settings: []debug.BuildSetting{
 		{Key: "vcs.revision", Value: "0123456789abcdef0123"}, {Key: "vcs.modified", Value: "true"}}}
 	for _, c := range []struct {
@@ -291,6 +300,7 @@ func TestVersion(t *testing.T) {
 // The Dockerfile's build sets the version, so that an image does not say
 // devel; the binary prints what -X set.
 func TestVersionFromLdflags(t *testing.T) {
+	t.Parallel()
 	dockerfile, err := os.ReadFile("../../Dockerfile")
 	if err != nil {
 		t.Fatal(err)

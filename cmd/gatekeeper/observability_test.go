@@ -34,6 +34,7 @@ import (
 )
 
 func TestDashboardAndAlertsOnPrometheus(t *testing.T) {
+	t.Parallel()
 	promBin, promtool := os.Getenv("GATEKEEPER_TEST_PROMETHEUS"), os.Getenv("GATEKEEPER_TEST_PROMTOOL")
 	if promBin == "" || promtool == "" {
 		t.Skip("GATEKEEPER_TEST_PROMETHEUS and GATEKEEPER_TEST_PROMTOOL are unset: set them to the prometheus and " +
@@ -186,7 +187,7 @@ func TestDashboardAndAlertsOnPrometheus(t *testing.T) {
 		if len(pending) == 0 || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // the poll's interval: Prometheus scrapes and evaluates on its own clock
 	}
 	for _, p := range pending {
 		res, _ := prom.query(p.expr)

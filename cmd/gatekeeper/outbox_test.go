@@ -16,6 +16,7 @@ import (
 // entries lost), a report that counts both, the damaged file kept aside,
 // and an outbox in place that opens with the same identity.
 func TestOutboxSalvageCommand(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	o, err := outbox.Open(ctx, outbox.Config{Path: path}, nil)

@@ -47,11 +47,13 @@ func forEachPubSub(t *testing.T, f func(t *testing.T, s *service, cli map[string
 	// seconds.
 	quick := map[string]string{"RETRY_MAX": "2", "RETRY_INITIAL": "100ms", "RETRY_MAX_INTERVAL": "200ms"}
 	t.Run("embedded", func(t *testing.T) {
+		t.Parallel()
 		dir := t.TempDir()
 		s := startService(t, dir, quick)
 		f(t, s, map[string]string{"PUBSUB_EMBEDDED_ADDR": s.pubsubAddr, "WAREHOUSE": s.env["WAREHOUSE"]})
 	})
 	t.Run("emulator", func(t *testing.T) {
+		t.Parallel()
 		host := os.Getenv("PUBSUB_EMULATOR_HOST")
 		if host == "" {
 			t.Skip("PUBSUB_EMULATOR_HOST is not set: the poison commands were not run against the Pub/Sub emulator")
@@ -150,6 +152,7 @@ func waitStatus(t *testing.T, s *service, cli map[string]string, id, want string
 // refuses publishes nothing; a purged payload is never replayed; and the
 // status API follows accepted → poisoned → applied.
 func TestPoisonConsoleCommands(t *testing.T) {
+	t.Parallel()
 	forEachPubSub(t, func(t *testing.T, s *service, cli map[string]string) {
 		// Unkeyed payloads carry no order between them, and the apply
 		// subscription reads them on many streams: typedFirst must be
@@ -363,6 +366,7 @@ func TestPoisonConsoleCommands(t *testing.T) {
 
 // A poison command that cannot reach the warehouse fails, and says why.
 func TestPoisonListWithoutWarehouseFails(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r := gk(t, dir, map[string]string{"WAREHOUSE": "sqlite:" + filepath.Join(dir, "no", "such", "dir", "w.db")}, "poison", "list")
 	if r.code != 1 || !strings.HasPrefix(r.stderr, "gatekeeper: warehouse: ") {

@@ -382,7 +382,7 @@ func eventually(timeout, interval time.Duration, try func() bool) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(interval)
+		time.Sleep(interval) // the poll's interval
 	}
 	return false
 }

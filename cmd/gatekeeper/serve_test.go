@@ -73,7 +73,9 @@ func serveAndStop(t *testing.T, dir string, env map[string]string) []string {
 // LOG_FORMAT=json: every line serve writes on stderr is a JSON object with
 // time, level and msg; otherwise (unset, or text) slog's text lines.
 func TestLogFormat(t *testing.T) {
+	t.Parallel()
 	t.Run("json", func(t *testing.T) {
+		t.Parallel()
 		logs := serveAndStop(t, t.TempDir(), map[string]string{"LOG_FORMAT": "json"})
 		checkJSONLog(t, logs)
 		var warned bool
@@ -90,6 +92,7 @@ func TestLogFormat(t *testing.T) {
 	})
 	for _, format := range []string{"", "text"} {
 		t.Run("text/LOG_FORMAT="+format, func(t *testing.T) {
+			t.Parallel()
 			logs := serveAndStop(t, t.TempDir(), map[string]string{"LOG_FORMAT": format})
 			checkTextLog(t, logs)
 		})
@@ -114,6 +117,7 @@ func readyStubs(t *testing.T) (ready, unready string) {
 // healthcheck (HTTP_ADDR, a configuration setting) and serve's log format
 // (LOG_FORMAT, read on its own).
 func TestDotEnv(t *testing.T) {
+	t.Parallel()
 	ready, unready := readyStubs(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte("# test\nHTTP_ADDR="+ready+"\n"), 0o600); err != nil {
@@ -228,6 +232,7 @@ func getBody(t *testing.T, url string) string {
 // process is told apart from earlier runs by its process_start_time_seconds,
 // read from its own /metrics before it stops.
 func TestMetricsArePushedAtExit(t *testing.T) {
+	t.Parallel()
 	gateway := os.Getenv("GATEKEEPER_TEST_PUSHGATEWAY")
 	if gateway == "" {
 		t.Skip("GATEKEEPER_TEST_PUSHGATEWAY is not set (host:port of a Prometheus Pushgateway): the push at exit was not tested")

@@ -21,11 +21,13 @@ import (
 
 // bodyServer serves the edge over a real socket, with the server's read and
 // write timeouts equal (as READ_TIMEOUT and WRITE_TIMEOUT are by default),
-// and records what OnVerdict saw.
-func bodyServer(t *testing.T, timeout time.Duration) (addr string, settled func() []error) {
+// and records what OnVerdict saw; entered gets a value as each request
+// reaches the handler, before it reads the body.
+func bodyServer(t *testing.T, timeout time.Duration) (addr string, settled func() []error, entered <-chan struct{}) {
 	t.Helper()
 	var mu sync.Mutex
 	var errs []error
+	in := make(chan struct{}, 16)
 	e, err := edge.New(edge.Config{OnVerdict: func(_ *message.Message, err error) {
 		mu.Lock()
 		errs = append(errs, err)
@@ -35,6 +37,7 @@ func bodyServer(t *testing.T, timeout time.Duration) (addr string, settled func(
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(e.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in <- struct{}{}
 		if _, err := e.Unmarshal("", r); err == nil {
 			t.Error("Unmarshal read a body that never arrived whole")
 		}
@@ -46,6 +49,16 @@ func bodyServer(t *testing.T, timeout time.Duration) (addr string, settled func(
 		mu.Lock()
 		defer mu.Unlock()
 		return append([]error(nil), errs...)
+	}, in
+}
+
+// await waits (at most 5 s) for a value on ch.
+func await(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s: not within 5 s", what)
 	}
 }
 
@@ -79,7 +92,7 @@ func readStatus(t *testing.T, c net.Conn, within time.Duration) (*http.Response,
 // A client that trickles its body past the read timeout gets 408 (not
 // 503), even though the write deadline passed with the read deadline.
 func TestEdgeAnswers408ToASlowBodyOverARealSocket(t *testing.T) {
-	addr, settled := bodyServer(t, 400*time.Millisecond)
+	addr, settled, _ := bodyServer(t, 400*time.Millisecond)
 	c := sendHead(t, addr, 1<<20)
 	stop := make(chan struct{})
 	go func() { // a byte every 50 ms: alive, never done
@@ -113,7 +126,7 @@ func TestEdgeAnswers408ToASlowBodyOverARealSocket(t *testing.T) {
 // answer on a half-closed connection); one that resets the connection is
 // counted the same, though no answer can reach it.
 func TestEdgeAnswers400ToABodyThatBreaksOffOverARealSocket(t *testing.T) {
-	addr, settled := bodyServer(t, 5*time.Second)
+	addr, settled, entered := bodyServer(t, 5*time.Second)
 	c := sendHead(t, addr, 1000)
 	if err := c.CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -123,9 +136,13 @@ func TestEdgeAnswers400ToABodyThatBreaksOffOverARealSocket(t *testing.T) {
 		t.Errorf("half-closed: got %d %s, want 400 naming the broken body", resp.StatusCode, body)
 	}
 
+	await(t, entered, "the half-closed request reached the handler")
+
 	reset := sendHead(t, addr, 1000)
 	_ = reset.SetLinger(0) // Close sends RST
-	time.Sleep(50 * time.Millisecond)
+	// Reset once the server reads the body: a reset before it has read the
+	// head ends the connection with no request and no verdict.
+	await(t, entered, "the request to reset reached the handler")
 	reset.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for len(settled()) < 2 && time.Now().Before(deadline) {

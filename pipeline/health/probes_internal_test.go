@@ -123,7 +123,7 @@ func TestPublishFailingRestartsOnlyPastUnhealthyAfter(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("/healthz never asked for a restart past UNHEALTHY_AFTER: %d %+v", code, a)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 	s.Published("accepted", nil)
 	if code, a := healthzOf(t, s); code != 200 || a.Status != "ok" {

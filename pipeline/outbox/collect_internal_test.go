@@ -28,6 +28,8 @@ func TestCollectLingersOnlyAfterASharedCommit(t *testing.T) {
 			t.Fatalf("collected %d in %v; want 3 at once", n, took)
 		}
 	})
+	// The sleeps below put an arrival, or Close, inside the wait: their
+	// timing is the test's input.
 	t.Run("after a shared commit it waits Linger for company", func(t *testing.T) {
 		o := newOutbox()
 		go func() { time.Sleep(50 * time.Millisecond); o.ops <- &op{} }()

@@ -38,6 +38,7 @@ func (l *lockedBuffer) String() string {
 // says so once (not once per batch), and once space is freed the outbox's
 // own probe clears it without any append.
 func TestFailingOnAFullDiskAndRecoveringByItself(t *testing.T) {
+	t.Parallel()
 	dir := warehousetest.TmpfsDir(t, "", 2<<20)
 	var logs lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
@@ -88,7 +89,7 @@ func TestFailingOnAFullDiskAndRecoveringByItself(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("still failing 5s after the disk was freed")
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // the poll's interval; the deadline bounds it
 	}
 	if !strings.Contains(logs.String(), `msg="Outbox writes recovered"`) {
 		t.Errorf("no recovery line: %s", logs.String())

@@ -6,6 +6,7 @@ import (
 )
 
 func TestEncodeMetadataIsJSONMarshal(t *testing.T) {
+	t.Parallel()
 	cases := []map[string]string{
 		nil,
 		{},

@@ -35,6 +35,7 @@ func ids(t *testing.T, o *outbox.Outbox, state outbox.State) []string {
 }
 
 func TestOutboxKeepsWhatIsNotSettledAcrossReopen(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	o := open(t, path)
@@ -133,6 +134,7 @@ func TestOutboxDoesNotLingerUnderLightLoad(t *testing.T) {
 }
 
 func TestOutboxAppendAfterCloseFails(t *testing.T) {
+	t.Parallel()
 	o := open(t, filepath.Join(t.TempDir(), "outbox.db"))
 	if err := o.Close(); err != nil {
 		t.Fatal(err)
@@ -143,6 +145,7 @@ func TestOutboxAppendAfterCloseFails(t *testing.T) {
 }
 
 func TestOutboxConfigReportsEveryProblem(t *testing.T) {
+	t.Parallel()
 	_, err := outbox.Open(context.Background(), outbox.Config{Sync: "sometimes", MaxBatch: -1}, nil)
 	if err == nil {
 		t.Fatal("want an error")
@@ -159,6 +162,7 @@ func TestOutboxConfigReportsEveryProblem(t *testing.T) {
 // enough that a loaded machine's pauses (CI runs this beside the fault
 // suite) cannot make a "not yet" check late.
 func TestOutboxOffersOverduePayloadsAgain(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	const wait = 400 * time.Millisecond
 	o, err := outbox.Open(ctx, outbox.Config{Path: filepath.Join(t.TempDir(), "outbox.db"), RedeliverAfter: wait}, nil)
@@ -179,6 +183,8 @@ func TestOutboxOffersOverduePayloadsAgain(t *testing.T) {
 	if got := due(); len(got) != 0 {
 		t.Fatalf("due at once: %v", got)
 	}
+	// The time passing is what is tested (no event marks RedeliverAfter),
+	// here and in the sleeps below.
 	time.Sleep(wait + 100*time.Millisecond)
 	got := due()
 	if len(got) != 1 || got[0].ID != "late" || got[0].Republished != 0 {
@@ -218,6 +224,7 @@ func TestOutboxOffersOverduePayloadsAgain(t *testing.T) {
 // RedeliverAfter after it was poisoned, not after it was accepted, and
 // apart from the pending ones.
 func TestOutboxOffersOverduePoisonedPayloadsAgain(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	const wait = 400 * time.Millisecond
 	o, err := outbox.Open(ctx, outbox.Config{Path: filepath.Join(t.TempDir(), "outbox.db"), RedeliverAfter: wait}, nil)
@@ -246,7 +253,7 @@ func TestOutboxOffersOverduePoisonedPayloadsAgain(t *testing.T) {
 	if got := due(outbox.Pending); len(got) != 0 {
 		t.Fatalf("a poisoned entry offered as pending: %v", got)
 	}
-	time.Sleep(wait + 100*time.Millisecond)
+	time.Sleep(wait + 100*time.Millisecond) // RedeliverAfter after the poisoning: the time passing is what is tested
 	if got := due(outbox.Poisoned); len(got) != 1 || got[0] != "bad" {
 		t.Fatalf("poisoned due after RedeliverAfter: %v", got)
 	}
@@ -256,6 +263,7 @@ func TestOutboxOffersOverduePoisonedPayloadsAgain(t *testing.T) {
 // length, a payload appended twice, and an append forgotten in the same
 // batch must come out as if written one by one.
 func TestOutboxWritesRunsOfEveryLength(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	o := open(t, path)

@@ -72,6 +72,7 @@ func pages(t *testing.T, path string) int {
 }
 
 func TestOutboxHasAnIdentityOfItsOwn(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "outbox.db")
@@ -100,6 +101,7 @@ func TestOutboxHasAnIdentityOfItsOwn(t *testing.T) {
 }
 
 func TestOutboxRefusesADamagedFileNamingTheSalvage(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name   string
 		damage func(t *testing.T, path string)
@@ -142,6 +144,7 @@ func TestOutboxRefusesADamagedFileNamingTheSalvage(t *testing.T) {
 // the lost ones are counted exactly (the index on id still lists them),
 // the identity is kept, and the new outbox opens.
 func TestSalvageSavesEveryReadableEntryAroundZeroedPages(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path, id := filled(t, 300)
 	n := pages(t, path)
@@ -211,6 +214,7 @@ func TestSalvageSavesEveryReadableEntryAroundZeroedPages(t *testing.T) {
 // report says so rather than claim a number, and what was read is saved
 // under the identity the header kept.
 func TestSalvageOfATruncatedFileIsHonestAboutWhatItCannotCount(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	path, id := filled(t, 300)
 	if err := os.Truncate(path, int64(pages(t, path)/2*pageSize)); err != nil {
@@ -248,6 +252,7 @@ func TestSalvageOfATruncatedFileIsHonestAboutWhatItCannotCount(t *testing.T) {
 }
 
 func TestSalvageOfAMissingOrEmptyFileSaysWhatToDo(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	_, err := outbox.Salvage(context.Background(), path, outbox.SalvageOptions{})
 	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "--outbox-accept-loss") ||
@@ -268,6 +273,7 @@ func TestSalvageOfAMissingOrEmptyFileSaysWhatToDo(t *testing.T) {
 // Not a database at all: nothing is readable, the identity is lost, and
 // the file is still moved aside for a new outbox.
 func TestSalvageOfGarbageSavesNothingAndSaysSo(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	if err := os.WriteFile(path, bytes.Repeat([]byte("garbage!"), 2048), 0o644); err != nil {
 		t.Fatal(err)
@@ -282,6 +288,7 @@ func TestSalvageOfGarbageSavesNothingAndSaysSo(t *testing.T) {
 }
 
 func TestOutboxErrorsNameTheFile(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "outbox.db")
 	o := open(t, path)
 	_ = o.Close()

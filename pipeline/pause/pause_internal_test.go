@@ -17,6 +17,7 @@ import (
 // context ended at shutdown, is nacked: never poisoned, never counted as
 // an attempt (RecordFailures is inside and never sees it).
 func TestPauseGivesBackWhatItHoldsWithoutPoisoningIt(t *testing.T) {
+	t.Parallel()
 	p := mustNew(t, func(context.Context) error { return messages.Outage(errors.New("still down")) })
 	p.holdMax, p.probeMin, p.probeMax = 300*time.Millisecond, time.Hour, time.Hour
 	defer p.Stop()
@@ -52,9 +53,7 @@ func TestPauseGivesBackWhatItHoldsWithoutPoisoningIt(t *testing.T) {
 		_, err := h(msg)
 		done <- err
 	}()
-	for p.Metrics().Held != 1 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "the message held", func() bool { return p.Metrics().Held == 1 })
 	cancel()
 	err = <-done
 	if !errors.Is(err, context.Canceled) {
@@ -68,6 +67,7 @@ func TestPauseGivesBackWhatItHoldsWithoutPoisoningIt(t *testing.T) {
 // With nothing held, the probe is the warehouse's Ping: the stage resumes
 // on its own once it answers.
 func TestPauseWithNothingHeldProbesWithPing(t *testing.T) {
+	t.Parallel()
 	var down atomic.Bool
 	down.Store(true)
 	var pings atomic.Int32
@@ -88,25 +88,27 @@ func TestPauseWithNothingHeldProbesWithPing(t *testing.T) {
 	if _, err := h(message.NewMessage("1", nil)); messages.ClassOf(err) != messages.ClassOutage {
 		t.Fatalf("%v, want an outage", err)
 	}
-	for pings.Load() < 3 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "three pings", func() bool { return pings.Load() >= 3 })
 	if since, _ := p.State(); since.IsZero() {
 		t.Fatal("resumed while Ping still fails")
 	}
 	down.Store(false)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if since, _ := p.State(); since.IsZero() {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not resumed 5 s after Ping answered")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "resumed after Ping answered", func() bool { since, _ := p.State(); return since.IsZero() })
 	if m := p.Metrics(); m.Paused || m.Pauses != 1 || m.PausedFor <= 0 {
 		t.Errorf("metrics after the pause: %+v", m)
+	}
+}
+
+// waitFor polls cond until it holds, and fails the test if it does not
+// within 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5 s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // the poll's interval
 	}
 }
 
@@ -120,6 +122,7 @@ func mustNew(t *testing.T, ping func(context.Context) error) *Pause {
 }
 
 func TestConfigValidateReportsEveryProblem(t *testing.T) {
+	t.Parallel()
 	err := Config{HoldMax: -1, ProbeMin: time.Minute, ProbeMax: time.Second}.Validate()
 	want := "pause config: Warehouse is required\npause config: Ping is required\n" +
 		"pause config: HoldMax, ProbeMin, ProbeMax and LogEvery must not be negative\npause config: ProbeMin (1m0s) must not exceed ProbeMax (1s)"
