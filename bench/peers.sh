@@ -221,7 +221,7 @@ for r in $(seq 1 "$rounds"); do
 done
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$tmp/runs" "${systems[@]}" <<'PY'
-import statistics, sys
+import math, statistics, sys
 runs, systems = sys.argv[1], sys.argv[2:]
 rows = {s: {} for s in systems}
 flagged = []
@@ -241,13 +241,22 @@ for s in systems:
     v = list(rows[s].values())
     print(f"  {s:15} {span([x['rps'] for x in v]):>20} {span([x['cpu'] for x in v]):>16} "
           f"{span([x['ecpu'] for x in v]):>16} {span([x['cpu'] + x['ecpu'] for x in v]):>16}")
+def sign_p(k, n):
+    # Two-sided sign test: how likely k or more of n rounds on one side (or
+    # as many on the other) would be if the two systems were alike.
+    k = max(k, n - k)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n)
 g = systems[0]
 for s in systems[1:]:
     common = sorted(set(rows[g]) & set(rows[s]))
-    rr = [rows[g][r]["rps"] / rows[s][r]["rps"] for r in common]
-    cr = [rows[g][r]["cpu"] / rows[s][r]["cpu"] for r in common]
-    print(f"{g} / {s}, round by round: req/s {span(rr, '{:.2f}')}, {sum(x > 1 for x in rr)} of {len(rr)} rounds above 1; "
-          f"CPU-us/req {span(cr, '{:.2f}')}, {sum(x < 1 for x in cr)} of {len(cr)} rounds below 1")
+    n = len(common)
+    print(f"{g} / {s}, round by round over {n} rounds: median (range), rounds where {g} did better, sign test p")
+    for key, label, better in (("rps", "req/s", 1), ("cpu", "CPU-us/req", -1), ("ecpu", "emulator-us/req", -1),
+                               ("both", "CPU-us/req with the emulator's", -1)):
+        val = (lambda x: x["cpu"] + x["ecpu"]) if key == "both" else (lambda x, k=key: x[k])
+        r = [val(rows[g][i]) / val(rows[s][i]) for i in common if val(rows[s][i])]
+        k = sum((x - 1) * better > 0 for x in r)
+        print(f"  {label:31} {span(r, '{:.2f}'):>18}  {k:3} of {len(r)}  p={sign_p(k, len(r)):.3f}")
 for f in flagged:
     print("flagged:", f)
 PY
