@@ -21,7 +21,10 @@
 #   NAME            (with --vs NAME:SETTINGS) another gatekeeper like the
 #                   first, with SETTINGS (KEY=VALUE,KEY=VALUE: environment
 #                   variables of gatekeeper's, and bin=PATH for another
-#                   binary). --vs may be given more than once.
+#                   binary). --vs may be given more than once; --vs same:
+#                   (no settings) is an identical second gatekeeper, whose
+#                   spread against the first is the noise a difference must
+#                   clear.
 # Every topic has one subscription, as gatekeeper's own accepted topic has
 # (Pub/Sub drops what is published to a topic without one). No setting of
 # the caller's environment reaches the processes measured.
@@ -61,7 +64,7 @@
 # group), and every wait is bounded.
 set -euo pipefail
 shopt -s inherit_errexit
-usage() { sed -n '/^# Usage:/,/^#   (default/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '/^# Usage:/,/two builds$/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 benthos_on=1
 durable=0
 variants=()
