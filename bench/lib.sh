@@ -5,8 +5,9 @@
 #   port        a free loopback port;
 #   wait_http   URL [any]: wait until URL answers 2xx (any answer with any);
 #   clean_env   env -i with only PATH and HOME, for the processes measured;
-#   start_emulator: a fresh Pub/Sub emulator on a free port; sets ep
-#               (its port) and api (its project's REST base).
+#   start_emulator: a fresh Pub/Sub emulator on a free port (or on
+#               BENCH_EMULATOR_PORT); sets ep (its port) and api (its
+#               project's REST base).
 # Loopback only; every process is stopped by its pid (the emulator by its
 # process group), and every wait is bounded.
 : "${tmp:?set tmp before sourcing bench/lib.sh}"
@@ -38,7 +39,7 @@ wait_http() {
 }
 clean_env=(env -i PATH="$PATH" HOME="$HOME")
 start_emulator() {
-	ep=$(port)
+	ep=${BENCH_EMULATOR_PORT:-$(port)}
 	# Without job control setsid does not fork, so $! is the new session's
 	# and process group's leader, and the group holds the emulator's java too.
 	setsid gcloud beta emulators pubsub start --host-port="127.0.0.1:$ep" --project=test >"$tmp/emulator.log" 2>&1 &

@@ -148,23 +148,12 @@ type Config struct {
 	// caps a client that posts one payload at a time (and every ordering
 	// key, whose batches go one after another); under load it fills the
 	// publish RPCs, each of which costs the Pub/Sub server CPU. Optional,
-	// default 1ms. 5ms halved the emulator's CPU per payload at saturation,
-	// but took a one-connection client from 420 to 145 payloads/s (see the
-	// bench/RESULTS.md), so the longer delay is
-	// PublishBusyDelayThreshold's, for load. A negative value means no delay (what
-	// PUBLISH_DELAY_THRESHOLD=0 sets, since the zero value means the
-	// default).
+	// default 1ms: 5ms took a one-connection client from 420 to 145
+	// payloads/s, and a longer delay taken only under load bought nothing
+	// clear of the noise (see bench/RESULTS.md). A negative value means no
+	// delay (what PUBLISH_DELAY_THRESHOLD=0 sets, since the zero value means
+	// the default).
 	PublishDelayThreshold time.Duration
-	// PublishBusyDelayThreshold (PUBLISH_BUSY_DELAY_THRESHOLD) replaces
-	// PublishDelayThreshold for a publish that starts while more than 32
-	// others to the same topic are in flight: under load the longer delay
-	// fills the publish RPCs, and with that many in flight there is company
-	// to fill them, so a lone client, a few, and the ordered topic (whose
-	// keys keep to one publisher) keep the short delay. Optional, default
-	// 5ms, or none when PublishDelayThreshold is none (who asked for no
-	// delay gets none under load either); negative, or not longer than
-	// PublishDelayThreshold: every publish uses PublishDelayThreshold.
-	PublishBusyDelayThreshold time.Duration
 	// ReceiveStreams (RECEIVE_STREAMS) is the number of streaming pulls the
 	// apply stage opens on each of its two subscriptions. The embedded
 	// server hands each stream at most one message per 10 ms tick, so it
@@ -395,10 +384,6 @@ func (c *Config) setStaticDefaults() {
 	setDefault(&c.EmbeddedMaxBacklog, 10_000)
 	setDefault(&c.PublishTimeout, 10*time.Second)
 	setDefault(&c.PublishDelayThreshold, time.Millisecond)
-	if c.PublishDelayThreshold < 0 {
-		setDefault(&c.PublishBusyDelayThreshold, -1)
-	}
-	setDefault(&c.PublishBusyDelayThreshold, 5*time.Millisecond)
 	setDefault(&c.MaxOutstanding, 1000)
 	if len(c.Stages) == 0 {
 		c.Stages = []Stage{StageIngest, StageApply}
@@ -515,15 +500,6 @@ func (c Config) maxLeaseTime() time.Duration {
 func (c Config) retries() int                { return max(c.RetryMax, 0) }
 func (c Config) jitter() float64             { return max(c.RetryJitter, 0) }
 func (c Config) publishDelay() time.Duration { return max(c.PublishDelayThreshold, 0) }
-
-// publishBusyDelay is the busy publisher's delay, or 0 when there is none
-// (PublishBusyDelayThreshold off, or no longer than publishDelay).
-func (c Config) publishBusyDelay() time.Duration {
-	if c.PublishBusyDelayThreshold <= c.publishDelay() {
-		return 0
-	}
-	return c.PublishBusyDelayThreshold
-}
 
 // ResolvedPubSubMode turns PubSubAuto into the mode the environment asks for.
 func (c Config) ResolvedPubSubMode() PubSubMode {

@@ -312,9 +312,6 @@ func (s *Service) registerGauges() {
 	if s.outbox != nil {
 		s.Metrics.RegisterOutboxLossAccepted(func() float64 { return float64(s.keeper.LossAccepted()) })
 	}
-	s.Metrics.RegisterPublished(transport.BusyPublishing,
-		func() float64 { short, _ := s.PubSub.Published(); return float64(short) },
-		func() float64 { _, busy := s.PubSub.Published(); return float64(busy) })
 	if s.ingest != nil {
 		s.Metrics.RegisterIngestBodyBytes(func() float64 { return float64(s.guard.BodyBytes()) })
 	}

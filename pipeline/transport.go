@@ -28,12 +28,11 @@ func transportConfig(cfg Config, logger *slog.Logger, onPublish func(topic strin
 		DisableExactlyOnceDelivery: cfg.DisableExactlyOnceDelivery,
 		DeadLetterMaxAttempts:      cfg.DeadLetterMaxAttempts,
 
-		PublishTimeout:   cfg.PublishTimeout,
-		PublishDelay:     cfg.publishDelay(),
-		PublishBusyDelay: cfg.publishBusyDelay(),
-		ReceiveStreams:   cfg.ReceiveStreams,
-		MaxOutstanding:   cfg.MaxOutstanding,
-		MaxLease:         cfg.maxLeaseTime(),
+		PublishTimeout: cfg.PublishTimeout,
+		PublishDelay:   cfg.publishDelay(),
+		ReceiveStreams: cfg.ReceiveStreams,
+		MaxOutstanding: cfg.MaxOutstanding,
+		MaxLease:       cfg.maxLeaseTime(),
 
 		OnPublish: onPublish,
 	}

@@ -242,15 +242,14 @@ func TestModeDependentDefaultsFollowTheMode(t *testing.T) {
 // delay), it is kept apart from "unset", which the zero Config field means.
 func TestZeroMeansNoneNotTheDefault(t *testing.T) {
 	t.Parallel()
-	cfg, err := parse(t, map[string]string{"RETRY_MAX": "0", "RETRY_JITTER": "0", "PUBLISH_DELAY_THRESHOLD": "0s",
-		"PUBLISH_BUSY_DELAY_THRESHOLD": "0"})
+	cfg, err := parse(t, map[string]string{"RETRY_MAX": "0", "RETRY_JITTER": "0", "PUBLISH_DELAY_THRESHOLD": "0s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	eff := cfg.WithDefaults()
-	if eff.RetryMax >= 0 || eff.RetryJitter >= 0 || eff.PublishDelayThreshold >= 0 || eff.PublishBusyDelayThreshold >= 0 {
-		t.Errorf("RETRY_MAX=0, RETRY_JITTER=0, PUBLISH_DELAY_THRESHOLD=0s, PUBLISH_BUSY_DELAY_THRESHOLD=0 became %d, %v, %v, %v: the defaults, not none",
-			eff.RetryMax, eff.RetryJitter, eff.PublishDelayThreshold, eff.PublishBusyDelayThreshold)
+	if eff.RetryMax >= 0 || eff.RetryJitter >= 0 || eff.PublishDelayThreshold >= 0 {
+		t.Errorf("RETRY_MAX=0, RETRY_JITTER=0, PUBLISH_DELAY_THRESHOLD=0s became %d, %v, %v: the defaults, not none",
+			eff.RetryMax, eff.RetryJitter, eff.PublishDelayThreshold)
 	}
 	if err := eff.Validate(); err != nil {
 		t.Errorf("none is valid: %v", err)

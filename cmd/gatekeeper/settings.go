@@ -15,7 +15,6 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
-	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 )
 
 // loadConfig parses flags over the environment into a Config. own are
@@ -103,70 +102,69 @@ func parseInto(grammar any, name, synopsis string, args []string, lookup func(st
 // arguments in any order, and leaves the parsing of each value to the
 // mappers below, which name the setting and what it expects.
 type settings struct {
-	LogLevel                  string        `name:"log-level" envvar:"LOG_LEVEL" default:"${LOG_LEVEL}" help:"debug, info, warn or error"`
-	LogFormat                 string        `name:"log-format" envvar:"LOG_FORMAT" default:"text" help:"text or json"`
-	ProjectID                 string        `name:"project-id" envvar:"PROJECT_ID" shown:"gatekeeper-local; required on Google" help:"Google Cloud project of the topics and the BigQuery dataset"`
-	DatasetID                 string        `name:"dataset-id" envvar:"DATASET_ID" default:"${DATASET_ID}" help:"BigQuery dataset"`
-	TopicID                   string        `name:"topic-id" envvar:"TOPIC_ID" default:"${TOPIC_ID}" help:"topic of accepted payloads"`
-	SubscriptionID            string        `name:"subscription-id" envvar:"SUBSCRIPTION_ID" default:"${SUBSCRIPTION_ID}" help:"apply stage's subscription on the topic"`
-	OrderedTopicID            string        `name:"ordered-topic-id" envvar:"ORDERED_TOPIC_ID" shown:"TOPIC_ID-ordered" help:"topic of accepted payloads with an ordering key"`
-	OrderedSubscriptionID     string        `name:"ordered-subscription-id" envvar:"ORDERED_SUBSCRIPTION_ID" shown:"SUBSCRIPTION_ID-ordered" help:"apply stage's ordered subscription on the ordered topic"`
-	PoisonTopicID             string        `name:"poison-topic-id" envvar:"POISON_TOPIC_ID" shown:"TOPIC_ID-poison" help:"topic of payloads that could not be applied"`
-	PoisonSubscriptionID      string        `name:"poison-subscription-id" envvar:"POISON_SUBSCRIPTION_ID" shown:"SUBSCRIPTION_ID-poison" help:"subscription that keeps poisoned payloads"`
-	AppliedTopicID            string        `name:"applied-topic-id" envvar:"APPLIED_TOPIC_ID" shown:"TOPIC_ID-applied" help:"topic of applied events"`
-	CredentialsFile           string        `name:"credentials" envvar:"GOOGLE_APPLICATION_CREDENTIALS" help:"service account key file; selects Google Pub/Sub in auto mode"`
-	PubSubMode                string        `name:"pubsub-mode" envvar:"PUBSUB_MODE" default:"${PUBSUB_MODE}" help:"auto, embedded, emulator or google"`
-	EmulatorHost              string        `name:"pubsub-emulator-host" envvar:"PUBSUB_EMULATOR_HOST" help:"Pub/Sub emulator host:port; selects emulator mode"`
-	EmbeddedPubSubAddr        string        `name:"pubsub-embedded-addr" envvar:"PUBSUB_EMBEDDED_ADDR" default:"${PUBSUB_EMBEDDED_ADDR}" help:"where the embedded Pub/Sub listens"`
-	EmbeddedMaxBacklog        int           `name:"embedded-max-backlog" envvar:"EMBEDDED_MAX_BACKLOG" default:"${EMBEDDED_MAX_BACKLOG}" help:"accepted payloads that may wait for the apply stage on the embedded Pub/Sub; past it, 503"`
-	CreateResources           bool          `name:"create-resources" envvar:"CREATE_RESOURCES" default:"true" help:"create missing topics, subscriptions and the BigQuery dataset at start; false only checks them"`
-	PublishTimeout            time.Duration `name:"publish-timeout" envvar:"PUBLISH_TIMEOUT" default:"${PUBLISH_TIMEOUT}" help:"longest wait for Pub/Sub to acknowledge a publish; then 503"`
-	PublishDelayThreshold     time.Duration `name:"publish-delay-threshold" envvar:"PUBLISH_DELAY_THRESHOLD" default:"${PUBLISH_DELAY_THRESHOLD}" help:"publish batching delay; 0 for none"`
-	PublishBusyDelayThreshold time.Duration `name:"publish-busy-delay-threshold" envvar:"PUBLISH_BUSY_DELAY_THRESHOLD" default:"${PUBLISH_BUSY_DELAY_THRESHOLD}" help:"publish batching delay while more than ${BUSY_PUBLISHING} publishes to the same topic are in flight (not on the ordered topic); 0 for PUBLISH_DELAY_THRESHOLD always, as when that is 0"`
-	ReceiveStreams            int           `name:"receive-streams" envvar:"RECEIVE_STREAMS" shown:"${RECEIVE_STREAMS_EMBEDDED} on the embedded Pub/Sub, ${RECEIVE_STREAMS_EMULATOR} on the emulator, ${RECEIVE_STREAMS_GOOGLE} on Google" help:"streaming pulls opened by the apply stage"`
-	MaxOutstanding            int           `name:"max-outstanding" envvar:"MAX_OUTSTANDING" default:"${MAX_OUTSTANDING}" help:"unacknowledged messages the apply stage holds at once"`
-	Stages                    string        `name:"stages" envvar:"STAGES" default:"${STAGES}" help:"comma-separated stages to run: ingest, apply"`
-	HTTPAddr                  string        `name:"http-addr" envvar:"HTTP_ADDR" default:"${HTTP_ADDR}" help:"HTTP listen address (API, /healthz, /readyz, /metrics)"`
-	AdminAddr                 string        `name:"admin-addr" envvar:"ADMIN_ADDR" default:"${ADMIN_ADDR}" help:"operators' console listen address (admin API /api/poison, page /ui/poison; needs an admin key with --backends-file), or off"`
-	MaxBodyBytes              int64         `name:"max-body-bytes" envvar:"MAX_BODY_BYTES" default:"${MAX_BODY_BYTES}" help:"largest accepted request body; larger gets 413"`
-	IdempotencyTTL            time.Duration `name:"idempotency-ttl" envvar:"IDEMPOTENCY_TTL" default:"${IDEMPOTENCY_TTL}" help:"how long an ingestion process remembers an accepted Idempotency-Key for 200 replayed and 422; the ledger dedups after"`
-	IdempotencyMaxKeys        int           `name:"idempotency-max-keys" envvar:"IDEMPOTENCY_MAX_KEYS" default:"${IDEMPOTENCY_MAX_KEYS}" help:"Idempotency-Keys an ingestion process remembers at most; the oldest go first"`
-	BackendsFile              string        `name:"backends-file" envvar:"BACKENDS_FILE" help:"backends, their API keys (see gatekeeper keys new), quotas and tables, and the admin keys; reloaded on SIGHUP"`
-	Auth                      string        `name:"auth" envvar:"AUTH" default:"${AUTH}" help:"auto: API keys with --backends-file; without it only the embedded Pub/Sub runs unauthenticated. none: no authentication on any Pub/Sub"`
-	MaxInFlightPublishes      int           `name:"max-in-flight-publishes" envvar:"MAX_IN_FLIGHT_PUBLISHES" default:"${MAX_IN_FLIGHT_PUBLISHES}" help:"payloads the gate publishes at once; past it, 503 (load shedding)"`
-	MaxInFlightBytes          int64         `name:"max-in-flight-bytes" envvar:"MAX_IN_FLIGHT_BYTES" default:"${MAX_IN_FLIGHT_BYTES}" help:"request body bytes handled at once (Content-Length, else --max-body-bytes, reserved before the body is read); past it, 503 (load shedding)"`
-	ReadHeaderTimeout         time.Duration `name:"read-header-timeout" envvar:"READ_HEADER_TIMEOUT" default:"${READ_HEADER_TIMEOUT}" help:"HTTP server ReadHeaderTimeout"`
-	ReadTimeout               time.Duration `name:"read-timeout" envvar:"READ_TIMEOUT" default:"${READ_TIMEOUT}" help:"HTTP server ReadTimeout"`
-	WriteTimeout              time.Duration `name:"write-timeout" envvar:"WRITE_TIMEOUT" default:"${WRITE_TIMEOUT}" help:"HTTP server WriteTimeout; must exceed --publish-timeout"`
-	IdleTimeout               time.Duration `name:"idle-timeout" envvar:"IDLE_TIMEOUT" default:"${IDLE_TIMEOUT}" help:"HTTP server IdleTimeout"`
-	Warehouse                 string        `name:"warehouse" envvar:"WAREHOUSE" default:"${WAREHOUSE}" help:"sqlite:PATH or bigquery"`
-	BigQueryEmulatorHost      string        `name:"bigquery-emulator-host" envvar:"BIGQUERY_EMULATOR_HOST" help:"BigQuery emulator host:port, for WAREHOUSE=bigquery"`
-	BigQueryLocation          string        `name:"bigquery-location" envvar:"BIGQUERY_LOCATION" help:"location of a dataset gatekeeper creates, and of its jobs"`
-	ApplyTimeout              time.Duration `name:"apply-timeout" envvar:"APPLY_TIMEOUT" default:"${APPLY_TIMEOUT}" help:"longest single apply attempt"`
-	RetryMax                  int           `name:"retry-max" envvar:"RETRY_MAX" default:"${RETRY_MAX}" help:"retries of a transient apply failure before the payload is poisoned; 0 for none"`
-	RetryInitial              time.Duration `name:"retry-initial" envvar:"RETRY_INITIAL" default:"${RETRY_INITIAL}" help:"first retry backoff"`
-	RetryMaxInterval          time.Duration `name:"retry-max-interval" envvar:"RETRY_MAX_INTERVAL" default:"${RETRY_MAX_INTERVAL}" help:"largest retry backoff"`
-	RetryMultiplier           float64       `name:"retry-multiplier" envvar:"RETRY_MULTIPLIER" default:"${RETRY_MULTIPLIER}" help:"backoff growth per retry"`
-	RetryJitter               float64       `name:"retry-jitter" envvar:"RETRY_JITTER" default:"${RETRY_JITTER}" help:"backoff randomization factor, 0..1"`
-	GroupMaxSize              int           `name:"group-max-size" envvar:"GROUP_MAX_SIZE" default:"${GROUP_MAX_SIZE}" help:"most payloads in one warehouse transaction"`
-	GroupMaxWait              time.Duration `name:"group-max-wait" envvar:"GROUP_MAX_WAIT" default:"${GROUP_MAX_WAIT}" help:"longest wait to fill a group"`
-	GroupMaxInFlight          int           `name:"group-max-in-flight" envvar:"GROUP_MAX_IN_FLIGHT" default:"${GROUP_MAX_IN_FLIGHT}" help:"groups applied at once (never two on one table)"`
-	Outbox                    string        `name:"outbox" envvar:"OUTBOX" default:"${OUTBOX}" help:"keep accepted payloads on local disk until applied: auto (when this process runs the ingest stage on the embedded Pub/Sub or an emulator), on or off"`
-	OutboxPath                string        `name:"outbox-path" envvar:"OUTBOX_PATH" shown:"beside a SQLite warehouse: NAME-outbox.db; else gatekeeper-outbox.db" help:"the outbox's SQLite file"`
-	OutboxRedeliverAfter      time.Duration `name:"outbox-redeliver-after" envvar:"OUTBOX_REDELIVER_AFTER" default:"${OUTBOX_REDELIVER_AFTER}" help:"a payload still in the outbox this long is published again while the process runs (then after twice as long, and so on)"`
-	OutboxAcceptLoss          bool          `name:"outbox-accept-loss" envvar:"OUTBOX_ACCEPT_LOSS" default:"false" help:"start although the outbox this process kept before is missing, empty or another file, accepting that the payloads waiting in it are lost (logged and counted); for one start, after restoring the file proved impossible"`
-	SQLiteSync                string        `name:"sqlite-sync" envvar:"SQLITE_SYNC" default:"${SQLITE_SYNC}" help:"full: every SQLite commit (warehouse, outbox) waits for the disk; normal: survives a process crash, not a power loss"`
-	UnhealthyAfter            time.Duration `name:"unhealthy-after" envvar:"UNHEALTHY_AFTER" default:"${UNHEALTHY_AFTER}" help:"/healthz answers 503 once publishing to Pub/Sub or its resource checks have failed this long without a success, or the apply stage is wedged this long"`
-	LogRepeatInterval         time.Duration `name:"log-repeat-interval" envvar:"LOG_REPEAT_INTERVAL" default:"${LOG_REPEAT_INTERVAL}" help:"a repeated condition is logged once, then as a count at most once per this interval, then once when it ends"`
-	ResourceCheckInterval     time.Duration `name:"resource-check-interval" envvar:"RESOURCE_CHECK_INTERVAL" default:"${RESOURCE_CHECK_INTERVAL}" help:"how often topics and subscriptions are checked (and recreated) and the warehouse probed"`
-	ExactlyOnceDelivery       bool          `name:"exactly-once-delivery" envvar:"EXACTLY_ONCE_DELIVERY" default:"true" help:"enable exactly-once delivery on an apply subscription gatekeeper creates on Google Pub/Sub"`
-	OrderingPoison            string        `name:"ordering-poison" envvar:"ORDERING_POISON" default:"${ORDERING_POISON}" help:"what a poisoned payload does to the later payloads of its ordering key: continue applies them (replay the poisoned one); block holds them until the poisoned one is replayed or purged"`
-	DeadLetterMaxAttempts     int           `name:"dead-letter-max-attempts" envvar:"DEAD_LETTER_MAX_ATTEMPTS" default:"0" help:"5 to 100: an apply subscription gatekeeper creates dead-letters to the poison topic after this many deliveries; 0 for off"`
-	PushgatewayHost           string        `name:"pushgateway" envvar:"PUSHGATEWAY_PROMETHEUS_HOST" help:"Prometheus Pushgateway host:port; metrics are pushed when set"`
-	PushInterval              time.Duration `name:"push-interval" envvar:"PUSH_INTERVAL" default:"${PUSH_INTERVAL}" help:"how often metrics are pushed"`
-	PushJob                   string        `name:"push-job" envvar:"PUSH_JOB" default:"${PUSH_JOB}" help:"job label of the pushed metrics (the instance label is the host name)"`
-	ShutdownTimeout           time.Duration `name:"shutdown-timeout" envvar:"SHUTDOWN_TIMEOUT" default:"${SHUTDOWN_TIMEOUT}" help:"longest drain on SIGTERM"`
-	ShutdownDelay             time.Duration `name:"shutdown-delay" envvar:"SHUTDOWN_DELAY" default:"0s" help:"on SIGTERM, how long /readyz answers 503 while the service still serves, before the drain"`
+	LogLevel              string        `name:"log-level" envvar:"LOG_LEVEL" default:"${LOG_LEVEL}" help:"debug, info, warn or error"`
+	LogFormat             string        `name:"log-format" envvar:"LOG_FORMAT" default:"text" help:"text or json"`
+	ProjectID             string        `name:"project-id" envvar:"PROJECT_ID" shown:"gatekeeper-local; required on Google" help:"Google Cloud project of the topics and the BigQuery dataset"`
+	DatasetID             string        `name:"dataset-id" envvar:"DATASET_ID" default:"${DATASET_ID}" help:"BigQuery dataset"`
+	TopicID               string        `name:"topic-id" envvar:"TOPIC_ID" default:"${TOPIC_ID}" help:"topic of accepted payloads"`
+	SubscriptionID        string        `name:"subscription-id" envvar:"SUBSCRIPTION_ID" default:"${SUBSCRIPTION_ID}" help:"apply stage's subscription on the topic"`
+	OrderedTopicID        string        `name:"ordered-topic-id" envvar:"ORDERED_TOPIC_ID" shown:"TOPIC_ID-ordered" help:"topic of accepted payloads with an ordering key"`
+	OrderedSubscriptionID string        `name:"ordered-subscription-id" envvar:"ORDERED_SUBSCRIPTION_ID" shown:"SUBSCRIPTION_ID-ordered" help:"apply stage's ordered subscription on the ordered topic"`
+	PoisonTopicID         string        `name:"poison-topic-id" envvar:"POISON_TOPIC_ID" shown:"TOPIC_ID-poison" help:"topic of payloads that could not be applied"`
+	PoisonSubscriptionID  string        `name:"poison-subscription-id" envvar:"POISON_SUBSCRIPTION_ID" shown:"SUBSCRIPTION_ID-poison" help:"subscription that keeps poisoned payloads"`
+	AppliedTopicID        string        `name:"applied-topic-id" envvar:"APPLIED_TOPIC_ID" shown:"TOPIC_ID-applied" help:"topic of applied events"`
+	CredentialsFile       string        `name:"credentials" envvar:"GOOGLE_APPLICATION_CREDENTIALS" help:"service account key file; selects Google Pub/Sub in auto mode"`
+	PubSubMode            string        `name:"pubsub-mode" envvar:"PUBSUB_MODE" default:"${PUBSUB_MODE}" help:"auto, embedded, emulator or google"`
+	EmulatorHost          string        `name:"pubsub-emulator-host" envvar:"PUBSUB_EMULATOR_HOST" help:"Pub/Sub emulator host:port; selects emulator mode"`
+	EmbeddedPubSubAddr    string        `name:"pubsub-embedded-addr" envvar:"PUBSUB_EMBEDDED_ADDR" default:"${PUBSUB_EMBEDDED_ADDR}" help:"where the embedded Pub/Sub listens"`
+	EmbeddedMaxBacklog    int           `name:"embedded-max-backlog" envvar:"EMBEDDED_MAX_BACKLOG" default:"${EMBEDDED_MAX_BACKLOG}" help:"accepted payloads that may wait for the apply stage on the embedded Pub/Sub; past it, 503"`
+	CreateResources       bool          `name:"create-resources" envvar:"CREATE_RESOURCES" default:"true" help:"create missing topics, subscriptions and the BigQuery dataset at start; false only checks them"`
+	PublishTimeout        time.Duration `name:"publish-timeout" envvar:"PUBLISH_TIMEOUT" default:"${PUBLISH_TIMEOUT}" help:"longest wait for Pub/Sub to acknowledge a publish; then 503"`
+	PublishDelayThreshold time.Duration `name:"publish-delay-threshold" envvar:"PUBLISH_DELAY_THRESHOLD" default:"${PUBLISH_DELAY_THRESHOLD}" help:"publish batching delay; 0 for none"`
+	ReceiveStreams        int           `name:"receive-streams" envvar:"RECEIVE_STREAMS" shown:"${RECEIVE_STREAMS_EMBEDDED} on the embedded Pub/Sub, ${RECEIVE_STREAMS_EMULATOR} on the emulator, ${RECEIVE_STREAMS_GOOGLE} on Google" help:"streaming pulls opened by the apply stage"`
+	MaxOutstanding        int           `name:"max-outstanding" envvar:"MAX_OUTSTANDING" default:"${MAX_OUTSTANDING}" help:"unacknowledged messages the apply stage holds at once"`
+	Stages                string        `name:"stages" envvar:"STAGES" default:"${STAGES}" help:"comma-separated stages to run: ingest, apply"`
+	HTTPAddr              string        `name:"http-addr" envvar:"HTTP_ADDR" default:"${HTTP_ADDR}" help:"HTTP listen address (API, /healthz, /readyz, /metrics)"`
+	AdminAddr             string        `name:"admin-addr" envvar:"ADMIN_ADDR" default:"${ADMIN_ADDR}" help:"operators' console listen address (admin API /api/poison, page /ui/poison; needs an admin key with --backends-file), or off"`
+	MaxBodyBytes          int64         `name:"max-body-bytes" envvar:"MAX_BODY_BYTES" default:"${MAX_BODY_BYTES}" help:"largest accepted request body; larger gets 413"`
+	IdempotencyTTL        time.Duration `name:"idempotency-ttl" envvar:"IDEMPOTENCY_TTL" default:"${IDEMPOTENCY_TTL}" help:"how long an ingestion process remembers an accepted Idempotency-Key for 200 replayed and 422; the ledger dedups after"`
+	IdempotencyMaxKeys    int           `name:"idempotency-max-keys" envvar:"IDEMPOTENCY_MAX_KEYS" default:"${IDEMPOTENCY_MAX_KEYS}" help:"Idempotency-Keys an ingestion process remembers at most; the oldest go first"`
+	BackendsFile          string        `name:"backends-file" envvar:"BACKENDS_FILE" help:"backends, their API keys (see gatekeeper keys new), quotas and tables, and the admin keys; reloaded on SIGHUP"`
+	Auth                  string        `name:"auth" envvar:"AUTH" default:"${AUTH}" help:"auto: API keys with --backends-file; without it only the embedded Pub/Sub runs unauthenticated. none: no authentication on any Pub/Sub"`
+	MaxInFlightPublishes  int           `name:"max-in-flight-publishes" envvar:"MAX_IN_FLIGHT_PUBLISHES" default:"${MAX_IN_FLIGHT_PUBLISHES}" help:"payloads the gate publishes at once; past it, 503 (load shedding)"`
+	MaxInFlightBytes      int64         `name:"max-in-flight-bytes" envvar:"MAX_IN_FLIGHT_BYTES" default:"${MAX_IN_FLIGHT_BYTES}" help:"request body bytes handled at once (Content-Length, else --max-body-bytes, reserved before the body is read); past it, 503 (load shedding)"`
+	ReadHeaderTimeout     time.Duration `name:"read-header-timeout" envvar:"READ_HEADER_TIMEOUT" default:"${READ_HEADER_TIMEOUT}" help:"HTTP server ReadHeaderTimeout"`
+	ReadTimeout           time.Duration `name:"read-timeout" envvar:"READ_TIMEOUT" default:"${READ_TIMEOUT}" help:"HTTP server ReadTimeout"`
+	WriteTimeout          time.Duration `name:"write-timeout" envvar:"WRITE_TIMEOUT" default:"${WRITE_TIMEOUT}" help:"HTTP server WriteTimeout; must exceed --publish-timeout"`
+	IdleTimeout           time.Duration `name:"idle-timeout" envvar:"IDLE_TIMEOUT" default:"${IDLE_TIMEOUT}" help:"HTTP server IdleTimeout"`
+	Warehouse             string        `name:"warehouse" envvar:"WAREHOUSE" default:"${WAREHOUSE}" help:"sqlite:PATH or bigquery"`
+	BigQueryEmulatorHost  string        `name:"bigquery-emulator-host" envvar:"BIGQUERY_EMULATOR_HOST" help:"BigQuery emulator host:port, for WAREHOUSE=bigquery"`
+	BigQueryLocation      string        `name:"bigquery-location" envvar:"BIGQUERY_LOCATION" help:"location of a dataset gatekeeper creates, and of its jobs"`
+	ApplyTimeout          time.Duration `name:"apply-timeout" envvar:"APPLY_TIMEOUT" default:"${APPLY_TIMEOUT}" help:"longest single apply attempt"`
+	RetryMax              int           `name:"retry-max" envvar:"RETRY_MAX" default:"${RETRY_MAX}" help:"retries of a transient apply failure before the payload is poisoned; 0 for none"`
+	RetryInitial          time.Duration `name:"retry-initial" envvar:"RETRY_INITIAL" default:"${RETRY_INITIAL}" help:"first retry backoff"`
+	RetryMaxInterval      time.Duration `name:"retry-max-interval" envvar:"RETRY_MAX_INTERVAL" default:"${RETRY_MAX_INTERVAL}" help:"largest retry backoff"`
+	RetryMultiplier       float64       `name:"retry-multiplier" envvar:"RETRY_MULTIPLIER" default:"${RETRY_MULTIPLIER}" help:"backoff growth per retry"`
+	RetryJitter           float64       `name:"retry-jitter" envvar:"RETRY_JITTER" default:"${RETRY_JITTER}" help:"backoff randomization factor, 0..1"`
+	GroupMaxSize          int           `name:"group-max-size" envvar:"GROUP_MAX_SIZE" default:"${GROUP_MAX_SIZE}" help:"most payloads in one warehouse transaction"`
+	GroupMaxWait          time.Duration `name:"group-max-wait" envvar:"GROUP_MAX_WAIT" default:"${GROUP_MAX_WAIT}" help:"longest wait to fill a group"`
+	GroupMaxInFlight      int           `name:"group-max-in-flight" envvar:"GROUP_MAX_IN_FLIGHT" default:"${GROUP_MAX_IN_FLIGHT}" help:"groups applied at once (never two on one table)"`
+	Outbox                string        `name:"outbox" envvar:"OUTBOX" default:"${OUTBOX}" help:"keep accepted payloads on local disk until applied: auto (when this process runs the ingest stage on the embedded Pub/Sub or an emulator), on or off"`
+	OutboxPath            string        `name:"outbox-path" envvar:"OUTBOX_PATH" shown:"beside a SQLite warehouse: NAME-outbox.db; else gatekeeper-outbox.db" help:"the outbox's SQLite file"`
+	OutboxRedeliverAfter  time.Duration `name:"outbox-redeliver-after" envvar:"OUTBOX_REDELIVER_AFTER" default:"${OUTBOX_REDELIVER_AFTER}" help:"a payload still in the outbox this long is published again while the process runs (then after twice as long, and so on)"`
+	OutboxAcceptLoss      bool          `name:"outbox-accept-loss" envvar:"OUTBOX_ACCEPT_LOSS" default:"false" help:"start although the outbox this process kept before is missing, empty or another file, accepting that the payloads waiting in it are lost (logged and counted); for one start, after restoring the file proved impossible"`
+	SQLiteSync            string        `name:"sqlite-sync" envvar:"SQLITE_SYNC" default:"${SQLITE_SYNC}" help:"full: every SQLite commit (warehouse, outbox) waits for the disk; normal: survives a process crash, not a power loss"`
+	UnhealthyAfter        time.Duration `name:"unhealthy-after" envvar:"UNHEALTHY_AFTER" default:"${UNHEALTHY_AFTER}" help:"/healthz answers 503 once publishing to Pub/Sub or its resource checks have failed this long without a success, or the apply stage is wedged this long"`
+	LogRepeatInterval     time.Duration `name:"log-repeat-interval" envvar:"LOG_REPEAT_INTERVAL" default:"${LOG_REPEAT_INTERVAL}" help:"a repeated condition is logged once, then as a count at most once per this interval, then once when it ends"`
+	ResourceCheckInterval time.Duration `name:"resource-check-interval" envvar:"RESOURCE_CHECK_INTERVAL" default:"${RESOURCE_CHECK_INTERVAL}" help:"how often topics and subscriptions are checked (and recreated) and the warehouse probed"`
+	ExactlyOnceDelivery   bool          `name:"exactly-once-delivery" envvar:"EXACTLY_ONCE_DELIVERY" default:"true" help:"enable exactly-once delivery on an apply subscription gatekeeper creates on Google Pub/Sub"`
+	OrderingPoison        string        `name:"ordering-poison" envvar:"ORDERING_POISON" default:"${ORDERING_POISON}" help:"what a poisoned payload does to the later payloads of its ordering key: continue applies them (replay the poisoned one); block holds them until the poisoned one is replayed or purged"`
+	DeadLetterMaxAttempts int           `name:"dead-letter-max-attempts" envvar:"DEAD_LETTER_MAX_ATTEMPTS" default:"0" help:"5 to 100: an apply subscription gatekeeper creates dead-letters to the poison topic after this many deliveries; 0 for off"`
+	PushgatewayHost       string        `name:"pushgateway" envvar:"PUSHGATEWAY_PROMETHEUS_HOST" help:"Prometheus Pushgateway host:port; metrics are pushed when set"`
+	PushInterval          time.Duration `name:"push-interval" envvar:"PUSH_INTERVAL" default:"${PUSH_INTERVAL}" help:"how often metrics are pushed"`
+	PushJob               string        `name:"push-job" envvar:"PUSH_JOB" default:"${PUSH_JOB}" help:"job label of the pushed metrics (the instance label is the host name)"`
+	ShutdownTimeout       time.Duration `name:"shutdown-timeout" envvar:"SHUTDOWN_TIMEOUT" default:"${SHUTDOWN_TIMEOUT}" help:"longest drain on SIGTERM"`
+	ShutdownDelay         time.Duration `name:"shutdown-delay" envvar:"SHUTDOWN_DELAY" default:"0s" help:"on SIGTERM, how long /readyz answers 503 while the service still serves, before the drain"`
 }
 
 // none is a setting whose 0 means "none" as pipeline.Config spells it: a
@@ -189,11 +187,10 @@ func (s settings) config() pipeline.Config {
 		PoisonTopicID: s.PoisonTopicID, PoisonSubscriptionID: s.PoisonSubscriptionID, AppliedTopicID: s.AppliedTopicID,
 		CredentialsFile: s.CredentialsFile, PubSubMode: pipeline.PubSubMode(s.PubSubMode), EmulatorHost: s.EmulatorHost,
 		EmbeddedPubSubAddr: s.EmbeddedPubSubAddr, EmbeddedMaxBacklog: s.EmbeddedMaxBacklog,
-		DoNotCreateResources:      !s.CreateResources,
-		PublishTimeout:            s.PublishTimeout,
-		PublishDelayThreshold:     none(s.PublishDelayThreshold),
-		PublishBusyDelayThreshold: none(s.PublishBusyDelayThreshold),
-		ReceiveStreams:            s.ReceiveStreams, MaxOutstanding: s.MaxOutstanding,
+		DoNotCreateResources:  !s.CreateResources,
+		PublishTimeout:        s.PublishTimeout,
+		PublishDelayThreshold: none(s.PublishDelayThreshold),
+		ReceiveStreams:        s.ReceiveStreams, MaxOutstanding: s.MaxOutstanding,
 		HTTPAddr: s.HTTPAddr, AdminAddr: s.AdminAddr, MaxBodyBytes: s.MaxBodyBytes,
 		IdempotencyTTL: s.IdempotencyTTL, IdempotencyMaxKeys: s.IdempotencyMaxKeys,
 		BackendsFile: s.BackendsFile, Auth: pipeline.AuthMode(s.Auth),
@@ -227,7 +224,7 @@ func (s settings) config() pipeline.Config {
 // their logs stay quiet unless asked.
 func defaults(logLevel string) kong.Vars {
 	def := reflect.ValueOf(pipeline.DefaultConfig())
-	vars := kong.Vars{"LOG_LEVEL": logLevel, "BUSY_PUBLISHING": strconv.Itoa(transport.BusyPublishing)}
+	vars := kong.Vars{"LOG_LEVEL": logLevel}
 	t := reflect.TypeFor[settings]()
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -372,7 +369,6 @@ type cli struct {
 
 // numbers are the named numbers help text shows, each from its one home.
 var numbers = strings.NewReplacer(
-	"${BUSY_PUBLISHING}", strconv.Itoa(transport.BusyPublishing),
 	"${RECEIVE_STREAMS_EMBEDDED}", strconv.Itoa(pipeline.ReceiveStreamsEmbedded),
 	"${RECEIVE_STREAMS_EMULATOR}", strconv.Itoa(pipeline.ReceiveStreamsEmulator),
 	"${RECEIVE_STREAMS_GOOGLE}", strconv.Itoa(pipeline.ReceiveStreamsGoogle),

@@ -3,7 +3,6 @@ package metrics
 import (
 	"context"
 	"math"
-	"strconv"
 	"sync"
 	"time"
 
@@ -28,18 +27,6 @@ func (m *Metrics) counterFunc(name, help string, labels prometheus.Labels, value
 func (m *Metrics) RegisterOutboxLossAccepted(value func() float64) {
 	m.counterFunc("gatekeeper_outbox_loss_accepted_total",
 		"Starts that accepted losing the outbox this process kept before (OUTBOX_ACCEPT_LOSS), with what waited in it.", nil, value)
-}
-
-// RegisterPublished adds gatekeeper_published_messages_total by the
-// batching delay the messages waited under; busyAbove is the publishes in
-// flight to one topic past which the busy delay is taken.
-func (m *Metrics) RegisterPublished(busyAbove int, short, busy func() float64) {
-	for delay, value := range map[string]func() float64{"short": short, "busy": busy} {
-		m.counterFunc("gatekeeper_published_messages_total",
-			"Messages published, by the batching delay they waited under: short (PUBLISH_DELAY_THRESHOLD), or busy "+
-				"(PUBLISH_BUSY_DELAY_THRESHOLD, taken while more than "+strconv.Itoa(busyAbove)+" publishes to the topic are in flight).",
-			prometheus.Labels{"delay": delay}, value)
-	}
 }
 
 // RegisterIngestBodyBytes adds gatekeeper_ingest_body_bytes.

@@ -88,10 +88,6 @@ type Config struct {
 	// PublishDelay is how long the publisher waits to fill a batch; zero
 	// waits for nothing.
 	PublishDelay time.Duration
-	// PublishBusyDelay, when longer than PublishDelay, is the delay of a
-	// second publisher that publishes take while many are in flight to
-	// their topic (see BusyPublishing); zero makes none.
-	PublishBusyDelay time.Duration
 
 	// ReceiveStreams is each subscriber's number of streaming pulls;
 	// default 4.
@@ -155,7 +151,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		d    time.Duration
-	}{{"publish timeout", c.PublishTimeout}, {"publish delay", c.PublishDelay}, {"publish busy delay", c.PublishBusyDelay}, {"max lease", c.MaxLease}} {
+	}{{"publish timeout", c.PublishTimeout}, {"publish delay", c.PublishDelay}, {"max lease", c.MaxLease}} {
 		if d.d < 0 {
 			bad("%s %s: must not be negative", d.name, d.d)
 		}

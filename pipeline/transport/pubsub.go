@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/pubsub/v2"
@@ -24,8 +23,7 @@ import (
 )
 
 // PubSub is the transport between the stages: one admin client for
-// resources and readiness, one shared publisher (two Pub/Sub publishers
-// behind it, see sharedPublisher.publisherFor), and subscribers on demand.
+// resources and readiness, one shared publisher, and subscribers on demand.
 type PubSub struct {
 	Mode     Mode
 	Embedded *embedded.Server // set in embedded mode only
@@ -34,19 +32,8 @@ type PubSub struct {
 	client  *pubsub.Client
 	options []option.ClientOption
 	pub     message.Publisher
-	// busyPub batches longer (Config.PublishBusyDelay); nil when
-	// that is off. It has a Pub/Sub client, and connections, of its own.
-	// See sharedPublisher.publisherFor.
-	busyPub message.Publisher
-	// inFlight counts the publishes in flight to each topic that may take
-	// busyPub; it is filled once, by New, and only read after. Empty
-	// when busyPub is nil: there is nothing to choose, so nothing to count.
-	inFlight map[string]*atomic.Int64
-	// shortPublishes and busyPublishes count the messages published
-	// through pub and busyPub.
-	shortPublishes, busyPublishes atomic.Int64
-	wlog                          watermill.LoggerAdapter
-	logger                        *slog.Logger
+	wlog    watermill.LoggerAdapter
+	logger  *slog.Logger
 
 	// created lists what New had to create: a subscription created
 	// here holds nothing that was published before.
@@ -104,23 +91,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*PubSub, error) 
 		_ = ps.Close()
 		return nil, errors.Join(errs...)
 	}
-	ps.pub, err = ps.newPublisher(cfg.PublishDelay)
+	ps.pub, err = ps.newPublisher()
 	if err != nil {
 		_ = ps.Close()
 		return nil, fmt.Errorf("pub/sub publisher: %w", err)
 	}
-	if busy := cfg.PublishBusyDelay; busy > cfg.PublishDelay {
-		if ps.busyPub, err = ps.newPublisher(busy); err != nil {
-			_ = ps.Close()
-			return nil, fmt.Errorf("pub/sub publisher: %w", err)
-		}
-		ps.inFlight = inFlightCounters(cfg)
-	}
 	return ps, nil
 }
 
-// newPublisher is a publisher as every stage shares it, batching for delay.
-func (ps *PubSub) newPublisher(delay time.Duration) (message.Publisher, error) {
+// newPublisher is the publisher every stage shares.
+func (ps *PubSub) newPublisher() (message.Publisher, error) {
 	pub, err := googlecloud.NewPublisher(googlecloud.PublisherConfig{
 		ProjectID: ps.cfg.ProjectID,
 		// Resources were created or checked above; checking again per
@@ -128,7 +108,7 @@ func (ps *PubSub) newPublisher(delay time.Duration) (message.Publisher, error) {
 		DoNotCheckTopicExistence:  true,
 		DoNotCreateTopicIfMissing: true,
 		PublishTimeout:            ps.cfg.PublishTimeout,
-		PublishSettings:           ps.publishSettings(delay),
+		PublishSettings:           ps.publishSettings(),
 		ClientOptions:             ps.options,
 		// Payloads of one ordering key are published in the order the gate
 		// hands them over. After a failed publish the client pauses the
@@ -184,9 +164,9 @@ func (ps *PubSub) endpoint() string {
 // publishSettings favour latency: every HTTP request waits for its own
 // publish, so batching delay is paid by every caller, while concurrency
 // across requests still fills batches.
-func (ps *PubSub) publishSettings(delay time.Duration) *pubsub.PublishSettings {
+func (ps *PubSub) publishSettings() *pubsub.PublishSettings {
 	s := pubsub.DefaultPublishSettings
-	s.DelayThreshold = delay
+	s.DelayThreshold = ps.cfg.PublishDelay
 	s.CountThreshold = 100
 	s.Timeout = ps.cfg.PublishTimeout
 	s.FlowControlSettings.MaxOutstandingMessages = 10_000
@@ -234,16 +214,7 @@ func (p sharedPublisher) Publish(topic string, msgs ...*message.Message) error {
 
 func (p sharedPublisher) publish(topic string, msgs []*message.Message) error {
 	start := time.Now()
-	pub, busy, done := p.publisherFor(topic)
-	defer done()
-	err := pub.Publish(topic, msgs...)
-	switch {
-	case err != nil:
-	case busy:
-		p.ps.busyPublishes.Add(int64(len(msgs)))
-	default:
-		p.ps.shortPublishes.Add(int64(len(msgs)))
-	}
+	err := p.Publisher.Publish(topic, msgs...)
 	if p.ps.cfg.OnPublish != nil {
 		p.ps.cfg.OnPublish(topic, time.Since(start), err)
 	}
@@ -251,51 +222,6 @@ func (p sharedPublisher) publish(topic string, msgs []*message.Message) error {
 }
 
 func (sharedPublisher) Close() error { return nil }
-
-// BusyPublishing is how many publishes to one topic must be in flight for
-// the next one to it to go through the busy publisher. Each HTTP request
-// waits for its own publish, so the longer delay is paid by every request
-// that finds no company for its batch: a lone client, or a few, would lose
-// rate on every payload for no saved RPC. A backend with up to 32
-// connections never waits it out; under the load that saturates this
-// machine (256 connections) most publishes do, and each publish RPC they
-// save is Pub/Sub server CPU, here the emulator's, beside the service's
-// own. 16 put 61 % of a 32-connection client's publishes on the busy path.
-const BusyPublishing = 32
-
-// inFlightCounters are the topics whose publishes may take the busy
-// publisher, each with its count. Company counts per topic because a batch
-// holds one topic's messages: the applied events of a committed group (up
-// to GROUP_MAX_SIZE at once) fill no batch of accepted payloads. The
-// ordered topic is not among them: its keys keep to one publisher, so
-// that each key keeps its order.
-func inFlightCounters(cfg Config) map[string]*atomic.Int64 {
-	counters := map[string]*atomic.Int64{}
-	for _, topic := range []string{cfg.Topic, cfg.AppliedTopic, cfg.PoisonTopic} {
-		if topic != "" && topic != cfg.OrderedTopic {
-			counters[topic] = new(atomic.Int64)
-		}
-	}
-	return counters
-}
-
-// publisherFor picks the publisher of one publish to topic, and counts it
-// in flight until done is called. Watermill's Google Cloud publisher sends
-// the messages of one call one after another, each waiting for its ack, so
-// a call of many messages would wait the delay once per message; every
-// caller here publishes one message per call.
-func (p sharedPublisher) publisherFor(topic string) (pub message.Publisher, busy bool, done func()) {
-	count := p.ps.inFlight[topic]
-	if count == nil {
-		return p.Publisher, false, func() {}
-	}
-	inFlight := count.Add(1)
-	done = func() { count.Add(-1) }
-	if inFlight <= BusyPublishing {
-		return p.Publisher, false, done
-	}
-	return p.ps.busyPub, true, done
-}
 
 // NewSubscriber returns a subscriber that reads subscription from topic.
 // Each call gets its own subscriber: subscribing twice to one subscription on
@@ -627,12 +553,6 @@ func (ps *PubSub) AcceptedSubscription(topic string) string {
 	return ""
 }
 
-// Published counts the messages published through the short and the busy
-// publisher.
-func (ps *PubSub) Published() (short, busy int64) {
-	return ps.shortPublishes.Load(), ps.busyPublishes.Load()
-}
-
 // Ping reports whether Pub/Sub answers, for /readyz.
 func (ps *PubSub) Ping(ctx context.Context) error {
 	_, err := ps.client.TopicAdminClient.GetTopic(ctx, &pubsubpb.GetTopicRequest{
@@ -641,15 +561,12 @@ func (ps *PubSub) Ping(ctx context.Context) error {
 	return err
 }
 
-// Close closes the publishers, the admin client and the embedded server, in
+// Close closes the publisher, the admin client and the embedded server, in
 // that order, so nothing publishes into a closed server.
 func (ps *PubSub) Close() error {
 	var errs []error
 	if ps.pub != nil {
 		errs = append(errs, ps.pub.Close())
-	}
-	if ps.busyPub != nil {
-		errs = append(errs, ps.busyPub.Close())
 	}
 	if ps.client != nil {
 		errs = append(errs, ps.client.Close())
