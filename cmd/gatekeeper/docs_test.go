@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -151,26 +152,57 @@ var (
 func markdownPages(t *testing.T) []string {
 	t.Helper()
 	var pages []string
+	for _, rel := range repoFiles(t) {
+		if strings.HasSuffix(rel, ".md") {
+			pages = append(pages, rel)
+		}
+	}
+	return pages
+}
+
+// repoFiles lists every file of the repository, relative to its root with
+// slashes, leaving out hidden directories but those named in keepHidden.
+func repoFiles(t *testing.T, keepHidden ...string) []string {
+	t.Helper()
+	var files []string
 	err := filepath.WalkDir(repoRoot, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && p != repoRoot && strings.HasPrefix(d.Name(), ".") {
-			return filepath.SkipDir
-		}
-		if !d.IsDir() && strings.HasSuffix(p, ".md") {
-			rel, err := filepath.Rel(repoRoot, p)
-			if err != nil {
-				return err
+		if d.IsDir() {
+			if p != repoRoot && strings.HasPrefix(d.Name(), ".") && !slices.Contains(keepHidden, d.Name()) {
+				return filepath.SkipDir
 			}
-			pages = append(pages, filepath.ToSlash(rel))
+			return nil
 		}
+		rel, err := filepath.Rel(repoRoot, p)
+		if err != nil {
+			return err
+		}
+		files = append(files, filepath.ToSlash(rel))
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pages
+	return files
+}
+
+// parseGoFiles parses every Go file of the module, tests included,
+// testdata left out, and hands each to visit with its path from the root.
+func parseGoFiles(t *testing.T, mode goparser.Mode, visit func(rel string, f *ast.File)) {
+	t.Helper()
+	fset := token.NewFileSet()
+	for _, rel := range repoFiles(t) {
+		if !strings.HasSuffix(rel, ".go") || slices.Contains(strings.Split(rel, "/"), "testdata") {
+			continue
+		}
+		f, err := goparser.ParseFile(fset, filepath.Join(repoRoot, filepath.FromSlash(rel)), nil, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		visit(rel, f)
+	}
 }
 
 // proseLines returns the page's lines with those inside fenced code blocks
@@ -372,29 +404,19 @@ func declaresMethod(declared map[string]bool, name string) bool {
 // were since removed included.
 func TestDocSettingsExist(t *testing.T) {
 	known := map[string]bool{}
-	err := filepath.WalkDir(repoRoot, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && p != repoRoot && strings.HasPrefix(d.Name(), ".") && d.Name() != ".ci" {
-			return filepath.SkipDir
-		}
-		name := d.Name()
-		if d.IsDir() || !(strings.HasSuffix(name, ".go") || strings.HasSuffix(name, ".sh") ||
+	for _, rel := range repoFiles(t, ".ci") {
+		name := path.Base(rel)
+		if !(strings.HasSuffix(name, ".go") || strings.HasSuffix(name, ".sh") ||
 			strings.HasSuffix(name, ".yml") || name == ".env.example" || name == "Dockerfile" || name == "run") {
-			return nil
+			continue
 		}
-		raw, err := os.ReadFile(p)
+		raw, err := os.ReadFile(filepath.Join(repoRoot, filepath.FromSlash(rel)))
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
 		for _, v := range envName.FindAllString(string(raw), -1) {
 			known[v] = true
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	checked := 0
 	for _, page := range markdownPages(t) {
@@ -457,22 +479,15 @@ func codeSpans(line string) []string {
 	return spans
 }
 
-// repoBasenames is the set of every file name in the repository.
+// repoBasenames is the set of every file and directory name in the
+// repository.
 func repoBasenames(t *testing.T) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
-	err := filepath.WalkDir(repoRoot, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	for _, rel := range repoFiles(t) {
+		for _, name := range strings.Split(rel, "/") {
+			names[name] = true
 		}
-		if d.IsDir() && p != repoRoot && strings.HasPrefix(d.Name(), ".") {
-			return filepath.SkipDir
-		}
-		names[d.Name()] = true
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	return names
 }
@@ -495,26 +510,7 @@ func moduleDecls(t *testing.T) declarations {
 	t.Helper()
 	d := declarations{byFile: map[string]map[string]bool{}, byDir: map[string]map[string]bool{}, dirsNamed: map[string][]string{},
 		funcs: map[string]bool{}}
-	fset := token.NewFileSet()
-	err := filepath.WalkDir(repoRoot, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if e.IsDir() && p != repoRoot && (strings.HasPrefix(e.Name(), ".") || e.Name() == "testdata") {
-			return filepath.SkipDir
-		}
-		if e.IsDir() || !strings.HasSuffix(p, ".go") {
-			return nil
-		}
-		f, err := goparser.ParseFile(fset, p, nil, goparser.SkipObjectResolution)
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(repoRoot, p)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
+	parseGoFiles(t, goparser.SkipObjectResolution, func(rel string, f *ast.File) {
 		dir := path.Dir(rel)
 		if d.byDir[dir] == nil {
 			d.byDir[dir] = map[string]bool{}
@@ -529,11 +525,7 @@ func moduleDecls(t *testing.T) declarations {
 			d.funcs[name] = true
 		}
 		d.byFile[rel] = names
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	return d
 }
 
@@ -608,27 +600,9 @@ func receiverName(expr ast.Expr) string {
 // pipeline (and pipeline's own external tests), messages imports nothing of
 // this module's, and no warehouse adapter imports another.
 func TestImportsPointDown(t *testing.T) {
-	fset := token.NewFileSet()
 	checked := 0
-	err := filepath.WalkDir(repoRoot, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if e.IsDir() && p != repoRoot && (strings.HasPrefix(e.Name(), ".") || e.Name() == "testdata") {
-			return filepath.SkipDir
-		}
-		if e.IsDir() || !strings.HasSuffix(p, ".go") {
-			return nil
-		}
-		f, err := goparser.ParseFile(fset, p, nil, goparser.ImportsOnly)
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(repoRoot, p)
-		if err != nil {
-			return err
-		}
-		dir := path.Dir(filepath.ToSlash(rel))
+	parseGoFiles(t, goparser.ImportsOnly, func(rel string, f *ast.File) {
+		dir := path.Dir(rel)
 		for _, imp := range f.Imports {
 			target, ok := strings.CutPrefix(strings.Trim(imp.Path.Value, `"`), module+"/")
 			if !ok {
@@ -644,11 +618,7 @@ func TestImportsPointDown(t *testing.T) {
 				t.Errorf("%s imports %s: no adapter imports another", rel, target)
 			}
 		}
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if checked < 50 {
 		t.Errorf("checked only %d imports of this module's", checked)
 	}
