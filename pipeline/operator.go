@@ -127,9 +127,3 @@ func (s *Service) indexPoison(ctx context.Context) {
 	}
 	indexer.Run(ctx)
 }
-
-// writeAdminError answers in the admin API's body shape, for the doors in
-// front of it.
-func writeAdminError(w http.ResponseWriter, code int, err error) {
-	operator.WriteError(w, code, err)
-}

@@ -130,7 +130,7 @@ func NewService(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Op
 		return nil, err
 	}
 	if s.guard, err = frontdoor.NewGuard(frontdoor.GuardConfig{
-		Door: s.door, RefuseAdmin: writeAdminError, MaxBodyBytes: cfg.MaxBodyBytes, MaxInFlightBytes: cfg.MaxInFlightBytes,
+		Door: s.door, RefuseAdmin: operator.WriteError, MaxBodyBytes: cfg.MaxBodyBytes, MaxInFlightBytes: cfg.MaxInFlightBytes,
 	}, logger); err != nil {
 		return nil, err
 	}

@@ -151,12 +151,12 @@ func NewAdmin(cfg AdminConfig, _ *slog.Logger) (*Admin, error) {
 		mux.Handle(pattern, cfg.Instrument(strings.TrimPrefix(strings.TrimPrefix(pattern, "GET "), "POST "),
 			door(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Method == http.MethodPost && (!jsonBody(r) || crossOrigin.Check(r) != nil) {
-					writeAdminError(w, http.StatusForbidden, errNotSameOriginJSON)
+					WriteError(w, http.StatusForbidden, errNotSameOriginJSON)
 					return
 				}
 				c, err := cfg.Console(r.Context())
 				if err != nil {
-					writeAdminError(w, http.StatusServiceUnavailable, err)
+					WriteError(w, http.StatusServiceUnavailable, err)
 					return
 				}
 				h(c, w, r)
@@ -201,7 +201,7 @@ func jsonBody(r *http.Request) bool {
 // WriteError answers err in the admin API's body shape, {"error": "..."}:
 // the doors in front of the API answer in it too.
 func WriteError(w http.ResponseWriter, code int, err error) {
-	writeAdminError(w, code, err)
+	writeAdminJSON(w, code, map[string]string{"error": err.Error()})
 }
 
 func writeAdminJSON(w http.ResponseWriter, code int, v any) {
@@ -210,14 +210,10 @@ func writeAdminJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeAdminError(w http.ResponseWriter, code int, err error) {
-	writeAdminJSON(w, code, map[string]string{"error": err.Error()})
-}
-
 func queryFilter(w http.ResponseWriter, r *http.Request) (warehouse.EventFilter, bool) {
 	f, err := ParseFilter(r.URL.Query().Get, time.Now())
 	if err != nil {
-		writeAdminError(w, http.StatusBadRequest, err)
+		WriteError(w, http.StatusBadRequest, err)
 		return f, false
 	}
 	return f, true
@@ -230,7 +226,7 @@ func adminList(c *Console, w http.ResponseWriter, r *http.Request) {
 	}
 	items, err := c.List(r.Context(), f)
 	if err != nil {
-		writeAdminError(w, http.StatusServiceUnavailable, err)
+		WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
 	writeAdminJSON(w, http.StatusOK, map[string]any{"items": items, "count": len(items)})
@@ -243,7 +239,7 @@ func adminSummary(c *Console, w http.ResponseWriter, r *http.Request) {
 	}
 	groups, err := c.Summary(r.Context(), f)
 	if err != nil {
-		writeAdminError(w, http.StatusServiceUnavailable, err)
+		WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
 	writeAdminJSON(w, http.StatusOK, map[string]any{"groups": groups})
@@ -253,9 +249,9 @@ func adminShow(c *Console, w http.ResponseWriter, r *http.Request) {
 	d, err := c.Show(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, ErrNotInIndex):
-		writeAdminError(w, http.StatusNotFound, err)
+		WriteError(w, http.StatusNotFound, err)
 	case err != nil:
-		writeAdminError(w, http.StatusServiceUnavailable, err)
+		WriteError(w, http.StatusServiceUnavailable, err)
 	default:
 		writeAdminJSON(w, http.StatusOK, d)
 	}
@@ -278,12 +274,12 @@ func readSelection(w http.ResponseWriter, r *http.Request) (adminSelection, Sele
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
-		writeAdminError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+		WriteError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 		return body, Selection{}, false
 	}
 	f, err := ParseFilter(func(k string) string { return body.Filter[k] }, time.Now())
 	if err != nil {
-		writeAdminError(w, http.StatusBadRequest, err)
+		WriteError(w, http.StatusBadRequest, err)
 		return body, Selection{}, false
 	}
 	return body, Selection{IDs: body.IDs, All: body.All, Filter: f}, true
@@ -296,11 +292,11 @@ func selectEntries(c *Console, w http.ResponseWriter, r *http.Request, sel Selec
 	entries, unknown, err := c.Select(r.Context(), sel)
 	switch {
 	case errors.Is(err, ErrEmptySelection):
-		writeAdminError(w, http.StatusBadRequest, err)
+		WriteError(w, http.StatusBadRequest, err)
 	case err != nil:
-		writeAdminError(w, http.StatusServiceUnavailable, err)
+		WriteError(w, http.StatusServiceUnavailable, err)
 	case len(unknown) > 0:
-		writeAdminError(w, http.StatusNotFound, fmt.Errorf("%s: %w", strings.Join(unknown, ", "), ErrNotInIndex))
+		WriteError(w, http.StatusNotFound, fmt.Errorf("%s: %w", strings.Join(unknown, ", "), ErrNotInIndex))
 	default:
 		return entries, true
 	}
@@ -322,7 +318,7 @@ func adminReplay(c *Console, w http.ResponseWriter, r *http.Request) {
 		}
 		var err error
 		if items, err = c.ReadExport(r.Context(), strings.NewReader(b.String())); err != nil {
-			writeAdminError(w, http.StatusBadRequest, err)
+			WriteError(w, http.StatusBadRequest, err)
 			return
 		}
 	} else {
@@ -372,7 +368,7 @@ func adminValidate(_ *Console, w http.ResponseWriter, r *http.Request) {
 		Payload json.RawMessage `json:"payload"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&body); err != nil {
-		writeAdminError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+		WriteError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 		return
 	}
 	_, err := messages.Parse(body.Payload)
