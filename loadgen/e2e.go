@@ -31,14 +31,6 @@ import (
 	"github.com/gatekeeper/gatekeeper/messages"
 )
 
-// Payload statuses, as GET /api/activities/{id} says them.
-const (
-	statusApplied  = "applied"  // in the ledger
-	statusPoisoned = "poisoned" // in the poison index
-	statusPurged   = "purged"   // dropped by an operator; never applied
-	statusUnknown  = "unknown"  // neither the process nor its warehouse knows it
-)
-
 // Topics is where the service publishes what became of each payload, as
 // serve's settings name them, for --e2e to read through subscriptions of
 // its own.
@@ -238,7 +230,7 @@ func (f *e2eFollower) witnessed(ctx context.Context) *E2EReport {
 	rep := f.topic.wait(ctx, f.o)
 	for _, id := range f.topic.appliedIDs(3) {
 		st, err := statusSoon(ctx, f.client, f.base, id, f.o.Key)
-		if err != nil || st.Status != statusApplied {
+		if err != nil || st.Status != messages.StatusApplied {
 			said := st.Status
 			if err != nil {
 				said = "nothing (" + err.Error() + ")"
@@ -275,7 +267,7 @@ func statusSoon(ctx context.Context, client *http.Client, base, id, key string) 
 	defer cancel()
 	for {
 		st, err := pollStatus(ctx, client, base, id, key)
-		if err == nil && st.Status == statusApplied {
+		if err == nil && st.Status == messages.StatusApplied {
 			return st, nil
 		}
 		select {
@@ -329,7 +321,7 @@ func statusAPIAnswered(code int, body []byte) (there bool, why string, err error
 	}
 	isStatus := json.Unmarshal(body, &p) == nil && p.Status != ""
 	switch {
-	case isStatus && (code == http.StatusNotFound && p.Status == statusUnknown || code == http.StatusOK):
+	case isStatus && (code == http.StatusNotFound && p.Status == messages.StatusUnknown || code == http.StatusOK):
 		return true, "", nil
 	case code == http.StatusNotFound || code == http.StatusMethodNotAllowed:
 		return false, fmt.Sprintf("GET /api/activities/ID answered %d without a payload status", code), nil
@@ -367,14 +359,14 @@ func followApplied(ctx context.Context, client *http.Client, base string, o Opti
 				sem <- struct{}{}
 				st, err := pollStatus(ctx, client, base, s.id, o.Key)
 				<-sem
-				if err == nil && st.Status == statusApplied && st.ReceivedAt != nil && st.AppliedAt != nil {
+				if err == nil && st.Status == messages.StatusApplied && st.ReceivedAt != nil && st.AppliedAt != nil {
 					mu.Lock()
 					rep.Applied++
 					_ = hist.RecordValue(max(1, st.AppliedAt.Sub(*st.ReceivedAt).Microseconds()))
 					mu.Unlock()
 					return
 				}
-				if err == nil && (st.Status == statusPoisoned || st.Status == statusPurged) {
+				if err == nil && (st.Status == messages.StatusPoisoned || st.Status == messages.StatusPurged) {
 					mu.Lock()
 					rep.Poisoned++
 					mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 )
@@ -80,7 +81,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "  replays   %d\n", p.Replays)
 		}
 	}
-	if p.Status == operator.StatusUnknown {
+	if p.Status == messages.StatusUnknown {
 		return exitOperational
 	}
 	return exitOK

@@ -18,15 +18,6 @@ import (
 // StatusPath is where a backend asks what became of one payload.
 const StatusPath = "/api/activities/{id}"
 
-// Payload statuses, as GET /api/activities/{id} and gatekeeper status say them.
-const (
-	StatusAccepted = "accepted" // published, not applied yet (or replayed and on its way again)
-	StatusApplied  = "applied"  // in the ledger
-	StatusPoisoned = "poisoned" // in the poison index, waiting for an operator
-	StatusPurged   = "purged"   // dropped by an operator; never applied
-	StatusUnknown  = "unknown"  // neither this process nor the warehouse knows it
-)
-
 // PayloadStatus is the answer to GET /api/activities/{id}.
 type PayloadStatus struct {
 	ID           string       `json:"id"`
@@ -53,7 +44,7 @@ type StatusError struct {
 // final reports whether the status can no longer change: an applied
 // payload stays applied, and a purged one is never replayed.
 func (p PayloadStatus) final() bool {
-	return p.Status == StatusApplied || p.Status == StatusPurged
+	return p.Status == messages.StatusApplied || p.Status == messages.StatusPurged
 }
 
 // Status is what the warehouse knows about one payload, in one indexed
@@ -68,7 +59,7 @@ func (c *Console) Status(ctx context.Context, payloadID string) (PayloadStatus, 
 }
 
 func statusOf(id string, st warehouse.PayloadState) PayloadStatus {
-	p := PayloadStatus{ID: id, Status: StatusUnknown, Tables: []string{}}
+	p := PayloadStatus{ID: id, Status: messages.StatusUnknown, Tables: []string{}}
 	if e := st.Entry; e != nil {
 		p.Replays = e.Replays
 		p.ReceivedAt = timePtr(e.Poisoned.ReceivedAt)
@@ -78,18 +69,18 @@ func statusOf(id string, st warehouse.PayloadState) PayloadStatus {
 		}
 		switch e.State {
 		case warehouse.EventPoisoned:
-			p.Status = StatusPoisoned
+			p.Status = messages.StatusPoisoned
 		case warehouse.EventPurged:
-			p.Status = StatusPurged
+			p.Status = messages.StatusPurged
 		case warehouse.EventReplayed:
-			p.Status = StatusAccepted
+			p.Status = messages.StatusAccepted
 		}
 		if e.State != warehouse.EventReplayed {
 			p.Error = &StatusError{Class: e.Poisoned.ErrorClass, Reason: e.Poisoned.Reason}
 		}
 	}
 	if st.Applied {
-		p.Status, p.Error = StatusApplied, nil
+		p.Status, p.Error = messages.StatusApplied, nil
 		p.AppliedAt = timePtr(st.AppliedAt)
 		if st.RowsAffected >= 0 {
 			n := st.RowsAffected
@@ -234,8 +225,8 @@ func (s *Status) Lookup(ctx context.Context, id string) (PayloadStatus, error) {
 		if p.backend == "" {
 			p.backend = rec.backend
 		}
-		if p.Status == StatusUnknown {
-			p.Status = StatusAccepted
+		if p.Status == messages.StatusUnknown {
+			p.Status = messages.StatusAccepted
 		}
 	}
 	if p.final() {
@@ -271,9 +262,9 @@ func (s *Status) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if asker := edge.BackendFrom(r.Context()); asker != "" && p.backend != asker {
 		// Another backend's payload, or one whose backend this process
 		// cannot tell: the asker learns nothing, not even that it exists.
-		p = PayloadStatus{ID: id, Status: StatusUnknown, Tables: []string{}}
+		p = PayloadStatus{ID: id, Status: messages.StatusUnknown, Tables: []string{}}
 	}
-	if p.Status == StatusUnknown {
+	if p.Status == messages.StatusUnknown {
 		w.WriteHeader(http.StatusNotFound)
 	}
 	_ = json.NewEncoder(w).Encode(p)
