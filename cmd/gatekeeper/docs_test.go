@@ -160,6 +160,14 @@ func markdownPages(t *testing.T) []string {
 	return pages
 }
 
+// datedRecord reports whether page is a dated record (bench/RESULTS.md,
+// docs/decisions/): it describes the builds it measured or weighed, paths,
+// names and settings since removed included, so the checks that the docs
+// name what exists leave it out.
+func datedRecord(page string) bool {
+	return page == "bench/RESULTS.md" || strings.HasPrefix(page, "docs/decisions/")
+}
+
 // repoFiles lists every file of the repository, relative to its root with
 // slashes, leaving out hidden directories but those named in keepHidden.
 func repoFiles(t *testing.T, keepHidden ...string) []string {
@@ -280,7 +288,7 @@ func TestDocPathsExist(t *testing.T) {
 	basenames := repoBasenames(t)
 	checked := 0
 	for _, page := range markdownPages(t) {
-		if page == "bench/RESULTS.md" || strings.HasPrefix(page, "docs/decisions/") {
+		if datedRecord(page) {
 			continue
 		}
 		raw, err := os.ReadFile(filepath.Join(repoRoot, page))
@@ -333,7 +341,7 @@ func TestDocSymbolsExist(t *testing.T) {
 	decls := moduleDecls(t)
 	checked := 0
 	for _, page := range markdownPages(t) {
-		if page == "bench/RESULTS.md" || strings.HasPrefix(page, "docs/decisions/") {
+		if datedRecord(page) {
 			continue
 		}
 		raw, err := os.ReadFile(filepath.Join(repoRoot, page))
@@ -399,9 +407,7 @@ func declaresMethod(declared map[string]bool, name string) bool {
 // Every environment variable the Markdown names in a code span
 // (`SHUTDOWN_DELAY`, `SQLITE_SYNC=full`) appears in the
 // repository's Go source, scripts or .env.example: a setting renamed or
-// gone fails here. The dated records (bench/RESULTS.md, docs/decisions/)
-// are left out: they describe the builds they measured, settings that
-// were since removed included.
+// gone fails here. The dated records are left out (datedRecord).
 func TestDocSettingsExist(t *testing.T) {
 	known := map[string]bool{}
 	for _, rel := range repoFiles(t, ".ci") {
@@ -420,7 +426,7 @@ func TestDocSettingsExist(t *testing.T) {
 	}
 	checked := 0
 	for _, page := range markdownPages(t) {
-		if page == "bench/RESULTS.md" || strings.HasPrefix(page, "docs/decisions/") {
+		if datedRecord(page) {
 			continue
 		}
 		raw, err := os.ReadFile(filepath.Join(repoRoot, page))
