@@ -21,6 +21,7 @@ func TestMetricsCountExactly(t *testing.T) {
 	cfg.RetryInitial, cfg.RetryMaxInterval = 10*time.Millisecond, 10*time.Millisecond
 	faulty, inner, withFaulty := faultyWarehouse(t, cfg)
 	r := startServiceWith(t, cfg, withFaulty)
+	started := time.Now()
 
 	const n, k = 5, 2
 	ins := func(names, types, values string) string {
@@ -123,6 +124,11 @@ func TestMetricsCountExactly(t *testing.T) {
 		return poisoned == float64(k)
 	}) {
 		t.Errorf("gatekeeper_poison_payloads = %v, want %d", poisoned, k)
+	}
+	// The oldest poisoned payload has waited since it was poisoned, during
+	// this test: more than 0, less than the test has run.
+	if age := scrape(t, r.base)["gatekeeper_poison_oldest_seconds"]; age <= 0 || age > time.Since(started).Seconds() {
+		t.Errorf("gatekeeper_poison_oldest_seconds = %v, want in (0, %.1f]", age, time.Since(started).Seconds())
 	}
 	if v := after["gatekeeper_oldest_unapplied_seconds"]; v != 0 {
 		t.Errorf("gatekeeper_oldest_unapplied_seconds = %v with nothing held, want 0", v)

@@ -152,7 +152,7 @@ func testBlockedKey(t *testing.T, mode pipeline.PubSubMode, action string) {
 		t.Errorf("log has %d \"Ordering key blocked\" lines (want 1), or a held payload logged as an error:\n%s", n, r.logs)
 	}
 	// Held payloads were never poisoned for being held.
-	if n, err := store.CountEntries(context.Background()); err != nil || n[warehouse.EventPoisoned] != 0 {
+	if n, err := store.CountEntries(context.Background()); err != nil || n[warehouse.EventPoisoned].Entries != 0 {
 		t.Fatalf("poisoned entries = %v %v, want none left", n, err)
 	}
 }

@@ -344,11 +344,11 @@ func (s *Service) registerGauges() {
 		for i, k := range warehouse.EventKinds {
 			states[i] = string(k)
 		}
-		s.Metrics.RegisterPoisonIndex(states, every, func(ctx context.Context) (map[string]int, error) {
+		s.Metrics.RegisterPoisonIndex(states, string(warehouse.EventPoisoned), every, func(ctx context.Context) (map[string]metrics.PoisonState, error) {
 			counts, err := s.Store.CountEntries(ctx)
-			byState := make(map[string]int, len(counts))
-			for k, n := range counts {
-				byState[string(k)] = n
+			byState := make(map[string]metrics.PoisonState, len(counts))
+			for k, c := range counts {
+				byState[string(k)] = metrics.PoisonState{Payloads: c.Entries, Since: c.Oldest}
 			}
 			return byState, err
 		})

@@ -194,6 +194,14 @@ type EventFilter struct {
 	Limit int
 }
 
+// StateCount is how many payloads are in one state and the oldest of
+// their latest events: since when the longest-waiting one is in it.
+type StateCount struct {
+	Entries int
+	// Oldest is zero when no payload is in the state.
+	Oldest time.Time
+}
+
 // PayloadState is what the warehouse knows about one payload: its ledger
 // row and its latest event. Both can be absent.
 type PayloadState struct {
@@ -219,8 +227,10 @@ type EventLog interface {
 	// History returns every event of one payload, oldest first (Before).
 	History(ctx context.Context, payloadID string) ([]Event, error)
 	// CountEntries returns how many payloads are in each state (their
-	// latest event's kind), every kind present with 0 when none is.
-	CountEntries(ctx context.Context) (map[EventKind]int, error)
+	// latest event's kind) and since when the oldest of them is in it,
+	// every kind present with a zero StateCount when none is. One read:
+	// the poison gauges take both from it at each scrape.
+	CountEntries(ctx context.Context) (map[EventKind]StateCount, error)
 	// State returns what the ledger and the log hold about one payload, in
 	// one indexed read.
 	State(ctx context.Context, payloadID string) (PayloadState, error)

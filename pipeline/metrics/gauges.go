@@ -41,18 +41,28 @@ func (m *Metrics) RegisterOldestUnapplied(value func() float64) {
 		"Age of the oldest accepted payload this apply stage holds and has not settled (0 when it holds none).", nil, value)
 }
 
+// PoisonState is one state of the poison index: how many payloads are in
+// it, and since when the longest-waiting one is.
+type PoisonState struct {
+	Payloads int
+	Since    time.Time
+}
+
 // RegisterPoisonIndex adds gatekeeper_poison_payloads by state, as the
-// poison index counts them. read is called at most once per every, for all
-// the states of one scrape (each read may be a query job); a failed read
-// shows as NaN.
-func (m *Metrics) RegisterPoisonIndex(states []string, every time.Duration, read func(context.Context) (map[string]int, error)) {
+// poison index counts them, and gatekeeper_poison_oldest_seconds: how long
+// the oldest payload in the waiting state has waited. The age, not the
+// count, tells an unattended backlog: a count that stays flat for a day
+// looks like no news. read is called at most once per every, for all the
+// series of one scrape (each read may be a query job), and the age is
+// taken at the scrape from what it read; a failed read shows as NaN.
+func (m *Metrics) RegisterPoisonIndex(states []string, waiting string, every time.Duration, read func(context.Context) (map[string]PoisonState, error)) {
 	var (
 		mu   sync.Mutex
 		at   time.Time
-		last map[string]int
+		last map[string]PoisonState
 		err  error
 	)
-	count := func(state string) float64 {
+	get := func(state string) (PoisonState, bool) {
 		mu.Lock()
 		defer mu.Unlock()
 		if time.Since(at) >= every {
@@ -61,16 +71,31 @@ func (m *Metrics) RegisterPoisonIndex(states []string, every time.Duration, read
 			cancel()
 			at = time.Now()
 		}
-		if err != nil {
-			return math.NaN()
-		}
-		return float64(last[state])
+		return last[state], err == nil
 	}
 	for _, state := range states {
 		m.gauge("gatekeeper_poison_payloads",
 			"Payloads in the poison index by state: poisoned (waiting for an operator), replayed, purged.",
-			prometheus.Labels{"state": state}, func() float64 { return count(state) })
+			prometheus.Labels{"state": state}, func() float64 {
+				s, ok := get(state)
+				if !ok {
+					return math.NaN()
+				}
+				return float64(s.Payloads)
+			})
 	}
+	m.gauge("gatekeeper_poison_oldest_seconds",
+		"How long the oldest payload waiting in the poison index for an operator (state poisoned) has waited; 0 when none waits.",
+		nil, func() float64 {
+			s, ok := get(waiting)
+			switch {
+			case !ok:
+				return math.NaN()
+			case s.Payloads == 0 || s.Since.IsZero():
+				return 0
+			}
+			return max(time.Since(s.Since).Seconds(), 0)
+		})
 }
 
 // RegisterOutboxPoisoned adds gatekeeper_poison_payloads{state="poisoned"}

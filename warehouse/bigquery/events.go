@@ -487,24 +487,24 @@ func readEvent(row []bigquery.Value) (warehouse.Event, error) {
 }
 
 // CountEntries counts payloads by state, in one query job.
-func (w *Warehouse) CountEntries(ctx context.Context) (map[warehouse.EventKind]int, error) {
+func (w *Warehouse) CountEntries(ctx context.Context) (map[warehouse.EventKind]warehouse.StateCount, error) {
 	if !w.enter() {
 		return nil, messages.Transient(ErrClosed)
 	}
 	defer w.closeMu.RUnlock()
-	query := "SELECT kind_rank, COUNT(*) FROM (SELECT kind_rank, ROW_NUMBER() OVER (PARTITION BY payload_id ORDER BY generation DESC, kind_rank DESC, event_at DESC) AS pos FROM " +
+	query := "SELECT kind_rank, COUNT(*), MIN(event_at) FROM (SELECT kind_rank, event_at, ROW_NUMBER() OVER (PARTITION BY payload_id ORDER BY generation DESC, kind_rank DESC, event_at DESC) AS pos FROM " +
 		w.dedupedEvents("TRUE") + ") WHERE pos = 1 GROUP BY kind_rank"
 	rows, err := w.backend.query(ctx, query, nil)
 	if err != nil {
 		return nil, fmt.Errorf("count event entries: %w", err)
 	}
-	counts := map[warehouse.EventKind]int{}
+	counts := map[warehouse.EventKind]warehouse.StateCount{}
 	for _, k := range warehouse.EventKinds {
-		counts[k] = 0
+		counts[k] = warehouse.StateCount{}
 	}
 	for _, row := range rows {
-		if len(row) != 2 {
-			return nil, fmt.Errorf("count event entries: a row of %d columns, want 2", len(row))
+		if len(row) != 3 {
+			return nil, fmt.Errorf("count event entries: a row of %d columns, want 3", len(row))
 		}
 		rank, err := intValue(row[0])
 		if err != nil {
@@ -516,7 +516,7 @@ func (w *Warehouse) CountEntries(ctx context.Context) (map[warehouse.EventKind]i
 		}
 		for _, k := range warehouse.EventKinds {
 			if int64(k.Rank()) == rank {
-				counts[k] = int(n)
+				counts[k] = warehouse.StateCount{Entries: int(n), Oldest: timeValue(row[2])}
 			}
 		}
 	}

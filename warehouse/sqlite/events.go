@@ -405,12 +405,12 @@ func (w *Warehouse) State(ctx context.Context, payloadID string) (warehouse.Payl
 	return state, nil
 }
 
-var countEntriesSQL = `SELECT kind_rank, COUNT(*) FROM (
-	SELECT kind_rank, ROW_NUMBER() OVER (PARTITION BY payload_id ORDER BY generation DESC, kind_rank DESC, at DESC) AS pos
+var countEntriesSQL = `SELECT kind_rank, COUNT(*), MIN(at) FROM (
+	SELECT kind_rank, at, ROW_NUMBER() OVER (PARTITION BY payload_id ORDER BY generation DESC, kind_rank DESC, at DESC) AS pos
 	FROM ` + eventsTable + `) WHERE pos = 1 GROUP BY kind_rank`
 
 // CountEntries counts payloads by state.
-func (w *Warehouse) CountEntries(ctx context.Context) (map[warehouse.EventKind]int, error) {
+func (w *Warehouse) CountEntries(ctx context.Context) (map[warehouse.EventKind]warehouse.StateCount, error) {
 	rows, err := w.readDB.QueryContext(ctx, countEntriesSQL)
 	if err != nil {
 		return nil, fmt.Errorf("count event entries: %w", err)
@@ -419,19 +419,20 @@ func (w *Warehouse) CountEntries(ctx context.Context) (map[warehouse.EventKind]i
 	return scanCounts(rows)
 }
 
-func scanCounts(rows *sql.Rows) (map[warehouse.EventKind]int, error) {
-	counts := map[warehouse.EventKind]int{}
+func scanCounts(rows *sql.Rows) (map[warehouse.EventKind]warehouse.StateCount, error) {
+	counts := map[warehouse.EventKind]warehouse.StateCount{}
 	for _, k := range warehouse.EventKinds {
-		counts[k] = 0
+		counts[k] = warehouse.StateCount{}
 	}
 	for rows.Next() {
 		var rank, n int
-		if err := rows.Scan(&rank, &n); err != nil {
+		var oldest int64
+		if err := rows.Scan(&rank, &n, &oldest); err != nil {
 			return nil, fmt.Errorf("count event entries: %w", err)
 		}
 		for _, k := range warehouse.EventKinds {
 			if k.Rank() == rank {
-				counts[k] = n
+				counts[k] = warehouse.StateCount{Entries: n, Oldest: time.Unix(0, oldest).UTC()}
 			}
 		}
 	}

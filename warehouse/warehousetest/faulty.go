@@ -161,7 +161,7 @@ func (f *Faulty) History(ctx context.Context, payloadID string) ([]warehouse.Eve
 }
 
 // CountEntries passes through.
-func (f *Faulty) CountEntries(ctx context.Context) (map[warehouse.EventKind]int, error) {
+func (f *Faulty) CountEntries(ctx context.Context) (map[warehouse.EventKind]warehouse.StateCount, error) {
 	log, err := f.eventLog()
 	if err != nil {
 		return nil, err
