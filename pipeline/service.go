@@ -421,7 +421,7 @@ func (s *Service) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.monitor.Healthz)
 	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.monitor.Readyz)))
 	mux.Handle("GET /metrics", s.Metrics.Handler())
-	return mux
+	return edge.RouteErrors(mux)
 }
 
 // Run serves until ctx ends, then shuts down gracefully: it stops taking

@@ -27,7 +27,10 @@ func (e *UnauthorizedError) Unwrap() error { return e.Err }
 type ForbiddenError struct {
 	Backend string
 	Tables  []string
-	Reason  string
+	// Paths, beside Tables, points at each table's first activity
+	// (/activities/2/table), for the problem's path.
+	Paths  []string
+	Reason string
 }
 
 func (e *ForbiddenError) Error() string {
@@ -77,6 +80,9 @@ func (e *ForbiddenError) Answer() (int, string, []messages.Problem, func(http.He
 	problems := make([]messages.Problem, len(e.Tables))
 	for i, t := range e.Tables {
 		problems[i] = messages.Problem{Message: fmt.Sprintf("backend %s may not write table %q", e.Backend, t)}
+		if i < len(e.Paths) {
+			problems[i].Path = e.Paths[i]
+		}
 	}
 	if len(problems) == 0 {
 		problems = []messages.Problem{{Message: e.Reason}}
