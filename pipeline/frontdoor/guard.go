@@ -122,10 +122,14 @@ func (g *Guard) keys(ref Refuser, next http.Handler) http.Handler {
 				Reason: "an admin key opens the admin API only; post with a backend's key"}))
 			return
 		}
-		if v := b.Take(time.Now()); !v.Allowed {
+		v := b.Take(time.Now())
+		if !v.Allowed {
 			ref.Refuse(w, r, messages.Refused(&QuotaError{Backend: b.Name, Rate: b.Rate, Burst: b.Burst,
 				Window: b.Window(), Remaining: v.Remaining, Wait: v.Wait}))
 			return
+		}
+		if v.Limited {
+			rateLimitHeader(w.Header(), b, v)
 		}
 		next.ServeHTTP(w, r)
 	})
