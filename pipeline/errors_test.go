@@ -1,7 +1,9 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"net/http"
 	"path/filepath"
 	"testing"
 
@@ -90,5 +92,19 @@ func TestErrorsShareOneShape(t *testing.T) {
 	code, h, raw := request(t, "POST", r.base+pipeline.IngestPath, ordersPayload("orders_eu"), append(key, "Accept", edge.ProblemType)...)
 	if code != 200 || h.Get("Content-Type") != "application/json" || json.Unmarshal(raw, &resp) != nil || resp.ID == "" {
 		t.Errorf("accepted with Accept: problem: %d %s %s", code, h.Get("Content-Type"), raw)
+	}
+}
+
+// The OpenAPI document is served as it is in the repository, with an ETag
+// a client revalidates against.
+func TestOpenAPIIsServed(t *testing.T) {
+	t.Parallel()
+	r := startService(t, testConfig(t, pipeline.PubSubEmbedded))
+	code, h, raw := request(t, "GET", r.base+edge.OpenAPIPath, "")
+	if code != 200 || h.Get("Content-Type") != "application/json" || !bytes.Equal(raw, edge.OpenAPIJSON()) || h.Get("ETag") == "" {
+		t.Fatalf("GET %s: %d %q, the document: %v", edge.OpenAPIPath, code, h.Get("Content-Type"), bytes.Equal(raw, edge.OpenAPIJSON()))
+	}
+	if code, _, _ := request(t, "GET", r.base+edge.OpenAPIPath, "", "If-None-Match", h.Get("ETag")); code != http.StatusNotModified {
+		t.Errorf("revalidated: %d, want 304", code)
 	}
 }

@@ -416,6 +416,7 @@ func (s *Service) routes() http.Handler {
 		// the edge would hold back the subscriber's status and answer 503.
 		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.guard.Ingest(s.edge, s.ingest.routes)))
 		mux.Handle("GET "+edge.SchemaPath, s.Metrics.InstrumentHTTP(edge.SchemaPath, edge.SchemaHandler()))
+		mux.Handle("GET "+edge.OpenAPIPath, s.Metrics.InstrumentHTTP(edge.OpenAPIPath, edge.OpenAPIHandler()))
 		mux.Handle("GET "+operator.StatusPath, s.Metrics.InstrumentHTTP(operator.StatusPath, s.guard.Status(s.status)))
 	}
 	mux.HandleFunc("GET /healthz", s.monitor.Healthz)
