@@ -113,14 +113,15 @@ func TestFrontDoor(t *testing.T) {
 		{"malformed header", "POST", r.base + pipeline.IngestPath, ordersPayload("orders"), []string{"Authorization", "Basic " + keys["billing"]},
 			want{401, "Unauthorized", "malformed Authorization header", []string{"WWW-Authenticate", "Bearer"}}},
 		{"X-API-Key", "POST", r.base + pipeline.IngestPath, ordersPayload("orders_us"), []string{"X-API-Key", keys["billing"]},
-			want{200, "Valid Schema", "", nil}},
+			want{200, "Valid Schema", "", []string{"RateLimit", "", "RateLimit-Policy", ""}}},
 		{"table not allowed", "POST", r.base + pipeline.IngestPath,
 			`{"activities":[{"operation":"insert","table":"orders_eu","col_names":["n"],"col_types":["INTEGER"],"col_values":[1]},` +
 				`{"operation":"insert","table":"users","col_names":["n"],"col_types":["INTEGER"],"col_values":[1]}]}`, bearer("billing"),
 			want{403, "Forbidden", `backend billing may not write table "users"`, nil}},
 		{"admin key posts", "POST", r.base + pipeline.IngestPath, ordersPayload("orders"), bearer("ops"),
 			want{403, "Forbidden", "an admin key opens the admin API only", nil}},
-		{"quota 1/2", "POST", r.base + pipeline.IngestPath, ordersPayload("shop_a"), bearer("shop"), want{200, "Valid Schema", "", nil}},
+		{"quota 1/2", "POST", r.base + pipeline.IngestPath, ordersPayload("shop_a"), bearer("shop"), want{200, "Valid Schema", "", []string{
+			"RateLimit-Policy", `"default";q=2;w=2`, "RateLimit", `"default";r=1;t=1`}}},
 		{"quota 2/2", "POST", r.base + pipeline.IngestPath, ordersPayload("shop_a"), bearer("shop"), want{200, "Valid Schema", "", nil}},
 		{"over quota", "POST", r.base + pipeline.IngestPath, ordersPayload("shop_a"), bearer("shop"),
 			want{429, "Too Many Requests", "backend shop is over its quota of 1 payloads/s (burst 2); retry after 1 s", []string{

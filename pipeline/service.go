@@ -416,12 +416,13 @@ func (s *Service) routes() http.Handler {
 		// the edge would hold back the subscriber's status and answer 503.
 		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.guard.Ingest(s.edge, s.ingest.routes)))
 		mux.Handle("GET "+edge.SchemaPath, s.Metrics.InstrumentHTTP(edge.SchemaPath, edge.SchemaHandler()))
+		mux.Handle("GET "+edge.OpenAPIPath, s.Metrics.InstrumentHTTP(edge.OpenAPIPath, edge.OpenAPIHandler()))
 		mux.Handle("GET "+operator.StatusPath, s.Metrics.InstrumentHTTP(operator.StatusPath, s.guard.Status(s.status)))
 	}
 	mux.HandleFunc("GET /healthz", s.monitor.Healthz)
 	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.monitor.Readyz)))
 	mux.Handle("GET /metrics", s.Metrics.Handler())
-	return mux
+	return edge.RouteErrors(mux)
 }
 
 // Run serves until ctx ends, then shuts down gracefully: it stops taking

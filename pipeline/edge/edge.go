@@ -143,6 +143,9 @@ type exchange struct {
 	key      string
 	claim    *keyEntry
 	replayed bool
+	// problem: the client asked for RFC 9457 errors (Accept), for an
+	// answer rendered without its request.
+	problem bool
 }
 
 // New returns an Edge, or the problems with cfg.
@@ -206,7 +209,7 @@ func (e *Edge) Middleware(next http.Handler) http.Handler {
 		}
 		key, err := parseIdempotencyKey(r.Header.Values("Idempotency-Key"))
 		if err != nil {
-			e.render(w, nil, &exchange{decided: true, err: err}, false)
+			e.render(w, nil, &exchange{decided: true, err: err, problem: wantsProblem(r.Header.Get("Accept"))}, false)
 			return
 		}
 		x := &exchange{done: make(chan struct{}), key: key}
@@ -430,6 +433,7 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	err, decided, readErr, id, replayed := x.err, x.decided, x.readErr, x.id, x.replayed
 	resp := Response{ID: x.id}
 	body := x.body
+	problem := x.problem || (r != nil && wantsProblem(r.Header.Get("Accept")))
 	x.mu.Unlock()
 	if readErr != nil {
 		err = readErr
@@ -493,6 +497,10 @@ func (e *Edge) render(w http.ResponseWriter, r *http.Request, x *exchange, clien
 	}
 	if resp.Status == http.StatusOK {
 		e.unavailable.OK()
+	}
+	if problem && resp.Status != http.StatusOK {
+		writeProblem(w, resp.Status, resp.Message, resp.Error)
+		return
 	}
 	buf := responseBuffers.Get().(*bytes.Buffer)
 	defer func() {

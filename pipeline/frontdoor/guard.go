@@ -1,6 +1,7 @@
 package frontdoor
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -121,10 +122,14 @@ func (g *Guard) keys(ref Refuser, next http.Handler) http.Handler {
 				Reason: "an admin key opens the admin API only; post with a backend's key"}))
 			return
 		}
-		if v := b.Take(time.Now()); !v.Allowed {
+		v := b.Take(time.Now())
+		if !v.Allowed {
 			ref.Refuse(w, r, messages.Refused(&QuotaError{Backend: b.Name, Rate: b.Rate, Burst: b.Burst,
 				Window: b.Window(), Remaining: v.Remaining, Wait: v.Wait}))
 			return
+		}
+		if v.Limited {
+			rateLimitHeader(w.Header(), b, v)
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -213,9 +218,31 @@ func (g *Guard) Authorize(msg *message.Message, tables []string) error {
 		return messages.Refused(&ForbiddenError{Backend: name, Reason: fmt.Sprintf("backend %s is no longer in BACKENDS_FILE", name)})
 	}
 	if refused := b.Refused(tables); len(refused) > 0 {
-		return messages.Refused(&ForbiddenError{Backend: name, Tables: refused})
+		return messages.Refused(&ForbiddenError{Backend: name, Tables: refused, Paths: tablePaths(msg.Payload, refused)})
 	}
 	return nil
+}
+
+// tablePaths points at each table's first mention in payload, a JSON
+// pointer such as /activities/2/table ("" when not found). The payload was
+// parsed already; reading it again costs a refused request only.
+func tablePaths(payload []byte, tables []string) []string {
+	var doc struct {
+		Activities []struct {
+			Table string `json:"table"`
+		} `json:"activities"`
+	}
+	_ = json.Unmarshal(payload, &doc)
+	paths := make([]string, len(tables))
+	for i, t := range tables {
+		for j, a := range doc.Activities {
+			if a.Table == t {
+				paths[i] = fmt.Sprintf("/activities/%d/table", j)
+				break
+			}
+		}
+	}
+	return paths
 }
 
 // errAdminOnly refuses a backend key on the admin API.

@@ -27,7 +27,10 @@ func (e *UnauthorizedError) Unwrap() error { return e.Err }
 type ForbiddenError struct {
 	Backend string
 	Tables  []string
-	Reason  string
+	// Paths, beside Tables, points at each table's first activity
+	// (/activities/2/table), for the problem's path.
+	Paths  []string
+	Reason string
 }
 
 func (e *ForbiddenError) Error() string {
@@ -62,8 +65,24 @@ func (e *QuotaError) retryAfter() int {
 func (e *QuotaError) header(h http.Header) {
 	s := strconv.Itoa(e.retryAfter())
 	h.Set("Retry-After", s)
-	h.Set("RateLimit-Policy", fmt.Sprintf(`"default";q=%d;w=%d`, e.Burst, e.Window))
-	h.Set("RateLimit", fmt.Sprintf(`"default";r=%d;t=%s`, e.Remaining, s))
+	setRateLimit(h, e.Burst, e.Window, e.Remaining, e.retryAfter())
+}
+
+// setRateLimit sets the IETF RateLimit fields
+// (draft-ietf-httpapi-ratelimit-headers): the policy, q requests per w
+// seconds (the burst, and the time an empty bucket takes to fill), and
+// where the backend stands, r requests left and t seconds until the quota
+// resets. Every answer to a backend with a quota carries them, so that a
+// client paces itself before it is refused.
+func setRateLimit(h http.Header, burst, window, remaining, reset int) {
+	h["Ratelimit-Policy"] = []string{`"default";q=` + strconv.Itoa(burst) + ";w=" + strconv.Itoa(window)}
+	h["Ratelimit"] = []string{`"default";r=` + strconv.Itoa(remaining) + ";t=" + strconv.Itoa(reset)}
+}
+
+// rateLimitHeader sets the RateLimit fields of an admitted request: t is
+// the seconds until the bucket is full again, rounded up (0: it is full).
+func rateLimitHeader(h http.Header, b *Backend, v Verdict) {
+	setRateLimit(h, b.Burst, b.Window(), v.Remaining, int(math.Ceil(v.Full.Seconds())))
 }
 
 // Answer is 401 with WWW-Authenticate: Bearer.
@@ -77,6 +96,9 @@ func (e *ForbiddenError) Answer() (int, string, []messages.Problem, func(http.He
 	problems := make([]messages.Problem, len(e.Tables))
 	for i, t := range e.Tables {
 		problems[i] = messages.Problem{Message: fmt.Sprintf("backend %s may not write table %q", e.Backend, t)}
+		if i < len(e.Paths) {
+			problems[i].Path = e.Paths[i]
+		}
 	}
 	if len(problems) == 0 {
 		problems = []messages.Problem{{Message: e.Reason}}

@@ -183,6 +183,10 @@ type Verdict struct {
 	Remaining int
 	// Wait is how long until the next token.
 	Wait time.Duration
+	// Full is how long until the bucket is full again; Limited says the
+	// backend has a quota at all (else Remaining, Wait and Full are 0).
+	Full    time.Duration
+	Limited bool
 }
 
 // Take takes one token from the backend's bucket. A backend without a
@@ -192,11 +196,17 @@ func (b *Backend) Take(now time.Time) Verdict {
 		return Verdict{Allowed: true}
 	}
 	if b.limiter.AllowN(now, 1) {
-		return Verdict{Allowed: true, Remaining: int(b.limiter.TokensAt(now))}
+		tokens := b.limiter.TokensAt(now)
+		return Verdict{Allowed: true, Limited: true, Remaining: int(tokens), Full: b.untilFull(tokens)}
 	}
 	tokens := b.limiter.TokensAt(now)
 	wait := time.Duration((1 - tokens) / b.Rate * float64(time.Second))
-	return Verdict{Remaining: max(0, int(tokens)), Wait: max(wait, 0)}
+	return Verdict{Limited: true, Remaining: max(0, int(tokens)), Wait: max(wait, 0), Full: b.untilFull(tokens)}
+}
+
+// untilFull is how long the bucket, holding tokens, takes to fill.
+func (b *Backend) untilFull(tokens float64) time.Duration {
+	return max(0, time.Duration((float64(b.Burst)-tokens)/b.Rate*float64(time.Second)))
 }
 
 // Window is the quota's window in whole seconds: how long an empty bucket
