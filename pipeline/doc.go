@@ -22,7 +22,9 @@
 //   - transport.go, health_config.go, operator.go, outbox_workers.go,
 //     frontdoor_wiring.go, warehouse_open.go: each builds one package's
 //     Config from Config, and its collaborators from the others;
-//   - watermill_logger.go: Watermill's logger over slog, gated by level.
+//   - watermill_logger.go: Watermill's logger over slog, gated by level;
+//   - check.go: `gatekeeper check`, which looks at what a process with
+//     Config needs (Pub/Sub, IAM, the warehouse) before a deploy.
 //
 // The parts: transport (Pub/Sub: clients, publisher, subscribers, topics
 // and subscriptions, and the embedded server), health (/readyz, /healthz

@@ -31,7 +31,7 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		args []string
 		want string // the first line of stderr
 	}{
-		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison, status, outbox, keys, loadgen, healthcheck, version, help); see gatekeeper --help`},
+		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison, status, outbox, keys, loadgen, check, healthcheck, version, help); see gatekeeper --help`},
 		{[]string{"outbox"}, "usage: gatekeeper outbox salvage [--dry-run] [flags]"},
 		{[]string{"outbox", "frob"}, "usage: gatekeeper outbox salvage [--dry-run] [flags]"},
 		{[]string{"outbox", "salvage", "extra"}, "gatekeeper: outbox salvage takes no arguments (got [extra]); the file is --outbox-path"},

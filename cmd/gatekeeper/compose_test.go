@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -21,6 +22,7 @@ type composeFile struct {
 
 type composeService struct {
 	Image       string            `yaml:"image"`
+	Platform    string            `yaml:"platform"`
 	Build       string            `yaml:"build"`
 	Command     string            `yaml:"command"`
 	Environment map[string]string `yaml:"environment"`
@@ -114,6 +116,30 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 	_, port, _ := strings.Cut(gk.Environment["HTTP_ADDR"], ":")
 	if len(gk.Ports) == 0 || !strings.HasSuffix(gk.Ports[0], ":"+port) {
 		t.Errorf("published ports %v do not reach HTTP_ADDR %s", gk.Ports, gk.Environment["HTTP_ADDR"])
+	}
+}
+
+// Every image is pinned to a version, so that every clone pulls what was
+// tested; and the BigQuery emulator, published for amd64 only, names its
+// platform, so that an arm64 host pulls it too (and runs it emulated).
+func TestComposeImagesArePinnedAndPullOnArm64(t *testing.T) {
+	t.Parallel()
+	compose := readCompose(t)
+	version := regexp.MustCompile(`^v?\d+(\.\d+)+(-[a-z]+)?$`)
+	for name, svc := range compose.Services {
+		if svc.Image == "" {
+			continue // built here
+		}
+		_, tag, ok := strings.Cut(svc.Image[strings.LastIndex(svc.Image, "/")+1:], ":")
+		if !ok || !version.MatchString(tag) {
+			t.Errorf("%s: image %q is not pinned to a version (want a tag such as 1.2.3 or 573.0.0-emulators)", name, svc.Image)
+		}
+	}
+	if bq := compose.Services["bigquery-emulator"]; bq.Platform != "linux/amd64" {
+		t.Errorf("bigquery-emulator: platform %q, want linux/amd64 (its image has no arm64 manifest)", bq.Platform)
+	}
+	if emu := compose.Services["pubsub-emulator"]; !strings.HasSuffix(emu.Image, "-emulators") {
+		t.Errorf("pubsub-emulator: image %q, want a VERSION-emulators tag", emu.Image)
 	}
 }
 

@@ -44,6 +44,7 @@ func commands() []command {
 		{"outbox", "salvage", "save what can be read of a damaged outbox into a new one", outboxCommand},
 		{"keys", "new BACKEND", "a fresh API key: an entry for BACKENDS_FILE on stdout, the key on stderr", keysCommand},
 		{"loadgen", "[flags]", "post a bounded load to a local service and report latency", loadgenCommand},
+		{"check", "[flags]", "before a deploy: check settings, Pub/Sub, IAM and the warehouse; exit 0 only when all pass", check},
 		{"healthcheck", "", "exit 0 when the local service is ready (for containers without curl)", healthcheck},
 		{"version", "", "print the version (also --version)", versionCommand},
 		{"help", "", "print this list (also --help)", help},

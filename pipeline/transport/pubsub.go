@@ -331,8 +331,40 @@ func (r Resource) Name() string {
 
 // resources lists, topics before their subscriptions, what the stages this
 // process runs need.
-func (ps *PubSub) resources() []Resource {
-	c := ps.cfg
+func (ps *PubSub) resources() []Resource { return resourcesOf(ps.cfg) }
+
+// Needs lists, topics before their subscriptions, the resources a process
+// with cfg needs, without connecting: what `gatekeeper check` looks for.
+func Needs(cfg Config) []Resource {
+	cfg.setDefaults()
+	return resourcesOf(cfg)
+}
+
+// GcloudCreate is the gcloud command that creates r in project as
+// gatekeeper would (CREATE_RESOURCES=true), for a deployer who creates
+// the resources beforehand.
+func (r Resource) GcloudCreate(project string) string {
+	if r.Subscription == "" {
+		return fmt.Sprintf("gcloud pubsub topics create %s --project=%s", r.Topic, project)
+	}
+	cmd := fmt.Sprintf("gcloud pubsub subscriptions create %s --project=%s --topic=%s --ack-deadline=%d --message-retention-duration=7d",
+		r.Subscription, project, r.Topic, int(r.ackDeadline/time.Second))
+	if r.exactlyOnce {
+		cmd += " --enable-exactly-once-delivery"
+	}
+	if r.ordered {
+		cmd += " --enable-message-ordering"
+	}
+	if r.deadLetterTopic != "" {
+		cmd += fmt.Sprintf(" --dead-letter-topic=%s --max-delivery-attempts=%d", r.deadLetterTopic, r.deadLetterAttempts)
+	}
+	if r.expires {
+		cmd += " --expiration-period=1d"
+	}
+	return cmd
+}
+
+func resourcesOf(c Config) []Resource {
 	rs := []Resource{{Topic: c.Topic}, {Topic: c.OrderedTopic}}
 	// The ingest stage needs the apply subscriptions as much as the apply
 	// stage does: Pub/Sub drops what is published to a topic without one.
@@ -342,7 +374,7 @@ func (ps *PubSub) resources() []Resource {
 		// applied; 20 s only bounds how soon a crashed consumer's
 		// messages are redelivered.
 		ackDeadline: 20 * time.Second,
-		exactlyOnce: !c.DisableExactlyOnceDelivery && ps.Mode == ModeGoogle,
+		exactlyOnce: !c.DisableExactlyOnceDelivery && c.Mode == ModeGoogle,
 		// Unordered: the payloads here have no ordering key, and an
 		// ordered subscription would cap the apply stage's intake (on
 		// the emulator at 53 payloads/s from a backlog of 100,000, with
