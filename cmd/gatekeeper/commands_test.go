@@ -118,8 +118,10 @@ func TestBadFlagIsOneLine(t *testing.T) {
 }
 
 // healthcheck asks /readyz on HTTP_ADDR: 0 only for a 200.
-// Every command's --help lists the flags only that command has, and serve's
-// lists LOG_LEVEL and LOG_FORMAT, which docs/configuration.md's table has.
+// Every command's --help lists the flags that command has, each with a
+// placeholder for its value (--rate N), and serve's --help-all lists
+// LOG_LEVEL and LOG_FORMAT, which docs/configuration.md's table has. The
+// commands that ask the service list none of serve's tuning.
 func TestHelpListsEveryFlag(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -135,7 +137,8 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		{[]string{"poison", "purge", "--help"}, []string{"all", "yes", "table", "reason"}},
 		{[]string{"status", "--help"}, []string{"json"}},
 		{[]string{"outbox", "salvage", "--help"}, []string{"dry-run", "outbox-path"}},
-		{[]string{"serve", "--help"}, []string{"log-level"}},
+		{[]string{"serve", "--help-all"}, []string{"log-level"}},
+		{[]string{"help", "rows"}, []string{"limit", "server", "admin-key", "direct", "warehouse"}},
 	} {
 		r := runIn(c.args...)
 		if r.code != 0 {
@@ -147,7 +150,22 @@ func TestHelpListsEveryFlag(t *testing.T) {
 			}
 		}
 		if c.args[0] == "serve" && !strings.Contains(r.stdout, "LOG_FORMAT") {
-			t.Errorf("serve --help does not mention LOG_FORMAT")
+			t.Errorf("serve --help-all does not mention LOG_FORMAT")
+		}
+	}
+	for _, args := range [][]string{{"tables", "--help"}, {"rows", "--help"}, {"status", "--help"}, {"healthcheck", "--help"},
+		{"help", "poison", "list"}, {"poison", "replay", "--help"}, {"outbox", "salvage", "--help"}, {"serve", "--help"}} {
+		r := runIn(args...)
+		for _, tuning := range []string{"MAX_BODY_BYTES", "RETRY_MAX", "GROUP_MAX_SIZE", "SHUTDOWN_TIMEOUT"} {
+			if strings.Contains(r.stdout, tuning) {
+				t.Errorf("%s lists %s, a setting of serve's tuning", strings.Join(args, " "), tuning)
+			}
+		}
+		// A flag that takes a value shows a placeholder for it.
+		for _, name := range []string{"limit", "rate", "server", "warehouse", "http-addr", "since", "output"} {
+			if m := regexp.MustCompile(`(?m)^  (-., )?--` + name + `( [A-Z][^ \n]*)?( \[|$)`).FindStringSubmatch(r.stdout); m != nil && m[2] == "" {
+				t.Errorf("%s: --%s has no placeholder for its value", strings.Join(args, " "), name)
+			}
 		}
 	}
 }

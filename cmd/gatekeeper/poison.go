@@ -30,8 +30,10 @@ const (
 
 const poisonUsage = `usage: gatekeeper poison COMMAND [flags]
 
-Commands (they read the poison index in the warehouse, never the poison
-subscription, so operators side by side see the same set):
+Commands (they ask the running service's admin API, on ADMIN_ADDR or
+--server, which reads the poison index in the warehouse, never the poison
+subscription, so operators side by side see the same set; --direct reads
+the warehouse and publishes to Pub/Sub without the service):
   list [filters] [--limit N] [--json]   poisoned payloads, most recent first
   summary [filters] [--json]            failures grouped by class, tables and reason
   show ID [--json]                      one payload: metadata, history, the payload
@@ -64,6 +66,24 @@ var poisonSynopsis = map[string]string{
 	"purge":   "usage: gatekeeper poison purge (ID... | --all | filters) [--yes]",
 }
 
+// poisonAbout says what each command does, under its synopsis.
+var poisonAbout = map[string]string{
+	"list":    "Lists the payloads the filters select, most recently changed first.",
+	"summary": "Groups the payloads the filters select by cause (error class, tables, reason), largest first.",
+	"show":    "Shows one payload: its record, metadata, history and the payload itself.",
+	"replay": "Publishes the payloads again with their own id, each re-validated through the gate first;\n" +
+		"the ledger applies each at most once. A filtered or --all replay asks first, stating the count.",
+	"export": "Writes the payloads as JSON lines (payload_id, metadata, payload), to edit and replay with --from.",
+	"purge":  "Marks the payloads as dropped: they are never replayed. Asks first, stating the count.",
+}
+
+// poisonWhere ends each poison command's --help.
+const poisonWhere = `It asks the running service's admin API (ADMIN_ADDR, or --server); --direct
+reads the warehouse (and, to replay, publishes to Pub/Sub) itself.
+
+Exit codes: 0 ok; 1 operational error (including "some were refused" and
+unknown ids, and no service to ask); 2 usage.`
+
 // poisonFlags are the flags of one poison command beside the settings.
 type poisonFlags struct {
 	filters              map[string]*string
@@ -82,9 +102,9 @@ type (
 	filterFlags struct {
 		Table   string `name:"table" help:"only payloads that touch this table"`
 		Class   string `name:"class" help:"only this error class: invalid, transient, permanent or unknown"`
-		Since   string `name:"since" help:"only payloads whose state changed since: a duration (1h) or an RFC 3339 time"`
-		Reason  string `name:"reason" help:"only payloads whose reason contains this (case-insensitive)"`
-		Backend string `name:"backend" help:"only payloads this backend (BACKENDS_FILE) sent"`
+		Since   string `name:"since" placeholder:"DURATION|TIME" help:"only payloads whose state changed since: a duration (1h) or an RFC 3339 time"`
+		Reason  string `name:"reason" placeholder:"TEXT" help:"only payloads whose reason contains this (case-insensitive)"`
+		Backend string `name:"backend" placeholder:"NAME" help:"only payloads this backend (BACKENDS_FILE) sent"`
 		State   string `name:"state" help:"only this state: poisoned, replayed or purged (default poisoned)"`
 	}
 	limitFlag struct {
@@ -98,14 +118,14 @@ type (
 		Yes    bool    `name:"yes" help:"do not ask before replaying a filtered or --all selection"`
 		DryRun bool    `name:"dry-run" help:"check and count; publish nothing"`
 		Rate   float64 `name:"rate" default:"100" help:"payloads per second"`
-		From   string  `name:"from" help:"replay the JSON lines of this file (from export, edited), each validated by the gate"`
+		From   string  `name:"from" placeholder:"FILE" help:"replay the JSON lines of this file (from export, edited), each validated by the gate"`
 	}
 	purgeFlags struct {
 		All bool `name:"all" help:"every payload the filters select (all poisoned ones without filters)"`
 		Yes bool `name:"yes" help:"do not ask for confirmation"`
 	}
 	exportFlags struct {
-		Output string `name:"output" short:"o" help:"write to this file instead of stdout"`
+		Output string `name:"output" short:"o" placeholder:"FILE" help:"write to this file instead of stdout"`
 	}
 )
 
@@ -162,7 +182,7 @@ func poison(args []string, stdout, stderr io.Writer) int {
 	p.filtered = p.verb != "show"
 	p.acceptsIDs = p.verb == "show" || p.verb == "replay" || p.verb == "purge"
 	p.hasLimit = p.verb == "list"
-	synopsis := poisonSynopsis[p.verb] + "\n\n" + poisonUsage[strings.Index(poisonUsage, "\n\n")+2:]
+	synopsis := poisonSynopsis[p.verb] + "\n\n" + poisonAbout[p.verb] + "\n\n" + poisonWhere
 	own, done := p.bind()
 	var reach reachFlags
 	reads := reachReads

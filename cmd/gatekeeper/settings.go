@@ -116,8 +116,8 @@ func parseInto(grammar any, name, synopsis string, args []string, lookup func(st
 		return err // a programming error in the tags
 	}
 	_, err = k.Parse(args)
-	if errors.Is(err, errHelp) {
-		printHelp(stdout, k.Model, synopsis)
+	if errors.Is(err, errHelp) || errors.Is(err, errHelpAll) {
+		printHelp(stdout, k.Model, synopsis, errors.Is(err, errHelpAll))
 		return errHelp
 	}
 	if err == nil && len(p.errs) > 0 {
@@ -140,6 +140,9 @@ func parseInto(grammar any, name, synopsis string, args []string, lookup func(st
 // "default". Field names are pipeline.Config's, so that defaults() can read
 // every static default from pipeline.DefaultConfig, their one home.
 //
+// The essential ones (tag essential) are what most deployments set; serve
+// --help shows them, --help-all and docs/configuration.md every one.
+//
 // A shown tag is the default --help and the docs give for a setting whose
 // default is derived from others (the field's default is then empty).
 //
@@ -149,18 +152,18 @@ func parseInto(grammar any, name, synopsis string, args []string, lookup func(st
 type settings struct {
 	LogLevel              string        `name:"log-level" envvar:"LOG_LEVEL" default:"${LOG_LEVEL}" help:"debug, info, warn or error"`
 	LogFormat             string        `name:"log-format" envvar:"LOG_FORMAT" default:"text" help:"text or json"`
-	ProjectID             string        `name:"project-id" envvar:"PROJECT_ID" shown:"gatekeeper-local; required on Google" help:"Google Cloud project of the topics and the BigQuery dataset"`
-	DatasetID             string        `name:"dataset-id" envvar:"DATASET_ID" default:"${DATASET_ID}" help:"BigQuery dataset"`
-	TopicID               string        `name:"topic-id" envvar:"TOPIC_ID" default:"${TOPIC_ID}" help:"topic of accepted payloads"`
-	SubscriptionID        string        `name:"subscription-id" envvar:"SUBSCRIPTION_ID" default:"${SUBSCRIPTION_ID}" help:"apply stage's subscription on the topic"`
+	ProjectID             string        `name:"project-id" envvar:"PROJECT_ID" essential:"" shown:"gatekeeper-local; required on Google" help:"Google Cloud project of the topics and the BigQuery dataset"`
+	DatasetID             string        `name:"dataset-id" envvar:"DATASET_ID" essential:"" default:"${DATASET_ID}" help:"BigQuery dataset"`
+	TopicID               string        `name:"topic-id" envvar:"TOPIC_ID" essential:"" default:"${TOPIC_ID}" help:"topic of accepted payloads"`
+	SubscriptionID        string        `name:"subscription-id" envvar:"SUBSCRIPTION_ID" essential:"" default:"${SUBSCRIPTION_ID}" help:"apply stage's subscription on the topic"`
 	OrderedTopicID        string        `name:"ordered-topic-id" envvar:"ORDERED_TOPIC_ID" shown:"TOPIC_ID-ordered" help:"topic of accepted payloads with an ordering key"`
 	OrderedSubscriptionID string        `name:"ordered-subscription-id" envvar:"ORDERED_SUBSCRIPTION_ID" shown:"SUBSCRIPTION_ID-ordered" help:"apply stage's ordered subscription on the ordered topic"`
 	PoisonTopicID         string        `name:"poison-topic-id" envvar:"POISON_TOPIC_ID" shown:"TOPIC_ID-poison" help:"topic of payloads that could not be applied"`
 	PoisonSubscriptionID  string        `name:"poison-subscription-id" envvar:"POISON_SUBSCRIPTION_ID" shown:"SUBSCRIPTION_ID-poison" help:"subscription that keeps poisoned payloads"`
 	AppliedTopicID        string        `name:"applied-topic-id" envvar:"APPLIED_TOPIC_ID" shown:"TOPIC_ID-applied" help:"topic of applied events"`
 	CredentialsFile       string        `name:"credentials" placeholder:"FILE" envvar:"GOOGLE_APPLICATION_CREDENTIALS" help:"service account key file; selects Google Pub/Sub in auto mode"`
-	PubSubMode            string        `name:"pubsub-mode" envvar:"PUBSUB_MODE" default:"${PUBSUB_MODE}" help:"auto, embedded, emulator or google"`
-	EmulatorHost          string        `name:"pubsub-emulator-host" placeholder:"HOST:PORT" envvar:"PUBSUB_EMULATOR_HOST" help:"Pub/Sub emulator host:port; selects emulator mode"`
+	PubSubMode            string        `name:"pubsub-mode" envvar:"PUBSUB_MODE" essential:"" default:"${PUBSUB_MODE}" help:"auto, embedded, emulator or google"`
+	EmulatorHost          string        `name:"pubsub-emulator-host" placeholder:"HOST:PORT" envvar:"PUBSUB_EMULATOR_HOST" essential:"" help:"Pub/Sub emulator host:port; selects emulator mode"`
 	EmbeddedPubSubAddr    string        `name:"pubsub-embedded-addr" placeholder:"HOST:PORT" envvar:"PUBSUB_EMBEDDED_ADDR" default:"${PUBSUB_EMBEDDED_ADDR}" help:"where the embedded Pub/Sub listens"`
 	EmbeddedMaxBacklog    int           `name:"embedded-max-backlog" envvar:"EMBEDDED_MAX_BACKLOG" default:"${EMBEDDED_MAX_BACKLOG}" help:"accepted payloads that may wait for the apply stage on the embedded Pub/Sub; past it, 503"`
 	CreateResources       bool          `name:"create-resources" envvar:"CREATE_RESOURCES" default:"true" help:"create missing topics, subscriptions and the BigQuery dataset at start; false only checks them"`
@@ -169,12 +172,12 @@ type settings struct {
 	ReceiveStreams        int           `name:"receive-streams" envvar:"RECEIVE_STREAMS" shown:"${RECEIVE_STREAMS_EMBEDDED} on the embedded Pub/Sub, ${RECEIVE_STREAMS_EMULATOR} on the emulator, ${RECEIVE_STREAMS_GOOGLE} on Google" help:"streaming pulls opened by the apply stage"`
 	MaxOutstanding        int           `name:"max-outstanding" envvar:"MAX_OUTSTANDING" default:"${MAX_OUTSTANDING}" help:"unacknowledged messages the apply stage holds at once"`
 	Stages                string        `name:"stages" envvar:"STAGES" default:"${STAGES}" help:"comma-separated stages to run: ingest, apply"`
-	HTTPAddr              string        `name:"http-addr" placeholder:"HOST:PORT" envvar:"HTTP_ADDR" default:"${HTTP_ADDR}" help:"HTTP listen address (API, /healthz, /readyz, /metrics)"`
-	AdminAddr             string        `name:"admin-addr" placeholder:"HOST:PORT" envvar:"ADMIN_ADDR" default:"${ADMIN_ADDR}" help:"operators' console listen address (admin API /api/poison, page /ui/poison; needs an admin key with --backends-file), or off"`
+	HTTPAddr              string        `name:"http-addr" placeholder:"HOST:PORT" envvar:"HTTP_ADDR" essential:"" default:"${HTTP_ADDR}" help:"HTTP listen address (API, /healthz, /readyz, /metrics)"`
+	AdminAddr             string        `name:"admin-addr" placeholder:"HOST:PORT" envvar:"ADMIN_ADDR" essential:"" default:"${ADMIN_ADDR}" help:"operators' console listen address (admin API /api/poison, page /ui/poison; needs an admin key with --backends-file), or off"`
 	MaxBodyBytes          int64         `name:"max-body-bytes" envvar:"MAX_BODY_BYTES" default:"${MAX_BODY_BYTES}" help:"largest accepted request body; larger gets 413"`
 	IdempotencyTTL        time.Duration `name:"idempotency-ttl" envvar:"IDEMPOTENCY_TTL" default:"${IDEMPOTENCY_TTL}" help:"how long an ingestion process remembers an accepted Idempotency-Key for 200 replayed and 422; the ledger dedups after"`
 	IdempotencyMaxKeys    int           `name:"idempotency-max-keys" envvar:"IDEMPOTENCY_MAX_KEYS" default:"${IDEMPOTENCY_MAX_KEYS}" help:"Idempotency-Keys an ingestion process remembers at most; the oldest go first"`
-	BackendsFile          string        `name:"backends-file" envvar:"BACKENDS_FILE" help:"backends, their API keys (see gatekeeper keys new), quotas and tables, and the admin keys; reloaded on SIGHUP"`
+	BackendsFile          string        `name:"backends-file" envvar:"BACKENDS_FILE" essential:"" help:"backends, their API keys (see gatekeeper keys new), quotas and tables, and the admin keys; reloaded on SIGHUP"`
 	Auth                  string        `name:"auth" placeholder:"MODE" envvar:"AUTH" default:"${AUTH}" help:"auto: API keys with --backends-file; without it only the embedded Pub/Sub runs unauthenticated. none: no authentication on any Pub/Sub"`
 	MaxInFlightPublishes  int           `name:"max-in-flight-publishes" envvar:"MAX_IN_FLIGHT_PUBLISHES" default:"${MAX_IN_FLIGHT_PUBLISHES}" help:"payloads the gate publishes at once; past it, 503 (load shedding)"`
 	MaxInFlightBytes      int64         `name:"max-in-flight-bytes" envvar:"MAX_IN_FLIGHT_BYTES" default:"${MAX_IN_FLIGHT_BYTES}" help:"request body bytes handled at once (Content-Length, else --max-body-bytes, reserved before the body is read); past it, 503 (load shedding)"`
@@ -182,7 +185,7 @@ type settings struct {
 	ReadTimeout           time.Duration `name:"read-timeout" envvar:"READ_TIMEOUT" default:"${READ_TIMEOUT}" help:"HTTP server ReadTimeout"`
 	WriteTimeout          time.Duration `name:"write-timeout" envvar:"WRITE_TIMEOUT" default:"${WRITE_TIMEOUT}" help:"HTTP server WriteTimeout; must exceed --publish-timeout"`
 	IdleTimeout           time.Duration `name:"idle-timeout" envvar:"IDLE_TIMEOUT" default:"${IDLE_TIMEOUT}" help:"HTTP server IdleTimeout"`
-	Warehouse             string        `name:"warehouse" placeholder:"URL" envvar:"WAREHOUSE" default:"${WAREHOUSE}" help:"sqlite:PATH or bigquery"`
+	Warehouse             string        `name:"warehouse" placeholder:"URL" envvar:"WAREHOUSE" essential:"" default:"${WAREHOUSE}" help:"sqlite:PATH or bigquery"`
 	BigQueryEmulatorHost  string        `name:"bigquery-emulator-host" placeholder:"HOST:PORT" envvar:"BIGQUERY_EMULATOR_HOST" help:"BigQuery emulator host:port, for WAREHOUSE=bigquery"`
 	BigQueryLocation      string        `name:"bigquery-location" envvar:"BIGQUERY_LOCATION" help:"location of a dataset gatekeeper creates, and of its jobs"`
 	ApplyTimeout          time.Duration `name:"apply-timeout" envvar:"APPLY_TIMEOUT" default:"${APPLY_TIMEOUT}" help:"longest single apply attempt"`
@@ -403,13 +406,22 @@ type helpFlag bool
 
 func (helpFlag) BeforeReset() error { return errHelp }
 
+// errHelpAll is returned when --help-all was asked for.
+var errHelpAll = errors.New("help with every setting requested")
+
+// helpAllFlag is --help-all: the help with every setting, tuning included.
+type helpAllFlag bool
+
+func (helpAllFlag) BeforeReset() error { return errHelpAll }
+
 // cli is the grammar of one command: the settings, the command's own
 // flags (embedded), and the positional arguments, which may come before,
 // between or after the flags.
 type cli struct {
-	Help     helpFlag `name:"help" short:"h" help:"print this help"`
-	Settings settings `embed:""`
-	Args     []string `arg:"" optional:"" hidden:""`
+	Help     helpFlag    `name:"help" short:"h" help:"print this help"`
+	HelpAll  helpAllFlag `name:"help-all" help:"print this help with every setting, the tuning ones too"`
+	Settings settings    `embed:""`
+	Args     []string    `arg:"" optional:"" hidden:""`
 }
 
 // numbers are the named numbers help text shows, each from its one home.
@@ -428,13 +440,20 @@ func shownDefault(f *kong.Flag) string {
 }
 
 // printHelp prints synopsis, the command's own flags, then each setting
-// with the environment variable it falls back to and its default.
-func printHelp(w io.Writer, app *kong.Application, synopsis string) {
+// with the environment variable it falls back to and its default: only
+// the essential ones of a command that reads them all, unless all.
+func printHelp(w io.Writer, app *kong.Application, synopsis string, all bool) {
 	fmt.Fprintf(w, "%s\n", synopsis)
 	var own, set []*kong.Flag
+	tuning := 0
+	// Only the grammar of a command that reads every setting (cli) has
+	// --help-all.
+	every := slices.ContainsFunc(app.Flags, func(f *kong.Flag) bool { return f.Name == "help-all" })
 	for _, f := range app.Flags {
 		switch {
-		case f.Hidden || f.Name == "help":
+		case f.Hidden || f.Name == "help" || f.Name == "help-all":
+		case f.Tag.Get("envvar") != "" && every && !all && !f.Tag.Has("essential"):
+			tuning++
 		case f.Tag.Get("envvar") != "":
 			set = append(set, f)
 		default:
@@ -458,13 +477,20 @@ func printHelp(w io.Writer, app *kong.Application, synopsis string) {
 	if len(set) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\nSettings (each flag falls back to the environment variable in brackets; flags win):\n")
+	title := "Settings"
+	if tuning > 0 {
+		title = "Essential settings"
+	}
+	fmt.Fprintf(w, "\n%s (each flag falls back to the environment variable in brackets; flags win):\n", title)
 	for _, f := range set {
 		text := f.Help
 		if def := shownDefault(f); def != "" {
 			text += " (default " + def + ")"
 		}
 		fmt.Fprintf(w, "  --%s%s [%s]\n        %s\n", f.Name, placeholder(f), f.Tag.Get("envvar"), text)
+	}
+	if tuning > 0 {
+		fmt.Fprintf(w, "\n%d more settings tune it: --help-all lists every one, as docs/configuration.md does.\n", tuning)
 	}
 	fmt.Fprintln(w, "\nA .env file in the working directory is read first; the real environment wins over it.")
 }
