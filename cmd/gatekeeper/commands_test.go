@@ -35,15 +35,16 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		{[]string{"outbox"}, "usage: gatekeeper outbox salvage [--dry-run] [flags]"},
 		{[]string{"outbox", "frob"}, "usage: gatekeeper outbox salvage [--dry-run] [flags]"},
 		{[]string{"outbox", "salvage", "extra"}, "gatekeeper: outbox salvage takes no arguments (got [extra]); the file is --outbox-path"},
-		{[]string{"rows", "--warehouse", wh}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
-		{[]string{"rows", "t1", "t2", "--warehouse", wh}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
-		{[]string{"rows", "--warehouse", wh, "t1", "t2"}, "gatekeeper: usage: gatekeeper rows TABLE [flags]"},
-		{[]string{"tables", "--warehouse", wh, "extra"}, "gatekeeper: usage: gatekeeper tables [flags]"},
+		{[]string{"rows", "--warehouse", wh}, "gatekeeper: rows takes one table name; see gatekeeper rows --help"},
+		{[]string{"rows", "t1", "t2", "--warehouse", wh}, "gatekeeper: rows takes one table name; see gatekeeper rows --help"},
+		{[]string{"rows", "--warehouse", wh, "t1", "t2"}, "gatekeeper: rows takes one table name; see gatekeeper rows --help"},
+		{[]string{"tables", "--warehouse", wh, "extra"}, "gatekeeper: tables takes no arguments; see gatekeeper tables --help"},
+		{[]string{"tables", "--max-body-bytes", "5"}, "gatekeeper: unknown flag --max-body-bytes"},
 		{[]string{"rows", "t1", "--limit", "many", "--warehouse", wh}, `gatekeeper: --limit "many": want a whole number, such as 100; see gatekeeper rows --help`},
-		{[]string{"poison"}, "usage: gatekeeper poison COMMAND [flags]"},
-		{[]string{"poison", "frob"}, "usage: gatekeeper poison COMMAND [flags]"},
+		{[]string{"poison"}, "gatekeeper: poison needs a command (list, summary, show, replay, export, purge); see gatekeeper poison --help"},
+		{[]string{"poison", "frob"}, `gatekeeper: unknown poison command "frob" (want list, summary, show, replay, export, purge); see gatekeeper poison --help`},
 		{[]string{"poison", "list", "--limit", "x"}, `gatekeeper: --limit "x": want a whole number, such as 100; see gatekeeper poison list --help`},
-		{[]string{"poison", "list", "--id", "x"}, "gatekeeper: unknown flag --id, did you mean one of"},
+		{[]string{"poison", "list", "--id", "x"}, "gatekeeper: unknown flag --id; see gatekeeper poison list --help"},
 		{[]string{"poison", "list", "--warehouse", wh, "some-id"}, "gatekeeper: poison list takes no payload ids (got some-id); use the filters"},
 		{[]string{"poison", "list", "--warehouse", wh, "--class", "fatal", "--since", "soon"}, `gatekeeper: class "fatal": want one of invalid, transient, permanent, unknown`},
 		{[]string{"poison", "list", "--warehouse", wh, "--state", "gone"}, `gatekeeper: state "gone": want one of poisoned, replayed, purged`},
@@ -52,7 +53,7 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		{[]string{"poison", "purge", "--warehouse", wh}, "gatekeeper: poison purge: name payload ids, a filter, or --all"},
 		{[]string{"poison", "replay", "--warehouse", wh, "--rate", "0", "--all"}, "gatekeeper: --rate 0: want payloads per second above 0"},
 		{[]string{"poison", "replay", "--warehouse", wh, "--from", "f.jsonl", "some-id"}, "gatekeeper: replay --from FILE takes no ids and no --all"},
-		{[]string{"status", "--warehouse", wh}, "gatekeeper: usage: gatekeeper status ID [--json]"},
+		{[]string{"status", "--warehouse", wh}, "gatekeeper: status takes one payload id; see gatekeeper status --help"},
 		{[]string{"healthcheck", "--http-addr", "no-port"}, "gatekeeper: HTTP_ADDR: address no-port: missing port in address"},
 		{[]string{"tables", "--warehouse", "postgres:x"}, `gatekeeper: WAREHOUSE: "postgres:x": want sqlite:PATH or bigquery`},
 	}
@@ -117,8 +118,10 @@ func TestBadFlagIsOneLine(t *testing.T) {
 }
 
 // healthcheck asks /readyz on HTTP_ADDR: 0 only for a 200.
-// Every command's --help lists the flags only that command has, and serve's
-// lists LOG_LEVEL and LOG_FORMAT, which docs/configuration.md's table has.
+// Every command's --help lists the flags that command has, each with a
+// placeholder for its value (--rate N), and serve's --help-all lists
+// LOG_LEVEL and LOG_FORMAT, which docs/configuration.md's table has. The
+// commands that ask the service list none of serve's tuning.
 func TestHelpListsEveryFlag(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
@@ -134,7 +137,8 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		{[]string{"poison", "purge", "--help"}, []string{"all", "yes", "table", "reason"}},
 		{[]string{"status", "--help"}, []string{"json"}},
 		{[]string{"outbox", "salvage", "--help"}, []string{"dry-run", "outbox-path"}},
-		{[]string{"serve", "--help"}, []string{"log-level"}},
+		{[]string{"serve", "--help-all"}, []string{"log-level"}},
+		{[]string{"help", "rows"}, []string{"limit", "server", "admin-key", "direct", "warehouse"}},
 	} {
 		r := runIn(c.args...)
 		if r.code != 0 {
@@ -146,7 +150,22 @@ func TestHelpListsEveryFlag(t *testing.T) {
 			}
 		}
 		if c.args[0] == "serve" && !strings.Contains(r.stdout, "LOG_FORMAT") {
-			t.Errorf("serve --help does not mention LOG_FORMAT")
+			t.Errorf("serve --help-all does not mention LOG_FORMAT")
+		}
+	}
+	for _, args := range [][]string{{"tables", "--help"}, {"rows", "--help"}, {"status", "--help"}, {"healthcheck", "--help"},
+		{"help", "poison", "list"}, {"poison", "replay", "--help"}, {"outbox", "salvage", "--help"}, {"serve", "--help"}} {
+		r := runIn(args...)
+		for _, tuning := range []string{"MAX_BODY_BYTES", "RETRY_MAX", "GROUP_MAX_SIZE", "SHUTDOWN_TIMEOUT"} {
+			if strings.Contains(r.stdout, tuning) {
+				t.Errorf("%s lists %s, a setting of serve's tuning", strings.Join(args, " "), tuning)
+			}
+		}
+		// A flag that takes a value shows a placeholder for it.
+		for _, name := range []string{"limit", "rate", "server", "warehouse", "http-addr", "since", "output"} {
+			if m := regexp.MustCompile(`(?m)^  (-., )?--` + name + `( [A-Z][^ \n]*)?( \[|$)`).FindStringSubmatch(r.stdout); m != nil && m[2] == "" {
+				t.Errorf("%s: --%s has no placeholder for its value", strings.Join(args, " "), name)
+			}
 		}
 	}
 }
@@ -234,7 +253,10 @@ func TestTablesAndRows(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	s := startService(t, dir, nil)
-	wh := map[string]string{"WAREHOUSE": s.env["WAREHOUSE"]}
+	wh := map[string]string{"ADMIN_ADDR": s.adminAddr}
+	// --direct reads the same warehouse itself; the service's WAREHOUSE
+	// in the environment does not make a command read it directly.
+	direct := map[string]string{"WAREHOUSE": s.env["WAREHOUSE"], "ADMIN_ADDR": "off"}
 
 	r := gk(t, dir, wh, "tables")
 	if r.code != 0 || r.stdout != "" {
@@ -297,15 +319,28 @@ func TestTablesAndRows(t *testing.T) {
 		}
 	}
 
-	// a warehouse that cannot be opened is exit 1, naming it
-	r = gk(t, dir, map[string]string{"WAREHOUSE": "sqlite:" + filepath.Join(dir, "no", "such", "dir.db")}, "tables")
-	if r.code != 1 || !strings.HasPrefix(r.stderr, `gatekeeper: open sqlite "`+filepath.Join(dir, "no", "such", "dir.db")+`"`) {
-		t.Errorf("tables of an unopenable warehouse: exit %d, stderr %q; want 1 and the path", r.code, r.stderr)
+	for _, args := range [][]string{{"tables", "--direct"}, {"rows", "a_many", "--direct", "--limit", "0"}, {"rows", "table1", "--direct"}} {
+		want := gk(t, dir, wh, args[:len(args)-1]...)
+		if args[len(args)-1] != "--direct" {
+			want = gk(t, dir, wh, append(args[:2:2], args[3:]...)...)
+		}
+		if got := gk(t, dir, direct, args...); got != want || got.code != 0 {
+			t.Errorf("%s: %+v; the service answered %+v", strings.Join(args, " "), got, want)
+		}
+	}
+	if r := gk(t, dir, direct, "tables"); r.code != 1 || !strings.HasPrefix(r.stderr, "gatekeeper: ADMIN_ADDR=off") {
+		t.Errorf("tables with WAREHOUSE set and no service: exit %d, stderr %q; want 1, not a direct read", r.code, r.stderr)
 	}
 
-	r = gk(t, dir, wh, "rows", "nosuch")
-	if r.code != 1 || r.stderr != "gatekeeper: table \"nosuch\": table not found\n" || r.stdout != "" {
-		t.Errorf("rows nosuch: exit %d, stdout %q, stderr %q; want 1 and the table named", r.code, r.stdout, r.stderr)
+	for _, env := range []map[string]string{wh, direct} {
+		args := []string{"rows", "nosuch"}
+		if env["WAREHOUSE"] != "" {
+			args = append(args, "--direct")
+		}
+		r = gk(t, dir, env, args...)
+		if r.code != 1 || r.stderr != "gatekeeper: table \"nosuch\": table not found\n" || r.stdout != "" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 1 and the table named", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		}
 	}
 	// the ledger is gatekeeper's, not a user table
 	r = gk(t, dir, wh, "rows", "_gatekeeper_ledger")

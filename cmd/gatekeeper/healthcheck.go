@@ -13,7 +13,8 @@ import (
 // healthcheck asks the local service's /readyz, for container healthchecks
 // in images that have no curl or shell.
 func healthcheck(args []string, stdout, stderr io.Writer) int {
-	cfg, _, rest, err := loadConfig("healthcheck", "usage: gatekeeper healthcheck [flags]\n\nExits 0 when the service on --http-addr answers /readyz with 200.", args, stdout, stderr)
+	cfg, _, rest, err := loadSettings("healthcheck", "usage: gatekeeper healthcheck [flags]\n\nExits 0 when the service on --http-addr answers /readyz with 200.",
+		[]string{"HTTP_ADDR"}, args, stdout, stderr)
 	if errors.Is(err, errHelp) {
 		return 0
 	}

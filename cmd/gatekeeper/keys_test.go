@@ -125,3 +125,34 @@ func TestServeRefusesEmulatorWithoutKeys(t *testing.T) {
 		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
 	}
 }
+
+// A service with keys: the commands that ask it send the admin key from
+// GATEKEEPER_ADMIN_KEY or --admin-key; without one, or with a backend's,
+// they fail saying which key they need.
+func TestCommandsSendTheAdminKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "backends.yaml")
+	billingEntry, billing := newKey(t, dir, "billing")
+	opsEntry, ops := newKey(t, dir, "ops", "--admin")
+	appendFile(t, file, billingEntry)
+	appendFile(t, file, opsEntry)
+	s := startService(t, dir, map[string]string{"BACKENDS_FILE": file})
+	env := map[string]string{"ADMIN_ADDR": s.adminAddr}
+
+	if r := gk(t, dir, env, "tables"); r.code != 1 ||
+		!strings.HasPrefix(r.stderr, "gatekeeper: the service on "+s.adminAddr+" wants an admin key: set GATEKEEPER_ADMIN_KEY or --admin-key") {
+		t.Errorf("no key: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := gk(t, dir, env, "poison", "list", "--admin-key", billing); r.code != 1 ||
+		!strings.Contains(r.stderr, "it needs an admin key (admin: true in BACKENDS_FILE), not a backend's") {
+		t.Errorf("a backend's key: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if r := gk(t, dir, env, "poison", "list", "--admin-key", ops); r.code != 0 || r.stderr != "no payloads in state poisoned match\n" {
+		t.Errorf("--admin-key: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	env["GATEKEEPER_ADMIN_KEY"] = ops
+	if r := gk(t, dir, env, "tables"); r.code != 0 || r.stderr != "" {
+		t.Errorf("GATEKEEPER_ADMIN_KEY: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}

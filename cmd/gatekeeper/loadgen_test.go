@@ -233,7 +233,7 @@ func TestLoadgenDocNamesRealFlags(t *testing.T) {
 		t.Fatalf("loadgen --help: exit %d", code)
 	}
 	for _, m := range regexp.MustCompile(`--[a-z][a-z0-9-]+`).FindAllString(section, -1) {
-		if !strings.Contains(help.String(), "\n  "+m+"\n") {
+		if !regexp.MustCompile(`\n  ` + m + `( [A-Z][^\n]*)?\n`).MatchString(help.String()) { // --rate N
 			t.Errorf("docs/load-testing.md's loadgen section names %s, which loadgen --help does not list", m)
 		}
 	}

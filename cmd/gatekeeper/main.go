@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -83,15 +84,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
-// help lists the commands, on stdout.
-func help(_ []string, stdout, _ io.Writer) int {
+// help lists the commands, on stdout; `help CMD [SUBCOMMAND]` is
+// `CMD [SUBCOMMAND] --help`.
+func help(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		if args[0] == "help" {
+			args = args[1:]
+		} else {
+			return run(append(slices.Clone(args), "--help"), stdout, stderr)
+		}
+	}
 	fmt.Fprintf(stdout, "usage: gatekeeper [COMMAND] [flags]\n\nCommands:\n")
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	for _, c := range commands() {
 		fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(c.name+" "+c.args), c.summary)
 	}
 	_ = tw.Flush()
-	fmt.Fprintln(stdout, "\ngatekeeper COMMAND --help lists a command's flags and the settings it reads.")
+	fmt.Fprintln(stdout, "\ngatekeeper help COMMAND, or gatekeeper COMMAND --help, lists a command's flags and the settings it reads.")
 	return exitOK
 }
 

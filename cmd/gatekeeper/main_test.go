@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -57,15 +59,49 @@ func TestBadEnvironmentIsReported(t *testing.T) {
 func TestServeHelpDocumentsEveryVariable(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer
+	if code := run([]string{"serve", "--help-all"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("serve --help-all exit %d: %s", code, stderr.String())
+	}
+	help := stdout.String()
+	for _, f := range settingFlags("info") {
+		if env := f.Tag.Get("envvar"); !strings.Contains(help, "  --"+f.Name+placeholder(f)+" ["+env+"]\n") {
+			t.Errorf("serve --help-all does not list --%s [%s]", f.Name, env)
+		}
+	}
+}
+
+// serve --help shows the essential settings only, and says how to see
+// the others; every one it shows is in docs/configuration.md's essentials.
+func TestServeHelpShowsTheEssentials(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
 	if code := run([]string{"serve", "--help"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("serve --help exit %d: %s", code, stderr.String())
 	}
 	help := stdout.String()
-	for _, env := range []string{"PROJECT_ID", "DATASET_ID", "TOPIC_ID", "SUBSCRIPTION_ID",
-		"GOOGLE_APPLICATION_CREDENTIALS", "PUSHGATEWAY_PROMETHEUS_HOST", "HTTP_ADDR", "WAREHOUSE",
-		"PUBSUB_EMULATOR_HOST", "STAGES", "MAX_BODY_BYTES"} {
-		if !strings.Contains(help, "["+env+"]") {
-			t.Errorf("serve --help does not mention %s", env)
+	shown := regexp.MustCompile(`(?m)^  --[a-z-]+.* \[([A-Z_]+)\]$`).FindAllStringSubmatch(help, -1)
+	var essential []string
+	for _, f := range settingFlags("info") {
+		if f.Tag.Has("essential") {
+			essential = append(essential, f.Tag.Get("envvar"))
+		}
+	}
+	if len(shown) != len(essential) || len(essential) < 8 || len(essential) > 12 {
+		t.Errorf("serve --help shows %d settings, want the %d essential ones (8 to 12):\n%s", len(shown), len(essential), help)
+	}
+	tuning := len(settingFlags("info")) - len(essential)
+	if !strings.Contains(help, fmt.Sprintf("\n%d more settings tune it: --help-all lists every one", tuning)) {
+		t.Errorf("serve --help does not point at --help-all for the %d others:\n%s", tuning, help)
+	}
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(doc), "\n## Essentials\n")
+	section, _, _ := strings.Cut(rest, "\n## ")
+	for _, env := range essential {
+		if !strings.Contains(section, "`"+env+"`") {
+			t.Errorf("docs/configuration.md's Essentials section does not name %s", env)
 		}
 	}
 }

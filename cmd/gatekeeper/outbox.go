@@ -38,7 +38,8 @@ func outboxCommand(args []string, stdout, stderr io.Writer) int {
 	var own struct {
 		DryRun bool `name:"dry-run" help:"read and count; write and move nothing"`
 	}
-	cfg, _, rest, err := loadConfig("outbox salvage", outboxUsage, args[1:], stdout, stderr, &own)
+	cfg, _, rest, err := loadSettings("outbox salvage", outboxUsage, []string{"LOG_LEVEL", "LOG_FORMAT", "OUTBOX_PATH", "WAREHOUSE", "SQLITE_SYNC"},
+		args[1:], stdout, stderr, &own)
 	if errors.Is(err, errHelp) {
 		return exitOK
 	}

@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -17,7 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
@@ -31,8 +30,10 @@ const (
 
 const poisonUsage = `usage: gatekeeper poison COMMAND [flags]
 
-Commands (they read the poison index in the warehouse, never the poison
-subscription, so operators side by side see the same set):
+Commands (they ask the running service's admin API, on ADMIN_ADDR or
+--server, which reads the poison index in the warehouse, never the poison
+subscription, so operators side by side see the same set; --direct reads
+the warehouse and publishes to Pub/Sub without the service):
   list [filters] [--limit N] [--json]   poisoned payloads, most recent first
   summary [filters] [--json]            failures grouped by class, tables and reason
   show ID [--json]                      one payload: metadata, history, the payload
@@ -65,6 +66,24 @@ var poisonSynopsis = map[string]string{
 	"purge":   "usage: gatekeeper poison purge (ID... | --all | filters) [--yes]",
 }
 
+// poisonAbout says what each command does, under its synopsis.
+var poisonAbout = map[string]string{
+	"list":    "Lists the payloads the filters select, most recently changed first.",
+	"summary": "Groups the payloads the filters select by cause (error class, tables, reason), largest first.",
+	"show":    "Shows one payload: its record, metadata, history and the payload itself.",
+	"replay": "Publishes the payloads again with their own id, each re-validated through the gate first;\n" +
+		"the ledger applies each at most once. A filtered or --all replay asks first, stating the count.",
+	"export": "Writes the payloads as JSON lines (payload_id, metadata, payload), to edit and replay with --from.",
+	"purge":  "Marks the payloads as dropped: they are never replayed. Asks first, stating the count.",
+}
+
+// poisonWhere ends each poison command's --help.
+const poisonWhere = `It asks the running service's admin API (ADMIN_ADDR, or --server); --direct
+reads the warehouse (and, to replay, publishes to Pub/Sub) itself.
+
+Exit codes: 0 ok; 1 operational error (including "some were refused" and
+unknown ids, and no service to ask); 2 usage.`
+
 // poisonFlags are the flags of one poison command beside the settings.
 type poisonFlags struct {
 	filters              map[string]*string
@@ -83,9 +102,9 @@ type (
 	filterFlags struct {
 		Table   string `name:"table" help:"only payloads that touch this table"`
 		Class   string `name:"class" help:"only this error class: invalid, transient, permanent or unknown"`
-		Since   string `name:"since" help:"only payloads whose state changed since: a duration (1h) or an RFC 3339 time"`
-		Reason  string `name:"reason" help:"only payloads whose reason contains this (case-insensitive)"`
-		Backend string `name:"backend" help:"only payloads this backend (BACKENDS_FILE) sent"`
+		Since   string `name:"since" placeholder:"DURATION|TIME" help:"only payloads whose state changed since: a duration (1h) or an RFC 3339 time"`
+		Reason  string `name:"reason" placeholder:"TEXT" help:"only payloads whose reason contains this (case-insensitive)"`
+		Backend string `name:"backend" placeholder:"NAME" help:"only payloads this backend (BACKENDS_FILE) sent"`
 		State   string `name:"state" help:"only this state: poisoned, replayed or purged (default poisoned)"`
 	}
 	limitFlag struct {
@@ -99,14 +118,14 @@ type (
 		Yes    bool    `name:"yes" help:"do not ask before replaying a filtered or --all selection"`
 		DryRun bool    `name:"dry-run" help:"check and count; publish nothing"`
 		Rate   float64 `name:"rate" default:"100" help:"payloads per second"`
-		From   string  `name:"from" help:"replay the JSON lines of this file (from export, edited), each validated by the gate"`
+		From   string  `name:"from" placeholder:"FILE" help:"replay the JSON lines of this file (from export, edited), each validated by the gate"`
 	}
 	purgeFlags struct {
 		All bool `name:"all" help:"every payload the filters select (all poisoned ones without filters)"`
 		Yes bool `name:"yes" help:"do not ask for confirmation"`
 	}
 	exportFlags struct {
-		Output string `name:"output" short:"o" help:"write to this file instead of stdout"`
+		Output string `name:"output" short:"o" placeholder:"FILE" help:"write to this file instead of stdout"`
 	}
 )
 
@@ -152,16 +171,25 @@ func poison(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, poisonUsage)
 			return exitOK
 		}
-		fmt.Fprintln(stderr, poisonUsage)
+		if len(args) == 0 {
+			fmt.Fprintf(stderr, "gatekeeper: poison needs a command (%s); see gatekeeper poison --help\n", strings.Join(poisonCommands, ", "))
+		} else {
+			fmt.Fprintf(stderr, "gatekeeper: unknown poison command %q (want %s); see gatekeeper poison --help\n", args[0], strings.Join(poisonCommands, ", "))
+		}
 		return exitUsage
 	}
 	p := &poisonFlags{verb: args[0]}
 	p.filtered = p.verb != "show"
 	p.acceptsIDs = p.verb == "show" || p.verb == "replay" || p.verb == "purge"
 	p.hasLimit = p.verb == "list"
-	synopsis := poisonSynopsis[p.verb] + "\n\n" + poisonUsage[strings.Index(poisonUsage, "\n\n")+2:]
+	synopsis := poisonSynopsis[p.verb] + "\n\n" + poisonAbout[p.verb] + "\n\n" + poisonWhere
 	own, done := p.bind()
-	cfg, logger, positional, err := loadConfig("poison "+p.verb, synopsis, args[1:], stdout, stderr, own...)
+	var reach reachFlags
+	reads := reachReads
+	if p.verb == "replay" {
+		reads = append(slices.Clone(reachReads), pubSubReads...)
+	}
+	cfg, logger, positional, err := loadSettings("poison "+p.verb, synopsis, reads, args[1:], stdout, stderr, append(own, &reach)...)
 	if errors.Is(err, errHelp) {
 		return exitOK
 	}
@@ -173,30 +201,39 @@ func poison(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
 		return exitUsage
 	}
-	filter, err := operator.ParseFilter(func(k string) string {
-		if v := p.filters[k]; v != nil {
-			return *v
+	q := poisonQuery{values: url.Values{}}
+	for k, v := range p.filters {
+		if *v != "" {
+			q.values.Set(k, *v)
 		}
-		return ""
-	}, time.Now())
+	}
+	q.filter, err = operator.ParseFilter(q.values.Get, time.Now())
 	if err == nil {
-		err = p.check(filter)
+		err = p.check(q.filter)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
 		return exitUsage
 	}
-	filter.Limit = p.limit
+	q.filter.Limit = p.limit
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	c, err := pipeline.NewConsole(ctx, cfg, logger)
+	var src poisonSource
+	if reach.direct(args[1:]) {
+		src, err = openDirectSource(ctx, cfg, logger)
+	} else {
+		var c *adminClient
+		if c, err = newAdminClient(reach, cfg.AdminAddr); err == nil {
+			src = serviceSource{c}
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
 		return exitOperational
 	}
-	defer c.Close()
-	cmd := poisonCmd{c: c, p: p, filter: filter, cfg: cfg, stdout: stdout, stderr: stderr, logger: logger}
+	defer src.close()
+	cmd := poisonCmd{src: src, p: p, q: q, stdout: stdout, stderr: stderr}
 	switch p.verb {
 	case "list":
 		return cmd.list(ctx)
@@ -244,12 +281,10 @@ func (p *poisonFlags) check(f warehouse.EventFilter) error {
 }
 
 type poisonCmd struct {
-	c              *operator.Console
+	src            poisonSource
 	p              *poisonFlags
-	filter         warehouse.EventFilter
-	cfg            pipeline.Config
+	q              poisonQuery
 	stdout, stderr io.Writer
-	logger         *slog.Logger
 }
 
 func (c poisonCmd) fail(err error) int {
@@ -258,7 +293,7 @@ func (c poisonCmd) fail(err error) int {
 }
 
 func (c poisonCmd) list(ctx context.Context) int {
-	records, err := c.c.List(ctx, c.filter)
+	records, err := c.src.list(ctx, c.q)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -266,7 +301,7 @@ func (c poisonCmd) list(ctx context.Context) int {
 		return jsonLines(c.stdout, records)
 	}
 	if len(records) == 0 {
-		fmt.Fprintf(c.stderr, "no payloads in state %s match\n", states(c.filter))
+		fmt.Fprintf(c.stderr, "no payloads in state %s match\n", states(c.q.filter))
 		return exitOK
 	}
 	now := time.Now()
@@ -301,7 +336,7 @@ func states(f warehouse.EventFilter) string {
 }
 
 func (c poisonCmd) summary(ctx context.Context) int {
-	groups, err := c.c.Summary(ctx, c.filter)
+	groups, err := c.src.summary(ctx, c.q)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -309,7 +344,7 @@ func (c poisonCmd) summary(ctx context.Context) int {
 		return jsonLines(c.stdout, groups)
 	}
 	if len(groups) == 0 {
-		fmt.Fprintf(c.stderr, "no payloads in state %s match\n", states(c.filter))
+		fmt.Fprintf(c.stderr, "no payloads in state %s match\n", states(c.q.filter))
 		return exitOK
 	}
 	now := time.Now()
@@ -327,7 +362,7 @@ func (c poisonCmd) summary(ctx context.Context) int {
 }
 
 func (c poisonCmd) show(ctx context.Context) int {
-	d, err := c.c.Show(ctx, c.p.positional[0])
+	d, err := c.src.show(ctx, c.p.positional[0])
 	if err != nil {
 		return c.fail(err)
 	}
@@ -390,7 +425,7 @@ func (c poisonCmd) export(ctx context.Context) int {
 		defer bw.Flush()
 		out = bw
 	}
-	n, err := c.c.Export(ctx, c.filter, out)
+	n, err := c.src.export(ctx, c.q, out)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -400,22 +435,12 @@ func (c poisonCmd) export(ctx context.Context) int {
 	return exitOK
 }
 
-// selection resolves ids or filters into entries, refusing unknown ids and
-// an empty selection.
-func (c poisonCmd) selection(ctx context.Context) ([]warehouse.Entry, int, bool) {
-	entries, unknown, err := c.c.Select(ctx, operator.Selection{IDs: c.p.positional, All: c.p.all, Filter: c.filter})
-	if errors.Is(err, operator.ErrEmptySelection) {
-		fmt.Fprintf(c.stderr, "gatekeeper: poison %s: %v\n", c.p.verb, err)
-		return nil, exitUsage, false
+// selection is the ids given, or those the filters (or --all) select.
+func (c poisonCmd) selection(ctx context.Context) ([]string, error) {
+	if len(c.p.positional) > 0 {
+		return c.p.positional, nil
 	}
-	if err != nil {
-		return nil, c.fail(err), false
-	}
-	if len(unknown) > 0 {
-		fmt.Fprintf(c.stderr, "gatekeeper: %s: %v\n", strings.Join(unknown, ", "), operator.ErrNotInIndex)
-		return nil, exitOperational, false
-	}
-	return entries, exitOK, true
+	return c.src.selectIDs(ctx, c.q)
 }
 
 // confirm asks on the terminal, unless --yes. Without a terminal to answer
@@ -435,35 +460,33 @@ func (c poisonCmd) confirm(question string) bool {
 }
 
 func (c poisonCmd) replay(ctx context.Context) int {
-	var items []operator.ReplayItem
+	req := replayRequest{rate: c.p.rate, dryRun: c.p.dry}
 	if c.p.from != "" {
 		f, err := os.Open(c.p.from)
 		if err != nil {
 			return c.fail(err)
 		}
-		items, err = c.c.ReadExport(ctx, f)
+		req.lines, err = readExportLines(f)
 		f.Close()
 		if err != nil {
 			return c.fail(fmt.Errorf("%s: %w", c.p.from, err))
 		}
 	} else {
-		entries, code, ok := c.selection(ctx)
-		if !ok {
-			return code
+		ids, err := c.selection(ctx)
+		if err != nil {
+			return c.fail(err)
 		}
-		if len(c.p.positional) == 0 && !c.p.dry && len(entries) > 0 &&
-			!c.confirm(fmt.Sprintf("Replay %d payload(s) to %s?", len(entries), c.cfg.TopicID)) {
+		if len(c.p.positional) == 0 && !c.p.dry && len(ids) > 0 &&
+			!c.confirm(fmt.Sprintf("Replay %d payload(s) to %s?", len(ids), c.src.target())) {
 			return exitOperational
 		}
-		items = operator.ItemsOf(entries)
+		req.ids = ids
 	}
 	start := time.Now()
-	rep, err := c.c.Replay(ctx, items, operator.ReplayOptions{
-		Rate: c.p.rate, DryRun: c.p.dry, Actor: "cli",
-		Progress: func(done, total int) {
-			fmt.Fprintf(c.stderr, "replay: %d/%d after %s\n", done, total, time.Since(start).Round(time.Second))
-		},
-	})
+	req.progress = func(done, total int) {
+		fmt.Fprintf(c.stderr, "replay: %d/%d after %s\n", done, total, time.Since(start).Round(time.Second))
+	}
+	rep, err := c.src.replay(ctx, req)
 	for _, r := range rep.Refused {
 		fmt.Fprintf(c.stderr, "refused %s: the gate rejects it:\n", r.PayloadID)
 		if len(r.Problems) == 0 {
@@ -476,12 +499,15 @@ func (c poisonCmd) replay(ctx context.Context) int {
 	for _, s := range rep.Skipped {
 		fmt.Fprintf(c.stderr, "skipped %s: %s\n", s.PayloadID, s.Why)
 	}
+	if err != nil && rep.Replayed == 0 && len(rep.Refused) == 0 && len(rep.Skipped) == 0 {
+		return c.fail(err) // nothing was done: the error says it all
+	}
 	verb := "replayed"
 	if c.p.dry {
 		verb = "would replay"
 	}
 	fmt.Fprintf(c.stdout, "%s %d, refused %d, skipped %d (to %s, in %s)\n", verb, rep.Replayed, len(rep.Refused), len(rep.Skipped),
-		c.cfg.TopicID, time.Since(start).Round(10*time.Millisecond))
+		c.src.target(), time.Since(start).Round(10*time.Millisecond))
 	if err != nil {
 		return c.fail(err)
 	}
@@ -491,19 +517,43 @@ func (c poisonCmd) replay(ctx context.Context) int {
 	return exitOK
 }
 
-func (c poisonCmd) purge(ctx context.Context) int {
-	entries, code, ok := c.selection(ctx)
-	if !ok {
-		return code
+// readExportLines reads `poison export` lines, as an operator may have
+// edited them; a line that is not one is an error naming its number, and
+// nothing is replayed from a file that is not what the operator thinks.
+func readExportLines(r io.Reader) ([]operator.ExportLine, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	var out []operator.ExportLine
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		var l operator.ExportLine
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			return nil, fmt.Errorf("line %d: not an export line: %v", n, err)
+		}
+		if l.PayloadID == "" {
+			return nil, fmt.Errorf("line %d: no payload_id", n)
+		}
+		out = append(out, l)
 	}
-	if len(entries) == 0 {
+	return out, sc.Err()
+}
+
+func (c poisonCmd) purge(ctx context.Context) int {
+	ids, err := c.selection(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	if len(ids) == 0 {
 		fmt.Fprintln(c.stdout, "purged 0")
 		return exitOK
 	}
-	if !c.confirm(fmt.Sprintf("Purge %d payload(s)? They will never be replayed.", len(entries))) {
+	if !c.confirm(fmt.Sprintf("Purge %d payload(s)? They will never be replayed.", len(ids))) {
 		return exitOperational
 	}
-	n, err := c.c.Purge(ctx, entries, "cli")
+	n, err := c.src.purge(ctx, ids)
 	fmt.Fprintf(c.stdout, "purged %d\n", n)
 	if err != nil {
 		return c.fail(err)

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -41,7 +43,8 @@ const (
 
 // forEachPubSub runs f against the embedded Pub/Sub of a service process
 // and, when PUBSUB_EMULATOR_HOST is set, against that emulator. f gets the
-// environment the CLI needs to reach the service's Pub/Sub and warehouse.
+// environment the CLI needs to reach the service (ADMIN_ADDR), and, for
+// --direct, its Pub/Sub and warehouse.
 func forEachPubSub(t *testing.T, f func(t *testing.T, s *service, cli map[string]string)) {
 	// Retries end soon, so that a transient failure is poisoned within
 	// seconds.
@@ -50,7 +53,7 @@ func forEachPubSub(t *testing.T, f func(t *testing.T, s *service, cli map[string
 		t.Parallel()
 		dir := t.TempDir()
 		s := startService(t, dir, quick)
-		f(t, s, map[string]string{"PUBSUB_EMBEDDED_ADDR": s.pubsubAddr, "WAREHOUSE": s.env["WAREHOUSE"]})
+		f(t, s, map[string]string{"ADMIN_ADDR": s.adminAddr, "PUBSUB_EMBEDDED_ADDR": s.pubsubAddr, "WAREHOUSE": s.env["WAREHOUSE"]})
 	})
 	t.Run("emulator", func(t *testing.T) {
 		t.Parallel()
@@ -72,7 +75,7 @@ func forEachPubSub(t *testing.T, f func(t *testing.T, s *service, cli map[string
 			t.Fatalf("service uses Pub/Sub at %q, want the emulator %q", s.pubsubAddr, host)
 		}
 		f(t, s, map[string]string{
-			"PUBSUB_EMULATOR_HOST": host, "TOPIC_ID": unique, "SUBSCRIPTION_ID": unique + "-sub",
+			"ADMIN_ADDR": s.adminAddr, "PUBSUB_EMULATOR_HOST": host, "TOPIC_ID": unique, "SUBSCRIPTION_ID": unique + "-sub",
 			"WAREHOUSE": s.env["WAREHOUSE"],
 		})
 	})
@@ -119,11 +122,7 @@ func waitIndexed(t *testing.T, s *service, cli map[string]string, want ...string
 // statusOf runs `gatekeeper status ID --json`.
 func statusOf(t *testing.T, s *service, cli map[string]string, id string) map[string]any {
 	t.Helper()
-	env := map[string]string{"HTTP_ADDR": s.addr}
-	for k, v := range cli {
-		env[k] = v
-	}
-	r := gk(t, s.dir, env, "status", id, "--json")
+	r := gk(t, s.dir, cli, "status", id, "--json")
 	var st map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status %s: exit %d, stdout %q, stderr %q", id, r.code, r.stdout, r.stderr)
@@ -364,12 +363,76 @@ func TestPoisonConsoleCommands(t *testing.T) {
 	})
 }
 
-// A poison command that cannot reach the warehouse fails, and says why.
-func TestPoisonListWithoutWarehouseFails(t *testing.T) {
+// Without a service to ask, every command that asks one fails within
+// seconds, saying what it tried and how to fix it: it never answers "no
+// payloads" when it did not look, and leaves no file behind.
+func TestCommandsWithoutServiceFail(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	r := gk(t, dir, map[string]string{"WAREHOUSE": "sqlite:" + filepath.Join(dir, "no", "such", "dir", "w.db")}, "poison", "list")
-	if r.code != 1 || !strings.HasPrefix(r.stderr, "gatekeeper: warehouse: ") {
-		t.Errorf("poison list with an unreachable warehouse: exit %d, stderr %q; want 1 and the reason", r.code, r.stderr)
+	nobody := freeAddr(t)
+	for _, args := range [][]string{{"poison", "list"}, {"poison", "summary"}, {"poison", "show", "0195f0c4-0000-7000-8000-000000000000"},
+		{"poison", "replay", "--all", "--yes"}, {"poison", "export"}, {"poison", "purge", "--all", "--yes"},
+		{"status", "0195f0c4-0000-7000-8000-000000000000"}, {"tables"}, {"rows", "t"}} {
+		start := time.Now()
+		r := gk(t, dir, map[string]string{"ADMIN_ADDR": nobody}, args...)
+		want := "gatekeeper: no gatekeeper on " + nobody + " (ADMIN_ADDR): "
+		if r.code != 1 || !strings.HasPrefix(r.stderr, want) || !strings.Contains(r.stderr, "is it running? set ADMIN_ADDR or --server") || r.stdout != "" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 1 and %q…", strings.Join(args, " "), r.code, r.stdout, r.stderr, want)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s took %s; nothing listening should fail at once", strings.Join(args, " "), d)
+		}
+	}
+	// --server names it too.
+	r := gk(t, dir, nil, "poison", "list", "--server", "http://"+nobody)
+	if r.code != 1 || !strings.HasPrefix(r.stderr, "gatekeeper: no gatekeeper on "+nobody+" (--server): ") {
+		t.Errorf("--server: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// The default address, with nothing set: the same, naming it.
+	if r := gk(t, dir, map[string]string{"ADMIN_ADDR": "off"}, "poison", "list"); r.code != 1 || !strings.HasPrefix(r.stderr, "gatekeeper: ADMIN_ADDR=off: there is no admin listener to ask") {
+		t.Errorf("ADMIN_ADDR=off: exit %d, stderr %q", r.code, r.stderr)
+	}
+	// Something that is not gatekeeper's admin listener answers.
+	other := httptest.NewServer(http.NotFoundHandler())
+	defer other.Close()
+	host := strings.TrimPrefix(other.URL, "http://")
+	if r := gk(t, dir, map[string]string{"ADMIN_ADDR": host}, "tables"); r.code != 1 ||
+		!strings.HasPrefix(r.stderr, "gatekeeper: "+host+" (ADMIN_ADDR) is not a gatekeeper admin listener: GET /api/tables answered 404") {
+		t.Errorf("another server: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	// --direct reads a warehouse that exists, and creates none.
+	for _, args := range [][]string{{"poison", "list", "--direct"}, {"tables", "--direct"}, {"status", "--direct", "0195f0c4-0000-7000-8000-000000000000"},
+		{"rows", "t", "--warehouse", "sqlite:" + filepath.Join(dir, "w.db")}} {
+		r := gk(t, dir, nil, args...)
+		if r.code != 1 || !strings.HasPrefix(r.stderr, "gatekeeper: no SQLite warehouse at "+dir+"/") || r.stdout != "" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 1 and the missing file named", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		}
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("the commands left %v behind", left)
+	}
+}
+
+// A direct replay with nothing listening on the Pub/Sub it would publish
+// to fails at once, naming it.
+func TestDirectReplayWithoutPubSubFails(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := startService(t, dir, nil)
+	p := s.post(t, stuck)
+	waitIndexed(t, s, map[string]string{"ADMIN_ADDR": s.adminAddr}, p.ID)
+	nobody := freeAddr(t)
+	r := gk(t, dir, map[string]string{"WAREHOUSE": s.env["WAREHOUSE"], "PUBSUB_EMBEDDED_ADDR": nobody}, "poison", "replay", "--direct", p.ID)
+	if r.code != 1 || !strings.HasPrefix(r.stderr, "gatekeeper: no Pub/Sub on "+nobody+" (PUBSUB_EMBEDDED_ADDR): ") {
+		t.Errorf("direct replay without Pub/Sub: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	// With the service's, it replays; and list --direct reads the same index.
+	env := map[string]string{"WAREHOUSE": s.env["WAREHOUSE"], "PUBSUB_EMBEDDED_ADDR": s.pubsubAddr}
+	if r := gk(t, dir, env, "poison", "list", "--direct", "--json"); !sameSet(poisoned(t, r.stdout), p.ID) {
+		t.Errorf("list --direct: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := gk(t, dir, env, "poison", "replay", "--direct", p.ID); r.code != 0 || !strings.HasPrefix(r.stdout, "replayed 1, refused 0, skipped 0") {
+		t.Errorf("replay --direct: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }

@@ -80,6 +80,7 @@ func gatekeeperVars() map[string]bool {
 	for _, f := range settingFlags("info") {
 		vars[f.Tag.Get("envvar")] = true
 	}
+	vars[adminKeyVar] = true
 	return vars
 }
 

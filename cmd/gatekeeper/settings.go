@@ -23,11 +23,20 @@ import (
 // flags. On --help it prints the help on stdout and returns errHelp. Its
 // errors name every bad setting and end with a pointer to --help.
 func loadConfig(name, synopsis string, args []string, stdout, stderr io.Writer, own ...any) (pipeline.Config, *slog.Logger, []string, error) {
+	return loadSettings(name, synopsis, nil, args, stdout, stderr, own...)
+}
+
+// loadSettings is loadConfig for a command that reads only the settings
+// whose variables reads names (nil: all of them). The others are neither
+// flags nor read from the environment, and keep their defaults: --help
+// lists only what the command reads, and a bad value of a setting it does
+// not read (MAX_BODY_BYTES in the service's environment) is not its problem.
+func loadSettings(name, synopsis string, reads []string, args []string, stdout, stderr io.Writer, own ...any) (pipeline.Config, *slog.Logger, []string, error) {
 	logLevel := "warn"
 	if name == "serve" {
 		logLevel = "info"
 	}
-	s, rest, err := parseSettings(name, synopsis, args, os.LookupEnv, logLevel, stdout, own...)
+	s, rest, err := parseSome(name, synopsis, reads, args, os.LookupEnv, logLevel, stdout, own...)
 	if err != nil {
 		// The log level and format are checked after the parse; a bad one
 		// is named with the rest, so that one run shows every problem.
@@ -49,12 +58,48 @@ func parseSettings(name, synopsis string, args []string, lookup func(string) (st
 	return c.Settings, c.Args, err
 }
 
+// parseSome is parseSettings for the settings whose variables reads names
+// (nil: all): they are bound as a struct of those fields of settings,
+// built for the parse, and copied over the defaults of the others.
+func parseSome(name, synopsis string, reads []string, args []string, lookup func(string) (string, bool), logLevel string,
+	stdout io.Writer, own ...any) (settings, []string, error) {
+	if reads == nil {
+		return parseSettings(name, synopsis, args, lookup, logLevel, stdout, own...)
+	}
+	s, _, err := parseSettings(name, "", nil, func(string) (string, bool) { return "", false }, logLevel, io.Discard)
+	if err != nil {
+		return s, nil, err // a programming error in the tags
+	}
+	t := reflect.TypeFor[settings]()
+	var fields []reflect.StructField
+	for i := range t.NumField() {
+		if f := t.Field(i); slices.Contains(reads, f.Tag.Get("envvar")) {
+			fields = append(fields, f)
+		}
+	}
+	if len(fields) != len(reads) {
+		panic(fmt.Sprintf("%s reads %v: not every one is a setting", name, reads)) // every test of the command fails here
+	}
+	some := reflect.New(reflect.StructOf(fields))
+	var c flagsOnly
+	err = parseInto(&c, name, synopsis, args, lookup, logLevel, stdout, append([]any{some.Interface()}, own...)...)
+	sv := reflect.ValueOf(&s).Elem()
+	for _, f := range fields {
+		sv.FieldByName(f.Name).Set(some.Elem().FieldByName(f.Name))
+	}
+	return s, c.Args, err
+}
+
+// flagsOnly is the grammar of a command without settings: its own flags
+// (embedded) and its positional arguments.
+type flagsOnly struct {
+	Help helpFlag `name:"help" short:"h" help:"print this help"`
+	Args []string `arg:"" optional:"" hidden:""`
+}
+
 // parseFlags parses a command that reads no settings, only its own flags.
 func parseFlags(name, synopsis string, args []string, stdout io.Writer, own ...any) ([]string, error) {
-	var c struct {
-		Help helpFlag `name:"help" short:"h" help:"print this help"`
-		Args []string `arg:"" optional:"" hidden:""`
-	}
+	var c flagsOnly
 	err := parseInto(&c, name, synopsis, args, func(string) (string, bool) { return "", false }, "", stdout, own...)
 	return c.Args, err
 }
@@ -71,8 +116,8 @@ func parseInto(grammar any, name, synopsis string, args []string, lookup func(st
 		return err // a programming error in the tags
 	}
 	_, err = k.Parse(args)
-	if errors.Is(err, errHelp) {
-		printHelp(stdout, k.Model, synopsis)
+	if errors.Is(err, errHelp) || errors.Is(err, errHelpAll) {
+		printHelp(stdout, k.Model, synopsis, errors.Is(err, errHelpAll))
 		return errHelp
 	}
 	if err == nil && len(p.errs) > 0 {
@@ -95,6 +140,9 @@ func parseInto(grammar any, name, synopsis string, args []string, lookup func(st
 // "default". Field names are pipeline.Config's, so that defaults() can read
 // every static default from pipeline.DefaultConfig, their one home.
 //
+// The essential ones (tag essential) are what most deployments set; serve
+// --help shows them, --help-all and docs/configuration.md every one.
+//
 // A shown tag is the default --help and the docs give for a setting whose
 // default is derived from others (the field's default is then empty).
 //
@@ -104,19 +152,19 @@ func parseInto(grammar any, name, synopsis string, args []string, lookup func(st
 type settings struct {
 	LogLevel              string        `name:"log-level" envvar:"LOG_LEVEL" default:"${LOG_LEVEL}" help:"debug, info, warn or error"`
 	LogFormat             string        `name:"log-format" envvar:"LOG_FORMAT" default:"text" help:"text or json"`
-	ProjectID             string        `name:"project-id" envvar:"PROJECT_ID" shown:"gatekeeper-local; required on Google" help:"Google Cloud project of the topics and the BigQuery dataset"`
-	DatasetID             string        `name:"dataset-id" envvar:"DATASET_ID" default:"${DATASET_ID}" help:"BigQuery dataset"`
-	TopicID               string        `name:"topic-id" envvar:"TOPIC_ID" default:"${TOPIC_ID}" help:"topic of accepted payloads"`
-	SubscriptionID        string        `name:"subscription-id" envvar:"SUBSCRIPTION_ID" default:"${SUBSCRIPTION_ID}" help:"apply stage's subscription on the topic"`
+	ProjectID             string        `name:"project-id" envvar:"PROJECT_ID" essential:"" shown:"gatekeeper-local; required on Google" help:"Google Cloud project of the topics and the BigQuery dataset"`
+	DatasetID             string        `name:"dataset-id" envvar:"DATASET_ID" essential:"" default:"${DATASET_ID}" help:"BigQuery dataset"`
+	TopicID               string        `name:"topic-id" envvar:"TOPIC_ID" essential:"" default:"${TOPIC_ID}" help:"topic of accepted payloads"`
+	SubscriptionID        string        `name:"subscription-id" envvar:"SUBSCRIPTION_ID" essential:"" default:"${SUBSCRIPTION_ID}" help:"apply stage's subscription on the topic"`
 	OrderedTopicID        string        `name:"ordered-topic-id" envvar:"ORDERED_TOPIC_ID" shown:"TOPIC_ID-ordered" help:"topic of accepted payloads with an ordering key"`
 	OrderedSubscriptionID string        `name:"ordered-subscription-id" envvar:"ORDERED_SUBSCRIPTION_ID" shown:"SUBSCRIPTION_ID-ordered" help:"apply stage's ordered subscription on the ordered topic"`
 	PoisonTopicID         string        `name:"poison-topic-id" envvar:"POISON_TOPIC_ID" shown:"TOPIC_ID-poison" help:"topic of payloads that could not be applied"`
 	PoisonSubscriptionID  string        `name:"poison-subscription-id" envvar:"POISON_SUBSCRIPTION_ID" shown:"SUBSCRIPTION_ID-poison" help:"subscription that keeps poisoned payloads"`
 	AppliedTopicID        string        `name:"applied-topic-id" envvar:"APPLIED_TOPIC_ID" shown:"TOPIC_ID-applied" help:"topic of applied events"`
-	CredentialsFile       string        `name:"credentials" envvar:"GOOGLE_APPLICATION_CREDENTIALS" help:"service account key file; selects Google Pub/Sub in auto mode"`
-	PubSubMode            string        `name:"pubsub-mode" envvar:"PUBSUB_MODE" default:"${PUBSUB_MODE}" help:"auto, embedded, emulator or google"`
-	EmulatorHost          string        `name:"pubsub-emulator-host" envvar:"PUBSUB_EMULATOR_HOST" help:"Pub/Sub emulator host:port; selects emulator mode"`
-	EmbeddedPubSubAddr    string        `name:"pubsub-embedded-addr" envvar:"PUBSUB_EMBEDDED_ADDR" default:"${PUBSUB_EMBEDDED_ADDR}" help:"where the embedded Pub/Sub listens"`
+	CredentialsFile       string        `name:"credentials" placeholder:"FILE" envvar:"GOOGLE_APPLICATION_CREDENTIALS" help:"service account key file; selects Google Pub/Sub in auto mode"`
+	PubSubMode            string        `name:"pubsub-mode" envvar:"PUBSUB_MODE" essential:"" default:"${PUBSUB_MODE}" help:"auto, embedded, emulator or google"`
+	EmulatorHost          string        `name:"pubsub-emulator-host" placeholder:"HOST:PORT" envvar:"PUBSUB_EMULATOR_HOST" essential:"" help:"Pub/Sub emulator host:port; selects emulator mode"`
+	EmbeddedPubSubAddr    string        `name:"pubsub-embedded-addr" placeholder:"HOST:PORT" envvar:"PUBSUB_EMBEDDED_ADDR" default:"${PUBSUB_EMBEDDED_ADDR}" help:"where the embedded Pub/Sub listens"`
 	EmbeddedMaxBacklog    int           `name:"embedded-max-backlog" envvar:"EMBEDDED_MAX_BACKLOG" default:"${EMBEDDED_MAX_BACKLOG}" help:"accepted payloads that may wait for the apply stage on the embedded Pub/Sub; past it, 503"`
 	CreateResources       bool          `name:"create-resources" envvar:"CREATE_RESOURCES" default:"true" help:"create missing topics, subscriptions and the BigQuery dataset at start; false only checks them"`
 	PublishTimeout        time.Duration `name:"publish-timeout" envvar:"PUBLISH_TIMEOUT" default:"${PUBLISH_TIMEOUT}" help:"longest wait for Pub/Sub to acknowledge a publish; then 503"`
@@ -124,21 +172,21 @@ type settings struct {
 	ReceiveStreams        int           `name:"receive-streams" envvar:"RECEIVE_STREAMS" shown:"${RECEIVE_STREAMS_EMBEDDED} on the embedded Pub/Sub, ${RECEIVE_STREAMS_EMULATOR} on the emulator, ${RECEIVE_STREAMS_GOOGLE} on Google" help:"streaming pulls opened by the apply stage"`
 	MaxOutstanding        int           `name:"max-outstanding" envvar:"MAX_OUTSTANDING" default:"${MAX_OUTSTANDING}" help:"unacknowledged messages the apply stage holds at once"`
 	Stages                string        `name:"stages" envvar:"STAGES" default:"${STAGES}" help:"comma-separated stages to run: ingest, apply"`
-	HTTPAddr              string        `name:"http-addr" envvar:"HTTP_ADDR" default:"${HTTP_ADDR}" help:"HTTP listen address (API, /healthz, /readyz, /metrics)"`
-	AdminAddr             string        `name:"admin-addr" envvar:"ADMIN_ADDR" default:"${ADMIN_ADDR}" help:"operators' console listen address (admin API /api/poison, page /ui/poison; needs an admin key with --backends-file), or off"`
+	HTTPAddr              string        `name:"http-addr" placeholder:"HOST:PORT" envvar:"HTTP_ADDR" essential:"" default:"${HTTP_ADDR}" help:"HTTP listen address (API, /healthz, /readyz, /metrics)"`
+	AdminAddr             string        `name:"admin-addr" placeholder:"HOST:PORT" envvar:"ADMIN_ADDR" essential:"" default:"${ADMIN_ADDR}" help:"operators' console listen address (admin API /api/poison, page /ui/poison; needs an admin key with --backends-file), or off"`
 	MaxBodyBytes          int64         `name:"max-body-bytes" envvar:"MAX_BODY_BYTES" default:"${MAX_BODY_BYTES}" help:"largest accepted request body; larger gets 413"`
 	IdempotencyTTL        time.Duration `name:"idempotency-ttl" envvar:"IDEMPOTENCY_TTL" default:"${IDEMPOTENCY_TTL}" help:"how long an ingestion process remembers an accepted Idempotency-Key for 200 replayed and 422; the ledger dedups after"`
 	IdempotencyMaxKeys    int           `name:"idempotency-max-keys" envvar:"IDEMPOTENCY_MAX_KEYS" default:"${IDEMPOTENCY_MAX_KEYS}" help:"Idempotency-Keys an ingestion process remembers at most; the oldest go first"`
-	BackendsFile          string        `name:"backends-file" envvar:"BACKENDS_FILE" help:"backends, their API keys (see gatekeeper keys new), quotas and tables, and the admin keys; reloaded on SIGHUP"`
-	Auth                  string        `name:"auth" envvar:"AUTH" default:"${AUTH}" help:"auto: API keys with --backends-file; without it only the embedded Pub/Sub runs unauthenticated. none: no authentication on any Pub/Sub"`
+	BackendsFile          string        `name:"backends-file" envvar:"BACKENDS_FILE" essential:"" help:"backends, their API keys (see gatekeeper keys new), quotas and tables, and the admin keys; reloaded on SIGHUP"`
+	Auth                  string        `name:"auth" placeholder:"MODE" envvar:"AUTH" default:"${AUTH}" help:"auto: API keys with --backends-file; without it only the embedded Pub/Sub runs unauthenticated. none: no authentication on any Pub/Sub"`
 	MaxInFlightPublishes  int           `name:"max-in-flight-publishes" envvar:"MAX_IN_FLIGHT_PUBLISHES" default:"${MAX_IN_FLIGHT_PUBLISHES}" help:"payloads the gate publishes at once; past it, 503 (load shedding)"`
 	MaxInFlightBytes      int64         `name:"max-in-flight-bytes" envvar:"MAX_IN_FLIGHT_BYTES" default:"${MAX_IN_FLIGHT_BYTES}" help:"request body bytes handled at once (Content-Length, else --max-body-bytes, reserved before the body is read); past it, 503 (load shedding)"`
 	ReadHeaderTimeout     time.Duration `name:"read-header-timeout" envvar:"READ_HEADER_TIMEOUT" default:"${READ_HEADER_TIMEOUT}" help:"HTTP server ReadHeaderTimeout"`
 	ReadTimeout           time.Duration `name:"read-timeout" envvar:"READ_TIMEOUT" default:"${READ_TIMEOUT}" help:"HTTP server ReadTimeout"`
 	WriteTimeout          time.Duration `name:"write-timeout" envvar:"WRITE_TIMEOUT" default:"${WRITE_TIMEOUT}" help:"HTTP server WriteTimeout; must exceed --publish-timeout"`
 	IdleTimeout           time.Duration `name:"idle-timeout" envvar:"IDLE_TIMEOUT" default:"${IDLE_TIMEOUT}" help:"HTTP server IdleTimeout"`
-	Warehouse             string        `name:"warehouse" envvar:"WAREHOUSE" default:"${WAREHOUSE}" help:"sqlite:PATH or bigquery"`
-	BigQueryEmulatorHost  string        `name:"bigquery-emulator-host" envvar:"BIGQUERY_EMULATOR_HOST" help:"BigQuery emulator host:port, for WAREHOUSE=bigquery"`
+	Warehouse             string        `name:"warehouse" placeholder:"URL" envvar:"WAREHOUSE" essential:"" default:"${WAREHOUSE}" help:"sqlite:PATH or bigquery"`
+	BigQueryEmulatorHost  string        `name:"bigquery-emulator-host" placeholder:"HOST:PORT" envvar:"BIGQUERY_EMULATOR_HOST" help:"BigQuery emulator host:port, for WAREHOUSE=bigquery"`
 	BigQueryLocation      string        `name:"bigquery-location" envvar:"BIGQUERY_LOCATION" help:"location of a dataset gatekeeper creates, and of its jobs"`
 	ApplyTimeout          time.Duration `name:"apply-timeout" envvar:"APPLY_TIMEOUT" default:"${APPLY_TIMEOUT}" help:"longest single apply attempt"`
 	RetryMax              int           `name:"retry-max" envvar:"RETRY_MAX" default:"${RETRY_MAX}" help:"retries of a transient apply failure before the payload is poisoned; 0 for none"`
@@ -149,18 +197,18 @@ type settings struct {
 	GroupMaxSize          int           `name:"group-max-size" envvar:"GROUP_MAX_SIZE" default:"${GROUP_MAX_SIZE}" help:"most payloads in one warehouse transaction"`
 	GroupMaxWait          time.Duration `name:"group-max-wait" envvar:"GROUP_MAX_WAIT" default:"${GROUP_MAX_WAIT}" help:"longest wait to fill a group"`
 	GroupMaxInFlight      int           `name:"group-max-in-flight" envvar:"GROUP_MAX_IN_FLIGHT" default:"${GROUP_MAX_IN_FLIGHT}" help:"groups applied at once (never two on one table)"`
-	Outbox                string        `name:"outbox" envvar:"OUTBOX" default:"${OUTBOX}" help:"keep accepted payloads on local disk until applied: auto (when this process runs the ingest stage on the embedded Pub/Sub or an emulator), on or off"`
+	Outbox                string        `name:"outbox" placeholder:"MODE" envvar:"OUTBOX" default:"${OUTBOX}" help:"keep accepted payloads on local disk until applied: auto (when this process runs the ingest stage on the embedded Pub/Sub or an emulator), on or off"`
 	OutboxPath            string        `name:"outbox-path" envvar:"OUTBOX_PATH" shown:"beside a SQLite warehouse: NAME-outbox.db; else gatekeeper-outbox.db" help:"the outbox's SQLite file"`
 	OutboxRedeliverAfter  time.Duration `name:"outbox-redeliver-after" envvar:"OUTBOX_REDELIVER_AFTER" default:"${OUTBOX_REDELIVER_AFTER}" help:"a payload still in the outbox this long is published again while the process runs (then after twice as long, and so on)"`
 	OutboxAcceptLoss      bool          `name:"outbox-accept-loss" envvar:"OUTBOX_ACCEPT_LOSS" default:"false" help:"start although the outbox this process kept before is missing, empty or another file, accepting that the payloads waiting in it are lost (logged and counted); for one start, after restoring the file proved impossible"`
-	SQLiteSync            string        `name:"sqlite-sync" envvar:"SQLITE_SYNC" default:"${SQLITE_SYNC}" help:"full: every SQLite commit (warehouse, outbox) waits for the disk; normal: survives a process crash, not a power loss"`
+	SQLiteSync            string        `name:"sqlite-sync" placeholder:"MODE" envvar:"SQLITE_SYNC" default:"${SQLITE_SYNC}" help:"full: every SQLite commit (warehouse, outbox) waits for the disk; normal: survives a process crash, not a power loss"`
 	UnhealthyAfter        time.Duration `name:"unhealthy-after" envvar:"UNHEALTHY_AFTER" default:"${UNHEALTHY_AFTER}" help:"/healthz answers 503 once publishing to Pub/Sub or its resource checks have failed this long without a success, or the apply stage is wedged this long"`
 	LogRepeatInterval     time.Duration `name:"log-repeat-interval" envvar:"LOG_REPEAT_INTERVAL" default:"${LOG_REPEAT_INTERVAL}" help:"a repeated condition is logged once, then as a count at most once per this interval, then once when it ends"`
 	ResourceCheckInterval time.Duration `name:"resource-check-interval" envvar:"RESOURCE_CHECK_INTERVAL" default:"${RESOURCE_CHECK_INTERVAL}" help:"how often topics and subscriptions are checked (and recreated) and the warehouse probed"`
 	ExactlyOnceDelivery   bool          `name:"exactly-once-delivery" envvar:"EXACTLY_ONCE_DELIVERY" default:"true" help:"enable exactly-once delivery on an apply subscription gatekeeper creates on Google Pub/Sub"`
-	OrderingPoison        string        `name:"ordering-poison" envvar:"ORDERING_POISON" default:"${ORDERING_POISON}" help:"what a poisoned payload does to the later payloads of its ordering key: continue applies them (replay the poisoned one); block holds them until the poisoned one is replayed or purged"`
+	OrderingPoison        string        `name:"ordering-poison" placeholder:"MODE" envvar:"ORDERING_POISON" default:"${ORDERING_POISON}" help:"what a poisoned payload does to the later payloads of its ordering key: continue applies them (replay the poisoned one); block holds them until the poisoned one is replayed or purged"`
 	DeadLetterMaxAttempts int           `name:"dead-letter-max-attempts" envvar:"DEAD_LETTER_MAX_ATTEMPTS" default:"0" help:"5 to 100: an apply subscription gatekeeper creates dead-letters to the poison topic after this many deliveries; 0 for off"`
-	PushgatewayHost       string        `name:"pushgateway" envvar:"PUSHGATEWAY_PROMETHEUS_HOST" help:"Prometheus Pushgateway host:port; metrics are pushed when set"`
+	PushgatewayHost       string        `name:"pushgateway" placeholder:"HOST:PORT" envvar:"PUSHGATEWAY_PROMETHEUS_HOST" help:"Prometheus Pushgateway host:port; metrics are pushed when set"`
 	PushInterval          time.Duration `name:"push-interval" envvar:"PUSH_INTERVAL" default:"${PUSH_INTERVAL}" help:"how often metrics are pushed"`
 	PushJob               string        `name:"push-job" envvar:"PUSH_JOB" default:"${PUSH_JOB}" help:"job label of the pushed metrics (the instance label is the host name)"`
 	ShutdownTimeout       time.Duration `name:"shutdown-timeout" envvar:"SHUTDOWN_TIMEOUT" default:"${SHUTDOWN_TIMEOUT}" help:"longest drain on SIGTERM"`
@@ -358,13 +406,22 @@ type helpFlag bool
 
 func (helpFlag) BeforeReset() error { return errHelp }
 
+// errHelpAll is returned when --help-all was asked for.
+var errHelpAll = errors.New("help with every setting requested")
+
+// helpAllFlag is --help-all: the help with every setting, tuning included.
+type helpAllFlag bool
+
+func (helpAllFlag) BeforeReset() error { return errHelpAll }
+
 // cli is the grammar of one command: the settings, the command's own
 // flags (embedded), and the positional arguments, which may come before,
 // between or after the flags.
 type cli struct {
-	Help     helpFlag `name:"help" short:"h" help:"print this help"`
-	Settings settings `embed:""`
-	Args     []string `arg:"" optional:"" hidden:""`
+	Help     helpFlag    `name:"help" short:"h" help:"print this help"`
+	HelpAll  helpAllFlag `name:"help-all" help:"print this help with every setting, the tuning ones too"`
+	Settings settings    `embed:""`
+	Args     []string    `arg:"" optional:"" hidden:""`
 }
 
 // numbers are the named numbers help text shows, each from its one home.
@@ -383,13 +440,20 @@ func shownDefault(f *kong.Flag) string {
 }
 
 // printHelp prints synopsis, the command's own flags, then each setting
-// with the environment variable it falls back to and its default.
-func printHelp(w io.Writer, app *kong.Application, synopsis string) {
+// with the environment variable it falls back to and its default: only
+// the essential ones of a command that reads them all, unless all.
+func printHelp(w io.Writer, app *kong.Application, synopsis string, all bool) {
 	fmt.Fprintf(w, "%s\n", synopsis)
 	var own, set []*kong.Flag
+	tuning := 0
+	// Only the grammar of a command that reads every setting (cli) has
+	// --help-all.
+	every := slices.ContainsFunc(app.Flags, func(f *kong.Flag) bool { return f.Name == "help-all" })
 	for _, f := range app.Flags {
 		switch {
-		case f.Hidden || f.Name == "help":
+		case f.Hidden || f.Name == "help" || f.Name == "help-all":
+		case f.Tag.Get("envvar") != "" && every && !all && !f.Tag.Has("essential"):
+			tuning++
 		case f.Tag.Get("envvar") != "":
 			set = append(set, f)
 		default:
@@ -403,7 +467,7 @@ func printHelp(w io.Writer, app *kong.Application, synopsis string) {
 			if !strings.Contains(text, "(default") && !slices.Contains([]string{"", "0", "0s", "false"}, f.Default) {
 				text += " (default " + f.Default + ")"
 			}
-			name := "--" + f.Name
+			name := "--" + f.Name + placeholder(f)
 			if f.Short != 0 {
 				name = "-" + string(f.Short) + ", " + name
 			}
@@ -413,15 +477,43 @@ func printHelp(w io.Writer, app *kong.Application, synopsis string) {
 	if len(set) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\nSettings (each flag falls back to the environment variable in brackets; flags win):\n")
+	title := "Settings"
+	if tuning > 0 {
+		title = "Essential settings"
+	}
+	fmt.Fprintf(w, "\n%s (each flag falls back to the environment variable in brackets; flags win):\n", title)
 	for _, f := range set {
 		text := f.Help
 		if def := shownDefault(f); def != "" {
 			text += " (default " + def + ")"
 		}
-		fmt.Fprintf(w, "  --%s [%s]\n        %s\n", f.Name, f.Tag.Get("envvar"), text)
+		fmt.Fprintf(w, "  --%s%s [%s]\n        %s\n", f.Name, placeholder(f), f.Tag.Get("envvar"), text)
+	}
+	if tuning > 0 {
+		fmt.Fprintf(w, "\n%d more settings tune it: --help-all lists every one, as docs/configuration.md does.\n", tuning)
 	}
 	fmt.Fprintln(w, "\nA .env file in the working directory is read first; the real environment wins over it.")
+}
+
+// placeholder is what --help shows after a flag for its value, " N" in
+// "--rate N": the flag's placeholder tag, else one by the value's kind. A
+// boolean flag takes none.
+func placeholder(f *kong.Flag) string {
+	switch {
+	case f.IsBool():
+		return ""
+	case f.PlaceHolder != "":
+		return " " + f.PlaceHolder
+	}
+	switch f.Target.Kind() {
+	case reflect.Int, reflect.Int64, reflect.Uint64, reflect.Float64:
+		if f.Target.Type() == reflect.TypeFor[time.Duration]() {
+			return " DURATION"
+		}
+		return " N"
+	}
+	words := strings.Split(f.Name, "-")
+	return " " + strings.ToUpper(words[len(words)-1])
 }
 
 // settingFlags are the settings' flags, in --help's order, with the

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,27 +14,27 @@ import (
 	"time"
 
 	"github.com/gatekeeper/gatekeeper/messages"
-	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 )
 
-// status says what became of one payload: it asks the service on
-// HTTP_ADDR, which also knows what it accepted and has not applied yet,
-// and reads the warehouse itself when no service answers there.
+// status says what became of one payload: it asks the service's admin
+// API, which also knows what it accepted and has not applied yet; with
+// --direct it reads the warehouse, which cannot know "accepted".
 func status(args []string, stdout, stderr io.Writer) int {
 	var own struct {
 		JSON bool `name:"json" help:"print the JSON the status API answers"`
 	}
-	cfg, logger, ids, err := loadConfig("status", "usage: gatekeeper status ID [--json] [flags]\n\n"+
+	var reach reachFlags
+	cfg, logger, ids, err := loadSettings("status", "usage: gatekeeper status ID [--json] [flags]\n\n"+
 		"Prints a payload's status: accepted, applied, poisoned, purged or unknown (exit 1).\n"+
-		"Asks the service on --http-addr; without one there, reads the warehouse (which cannot know \"accepted\").",
-		args, stdout, stderr, &own)
+		"Asks the service's admin API (ADMIN_ADDR, or --server); with --direct, reads the warehouse, which cannot know \"accepted\".",
+		reachReads, args, stdout, stderr, &own, &reach)
 	if errors.Is(err, errHelp) {
 		return exitOK
 	}
 	asJSON := own.JSON
 	if err == nil && len(ids) != 1 {
-		err = errors.New("usage: gatekeeper status ID [--json]")
+		err = errors.New("status takes one payload id; see gatekeeper status --help")
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "gatekeeper: %v\n", err)
@@ -44,14 +43,17 @@ func status(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
-	p, err := askService(ctx, cfg.HTTPAddr, ids[0])
-	var unreachable *net.OpError
-	if errors.As(err, &unreachable) {
-		fmt.Fprintf(stderr, "gatekeeper: no service answers on %s; reading the warehouse\n", cfg.HTTPAddr)
-		var c *operator.Console
-		if c, err = pipeline.NewConsole(ctx, cfg, logger); err == nil {
-			p, err = c.Status(ctx, ids[0])
-			c.Close()
+	var p operator.PayloadStatus
+	if reach.direct(args) {
+		var c *directSource
+		if c, err = openDirectSource(ctx, cfg, logger); err == nil {
+			p, err = c.c.Status(ctx, ids[0])
+			c.close()
+		}
+	} else {
+		var c *adminClient
+		if c, err = newAdminClient(reach, cfg.AdminAddr); err == nil {
+			p, err = askStatus(ctx, c, ids[0])
 		}
 	}
 	if err != nil {
@@ -87,37 +89,17 @@ func status(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func askService(ctx context.Context, addr, id string) (operator.PayloadStatus, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return operator.PayloadStatus{}, fmt.Errorf("HTTP_ADDR: %w", err)
-	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		"http://"+net.JoinHostPort(host, port)+"/api/activities/"+url.PathEscape(id), nil)
+// askStatus asks the admin API's GET /api/activities/{id}, which answers
+// 404 with the status "unknown".
+func askStatus(ctx context.Context, c *adminClient, id string) (operator.PayloadStatus, error) {
+	path := strings.Replace(operator.StatusPath, "{id}", url.PathEscape(id), 1)
+	_, raw, err := c.call(ctx, http.MethodGet, path, nil, nil, 30*time.Second, http.StatusOK, http.StatusNotFound)
 	if err != nil {
 		return operator.PayloadStatus{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			return operator.PayloadStatus{}, uerr.Err
-		}
-		return operator.PayloadStatus{}, err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNotFound {
-		return operator.PayloadStatus{}, fmt.Errorf("the service answered %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	var p operator.PayloadStatus
-	if err := json.Unmarshal(body, &p); err != nil || p.Status == "" {
-		return p, fmt.Errorf("the service on %s answered %d without a status: %s", addr, resp.StatusCode, strings.TrimSpace(string(body)))
+	if err := json.Unmarshal(raw, &p); err != nil || p.Status == "" {
+		return p, fmt.Errorf("the service on %s answered without a status: %s", c.host, strings.TrimSpace(string(raw)))
 	}
 	return p, nil
 }

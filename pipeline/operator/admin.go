@@ -168,6 +168,9 @@ func NewAdmin(cfg AdminConfig, _ *slog.Logger) (*Admin, error) {
 	api("POST "+AdminPoisonPath+"/replay", adminReplay)
 	api("POST "+AdminPoisonPath+"/purge", adminPurge)
 	api("POST "+AdminPoisonPath+"/validate", adminValidate)
+	api("GET "+AdminPoisonPath+"/export", adminExport)
+	api("GET "+AdminTablesPath, adminTables)
+	api("GET "+AdminTablesPath+"/{table}/rows", adminRows)
 	mux.Handle("GET "+StatusPath, cfg.Instrument(StatusPath, door(cfg.Status)))
 	mux.HandleFunc("GET "+AdminPagePath, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
