@@ -41,12 +41,20 @@ var (
 )
 
 // ParseFilter reads the filters operators give by name (table, class,
-// since, reason, backend, state, limit), from flags or a query string, and reports
-// every bad value at once.
+// since, reason, backend, state, search, cursor, limit), from flags or a
+// query string, and reports every bad value at once.
 func ParseFilter(get func(name string) string, now time.Time) (warehouse.EventFilter, error) {
 	var f warehouse.EventFilter
 	var errs []error
 	f.Table = strings.TrimSpace(get("table"))
+	f.Search = strings.TrimSpace(get("search"))
+	if c := get("cursor"); c != "" {
+		k, err := ParseCursor(c)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		f.After = k
+	}
 	f.Reason = get("reason")
 	f.Backend = strings.TrimSpace(get("backend"))
 	if c := get("class"); c != "" {
@@ -224,12 +232,12 @@ func adminList(c *Console, w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	items, err := c.List(r.Context(), f)
+	page, err := c.Page(r.Context(), f, r.URL.Query().Get("cause"))
 	if err != nil {
 		WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	writeAdminJSON(w, http.StatusOK, map[string]any{"items": items, "count": len(items)})
+	writeAdminJSON(w, http.StatusOK, page)
 }
 
 func adminSummary(c *Console, w http.ResponseWriter, r *http.Request) {
@@ -282,7 +290,7 @@ func readSelection(w http.ResponseWriter, r *http.Request) (adminSelection, Sele
 		WriteError(w, http.StatusBadRequest, err)
 		return body, Selection{}, false
 	}
-	return body, Selection{IDs: body.IDs, All: body.All, Filter: f}, true
+	return body, Selection{IDs: body.IDs, All: body.All, Filter: f, Cause: body.Filter["cause"]}, true
 }
 
 // selectEntries resolves a replay's or purge's selection, answering the

@@ -151,6 +151,15 @@ func (f *Faulty) Entries(ctx context.Context, filter warehouse.EventFilter) ([]w
 	return log.Entries(ctx, filter)
 }
 
+// CountSelected passes through.
+func (f *Faulty) CountSelected(ctx context.Context, filter warehouse.EventFilter) (int, error) {
+	log, err := f.eventLog()
+	if err != nil {
+		return 0, err
+	}
+	return log.CountSelected(ctx, filter)
+}
+
 // History passes through.
 func (f *Faulty) History(ctx context.Context, payloadID string) ([]warehouse.Event, error) {
 	log, err := f.eventLog()
