@@ -237,6 +237,21 @@ type PayloadState struct {
 	Entry *Entry
 }
 
+// AcksTable holds operators' acknowledgements of causes of failure: a
+// small append-only table beside the events log, in every adapter.
+const AcksTable = "_gatekeeper_acks"
+
+// CauseAck is an operator's word on one cause of failure (the console's
+// CauseOf): acknowledged, or open again. A cause's latest ack is its state.
+type CauseAck struct {
+	Cause string
+	// Acknowledged is false when the operator opened the cause again.
+	Acknowledged bool
+	// At is when; AcknowledgeCause sets a zero At to the time of the call.
+	At    time.Time
+	Actor string
+}
+
 // EventLog is the events log. Adapters implement it beside Warehouse and
 // Reader.
 type EventLog interface {
@@ -260,4 +275,9 @@ type EventLog interface {
 	// State returns what the ledger and the log hold about one payload, in
 	// one indexed read.
 	State(ctx context.Context, payloadID string) (PayloadState, error)
+	// AcknowledgeCause records an ack in AcksTable. Like AppendEvents, it
+	// spends no DML quota.
+	AcknowledgeCause(ctx context.Context, ack CauseAck) error
+	// CauseAcks returns each cause's latest ack (by At), by cause.
+	CauseAcks(ctx context.Context) (map[string]CauseAck, error)
 }

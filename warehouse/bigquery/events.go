@@ -558,3 +558,81 @@ func (w *Warehouse) CountEntries(ctx context.Context) (map[warehouse.EventKind]i
 	}
 	return counts, nil
 }
+
+// The acks table is created on the first ack: most deployments never
+// acknowledge a cause, and a missing table reads as no acks.
+var ackSchema = bigquery.Schema{
+	{Name: "cause", Type: bigquery.StringFieldType, Required: true},
+	{Name: "acknowledged", Type: bigquery.BooleanFieldType, Required: true},
+	{Name: "ack_at", Type: bigquery.TimestampFieldType, Required: true},
+	{Name: "actor", Type: bigquery.StringFieldType},
+}
+
+type ackSaver struct{ a warehouse.CauseAck }
+
+func (s ackSaver) Save() (map[string]bigquery.Value, string, error) {
+	a := s.a
+	return map[string]bigquery.Value{"cause": a.Cause, "acknowledged": a.Acknowledged, "ack_at": a.At, "actor": a.Actor},
+		a.Cause + "/" + strconv.FormatInt(a.At.UnixNano(), 10), nil
+}
+
+// AcknowledgeCause streams ack into the acks table, creating it first
+// when missing.
+func (w *Warehouse) AcknowledgeCause(ctx context.Context, ack warehouse.CauseAck) error {
+	if ack.Cause == "" {
+		return messages.Permanent(errors.New("acknowledge: no cause"))
+	}
+	if ack.At.IsZero() {
+		ack.At = time.Now()
+	}
+	if !w.enter() {
+		return messages.Transient(ErrClosed)
+	}
+	defer w.closeMu.RUnlock()
+	info, err := w.backend.table(ctx, warehouse.AcksTable)
+	if err != nil {
+		return groupError("acknowledge", err)
+	}
+	if info == nil {
+		if _, err := w.backend.createTable(ctx, warehouse.AcksTable, ackSchema, nil); err != nil && !isDuplicate(err) {
+			return groupError("acknowledge: create acks table", err)
+		}
+	}
+	if err := w.backend.insertRows(ctx, warehouse.AcksTable, []bigquery.ValueSaver{ackSaver{ack}}); err != nil {
+		return groupError("acknowledge", err)
+	}
+	return nil
+}
+
+// CauseAcks reads each cause's latest ack in one query job; none without
+// the acks table.
+func (w *Warehouse) CauseAcks(ctx context.Context) (map[string]warehouse.CauseAck, error) {
+	if !w.enter() {
+		return nil, messages.Transient(ErrClosed)
+	}
+	defer w.closeMu.RUnlock()
+	acks := map[string]warehouse.CauseAck{}
+	info, err := w.backend.table(ctx, warehouse.AcksTable)
+	if err != nil {
+		return nil, fmt.Errorf("read acks: %w", err)
+	}
+	if info == nil {
+		return acks, nil
+	}
+	query := "SELECT cause, acknowledged, ack_at, actor FROM (SELECT cause, acknowledged, ack_at, actor, " +
+		"ROW_NUMBER() OVER (PARTITION BY cause ORDER BY ack_at DESC) AS pos FROM " +
+		w.qualifier + quoteIdent(warehouse.AcksTable) + ") WHERE pos = 1"
+	rows, err := w.backend.query(ctx, query, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read acks: %w", err)
+	}
+	for _, row := range rows {
+		if len(row) != 4 {
+			return nil, fmt.Errorf("read acks: a row of %d columns, want 4", len(row))
+		}
+		ok, _ := row[1].(bool)
+		a := warehouse.CauseAck{Cause: stringValue(row[0]), Acknowledged: ok, At: timeValue(row[2]), Actor: stringValue(row[3])}
+		acks[a.Cause] = a
+	}
+	return acks, nil
+}

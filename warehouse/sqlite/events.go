@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -474,4 +475,62 @@ func scanCounts(rows *sql.Rows) (map[warehouse.EventKind]int, error) {
 		return nil, fmt.Errorf("count event entries: %w", err)
 	}
 	return counts, nil
+}
+
+var (
+	acksTable     = quoteIdent(warehouse.AcksTable)
+	createAcksSQL = "CREATE TABLE IF NOT EXISTS " + acksTable + ` (
+	cause TEXT NOT NULL,
+	acknowledged INTEGER NOT NULL,
+	at INTEGER NOT NULL,
+	actor TEXT NOT NULL)`
+	// The latest row of each cause; rowid breaks a tie of clocks.
+	causeAcksSQL = `SELECT cause, acknowledged, at, actor FROM (
+	SELECT *, ROW_NUMBER() OVER (PARTITION BY cause ORDER BY at DESC, rowid DESC) AS pos FROM ` + acksTable + `) WHERE pos = 1`
+)
+
+// AcknowledgeCause appends ack on the writer connection.
+func (w *Warehouse) AcknowledgeCause(ctx context.Context, ack warehouse.CauseAck) error {
+	if ack.Cause == "" {
+		return messages.Permanent(errors.New("acknowledge: no cause"))
+	}
+	if ack.At.IsZero() {
+		ack.At = time.Now()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed.Load() {
+		return messages.Transient(ErrClosed)
+	}
+	if err := w.ensureConn(ctx); err != nil {
+		return w.groupError(ctx, "connect", err)
+	}
+	if _, err := w.execFixed(ctx, "INSERT INTO "+acksTable+" (cause, acknowledged, at, actor) VALUES (?, ?, ?, ?)",
+		ack.Cause, ack.Acknowledged, ack.At.UnixNano(), ack.Actor); err != nil {
+		return w.groupError(ctx, "acknowledge", err)
+	}
+	return nil
+}
+
+// CauseAcks reads each cause's latest ack on a read connection.
+func (w *Warehouse) CauseAcks(ctx context.Context) (map[string]warehouse.CauseAck, error) {
+	rows, err := w.readDB.QueryContext(ctx, causeAcksSQL)
+	if err != nil {
+		return nil, fmt.Errorf("read acks: %w", err)
+	}
+	defer rows.Close()
+	acks := map[string]warehouse.CauseAck{}
+	for rows.Next() {
+		var a warehouse.CauseAck
+		var at int64
+		if err := rows.Scan(&a.Cause, &a.Acknowledged, &at, &a.Actor); err != nil {
+			return nil, fmt.Errorf("read acks: %w", err)
+		}
+		a.At = time.Unix(0, at).UTC()
+		acks[a.Cause] = a
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read acks: %w", err)
+	}
+	return acks, nil
 }

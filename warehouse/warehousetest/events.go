@@ -1,6 +1,7 @@
 package warehousetest
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -478,4 +480,73 @@ func stateReportsLedgerAndLog(t *testing.T, f Features, w warehouse.Store) {
 	if !s.Applied || s.Entry == nil || s.Entry.State != warehouse.EventPoisoned {
 		t.Errorf("State(applied) after its poisoning = %+v, want applied with a poisoned entry", s)
 	}
+}
+
+// acksKeepEachCausesLatest: a cause's state is its latest ack, by time,
+// whatever order they were written in; an adapter without acks yet has none.
+func acksKeepEachCausesLatest(t *testing.T, w warehouse.Store) {
+	ctx := testContext(t)
+	got, err := w.CauseAcks(ctx)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("CauseAcks of a new warehouse = %v, %v; want none", got, err)
+	}
+	for _, a := range []warehouse.CauseAck{
+		{Cause: "c1", Acknowledged: true, At: at(1), Actor: "admin-api"},
+		{Cause: "c2", Acknowledged: true, At: at(5), Actor: "admin-api"},
+		{Cause: "c1", Acknowledged: false, At: at(3), Actor: "cli"},
+		{Cause: "c2", Acknowledged: false, At: at(2), Actor: "cli"}, // written late, a slow clock
+	} {
+		if err := w.AcknowledgeCause(ctx, a); err != nil {
+			t.Fatalf("AcknowledgeCause(%+v): %v", a, err)
+		}
+	}
+	if err := w.AcknowledgeCause(ctx, warehouse.CauseAck{Acknowledged: true}); err == nil {
+		t.Error("AcknowledgeCause without a cause: no error")
+	}
+	got, err = w.CauseAcks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]warehouse.CauseAck{
+		"c1": {Cause: "c1", Acknowledged: false, At: at(3), Actor: "cli"},
+		"c2": {Cause: "c2", Acknowledged: true, At: at(5), Actor: "admin-api"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("CauseAcks = %+v, want %+v", got, want)
+	}
+	for k, a := range want {
+		g := got[k]
+		if g.Cause != a.Cause || g.Acknowledged != a.Acknowledged || !g.At.Equal(a.At) || g.Actor != a.Actor {
+			t.Errorf("CauseAcks[%s] = %+v, want %+v", k, g, a)
+		}
+	}
+}
+
+// checkPlansWithoutWriting: an adapter that checks payloads
+// (warehouse.Checker) answers as Apply would, against the schema as it is,
+// and changes nothing.
+func checkPlansWithoutWriting(t *testing.T, w warehouse.Store) {
+	c, ok := w.(warehouse.Checker)
+	if !ok {
+		t.Skip("the adapter does not check payloads")
+	}
+	ctx := testContext(t)
+	apply(t, w, Payload("typed", Insert("typed", Col("n", int64Type, int64(1)))))
+	problem, err := c.Check(ctx, []messages.Activity{Insert("typed", Col("n", stringType, "two"))})
+	if err != nil || problem == nil || !strings.Contains(problem.Error(), `"n"`) {
+		t.Errorf("Check(a STRING for the INT64 column n) = %v, %v; want a problem naming n", problem, err)
+	}
+	problem, err = c.Check(ctx, []messages.Activity{Delete("missing", Col("id", int64Type, int64(1)))})
+	if err != nil || !errors.Is(problem, warehouse.ErrTableNotFound) {
+		t.Errorf("Check(a delete from a missing table) = %v, %v; want ErrTableNotFound", problem, err)
+	}
+	problem, err = c.Check(ctx, []messages.Activity{
+		Insert("typed", Col("n", int64Type, int64(2)), Col("added", stringType, "x")),
+		Insert("created", Col("id", int64Type, int64(1))),
+	})
+	if err != nil || problem != nil {
+		t.Errorf("Check(inserts that add a column and a table) = %v, %v; want neither", problem, err)
+	}
+	expectTables(t, w, "typed")
+	expectSchema(t, w, "typed", warehouse.ColumnSchema{Name: "n", Type: int64Type})
 }

@@ -187,6 +187,24 @@ func (f *Faulty) State(ctx context.Context, payloadID string) (warehouse.Payload
 	return log.State(ctx, payloadID)
 }
 
+// AcknowledgeCause passes through.
+func (f *Faulty) AcknowledgeCause(ctx context.Context, ack warehouse.CauseAck) error {
+	log, err := f.eventLog()
+	if err != nil {
+		return err
+	}
+	return log.AcknowledgeCause(ctx, ack)
+}
+
+// CauseAcks passes through.
+func (f *Faulty) CauseAcks(ctx context.Context) (map[string]warehouse.CauseAck, error) {
+	log, err := f.eventLog()
+	if err != nil {
+		return nil, err
+	}
+	return log.CauseAcks(ctx)
+}
+
 // Ping passes through.
 func (f *Faulty) Ping(ctx context.Context) error { return f.warehouse.Ping(ctx) }
 
