@@ -180,6 +180,11 @@ type SummaryGroup struct {
 	// Hourly counts the group's payloads by the hour they last failed,
 	// over the last 24 hours, oldest first: the last is the current hour.
 	Hourly []int `json:"hourly"`
+	// AcknowledgedAt is when an operator acknowledged the cause, if one
+	// did and did not open it again; New counts its payloads that failed
+	// since (all of them when it is not acknowledged).
+	AcknowledgedAt *time.Time `json:"acknowledged_at"`
+	New            int        `json:"new"`
 }
 
 // Summary groups the entries f selects by cause, largest group first, so
@@ -189,6 +194,10 @@ func (c *Console) Summary(ctx context.Context, f warehouse.EventFilter) ([]Summa
 	entries, err := c.store.Entries(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("read the poison index: %w", err)
+	}
+	acks, err := c.store.CauseAcks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the acknowledged causes: %w", err)
 	}
 	now := time.Now().UTC()
 	thisHour := now.Truncate(time.Hour)
@@ -210,6 +219,9 @@ func (c *Console) Summary(ctx context.Context, f warehouse.EventFilter) ([]Summa
 		if h := int(thisHour.Sub(seen.Truncate(time.Hour)) / time.Hour); h >= 0 && h < 24 && !seen.After(now.Add(time.Hour)) {
 			g.Hourly[23-h]++
 		}
+		if a, ok := acks[key]; !ok || !a.Acknowledged || seen.After(a.At) {
+			g.New++
+		}
 		g.Count++
 		if seen.Before(g.FirstSeen) {
 			g.FirstSeen = seen
@@ -220,6 +232,9 @@ func (c *Console) Summary(ctx context.Context, f warehouse.EventFilter) ([]Summa
 	}
 	out := make([]SummaryGroup, 0, len(groups))
 	for _, g := range groups {
+		if a, ok := acks[g.Cause]; ok && a.Acknowledged {
+			g.AcknowledgedAt = &a.At
+		}
 		out = append(out, *g)
 	}
 	slices.SortFunc(out, func(a, b SummaryGroup) int {
@@ -250,6 +265,15 @@ func ReasonPattern(reason string) string {
 	})
 	r = reasonIndex.ReplaceAllString(r, "[*]")
 	return reasonNumber.ReplaceAllString(r, "<n>")
+}
+
+// Acknowledge records an operator's word on a cause: acknowledged (so
+// that the summary counts only what failed since as new), or open again.
+func (c *Console) Acknowledge(ctx context.Context, cause string, acknowledged bool, actor string) error {
+	if err := c.store.AcknowledgeCause(ctx, warehouse.CauseAck{Cause: cause, Acknowledged: acknowledged, At: time.Now().UTC(), Actor: actor}); err != nil {
+		return fmt.Errorf("record the acknowledgement: %w", err)
+	}
+	return nil
 }
 
 // PoisonDetail is everything the index holds about one payload.

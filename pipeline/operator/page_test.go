@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline/operator"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 	"github.com/gatekeeper/gatekeeper/warehouse/warehousetest"
@@ -116,5 +118,119 @@ func TestAdminPagesWithACursor(t *testing.T) {
 	}
 	if code, _, raw := getPage(t, srv.URL, url.Values{"cursor": {"nonsense!"}}); code != 400 {
 		t.Errorf("a bad cursor: %d %s, want 400", code, raw)
+	}
+}
+
+func postTo(t *testing.T, url, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func summaryOf(t *testing.T, base string) []operator.SummaryGroup {
+	t.Helper()
+	var s struct {
+		Groups []operator.SummaryGroup `json:"groups"`
+	}
+	resp, err := http.Get(base + operator.AdminPoisonPath + "/summary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(&s)
+	return s.Groups
+}
+
+// A cause is acknowledged, and counts as new only what fails after; a bulk
+// action does nothing when the selection is no longer the count the
+// operator confirmed; a background replay reports its progress and end;
+// validate asks the warehouse as well as the gate.
+func TestAdminCausesJobsAndValidate(t *testing.T) {
+	t.Parallel()
+	srv, store := newAdminOver(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	var events []warehouse.Event
+	for i := range 30 {
+		events = append(events, warehousetest.Poisoned(fmt.Sprintf("p%02d", i), 0, now.Add(-time.Minute), "permanent", "table \"gone\" not found", "gone"))
+	}
+	if err := store.AppendEvents(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	g := summaryOf(t, srv.URL)
+	if len(g) != 1 || g[0].New != 30 || g[0].AcknowledgedAt != nil {
+		t.Fatalf("summary: %+v, want one open cause, 30 new", g)
+	}
+	cause := g[0].Cause
+	if code, out := postTo(t, srv.URL+operator.AdminPoisonPath+"/causes/"+cause+"/ack", `{}`); code != 200 {
+		t.Fatalf("ack: %d %v", code, out)
+	}
+	if g = summaryOf(t, srv.URL); g[0].New != 0 || g[0].AcknowledgedAt == nil {
+		t.Errorf("after the ack: %+v, want acknowledged, 0 new", g[0])
+	}
+	late := warehousetest.Poisoned("late", 0, time.Now().UTC().Add(time.Minute), "permanent", "table \"gone\" not found", "gone")
+	late.LastFailureAt = late.At
+	if err := store.AppendEvents(ctx, []warehouse.Event{late}); err != nil {
+		t.Fatal(err)
+	}
+	if g = summaryOf(t, srv.URL); g[0].New != 1 || g[0].Count != 31 {
+		t.Errorf("after a new failure: %+v, want 31, 1 new", g[0])
+	}
+
+	sel := func(expect int) string {
+		return fmt.Sprintf(`{"all":true,"filter":{"cause":%q},"expect":%d,"dry_run":true,"background":true,"rate":1000}`, cause, expect)
+	}
+	if code, out := postTo(t, srv.URL+operator.AdminPoisonPath+"/replay", sel(30)); code != 409 || out["count"] != float64(31) {
+		t.Errorf("replay confirming 30 of 31: %d %v, want 409 with the count", code, out)
+	}
+	if code, out := postTo(t, srv.URL+operator.AdminPoisonPath+"/purge", fmt.Sprintf(`{"filter":{"cause":%q},"expect":5}`, cause)); code != 409 {
+		t.Errorf("purge confirming 5 of 31: %d %v, want 409", code, out)
+	}
+	code, out := postTo(t, srv.URL+operator.AdminPoisonPath+"/replay", sel(31))
+	if code != 202 || out["total"] != float64(31) {
+		t.Fatalf("background replay: %d %v", code, out)
+	}
+	var job operator.ReplayJob
+	deadline := time.Now().Add(10 * time.Second)
+	for !job.Finished && time.Now().Before(deadline) {
+		resp, err := http.Get(srv.URL + operator.AdminPoisonPath + "/jobs/" + out["id"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&job)
+		resp.Body.Close()
+	}
+	// The stored payloads are not valid payloads: the gate refuses them all.
+	if !job.Finished || job.Done != 31 || job.Report == nil || len(job.Report.Refused) != 31 || job.Error != "" {
+		t.Errorf("job: %+v, want finished with 31 done, all refused", job)
+	}
+
+	if _, err := store.Apply(ctx, []warehouse.Payload{warehousetest.Payload("typed", warehousetest.Insert("typed", warehousetest.Col("n", messages.ColumnType{Base: messages.TypeInt64}, int64(1))))}); err != nil {
+		t.Fatal(err)
+	}
+	validate := func(payload string) map[string]any {
+		code, out := postTo(t, srv.URL+operator.AdminPoisonPath+"/validate", `{"payload":`+payload+`}`)
+		if code != 200 {
+			t.Fatalf("validate: %d %v", code, out)
+		}
+		return out
+	}
+	conflict := validate(`{"activities":[{"operation":"insert","table":"typed","col_names":["n"],"col_types":["TEXT"],"col_values":["two"]}]}`)
+	wh, _ := conflict["warehouse"].(map[string]any)
+	if conflict["valid"] != true || wh["checked"] != true || wh["valid"] != false || !strings.Contains(fmt.Sprint(wh["problem"]), `"n"`) {
+		t.Errorf("validate a type conflict: %v, want the gate's yes and the warehouse's no naming n", conflict)
+	}
+	fine := validate(`{"activities":[{"operation":"insert","table":"typed","col_names":["n"],"col_types":["INTEGER"],"col_values":[2]}]}`)
+	if wh, _ := fine["warehouse"].(map[string]any); fine["valid"] != true || wh["valid"] != true {
+		t.Errorf("validate a good payload: %v", fine)
+	}
+	if names, _ := store.Tables(ctx); len(names) != 1 {
+		t.Errorf("tables after validating: %v, want only typed (validate writes nothing)", names)
 	}
 }
