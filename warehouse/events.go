@@ -139,7 +139,29 @@ type Entry struct {
 	Poisoned Event
 	// Replays is how many times operators replayed the payload.
 	Replays int
+	// FirstAt is when the payload's earliest event was written: its first
+	// appearance in the log, which later events never change. Entries
+	// orders by it (Key).
+	FirstAt time.Time
 }
+
+// EntryKey is an entry's place in the order Entries returns: first
+// appearance (FirstAt) most recent first, ties by payload id. A payload's
+// key never changes once it is in the log, so a walk that continues after
+// the key of the last entry it read (EventFilter.After) reads every entry
+// at most once, whatever happens to the entries meanwhile; payloads that
+// first appear during the walk sort before it and are left to the next
+// walk.
+type EntryKey struct {
+	FirstAt   time.Time
+	PayloadID string
+}
+
+// Key is e's place in the order of Entries.
+func (e Entry) Key() EntryKey { return EntryKey{FirstAt: e.FirstAt, PayloadID: e.Latest.PayloadID} }
+
+// IsZero reports whether k is the zero key: a walk from the start.
+func (k EntryKey) IsZero() bool { return k.FirstAt.IsZero() && k.PayloadID == "" }
 
 // EntryOf is the entry of one payload's events, in any order, by the rules
 // Entry describes; nil when there are none. Adapters whose queries return a
@@ -153,6 +175,9 @@ func EntryOf(events []Event) *Entry {
 	for i, ev := range events {
 		if i == 0 || e.Latest.Before(ev) {
 			e.Latest = ev
+		}
+		if i == 0 || ev.At.Before(e.FirstAt) {
+			e.FirstAt = ev.At
 		}
 		switch ev.Kind {
 		case EventReplayed:
@@ -190,6 +215,13 @@ type EventFilter struct {
 	// key: the poison message's "ordering_key" attribute is not empty.
 	// ORDERING_POISON=block reads the blocked keys with it.
 	Keyed bool
+	// Search selects entries whose payload id, or whose latest poisoning's
+	// correlation id, starts with it (case matters): a whole id is a prefix
+	// of itself.
+	Search string
+	// After continues a walk: only entries after this key in the order of
+	// Entries. The zero key starts from the beginning.
+	After EntryKey
 	// Limit bounds the entries returned; <= 0 means all.
 	Limit int
 }
@@ -213,6 +245,21 @@ type PayloadState struct {
 	Entry *Entry
 }
 
+// AcksTable holds operators' acknowledgements of causes of failure: a
+// small append-only table beside the events log, in every adapter.
+const AcksTable = "_gatekeeper_acks"
+
+// CauseAck is an operator's word on one cause of failure (the console's
+// CauseOf): acknowledged, or open again. A cause's latest ack is its state.
+type CauseAck struct {
+	Cause string
+	// Acknowledged is false when the operator opened the cause again.
+	Acknowledged bool
+	// At is when; AcknowledgeCause sets a zero At to the time of the call.
+	At    time.Time
+	Actor string
+}
+
 // EventLog is the events log. Adapters implement it beside Warehouse and
 // Reader.
 type EventLog interface {
@@ -221,9 +268,13 @@ type EventLog interface {
 	// inserts or the Storage Write API), so an outage that poisons 100,000
 	// payloads does not throttle the apply stage.
 	AppendEvents(ctx context.Context, events []Event) error
-	// Entries returns the current entries that f selects, most recent latest
-	// event first.
+	// Entries returns the current entries that f selects, in the order of
+	// their keys (EntryKey): first appearance in the log, most recent first,
+	// ties by payload id.
 	Entries(ctx context.Context, f EventFilter) ([]Entry, error)
+	// CountSelected returns how many entries f selects, ignoring its
+	// After and Limit: the total a page of Entries is part of.
+	CountSelected(ctx context.Context, f EventFilter) (int, error)
 	// History returns every event of one payload, oldest first (Before).
 	History(ctx context.Context, payloadID string) ([]Event, error)
 	// CountEntries returns how many payloads are in each state (their
@@ -234,4 +285,9 @@ type EventLog interface {
 	// State returns what the ledger and the log hold about one payload, in
 	// one indexed read.
 	State(ctx context.Context, payloadID string) (PayloadState, error)
+	// AcknowledgeCause records an ack in AcksTable. Like AppendEvents, it
+	// spends no DML quota.
+	AcknowledgeCause(ctx context.Context, ack CauseAck) error
+	// CauseAcks returns each cause's latest ack (by At), by cause.
+	CauseAcks(ctx context.Context) (map[string]CauseAck, error)
 }

@@ -60,6 +60,15 @@ type UnusableTableError struct{ Err error }
 func (e *UnusableTableError) Error() string { return e.Err.Error() }
 func (e *UnusableTableError) Unwrap() error { return e.Err }
 
+// Checker is implemented by adapters that can say whether a payload would
+// apply, against the current schema, without writing anything: the same
+// plan Apply checks a payload with before its DDL runs. A non-nil problem
+// is the payload's fault (Apply would reject it); a non-nil err is the
+// warehouse's (the check could not be made).
+type Checker interface {
+	Check(ctx context.Context, activities []messages.Activity) (problem, err error)
+}
+
 // Rules are an adapter's part of planning: what its backend refuses beyond
 // the rules every warehouse shares. Only NewColumn is required.
 type Rules[C Column, T Table[C]] struct {

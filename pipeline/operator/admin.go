@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -41,12 +42,20 @@ var (
 )
 
 // ParseFilter reads the filters operators give by name (table, class,
-// since, reason, backend, state, limit), from flags or a query string, and reports
-// every bad value at once.
+// since, reason, backend, state, search, cursor, limit), from flags or a
+// query string, and reports every bad value at once.
 func ParseFilter(get func(name string) string, now time.Time) (warehouse.EventFilter, error) {
 	var f warehouse.EventFilter
 	var errs []error
 	f.Table = strings.TrimSpace(get("table"))
+	f.Search = strings.TrimSpace(get("search"))
+	if c := get("cursor"); c != "" {
+		k, err := ParseCursor(c)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		f.After = k
+	}
 	f.Reason = get("reason")
 	f.Backend = strings.TrimSpace(get("backend"))
 	if c := get("class"); c != "" {
@@ -162,12 +171,22 @@ func NewAdmin(cfg AdminConfig, _ *slog.Logger) (*Admin, error) {
 				h(c, w, r)
 			}))))
 	}
+	jobs := newReplayJobs()
 	api("GET "+AdminPoisonPath, adminList)
 	api("GET "+AdminPoisonPath+"/summary", adminSummary)
 	api("GET "+AdminPoisonPath+"/{id}", adminShow)
-	api("POST "+AdminPoisonPath+"/replay", adminReplay)
+	api("POST "+AdminPoisonPath+"/replay", func(c *Console, w http.ResponseWriter, r *http.Request) { adminReplay(c, jobs, w, r) })
+	api("GET "+AdminPoisonPath+"/jobs/{job}", func(_ *Console, w http.ResponseWriter, r *http.Request) {
+		job, ok := jobs.get(r.PathValue("job"))
+		if !ok {
+			WriteError(w, http.StatusNotFound, fmt.Errorf("replay job %q: not in this process (jobs live in the process that started them)", r.PathValue("job")))
+			return
+		}
+		writeAdminJSON(w, http.StatusOK, job)
+	})
 	api("POST "+AdminPoisonPath+"/purge", adminPurge)
 	api("POST "+AdminPoisonPath+"/validate", adminValidate)
+	api("POST "+AdminPoisonPath+"/causes/{cause}/ack", adminAck)
 	api("GET "+AdminPoisonPath+"/export", adminExport)
 	api("GET "+AdminTablesPath, adminTables)
 	api("GET "+AdminTablesPath+"/{table}/rows", adminRows)
@@ -227,12 +246,12 @@ func adminList(c *Console, w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	items, err := c.List(r.Context(), f)
+	page, err := c.Page(r.Context(), f, r.URL.Query().Get("cause"))
 	if err != nil {
 		WriteError(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	writeAdminJSON(w, http.StatusOK, map[string]any{"items": items, "count": len(items)})
+	writeAdminJSON(w, http.StatusOK, page)
 }
 
 func adminSummary(c *Console, w http.ResponseWriter, r *http.Request) {
@@ -270,6 +289,12 @@ type adminSelection struct {
 	Items  []ExportLine `json:"items"`
 	DryRun bool         `json:"dry_run"`
 	Rate   float64      `json:"rate"`
+	// Expect is the count the operator confirmed: when the selection
+	// holds another number by now, nothing is done (409).
+	Expect *int `json:"expect"`
+	// Background runs a replay as a job and answers 202 with it at once;
+	// GET /api/poison/jobs/{job} follows it.
+	Background bool `json:"background"`
 }
 
 func readSelection(w http.ResponseWriter, r *http.Request) (adminSelection, Selection, bool) {
@@ -285,15 +310,18 @@ func readSelection(w http.ResponseWriter, r *http.Request) (adminSelection, Sele
 		WriteError(w, http.StatusBadRequest, err)
 		return body, Selection{}, false
 	}
-	return body, Selection{IDs: body.IDs, All: body.All, Filter: f}, true
+	return body, Selection{IDs: body.IDs, All: body.All, Filter: f, Cause: body.Filter["cause"]}, true
 }
 
 // selectEntries resolves a replay's or purge's selection, answering the
 // request itself when it cannot: 400 for an empty one, 404 naming the ids
 // the index does not hold, 503 when the index cannot be read.
-func selectEntries(c *Console, w http.ResponseWriter, r *http.Request, sel Selection) ([]warehouse.Entry, bool) {
+func selectEntries(c *Console, w http.ResponseWriter, r *http.Request, sel Selection, expect *int) ([]warehouse.Entry, bool) {
 	entries, unknown, err := c.Select(r.Context(), sel)
 	switch {
+	case err == nil && expect != nil && len(entries) != *expect:
+		writeAdminJSON(w, http.StatusConflict, map[string]any{"count": len(entries),
+			"error": fmt.Sprintf("the selection holds %d payloads now, not the %d confirmed: nothing was done; confirm the new count", len(entries), *expect)})
 	case errors.Is(err, ErrEmptySelection):
 		WriteError(w, http.StatusBadRequest, err)
 	case err != nil:
@@ -306,7 +334,7 @@ func selectEntries(c *Console, w http.ResponseWriter, r *http.Request, sel Selec
 	return nil, false
 }
 
-func adminReplay(c *Console, w http.ResponseWriter, r *http.Request) {
+func adminReplay(c *Console, jobs *replayJobs, w http.ResponseWriter, r *http.Request) {
 	body, sel, ok := readSelection(w, r)
 	if !ok {
 		return
@@ -325,15 +353,24 @@ func adminReplay(c *Console, w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else {
-		entries, ok := selectEntries(c, w, r, sel)
+		entries, ok := selectEntries(c, w, r, sel, body.Expect)
 		if !ok {
 			return
 		}
 		items = ItemsOf(entries)
 	}
+	if body.Background {
+		job := jobs.start(len(items), body.Rate, func(progress func(done, total int)) (ReplayReport, error) {
+			ctx, cancel := backgroundContext(r.Context(), replayTimeout(len(items), body.Rate))
+			defer cancel()
+			return c.Replay(ctx, items, ReplayOptions{Rate: body.Rate, DryRun: body.DryRun, Actor: "admin-api", Progress: progress})
+		})
+		writeAdminJSON(w, http.StatusAccepted, job)
+		return
+	}
 	// The request's context ends with the client; a replay half done
 	// stays recorded as far as it got, so it runs to its end.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Minute)
+	ctx, cancel := backgroundContext(r.Context(), replayTimeout(len(items), body.Rate))
 	defer cancel()
 	rep, err := c.Replay(ctx, items, ReplayOptions{Rate: body.Rate, DryRun: body.DryRun, Actor: "admin-api"})
 	if err != nil {
@@ -348,11 +385,11 @@ func adminReplay(c *Console, w http.ResponseWriter, r *http.Request) {
 }
 
 func adminPurge(c *Console, w http.ResponseWriter, r *http.Request) {
-	_, sel, ok := readSelection(w, r)
+	body, sel, ok := readSelection(w, r)
 	if !ok {
 		return
 	}
-	entries, ok := selectEntries(c, w, r, sel)
+	entries, ok := selectEntries(c, w, r, sel, body.Expect)
 	if !ok {
 		return
 	}
@@ -364,9 +401,37 @@ func adminPurge(c *Console, w http.ResponseWriter, r *http.Request) {
 	writeAdminJSON(w, http.StatusOK, map[string]any{"purged": n})
 }
 
+// WarehouseVerdict is what the warehouse would say to a payload the gate
+// accepts: the apply stage's planner against the current schema, with no
+// writes. Checked is false when the gate refused it first, or the adapter
+// cannot check; Error says why the check could not be made.
+type WarehouseVerdict struct {
+	Checked bool   `json:"checked"`
+	Valid   bool   `json:"valid"`
+	Problem string `json:"problem,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// CheckWarehouse asks the warehouse whether p would apply now.
+func (c *Console) CheckWarehouse(ctx context.Context, p messages.Payload) WarehouseVerdict {
+	checker, ok := c.store.(warehouse.Checker)
+	if !ok {
+		return WarehouseVerdict{}
+	}
+	problem, err := checker.Check(ctx, p.Activities)
+	switch {
+	case err != nil:
+		return WarehouseVerdict{Error: err.Error()}
+	case problem != nil:
+		return WarehouseVerdict{Checked: true, Problem: problem.Error()}
+	}
+	return WarehouseVerdict{Checked: true, Valid: true}
+}
+
 // adminValidate runs the gate on an edited payload, for the page's edit
-// box: the same verdict a POST to the ingestion API would get.
-func adminValidate(_ *Console, w http.ResponseWriter, r *http.Request) {
+// box: the same verdict a POST to the ingestion API would get; and, when
+// the gate accepts it, the warehouse's (CheckWarehouse).
+func adminValidate(c *Console, w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Payload json.RawMessage `json:"payload"`
 	}
@@ -374,9 +439,10 @@ func adminValidate(_ *Console, w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
 		return
 	}
-	_, err := messages.Parse(body.Payload)
+	p, err := messages.Parse(body.Payload)
 	if err == nil {
-		writeAdminJSON(w, http.StatusOK, map[string]any{"valid": true, "problems": []messages.Problem{}})
+		writeAdminJSON(w, http.StatusOK, map[string]any{"valid": true, "problems": []messages.Problem{},
+			"warehouse": c.CheckWarehouse(r.Context(), p)})
 		return
 	}
 	problems := []messages.Problem{{Path: "", Message: err.Error()}}
@@ -384,5 +450,23 @@ func adminValidate(_ *Console, w http.ResponseWriter, r *http.Request) {
 	if errors.As(err, &ve) {
 		problems = ve.Problems
 	}
-	writeAdminJSON(w, http.StatusOK, map[string]any{"valid": false, "problems": problems})
+	writeAdminJSON(w, http.StatusOK, map[string]any{"valid": false, "problems": problems, "warehouse": WarehouseVerdict{}})
+}
+
+// adminAck acknowledges a cause, or opens it again with
+// {"acknowledged": false}.
+func adminAck(c *Console, w http.ResponseWriter, r *http.Request) {
+	body := struct {
+		Acknowledged *bool `json:"acknowledged"`
+	}{}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<10)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+		WriteError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+		return
+	}
+	ack := body.Acknowledged == nil || *body.Acknowledged
+	if err := c.Acknowledge(r.Context(), r.PathValue("cause"), ack, "admin-api"); err != nil {
+		WriteError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	writeAdminJSON(w, http.StatusOK, map[string]any{"cause": r.PathValue("cause"), "acknowledged": ack})
 }

@@ -23,6 +23,13 @@ func (noPublishers) Publisher(string) *pubsub.Publisher { return nil }
 // newAdmin serves the admin API over an empty SQLite warehouse.
 func newAdmin(t *testing.T) *httptest.Server {
 	t.Helper()
+	srv, _ := newAdminOver(t)
+	return srv
+}
+
+// newAdminOver is newAdmin, and the warehouse under it.
+func newAdminOver(t *testing.T) (*httptest.Server, *sqlite.Warehouse) {
+	t.Helper()
 	store, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "warehouse.db")}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +52,7 @@ func newAdmin(t *testing.T) *httptest.Server {
 	}
 	srv := httptest.NewServer(admin)
 	t.Cleanup(srv.Close)
-	return srv
+	return srv, store
 }
 
 // A write a browser could be tricked into sending from another site is

@@ -112,6 +112,11 @@ type PoisonRecord struct {
 	State          string          `json:"state"`
 	Replays        int             `json:"replays"`
 	Payload        json.RawMessage `json:"payload"`
+	// Cause names the cause of failure the payload shares with others
+	// (CauseOf); FirstSeen is when it first appeared in the index, the
+	// list's order.
+	Cause     string    `json:"cause"`
+	FirstSeen time.Time `json:"first_seen"`
 }
 
 func recordOf(e warehouse.Entry) PoisonRecord {
@@ -125,7 +130,7 @@ func recordOf(e warehouse.Entry) PoisonRecord {
 		FirstFailureAt: timePtr(p.FirstFailureAt), LastFailureAt: timePtr(p.LastFailureAt),
 		Attempts: p.Attempts, ErrorClass: p.ErrorClass, Tables: tables, Reason: p.Reason,
 		CorrelationID: p.CorrelationID, State: string(e.State), Replays: e.Replays,
-		Payload: rawJSON(p.Payload),
+		Payload: rawJSON(p.Payload), Cause: CauseOf(p), FirstSeen: e.FirstAt,
 	}
 }
 
@@ -146,7 +151,7 @@ func rawJSON(b []byte) json.RawMessage {
 	return q
 }
 
-// List returns the entries f selects, most recently changed first.
+// List returns the entries f selects, most recently indexed first.
 func (c *Console) List(ctx context.Context, f warehouse.EventFilter) ([]PoisonRecord, error) {
 	entries, err := c.store.Entries(ctx, f)
 	if err != nil {
@@ -162,6 +167,8 @@ func (c *Console) List(ctx context.Context, f warehouse.EventFilter) ([]PoisonRe
 // SummaryGroup is one cause of failure: the payloads that share an error
 // class, a set of tables and a reason once its values are stripped.
 type SummaryGroup struct {
+	// Cause names the group (CauseOf): GET /api/poison?cause= lists it.
+	Cause      string    `json:"cause"`
 	ErrorClass string    `json:"error_class"`
 	Tables     []string  `json:"tables"`
 	Reason     string    `json:"reason"`
@@ -170,21 +177,34 @@ type SummaryGroup struct {
 	LastSeen   time.Time `json:"last_seen"`
 	// Example is one payload id of the group, to start from with show.
 	Example string `json:"example_payload_id"`
+	// Hourly counts the group's payloads by the hour they last failed,
+	// over the last 24 hours, oldest first: the last is the current hour.
+	Hourly []int `json:"hourly"`
+	// AcknowledgedAt is when an operator acknowledged the cause, if one
+	// did and did not open it again; New counts its payloads that failed
+	// since (all of them when it is not acknowledged).
+	AcknowledgedAt *time.Time `json:"acknowledged_at"`
+	New            int        `json:"new"`
 }
 
 // Summary groups the entries f selects by cause, largest group first, so
 // that 50,000 poisoned payloads read as the few causes they share.
 func (c *Console) Summary(ctx context.Context, f warehouse.EventFilter) ([]SummaryGroup, error) {
-	f.Limit = 0
+	f.Limit, f.After = 0, warehouse.EntryKey{}
 	entries, err := c.store.Entries(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("read the poison index: %w", err)
 	}
+	acks, err := c.store.CauseAcks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the acknowledged causes: %w", err)
+	}
+	now := time.Now().UTC()
+	thisHour := now.Truncate(time.Hour)
 	groups := map[string]*SummaryGroup{}
 	for _, e := range entries {
 		p := e.Poisoned
-		reason := ReasonPattern(p.Reason)
-		key := p.ErrorClass + "\x00" + strings.Join(p.Tables, ",") + "\x00" + reason
+		key := CauseOf(p)
 		seen := cmp.Or(p.LastFailureAt, e.Latest.At)
 		g := groups[key]
 		if g == nil {
@@ -192,8 +212,15 @@ func (c *Console) Summary(ctx context.Context, f warehouse.EventFilter) ([]Summa
 			if tables == nil {
 				tables = []string{}
 			}
-			g = &SummaryGroup{ErrorClass: p.ErrorClass, Tables: tables, Reason: reason, FirstSeen: seen, LastSeen: seen, Example: e.Latest.PayloadID}
+			g = &SummaryGroup{Cause: key, ErrorClass: p.ErrorClass, Tables: tables, Reason: ReasonPattern(p.Reason),
+				FirstSeen: seen, LastSeen: seen, Example: e.Latest.PayloadID, Hourly: make([]int, 24)}
 			groups[key] = g
+		}
+		if h := int(thisHour.Sub(seen.Truncate(time.Hour)) / time.Hour); h >= 0 && h < 24 && !seen.After(now.Add(time.Hour)) {
+			g.Hourly[23-h]++
+		}
+		if a, ok := acks[key]; !ok || !a.Acknowledged || seen.After(a.At) {
+			g.New++
 		}
 		g.Count++
 		if seen.Before(g.FirstSeen) {
@@ -205,6 +232,9 @@ func (c *Console) Summary(ctx context.Context, f warehouse.EventFilter) ([]Summa
 	}
 	out := make([]SummaryGroup, 0, len(groups))
 	for _, g := range groups {
+		if a, ok := acks[g.Cause]; ok && a.Acknowledged {
+			g.AcknowledgedAt = &a.At
+		}
 		out = append(out, *g)
 	}
 	slices.SortFunc(out, func(a, b SummaryGroup) int {
@@ -235,6 +265,15 @@ func ReasonPattern(reason string) string {
 	})
 	r = reasonIndex.ReplaceAllString(r, "[*]")
 	return reasonNumber.ReplaceAllString(r, "<n>")
+}
+
+// Acknowledge records an operator's word on a cause: acknowledged (so
+// that the summary counts only what failed since as new), or open again.
+func (c *Console) Acknowledge(ctx context.Context, cause string, acknowledged bool, actor string) error {
+	if err := c.store.AcknowledgeCause(ctx, warehouse.CauseAck{Cause: cause, Acknowledged: acknowledged, At: time.Now().UTC(), Actor: actor}); err != nil {
+		return fmt.Errorf("record the acknowledgement: %w", err)
+	}
+	return nil
 }
 
 // PoisonDetail is everything the index holds about one payload.
@@ -290,6 +329,8 @@ type Selection struct {
 	IDs    []string
 	All    bool
 	Filter warehouse.EventFilter
+	// Cause narrows the filter's entries to one cause (CauseOf).
+	Cause string
 }
 
 // ErrEmptySelection refuses a replay or purge that names nothing.
@@ -297,7 +338,8 @@ var ErrEmptySelection = errors.New("name payload ids, a filter, or --all")
 
 func (s Selection) narrowed() bool {
 	f := s.Filter
-	return len(f.States) > 0 || f.Table != "" || f.Class != "" || !f.Since.IsZero() || f.Reason != ""
+	return len(f.States) > 0 || f.Table != "" || f.Class != "" || !f.Since.IsZero() || f.Reason != "" ||
+		f.Search != "" || s.Cause != ""
 }
 
 // Select resolves a selection into index entries. Ids the index does not
@@ -319,6 +361,9 @@ func (c *Console) Select(ctx context.Context, s Selection) (entries []warehouse.
 			}
 		}
 		return entries, unknown, nil
+	case s.Cause != "":
+		entries, err = c.causeEntries(ctx, s.Filter, s.Cause)
+		return entries, nil, err
 	case s.All || s.narrowed():
 		entries, err = c.store.Entries(ctx, s.Filter)
 		if err != nil {

@@ -230,7 +230,9 @@ func (p *params) array(values []string) string {
 	return b.String()
 }
 
-func (w *Warehouse) entriesSQL(f warehouse.EventFilter) (string, []bigquery.QueryParameter) {
+// entriesSQL builds the query behind Entries; with count, the one behind
+// CountSelected, which ignores After and Limit.
+func (w *Warehouse) entriesSQL(f warehouse.EventFilter, count bool) (string, []bigquery.QueryParameter) {
 	var p params
 	where := "TRUE"
 	if len(f.PayloadIDs) > 0 {
@@ -244,12 +246,17 @@ func (w *Warehouse) entriesSQL(f warehouse.EventFilter) (string, []bigquery.Quer
 	for i, s := range states {
 		kinds[i] = string(s)
 	}
+	selected := eventColumnList("l") + ", l.replays, l.first_at, " + eventColumnList("p")
+	if count {
+		selected = "COUNT(*)"
+	}
 	var b strings.Builder
 	b.WriteString("WITH ev AS " + w.dedupedEvents(where) + `,
 ranked AS (
 	SELECT ` + strings.Join(eventColumns, ", ") + `,
 		ROW_NUMBER() OVER (PARTITION BY payload_id ORDER BY generation DESC, kind_rank DESC, event_at DESC) AS pos,
-		SUM(IF(kind_rank = 0, 1, 0)) OVER (PARTITION BY payload_id) AS replays
+		SUM(IF(kind_rank = 0, 1, 0)) OVER (PARTITION BY payload_id) AS replays,
+		MIN(event_at) OVER (PARTITION BY payload_id) AS first_at
 	FROM ev
 ),
 poisoned AS (
@@ -259,7 +266,7 @@ poisoned AS (
 		FROM ev WHERE kind_rank = 1
 	) WHERE pos = 1
 )
-SELECT ` + eventColumnList("l") + ", l.replays, " + eventColumnList("p") + `
+SELECT ` + selected + `
 FROM ranked AS l LEFT JOIN poisoned AS p ON p.payload_id = l.payload_id
 WHERE l.pos = 1 AND l.kind IN UNNEST(` + p.array(kinds) + ")")
 	if !f.Since.IsZero() {
@@ -281,7 +288,17 @@ WHERE l.pos = 1 AND l.kind IN UNNEST(` + p.array(kinds) + ")")
 	if f.Keyed {
 		b.WriteString(" AND COALESCE(JSON_VALUE(p.attributes, '$.ordering_key'), '') != ''")
 	}
-	b.WriteString("\nORDER BY l.event_at DESC, l.payload_id")
+	if f.Search != "" {
+		b.WriteString(" AND (STARTS_WITH(l.payload_id, @" + p.add(f.Search) + ") OR STARTS_WITH(IFNULL(p.correlation_id, ''), @" + p.add(f.Search) + "))")
+	}
+	if count {
+		return b.String(), p.list
+	}
+	if !f.After.IsZero() {
+		b.WriteString(" AND (l.first_at < @" + p.add(f.After.FirstAt) + " OR (l.first_at = @" + p.add(f.After.FirstAt) +
+			" AND l.payload_id > @" + p.add(f.After.PayloadID) + "))")
+	}
+	b.WriteString("\nORDER BY l.first_at DESC, l.payload_id")
 	if f.Limit > 0 {
 		b.WriteString(" LIMIT " + strconv.Itoa(f.Limit))
 	}
@@ -294,7 +311,7 @@ func (w *Warehouse) Entries(ctx context.Context, f warehouse.EventFilter) ([]war
 		return nil, messages.Transient(ErrClosed)
 	}
 	defer w.closeMu.RUnlock()
-	query, params := w.entriesSQL(f)
+	query, params := w.entriesSQL(f, false)
 	rows, err := w.backend.query(ctx, query, params)
 	if err != nil {
 		return nil, fmt.Errorf("read event entries: %w", err)
@@ -302,8 +319,8 @@ func (w *Warehouse) Entries(ctx context.Context, f warehouse.EventFilter) ([]war
 	n := len(eventColumns)
 	entries := make([]warehouse.Entry, 0, len(rows))
 	for _, row := range rows {
-		if len(row) != 2*n+1 {
-			return nil, fmt.Errorf("read event entries: a row of %d columns, want %d", len(row), 2*n+1)
+		if len(row) != 2*n+2 {
+			return nil, fmt.Errorf("read event entries: a row of %d columns, want %d", len(row), 2*n+2)
 		}
 		var e warehouse.Entry
 		if e.Latest, err = readEvent(row[:n]); err != nil {
@@ -315,14 +332,33 @@ func (w *Warehouse) Entries(ctx context.Context, f warehouse.EventFilter) ([]war
 			return nil, fmt.Errorf("read event entries: replays: %w", err)
 		}
 		e.Replays = int(replays)
-		if row[n+1] != nil {
-			if e.Poisoned, err = readEvent(row[n+1:]); err != nil {
+		e.FirstAt = timeValue(row[n+1])
+		if row[n+2] != nil {
+			if e.Poisoned, err = readEvent(row[n+2:]); err != nil {
 				return nil, fmt.Errorf("read event entries: %w", err)
 			}
 		}
 		entries = append(entries, e)
 	}
 	return entries, nil
+}
+
+// CountSelected counts the entries f selects, in one query job.
+func (w *Warehouse) CountSelected(ctx context.Context, f warehouse.EventFilter) (int, error) {
+	if !w.enter() {
+		return 0, messages.Transient(ErrClosed)
+	}
+	defer w.closeMu.RUnlock()
+	query, params := w.entriesSQL(f, true)
+	rows, err := w.backend.query(ctx, query, params)
+	if err != nil {
+		return 0, fmt.Errorf("count event entries: %w", err)
+	}
+	if len(rows) != 1 || len(rows[0]) != 1 {
+		return 0, fmt.Errorf("count event entries: %d rows, want one of one column", len(rows))
+	}
+	n, err := intValue(rows[0][0])
+	return int(n), err
 }
 
 // History returns the payload's events, oldest first.
@@ -521,4 +557,82 @@ func (w *Warehouse) CountEntries(ctx context.Context) (map[warehouse.EventKind]w
 		}
 	}
 	return counts, nil
+}
+
+// The acks table is created on the first ack: most deployments never
+// acknowledge a cause, and a missing table reads as no acks.
+var ackSchema = bigquery.Schema{
+	{Name: "cause", Type: bigquery.StringFieldType, Required: true},
+	{Name: "acknowledged", Type: bigquery.BooleanFieldType, Required: true},
+	{Name: "ack_at", Type: bigquery.TimestampFieldType, Required: true},
+	{Name: "actor", Type: bigquery.StringFieldType},
+}
+
+type ackSaver struct{ a warehouse.CauseAck }
+
+func (s ackSaver) Save() (map[string]bigquery.Value, string, error) {
+	a := s.a
+	return map[string]bigquery.Value{"cause": a.Cause, "acknowledged": a.Acknowledged, "ack_at": a.At, "actor": a.Actor},
+		a.Cause + "/" + strconv.FormatInt(a.At.UnixNano(), 10), nil
+}
+
+// AcknowledgeCause streams ack into the acks table, creating it first
+// when missing.
+func (w *Warehouse) AcknowledgeCause(ctx context.Context, ack warehouse.CauseAck) error {
+	if ack.Cause == "" {
+		return messages.Permanent(errors.New("acknowledge: no cause"))
+	}
+	if ack.At.IsZero() {
+		ack.At = time.Now()
+	}
+	if !w.enter() {
+		return messages.Transient(ErrClosed)
+	}
+	defer w.closeMu.RUnlock()
+	info, err := w.backend.table(ctx, warehouse.AcksTable)
+	if err != nil {
+		return groupError("acknowledge", err)
+	}
+	if info == nil {
+		if _, err := w.backend.createTable(ctx, warehouse.AcksTable, ackSchema, nil); err != nil && !isDuplicate(err) {
+			return groupError("acknowledge: create acks table", err)
+		}
+	}
+	if err := w.backend.insertRows(ctx, warehouse.AcksTable, []bigquery.ValueSaver{ackSaver{ack}}); err != nil {
+		return groupError("acknowledge", err)
+	}
+	return nil
+}
+
+// CauseAcks reads each cause's latest ack in one query job; none without
+// the acks table.
+func (w *Warehouse) CauseAcks(ctx context.Context) (map[string]warehouse.CauseAck, error) {
+	if !w.enter() {
+		return nil, messages.Transient(ErrClosed)
+	}
+	defer w.closeMu.RUnlock()
+	acks := map[string]warehouse.CauseAck{}
+	info, err := w.backend.table(ctx, warehouse.AcksTable)
+	if err != nil {
+		return nil, fmt.Errorf("read acks: %w", err)
+	}
+	if info == nil {
+		return acks, nil
+	}
+	query := "SELECT cause, acknowledged, ack_at, actor FROM (SELECT cause, acknowledged, ack_at, actor, " +
+		"ROW_NUMBER() OVER (PARTITION BY cause ORDER BY ack_at DESC) AS pos FROM " +
+		w.qualifier + quoteIdent(warehouse.AcksTable) + ") WHERE pos = 1"
+	rows, err := w.backend.query(ctx, query, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read acks: %w", err)
+	}
+	for _, row := range rows {
+		if len(row) != 4 {
+			return nil, fmt.Errorf("read acks: a row of %d columns, want 4", len(row))
+		}
+		ok, _ := row[1].(bool)
+		a := warehouse.CauseAck{Cause: stringValue(row[0]), Acknowledged: ok, At: timeValue(row[2]), Actor: stringValue(row[3])}
+		acks[a.Cause] = a
+	}
+	return acks, nil
 }

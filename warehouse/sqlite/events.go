@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -207,19 +208,22 @@ func (r *eventRow) event() (warehouse.Event, error) {
 }
 
 // entriesSQL builds the query behind Entries and its arguments. The
-// window ranks each payload's events latest first, as Event.Before does;
-// it reads only columns of the payload index (kind_rank stands for kind:
-// 0 is replayed, 1 poisoned), so it never touches the rows themselves. The
-// latest poisoning is a lookup in that index per entry; without a filter on
-// it, only for the page of entries returned. The rows of the entries
-// returned are read by rowid last.
-func entriesSQL(f warehouse.EventFilter) (string, []any) {
+// window ranks each payload's events latest first, as Event.Before does,
+// and finds its first appearance (the order's key); it reads only columns
+// of the payload index (kind_rank stands for kind: 0 is replayed, 1
+// poisoned), so it never touches the rows themselves. The latest poisoning
+// is a lookup in that index per entry; without a filter on it, only for the
+// page of entries returned. The rows of the entries returned are read by
+// rowid last. With count, the query counts the entries f selects instead,
+// ignoring After and Limit.
+func entriesSQL(f warehouse.EventFilter, count bool) (string, []any) {
 	var args []any
 	var b strings.Builder
 	b.WriteString(`WITH ranked AS (
 	SELECT rowid AS rid, payload_id, kind_rank, at,
 		ROW_NUMBER() OVER (PARTITION BY payload_id ORDER BY generation DESC, kind_rank DESC, at DESC) AS pos,
-		SUM(kind_rank = 0) OVER (PARTITION BY payload_id) AS replays
+		SUM(kind_rank = 0) OVER (PARTITION BY payload_id) AS replays,
+		MIN(at) OVER (PARTITION BY payload_id) AS first_at
 	FROM ` + eventsTable)
 	if len(f.PayloadIDs) > 0 {
 		b.WriteString(" WHERE payload_id IN (" + placeholders(len(f.PayloadIDs)) + ")")
@@ -229,7 +233,7 @@ func entriesSQL(f warehouse.EventFilter) (string, []any) {
 	}
 	b.WriteString(`
 ), latest AS (
-	SELECT rid, payload_id, at, replays FROM ranked WHERE pos = 1`)
+	SELECT rid, payload_id, at, replays, first_at FROM ranked WHERE pos = 1`)
 	states := f.States
 	if len(states) == 0 {
 		states = []warehouse.EventKind{warehouse.EventPoisoned}
@@ -242,16 +246,21 @@ func entriesSQL(f warehouse.EventFilter) (string, []any) {
 		b.WriteString(" AND at >= ?")
 		args = append(args, f.Since.UnixNano())
 	}
+	if !count && !f.After.IsZero() {
+		b.WriteString(" AND (first_at < ? OR (first_at = ? AND payload_id > ?))")
+		n := f.After.FirstAt.UnixNano()
+		args = append(args, n, n, f.After.PayloadID)
+	}
 	limit := f.Limit
-	if limit <= 0 {
+	if limit <= 0 || count {
 		limit = -1 // SQLite: no limit
 	}
-	filtersPoisoned := f.Class != "" || f.Reason != "" || f.Table != "" || f.Backend != "" || f.Keyed
+	filtersPoisoned := f.Class != "" || f.Reason != "" || f.Table != "" || f.Backend != "" || f.Keyed || f.Search != ""
 	b.WriteString(`
 ), page AS (
 	SELECT * FROM latest`)
 	if !filtersPoisoned {
-		b.WriteString(" ORDER BY at DESC, payload_id LIMIT ?")
+		b.WriteString(" ORDER BY first_at DESC, payload_id LIMIT ?")
 		args = append(args, limit)
 	}
 	b.WriteString(`
@@ -260,7 +269,13 @@ func entriesSQL(f warehouse.EventFilter) (string, []any) {
 		ORDER BY p.generation DESC, p.kind_rank DESC, p.at DESC LIMIT 1) AS poisoned_rid
 	FROM page
 )
-SELECT ` + eventColumnList("l") + `, found.replays, ` + eventColumnList("p") + `
+SELECT `)
+	if count {
+		b.WriteString("COUNT(*)")
+	} else {
+		b.WriteString(eventColumnList("l") + `, found.replays, found.first_at, ` + eventColumnList("p"))
+	}
+	b.WriteString(`
 FROM found JOIN ` + eventsTable + ` l ON l.rowid = found.rid
 LEFT JOIN ` + eventsTable + ` p ON p.rowid = found.poisoned_rid
 WHERE 1`)
@@ -284,7 +299,16 @@ WHERE 1`)
 	if f.Keyed {
 		b.WriteString(" AND COALESCE(json_extract(p.attributes, '$.ordering_key'), '') <> ''")
 	}
-	b.WriteString(" ORDER BY found.at DESC, found.payload_id LIMIT ?")
+	if f.Search != "" {
+		// substr, not LIKE: a prefix whose case matters, taken as text.
+		b.WriteString(" AND (substr(found.payload_id, 1, ?) = ? OR substr(p.correlation_id, 1, ?) = ?)")
+		n := len([]rune(f.Search))
+		args = append(args, n, f.Search, n, f.Search)
+	}
+	if count {
+		return b.String(), args
+	}
+	b.WriteString(" ORDER BY found.first_at DESC, found.payload_id LIMIT ?")
 	args = append(args, limit)
 	return b.String(), args
 }
@@ -297,7 +321,7 @@ func placeholders(n int) string {
 
 // Entries returns the entries f selects, in one query on a read connection.
 func (w *Warehouse) Entries(ctx context.Context, f warehouse.EventFilter) ([]warehouse.Entry, error) {
-	query, args := entriesSQL(f)
+	query, args := entriesSQL(f, false)
 	rows, err := w.readDB.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read event entries: %w", err)
@@ -307,12 +331,13 @@ func (w *Warehouse) Entries(ctx context.Context, f warehouse.EventFilter) ([]war
 	for rows.Next() {
 		var latest, poisoned eventRow
 		var replays int
-		dest := append(latest.dest(), &replays)
+		var firstAt sql.NullInt64
+		dest := append(latest.dest(), &replays, &firstAt)
 		dest = append(dest, poisoned.dest()...)
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("read event entries: %w", err)
 		}
-		e := warehouse.Entry{Replays: replays}
+		e := warehouse.Entry{Replays: replays, FirstAt: fromNanos(firstAt)}
 		if e.Latest, err = latest.event(); err != nil {
 			return nil, fmt.Errorf("read event entries: %w", err)
 		}
@@ -328,6 +353,17 @@ func (w *Warehouse) Entries(ctx context.Context, f warehouse.EventFilter) ([]war
 		return nil, fmt.Errorf("read event entries: %w", err)
 	}
 	return entries, nil
+}
+
+// CountSelected counts the entries f selects, in one query on a read
+// connection.
+func (w *Warehouse) CountSelected(ctx context.Context, f warehouse.EventFilter) (int, error) {
+	query, args := entriesSQL(f, true)
+	var n int
+	if err := w.readDB.QueryRowContext(ctx, query, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count event entries: %w", err)
+	}
+	return n, nil
 }
 
 var historySQL = "SELECT " + eventColumnList(eventsTable) + " FROM " + eventsTable +
@@ -440,4 +476,62 @@ func scanCounts(rows *sql.Rows) (map[warehouse.EventKind]warehouse.StateCount, e
 		return nil, fmt.Errorf("count event entries: %w", err)
 	}
 	return counts, nil
+}
+
+var (
+	acksTable     = quoteIdent(warehouse.AcksTable)
+	createAcksSQL = "CREATE TABLE IF NOT EXISTS " + acksTable + ` (
+	cause TEXT NOT NULL,
+	acknowledged INTEGER NOT NULL,
+	at INTEGER NOT NULL,
+	actor TEXT NOT NULL)`
+	// The latest row of each cause; rowid breaks a tie of clocks.
+	causeAcksSQL = `SELECT cause, acknowledged, at, actor FROM (
+	SELECT *, ROW_NUMBER() OVER (PARTITION BY cause ORDER BY at DESC, rowid DESC) AS pos FROM ` + acksTable + `) WHERE pos = 1`
+)
+
+// AcknowledgeCause appends ack on the writer connection.
+func (w *Warehouse) AcknowledgeCause(ctx context.Context, ack warehouse.CauseAck) error {
+	if ack.Cause == "" {
+		return messages.Permanent(errors.New("acknowledge: no cause"))
+	}
+	if ack.At.IsZero() {
+		ack.At = time.Now()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed.Load() {
+		return messages.Transient(ErrClosed)
+	}
+	if err := w.ensureConn(ctx); err != nil {
+		return w.groupError(ctx, "connect", err)
+	}
+	if _, err := w.execFixed(ctx, "INSERT INTO "+acksTable+" (cause, acknowledged, at, actor) VALUES (?, ?, ?, ?)",
+		ack.Cause, ack.Acknowledged, ack.At.UnixNano(), ack.Actor); err != nil {
+		return w.groupError(ctx, "acknowledge", err)
+	}
+	return nil
+}
+
+// CauseAcks reads each cause's latest ack on a read connection.
+func (w *Warehouse) CauseAcks(ctx context.Context) (map[string]warehouse.CauseAck, error) {
+	rows, err := w.readDB.QueryContext(ctx, causeAcksSQL)
+	if err != nil {
+		return nil, fmt.Errorf("read acks: %w", err)
+	}
+	defer rows.Close()
+	acks := map[string]warehouse.CauseAck{}
+	for rows.Next() {
+		var a warehouse.CauseAck
+		var at int64
+		if err := rows.Scan(&a.Cause, &a.Acknowledged, &at, &a.Actor); err != nil {
+			return nil, fmt.Errorf("read acks: %w", err)
+		}
+		a.At = time.Unix(0, at).UTC()
+		acks[a.Cause] = a
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read acks: %w", err)
+	}
+	return acks, nil
 }

@@ -226,7 +226,7 @@ func (w *Warehouse) initWriter(ctx context.Context) error {
 	if err := w.migrateLedger(ctx); err != nil {
 		return err
 	}
-	for _, query := range []string{createEventsSQL, createEventsIndexSQL} {
+	for _, query := range []string{createEventsSQL, createEventsIndexSQL, createAcksSQL} {
 		if _, err := w.conn.ExecContext(ctx, query); err != nil {
 			return fmt.Errorf("create events log: %w", err)
 		}
@@ -476,6 +476,24 @@ func (w *Warehouse) check(ctx context.Context, activities []messages.Activity) (
 	}
 	return res.Problem, nil
 }
+
+// Check is check on a read connection: the tables as committed, and
+// nothing written (warehouse.Checker).
+func (w *Warehouse) Check(ctx context.Context, activities []messages.Activity) (problem, err error) {
+	res, err := warehouse.NewPlan(planRules, func(ctx context.Context, table string) (*tableInfo, bool, error) {
+		ti, err := loadTable(ctx, w.readDB, table)
+		if errors.Is(err, errForeignSchema) {
+			return nil, false, &warehouse.UnusableTableError{Err: err}
+		}
+		return ti, ti != nil, err
+	}).Check(ctx, activities)
+	if err != nil {
+		return nil, err
+	}
+	return res.Problem, nil
+}
+
+var _ warehouse.Checker = (*Warehouse)(nil)
 
 // lookupTable is the plan's view of the tables: the cache, read through
 // the writer connection, so it sees the transaction's own changes. A table

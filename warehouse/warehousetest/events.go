@@ -1,6 +1,7 @@
 package warehousetest
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/warehouse"
 )
 
@@ -309,8 +311,8 @@ func entriesFilters(t *testing.T, w warehouse.Store) {
 }
 
 func entriesHonourLimitAndOrder(t *testing.T, w warehouse.Store) {
-	// Appended out of order; listed most recent latest event first, ties by
-	// payload id.
+	// Appended out of order; listed by first appearance, most recent
+	// first, ties by payload id.
 	appendEvents(t, w,
 		Poisoned("p3", 0, at(3), "permanent", "r"),
 		Poisoned("p1", 0, at(1), "permanent", "r"),
@@ -318,16 +320,111 @@ func entriesHonourLimitAndOrder(t *testing.T, w warehouse.Store) {
 		Poisoned("p2", 0, at(2), "permanent", "r"),
 		Poisoned("p4b", 0, at(4), "permanent", "r"),
 		Poisoned("p4a", 0, at(4), "permanent", "r"),
-		// p0's latest event is its replay's poisoning, the most recent.
+		// p0's latest event is its replay's poisoning, the most recent; it
+		// first appeared before all the others, and that decides.
 		Poisoned("p0", 0, at(0), "permanent", "r"),
 		Operated("p0", warehouse.EventReplayed, 1, at(6)),
 		Poisoned("p0", 1, at(7), "permanent", "r"),
 	)
-	expectEntryPayloads(t, w, warehouse.EventFilter{}, "p0", "p5", "p4a", "p4b", "p3", "p2", "p1")
-	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: 3}, "p0", "p5", "p4a")
-	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: 1, Since: at(2)}, "p0")
-	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: 100}, "p0", "p5", "p4a", "p4b", "p3", "p2", "p1")
-	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: -1}, "p0", "p5", "p4a", "p4b", "p3", "p2", "p1")
+	expectEntryPayloads(t, w, warehouse.EventFilter{}, "p5", "p4a", "p4b", "p3", "p2", "p1", "p0")
+	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: 3}, "p5", "p4a", "p4b")
+	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: 1, Since: at(2)}, "p5")
+	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: 100}, "p5", "p4a", "p4b", "p3", "p2", "p1", "p0")
+	expectEntryPayloads(t, w, warehouse.EventFilter{Limit: -1}, "p5", "p4a", "p4b", "p3", "p2", "p1", "p0")
+	got := entries(t, w, warehouse.EventFilter{PayloadIDs: []string{"p0", "p4a"}})
+	if len(got) != 2 || !got[0].FirstAt.Equal(at(4)) || !got[1].FirstAt.Equal(at(0)) {
+		t.Errorf("Entries(p4a, p0): FirstAt %v, want %v and %v", entryKeys(got), at(4), at(0))
+	}
+	if n, err := w.CountSelected(testContext(t), warehouse.EventFilter{Limit: 2, Since: at(2)}); err != nil || n != 6 {
+		t.Errorf("CountSelected(since at(2), limit 2) = %d, %v; want 6 (the limit does not count)", n, err)
+	}
+}
+
+func entryKeys(es []warehouse.Entry) []warehouse.EntryKey {
+	keys := make([]warehouse.EntryKey, len(es))
+	for i, e := range es {
+		keys[i] = e.Key()
+	}
+	return keys
+}
+
+// entriesWalkOnceWhileTheLogChanges walks the log a page at a time, each
+// page continuing after the last key read, while payloads arrive, are
+// replayed and poisoned again, and purged between pages: every payload that
+// was poisoned when the walk began and still is when its page is read
+// comes exactly once, and none twice.
+func entriesWalkOnceWhileTheLogChanges(t *testing.T, w warehouse.Store) {
+	var initial []warehouse.Event
+	for i := range 25 {
+		// Five payloads share each time, so ties are broken by id.
+		initial = append(initial, Poisoned(fmt.Sprintf("w%02d", i), 0, at(i/5), "permanent", "r", "t"))
+	}
+	appendEvents(t, w, initial...)
+	if n, err := w.CountSelected(testContext(t), warehouse.EventFilter{}); err != nil || n != 25 {
+		t.Fatalf("CountSelected = %d, %v; want 25", n, err)
+	}
+	seen := map[string]int{}
+	var after warehouse.EntryKey
+	for page := 0; ; page++ {
+		got := entries(t, w, warehouse.EventFilter{After: after, Limit: 4})
+		if len(got) == 0 {
+			break
+		}
+		if page > 20 {
+			t.Fatal("the walk does not end")
+		}
+		for _, e := range got {
+			seen[e.Latest.PayloadID]++
+		}
+		after = got[len(got)-1].Key()
+		// Between pages: a newcomer, a payload replayed and poisoned
+		// again (its latest event is now the most recent), and one purged.
+		appendEvents(t, w,
+			Poisoned(fmt.Sprintf("new%02d", page), 0, at(100+page), "permanent", "r", "t"),
+			Operated(fmt.Sprintf("w%02d", 24-page), warehouse.EventReplayed, 1, at(100+page)),
+			Poisoned(fmt.Sprintf("w%02d", 24-page), 1, at(100+page), "permanent", "r", "t"),
+		)
+		if page == 1 {
+			appendEvents(t, w, Operated("w00", warehouse.EventPurged, 0, at(100)))
+		}
+	}
+	for _, e := range initial {
+		n := seen[e.PayloadID]
+		switch {
+		case e.PayloadID == "w00" && n != 0:
+			t.Errorf("the walk read w00 %d times, purged before its page; want never", n)
+		case e.PayloadID != "w00" && n != 1:
+			t.Errorf("the walk read %s %d times, want once", e.PayloadID, n)
+		}
+	}
+	for id, n := range seen {
+		if strings.HasPrefix(id, "new") {
+			t.Errorf("the walk read %s (%d times), which arrived after it began, before its start", id, n)
+		}
+	}
+}
+
+// entriesSearchByIDPrefix finds entries by the start of their payload id
+// or of their latest poisoning's correlation id.
+func entriesSearchByIDPrefix(t *testing.T, w warehouse.Store) {
+	a := Poisoned("0193a1b2-aaaa-7000-8000-000000000001", 0, at(1), "permanent", "r", "t")
+	b := Poisoned("0193a1b2-bbbb-7000-8000-000000000002", 0, at(2), "permanent", "r", "t")
+	b.CorrelationID = "req-42"
+	c := Poisoned("x_%", 0, at(3), "permanent", "r", "t")
+	c.CorrelationID = "REQ-43"
+	appendEvents(t, w, a, b, c)
+	type F = warehouse.EventFilter
+	expectEntryPayloads(t, w, F{Search: "0193a1b2-"}, b.PayloadID, a.PayloadID)
+	expectEntryPayloads(t, w, F{Search: a.PayloadID}, a.PayloadID)
+	expectEntryPayloads(t, w, F{Search: "req-4"}, b.PayloadID)
+	expectEntryPayloads(t, w, F{Search: "REQ"}, c.PayloadID)
+	// Taken as text, not as a pattern, and only as a prefix.
+	expectEntryPayloads(t, w, F{Search: "x_"}, c.PayloadID)
+	expectEntryPayloads(t, w, F{Search: "_"})
+	expectEntryPayloads(t, w, F{Search: "aaaa"})
+	if n, err := w.CountSelected(testContext(t), F{Search: "0193"}); err != nil || n != 2 {
+		t.Errorf("CountSelected(search 0193) = %d, %v; want 2", n, err)
+	}
 }
 
 func historyIsInEventOrder(t *testing.T, w warehouse.Store) {
@@ -391,4 +488,73 @@ func stateReportsLedgerAndLog(t *testing.T, f Features, w warehouse.Store) {
 	if !s.Applied || s.Entry == nil || s.Entry.State != warehouse.EventPoisoned {
 		t.Errorf("State(applied) after its poisoning = %+v, want applied with a poisoned entry", s)
 	}
+}
+
+// acksKeepEachCausesLatest: a cause's state is its latest ack, by time,
+// whatever order they were written in; an adapter without acks yet has none.
+func acksKeepEachCausesLatest(t *testing.T, w warehouse.Store) {
+	ctx := testContext(t)
+	got, err := w.CauseAcks(ctx)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("CauseAcks of a new warehouse = %v, %v; want none", got, err)
+	}
+	for _, a := range []warehouse.CauseAck{
+		{Cause: "c1", Acknowledged: true, At: at(1), Actor: "admin-api"},
+		{Cause: "c2", Acknowledged: true, At: at(5), Actor: "admin-api"},
+		{Cause: "c1", Acknowledged: false, At: at(3), Actor: "cli"},
+		{Cause: "c2", Acknowledged: false, At: at(2), Actor: "cli"}, // written late, a slow clock
+	} {
+		if err := w.AcknowledgeCause(ctx, a); err != nil {
+			t.Fatalf("AcknowledgeCause(%+v): %v", a, err)
+		}
+	}
+	if err := w.AcknowledgeCause(ctx, warehouse.CauseAck{Acknowledged: true}); err == nil {
+		t.Error("AcknowledgeCause without a cause: no error")
+	}
+	got, err = w.CauseAcks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]warehouse.CauseAck{
+		"c1": {Cause: "c1", Acknowledged: false, At: at(3), Actor: "cli"},
+		"c2": {Cause: "c2", Acknowledged: true, At: at(5), Actor: "admin-api"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("CauseAcks = %+v, want %+v", got, want)
+	}
+	for k, a := range want {
+		g := got[k]
+		if g.Cause != a.Cause || g.Acknowledged != a.Acknowledged || !g.At.Equal(a.At) || g.Actor != a.Actor {
+			t.Errorf("CauseAcks[%s] = %+v, want %+v", k, g, a)
+		}
+	}
+}
+
+// checkPlansWithoutWriting: an adapter that checks payloads
+// (warehouse.Checker) answers as Apply would, against the schema as it is,
+// and changes nothing.
+func checkPlansWithoutWriting(t *testing.T, w warehouse.Store) {
+	c, ok := w.(warehouse.Checker)
+	if !ok {
+		t.Skip("the adapter does not check payloads")
+	}
+	ctx := testContext(t)
+	apply(t, w, Payload("typed", Insert("typed", Col("n", int64Type, int64(1)))))
+	problem, err := c.Check(ctx, []messages.Activity{Insert("typed", Col("n", stringType, "two"))})
+	if err != nil || problem == nil || !strings.Contains(problem.Error(), `"n"`) {
+		t.Errorf("Check(a STRING for the INT64 column n) = %v, %v; want a problem naming n", problem, err)
+	}
+	problem, err = c.Check(ctx, []messages.Activity{Delete("missing", Col("id", int64Type, int64(1)))})
+	if err != nil || !errors.Is(problem, warehouse.ErrTableNotFound) {
+		t.Errorf("Check(a delete from a missing table) = %v, %v; want ErrTableNotFound", problem, err)
+	}
+	problem, err = c.Check(ctx, []messages.Activity{
+		Insert("typed", Col("n", int64Type, int64(2)), Col("added", stringType, "x")),
+		Insert("created", Col("id", int64Type, int64(1))),
+	})
+	if err != nil || problem != nil {
+		t.Errorf("Check(inserts that add a column and a table) = %v, %v; want neither", problem, err)
+	}
+	expectTables(t, w, "typed")
+	expectSchema(t, w, "typed", warehouse.ColumnSchema{Name: "n", Type: int64Type})
 }

@@ -151,6 +151,15 @@ func (f *Faulty) Entries(ctx context.Context, filter warehouse.EventFilter) ([]w
 	return log.Entries(ctx, filter)
 }
 
+// CountSelected passes through.
+func (f *Faulty) CountSelected(ctx context.Context, filter warehouse.EventFilter) (int, error) {
+	log, err := f.eventLog()
+	if err != nil {
+		return 0, err
+	}
+	return log.CountSelected(ctx, filter)
+}
+
 // History passes through.
 func (f *Faulty) History(ctx context.Context, payloadID string) ([]warehouse.Event, error) {
 	log, err := f.eventLog()
@@ -176,6 +185,24 @@ func (f *Faulty) State(ctx context.Context, payloadID string) (warehouse.Payload
 		return warehouse.PayloadState{}, err
 	}
 	return log.State(ctx, payloadID)
+}
+
+// AcknowledgeCause passes through.
+func (f *Faulty) AcknowledgeCause(ctx context.Context, ack warehouse.CauseAck) error {
+	log, err := f.eventLog()
+	if err != nil {
+		return err
+	}
+	return log.AcknowledgeCause(ctx, ack)
+}
+
+// CauseAcks passes through.
+func (f *Faulty) CauseAcks(ctx context.Context) (map[string]warehouse.CauseAck, error) {
+	log, err := f.eventLog()
+	if err != nil {
+		return nil, err
+	}
+	return log.CauseAcks(ctx)
 }
 
 // Ping passes through.

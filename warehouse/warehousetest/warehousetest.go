@@ -91,6 +91,10 @@ var scenarios = []scenario{
 	{name: "events_entries_follow_the_latest_event", run: entriesFollowTheLatestEvent},
 	{name: "events_entries_filters", run: entriesFilters},
 	{name: "events_entries_honour_limit_and_order", run: entriesHonourLimitAndOrder},
+	{name: "events_entries_walk_once_while_the_log_changes", run: entriesWalkOnceWhileTheLogChanges},
+	{name: "events_entries_search_by_id_prefix", run: entriesSearchByIDPrefix},
+	{name: "events_acks_keep_each_causes_latest", run: acksKeepEachCausesLatest},
+	{name: "check_plans_without_writing", run: checkPlansWithoutWriting},
 	{name: "events_history_is_in_event_order", run: historyIsInEventOrder},
 	{name: "events_state_reports_ledger_and_log", runWith: stateReportsLedgerAndLog},
 }
