@@ -52,9 +52,9 @@ func simError(err error) error {
 }
 
 func (b *simBackend) datasetLocation(context.Context) (string, error) { return "US", nil }
-func (b *simBackend) createDataset(context.Context, string) error    { return nil }
-func (b *simBackend) setLocation(string)                             {}
-func (b *simBackend) close() error                                   { return nil }
+func (b *simBackend) createDataset(context.Context, string) error     { return nil }
+func (b *simBackend) setLocation(string)                              {}
+func (b *simBackend) close() error                                    { return nil }
 
 func simTableInfo(m bqsim.TableMeta) *tableInfo { return newTableInfo(m.Name, m.Schema, m.ETag) }
 
