@@ -260,6 +260,7 @@ type table struct {
 	meta      TableMeta
 	etag      int
 	rows      []*row
+	live      int
 	index     map[string]map[any][]*row
 	mutatedAt int64 // commit sequence of the last mutating commit
 	running   int
@@ -403,6 +404,17 @@ func (s *Sim) Rows(name string) []Row {
 		}
 	}
 	return rows
+}
+
+// RowCount is the number of live committed rows of a table.
+func (s *Sim) RowCount(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.tables[name]
+	if !ok {
+		return 0
+	}
+	return t.live
 }
 
 // Lookup returns the live committed rows whose column equals one of
@@ -720,7 +732,7 @@ func (s *Sim) commitLocked(st *jobState) (Result, error) {
 	}
 	var (
 		inserted []*pendingRow
-		deleted  = map[*row]bool{}
+		deleted  = map[*row]*table{}
 		result   = Result{Deleted: map[int]int64{}}
 	)
 	for _, stmt := range st.job.Statements {
@@ -730,7 +742,7 @@ func (s *Sim) commitLocked(st *jobState) (Result, error) {
 				for _, r := range stmt.Rows {
 					v := r[stmt.Unique]
 					for _, old := range t.index[stmt.Unique][v] {
-						if visible(old, st.snap) && !deleted[old] {
+						if visible(old, st.snap) && deleted[old] == nil {
 							return Result{}, &Error{Code: http.StatusBadRequest, Reason: "invalidQuery", Message: stmt.ErrorMessage(v)}
 						}
 					}
@@ -749,12 +761,12 @@ func (s *Sim) commitLocked(st *jobState) (Result, error) {
 		}
 		result.BilledBytes += s.deleteBytes(t, stmt.Where)
 		for _, r := range s.candidates(t, stmt.Where) {
-			if !visible(r, st.snap) || deleted[r] {
+			if !visible(r, st.snap) || deleted[r] != nil {
 				continue
 			}
 			for _, p := range stmt.Where {
 				if matches(r.values, p) {
-					deleted[r] = true
+					deleted[r] = t
 					result.Deleted[p.Tag]++
 					break
 				}
@@ -774,8 +786,9 @@ func (s *Sim) commitLocked(st *jobState) (Result, error) {
 		}
 	}
 	s.seq++
-	for r := range deleted {
+	for r, t := range deleted {
 		r.deleted = s.seq
+		t.live--
 	}
 	for _, p := range inserted {
 		if p.deleted {
@@ -784,6 +797,7 @@ func (s *Sim) commitLocked(st *jobState) (Result, error) {
 		t := s.tables[p.table]
 		r := &row{values: p.values, created: s.seq}
 		t.rows = append(t.rows, r)
+		t.live++
 		for col, v := range p.values {
 			byValue := t.index[col]
 			if byValue == nil {
