@@ -373,7 +373,7 @@ func (r *applyRun) runChunk(ctx context.Context, chunk []*item, outcomes []wareh
 	rows, err := r.w.runJob(ctx, key, func(jobID string) string {
 		script = jp.render(deletedTableName(jobID))
 		return script
-	}, jp.params, jp.hasDeletes)
+	}, jp)
 	if err == nil {
 		deleted, err := deletedCounts(rows)
 		if err != nil {
@@ -437,9 +437,9 @@ func deletedCounts(rows [][]bigquery.Value) (map[int]int64, error) {
 // runJob runs a script as the job of key's current attempt. If BigQuery
 // already has a job by that id (a submission whose reply was lost, or one
 // from before a restart), it waits for that job instead of submitting.
-func (w *Warehouse) runJob(ctx context.Context, key string, script func(jobID string) string, params []bigquery.QueryParameter, wantRows bool) ([][]bigquery.Value, error) {
+func (w *Warehouse) runJob(ctx context.Context, key string, script func(jobID string) string, jp *jobPlan) ([][]bigquery.Value, error) {
 	id := w.attempts.id(key)
-	j, err := w.backend.submit(ctx, id, script(id), params)
+	j, err := w.backend.submit(ctx, id, script(id), jp.params, jp)
 	if isDuplicate(err) {
 		w.logger.Info("BigQuery job exists already; waiting for it instead", "job_id", id)
 		j, err = w.backend.attach(ctx, id)
@@ -447,7 +447,7 @@ func (w *Warehouse) runJob(ctx context.Context, key string, script func(jobID st
 	if err != nil {
 		return nil, err
 	}
-	rows, err := j.result(ctx, wantRows)
+	rows, err := j.result(ctx, jp.hasDeletes)
 	var failed *jobFailedError
 	switch {
 	case err == nil:

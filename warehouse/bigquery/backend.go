@@ -30,8 +30,9 @@ type backend interface {
 	// query runs a read-only query and returns its rows.
 	query(ctx context.Context, sql string, params []bigquery.QueryParameter) ([][]bigquery.Value, error)
 	// submit starts a query job with the given id. An id already taken is
-	// an error isDuplicateJob recognises.
-	submit(ctx context.Context, jobID, sql string, params []bigquery.QueryParameter) (job, error)
+	// an error isDuplicateJob recognises. plan is what the script does,
+	// for a backend that simulates BigQuery rather than running SQL.
+	submit(ctx context.Context, jobID, sql string, params []bigquery.QueryParameter, plan *jobPlan) (job, error)
 	// attach finds a job submitted earlier.
 	attach(ctx context.Context, jobID string) (job, error)
 	// setLocation sets where queries and jobs run; Open calls it once,
@@ -166,7 +167,7 @@ func (b *clientBackend) query(ctx context.Context, sql string, params []bigquery
 	return readAll(it)
 }
 
-func (b *clientBackend) submit(ctx context.Context, jobID, sql string, params []bigquery.QueryParameter) (job, error) {
+func (b *clientBackend) submit(ctx context.Context, jobID, sql string, params []bigquery.QueryParameter, _ *jobPlan) (job, error) {
 	q := b.newQuery(sql, params)
 	q.JobID = jobID
 	q.Labels = map[string]string{"gatekeeper": "apply"}

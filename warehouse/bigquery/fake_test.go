@@ -204,7 +204,7 @@ func scriptIDs(script string, params []bigquery.QueryParameter) []string {
 	return ids
 }
 
-func (f *fakeBackend) submit(_ context.Context, jobID, sql string, params []bigquery.QueryParameter) (job, error) {
+func (f *fakeBackend) submit(_ context.Context, jobID, sql string, params []bigquery.QueryParameter, _ *jobPlan) (job, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.count("jobs.insert")
