@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
+	"strings"
+	"time"
 	"testing"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
@@ -106,5 +108,23 @@ func TestOpenAPIIsServed(t *testing.T) {
 	}
 	if code, _, _ := request(t, "GET", r.base+edge.OpenAPIPath, "", "If-None-Match", h.Get("ETag")); code != http.StatusNotModified {
 		t.Errorf("revalidated: %d, want 304", code)
+	}
+}
+
+// The start says who can write through the ingestion API.
+func TestStartSaysWhoCanWrite(t *testing.T) {
+	t.Parallel()
+	open := startService(t, testConfig(t, pipeline.PubSubEmbedded))
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.BackendsFile = filepath.Join(t.TempDir(), "backends.yaml")
+	keyFile(t, cfg.BackendsFile, frontdoor.Entry{Name: "billing"})
+	keyed := startService(t, cfg)
+	for r, want := range map[*running]string{
+		open:  `level=INFO msg="Ingestion API unauthenticated, on loopback only`,
+		keyed: `level=INFO msg="Ingestion API open to the keys of BACKENDS_FILE"`,
+	} {
+		if !eventually(10*time.Second, func() bool { return strings.Contains(r.logs.String(), want) }) {
+			t.Errorf("the start's log lacks %s:\n%s", want, r.logs.String())
+		}
 	}
 }

@@ -485,6 +485,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.logger.Info("Serving", "addr", s.Addr().String(), "admin_addr", adminAddr, "stages", s.cfg.Stages,
 		"pubsub", s.PubSub.Mode, "warehouse", s.cfg.Warehouse)
+	s.logExposure()
 
 	var runErr error
 	select {
