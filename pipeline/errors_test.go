@@ -47,6 +47,8 @@ func TestErrorsShareOneShape(t *testing.T) {
 		{"refused table", "POST", r.base + pipeline.IngestPath, forbidden, key, want{403, "Forbidden", "/activities/1/table", ""}},
 		{"not JSON", "POST", r.base + pipeline.IngestPath, "{", key, want{400, "Invalid JSON", "", ""}},
 		{"no key", "POST", r.base + pipeline.IngestPath, ordersPayload("orders"), nil, want{401, "Unauthorized", "", ""}},
+		{"status, not an id", "GET", r.base + "/api/activities/no%20id", "", key, want{400, "Bad Request", "", ""}},
+		{"status, no key", "GET", r.base + "/api/activities/0193a3b4-0000-7000-8000-000000000000", "", nil, want{401, "Unauthorized", "", ""}},
 	}
 	for _, c := range cases {
 		for _, accept := range []string{"", "*/*", "application/json", "application/json, application/problem+json;q=0.5"} {
