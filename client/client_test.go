@@ -1,6 +1,8 @@
 package client_test
 
 import (
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/gatekeeper/gatekeeper/client"
@@ -30,5 +32,30 @@ func TestNewValidates(t *testing.T) {
 	}
 	if _, err := client.New(client.Config{BaseURL: "http://127.0.0.1:8080"}); err != nil {
 		t.Errorf("New with only BaseURL: %v", err)
+	}
+}
+
+// docs/api.md shows Example's body as it is.
+func TestDocsShowTheExample(t *testing.T) {
+	src, err := os.ReadFile("example_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(src)
+	start := strings.Index(s, "func Example() {\n")
+	end := strings.LastIndex(s, "\n}")
+	if start < 0 || end < start {
+		t.Fatal("no func Example in example_test.go")
+	}
+	lines := strings.Split(s[start+len("func Example() {\n"):end], "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimPrefix(l, "\t")
+	}
+	doc, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if block := "```go\n" + strings.Join(lines, "\n") + "\n```\n"; !strings.Contains(string(doc), block) {
+		t.Errorf("docs/api.md does not show Example's body; it should hold:\n%s", block)
 	}
 }

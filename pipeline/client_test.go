@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,5 +166,37 @@ func TestClientNeverRetriesARefusal(t *testing.T) {
 	var notApplied *client.NotAppliedError
 	if _, err := c.WaitApplied(ctx, res.ID); !errors.As(err, &notApplied) || notApplied.Status.Status != client.StatusPoisoned {
 		t.Errorf("WaitApplied on a poisoned payload: %v", err)
+	}
+}
+
+// The Python example of docs/api.md, run as written against the service.
+func TestPythonExample(t *testing.T) {
+	t.Parallel()
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("no python3")
+	}
+	if err := exec.Command(python, "-c", "import requests").Run(); err != nil {
+		t.Skip("python3 has no requests")
+	}
+	doc, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(doc), "```python\n")
+	if block, _, ok = strings.Cut(block, "\n```"); !ok {
+		t.Fatal("docs/api.md has no python block")
+	}
+	r := startService(t, testConfig(t, pipeline.PubSubEmbedded))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-c", block)
+	cmd.Env = append(os.Environ(), "GATEKEEPER_URL="+r.base)
+	out, err := cmd.CombinedOutput()
+	if want := edge.IdempotentPayloadID("", "order-42") + " applied 1\n"; err != nil || string(out) != want {
+		t.Fatalf("python: %v\n%s\nwant %q", err, out, want)
+	}
+	if got := rows(t, r.svc.Store, "orders"); len(got) != 1 {
+		t.Errorf("orders holds %v, want one row", got)
 	}
 }

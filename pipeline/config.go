@@ -177,7 +177,9 @@ type Config struct {
 	// Stages (STAGES) this process runs. Optional, default both.
 	Stages []Stage
 	// HTTPAddr (HTTP_ADDR) is where the ingestion API, /healthz, /readyz and
-	// /metrics listen. Optional, default ":8080".
+	// /metrics listen. Optional, default "127.0.0.1:8080" without
+	// BACKENDS_FILE, ":8080" with it: an unauthenticated ingestion API
+	// listens on every interface only when told so.
 	HTTPAddr string
 	// AdminAddr (ADMIN_ADDR) is where the operators' console listens: the
 	// admin API (/api/poison…) and the page /ui/poison.
@@ -348,6 +350,13 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// The default HTTP_ADDR: every interface with BACKENDS_FILE, loopback
+// without it (see Config.HTTPAddr).
+const (
+	DefaultHTTPAddr                = ":8080"
+	DefaultHTTPAddrUnauthenticated = "127.0.0.1:8080"
+)
+
 // The default RECEIVE_STREAMS by Pub/Sub mode (see Config.ReceiveStreams).
 const (
 	ReceiveStreamsEmbedded = 32
@@ -369,6 +378,13 @@ func (c *Config) setDefaults() {
 		setDefault(&c.ReceiveStreams, ReceiveStreamsEmulator)
 	}
 	setDefault(&c.ReceiveStreams, ReceiveStreamsGoogle)
+	// Without keys (AUTH=none, or the embedded mode without BACKENDS_FILE)
+	// anyone who reaches the port writes to the warehouse: loopback,
+	// unless HTTP_ADDR says otherwise.
+	if c.BackendsFile == "" {
+		setDefault(&c.HTTPAddr, DefaultHTTPAddrUnauthenticated)
+	}
+	setDefault(&c.HTTPAddr, DefaultHTTPAddr)
 	setDefault(&c.OutboxPath, defaultOutboxPath(c.Warehouse))
 	if c.ResolvedPubSubMode() != PubSubGoogle && !c.usesGoogleBigQuery() {
 		setDefault(&c.ProjectID, "gatekeeper-local")
@@ -388,7 +404,6 @@ func (c *Config) setStaticDefaults() {
 	if len(c.Stages) == 0 {
 		c.Stages = []Stage{StageIngest, StageApply}
 	}
-	setDefault(&c.HTTPAddr, ":8080")
 	setDefault(&c.AdminAddr, "127.0.0.1:8081")
 	setDefault(&c.MaxBodyBytes, 1<<20)
 	setDefault(&c.IdempotencyTTL, 24*time.Hour)

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/pipeline/edge"
@@ -45,6 +47,8 @@ func TestErrorsShareOneShape(t *testing.T) {
 		{"refused table", "POST", r.base + pipeline.IngestPath, forbidden, key, want{403, "Forbidden", "/activities/1/table", ""}},
 		{"not JSON", "POST", r.base + pipeline.IngestPath, "{", key, want{400, "Invalid JSON", "", ""}},
 		{"no key", "POST", r.base + pipeline.IngestPath, ordersPayload("orders"), nil, want{401, "Unauthorized", "", ""}},
+		{"status, not an id", "GET", r.base + "/api/activities/no%20id", "", key, want{400, "Bad Request", "", ""}},
+		{"status, no key", "GET", r.base + "/api/activities/0193a3b4-0000-7000-8000-000000000000", "", nil, want{401, "Unauthorized", "", ""}},
 	}
 	for _, c := range cases {
 		for _, accept := range []string{"", "*/*", "application/json", "application/json, application/problem+json;q=0.5"} {
@@ -106,5 +110,23 @@ func TestOpenAPIIsServed(t *testing.T) {
 	}
 	if code, _, _ := request(t, "GET", r.base+edge.OpenAPIPath, "", "If-None-Match", h.Get("ETag")); code != http.StatusNotModified {
 		t.Errorf("revalidated: %d, want 304", code)
+	}
+}
+
+// The start says who can write through the ingestion API.
+func TestStartSaysWhoCanWrite(t *testing.T) {
+	t.Parallel()
+	open := startService(t, testConfig(t, pipeline.PubSubEmbedded))
+	cfg := testConfig(t, pipeline.PubSubEmbedded)
+	cfg.BackendsFile = filepath.Join(t.TempDir(), "backends.yaml")
+	keyFile(t, cfg.BackendsFile, frontdoor.Entry{Name: "billing"})
+	keyed := startService(t, cfg)
+	for r, want := range map[*running]string{
+		open:  `level=INFO msg="Ingestion API unauthenticated, on loopback only`,
+		keyed: `level=INFO msg="Ingestion API open to the keys of BACKENDS_FILE"`,
+	} {
+		if !eventually(10*time.Second, func() bool { return strings.Contains(r.logs.String(), want) }) {
+			t.Errorf("the start's log lacks %s:\n%s", want, r.logs.String())
+		}
 	}
 }

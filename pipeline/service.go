@@ -417,7 +417,7 @@ func (s *Service) routes() http.Handler {
 		mux.Handle("POST "+IngestPath, s.Metrics.InstrumentHTTP(IngestPath, s.guard.Ingest(s.edge, s.ingest.routes)))
 		mux.Handle("GET "+edge.SchemaPath, s.Metrics.InstrumentHTTP(edge.SchemaPath, edge.SchemaHandler()))
 		mux.Handle("GET "+edge.OpenAPIPath, s.Metrics.InstrumentHTTP(edge.OpenAPIPath, edge.OpenAPIHandler()))
-		mux.Handle("GET "+operator.StatusPath, s.Metrics.InstrumentHTTP(operator.StatusPath, s.guard.Status(s.status)))
+		mux.Handle("GET "+operator.StatusPath, s.Metrics.InstrumentHTTP(operator.StatusPath, edge.ErrorShape(s.guard.Status(s.status))))
 	}
 	mux.HandleFunc("GET /healthz", s.monitor.Healthz)
 	mux.Handle("GET /readyz", s.Metrics.InstrumentHTTP("/readyz", http.HandlerFunc(s.monitor.Readyz)))
@@ -485,6 +485,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.logger.Info("Serving", "addr", s.Addr().String(), "admin_addr", adminAddr, "stages", s.cfg.Stages,
 		"pubsub", s.PubSub.Mode, "warehouse", s.cfg.Warehouse)
+	s.logExposure()
 
 	var runErr error
 	select {

@@ -512,3 +512,27 @@ func readDashboard(t *testing.T, path string) dashboard {
 	walk(top.Panels)
 	return d
 }
+
+// Nothing in the stack asks who is calling (gatekeeper runs with AUTH:
+// none, the emulators, Prometheus, the Pushgateway and Grafana take
+// anyone), so every published port is bound to loopback: published on
+// every interface, anyone on the network could write into the warehouse.
+// A gatekeeper with BACKENDS_FILE (and not AUTH: none) is the one
+// service that may publish more widely.
+func TestComposePublishesOnLoopback(t *testing.T) {
+	t.Parallel()
+	compose := readCompose(t)
+	checked := 0
+	for name, svc := range compose.Services {
+		authenticated := name == "gatekeeper" && svc.Environment["BACKENDS_FILE"] != "" && svc.Environment["AUTH"] != "none"
+		for _, p := range svc.Ports {
+			checked++
+			if !authenticated && !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("%s publishes %q on every interface, unauthenticated; bind it to loopback: \"127.0.0.1:%s\"", name, p, p)
+			}
+		}
+	}
+	if checked < 6 {
+		t.Errorf("checked %d published ports, want the stack's 6 or more", checked)
+	}
+}

@@ -172,7 +172,7 @@ type settings struct {
 	ReceiveStreams        int           `name:"receive-streams" envvar:"RECEIVE_STREAMS" shown:"${RECEIVE_STREAMS_EMBEDDED} on the embedded Pub/Sub, ${RECEIVE_STREAMS_EMULATOR} on the emulator, ${RECEIVE_STREAMS_GOOGLE} on Google" help:"streaming pulls opened by the apply stage"`
 	MaxOutstanding        int           `name:"max-outstanding" envvar:"MAX_OUTSTANDING" default:"${MAX_OUTSTANDING}" help:"unacknowledged messages the apply stage holds at once"`
 	Stages                string        `name:"stages" envvar:"STAGES" default:"${STAGES}" help:"comma-separated stages to run: ingest, apply"`
-	HTTPAddr              string        `name:"http-addr" placeholder:"HOST:PORT" envvar:"HTTP_ADDR" essential:"" default:"${HTTP_ADDR}" help:"HTTP listen address (API, /healthz, /readyz, /metrics)"`
+	HTTPAddr              string        `name:"http-addr" placeholder:"HOST:PORT" envvar:"HTTP_ADDR" essential:"" shown:"127.0.0.1:8080; :8080 with BACKENDS_FILE" help:"HTTP listen address (API, /healthz, /readyz, /metrics); without BACKENDS_FILE only loopback unless set"`
 	AdminAddr             string        `name:"admin-addr" placeholder:"HOST:PORT" envvar:"ADMIN_ADDR" essential:"" default:"${ADMIN_ADDR}" help:"operators' console listen address (admin API /api/poison, page /ui/poison; needs an admin key with --backends-file), or off"`
 	MaxBodyBytes          int64         `name:"max-body-bytes" envvar:"MAX_BODY_BYTES" default:"${MAX_BODY_BYTES}" help:"largest accepted request body; larger gets 413"`
 	IdempotencyTTL        time.Duration `name:"idempotency-ttl" envvar:"IDEMPOTENCY_TTL" default:"${IDEMPOTENCY_TTL}" help:"how long an ingestion process remembers an accepted Idempotency-Key for 200 replayed and 422; the ledger dedups after"`
@@ -262,6 +262,11 @@ func (s settings) config() pipeline.Config {
 		if st = strings.TrimSpace(st); st != "" {
 			c.Stages = append(c.Stages, pipeline.Stage(st))
 		}
+	}
+	if c.HTTPAddr == "" {
+		// Derived from BACKENDS_FILE; the commands that ask the service
+		// (healthcheck, status) read it too.
+		c.HTTPAddr = c.WithDefaults().HTTPAddr
 	}
 	return c
 }

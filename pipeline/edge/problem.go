@@ -160,3 +160,61 @@ func (m *routeMiss) Write(b []byte) (int, error) {
 	m.body = append(m.body, b...)
 	return len(b), nil
 }
+
+// ErrorShape answers the errors of next, a handler shared with the admin
+// listener that writes them as {"error": "..."} (the status API), in the
+// ingestion API's shape, so that a backend meets one error shape on the
+// ingestion listener. A 404 is left alone: the status API's 404 is a
+// payload status ("unknown"), not an error body.
+func ErrorShape(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hw := &heldError{ResponseWriter: w}
+		next.ServeHTTP(hw, r)
+		if !hw.held {
+			return
+		}
+		var body struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(hw.body, &body) != nil || body.Error == "" {
+			// Not the admin shape: pass it on as written.
+			w.WriteHeader(hw.status)
+			_, _ = w.Write(hw.body)
+			return
+		}
+		w.Header().Del("Content-Length")
+		WriteError(w, r, hw.status, http.StatusText(hw.status), []messages.Problem{{Message: body.Error}})
+	})
+}
+
+// heldError holds back an error answer (400 and above, but 404) for
+// ErrorShape to write again.
+type heldError struct {
+	http.ResponseWriter
+	held, wrote bool
+	status      int
+	body        []byte
+}
+
+func (h *heldError) WriteHeader(code int) {
+	if h.wrote || h.held {
+		return
+	}
+	if code >= 400 && code != http.StatusNotFound {
+		h.held, h.status = true, code
+		return
+	}
+	h.wrote = true
+	h.ResponseWriter.WriteHeader(code)
+}
+
+func (h *heldError) Write(b []byte) (int, error) {
+	if !h.held && !h.wrote {
+		h.WriteHeader(http.StatusOK)
+	}
+	if h.held {
+		h.body = append(h.body, b...)
+		return len(b), nil
+	}
+	return h.ResponseWriter.Write(b)
+}
