@@ -95,7 +95,7 @@ func checkBackends(cfg Config) CheckResult {
 	r := CheckResult{Item: "backends file"}
 	if cfg.BackendsFile == "" {
 		r.Status, r.Detail = CheckOK, "none set: the ingestion API accepts payloads without a key"
-		if cfg.ResolvedPubSubMode() != PubSubEmbedded && cfg.Auth != AuthNone {
+		if cfg.ResolvedPubSubMode() != PubSubEmbedded && cfg.Auth != AuthNone && cfg.WithDefaults().Runs(StageIngest) {
 			r.Status, r.Detail = CheckFailed, "none set, and on this Pub/Sub the service refuses to start without one"
 			r.Fix = "gatekeeper keys new BACKEND >> backends.yaml, then BACKENDS_FILE=backends.yaml (on Google: from a secret, see docs/deploy.md)"
 		}
@@ -381,8 +381,16 @@ func checkBigQuery(ctx context.Context, cfg Config, logger *slog.Logger) []Check
 	}
 	out := []CheckResult{{Item: "warehouse", Status: CheckOK, Detail: "bigquery dataset " + dataset + " exists"}}
 	if cfg.BigQueryEmulatorHost != "" {
-		return append(out, CheckResult{Item: "iam dataset " + cfg.DatasetID, Status: CheckSkipped, Detail: "emulator: it has no IAM, so nothing to test"},
-			CheckResult{Item: "ledger", Status: CheckSkipped, Detail: "emulator: serve creates or checks " + warehouse.LedgerTable + " at start"})
+		out = append(out, CheckResult{Item: "iam dataset " + cfg.DatasetID, Status: CheckSkipped, Detail: "emulator: it has no IAM, so nothing to test"})
+		md, err := client.Dataset(cfg.DatasetID).Table(warehouse.LedgerTable).Metadata(ctx)
+		switch {
+		case errors.As(err, &gerr) && gerr.Code == 404:
+			return append(out, CheckResult{Item: "ledger", Status: CheckSkipped, Detail: warehouse.LedgerTable + " is missing: serve creates it at start"})
+		case err != nil:
+			return append(out, CheckResult{Item: "ledger", Status: CheckFailed, Detail: oneLine(err), Fix: "start the emulator, or correct BIGQUERY_EMULATOR_HOST"})
+		}
+		return append(out, CheckResult{Item: "ledger", Status: CheckOK,
+			Detail: fmt.Sprintf("%s exists (%d columns); the emulator has no permissions to test writing against", warehouse.LedgerTable, len(md.Schema))})
 	}
 	// The ledger's DML is what the apply stage runs in every transaction:
 	// a dry run needs bigquery.jobs.create on the project and write access
