@@ -115,9 +115,10 @@ func checkBackends(cfg Config) CheckResult {
 // The permissions each stage needs on Pub/Sub, tested on Google with
 // testIamPermissions.
 var (
-	topicPermissions       = []string{"pubsub.topics.get", "pubsub.topics.publish"}
-	watchedSubPermissions  = []string{"pubsub.subscriptions.get"}
-	consumedSubPermissions = []string{"pubsub.subscriptions.get", "pubsub.subscriptions.consume"}
+	watchedTopicPermissions   = []string{"pubsub.topics.get"}
+	publishedTopicPermissions = []string{"pubsub.topics.get", "pubsub.topics.publish"}
+	watchedSubPermissions     = []string{"pubsub.subscriptions.get"}
+	consumedSubPermissions    = []string{"pubsub.subscriptions.get", "pubsub.subscriptions.consume"}
 )
 
 func checkPubSub(ctx context.Context, cfg Config) []CheckResult {
@@ -230,9 +231,10 @@ func credentialsFix(mode PubSubMode) string {
 }
 
 // checkPubSubIAM tests, on Google, the permissions this process needs on
-// each topic and subscription: publish on every topic, consume on the
-// subscriptions it reads (the apply stage's, the outbox's follow
-// subscriptions), get on those it only watches.
+// each topic and subscription: publish on the topics it publishes to (the
+// ingest stage to the accepted ones, the apply stage to the applied and
+// poison ones), consume on the subscriptions it reads (the apply stage's,
+// the outbox's follow subscriptions), get on those it only watches.
 func checkPubSubIAM(ctx context.Context, client *pubsub.Client, cfg Config, needs []transport.Resource) []CheckResult {
 	var out []CheckResult
 	for _, r := range needs {
@@ -244,7 +246,14 @@ func checkPubSubIAM(ctx context.Context, client *pubsub.Client, cfg Config, need
 		fix := "gcloud pubsub topics add-iam-policy-binding %s --project=%s --member=serviceAccount:SERVICE_ACCOUNT --role=%s"
 		name := r.Topic
 		if r.Subscription == "" {
-			want = topicPermissions
+			ingestPublishes := cfg.Runs(StageIngest) && (r.Topic == cfg.TopicID || r.Topic == cfg.OrderedTopicID)
+			applyPublishes := cfg.Runs(StageApply) && (r.Topic == cfg.AppliedTopicID || r.Topic == cfg.PoisonTopicID)
+			want = watchedTopicPermissions
+			if ingestPublishes || applyPublishes {
+				want = publishedTopicPermissions
+			} else {
+				role = "roles/pubsub.viewer"
+			}
 			got, err = client.TopicAdminClient.TestIamPermissions(ctx, &iampb.TestIamPermissionsRequest{
 				Resource: transport.TopicPath(cfg.ProjectID, r.Topic), Permissions: want})
 		} else {
