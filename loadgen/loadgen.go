@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -56,7 +57,7 @@ type Options struct {
 	Requests    int           `name:"requests" help:"stop after this many requests (at most 10,000,000)"`
 	Rate        float64       `name:"rate" help:"open model: requests per second at fixed intended times (at most 100,000); 0 for the closed model"`
 	Connections int           `name:"connections" help:"closed model: workers back to back (default 1); open model: most requests in flight (default 256)"`
-	Mix         string        `name:"mix" default:"seed" help:"payload mix: seed, insert, invalid, file:PATH (JSON lines), weighted as seed=8,invalid=2"`
+	Mix         string        `name:"mix" default:"locust" help:"payload mix: locust (the replaced service's three payloads; its table is created before the load), insert, invalid, file:PATH (JSON lines), weighted as locust=8,invalid=2"`
 	Unique      bool          `name:"unique" help:"give each insert a distinct key (column a), so that every row lands"`
 	Key         string        `name:"key" help:"API key sent as Authorization: Bearer; without it, $GATEKEEPER_KEY (never shown here)"`
 	E2E         bool          `name:"e2e" help:"also measure accepted → applied latency for 1 in --e2e-sample accepted payloads (at most 1,000), via the status API or the applied topic (--e2e-via)"`
@@ -65,8 +66,9 @@ type Options struct {
 	E2EVia      e2eVia        `name:"e2e-via" default:"auto" help:"with --e2e: status (GET /api/activities/ID), topic (the applied topic APPLIED_TOPIC_ID, through a subscription of loadgen's own), or auto: status when the service serves it and, where the applied topic can be read too, it says applied for what the topic shows applied; else topic (default auto)"`
 	Timeout     time.Duration `name:"timeout" default:"10s" help:"per-request timeout"`
 	JSON        bool          `name:"json" help:"print the report as JSON"`
-	FailIf      string        `name:"fail-if" help:"exit 1 when a threshold is crossed: comma-separated NAME>VALUE over p50, p90, p99, p999, max (durations) and errors, non2xx (counts), e.g. 'p99>50ms,non2xx>0'"`
-	Seed        uint64        `name:"seed" help:"random seed of the mix (default: from the clock)"`
+	FailIf      string        `name:"fail-if" help:"exit 1 when a threshold is crossed: comma-separated NAME>VALUE or NAME<VALUE over min, mean, p50, p90, p95, p99, p999, max (durations), errors, non2xx (counts), success, error_rate (ratios 0..1 or percentages), e.g. 'p95>50ms,success<0.99'"`
+	Seed        uint64        `name:"seed" help:"random seed that draws the mix's payloads (default: from the clock); the report shows it, to repeat a run"`
+	Output      string        `name:"output" help:"also write every result to this file (JSON lines), for gatekeeper loadgen report"`
 }
 
 // Exit codes of Run.
@@ -111,15 +113,29 @@ func Run(ctx context.Context, o Options, topics Topics, stdout, stderr io.Writer
 		}
 		defer follow.close(stderr)
 	}
-	rep := runLoad(ctx, o, endpoint, m, client, follow, stderr)
-	if o.JSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(rep)
-	} else {
-		rep.writeText(stdout)
+	var out *resultsFile
+	if o.Output != "" {
+		if out, err = createResults(o, endpoint); err != nil {
+			fmt.Fprintf(stderr, "gatekeeper loadgen: --output: %v\n", err)
+			return exitOperational
+		}
 	}
+	var setup string
+	if m.setup != nil {
+		setup = prepare(ctx, o, client, endpoint, m.setup, stderr)
+	}
+	rep, outErr := runLoad(ctx, o, endpoint, m, client, follow, out.encoder(), stderr)
+	rep.Setup = setup
 	code := exitOK
+	if out != nil {
+		if err := out.finish(rep, outErr); err != nil {
+			fmt.Fprintf(stderr, "gatekeeper loadgen: --output %s: %v\n", o.Output, err)
+			code = exitOperational
+		}
+	}
+	if !writeReport(stdout, rep, o.JSON) {
+		code = exitOperational
+	}
 	for _, c := range conds {
 		if v, crossed := c.check(rep); crossed {
 			fmt.Fprintf(stderr, "gatekeeper loadgen: threshold crossed: %s (got %s)\n", c.text, v)
@@ -213,7 +229,14 @@ type source struct {
 type mix struct {
 	sources []source
 	total   int
+	// setup is a payload applied before the load, so that no payload of
+	// the mix finds its table missing: the locust mix's deletes would
+	// poison on a fresh service, where table1 does not exist yet.
+	setup []byte
 }
+
+// mixLocust is the replaced service's locust mix.
+const mixLocust = "locust"
 
 func (m mix) pick(r *rand.Rand, seq int64) request {
 	n := r.IntN(m.total)
@@ -229,9 +252,9 @@ func (m mix) pick(r *rand.Rand, seq int64) request {
 // The replaced service's locust payloads (README "Try it"): an insert, a
 // delete, and a delete followed by an insert.
 const (
-	seedInsert      = `{"activities":[{"operation":"insert","table":"table1","col_names":["a","b","c","e"],"col_types":["INTEGER","TEXT","TEXT","TEXT"],"col_values":[%s,"Disaster Recovery","2019-04-28 10:24:30.183414","something"]}]}`
-	seedDelete      = `{"activities":[{"operation":"delete","table":"table1","value_to_delete":{"col_names":["a","c","e"],"col_types":["INTEGER","TEXT","TEXT"],"col_values":[3,"2019-04-28 10:24:30.183414","something"]}}]}`
-	seedDeleteInser = `{"activities":[{"operation":"delete","table":"table1","value_to_delete":{"col_names":["a","c","e"],"col_types":["INTEGER","TEXT","TEXT"],"col_values":[3,"2019-04-28 10:24:30.183414","something"]}},{"operation":"insert","table":"table1","col_names":["a","b","c"],"col_types":["INTEGER","TEXT","TEXT"],"col_values":[%s,"Backup and Restore","2018-03-27 11:58:28.988414"]}]}`
+	locustInsert       = `{"activities":[{"operation":"insert","table":"table1","col_names":["a","b","c","e"],"col_types":["INTEGER","TEXT","TEXT","TEXT"],"col_values":[%s,"Disaster Recovery","2019-04-28 10:24:30.183414","something"]}]}`
+	locustDelete       = `{"activities":[{"operation":"delete","table":"table1","value_to_delete":{"col_names":["a","c","e"],"col_types":["INTEGER","TEXT","TEXT"],"col_values":[3,"2019-04-28 10:24:30.183414","something"]}}]}`
+	locustDeleteInsert = `{"activities":[{"operation":"delete","table":"table1","value_to_delete":{"col_names":["a","c","e"],"col_types":["INTEGER","TEXT","TEXT"],"col_values":[3,"2019-04-28 10:24:30.183414","something"]}},{"operation":"insert","table":"table1","col_names":["a","b","c"],"col_types":["INTEGER","TEXT","TEXT"],"col_values":[%s,"Backup and Restore","2018-03-27 11:58:28.988414"]}]}`
 )
 
 // invalidPayloads breaks each rule the gate answers 400 for, one payload
@@ -284,20 +307,22 @@ func parseMix(spec string, unique bool) (mix, error) {
 		}
 		s := source{name: name, weight: weight}
 		switch {
-		case name == "seed":
+		case name == mixLocust || name == "seed": // seed: its name before locust
+			s.name = mixLocust
+			m.setup = fmt.Appendf(nil, locustInsert, key(nil, -1))
 			s.next = func(r *rand.Rand, seq int64) request {
 				switch r.IntN(3) {
 				case 0:
-					return request{kind: "seed", body: fmt.Appendf(nil, seedInsert, key(r, seq))}
+					return request{kind: mixLocust, body: fmt.Appendf(nil, locustInsert, key(r, seq))}
 				case 1:
-					return request{kind: "seed", body: []byte(seedDelete)}
+					return request{kind: mixLocust, body: []byte(locustDelete)}
 				default:
-					return request{kind: "seed", body: fmt.Appendf(nil, seedDeleteInser, key(r, seq))}
+					return request{kind: mixLocust, body: fmt.Appendf(nil, locustDeleteInsert, key(r, seq))}
 				}
 			}
 		case name == "insert":
 			s.next = func(r *rand.Rand, seq int64) request {
-				return request{kind: "insert", body: fmt.Appendf(nil, seedInsert, key(r, seq))}
+				return request{kind: "insert", body: fmt.Appendf(nil, locustInsert, key(r, seq))}
 			}
 		case name == "invalid":
 			all := invalidPayloads()
@@ -317,7 +342,7 @@ func parseMix(spec string, unique bool) (mix, error) {
 			}
 			s.next = func(r *rand.Rand, seq int64) request { return reqs[seq%int64(len(reqs))] }
 		default:
-			errs = append(errs, fmt.Errorf("--mix %q: want seed, insert, invalid or file:PATH", name))
+			errs = append(errs, fmt.Errorf("--mix %q: want locust, insert, invalid or file:PATH", name))
 			continue
 		}
 		m.sources = append(m.sources, s)
@@ -377,6 +402,12 @@ type recorder struct {
 	e2eSample int64
 	e2eTaken  int64 // samples handed over, at most e2eMaxSamples
 	accepted  int64
+	// out, when set, receives every result as a JSON line (--output);
+	// outErr is its first write error.
+	out    *json.Encoder
+	outErr error
+	// buckets counts answered requests per --buckets bound (report hist).
+	buckets []int64
 }
 
 func newRecorder() *recorder {
@@ -386,30 +417,47 @@ func newRecorder() *recorder {
 	}
 }
 
-// record counts one answer (or transport error); id and sentAt are the
-// payload id of a 200 and when its request started, for --e2e.
-func (rc *recorder) record(kind string, latency time.Duration, code int, err error, out, in int64, id string, sentAt time.Time) {
+// Result is one request's outcome: a line of the --output file.
+type Result struct {
+	// AtUS is the request's intended send time, in µs after the run's
+	// start (its actual send time in the closed model).
+	AtUS int64  `json:"at_us"`
+	Kind string `json:"kind"` // the mix component it came from
+	// Code is the HTTP status; 0 when the request got no answer.
+	Code      int    `json:"code"`
+	LatencyUS int64  `json:"latency_us,omitempty"` // from AtUS to the whole answer read; answered requests only
+	Error     string `json:"error,omitempty"`      // refused, timeout, reset or other: no answer
+	Late      bool   `json:"late,omitempty"`       // open model: sent over 1ms after AtUS
+	BytesOut  int64  `json:"bytes_out"`
+	BytesIn   int64  `json:"bytes_in"`
+}
+
+// record counts one result; id and sentAt are the payload id of a 200
+// and when its request started, for --e2e.
+func (rc *recorder) record(res Result, id string, sentAt time.Time) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	rc.kinds[kind]++
-	rc.bytesOut += out
-	rc.bytesIn += in
-	if err != nil {
+	if rc.out != nil && rc.outErr == nil {
+		rc.outErr = rc.out.Encode(res)
+	}
+	rc.kinds[res.Kind]++
+	rc.bytesOut += res.BytesOut
+	rc.bytesIn += res.BytesIn
+	if res.Late {
+		rc.late++
+	}
+	if res.Error != "" {
 		rc.errors++
-		rc.errKinds[errorKind(err)]++
+		rc.errKinds[res.Error]++
 		return
 	}
 	rc.answered++
-	rc.status[code]++
-	if code < 200 || code > 299 {
+	rc.status[res.Code]++
+	if res.Code < 200 || res.Code > 299 {
 		rc.non2xx++
 	}
-	us := latency.Microseconds()
-	if us < 1 {
-		us = 1
-	}
-	_ = rc.hist.RecordValue(min(us, rc.hist.HighestTrackableValue()))
-	if code == http.StatusOK && id != "" && rc.e2eIDs != nil {
+	_ = rc.hist.RecordValue(min(max(res.LatencyUS, 1), rc.hist.HighestTrackableValue()))
+	if res.Code == http.StatusOK && id != "" && rc.e2eIDs != nil {
 		rc.accepted++
 		if rc.accepted%rc.e2eSample == 0 && rc.e2eTaken < e2eMaxSamples {
 			// The channel holds e2eMaxSamples, so this never blocks.
@@ -451,8 +499,9 @@ func newLoadClient(o Options) *http.Client {
 
 // runLoad sends the load and gathers the report; follow, when set, sees
 // the sampled payloads during the load and follows them after it.
-func runLoad(ctx context.Context, o Options, endpoint string, m mix, client *http.Client, follow *e2eFollower, stderr io.Writer) *Report {
+func runLoad(ctx context.Context, o Options, endpoint string, m mix, client *http.Client, follow *e2eFollower, out *json.Encoder, stderr io.Writer) (*Report, error) {
 	rc := newRecorder()
+	rc.out = out
 	if follow != nil {
 		rc.e2eIDs = make(chan sampled, e2eMaxSamples)
 		rc.e2eSample = int64(o.E2ESample)
@@ -460,12 +509,18 @@ func runLoad(ctx context.Context, o Options, endpoint string, m mix, client *htt
 	}
 
 	var seq atomic.Int64
-	send := func(r *rand.Rand, intended time.Time) {
+	start := time.Now()
+	send := func(r *rand.Rand, intended time.Time, late bool) {
 		n := seq.Add(1) - 1
 		q := m.pick(r, n)
+		res := Result{AtUS: intended.Sub(start).Microseconds(), Kind: q.kind, Late: late}
+		failed := func(err error) {
+			res.Error = errorKind(err)
+			rc.record(res, "", time.Time{})
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(string(q.body)))
 		if err != nil {
-			rc.record(q.kind, 0, 0, err, 0, 0, "", time.Time{})
+			failed(err)
 			return
 		}
 		req.Header.Set("Content-Type", "application/json")
@@ -476,15 +531,17 @@ func runLoad(ctx context.Context, o Options, endpoint string, m mix, client *htt
 			req.Header.Set(k, v)
 		}
 		sentAt := time.Now()
+		res.BytesOut = int64(len(q.body))
 		resp, err := client.Do(req)
 		if err != nil {
-			rc.record(q.kind, 0, 0, err, int64(len(q.body)), 0, "", time.Time{})
+			failed(err)
 			return
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		res.BytesIn = int64(len(body))
 		if err != nil {
-			rc.record(q.kind, 0, 0, err, int64(len(q.body)), int64(len(body)), "", time.Time{})
+			failed(err)
 			return
 		}
 		latency := time.Since(intended)
@@ -496,10 +553,10 @@ func runLoad(ctx context.Context, o Options, endpoint string, m mix, client *htt
 			_ = json.Unmarshal(body, &a)
 			id = a.ID
 		}
-		rc.record(q.kind, latency, resp.StatusCode, nil, int64(len(q.body)), int64(len(body)), id, sentAt)
+		res.Code, res.LatencyUS = resp.StatusCode, latency.Microseconds()
+		rc.record(res, id, sentAt)
 	}
 
-	start := time.Now()
 	var end time.Time
 	if o.Duration > 0 {
 		end = start.Add(o.Duration)
@@ -544,16 +601,14 @@ func runLoad(ctx context.Context, o Options, endpoint string, m mix, client *htt
 			last = now
 			rc.mu.Lock()
 			rc.sent++
-			if now.Sub(intended) > lateAfter {
-				rc.late++
-			}
 			rc.mu.Unlock()
+			late := now.Sub(intended) > lateAfter
 			wg.Add(1)
 			rr := rand.New(rand.NewPCG(r.Uint64(), r.Uint64()))
 			go func() {
 				defer wg.Done()
 				defer func() { <-slots }()
-				send(rr, intended)
+				send(rr, intended, late)
 			}()
 		}
 		// The window is the intended one, unless sending ran longer, or
@@ -585,7 +640,7 @@ func runLoad(ctx context.Context, o Options, endpoint string, m mix, client *htt
 					}
 					rc.sent++
 					rc.mu.Unlock()
-					send(r, now)
+					send(r, now, false)
 				}
 			}()
 		}
@@ -602,7 +657,7 @@ func runLoad(ctx context.Context, o Options, endpoint string, m mix, client *htt
 		close(rc.e2eIDs)
 		rep.E2E = follow.wait(ctx)
 	}
-	return rep
+	return rep, rc.outErr
 }
 
 // progress prints one line per second on stderr until stopped.
@@ -635,25 +690,34 @@ func progress(w io.Writer, rc *recorder, start time.Time) func() {
 
 // Latencies are in microseconds.
 type Latencies struct {
-	P50  int64 `json:"p50"`
-	P90  int64 `json:"p90"`
-	P99  int64 `json:"p99"`
-	P999 int64 `json:"p999"`
-	Max  int64 `json:"max"`
+	Min    int64 `json:"min"`
+	Mean   int64 `json:"mean"`
+	P50    int64 `json:"p50"`
+	P90    int64 `json:"p90"`
+	P95    int64 `json:"p95"`
+	P99    int64 `json:"p99"`
+	P999   int64 `json:"p999"`
+	Max    int64 `json:"max"`
+	StdDev int64 `json:"stddev"`
 }
 
 func latenciesOf(h *hdrhistogram.Histogram) Latencies {
-	return Latencies{P50: h.ValueAtQuantile(50), P90: h.ValueAtQuantile(90), P99: h.ValueAtQuantile(99),
-		P999: h.ValueAtQuantile(99.9), Max: h.Max()}
+	return Latencies{Min: h.Min(), Mean: int64(math.Round(h.Mean())),
+		P50: h.ValueAtQuantile(50), P90: h.ValueAtQuantile(90), P95: h.ValueAtQuantile(95), P99: h.ValueAtQuantile(99),
+		P999: h.ValueAtQuantile(99.9), Max: h.Max(), StdDev: int64(math.Round(h.StdDev()))}
 }
 
 // Report is the end-of-run report; its JSON is --json's output.
 type Report struct {
-	Target         string           `json:"target"`
-	Model          string           `json:"model"` // open or closed
-	Connections    int              `json:"connections"`
-	Mix            string           `json:"mix"`
-	Unique         bool             `json:"unique"`
+	Target      string `json:"target"`
+	Model       string `json:"model"` // open or closed
+	Connections int    `json:"connections"`
+	Mix         string `json:"mix"`
+	Unique      bool   `json:"unique"`
+	RandomSeed  uint64 `json:"random_seed"` // --seed: what drew the mix's payloads
+	// Setup says what was applied before the load for the mix (the
+	// locust mix's table), and whether it was seen applied.
+	Setup          string           `json:"setup,omitempty"`
 	DurationS      float64          `json:"duration_s"` // the send window
 	IntendedRate   float64          `json:"intended_rate"`
 	AchievedRate   float64          `json:"achieved_rate"`
@@ -664,6 +728,8 @@ type Report struct {
 	Answered       int64            `json:"answered"`
 	Errors         int64            `json:"errors"`
 	Non2xx         int64            `json:"non2xx"`
+	Success        float64          `json:"success"`    // 2xx answers / sent
+	ErrorRate      float64          `json:"error_rate"` // transport errors / sent
 	Status         map[string]int64 `json:"status"`
 	ErrorsByKind   map[string]int64 `json:"errors_by_kind"`
 	Kinds          map[string]int64 `json:"kinds"`
@@ -678,7 +744,7 @@ func (rc *recorder) report(o Options, endpoint string, window time.Duration, int
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	r := &Report{
-		Target: endpoint, Model: "closed", Connections: o.Connections, Mix: o.Mix, Unique: o.Unique,
+		Target: endpoint, Model: "closed", Connections: o.Connections, Mix: o.Mix, Unique: o.Unique, RandomSeed: o.Seed,
 		DurationS: window.Seconds(), Sent: rc.sent, Answered: rc.answered, Errors: rc.errors, Non2xx: rc.non2xx,
 		Status: map[string]int64{}, ErrorsByKind: map[string]int64{"refused": 0, "timeout": 0, "reset": 0, "other": 0},
 		Kinds: map[string]int64{}, BytesSent: rc.bytesOut, BytesReceived: rc.bytesIn, LatencyUS: latenciesOf(rc.hist),
@@ -689,6 +755,10 @@ func (rc *recorder) report(o Options, endpoint string, window time.Duration, int
 	}
 	if window > 0 {
 		r.AchievedRate = float64(rc.sent) / window.Seconds()
+	}
+	if rc.sent > 0 {
+		r.Success = float64(rc.answered-rc.non2xx) / float64(rc.sent)
+		r.ErrorRate = float64(rc.errors) / float64(rc.sent)
 	}
 	for c, n := range rc.status {
 		r.Status[strconv.Itoa(c)] = n
@@ -715,8 +785,12 @@ func (r *Report) writeText(w io.Writer) {
 	if r.Unique {
 		mixText += " (unique)"
 	}
-	fmt.Fprintf(w, "mix         %s:%s\n", mixText, countsText(r.Kinds))
+	fmt.Fprintf(w, "mix         %s, random seed %d; sent by component:%s\n", mixText, r.RandomSeed, countsText(r.Kinds))
+	if r.Setup != "" {
+		fmt.Fprintf(w, "setup       %s\n", r.Setup)
+	}
 	fmt.Fprintf(w, "requests    %d sent, %d answered, %d errors\n", r.Sent, r.Answered, r.Errors)
+	fmt.Fprintf(w, "success     %.2f%% (2xx of sent); error rate %.2f%% (no answer)\n", 100*r.Success, 100*r.ErrorRate)
 	if r.Model == "open" {
 		fmt.Fprintf(w, "rate        %.1f/s achieved, %g/s intended; %d of %d due sends dropped, %d late (>%s)\n",
 			r.AchievedRate, r.IntendedRate, r.Dropped, r.Intended, r.Late, lateAfter)
@@ -724,7 +798,8 @@ func (r *Report) writeText(w io.Writer) {
 		fmt.Fprintf(w, "rate        %.1f/s achieved\n", r.AchievedRate)
 	}
 	l := r.LatencyUS
-	fmt.Fprintf(w, "latency     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n", us(l.P50), us(l.P90), us(l.P99), us(l.P999), us(l.Max))
+	fmt.Fprintf(w, "latency     min %s  mean %s  p50 %s  p90 %s  p95 %s  p99 %s  p99.9 %s  max %s  stddev %s\n",
+		us(l.Min), us(l.Mean), us(l.P50), us(l.P90), us(l.P95), us(l.P99), us(l.P999), us(l.Max), us(l.StdDev))
 	fmt.Fprintf(w, "status     %s\n", countsText(r.Status))
 	e := r.ErrorsByKind
 	fmt.Fprintf(w, "errors      refused %d  timeout %d  reset %d  other %d\n", e["refused"], e["timeout"], e["reset"], e["other"])
@@ -747,18 +822,31 @@ func countsText(m map[string]int64) string {
 	return b.String()
 }
 
-// failCond is one --fail-if condition: NAME>VALUE.
+// failCond is one --fail-if condition: NAME>VALUE or NAME<VALUE.
 type failCond struct {
 	text   string
 	metric string
-	limit  float64 // microseconds for durations, a count otherwise
+	below  bool    // NAME<VALUE: crossed when the value is below the limit
+	limit  float64 // microseconds for durations, a count or a ratio otherwise
 }
 
 var durationMetrics = map[string]func(Latencies) int64{
+	"min": func(l Latencies) int64 { return l.Min }, "mean": func(l Latencies) int64 { return l.Mean },
 	"p50": func(l Latencies) int64 { return l.P50 }, "p90": func(l Latencies) int64 { return l.P90 },
-	"p99": func(l Latencies) int64 { return l.P99 }, "p999": func(l Latencies) int64 { return l.P999 },
-	"max": func(l Latencies) int64 { return l.Max },
+	"p95": func(l Latencies) int64 { return l.P95 }, "p99": func(l Latencies) int64 { return l.P99 },
+	"p999": func(l Latencies) int64 { return l.P999 }, "max": func(l Latencies) int64 { return l.Max },
+	"stddev": func(l Latencies) int64 { return l.StdDev },
 }
+
+var countMetrics = map[string]func(*Report) int64{
+	"errors": func(r *Report) int64 { return r.Errors }, "non2xx": func(r *Report) int64 { return r.Non2xx },
+}
+
+var ratioMetrics = map[string]func(*Report) float64{
+	"success": func(r *Report) float64 { return r.Success }, "error_rate": func(r *Report) float64 { return r.ErrorRate },
+}
+
+const failIfNames = "min, mean, p50, p90, p95, p99, p999, max, stddev, errors, non2xx, success or error_rate"
 
 // parseFailIf reads --fail-if; every malformed condition is reported.
 func parseFailIf(spec string) ([]failCond, error) {
@@ -769,29 +857,40 @@ func parseFailIf(spec string) ([]failCond, error) {
 		if part == "" {
 			continue
 		}
-		name, value, ok := strings.Cut(part, ">")
-		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
-		if !ok || strings.HasPrefix(value, "=") {
-			errs = append(errs, fmt.Errorf("--fail-if %q: want NAME>VALUE", part))
+		i := strings.IndexAny(part, "<>")
+		if i < 0 || strings.HasPrefix(part[i+1:], "=") {
+			errs = append(errs, fmt.Errorf("--fail-if %q: want NAME>VALUE or NAME<VALUE", part))
 			continue
 		}
-		c := failCond{text: part, metric: name}
-		if _, isDur := durationMetrics[name]; isDur {
+		name, value := strings.TrimSpace(part[:i]), strings.TrimSpace(part[i+1:])
+		c := failCond{text: part, metric: name, below: part[i] == '<'}
+		_, isDur := durationMetrics[name]
+		_, isCount := countMetrics[name]
+		_, isRatio := ratioMetrics[name]
+		switch {
+		case isDur:
 			d, err := time.ParseDuration(value)
 			if err != nil || d < 0 {
 				errs = append(errs, fmt.Errorf("--fail-if %q: %q is not a duration like 50ms", part, value))
 				continue
 			}
 			c.limit = float64(d.Microseconds())
-		} else if name == "errors" || name == "non2xx" {
+		case isCount:
 			n, err := strconv.ParseInt(value, 10, 64)
 			if err != nil || n < 0 {
 				errs = append(errs, fmt.Errorf("--fail-if %q: %q is not a count", part, value))
 				continue
 			}
 			c.limit = float64(n)
-		} else {
-			errs = append(errs, fmt.Errorf("--fail-if %q: unknown %q (want p50, p90, p99, p999, max, errors or non2xx)", part, name))
+		case isRatio:
+			f, err := parseRatio(value)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("--fail-if %q: %q is not a ratio like 0.99 or 99%%", part, value))
+				continue
+			}
+			c.limit = f
+		default:
+			errs = append(errs, fmt.Errorf("--fail-if %q: unknown %q (want %s)", part, name, failIfNames))
 			continue
 		}
 		conds = append(conds, c)
@@ -799,15 +898,36 @@ func parseFailIf(spec string) ([]failCond, error) {
 	return conds, errors.Join(errs...)
 }
 
+// parseRatio reads 0.99 or 99%.
+func parseRatio(s string) (float64, error) {
+	scale := 1.0
+	if t, ok := strings.CutSuffix(s, "%"); ok {
+		s, scale = t, 100
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || f/scale > 1 || math.IsNaN(f) {
+		return 0, errors.New("not a ratio")
+	}
+	return f / scale, nil
+}
+
 // check reports the measured value and whether it crossed the threshold.
 func (c failCond) check(r *Report) (string, bool) {
-	if f, ok := durationMetrics[c.metric]; ok {
-		v := f(r.LatencyUS)
-		return us(v).String(), float64(v) > c.limit
+	var v float64
+	var text string
+	switch {
+	case durationMetrics[c.metric] != nil:
+		d := durationMetrics[c.metric](r.LatencyUS)
+		v, text = float64(d), us(d).String()
+	case countMetrics[c.metric] != nil:
+		n := countMetrics[c.metric](r)
+		v, text = float64(n), strconv.FormatInt(n, 10)
+	default:
+		v = ratioMetrics[c.metric](r)
+		text = strconv.FormatFloat(v, 'f', 4, 64)
 	}
-	v := r.Errors
-	if c.metric == "non2xx" {
-		v = r.Non2xx
+	if c.below {
+		return text, v < c.limit
 	}
-	return strconv.FormatInt(v, 10), float64(v) > c.limit
+	return text, v > c.limit
 }

@@ -104,3 +104,23 @@ func TestLoadgenTopicFollowerCountsEachPayloadOnce(t *testing.T) {
 		t.Errorf("Latencies %+v; want p50 20ms and max 40ms", l)
 	}
 }
+
+// --fail-if's conditions, both ways: durations, counts and ratios (as a
+// fraction or a percentage), each crossed only past its limit.
+func TestLoadgenFailIfBothWays(t *testing.T) {
+	conds, err := parseFailIf("p95>20ms, min<1ms, success<0.99, error_rate>1%, errors>0, stddev>5ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := &Report{Success: 0.985, ErrorRate: 0.01, Errors: 0,
+		LatencyUS: Latencies{Min: 1500, P95: 20_000, StdDev: 5001}}
+	var crossed []string
+	for _, c := range conds {
+		if _, x := c.check(rep); x {
+			crossed = append(crossed, c.text)
+		}
+	}
+	if want := []string{"success<0.99", "stddev>5ms"}; fmt.Sprint(crossed) != fmt.Sprint(want) {
+		t.Errorf("crossed %v, want %v (p95 at its limit, min above it, error rate at 1%%, no errors)", crossed, want)
+	}
+}

@@ -93,6 +93,11 @@ func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", ";
 
 func checkBackends(cfg Config) CheckResult {
 	r := CheckResult{Item: "backends file"}
+	ingests := cfg.WithDefaults().Runs(StageIngest)
+	if cfg.BackendsFile == "" && !ingests {
+		r.Status, r.Detail = CheckOK, "none set; this process runs no ingest stage"
+		return r
+	}
 	if cfg.BackendsFile == "" {
 		r.Status, r.Detail = CheckOK, "none set: the ingestion API accepts payloads without a key"
 		if cfg.ResolvedPubSubMode() != PubSubEmbedded && cfg.Auth != AuthNone {
@@ -115,9 +120,10 @@ func checkBackends(cfg Config) CheckResult {
 // The permissions each stage needs on Pub/Sub, tested on Google with
 // testIamPermissions.
 var (
-	topicPermissions       = []string{"pubsub.topics.get", "pubsub.topics.publish"}
-	watchedSubPermissions  = []string{"pubsub.subscriptions.get"}
-	consumedSubPermissions = []string{"pubsub.subscriptions.get", "pubsub.subscriptions.consume"}
+	watchedTopicPermissions   = []string{"pubsub.topics.get"}
+	publishedTopicPermissions = []string{"pubsub.topics.get", "pubsub.topics.publish"}
+	watchedSubPermissions     = []string{"pubsub.subscriptions.get"}
+	consumedSubPermissions    = []string{"pubsub.subscriptions.get", "pubsub.subscriptions.consume"}
 )
 
 func checkPubSub(ctx context.Context, cfg Config) []CheckResult {
@@ -230,9 +236,10 @@ func credentialsFix(mode PubSubMode) string {
 }
 
 // checkPubSubIAM tests, on Google, the permissions this process needs on
-// each topic and subscription: publish on every topic, consume on the
-// subscriptions it reads (the apply stage's, the outbox's follow
-// subscriptions), get on those it only watches.
+// each topic and subscription: publish on the topics it publishes to (the
+// ingest stage to the accepted ones, the apply stage to the applied and
+// poison ones), consume on the subscriptions it reads (the apply stage's,
+// the outbox's follow subscriptions), get on those it only watches.
 func checkPubSubIAM(ctx context.Context, client *pubsub.Client, cfg Config, needs []transport.Resource) []CheckResult {
 	var out []CheckResult
 	for _, r := range needs {
@@ -244,7 +251,14 @@ func checkPubSubIAM(ctx context.Context, client *pubsub.Client, cfg Config, need
 		fix := "gcloud pubsub topics add-iam-policy-binding %s --project=%s --member=serviceAccount:SERVICE_ACCOUNT --role=%s"
 		name := r.Topic
 		if r.Subscription == "" {
-			want = topicPermissions
+			ingestPublishes := cfg.Runs(StageIngest) && (r.Topic == cfg.TopicID || r.Topic == cfg.OrderedTopicID)
+			applyPublishes := cfg.Runs(StageApply) && (r.Topic == cfg.AppliedTopicID || r.Topic == cfg.PoisonTopicID)
+			want = watchedTopicPermissions
+			if ingestPublishes || applyPublishes {
+				want = publishedTopicPermissions
+			} else {
+				role = "roles/pubsub.viewer"
+			}
 			got, err = client.TopicAdminClient.TestIamPermissions(ctx, &iampb.TestIamPermissionsRequest{
 				Resource: transport.TopicPath(cfg.ProjectID, r.Topic), Permissions: want})
 		} else {
@@ -381,8 +395,16 @@ func checkBigQuery(ctx context.Context, cfg Config, logger *slog.Logger) []Check
 	}
 	out := []CheckResult{{Item: "warehouse", Status: CheckOK, Detail: "bigquery dataset " + dataset + " exists"}}
 	if cfg.BigQueryEmulatorHost != "" {
-		return append(out, CheckResult{Item: "iam dataset " + cfg.DatasetID, Status: CheckSkipped, Detail: "emulator: it has no IAM, so nothing to test"},
-			CheckResult{Item: "ledger", Status: CheckSkipped, Detail: "emulator: serve creates or checks " + warehouse.LedgerTable + " at start"})
+		out = append(out, CheckResult{Item: "iam dataset " + cfg.DatasetID, Status: CheckSkipped, Detail: "emulator: it has no IAM, so nothing to test"})
+		md, err := client.Dataset(cfg.DatasetID).Table(warehouse.LedgerTable).Metadata(ctx)
+		switch {
+		case errors.As(err, &gerr) && gerr.Code == 404:
+			return append(out, CheckResult{Item: "ledger", Status: CheckSkipped, Detail: warehouse.LedgerTable + " is missing: serve creates it at start"})
+		case err != nil:
+			return append(out, CheckResult{Item: "ledger", Status: CheckFailed, Detail: oneLine(err), Fix: "start the emulator, or correct BIGQUERY_EMULATOR_HOST"})
+		}
+		return append(out, CheckResult{Item: "ledger", Status: CheckOK,
+			Detail: fmt.Sprintf("%s exists (%d columns); the emulator has no permissions to test writing against", warehouse.LedgerTable, len(md.Schema))})
 	}
 	// The ledger's DML is what the apply stage runs in every transaction:
 	// a dry run needs bigquery.jobs.create on the project and write access

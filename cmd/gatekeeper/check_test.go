@@ -180,3 +180,32 @@ func TestCheckOnTheEmulator(t *testing.T) {
 		t.Errorf("unreachable emulator: code %d, pubsub row %s %q fix %q", r.code, res, detail, fix)
 	}
 }
+
+// On the BigQuery emulator: the dataset found, or missing and named with
+// the command that creates it when CREATE_RESOURCES=false forbids serve
+// to; IAM skipped there, saying why.
+func TestCheckOnTheBigQueryEmulator(t *testing.T) {
+	host := os.Getenv("BIGQUERY_EMULATOR_HOST")
+	if host == "" {
+		t.Skip("BIGQUERY_EMULATOR_HOST is not set")
+	}
+	t.Parallel()
+	project := os.Getenv("BIGQUERY_EMULATOR_PROJECT")
+	if project == "" {
+		project = "test"
+	}
+	args := []string{"check", "--pubsub-mode", "embedded", "--stages", "apply", "--warehouse", "bigquery",
+		"--bigquery-emulator-host", host, "--project-id", project}
+	r := runIn(append(args, "--dataset-id", "gatekeeper")...)
+	if res, detail, _ := checkRow(t, r.stdout, "warehouse"); r.code != 0 || res != "ok" || !strings.Contains(detail, "exists") {
+		t.Errorf("check on the emulator's dataset: exit %d, warehouse row %s %q\n%s", r.code, res, detail, r.stdout)
+	}
+	if res, detail, _ := checkRow(t, r.stdout, "iam dataset gatekeeper"); res != "skipped" || !strings.Contains(detail, "emulator") {
+		t.Errorf("iam dataset row = %s %q, want skipped on the emulator", res, detail)
+	}
+	r = runIn(append(args, "--dataset-id", "nosuchdataset", "--create-resources=false")...)
+	res, _, fix := checkRow(t, r.stdout, "warehouse")
+	if r.code != 1 || res != "FAIL" || fix != "bq --location=US mk --dataset "+project+":nosuchdataset" {
+		t.Errorf("check on a missing dataset: exit %d, warehouse row %s, fix %q\n%s", r.code, res, fix, r.stdout)
+	}
+}

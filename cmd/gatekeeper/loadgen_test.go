@@ -47,10 +47,13 @@ func TestLoadgenFlagsAreChecked(t *testing.T) {
 		{[]string{"--duration", "1s", "--target", "http://example.com:8080"}, `--target "http://example.com:8080" is not a loopback address; pass --allow-remote`},
 		{[]string{"--duration", "1s", "--target", "http://10.0.0.1:8080"}, "is not a loopback address"},
 		{[]string{"--duration", "1s", "--target", "ftp://127.0.0.1"}, "want http://HOST:PORT"},
-		{[]string{"--duration", "1s", "--mix", "seed,frob"}, `--mix "frob": want seed, insert, invalid or file:PATH`},
-		{[]string{"--duration", "1s", "--mix", "seed=0"}, `weight "0": want 1 to 1000`},
+		{[]string{"--duration", "1s", "--mix", "locust,frob"}, `--mix "frob": want locust, insert, invalid or file:PATH`},
+		{[]string{"--duration", "1s", "--mix", "locust=0"}, `weight "0": want 1 to 1000`},
 		{[]string{"--duration", "1s", "--mix", "file:/nonexistent/x.jsonl"}, "--mix file:/nonexistent/x.jsonl: open /nonexistent/x.jsonl"},
-		{[]string{"--duration", "1s", "--fail-if", "p99<50ms"}, `--fail-if "p99<50ms": want NAME>VALUE`},
+		{[]string{"--duration", "1s", "--fail-if", "p99=50ms"}, `--fail-if "p99=50ms": want NAME>VALUE or NAME<VALUE`},
+		{[]string{"--duration", "1s", "--fail-if", "p99>=50ms"}, `--fail-if "p99>=50ms": want NAME>VALUE or NAME<VALUE`},
+		{[]string{"--duration", "1s", "--fail-if", "success<1.5"}, `"1.5" is not a ratio like 0.99 or 99%`},
+		{[]string{"--duration", "1s", "--fail-if", "error_rate>x%"}, `"x%" is not a ratio like 0.99 or 99%`},
 		{[]string{"--duration", "1s", "--fail-if", "p99>fast"}, `"fast" is not a duration like 50ms`},
 		{[]string{"--duration", "1s", "--fail-if", "non2xx>-1"}, `"-1" is not a count`},
 		{[]string{"--duration", "1s", "--fail-if", "p98>1ms"}, `unknown "p98"`},
@@ -193,18 +196,23 @@ func TestLoadgenAgainstService(t *testing.T) {
 		t.Errorf("loadgen left its subscriptions behind: %v", left)
 	}
 
-	// 2. The seed mix weighted 8:2 with invalid payloads: about a fifth
-	// are 400s, and non2xx>0 fails the run.
-	r = gk(t, dir, nil, "loadgen", "--target", target, "--rate", "100", "--duration", "2s", "--mix", "seed=8,invalid=2",
-		"--json", "--fail-if", "non2xx>0,p99>30s")
+	// 2. The locust mix weighted 8:2 with invalid payloads: about a fifth
+	// are 400s, and non2xx>0 and success<0.99 fail the run; p95>30s and
+	// error_rate>0 do not.
+	r = gk(t, dir, nil, "loadgen", "--target", target, "--rate", "100", "--duration", "2s", "--mix", "locust=8,invalid=2",
+		"--json", "--fail-if", "non2xx>0,p99>30s,p95>30s,success<0.99,error_rate>0")
 	rep = decodeReport(t, r.stdout)
-	checkCounts(t, "seed=8,invalid=2", rep)
+	checkCounts(t, "locust=8,invalid=2", rep)
 	share := float64(rep.Kinds["invalid"]) / float64(rep.Sent)
-	if r.code != 1 || !strings.Contains(r.stderr, "threshold crossed: non2xx>0") || strings.Contains(r.stderr, "p99>30s") {
-		t.Errorf("seed=8,invalid=2 with --fail-if non2xx>0: exit %d, stderr %s", r.code, r.stderr)
+	if r.code != 1 || !strings.Contains(r.stderr, "threshold crossed: non2xx>0") || !strings.Contains(r.stderr, "threshold crossed: success<0.99") ||
+		strings.Contains(r.stderr, "p99>30s") || strings.Contains(r.stderr, "p95>30s") || strings.Contains(r.stderr, "error_rate>0") {
+		t.Errorf("locust=8,invalid=2 with --fail-if non2xx>0,success<0.99: exit %d, stderr %s", r.code, r.stderr)
 	}
-	if share < 0.1 || share > 0.3 || rep.Status["400"] != rep.Kinds["invalid"] || rep.Status["200"] != rep.Kinds["seed"] {
-		t.Errorf("seed=8,invalid=2: kinds %v (invalid share %.2f), status %v", rep.Kinds, share, rep.Status)
+	if share < 0.1 || share > 0.3 || rep.Status["400"] != rep.Kinds["invalid"] || rep.Status["200"] != rep.Kinds["locust"] {
+		t.Errorf("locust=8,invalid=2: kinds %v (invalid share %.2f), status %v", rep.Kinds, share, rep.Status)
+	}
+	if want := float64(rep.Status["200"]) / float64(rep.Sent); math.Abs(rep.Success-want) > 1e-9 || rep.ErrorRate != 0 {
+		t.Errorf("locust=8,invalid=2: success %v error rate %v, want %v and 0", rep.Success, rep.ErrorRate, want)
 	}
 
 	// 3. The invalid mix, closed model: 400s only, and the text report.
@@ -212,6 +220,65 @@ func TestLoadgenAgainstService(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "requests    90 sent, 90 answered, 0 errors") ||
 		!strings.Contains(r.stdout, "status      400 90\n") || !strings.Contains(r.stdout, "model       closed: 2 connections") {
 		t.Errorf("invalid mix: exit %d, report:\n%s\nstderr %s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// The locust mix on a fresh service poisons nothing: its table is created
+// before the load, so no delete finds it missing; every payload is
+// followed to the end, and the report says none was poisoned. Its results
+// file reports again exactly as the run did, and as buckets and .hgrm.
+func TestLoadgenLocustMixPoisonsNothingAndReportsAgain(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := startService(t, dir, nil)
+	out := filepath.Join(dir, "results.jsonl")
+	args := []string{"loadgen", "--target", "http://" + s.addr, "--connections", "4", "--requests", "120", "--seed", "3",
+		"--e2e", "--e2e-sample", "1", "--output", out}
+	r := gk(t, dir, nil, args...)
+	if r.code != 0 {
+		t.Fatalf("locust mix: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"mix         locust, random seed 3; sent by component: locust 120\n",
+		"e2e         via the status API: 120 followed: 120 applied, 0 poisoned, 0 not applied within 30s\n",
+		"setup       table1 insert "} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if summary := gk(t, dir, map[string]string{"WAREHOUSE": s.env["WAREHOUSE"]}, "poison", "list"); strings.Contains(summary.stdout, "table1") {
+		t.Errorf("the locust mix poisoned payloads on a fresh service:\n%s", summary.stdout)
+	}
+
+	again := gk(t, dir, nil, "loadgen", "report", out)
+	if again.code != 0 || again.stdout != r.stdout {
+		t.Errorf("loadgen report: exit %d, report\n%s\nwant the run's own\n%s%s", again.code, again.stdout, r.stdout, again.stderr)
+	}
+	j := gk(t, dir, nil, "loadgen", "report", out, "--format", "json")
+	if rep := decodeReport(t, j.stdout); rep.Sent != 120 || rep.Status["200"] != 120 || rep.RandomSeed != 3 || rep.E2E == nil || rep.E2E.Poisoned != 0 ||
+		rep.LatencyUS.Min <= 0 || rep.LatencyUS.Mean < rep.LatencyUS.Min || rep.LatencyUS.P95 < rep.LatencyUS.P90 || rep.LatencyUS.StdDev <= 0 {
+		t.Errorf("loadgen report --format json: %+v", rep)
+	}
+	h := gk(t, dir, nil, "loadgen", "report", out, "--format", "hist", "--buckets", "0,10ms,1s")
+	var total int64
+	for _, l := range lines(h.stdout)[1:] {
+		f := strings.Fields(strings.NewReplacer("[", "", ",", " ", ")", "").Replace(l))
+		var n int64 // the count is before the share, which a bar may follow
+		if strings.HasSuffix(f[len(f)-1], "%") {
+			fmt.Sscan(f[len(f)-2], &n)
+		} else {
+			fmt.Sscan(f[len(f)-3], &n)
+		}
+		total += n
+	}
+	if h.code != 0 || !strings.Contains(h.stdout, "[0s,") || !strings.Contains(h.stdout, "+Inf)") || total != 120 {
+		t.Errorf("loadgen report --format hist: exit %d, %d counted, want 120:\n%s%s", h.code, total, h.stdout, h.stderr)
+	}
+	g := gk(t, dir, nil, "loadgen", "report", out, "--format", "hgrm")
+	if g.code != 0 || !strings.Contains(g.stdout, "Value") || !strings.Contains(g.stdout, "Percentile") || !strings.Contains(g.stdout, "Total count    =          120") {
+		t.Errorf("loadgen report --format hgrm: exit %d\n%s%s", g.code, g.stdout, g.stderr)
+	}
+	if bad := gk(t, dir, nil, "loadgen", "report", filepath.Join(dir, "gatekeeper.db")); bad.code != 1 || !strings.Contains(bad.stderr, "gatekeeper loadgen report:") {
+		t.Errorf("loadgen report on a file that is not results: exit %d, stderr %s", bad.code, bad.stderr)
 	}
 }
 
@@ -232,9 +299,12 @@ func TestLoadgenDocNamesRealFlags(t *testing.T) {
 	if code := run([]string{"loadgen", "--help"}, &help, &bytes.Buffer{}); code != 0 {
 		t.Fatalf("loadgen --help: exit %d", code)
 	}
+	if code := run([]string{"loadgen", "report", "--help"}, &help, &bytes.Buffer{}); code != 0 || !strings.Contains(help.String(), "\n  --format\n") {
+		t.Fatalf("loadgen report --help: exit %d, or no --format:\n%s", code, help.String())
+	}
 	for _, m := range regexp.MustCompile(`--[a-z][a-z0-9-]+`).FindAllString(section, -1) {
 		if !regexp.MustCompile(`\n  ` + m + `( [A-Z][^\n]*)?\n`).MatchString(help.String()) { // --rate N
-			t.Errorf("docs/load-testing.md's loadgen section names %s, which loadgen --help does not list", m)
+			t.Errorf("docs/load-testing.md's loadgen section names %s, which neither loadgen --help nor loadgen report --help lists", m)
 		}
 	}
 }
