@@ -144,7 +144,7 @@ func setMemoryLimit(cfg pipeline.Config, logger *slog.Logger) {
 }
 
 func serve(args []string, stdout, stderr io.Writer) int {
-	cfg, logger, rest, err := loadConfig("serve", "usage: gatekeeper serve [flags]\n\nRuns the ingestion and apply stages (see --stages).", args, stdout, stderr)
+	cfg, logger, rest, err := loadValidated("serve", "usage: gatekeeper serve [flags]\n\nRuns the ingestion and apply stages (see --stages).", args, stdout, stderr)
 	if errors.Is(err, errHelp) {
 		return exitOK
 	}
