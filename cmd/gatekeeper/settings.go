@@ -137,8 +137,12 @@ func parseSome(name, synopsis string, reads []string, args []string, lookup func
 	}
 	t := reflect.TypeFor[settings]()
 	var fields []reflect.StructField
+	asks := slices.ContainsFunc(own, func(o any) bool { _, ok := o.(*reachFlags); return ok })
 	for i := range t.NumField() {
 		if f := t.Field(i); slices.Contains(reads, f.Tag.Get("envvar")) {
+			if h, ok := readerHelp[f.Tag.Get("envvar")]; ok && asks {
+				f.Tag = reflect.StructTag(strings.Replace(string(f.Tag), `help:`+strconv.Quote(f.Tag.Get("help")), `help:`+strconv.Quote(h), 1))
+			}
 			fields = append(fields, f)
 		}
 	}
@@ -153,6 +157,13 @@ func parseSome(name, synopsis string, reads []string, args []string, lookup func
 		sv.FieldByName(f.Name).Set(some.Elem().FieldByName(f.Name))
 	}
 	return s, c.Args, err
+}
+
+// readerHelp is what a setting means to the commands that ask the service,
+// where it is not what serve listens on or writes.
+var readerHelp = map[string]string{
+	"ADMIN_ADDR": "the service's admin listener, asked unless --server or --direct; or off",
+	"WAREHOUSE":  "with --direct: the service's warehouse, sqlite:PATH (an existing file) or bigquery",
 }
 
 // flagsOnly is the grammar of a command without settings: its own flags
