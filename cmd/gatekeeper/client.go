@@ -168,6 +168,8 @@ func (c *adminClient) call(ctx context.Context, method, path string, query url.V
 		var op *net.OpError
 		var uerr *url.Error
 		switch {
+		case errors.Is(err, context.Canceled):
+			return 0, nil, fmt.Errorf("interrupted while waiting for the service on %s", c.host)
 		case errors.As(err, &op) && op.Op == "dial":
 			return 0, nil, c.unreachable(op.Err)
 		case ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded):

@@ -32,8 +32,10 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		want string // the first line of stderr
 	}{
 		{[]string{"frob"}, `gatekeeper: unknown command "frob" (want serve, tables, rows, poison, status, outbox, keys, loadgen, check, healthcheck, version, help); see gatekeeper --help`},
-		{[]string{"outbox"}, "usage: gatekeeper outbox salvage [--dry-run] [flags]"},
-		{[]string{"outbox", "frob"}, "usage: gatekeeper outbox salvage [--dry-run] [flags]"},
+		{[]string{"outbox"}, "gatekeeper: outbox needs a command (salvage); see gatekeeper outbox --help"},
+		{[]string{"outbox", "frob"}, "gatekeeper: outbox needs a command (salvage); see gatekeeper outbox --help"},
+		{[]string{"keys"}, "gatekeeper: keys needs a command (new BACKEND); see gatekeeper keys --help"},
+		{[]string{"help", "frob"}, `gatekeeper: unknown command "frob"`},
 		{[]string{"outbox", "salvage", "extra"}, "gatekeeper: outbox salvage takes no arguments (got [extra]); the file is --outbox-path"},
 		{[]string{"rows", "--warehouse", wh}, "gatekeeper: rows takes one table name; see gatekeeper rows --help"},
 		{[]string{"rows", "t1", "t2", "--warehouse", wh}, "gatekeeper: rows takes one table name; see gatekeeper rows --help"},
@@ -65,6 +67,9 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 			}
 			if first, _, _ := strings.Cut(r.stderr, "\n"); !strings.HasPrefix(first, c.want) {
 				t.Errorf("stderr starts %q, want %q", first, c.want)
+			}
+			if ls := lines(r.stderr); len(ls) != 1 && !strings.HasPrefix(c.want, "gatekeeper: class") {
+				t.Errorf("stderr is %d lines, want one:\n%s", len(ls), r.stderr)
 			}
 			if r.stdout != "" {
 				t.Errorf("stdout %q, want nothing", r.stdout)

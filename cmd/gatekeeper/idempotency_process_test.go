@@ -82,7 +82,7 @@ func TestIdempotencyKeyAcrossTwoIngestProcessesAppliesOnce(t *testing.T) {
 			scrapeSum(t, apply.addr, `gatekeeper_payloads_total{backend="",outcome="duplicate"}`))
 	}
 	wh := map[string]string{"WAREHOUSE": "sqlite:" + filepath.Join(applyDir, "warehouse.db")}
-	if r := gk(t, applyDir, wh, "rows", "orders"); r.code != 0 || r.stdout != "{\"id\":42}\n" {
+	if r := gk(t, applyDir, wh, "rows", "orders", "--direct"); r.code != 0 || r.stdout != "{\"id\":42}\n" {
 		t.Fatalf("rows orders: exit %d, %q, stderr %q; want the row once", r.code, r.stdout, r.stderr)
 	}
 }

@@ -21,7 +21,7 @@ func keysCommand(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if len(args) == 0 || args[0] != "new" {
-		fmt.Fprintln(stderr, synopsis)
+		fmt.Fprintln(stderr, "gatekeeper: keys needs a command (new BACKEND); see gatekeeper keys --help")
 		return 2
 	}
 	var own struct {

@@ -151,7 +151,7 @@ func TestLoadgenAgainstService(t *testing.T) {
 
 	// Every accepted insert is a row of its own: as many distinct keys as 200s.
 	distinct := func() int {
-		rows := gk(t, dir, nil, "rows", "table1", "--limit", "1000", "--warehouse", s.env["WAREHOUSE"])
+		rows := gk(t, dir, map[string]string{"ADMIN_ADDR": s.adminAddr}, "rows", "table1", "--limit", "1000")
 		keys := map[any]bool{}
 		for _, l := range lines(rows.stdout) {
 			var row map[string]any

@@ -38,10 +38,10 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "[flags]", "run the service (the default; embedded Pub/Sub and SQLite unless set otherwise)", serve},
-		{"tables", "[flags]", "list the warehouse's tables", func(a []string, o, e io.Writer) int { return inspect("tables", a, o, e) }},
-		{"rows", "TABLE [flags]", "print a table's rows as JSON lines", func(a []string, o, e io.Writer) int { return inspect("rows", a, o, e) }},
-		{"poison", "COMMAND", "the poison index: list, summary, show, replay, export, purge", poison},
-		{"status", "ID", "what became of one payload", status},
+		{"tables", "[flags]", "list the warehouse's tables (asks the running service)", func(a []string, o, e io.Writer) int { return inspect("tables", a, o, e) }},
+		{"rows", "TABLE [flags]", "print a table's rows as JSON lines (asks the running service)", func(a []string, o, e io.Writer) int { return inspect("rows", a, o, e) }},
+		{"poison", "COMMAND", "the poison index: list, summary, show, replay, export, purge (asks the running service)", poison},
+		{"status", "ID", "what became of one payload (asks the running service)", status},
 		{"outbox", "salvage", "save what can be read of a damaged outbox into a new one", outboxCommand},
 		{"keys", "new BACKEND", "a fresh API key: an entry for BACKENDS_FILE on stdout, the key on stderr", keysCommand},
 		{"loadgen", "[flags]", "post a bounded load to a local service and report latency", loadgenCommand},
@@ -145,7 +145,7 @@ func setMemoryLimit(cfg pipeline.Config, logger *slog.Logger) {
 }
 
 func serve(args []string, stdout, stderr io.Writer) int {
-	cfg, logger, rest, err := loadConfig("serve", "usage: gatekeeper serve [flags]\n\nRuns the ingestion and apply stages (see --stages).", args, stdout, stderr)
+	cfg, logger, rest, err := loadValidated("serve", "usage: gatekeeper serve [flags]\n\nRuns the ingestion and apply stages (see --stages).", args, stdout, stderr)
 	if errors.Is(err, errHelp) {
 		return exitOK
 	}

@@ -367,9 +367,43 @@ func TestBadLogLevelIsNamedWithTheOtherBadSettings(t *testing.T) {
 	if err == nil {
 		t.Fatal("want an error")
 	}
-	for _, want := range []string{`log level "loud"`, `RETRY_MAX="abc"`, `PUBLISH_TIMEOUT="10"`, "see gatekeeper serve --help"} {
+	for _, want := range []string{`LOG_LEVEL="loud": want debug, info, warn or error`, `RETRY_MAX="abc"`, `PUBLISH_TIMEOUT="10"`, "see gatekeeper serve --help"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
+	}
+}
+
+// serve reports every problem of one run at once, one per line: the values
+// that do not parse (flags, then variables), each with what it wants, then what pipeline.Config's
+// Validate finds in the rest, then a pointer to --help; nothing starts.
+func TestServeReportsEveryProblemOnePerLine(t *testing.T) {
+	t.Setenv("PUBLISH_TIMEOUT", "10")
+	t.Setenv("MAX_BODY_BYTES", "1MB")
+	t.Setenv("LOG_FORMAT", "xml")
+	t.Setenv("TOPIC_ID", "x")
+	t.Setenv("STAGES", "transform")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"serve", "--retry-max", "abc"}, &stdout, &stderr)
+	want := []string{
+		`gatekeeper: --retry-max "abc": want a whole number, such as 100`,
+		`PUBLISH_TIMEOUT="10": want a duration with its unit, such as 10s, 500ms or 1m30s`,
+		`MAX_BODY_BYTES="1MB": want a whole number of bytes, such as 1048576 (1 MiB); no units`,
+		`LOG_FORMAT="xml": want text or json`,
+		`TOPIC_ID "x": Pub/Sub names are 3-255 characters`,
+		`STAGES: unknown stage "transform", want ingest or apply`,
+		`see gatekeeper serve --help`,
+	}
+	got := lines(stderr.String())
+	if code != 2 || stdout.Len() != 0 || len(got) != len(want) {
+		t.Fatalf("exit %d, stdout %q, stderr:\n%s\nwant exit 2 and %d lines", code, stdout.String(), stderr.String(), len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("line %d: %q, want %q…", i+1, got[i], want[i])
+		}
+	}
+	if strings.Contains(stderr.String(), `\n`) {
+		t.Errorf("stderr holds a literal \\n:\n%s", stderr.String())
 	}
 }

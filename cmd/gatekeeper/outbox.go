@@ -32,7 +32,7 @@ func outboxCommand(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if len(args) == 0 || args[0] != "salvage" {
-		fmt.Fprintln(stderr, outboxUsage)
+		fmt.Fprintln(stderr, "gatekeeper: outbox needs a command (salvage); see gatekeeper outbox --help")
 		return exitUsage
 	}
 	var own struct {

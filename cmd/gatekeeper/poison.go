@@ -46,13 +46,13 @@ the warehouse and publishes to Pub/Sub without the service):
                                         mark as dropped: never replayed
 
 Filters: --table T, --class invalid|transient|permanent|unknown,
---since 1h|RFC3339, --reason SUBSTRING, --state poisoned|replayed|purged
-(default poisoned).
+--since 1h|RFC3339, --reason SUBSTRING, --backend NAME,
+--state poisoned|replayed|purged (default poisoned).
 
-Exit codes: 0 ok; 1 operational error (including "some were refused" and
-unknown ids); 2 usage.
+Exit codes: 0 ok; 1 operational error (including "some were refused",
+unknown ids and no service to ask); 2 usage.
 
-gatekeeper poison COMMAND --help lists every flag.`
+gatekeeper poison COMMAND --help lists that command's flags.`
 
 var poisonCommands = []string{"list", "summary", "show", "replay", "export", "purge"}
 

@@ -32,23 +32,88 @@ func loadConfig(name, synopsis string, args []string, stdout, stderr io.Writer, 
 // lists only what the command reads, and a bad value of a setting it does
 // not read (MAX_BODY_BYTES in the service's environment) is not its problem.
 func loadSettings(name, synopsis string, reads []string, args []string, stdout, stderr io.Writer, own ...any) (pipeline.Config, *slog.Logger, []string, error) {
+	return load(name, synopsis, reads, false, args, stdout, stderr, own...)
+}
+
+// loadValidated is loadConfig for serve: pipeline.Config's Validate
+// problems are reported with the values that did not parse.
+func loadValidated(name, synopsis string, args []string, stdout, stderr io.Writer, own ...any) (pipeline.Config, *slog.Logger, []string, error) {
+	return load(name, synopsis, nil, true, args, stdout, stderr, own...)
+}
+
+func load(name, synopsis string, reads []string, validate bool, args []string, stdout, stderr io.Writer, own ...any) (pipeline.Config, *slog.Logger, []string, error) {
 	logLevel := "warn"
 	if name == "serve" {
 		logLevel = "info"
 	}
 	s, rest, err := parseSome(name, synopsis, reads, args, os.LookupEnv, logLevel, stdout, own...)
-	if err != nil {
-		// The log level and format are checked after the parse; a bad one
-		// is named with the rest, so that one run shows every problem.
-		// A parse that stopped early (an unknown flag) set neither.
-		if _, lerr := newLogger(io.Discard, s.LogLevel, s.LogFormat); lerr != nil && s.LogLevel != "" && s.LogFormat != "" && !errors.Is(err, errHelp) {
-			err = errors.Join(lerr, err)
+	var bad *badValues
+	if err == nil || errors.As(err, &bad) && !bad.early {
+		// The log level and format, and (validate) the whole configuration, are
+		// checked after the parse; what is wrong there is named with the
+		// bad values, one problem per line, so that one run shows every
+		// problem. A parse that stopped early (an unknown flag) says only
+		// that.
+		var problems []error
+		if bad != nil {
+			problems = bad.errs
 		}
+		problems = append(problems, logProblems(s, args)...)
+		if validate {
+			if verr := s.config().Validate(); verr != nil {
+				problems = append(problems, verr)
+			}
+		}
+		if len(problems) > 0 {
+			err = &badValues{name: name, errs: problems}
+		}
+	}
+	if err != nil {
 		return pipeline.Config{}, nil, nil, err
 	}
 	logger, err := newLogger(stderr, s.LogLevel, s.LogFormat)
 	return s.config(), logger, rest, err
 }
+
+// logProblems names a bad LOG_LEVEL or LOG_FORMAT as the user gave it.
+func logProblems(s settings, args []string) []error {
+	named := func(flag, env, value string) string {
+		if slices.ContainsFunc(args, func(a string) bool { return a == "--"+flag || strings.HasPrefix(a, "--"+flag+"=") }) {
+			return fmt.Sprintf("--%s %q", flag, value)
+		}
+		return fmt.Sprintf("%s=%q", env, value)
+	}
+	var errs []error
+	var level slog.Level
+	if level.UnmarshalText([]byte(s.LogLevel)) != nil {
+		errs = append(errs, fmt.Errorf("%s: want debug, info, warn or error", named("log-level", "LOG_LEVEL", s.LogLevel)))
+	}
+	if s.LogFormat != "text" && s.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("%s: want text or json", named("log-format", "LOG_FORMAT", s.LogFormat)))
+	}
+	return errs
+}
+
+// badValues are the problems of one parse, each on its own line, then a
+// pointer to the command's --help.
+type badValues struct {
+	name string
+	errs []error
+	// early is a parse that stopped at its first problem (an unknown
+	// flag): the values after it were not read.
+	early bool
+}
+
+func (b *badValues) Error() string {
+	err := errors.Join(b.errs...)
+	sep := "; "
+	if strings.Contains(err.Error(), "\n") {
+		sep = "\n"
+	}
+	return fmt.Sprintf("%v%ssee gatekeeper %s --help", err, sep, b.name)
+}
+
+func (b *badValues) Unwrap() []error { return b.errs }
 
 // parseSettings is loadConfig's parse, with the environment given.
 func parseSettings(name, synopsis string, args []string, lookup func(string) (string, bool), logLevel string,
@@ -72,8 +137,12 @@ func parseSome(name, synopsis string, reads []string, args []string, lookup func
 	}
 	t := reflect.TypeFor[settings]()
 	var fields []reflect.StructField
+	asks := slices.ContainsFunc(own, func(o any) bool { _, ok := o.(*reachFlags); return ok })
 	for i := range t.NumField() {
 		if f := t.Field(i); slices.Contains(reads, f.Tag.Get("envvar")) {
+			if h, ok := readerHelp[f.Tag.Get("envvar")]; ok && asks {
+				f.Tag = reflect.StructTag(strings.Replace(string(f.Tag), `help:`+strconv.Quote(f.Tag.Get("help")), `help:`+strconv.Quote(h), 1))
+			}
 			fields = append(fields, f)
 		}
 	}
@@ -88,6 +157,13 @@ func parseSome(name, synopsis string, reads []string, args []string, lookup func
 		sv.FieldByName(f.Name).Set(some.Elem().FieldByName(f.Name))
 	}
 	return s, c.Args, err
+}
+
+// readerHelp is what a setting means to the commands that ask the service,
+// where it is not what serve listens on or writes.
+var readerHelp = map[string]string{
+	"ADMIN_ADDR": "the service's admin listener, asked unless --server or --direct; or off",
+	"WAREHOUSE":  "with --direct: the service's warehouse, sqlite:PATH (an existing file) or bigquery",
 }
 
 // flagsOnly is the grammar of a command without settings: its own flags
@@ -121,14 +197,10 @@ func parseInto(grammar any, name, synopsis string, args []string, lookup func(st
 		return errHelp
 	}
 	if err == nil && len(p.errs) > 0 {
-		err = errors.Join(p.errs...)
+		return &badValues{name: name, errs: p.errs}
 	}
 	if err != nil {
-		sep := "; "
-		if strings.Contains(err.Error(), "\n") {
-			sep = "\n"
-		}
-		return fmt.Errorf("%w%ssee gatekeeper %s --help", err, sep, name)
+		return &badValues{name: name, errs: []error{err}, early: true}
 	}
 	return nil
 }
