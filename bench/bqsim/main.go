@@ -32,10 +32,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	gbq "cloud.google.com/go/bigquery"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/pipeline/transport/embedded"
 	"github.com/gatekeeper/gatekeeper/warehouse"
@@ -54,6 +54,8 @@ type options struct {
 	tableBytes       int64
 	groupMaxSize     int
 	groupMaxInFlight int
+	maxOutstanding   int
+	dmlBudget        int
 	seed             uint64
 	verbose          bool
 }
@@ -71,6 +73,8 @@ func main() {
 	flag.Int64Var(&o.tableBytes, "table-bytes", 1<<30, "modelled size of each payload table, for bytes billed")
 	flag.IntVar(&o.groupMaxSize, "group-max-size", 0, "GROUP_MAX_SIZE of each replica; 0 the default")
 	flag.IntVar(&o.groupMaxInFlight, "group-max-in-flight", 0, "GROUP_MAX_IN_FLIGHT of each replica; 0 the default")
+	flag.IntVar(&o.maxOutstanding, "max-outstanding", 0, "MAX_OUTSTANDING of each replica; 0 the default")
+	flag.IntVar(&o.dmlBudget, "dml-budget", 0, "DML statements per table every 10 s each replica may run; default 25 / replicas")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the mix and the latency draws")
 	flag.BoolVar(&o.verbose, "v", false, "log the replicas' warnings")
 	flag.Parse()
@@ -105,6 +109,9 @@ func (o *options) validate() error {
 	}
 	if o.backlog == 0 {
 		o.backlog = max(20_000, 4*1000*o.tables)
+	}
+	if o.dmlBudget == 0 {
+		o.dmlBudget = max(1, 25/o.replicas)
 	}
 	if o.drain == 0 {
 		o.drain = 30*time.Second + 10*o.latency
@@ -175,7 +182,7 @@ func run(ctx context.Context, o options) (string, error) {
 
 	// The tables exist before the run, as in production: a delete on a
 	// table that does not exist yet would be rejected.
-	if err := seedTables(ctx, sim, o.tables); err != nil {
+	if err := seedTables(sim, o.tables); err != nil {
 		return "", err
 	}
 
@@ -189,6 +196,7 @@ func run(ctx context.Context, o options) (string, error) {
 	base.AdminAddr = pipeline.AdminOff
 	base.GroupMaxSize = o.groupMaxSize
 	base.GroupMaxInFlight = o.groupMaxInFlight
+	base.MaxOutstanding = o.maxOutstanding
 
 	// The topics and subscriptions, as the ingest stage makes them, and the
 	// publisher that stands for the gate.
@@ -213,7 +221,7 @@ func run(ctx context.Context, o options) (string, error) {
 		replicas []*replica
 	)
 	start := func() error {
-		store, err := bigquery.OpenSimulated(ctx, bigquery.Config{ProjectID: "bqsim"}, logger, sim)
+		store, err := bigquery.OpenSimulated(ctx, bigquery.Config{ProjectID: "bqsim", DMLBudget: o.dmlBudget}, logger, sim)
 		if err != nil {
 			return err
 		}
@@ -277,34 +285,54 @@ func run(ctx context.Context, o options) (string, error) {
 		})
 	}
 
-	// Publish for the duration, keeping at most o.backlog unapplied.
-	rng := rand.New(rand.NewPCG(o.seed, 2))
+	// Publish for the duration, keeping at most o.backlog unapplied, from
+	// a few publishers at once: one publish of a batch waits for every
+	// message's acknowledgement.
 	var (
-		accepted []payload
-		seq      int64
+		acceptedMu sync.Mutex
+		accepted   []payload
+		seq        atomic.Int64
 	)
-	applied := func() int { return sim.RowCount(warehouse.LedgerTable) - o.tables }
+	applied := func() int { return sim.RowCount(warehouse.LedgerTable) }
 	pub := ps.Publisher()
 	began := time.Now()
 	deadline := began.Add(o.duration)
-	const batch = 500
-	for time.Now().Before(deadline) {
-		if len(accepted)-applied() >= o.backlog {
-			time.Sleep(20 * time.Millisecond) // a bounded backlog, not an interleaving
-			continue
-		}
-		msgs := make([]*message.Message, 0, batch)
-		batchPayloads := make([]payload, 0, batch)
-		for range batch {
-			p, body := makePayload(rng, o.mix, seq, o.tables)
-			seq++
-			msgs = append(msgs, message.NewMessage(p.id, body))
-			batchPayloads = append(batchPayloads, p)
-		}
-		if err := pub.Publish(pubCfg.TopicID, msgs...); err != nil {
-			return "", fmt.Errorf("publish: %w", err)
-		}
-		accepted = append(accepted, batchPayloads...)
+	const batch, publishers = 200, 8
+	var publishing sync.WaitGroup
+	publishErr := make(chan error, publishers)
+	for w := range publishers {
+		rng := rand.New(rand.NewPCG(o.seed, uint64(w)+2))
+		publishing.Go(func() {
+			for time.Now().Before(deadline) {
+				acceptedMu.Lock()
+				backlog := len(accepted) - applied()
+				acceptedMu.Unlock()
+				if backlog >= o.backlog {
+					time.Sleep(20 * time.Millisecond) // a bounded backlog, not an interleaving
+					continue
+				}
+				msgs := make([]*message.Message, 0, batch)
+				batchPayloads := make([]payload, 0, batch)
+				for range batch {
+					p, body := makePayload(rng, o.mix, seq.Add(1), o.tables)
+					msgs = append(msgs, message.NewMessage(p.id, body))
+					batchPayloads = append(batchPayloads, p)
+				}
+				if err := pub.Publish(pubCfg.TopicID, msgs...); err != nil {
+					publishErr <- fmt.Errorf("publish: %w", err)
+					return
+				}
+				acceptedMu.Lock()
+				accepted = append(accepted, batchPayloads...)
+				acceptedMu.Unlock()
+			}
+		})
+	}
+	publishing.Wait()
+	select {
+	case err := <-publishErr:
+		return "", err
+	default:
 	}
 
 	// Drain: wait until every accepted payload is in the ledger, or the
@@ -344,30 +372,18 @@ func run(ctx context.Context, o options) (string, error) {
 		o.tables, o.replicas, o.latency, n, secs, rate, rate/float64(o.tables), lost, dup, st.ViolationCount(), st.Jobs, st.DML, billed), nil
 }
 
-// seedTables creates the payload tables with one row each (a = 1, which
-// no payload inserts or deletes).
-func seedTables(ctx context.Context, sim *bqsim.Sim, tables int) error {
-	store, err := bigquery.OpenSimulated(ctx, bigquery.Config{ProjectID: "bqsim"}, nil, sim)
-	if err != nil {
-		return err
+// seedTables creates the payload tables, empty, with the columns the
+// payloads write: through the tables API, which DML quotas do not count.
+func seedTables(sim *bqsim.Sim, tables int) error {
+	schema := gbq.Schema{
+		{Name: "a", Type: gbq.IntegerFieldType},
+		{Name: "b", Type: gbq.StringFieldType},
+		{Name: "c", Type: gbq.StringFieldType},
+		{Name: "e", Type: gbq.StringFieldType},
 	}
-	defer store.Close()
-	var group []warehouse.Payload
 	for i := range tables {
-		body := fmt.Appendf(nil, insertBody, tableName(i), 1)
-		p, err := messages.Parse(body)
-		if err != nil {
+		if _, err := sim.CreateTable(tableName(i), schema, nil); err != nil {
 			return err
-		}
-		group = append(group, warehouse.Payload{ID: "seed-" + tableName(i), Activities: p.Activities})
-	}
-	outcomes, err := store.Apply(ctx, group)
-	if err != nil {
-		return fmt.Errorf("seed the tables: %w", err)
-	}
-	for _, o := range outcomes {
-		if o.Status != warehouse.Applied {
-			return fmt.Errorf("seed the tables: %v", o.Err)
 		}
 	}
 	return nil

@@ -439,6 +439,11 @@ func deletedCounts(rows [][]bigquery.Value) (map[int]int64, error) {
 // from before a restart), it waits for that job instead of submitting.
 func (w *Warehouse) runJob(ctx context.Context, key string, script func(jobID string) string, jp *jobPlan) ([][]bigquery.Value, error) {
 	id := w.attempts.id(key)
+	counts := jp.dmlStatements()
+	counts[warehouse.LedgerTable]++
+	if _, err := w.budget.reserve(ctx, counts); err != nil {
+		return nil, err
+	}
 	j, err := w.backend.submit(ctx, id, script(id), jp.params, jp)
 	if isDuplicate(err) {
 		w.logger.Info("BigQuery job exists already; waiting for it instead", "job_id", id)

@@ -470,6 +470,10 @@ func (s *Sim) Submit(ctx context.Context, job Job) (*Handle, error) {
 		s.finishLocked(st, err)
 		return &Handle{s: s, st: st}, nil
 	}
+	if err := s.countDMLLocked(job); err != nil {
+		s.finishLocked(st, err)
+		return &Handle{s: s, st: st}, nil
+	}
 	s.wg.Add(1)
 	go s.run(st)
 	return &Handle{s: s, st: st}, nil
@@ -655,12 +659,19 @@ func (s *Sim) releaseLocked(st *jobState) {
 	}
 }
 
-// startLocked counts the job's DML statements against each table's rate
-// and takes its snapshot.
+// startLocked takes the job's snapshot.
 func (s *Sim) startLocked(st *jobState) error {
+	st.snap = s.seq
+	return nil
+}
+
+// countDMLLocked counts the job's DML statements against each table's
+// rate when BigQuery accepts the job, whether it then waits in a queue,
+// runs, or is aborted.
+func (s *Sim) countDMLLocked(job Job) error {
 	now := s.cfg.Clock.Now()
 	perTable := map[string]int{}
-	for _, stmt := range st.job.Statements {
+	for _, stmt := range job.Statements {
 		perTable[stmt.Table]++
 	}
 	names := make([]string, 0, len(perTable))
@@ -687,7 +698,6 @@ func (s *Sim) startLocked(st *jobState) error {
 			t.dml = append(t.dml, now)
 		}
 	}
-	st.snap = s.seq
 	return nil
 }
 
