@@ -58,6 +58,7 @@ type options struct {
 	dmlBudget        int
 	seed             uint64
 	verbose          bool
+	check            bool
 }
 
 func main() {
@@ -76,18 +77,28 @@ func main() {
 	flag.IntVar(&o.maxOutstanding, "max-outstanding", 0, "MAX_OUTSTANDING of each replica; 0 the default")
 	flag.IntVar(&o.dmlBudget, "dml-budget", 0, "DML statements per table every 10 s each replica may run; default 25 / replicas")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the mix and the latency draws")
+	flag.BoolVar(&o.check, "check", false, "exit 1 unless lost, dup and quota violations are all 0 (for CI)")
 	flag.BoolVar(&o.verbose, "v", false, "log the replicas' warnings")
 	flag.Parse()
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "bqsim:", err)
 		os.Exit(2)
 	}
-	line, err := run(context.Background(), o)
+	// A watchdog: the run is bounded whatever happens inside it.
+	limit := o.duration + o.drain + time.Minute
+	time.AfterFunc(limit, func() {
+		fmt.Fprintf(os.Stderr, "bqsim: no result after %s; giving up\n", limit)
+		os.Exit(1)
+	})
+	line, clean, err := run(context.Background(), o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bqsim:", err)
 		os.Exit(1)
 	}
 	fmt.Println(line)
+	if o.check && !clean {
+		os.Exit(1)
+	}
 }
 
 func (o *options) validate() error {
@@ -162,7 +173,7 @@ type replica struct {
 	done   chan error
 }
 
-func run(ctx context.Context, o options) (string, error) {
+func run(ctx context.Context, o options) (string, bool, error) {
 	logLevel := slog.LevelError
 	if o.verbose {
 		logLevel = slog.LevelWarn
@@ -172,18 +183,18 @@ func run(ctx context.Context, o options) (string, error) {
 
 	server, err := embedded.New(embedded.Config{}, quiet)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer server.Close()
 	sim, err := bqsim.New(bqsim.Config{Latency: o.latency, Seed: o.seed, TableBytes: o.tableBytes})
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 
 	// The tables exist before the run, as in production: a delete on a
 	// table that does not exist yet would be rejected.
 	if err := seedTables(sim, o.tables); err != nil {
-		return "", err
+		return "", false, err
 	}
 
 	base := pipeline.DefaultConfig()
@@ -205,7 +216,7 @@ func run(ctx context.Context, o options) (string, error) {
 	pubCfg = pubCfg.WithDefaults()
 	ps, err := pipeline.NewPubSub(ctx, pubCfg, quiet)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer ps.Close()
 
@@ -240,7 +251,7 @@ func run(ctx context.Context, o options) (string, error) {
 	}
 	for range o.replicas {
 		if err := start(); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
 	stopAll := func() {
@@ -331,7 +342,7 @@ func run(ctx context.Context, o options) (string, error) {
 	publishing.Wait()
 	select {
 	case err := <-publishErr:
-		return "", err
+		return "", false, err
 	default:
 	}
 
@@ -368,8 +379,9 @@ func run(ctx context.Context, o options) (string, error) {
 		fmt.Fprintf(os.Stderr, "bqsim: accepted %d, replicas killed %d, jobs committed %d failed %d aborted %d, violations %v, max queued %d\n",
 			len(accepted), killed.Load(), st.Committed, st.Failed, st.Aborted, st.Violations, st.MaxQueued)
 	}
+	clean := lost == 0 && dup == 0 && st.ViolationCount() == 0
 	return fmt.Sprintf("bqsim: tables %d replicas %d latency %s: applied %d in %.1f s = %.0f payloads/s (%.0f per table), lost %d, dup %d, quota violations %d, jobs %d, DML %d, billed %d bytes per 1000 payloads",
-		o.tables, o.replicas, o.latency, n, secs, rate, rate/float64(o.tables), lost, dup, st.ViolationCount(), st.Jobs, st.DML, billed), nil
+		o.tables, o.replicas, o.latency, n, secs, rate, rate/float64(o.tables), lost, dup, st.ViolationCount(), st.Jobs, st.DML, billed), clean, nil
 }
 
 // seedTables creates the payload tables, empty, with the columns the
@@ -382,7 +394,8 @@ func seedTables(sim *bqsim.Sim, tables int) error {
 		{Name: "e", Type: gbq.StringFieldType},
 	}
 	for i := range tables {
-		if _, err := sim.CreateTable(tableName(i), schema, nil); err != nil {
+		// Clustered as the adapter clusters the tables it creates.
+		if _, err := sim.CreateTable(tableName(i), schema, []string{"a"}); err != nil {
 			return err
 		}
 	}
