@@ -32,10 +32,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	gbq "cloud.google.com/go/bigquery"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/gatekeeper/gatekeeper/messages"
 	"github.com/gatekeeper/gatekeeper/pipeline"
 	"github.com/gatekeeper/gatekeeper/pipeline/transport/embedded"
 	"github.com/gatekeeper/gatekeeper/warehouse"
@@ -54,8 +54,11 @@ type options struct {
 	tableBytes       int64
 	groupMaxSize     int
 	groupMaxInFlight int
+	maxOutstanding   int
+	dmlBudget        int
 	seed             uint64
 	verbose          bool
+	check            bool
 }
 
 func main() {
@@ -71,19 +74,31 @@ func main() {
 	flag.Int64Var(&o.tableBytes, "table-bytes", 1<<30, "modelled size of each payload table, for bytes billed")
 	flag.IntVar(&o.groupMaxSize, "group-max-size", 0, "GROUP_MAX_SIZE of each replica; 0 the default")
 	flag.IntVar(&o.groupMaxInFlight, "group-max-in-flight", 0, "GROUP_MAX_IN_FLIGHT of each replica; 0 the default")
+	flag.IntVar(&o.maxOutstanding, "max-outstanding", 0, "MAX_OUTSTANDING of each replica; 0 the default")
+	flag.IntVar(&o.dmlBudget, "dml-budget", 0, "DML statements per table every 10 s each replica may run; default 25 / replicas")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the mix and the latency draws")
+	flag.BoolVar(&o.check, "check", false, "exit 1 unless lost, dup and quota violations are all 0 (for CI)")
 	flag.BoolVar(&o.verbose, "v", false, "log the replicas' warnings")
 	flag.Parse()
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "bqsim:", err)
 		os.Exit(2)
 	}
-	line, err := run(context.Background(), o)
+	// A watchdog: the run is bounded whatever happens inside it.
+	limit := o.duration + o.drain + time.Minute
+	time.AfterFunc(limit, func() {
+		fmt.Fprintf(os.Stderr, "bqsim: no result after %s; giving up\n", limit)
+		os.Exit(1)
+	})
+	line, clean, err := run(context.Background(), o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bqsim:", err)
 		os.Exit(1)
 	}
 	fmt.Println(line)
+	if o.check && !clean {
+		os.Exit(1)
+	}
 }
 
 func (o *options) validate() error {
@@ -105,6 +120,9 @@ func (o *options) validate() error {
 	}
 	if o.backlog == 0 {
 		o.backlog = max(20_000, 4*1000*o.tables)
+	}
+	if o.dmlBudget == 0 {
+		o.dmlBudget = max(1, 25/o.replicas)
 	}
 	if o.drain == 0 {
 		o.drain = 30*time.Second + 10*o.latency
@@ -155,7 +173,7 @@ type replica struct {
 	done   chan error
 }
 
-func run(ctx context.Context, o options) (string, error) {
+func run(ctx context.Context, o options) (string, bool, error) {
 	logLevel := slog.LevelError
 	if o.verbose {
 		logLevel = slog.LevelWarn
@@ -165,18 +183,18 @@ func run(ctx context.Context, o options) (string, error) {
 
 	server, err := embedded.New(embedded.Config{}, quiet)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer server.Close()
 	sim, err := bqsim.New(bqsim.Config{Latency: o.latency, Seed: o.seed, TableBytes: o.tableBytes})
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 
 	// The tables exist before the run, as in production: a delete on a
 	// table that does not exist yet would be rejected.
-	if err := seedTables(ctx, sim, o.tables); err != nil {
-		return "", err
+	if err := seedTables(sim, o.tables); err != nil {
+		return "", false, err
 	}
 
 	base := pipeline.DefaultConfig()
@@ -189,6 +207,7 @@ func run(ctx context.Context, o options) (string, error) {
 	base.AdminAddr = pipeline.AdminOff
 	base.GroupMaxSize = o.groupMaxSize
 	base.GroupMaxInFlight = o.groupMaxInFlight
+	base.MaxOutstanding = o.maxOutstanding
 
 	// The topics and subscriptions, as the ingest stage makes them, and the
 	// publisher that stands for the gate.
@@ -197,7 +216,7 @@ func run(ctx context.Context, o options) (string, error) {
 	pubCfg = pubCfg.WithDefaults()
 	ps, err := pipeline.NewPubSub(ctx, pubCfg, quiet)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer ps.Close()
 
@@ -213,7 +232,7 @@ func run(ctx context.Context, o options) (string, error) {
 		replicas []*replica
 	)
 	start := func() error {
-		store, err := bigquery.OpenSimulated(ctx, bigquery.Config{ProjectID: "bqsim"}, logger, sim)
+		store, err := bigquery.OpenSimulated(ctx, bigquery.Config{ProjectID: "bqsim", DMLBudget: o.dmlBudget}, logger, sim)
 		if err != nil {
 			return err
 		}
@@ -232,7 +251,7 @@ func run(ctx context.Context, o options) (string, error) {
 	}
 	for range o.replicas {
 		if err := start(); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
 	stopAll := func() {
@@ -277,34 +296,54 @@ func run(ctx context.Context, o options) (string, error) {
 		})
 	}
 
-	// Publish for the duration, keeping at most o.backlog unapplied.
-	rng := rand.New(rand.NewPCG(o.seed, 2))
+	// Publish for the duration, keeping at most o.backlog unapplied, from
+	// a few publishers at once: one publish of a batch waits for every
+	// message's acknowledgement.
 	var (
-		accepted []payload
-		seq      int64
+		acceptedMu sync.Mutex
+		accepted   []payload
+		seq        atomic.Int64
 	)
-	applied := func() int { return sim.RowCount(warehouse.LedgerTable) - o.tables }
+	applied := func() int { return sim.RowCount(warehouse.LedgerTable) }
 	pub := ps.Publisher()
 	began := time.Now()
 	deadline := began.Add(o.duration)
-	const batch = 500
-	for time.Now().Before(deadline) {
-		if len(accepted)-applied() >= o.backlog {
-			time.Sleep(20 * time.Millisecond) // a bounded backlog, not an interleaving
-			continue
-		}
-		msgs := make([]*message.Message, 0, batch)
-		batchPayloads := make([]payload, 0, batch)
-		for range batch {
-			p, body := makePayload(rng, o.mix, seq, o.tables)
-			seq++
-			msgs = append(msgs, message.NewMessage(p.id, body))
-			batchPayloads = append(batchPayloads, p)
-		}
-		if err := pub.Publish(pubCfg.TopicID, msgs...); err != nil {
-			return "", fmt.Errorf("publish: %w", err)
-		}
-		accepted = append(accepted, batchPayloads...)
+	const batch, publishers = 200, 8
+	var publishing sync.WaitGroup
+	publishErr := make(chan error, publishers)
+	for w := range publishers {
+		rng := rand.New(rand.NewPCG(o.seed, uint64(w)+2))
+		publishing.Go(func() {
+			for time.Now().Before(deadline) {
+				acceptedMu.Lock()
+				backlog := len(accepted) - applied()
+				acceptedMu.Unlock()
+				if backlog >= o.backlog {
+					time.Sleep(20 * time.Millisecond) // a bounded backlog, not an interleaving
+					continue
+				}
+				msgs := make([]*message.Message, 0, batch)
+				batchPayloads := make([]payload, 0, batch)
+				for range batch {
+					p, body := makePayload(rng, o.mix, seq.Add(1), o.tables)
+					msgs = append(msgs, message.NewMessage(p.id, body))
+					batchPayloads = append(batchPayloads, p)
+				}
+				if err := pub.Publish(pubCfg.TopicID, msgs...); err != nil {
+					publishErr <- fmt.Errorf("publish: %w", err)
+					return
+				}
+				acceptedMu.Lock()
+				accepted = append(accepted, batchPayloads...)
+				acceptedMu.Unlock()
+			}
+		})
+	}
+	publishing.Wait()
+	select {
+	case err := <-publishErr:
+		return "", false, err
+	default:
 	}
 
 	// Drain: wait until every accepted payload is in the ledger, or the
@@ -340,34 +379,24 @@ func run(ctx context.Context, o options) (string, error) {
 		fmt.Fprintf(os.Stderr, "bqsim: accepted %d, replicas killed %d, jobs committed %d failed %d aborted %d, violations %v, max queued %d\n",
 			len(accepted), killed.Load(), st.Committed, st.Failed, st.Aborted, st.Violations, st.MaxQueued)
 	}
+	clean := lost == 0 && dup == 0 && st.ViolationCount() == 0
 	return fmt.Sprintf("bqsim: tables %d replicas %d latency %s: applied %d in %.1f s = %.0f payloads/s (%.0f per table), lost %d, dup %d, quota violations %d, jobs %d, DML %d, billed %d bytes per 1000 payloads",
-		o.tables, o.replicas, o.latency, n, secs, rate, rate/float64(o.tables), lost, dup, st.ViolationCount(), st.Jobs, st.DML, billed), nil
+		o.tables, o.replicas, o.latency, n, secs, rate, rate/float64(o.tables), lost, dup, st.ViolationCount(), st.Jobs, st.DML, billed), clean, nil
 }
 
-// seedTables creates the payload tables with one row each (a = 1, which
-// no payload inserts or deletes).
-func seedTables(ctx context.Context, sim *bqsim.Sim, tables int) error {
-	store, err := bigquery.OpenSimulated(ctx, bigquery.Config{ProjectID: "bqsim"}, nil, sim)
-	if err != nil {
-		return err
+// seedTables creates the payload tables, empty, with the columns the
+// payloads write: through the tables API, which DML quotas do not count.
+func seedTables(sim *bqsim.Sim, tables int) error {
+	schema := gbq.Schema{
+		{Name: "a", Type: gbq.IntegerFieldType},
+		{Name: "b", Type: gbq.StringFieldType},
+		{Name: "c", Type: gbq.StringFieldType},
+		{Name: "e", Type: gbq.StringFieldType},
 	}
-	defer store.Close()
-	var group []warehouse.Payload
 	for i := range tables {
-		body := fmt.Appendf(nil, insertBody, tableName(i), 1)
-		p, err := messages.Parse(body)
-		if err != nil {
+		// Clustered as the adapter clusters the tables it creates.
+		if _, err := sim.CreateTable(tableName(i), schema, []string{"a"}); err != nil {
 			return err
-		}
-		group = append(group, warehouse.Payload{ID: "seed-" + tableName(i), Activities: p.Activities})
-	}
-	outcomes, err := store.Apply(ctx, group)
-	if err != nil {
-		return fmt.Errorf("seed the tables: %w", err)
-	}
-	for _, o := range outcomes {
-		if o.Status != warehouse.Applied {
-			return fmt.Errorf("seed the tables: %v", o.Err)
 		}
 	}
 	return nil

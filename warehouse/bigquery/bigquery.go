@@ -72,6 +72,7 @@ type Warehouse struct {
 	cache    *schemaCache
 	attempts *jobAttempts
 	locks    *idLocks
+	budget   *dmlBudget
 	// qualifier is "`project`.`dataset`.", prefixed to every table name.
 	qualifier string
 	// ledgerRowsAffected: the ledger has the rows_affected column.
@@ -153,6 +154,7 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, b backend) (*War
 		cache:              newSchemaCache(b, cfg.MetadataTTL),
 		attempts:           newJobAttempts(),
 		locks:              newIDLocks(),
+		budget:             newDMLBudget(cfg.DMLBudget),
 		qualifier:          quoteIdent(cfg.ProjectID) + "." + quoteIdent(cfg.DatasetID) + ".",
 	}
 	logger.Info("BigQuery warehouse open", "dataset", dataset, "location", location, "emulator", cfg.EmulatorHost != "")

@@ -20,6 +20,8 @@ const (
 	bigQueryMaxTransactionTables = 100
 	// bigQueryMaxRequestBytes is the largest jobs.insert request body.
 	bigQueryMaxRequestBytes = 10 << 20
+	// bigQueryDMLRate is the most DML statements per table every 10 s.
+	bigQueryDMLRate = 25
 )
 
 // Config configures the BigQuery warehouse.
@@ -62,6 +64,13 @@ type Config struct {
 	// the script plus its encoded parameters. Optional, default 8 MiB, at
 	// most BigQuery's 10 MiB.
 	MaxRequestBytes int
+	// DMLBudget is how many DML statements this process runs per table
+	// every 10 seconds, the ledger's included. BigQuery allows 25 per table
+	// across every process and fails the statements beyond; with R
+	// processes applying to the same tables, give each 25/R. Jobs wait for
+	// the budget, and the payloads arriving meanwhile make the next group
+	// larger. Optional, default and most 25.
+	DMLBudget int
 	// MetadataTTL is how long a table's schema, once read, is trusted
 	// without reading it again. Rejections are always decided on a schema
 	// read during the same Apply, so a stale entry can delay but never
@@ -81,6 +90,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = 8 << 20
+	}
+	if c.DMLBudget == 0 {
+		c.DMLBudget = bigQueryDMLRate
 	}
 	if c.MetadataTTL == 0 {
 		c.MetadataTTL = 5 * time.Minute
@@ -120,6 +132,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRequestBytes < c.MaxScriptBytes || c.MaxRequestBytes > bigQueryMaxRequestBytes {
 		errs = append(errs, fmt.Errorf("MaxRequestBytes must be between MaxScriptBytes (%d) and %d, got %d", c.MaxScriptBytes, bigQueryMaxRequestBytes, c.MaxRequestBytes))
+	}
+	if c.DMLBudget < 1 || c.DMLBudget > bigQueryDMLRate {
+		errs = append(errs, fmt.Errorf("DMLBudget must be between 1 and %d (BigQuery's DML statements per table every 10 s), got %d", bigQueryDMLRate, c.DMLBudget))
 	}
 	return errors.Join(errs...)
 }

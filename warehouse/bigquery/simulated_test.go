@@ -28,6 +28,10 @@ func TestSimulatedBackendRunsThePlan(t *testing.T) {
 	if o, err := w.Apply(ctx, []warehouse.Payload{seed}); err != nil || statuses(o) != "Applied" {
 		t.Fatalf("seed: %v %v", statuses(o), err)
 	}
+	// Created clustered by its first column, the key.
+	if m, _ := sim.Table("t"); len(m.Clustering) != 1 || m.Clustering[0] != "a" {
+		t.Errorf("table clustered by %v, want [a]", m.Clustering)
+	}
 	replace := warehousetest.Payload("p2",
 		warehousetest.Delete("t", icol("a", int64(1))),
 		warehousetest.Insert("t", icol("a", int64(1)), scol("b", "y")))

@@ -264,8 +264,9 @@ type table struct {
 	index     map[string]map[any][]*row
 	mutatedAt int64 // commit sequence of the last mutating commit
 	running   int
-	queue     []*jobState
-	dml       []time.Time
+	// queued counts the waiting jobs that mutate the table.
+	queued int
+	dml    []time.Time
 }
 
 type jobState struct {
@@ -277,7 +278,7 @@ type jobState struct {
 	mutates []string
 	// admitted is closed when the job may start.
 	admitted chan struct{}
-	queuedOn string
+	queued   bool
 }
 
 // Sim is the simulated BigQuery. It is safe for concurrent use.
@@ -289,9 +290,11 @@ type Sim struct {
 	rng    *rand.Rand
 	tables map[string]*table
 	jobs   map[string]*jobState
-	seq    int64
-	stats  Stats
-	wg     sync.WaitGroup
+	// waiting are the mutating jobs queued, in arrival order.
+	waiting []*jobState
+	seq     int64
+	stats   Stats
+	wg      sync.WaitGroup
 }
 
 // New returns a simulator with no tables.
@@ -470,6 +473,10 @@ func (s *Sim) Submit(ctx context.Context, job Job) (*Handle, error) {
 		s.finishLocked(st, err)
 		return &Handle{s: s, st: st}, nil
 	}
+	if err := s.countDMLLocked(job); err != nil {
+		s.finishLocked(st, err)
+		return &Handle{s: s, st: st}, nil
+	}
 	s.wg.Add(1)
 	go s.run(st)
 	return &Handle{s: s, st: st}, nil
@@ -602,65 +609,88 @@ func (s *Sim) run(st *jobState) {
 	s.finishLocked(st, err)
 }
 
-// admitLocked gives the job a running slot on every table it mutates, or
-// queues it behind the first table without one, or fails it when that
-// table's queue is full.
+// admitLocked starts the job when every table it mutates has a free
+// running slot and no job waiting before it, or queues it, or fails it
+// when a table's queue is full.
 func (s *Sim) admitLocked(st *jobState) error {
+	free := true
 	for _, name := range st.mutates {
 		t := s.tables[name]
-		if t.running >= s.cfg.MaxRunningMutating || len(t.queue) > 0 {
-			if len(t.queue) >= s.cfg.MaxQueuedMutating {
-				s.violation(RuleQueue)
-				return &Error{Code: http.StatusBadRequest, Reason: "resourcesExceeded",
-					Message: fmt.Sprintf("Resources exceeded during query execution: Too many DML statements outstanding against table %s, limit is %d.", name, s.cfg.MaxQueuedMutating)}
-			}
-			t.queue = append(t.queue, st)
-			st.queuedOn = name
-			s.stats.MaxQueued = max(s.stats.MaxQueued, len(t.queue))
-			return nil
+		if t.running >= s.cfg.MaxRunningMutating || t.queued > 0 {
+			free = false
+		}
+	}
+	if free {
+		for _, name := range st.mutates {
+			s.tables[name].running++
+		}
+		close(st.admitted)
+		return nil
+	}
+	for _, name := range st.mutates {
+		if t := s.tables[name]; t.queued >= s.cfg.MaxQueuedMutating {
+			s.violation(RuleQueue)
+			return &Error{Code: http.StatusBadRequest, Reason: "resourcesExceeded",
+				Message: fmt.Sprintf("Resources exceeded during query execution: Too many DML statements outstanding against table %s, limit is %d.", name, s.cfg.MaxQueuedMutating)}
 		}
 	}
 	for _, name := range st.mutates {
-		s.tables[name].running++
+		t := s.tables[name]
+		t.queued++
+		s.stats.MaxQueued = max(s.stats.MaxQueued, t.queued)
 	}
-	close(st.admitted)
+	st.queued = true
+	s.waiting = append(s.waiting, st)
 	return nil
 }
 
-// releaseLocked frees the job's slots and admits queued jobs.
+// releaseLocked frees the job's slots and starts the waiting jobs that
+// now can, in order: a job waits behind an earlier one on any table they
+// share.
 func (s *Sim) releaseLocked(st *jobState) {
 	for _, name := range st.mutates {
 		s.tables[name].running--
 	}
-	for _, name := range st.mutates {
-		t := s.tables[name]
-		for len(t.queue) > 0 && t.running < s.cfg.MaxRunningMutating {
-			next := t.queue[0]
-			ok := true
-			for _, other := range next.mutates {
-				if o := s.tables[other]; o.running >= s.cfg.MaxRunningMutating || (other != name && len(o.queue) > 0 && o.queue[0] != next) {
-					ok = false
-				}
+	blocked := map[string]bool{}
+	kept := s.waiting[:0]
+	for _, w := range s.waiting {
+		ok := true
+		for _, name := range w.mutates {
+			if blocked[name] || s.tables[name].running >= s.cfg.MaxRunningMutating {
+				ok = false
 			}
-			if !ok {
-				break
-			}
-			t.queue = t.queue[1:]
-			for _, other := range next.mutates {
-				s.tables[other].running++
-			}
-			next.queuedOn = ""
-			close(next.admitted)
 		}
+		if !ok {
+			for _, name := range w.mutates {
+				blocked[name] = true
+			}
+			kept = append(kept, w)
+			continue
+		}
+		for _, name := range w.mutates {
+			t := s.tables[name]
+			t.running++
+			t.queued--
+		}
+		w.queued = false
+		close(w.admitted)
 	}
+	s.waiting = kept
 }
 
-// startLocked counts the job's DML statements against each table's rate
-// and takes its snapshot.
+// startLocked takes the job's snapshot.
 func (s *Sim) startLocked(st *jobState) error {
+	st.snap = s.seq
+	return nil
+}
+
+// countDMLLocked counts the job's DML statements against each table's
+// rate when BigQuery accepts the job, whether it then waits in a queue,
+// runs, or is aborted.
+func (s *Sim) countDMLLocked(job Job) error {
 	now := s.cfg.Clock.Now()
 	perTable := map[string]int{}
-	for _, stmt := range st.job.Statements {
+	for _, stmt := range job.Statements {
 		perTable[stmt.Table]++
 	}
 	names := make([]string, 0, len(perTable))
@@ -687,7 +717,6 @@ func (s *Sim) startLocked(st *jobState) error {
 			t.dml = append(t.dml, now)
 		}
 	}
-	st.snap = s.seq
 	return nil
 }
 

@@ -84,7 +84,7 @@ func (h *harness) submit(stmts ...Statement) *Handle {
 func (h *harness) queued(hd *Handle) bool {
 	h.sim.mu.Lock()
 	defer h.sim.mu.Unlock()
-	return hd.st.queuedOn != ""
+	return hd.st.queued
 }
 
 func (h *harness) waitFor(cond func() bool) {
@@ -265,7 +265,7 @@ func TestMutatingQueue(t *testing.T) {
 		jobs = append(jobs, h.submit(deleteWhere("t", fmt.Sprint(i))))
 	}
 	h.sim.mu.Lock()
-	running, queued := h.sim.tables["t"].running, len(h.sim.tables["t"].queue)
+	running, queued := h.sim.tables["t"].running, h.sim.tables["t"].queued
 	h.sim.mu.Unlock()
 	if running != 2 || queued != 20 {
 		t.Fatalf("running %d, queued %d; want 2 and 20", running, queued)
