@@ -2,7 +2,12 @@ package loadgen
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +127,42 @@ func TestLoadgenFailIfBothWays(t *testing.T) {
 	}
 	if want := []string{"success<0.99", "stddev>5ms"}; fmt.Sprint(crossed) != fmt.Sprint(want) {
 		t.Errorf("crossed %v, want %v (p95 at its limit, min above it, error rate at 1%%, no errors)", crossed, want)
+	}
+}
+
+// A results file whose run was killed (no last line) still reports: the
+// window ends at the last send, and the report says why.
+func TestLoadgenReportOfAKilledRun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.jsonl")
+	lines := `{"run":{"target":"http://127.0.0.1:1/api/activities","rate":10,"connections":4,"mix":"insert","random_seed":9}}
+{"at_us":0,"kind":"insert","code":200,"latency_us":2000,"bytes_out":10,"bytes_in":20}
+{"at_us":100000,"kind":"insert","code":503,"latency_us":4000,"bytes_out":10,"bytes_in":20}
+{"at_us":200000,"kind":"insert","code":0,"error":"reset","late":true,"bytes_out":10,"bytes_in":0}
+`
+	if err := os.WriteFile(path, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errs strings.Builder
+	if code := ReportFile(path, ReportOptions{Format: "json"}, &out, &errs); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs.String())
+	}
+	var rep Report
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Sent != 3 || rep.Answered != 2 || rep.Errors != 1 || rep.Late != 1 || rep.Status["503"] != 1 || rep.RandomSeed != 9 ||
+		rep.DurationS != 0.2 || rep.LatencyUS.Min != 2000 || rep.LatencyUS.Max < 4000 || !strings.Contains(rep.Setup, "killed") {
+		t.Errorf("report of a killed run: %+v", rep)
+	}
+	if math.Abs(rep.Success-1.0/3) > 1e-9 || math.Abs(rep.ErrorRate-1.0/3) > 1e-9 {
+		t.Errorf("success %v, error rate %v; want a third each", rep.Success, rep.ErrorRate)
+	}
+	out.Reset()
+	if code := ReportFile(path, ReportOptions{Format: "hist", Buckets: "0,3ms"}, &out, &errs); code != 0 ||
+		!regexp.MustCompile(`\[0s, +3ms\) +1 +33\.33%`).MatchString(out.String()) || !regexp.MustCompile(`no answer +1 +33\.33%`).MatchString(out.String()) {
+		t.Errorf("hist: exit %d\n%s", code, out.String())
+	}
+	if code := ReportFile(path, ReportOptions{Format: "hist", Buckets: "5ms,1ms"}, &out, &errs); code != 2 {
+		t.Errorf("descending buckets: exit %d, want 2", code)
 	}
 }

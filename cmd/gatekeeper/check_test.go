@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
 	"github.com/gatekeeper/gatekeeper/pipeline"
+	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 )
 
 // checkRow finds the row of item in check's table and returns its result
@@ -166,13 +169,30 @@ func TestCheckOnTheEmulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps.Close()
+	defer ps.Close()
 	r = runIn(append(args, "--create-resources=false")...)
 	if r.code != 0 {
 		t.Fatalf("check after the resources exist = %d, want 0:\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if res, detail, _ := checkRow(t, r.stdout, "subscription "+topic+"-sub"); res != "ok" || !strings.Contains(detail, "exists on "+topic) {
 		t.Errorf("subscription row = %s %q", res, detail)
+	}
+
+	// A subscription attached to another topic than the one it should
+	// read fails, naming both.
+	other := topic + "-other"
+	if _, err := ps.Client().TopicAdminClient.CreateTopic(context.Background(), &pubsubpb.Topic{Name: transport.TopicPath("test", other)}); err != nil {
+		t.Fatal(err)
+	}
+	stray := topic + "-stray"
+	if _, err := ps.Client().SubscriptionAdminClient.CreateSubscription(context.Background(), &pubsubpb.Subscription{
+		Name: transport.SubscriptionPath("test", stray), Topic: transport.TopicPath("test", other)}); err != nil {
+		t.Fatal(err)
+	}
+	r = runIn(append(args, "--create-resources=false", "--ordered-subscription-id", stray)...)
+	if res, detail, fix := checkRow(t, r.stdout, "subscription "+stray); r.code != 1 || res != "FAIL" ||
+		!strings.Contains(detail, "attached to projects/test/topics/"+other+", want projects/test/topics/"+topic+"-ordered") || fix == "" {
+		t.Errorf("a subscription on the wrong topic: exit %d, row %s %q fix %q", r.code, res, detail, fix)
 	}
 
 	r = runIn("check", "--pubsub-emulator-host", "127.0.0.1:1", "--project-id", "test", "--auth", "none", "--warehouse", "sqlite:"+filepath.Join(dir, "w.db"))
