@@ -299,7 +299,7 @@ func TestLoadgenDocNamesRealFlags(t *testing.T) {
 	if code := run([]string{"loadgen", "--help"}, &help, &bytes.Buffer{}); code != 0 {
 		t.Fatalf("loadgen --help: exit %d", code)
 	}
-	if code := run([]string{"loadgen", "report", "--help"}, &help, &bytes.Buffer{}); code != 0 || !strings.Contains(help.String(), "\n  --format\n") {
+	if code := run([]string{"loadgen", "report", "--help"}, &help, &bytes.Buffer{}); code != 0 || !strings.Contains(help.String(), "\n  --format FORMAT\n") {
 		t.Fatalf("loadgen report --help: exit %d, or no --format:\n%s", code, help.String())
 	}
 	for _, m := range regexp.MustCompile(`--[a-z][a-z0-9-]+`).FindAllString(section, -1) {
