@@ -56,7 +56,7 @@ func TestCommandsRejectBadArguments(t *testing.T) {
 		{[]string{"poison", "replay", "--warehouse", wh, "--rate", "0", "--all"}, "gatekeeper: --rate 0: want payloads per second above 0"},
 		{[]string{"poison", "replay", "--warehouse", wh, "--from", "f.jsonl", "some-id"}, "gatekeeper: replay --from FILE takes no ids and no --all"},
 		{[]string{"status", "--warehouse", wh}, "gatekeeper: status takes one payload id; see gatekeeper status --help"},
-		{[]string{"healthcheck", "--http-addr", "no-port"}, "gatekeeper: HTTP_ADDR: address no-port: missing port in address"},
+		{[]string{"healthcheck", "--http-addr", "no-port"}, "gatekeeper: HTTP_ADDR=no-port: want HOST:PORT or :PORT, such as :8080 (address no-port: missing port in address)"},
 		{[]string{"tables", "--warehouse", "postgres:x"}, `gatekeeper: WAREHOUSE: "postgres:x": want sqlite:PATH or bigquery`},
 	}
 	for _, c := range cases {
