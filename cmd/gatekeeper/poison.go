@@ -208,7 +208,15 @@ func poison(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	q.filter, err = operator.ParseFilter(q.values.Get, time.Now())
-	if err == nil {
+	if err != nil {
+		// ParseFilter names the filters as the admin API's query does
+		// (class "x"); here they are flags (--class "x").
+		lines := strings.Split(err.Error(), "\n")
+		for i, l := range lines {
+			lines[i] = "--" + l
+		}
+		err = fmt.Errorf("%s\nsee gatekeeper poison %s --help", strings.Join(lines, "\n"), p.verb)
+	} else {
 		err = p.check(q.filter)
 	}
 	if err != nil {
