@@ -370,8 +370,9 @@ func TestCommandsWithoutServiceFail(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	nobody := freeAddr(t)
+	binary(t) // built before the clock starts
 	for _, args := range [][]string{{"poison", "list"}, {"poison", "summary"}, {"poison", "show", "0195f0c4-0000-7000-8000-000000000000"},
-		{"poison", "replay", "--all", "--yes"}, {"poison", "export"}, {"poison", "purge", "--all", "--yes"},
+		{"poison", "replay", "--all", "--yes"}, {"poison", "export"}, {"poison", "export", "-o", "poisoned.jsonl"}, {"poison", "purge", "--all", "--yes"},
 		{"status", "0195f0c4-0000-7000-8000-000000000000"}, {"tables"}, {"rows", "t"}} {
 		start := time.Now()
 		r := gk(t, dir, map[string]string{"ADMIN_ADDR": nobody}, args...)
