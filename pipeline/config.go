@@ -573,7 +573,7 @@ func (c Config) Validate() error {
 	mode := c.ResolvedPubSubMode()
 	if mode == PubSubEmbedded {
 		if _, _, err := net.SplitHostPort(c.EmbeddedPubSubAddr); err != nil {
-			bad("PUBSUB_EMBEDDED_ADDR %q: %v", c.EmbeddedPubSubAddr, err)
+			bad("PUBSUB_EMBEDDED_ADDR %q: want HOST:PORT, such as 127.0.0.1:8086 (%v)", c.EmbeddedPubSubAddr, err)
 		}
 		if c.DoNotCreateResources {
 			bad("CREATE_RESOURCES=false cannot work with the embedded Pub/Sub: it starts empty every time")
@@ -632,7 +632,7 @@ func (c Config) Validate() error {
 	}
 	if c.Runs(StageIngest) {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-			bad("HTTP_ADDR %q: %v", c.HTTPAddr, err)
+			bad("HTTP_ADDR %q: want HOST:PORT or :PORT, such as :8080 (%v)", c.HTTPAddr, err)
 		}
 	}
 	switch c.Auth {
@@ -651,7 +651,7 @@ func (c Config) Validate() error {
 	}
 	if c.AdminAddr != AdminOff {
 		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
-			bad("ADMIN_ADDR %q: %v (or off)", c.AdminAddr, err)
+			bad("ADMIN_ADDR %q: want HOST:PORT, such as 127.0.0.1:8081, or off (%v)", c.AdminAddr, err)
 		}
 	}
 	if c.DeadLetterMaxAttempts != 0 && (c.DeadLetterMaxAttempts < 5 || c.DeadLetterMaxAttempts > 100) {

@@ -27,7 +27,7 @@ func healthcheck(args []string, stdout, stderr io.Writer) int {
 	}
 	host, port, err := net.SplitHostPort(cfg.HTTPAddr)
 	if err != nil {
-		fmt.Fprintf(stderr, "gatekeeper: HTTP_ADDR: %v\n", err)
+		fmt.Fprintf(stderr, "gatekeeper: HTTP_ADDR=%s: want HOST:PORT or :PORT, such as :8080 (%v)\n", cfg.HTTPAddr, err)
 		return 2
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {

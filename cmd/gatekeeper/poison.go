@@ -208,7 +208,15 @@ func poison(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	q.filter, err = operator.ParseFilter(q.values.Get, time.Now())
-	if err == nil {
+	if err != nil {
+		// ParseFilter names the filters as the admin API's query does
+		// (class "x"); here they are flags (--class "x").
+		lines := strings.Split(err.Error(), "\n")
+		for i, l := range lines {
+			lines[i] = "--" + l
+		}
+		err = fmt.Errorf("%s\nsee gatekeeper poison %s --help", strings.Join(lines, "\n"), p.verb)
+	} else {
 		err = p.check(q.filter)
 	}
 	if err != nil {
@@ -414,24 +422,24 @@ func (c poisonCmd) show(ctx context.Context) int {
 }
 
 func (c poisonCmd) export(ctx context.Context) int {
-	out := c.stdout
-	if c.p.output != "" {
-		f, err := os.Create(c.p.output)
-		if err != nil {
+	if c.p.output == "" {
+		if _, err := c.src.export(ctx, c.q, c.stdout); err != nil {
 			return c.fail(err)
 		}
-		defer f.Close()
-		bw := bufio.NewWriter(f)
-		defer bw.Flush()
-		out = bw
+		return exitOK
 	}
-	n, err := c.src.export(ctx, c.q, out)
+	// The file is written once the export is complete: a failed export
+	// leaves no file, never an empty one that reads as "nothing poisoned".
+	// It holds payloads, business data: only its owner may read it.
+	var buf bytes.Buffer
+	n, err := c.src.export(ctx, c.q, &buf)
+	if err == nil {
+		err = os.WriteFile(c.p.output, buf.Bytes(), 0o600)
+	}
 	if err != nil {
 		return c.fail(err)
 	}
-	if c.p.output != "" {
-		fmt.Fprintf(c.stderr, "exported %d payload(s) to %s\n", n, c.p.output)
-	}
+	fmt.Fprintf(c.stderr, "exported %d payload(s) to %s\n", n, c.p.output)
 	return exitOK
 }
 

@@ -370,8 +370,9 @@ func TestCommandsWithoutServiceFail(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	nobody := freeAddr(t)
+	binary(t) // built before the clock starts
 	for _, args := range [][]string{{"poison", "list"}, {"poison", "summary"}, {"poison", "show", "0195f0c4-0000-7000-8000-000000000000"},
-		{"poison", "replay", "--all", "--yes"}, {"poison", "export"}, {"poison", "purge", "--all", "--yes"},
+		{"poison", "replay", "--all", "--yes"}, {"poison", "export"}, {"poison", "export", "-o", "poisoned.jsonl"}, {"poison", "purge", "--all", "--yes"},
 		{"status", "0195f0c4-0000-7000-8000-000000000000"}, {"tables"}, {"rows", "t"}} {
 		start := time.Now()
 		r := gk(t, dir, map[string]string{"ADMIN_ADDR": nobody}, args...)
@@ -427,10 +428,14 @@ func TestDirectReplayWithoutPubSubFails(t *testing.T) {
 	if r.code != 1 || !strings.HasPrefix(r.stderr, "gatekeeper: no Pub/Sub on "+nobody+" (PUBSUB_EMBEDDED_ADDR): ") {
 		t.Errorf("direct replay without Pub/Sub: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
-	// With the service's, it replays; and list --direct reads the same index.
+	// With the service's, it replays; list and status --direct read the
+	// same index.
 	env := map[string]string{"WAREHOUSE": s.env["WAREHOUSE"], "PUBSUB_EMBEDDED_ADDR": s.pubsubAddr}
 	if r := gk(t, dir, env, "poison", "list", "--direct", "--json"); !sameSet(poisoned(t, r.stdout), p.ID) {
 		t.Errorf("list --direct: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := gk(t, dir, env, "status", "--direct", p.ID); r.code != 0 || !strings.HasPrefix(r.stdout, p.ID+"  poisoned\n") {
+		t.Errorf("status --direct: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if r := gk(t, dir, env, "poison", "replay", "--direct", p.ID); r.code != 0 || !strings.HasPrefix(r.stdout, "replayed 1, refused 0, skipped 0") {
 		t.Errorf("replay --direct: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
