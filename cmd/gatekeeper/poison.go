@@ -365,7 +365,7 @@ func (c poisonCmd) summary(ctx context.Context) int {
 			ago(now, &g.FirstSeen), ago(now, &g.LastSeen), truncate(oneLine(g.Reason), 90))
 	}
 	_ = tw.Flush()
-	fmt.Fprintf(c.stdout, "%d payloads, %d causes; `gatekeeper poison list --reason ...` lists one cause\n", total, len(groups))
+	fmt.Fprintf(c.stdout, "%s, %s; `gatekeeper poison list --reason ...` lists one cause\n", plural(total, "payload"), plural(len(groups), "cause"))
 	return exitOK
 }
 
@@ -604,4 +604,12 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return string(r[:n-1]) + "…"
+}
+
+// plural is "1 cause", "2 causes".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -441,3 +441,12 @@ func TestDirectReplayWithoutPubSubFails(t *testing.T) {
 		t.Errorf("replay --direct: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }
+
+// The summary's last line counts in words: "1 payload, 1 cause".
+func TestPlural(t *testing.T) {
+	for n, want := range map[int]string{0: "0 causes", 1: "1 cause", 2: "2 causes"} {
+		if got := plural(n, "cause"); got != want {
+			t.Errorf("plural(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
