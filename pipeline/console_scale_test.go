@@ -95,7 +95,8 @@ func TestConsoleAtScaleInBrowser(t *testing.T) {
 	if raceEnabled {
 		t.Skip("a time budget in a race build measures the race detector (the first page took 11 s); .ci/run runs this without -race")
 	}
-	t.Parallel()
+	// Not parallel: a time budget measured beside the package's other
+	// tests measures them.
 	browser := chromium(t)
 	r := startService(t, testConfig(t, pipeline.PubSubEmbedded))
 	ids := seedPoison(t, r.svc.Store)
