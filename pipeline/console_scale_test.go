@@ -122,16 +122,26 @@ func TestConsoleAtScaleInBrowser(t *testing.T) {
 		return s
 	}
 	// The page notes when its first refresh is shown, measured by the
-	// browser from the start of the navigation. On a shared machine the
-	// scheduler can stall any process for a second, so the budget must be
-	// met by one of three loads.
+	// browser from the start of the navigation. The budget must be met by
+	// one of three loads: the first pays for cold caches (SQLite's read
+	// connections, the page's script), and on a shared machine the
+	// scheduler can stall any process for a second. Measured at load 9 on
+	// 2 cores: 1.6 s, then 0.46 s.
 	var took time.Duration
 	for try := range 3 {
-		if err := chromedp.Do(ctx, chromedp.Navigate(page),
-			chromedp.Poll[chromedp.Void](`document.body.dataset.rendered !== undefined`, chromedp.WithPollingTimeout(20*time.Second))); err != nil {
-			t.Fatalf("the first page never rendered: %v", err)
+		if err := chromedp.Do(ctx, chromedp.Navigate(page)); err != nil {
+			t.Fatal(err)
 		}
-		ms, err := strconv.Atoi(eval(`document.body.dataset.rendered`))
+		// Polled from here: an evaluation can meet the document of the
+		// previous load going away, and is tried again.
+		var rendered string
+		if !eventually(20*time.Second, func() bool {
+			rendered, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`(document.body && document.body.dataset.rendered) || ""`))
+			return rendered != ""
+		}) {
+			t.Fatal("the first page never rendered")
+		}
+		ms, err := strconv.Atoi(rendered)
 		if err != nil {
 			t.Fatal(err)
 		}
