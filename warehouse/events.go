@@ -224,6 +224,24 @@ type EventFilter struct {
 	After EntryKey
 	// Limit bounds the entries returned; <= 0 means all.
 	Limit int
+	// Brief leaves the events' Payload and Attributes out of the entries
+	// returned, for callers that count and group thousands of entries
+	// rather than show them.
+	Brief bool
+}
+
+// FailureGroup is a group of entries whose latest poisonings share an error
+// class, tables, a reason and a time of failure (LastFailureAt, or the
+// latest event's time without one): what summaries count, read without
+// reading each entry.
+type FailureGroup struct {
+	ErrorClass string
+	Tables     []string
+	Reason     string
+	At         time.Time
+	Count      int
+	// Example is one payload id of the group.
+	Example string
 }
 
 // StateCount is how many payloads are in one state and the oldest of
@@ -275,6 +293,10 @@ type EventLog interface {
 	// CountSelected returns how many entries f selects, ignoring its
 	// After and Limit: the total a page of Entries is part of.
 	CountSelected(ctx context.Context, f EventFilter) (int, error)
+	// FailureGroups returns the entries f selects (ignoring After and
+	// Limit), grouped as FailureGroup says, in no particular order. Groups
+	// may repeat (SQLite returns one per entry): callers add them up.
+	FailureGroups(ctx context.Context, f EventFilter) ([]FailureGroup, error)
 	// History returns every event of one payload, oldest first (Before).
 	History(ctx context.Context, payloadID string) ([]Event, error)
 	// CountEntries returns how many payloads are in each state (their

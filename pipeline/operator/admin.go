@@ -360,7 +360,7 @@ func adminReplay(c *Console, jobs *replayJobs, w http.ResponseWriter, r *http.Re
 		items = ItemsOf(entries)
 	}
 	if body.Background {
-		job := jobs.start(len(items), body.Rate, func(progress func(done, total int)) (ReplayReport, error) {
+		job := jobs.start(sel.Cause, len(items), body.Rate, func(progress func(done, total int)) (ReplayReport, error) {
 			ctx, cancel := backgroundContext(r.Context(), replayTimeout(len(items), body.Rate))
 			defer cancel()
 			return c.Replay(ctx, items, ReplayOptions{Rate: body.Rate, DryRun: body.DryRun, Actor: "admin-api", Progress: progress})

@@ -190,8 +190,7 @@ type SummaryGroup struct {
 // Summary groups the entries f selects by cause, largest group first, so
 // that 50,000 poisoned payloads read as the few causes they share.
 func (c *Console) Summary(ctx context.Context, f warehouse.EventFilter) ([]SummaryGroup, error) {
-	f.Limit, f.After = 0, warehouse.EntryKey{}
-	entries, err := c.store.Entries(ctx, f)
+	failures, err := c.store.FailureGroups(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("read the poison index: %w", err)
 	}
@@ -202,10 +201,11 @@ func (c *Console) Summary(ctx context.Context, f warehouse.EventFilter) ([]Summa
 	now := time.Now().UTC()
 	thisHour := now.Truncate(time.Hour)
 	groups := map[string]*SummaryGroup{}
-	for _, e := range entries {
-		p := e.Poisoned
-		key := CauseOf(p)
-		seen := cmp.Or(p.LastFailureAt, e.Latest.At)
+	var causes causeMemo
+	for _, fg := range failures {
+		p := warehouse.Event{ErrorClass: fg.ErrorClass, Tables: fg.Tables, Reason: fg.Reason}
+		key := causes.of(p)
+		seen := fg.At
 		g := groups[key]
 		if g == nil {
 			tables := p.Tables
@@ -213,21 +213,24 @@ func (c *Console) Summary(ctx context.Context, f warehouse.EventFilter) ([]Summa
 				tables = []string{}
 			}
 			g = &SummaryGroup{Cause: key, ErrorClass: p.ErrorClass, Tables: tables, Reason: ReasonPattern(p.Reason),
-				FirstSeen: seen, LastSeen: seen, Example: e.Latest.PayloadID, Hourly: make([]int, 24)}
+				FirstSeen: seen, LastSeen: seen, Example: fg.Example, Hourly: make([]int, 24)}
 			groups[key] = g
 		}
 		if h := int(thisHour.Sub(seen.Truncate(time.Hour)) / time.Hour); h >= 0 && h < 24 && !seen.After(now.Add(time.Hour)) {
-			g.Hourly[23-h]++
+			g.Hourly[23-h] += fg.Count
 		}
 		if a, ok := acks[key]; !ok || !a.Acknowledged || seen.After(a.At) {
-			g.New++
+			g.New += fg.Count
 		}
-		g.Count++
+		g.Count += fg.Count
 		if seen.Before(g.FirstSeen) {
 			g.FirstSeen = seen
 		}
 		if seen.After(g.LastSeen) {
 			g.LastSeen = seen
+		}
+		if fg.Example < g.Example {
+			g.Example = fg.Example
 		}
 	}
 	out := make([]SummaryGroup, 0, len(groups))

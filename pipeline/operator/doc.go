@@ -6,8 +6,10 @@
 //   - console.go, replay.go: Console, what operators do with the index:
 //     list, summary, show, export, purge and replay (the CLI and the admin
 //     API share it);
-//   - admin.go (+ console.html): Admin, the admin listener: the console's
-//     JSON API, the page over it, and the profiles;
+//   - page.go: the list's pages and their cursor, and causes (CauseOf);
+//   - admin.go (+ console.html), jobs.go: Admin, the admin listener: the
+//     console's JSON API, its background replays, the page over it, and
+//     the profiles;
 //   - status.go: Status, GET /api/activities/{id}.
 //
 // Each part is built with NewX(cfg, logger) from its own Config; what it

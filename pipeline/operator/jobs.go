@@ -12,7 +12,9 @@ import (
 // to follow: a replay of thousands at a rate takes minutes, longer than a
 // request should wait.
 type ReplayJob struct {
-	ID         string        `json:"id"`
+	ID string `json:"id"`
+	// Cause is the cause the replay selected, if it selected one.
+	Cause      string        `json:"cause,omitempty"`
 	Total      int           `json:"total"`
 	Done       int           `json:"done"`
 	Rate       float64       `json:"rate"`
@@ -37,10 +39,10 @@ const keepJobs = 50
 func newReplayJobs() *replayJobs { return &replayJobs{jobs: map[string]*ReplayJob{}} }
 
 // start runs replay in the background and returns its job as it starts.
-func (j *replayJobs) start(total int, rate float64, replay func(progress func(done, total int)) (ReplayReport, error)) ReplayJob {
+func (j *replayJobs) start(cause string, total int, rate float64, replay func(progress func(done, total int)) (ReplayReport, error)) ReplayJob {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
-	job := &ReplayJob{ID: hex.EncodeToString(b), Total: total, Rate: rate, StartedAt: time.Now().UTC()}
+	job := &ReplayJob{ID: hex.EncodeToString(b), Cause: cause, Total: total, Rate: rate, StartedAt: time.Now().UTC()}
 	j.mu.Lock()
 	j.jobs[job.ID] = job
 	j.order = append(j.order, job.ID)

@@ -46,6 +46,23 @@ func CauseOf(p warehouse.Event) string {
 	return hex.EncodeToString(h[:6])
 }
 
+// causeMemo is CauseOf for many entries: thousands of payloads share a
+// few reasons, and the reason's pattern is regular expressions.
+type causeMemo map[[3]string]string
+
+func (m *causeMemo) of(p warehouse.Event) string {
+	if *m == nil {
+		*m = causeMemo{}
+	}
+	k := [3]string{p.ErrorClass, strings.Join(p.Tables, ","), p.Reason}
+	c, ok := (*m)[k]
+	if !ok {
+		c = CauseOf(p)
+		(*m)[k] = c
+	}
+	return c
+}
+
 // PoisonPage is one page of the list: its records, how many the filter
 // selects in all, and the cursor of the next page ("" after the last).
 type PoisonPage struct {
@@ -63,31 +80,51 @@ func (c *Console) Page(ctx context.Context, f warehouse.EventFilter, cause strin
 	page := PoisonPage{Items: []PoisonRecord{}}
 	var entries []warehouse.Entry
 	if cause == "" {
-		total, err := c.store.CountSelected(ctx, f)
-		if err != nil {
-			return page, fmt.Errorf("read the poison index: %w", err)
-		}
-		page.Total = total
+		// The total and the page are two reads; side by side, the page
+		// waits for the slower one only.
+		counted := make(chan error, 1)
+		go func() {
+			var err error
+			page.Total, err = c.store.CountSelected(ctx, f)
+			counted <- err
+		}()
 		g := f
 		if g.Limit > 0 {
 			g.Limit++ // one more says whether a next page exists
 		}
-		if entries, err = c.store.Entries(ctx, g); err != nil {
+		var err error
+		entries, err = c.store.Entries(ctx, g)
+		if cerr := <-counted; err == nil {
+			err = cerr
+		}
+		if err != nil {
 			return page, fmt.Errorf("read the poison index: %w", err)
 		}
 	} else {
-		all, err := c.causeEntries(ctx, f, cause)
+		// The cause's entries are found without their payloads, and the
+		// page's read again whole.
+		brief := f
+		brief.Brief = true
+		all, err := c.causeEntries(ctx, brief, cause)
 		if err != nil {
 			return page, err
 		}
 		page.Total = len(all)
+		var ids []string
 		for _, e := range all {
 			if !f.After.IsZero() && !keyAfter(e.Key(), f.After) {
 				continue
 			}
-			entries = append(entries, e)
-			if f.Limit > 0 && len(entries) > f.Limit {
+			ids = append(ids, e.Latest.PayloadID)
+			if f.Limit > 0 && len(ids) > f.Limit {
 				break
+			}
+		}
+		if len(ids) > 0 {
+			whole := f
+			whole.PayloadIDs, whole.After, whole.Limit = ids, warehouse.EntryKey{}, 0
+			if entries, err = c.store.Entries(ctx, whole); err != nil {
+				return page, fmt.Errorf("read the poison index: %w", err)
 			}
 		}
 	}
@@ -111,8 +148,9 @@ func (c *Console) causeEntries(ctx context.Context, f warehouse.EventFilter, cau
 		return nil, fmt.Errorf("read the poison index: %w", err)
 	}
 	out := all[:0]
+	var causes causeMemo
 	for _, e := range all {
-		if CauseOf(e.Poisoned) == cause {
+		if causes.of(e.Poisoned) == cause {
 			out = append(out, e)
 		}
 	}

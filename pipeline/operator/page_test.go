@@ -207,8 +207,8 @@ func TestAdminCausesJobsAndValidate(t *testing.T) {
 		resp.Body.Close()
 	}
 	// The stored payloads are not valid payloads: the gate refuses them all.
-	if !job.Finished || job.Done != 31 || job.Report == nil || len(job.Report.Refused) != 31 || job.Error != "" {
-		t.Errorf("job: %+v, want finished with 31 done, all refused", job)
+	if !job.Finished || job.Done != 31 || job.Report == nil || len(job.Report.Refused) != 31 || job.Error != "" || job.Cause != cause {
+		t.Errorf("job: %+v, want cause %s finished with 31 done, all refused", job, cause)
 	}
 
 	if _, err := store.Apply(ctx, []warehouse.Payload{warehousetest.Payload("typed", warehousetest.Insert("typed", warehousetest.Col("n", messages.ColumnType{Base: messages.TypeInt64}, int64(1))))}); err != nil {

@@ -232,7 +232,7 @@ func (p *params) array(values []string) string {
 
 // entriesSQL builds the query behind Entries; with count, the one behind
 // CountSelected, which ignores After and Limit.
-func (w *Warehouse) entriesSQL(f warehouse.EventFilter, count bool) (string, []bigquery.QueryParameter) {
+func (w *Warehouse) entriesSQL(f warehouse.EventFilter, shape querying) (string, []bigquery.QueryParameter) {
 	var p params
 	where := "TRUE"
 	if len(f.PayloadIDs) > 0 {
@@ -246,9 +246,25 @@ func (w *Warehouse) entriesSQL(f warehouse.EventFilter, count bool) (string, []b
 	for i, s := range states {
 		kinds[i] = string(s)
 	}
-	selected := eventColumnList("l") + ", l.replays, l.first_at, " + eventColumnList("p")
-	if count {
+	columns := eventColumnList
+	if f.Brief {
+		columns = func(alias string) string {
+			cols := make([]string, len(eventColumns))
+			for i, c := range eventColumns {
+				cols[i] = alias + "." + c
+				if c == "attributes" || c == "payload_base64" {
+					cols[i] = "CAST(NULL AS STRING)"
+				}
+			}
+			return strings.Join(cols, ", ")
+		}
+	}
+	selected := columns("l") + ", l.replays, l.first_at, " + columns("p")
+	switch shape {
+	case queryCount:
 		selected = "COUNT(*)"
+	case queryFailures:
+		selected = "p.error_class, TO_JSON_STRING(p.tables) AS tables_json, p.reason, COALESCE(p.last_failure_at, l.event_at) AS failed_at, COUNT(*), MIN(l.payload_id)"
 	}
 	var b strings.Builder
 	b.WriteString("WITH ev AS " + w.dedupedEvents(where) + `,
@@ -291,8 +307,11 @@ WHERE l.pos = 1 AND l.kind IN UNNEST(` + p.array(kinds) + ")")
 	if f.Search != "" {
 		b.WriteString(" AND (STARTS_WITH(l.payload_id, @" + p.add(f.Search) + ") OR STARTS_WITH(IFNULL(p.correlation_id, ''), @" + p.add(f.Search) + "))")
 	}
-	if count {
+	switch shape {
+	case queryCount:
 		return b.String(), p.list
+	case queryFailures:
+		return b.String() + " GROUP BY 1, 2, 3, 4", p.list
 	}
 	if !f.After.IsZero() {
 		b.WriteString(" AND (l.first_at < @" + p.add(f.After.FirstAt) + " OR (l.first_at = @" + p.add(f.After.FirstAt) +
@@ -311,7 +330,7 @@ func (w *Warehouse) Entries(ctx context.Context, f warehouse.EventFilter) ([]war
 		return nil, messages.Transient(ErrClosed)
 	}
 	defer w.closeMu.RUnlock()
-	query, params := w.entriesSQL(f, false)
+	query, params := w.entriesSQL(f, queryEntries)
 	rows, err := w.backend.query(ctx, query, params)
 	if err != nil {
 		return nil, fmt.Errorf("read event entries: %w", err)
@@ -349,7 +368,7 @@ func (w *Warehouse) CountSelected(ctx context.Context, f warehouse.EventFilter) 
 		return 0, messages.Transient(ErrClosed)
 	}
 	defer w.closeMu.RUnlock()
-	query, params := w.entriesSQL(f, true)
+	query, params := w.entriesSQL(f, queryCount)
 	rows, err := w.backend.query(ctx, query, params)
 	if err != nil {
 		return 0, fmt.Errorf("count event entries: %w", err)
@@ -359,6 +378,49 @@ func (w *Warehouse) CountSelected(ctx context.Context, f warehouse.EventFilter) 
 	}
 	n, err := intValue(rows[0][0])
 	return int(n), err
+}
+
+// querying is what entriesSQL's query returns.
+type querying int
+
+const (
+	queryEntries querying = iota
+	queryCount
+	queryFailures
+)
+
+// FailureGroups groups the entries f selects, in one query job.
+func (w *Warehouse) FailureGroups(ctx context.Context, f warehouse.EventFilter) ([]warehouse.FailureGroup, error) {
+	if !w.enter() {
+		return nil, messages.Transient(ErrClosed)
+	}
+	defer w.closeMu.RUnlock()
+	query, params := w.entriesSQL(f, queryFailures)
+	rows, err := w.backend.query(ctx, query, params)
+	if err != nil {
+		return nil, fmt.Errorf("read failures: %w", err)
+	}
+	out := make([]warehouse.FailureGroup, 0, len(rows))
+	for _, row := range rows {
+		if len(row) != 6 {
+			return nil, fmt.Errorf("read failures: a row of %d columns, want 6", len(row))
+		}
+		var tables []string
+		if s := stringValue(row[1]); s != "" && s != "null" {
+			if err := json.Unmarshal([]byte(s), &tables); err != nil {
+				return nil, fmt.Errorf("read failures: tables: %w", err)
+			}
+		}
+		if len(tables) == 0 {
+			tables = nil
+		}
+		n, err := intValue(row[4])
+		if err != nil {
+			return nil, fmt.Errorf("read failures: %w", err)
+		}
+		out = append(out, warehouse.FailureGroup{ErrorClass: stringValue(row[0]), Tables: tables, Reason: stringValue(row[2]), At: timeValue(row[3]), Count: int(n), Example: stringValue(row[5])})
+	}
+	return out, nil
 }
 
 // History returns the payload's events, oldest first.

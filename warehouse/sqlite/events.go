@@ -60,6 +60,19 @@ func eventColumnList(alias string) string {
 	return strings.Join(cols, ", ")
 }
 
+// briefColumnList is eventColumnList with NULL for the attributes and the
+// payload (EventFilter.Brief).
+func briefColumnList(alias string) string {
+	cols := make([]string, len(eventColumns))
+	for i, c := range eventColumns {
+		cols[i] = alias + "." + c
+		if c == "attributes" || c == "payload" {
+			cols[i] = "NULL"
+		}
+	}
+	return strings.Join(cols, ", ")
+}
+
 func nanos(t time.Time) any {
 	if t.IsZero() {
 		return nil
@@ -214,9 +227,10 @@ func (r *eventRow) event() (warehouse.Event, error) {
 // poisoned), so it never touches the rows themselves. The latest poisoning
 // is a lookup in that index per entry; without a filter on it, only for the
 // page of entries returned. The rows of the entries returned are read by
-// rowid last. With count, the query counts the entries f selects instead,
-// ignoring After and Limit.
-func entriesSQL(f warehouse.EventFilter, count bool) (string, []any) {
+// rowid last. With another shape, the query counts the entries f selects
+// instead, or groups them (FailureGroups), ignoring After and Limit.
+func entriesSQL(f warehouse.EventFilter, shape querying) (string, []any) {
+	count := shape != queryEntries
 	var args []any
 	var b strings.Builder
 	b.WriteString(`WITH ranked AS (
@@ -256,6 +270,10 @@ func entriesSQL(f warehouse.EventFilter, count bool) (string, []any) {
 		limit = -1 // SQLite: no limit
 	}
 	filtersPoisoned := f.Class != "" || f.Reason != "" || f.Table != "" || f.Backend != "" || f.Keyed || f.Search != ""
+	if shape == queryCount && !filtersPoisoned {
+		// Nothing to look up in the rows themselves.
+		return b.String() + "\n) SELECT COUNT(*) FROM latest", args
+	}
 	b.WriteString(`
 ), page AS (
 	SELECT * FROM latest`)
@@ -263,17 +281,33 @@ func entriesSQL(f warehouse.EventFilter, count bool) (string, []any) {
 		b.WriteString(" ORDER BY first_at DESC, payload_id LIMIT ?")
 		args = append(args, limit)
 	}
-	b.WriteString(`
+	if len(states) == 1 && states[0] == warehouse.EventPoisoned {
+		// The latest event is poisoned: it is the latest poisoning.
+		b.WriteString(`
+), found AS (
+	SELECT page.*, page.rid AS poisoned_rid FROM page
+)
+SELECT `)
+	} else {
+		b.WriteString(`
 ), found AS (
 	SELECT page.*, (SELECT p.rowid FROM ` + eventsTable + ` p WHERE p.payload_id = page.payload_id AND p.kind_rank = 1
 		ORDER BY p.generation DESC, p.kind_rank DESC, p.at DESC LIMIT 1) AS poisoned_rid
 	FROM page
 )
 SELECT `)
-	if count {
+	}
+	switch shape {
+	case queryCount:
 		b.WriteString("COUNT(*)")
-	} else {
-		b.WriteString(eventColumnList("l") + `, found.replays, found.first_at, ` + eventColumnList("p"))
+	case queryFailures:
+		b.WriteString("p.error_class, p.tables, p.reason, COALESCE(p.last_failure_at, l.at), 1, found.payload_id")
+	default:
+		columns := eventColumnList
+		if f.Brief {
+			columns = briefColumnList
+		}
+		b.WriteString(columns("l") + `, found.replays, found.first_at, ` + columns("p"))
 	}
 	b.WriteString(`
 FROM found JOIN ` + eventsTable + ` l ON l.rowid = found.rid
@@ -305,13 +339,27 @@ WHERE 1`)
 		n := len([]rune(f.Search))
 		args = append(args, n, f.Search, n, f.Search)
 	}
-	if count {
+	switch shape {
+	case queryCount:
+		return b.String(), args
+	case queryFailures:
+		// One group per entry: SQLite sorts strings to group them far
+		// slower than the caller adds them up.
 		return b.String(), args
 	}
 	b.WriteString(" ORDER BY found.first_at DESC, found.payload_id LIMIT ?")
 	args = append(args, limit)
 	return b.String(), args
 }
+
+// querying is what entriesSQL's query returns.
+type querying int
+
+const (
+	queryEntries querying = iota
+	queryCount
+	queryFailures
+)
 
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
@@ -321,7 +369,7 @@ func placeholders(n int) string {
 
 // Entries returns the entries f selects, in one query on a read connection.
 func (w *Warehouse) Entries(ctx context.Context, f warehouse.EventFilter) ([]warehouse.Entry, error) {
-	query, args := entriesSQL(f, false)
+	query, args := entriesSQL(f, queryEntries)
 	rows, err := w.readDB.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read event entries: %w", err)
@@ -358,12 +406,49 @@ func (w *Warehouse) Entries(ctx context.Context, f warehouse.EventFilter) ([]war
 // CountSelected counts the entries f selects, in one query on a read
 // connection.
 func (w *Warehouse) CountSelected(ctx context.Context, f warehouse.EventFilter) (int, error) {
-	query, args := entriesSQL(f, true)
+	query, args := entriesSQL(f, queryCount)
 	var n int
 	if err := w.readDB.QueryRowContext(ctx, query, args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count event entries: %w", err)
 	}
 	return n, nil
+}
+
+// FailureGroups groups the entries f selects, in one query on a read
+// connection.
+func (w *Warehouse) FailureGroups(ctx context.Context, f warehouse.EventFilter) ([]warehouse.FailureGroup, error) {
+	query, args := entriesSQL(f, queryFailures)
+	rows, err := w.readDB.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read failures: %w", err)
+	}
+	defer rows.Close()
+	out := []warehouse.FailureGroup{}
+	tables := map[string][]string{}
+	for rows.Next() {
+		var class, tablesJSON, reason sql.NullString
+		var at sql.NullInt64
+		var n int
+		var example string
+		if err := rows.Scan(&class, &tablesJSON, &reason, &at, &n, &example); err != nil {
+			return nil, fmt.Errorf("read failures: %w", err)
+		}
+		ts, ok := tables[tablesJSON.String]
+		if !ok && tablesJSON.Valid {
+			if err := json.Unmarshal([]byte(tablesJSON.String), &ts); err != nil {
+				return nil, fmt.Errorf("read failures: tables: %w", err)
+			}
+			if len(ts) == 0 {
+				ts = nil
+			}
+			tables[tablesJSON.String] = ts
+		}
+		out = append(out, warehouse.FailureGroup{ErrorClass: class.String, Tables: ts, Reason: reason.String, At: fromNanos(at), Count: n, Example: example})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read failures: %w", err)
+	}
+	return out, nil
 }
 
 var historySQL = "SELECT " + eventColumnList(eventsTable) + " FROM " + eventsTable +

@@ -558,3 +558,54 @@ func checkPlansWithoutWriting(t *testing.T, w warehouse.Store) {
 	expectTables(t, w, "typed")
 	expectSchema(t, w, "typed", warehouse.ColumnSchema{Name: "n", Type: int64Type})
 }
+
+// failureGroupsAddUp: the groups of FailureGroups, added up by class,
+// tables, reason and time, count each entry f selects once, by its latest
+// poisoning, and name one of its payloads.
+func failureGroupsAddUp(t *testing.T, w warehouse.Store) {
+	a := Poisoned("a", 0, at(1), "permanent", "type mismatch", "t1", "t2")
+	b := Poisoned("b", 0, at(1), "permanent", "type mismatch", "t1", "t2")
+	c := Poisoned("c", 0, at(2), "transient", "busy", "t1")
+	d0 := Poisoned("d", 0, at(1), "permanent", "type mismatch", "t1", "t2")
+	d1 := Poisoned("d", 1, at(3), "transient", "busy", "t1")
+	d1.LastFailureAt = at(2).Add(-time.Minute) // as c's
+	appendEvents(t, w, a, b, c, d0, Operated("d", warehouse.EventReplayed, 1, at(2)), d1,
+		Poisoned("e", 0, at(4), "permanent", "gone", "t3"), Operated("e", warehouse.EventPurged, 0, at(5)))
+	groups, err := w.FailureGroups(testContext(t), warehouse.EventFilter{Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct{ class, tables, reason, at string }
+	got := map[key]int{}
+	examples := map[key][]string{}
+	for _, g := range groups {
+		k := key{g.ErrorClass, strings.Join(g.Tables, ","), g.Reason, g.At.UTC().Format(time.RFC3339Nano)}
+		got[k] += g.Count
+		examples[k] = append(examples[k], g.Example)
+	}
+	want := map[key]int{
+		{"permanent", "t1,t2", "type mismatch", a.LastFailureAt.Format(time.RFC3339Nano)}: 2,
+		{"transient", "t1", "busy", c.LastFailureAt.Format(time.RFC3339Nano)}:             2,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("FailureGroups added up = %v, want %v", got, want)
+	}
+	for k, ids := range examples {
+		for _, id := range ids {
+			if (k.reason == "busy" && id != "c" && id != "d") || (k.reason != "busy" && id != "a" && id != "b") {
+				t.Errorf("FailureGroups: example %q for %v", id, k)
+			}
+		}
+	}
+	groups, err = w.FailureGroups(testContext(t), warehouse.EventFilter{Class: "transient", States: allStates})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, g := range groups {
+		n += g.Count
+	}
+	if n != 2 {
+		t.Errorf("FailureGroups(transient, any state) counts %d entries, want 2", n)
+	}
+}

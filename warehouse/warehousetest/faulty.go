@@ -160,6 +160,15 @@ func (f *Faulty) CountSelected(ctx context.Context, filter warehouse.EventFilter
 	return log.CountSelected(ctx, filter)
 }
 
+// FailureGroups passes through.
+func (f *Faulty) FailureGroups(ctx context.Context, filter warehouse.EventFilter) ([]warehouse.FailureGroup, error) {
+	log, err := f.eventLog()
+	if err != nil {
+		return nil, err
+	}
+	return log.FailureGroups(ctx, filter)
+}
+
 // History passes through.
 func (f *Faulty) History(ctx context.Context, payloadID string) ([]warehouse.Event, error) {
 	log, err := f.eventLog()

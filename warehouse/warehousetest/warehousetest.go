@@ -94,6 +94,7 @@ var scenarios = []scenario{
 	{name: "events_entries_walk_once_while_the_log_changes", run: entriesWalkOnceWhileTheLogChanges},
 	{name: "events_entries_search_by_id_prefix", run: entriesSearchByIDPrefix},
 	{name: "events_acks_keep_each_causes_latest", run: acksKeepEachCausesLatest},
+	{name: "events_failure_groups_add_up", run: failureGroupsAddUp},
 	{name: "check_plans_without_writing", run: checkPlansWithoutWriting},
 	{name: "events_history_is_in_event_order", run: historyIsInEventOrder},
 	{name: "events_state_reports_ledger_and_log", runWith: stateReportsLedgerAndLog},
