@@ -49,6 +49,10 @@ func TestCheckEmbeddedPassesAndCreatesNothing(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "checks passed") {
 		t.Fatalf("check = %d, want 0:\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// What was skipped is not counted as passed.
+	if !strings.Contains(r.stdout, "All 3 checks passed; 3 more skipped") {
+		t.Errorf("the last line counts skipped items as passed:\n%s", r.stdout)
+	}
 	if res, detail, _ := checkRow(t, r.stdout, "warehouse"); res != "ok" || !strings.Contains(detail, "does not exist yet") {
 		t.Errorf("warehouse row = %s %s", res, detail)
 	}

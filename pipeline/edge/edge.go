@@ -193,15 +193,22 @@ func checkContentType(contentType string) error {
 // away, or the service is shutting down.
 var errNoVerdict = messages.Transient(errors.New("the payload was not processed; nothing was published, retry"))
 
+// correlate takes the request's X-Correlation-ID, or makes one, and echoes
+// it on the answer: every answer of the ingestion route carries one, the
+// front door's refusals included, so that a client can quote it.
+func correlate(w http.ResponseWriter, r *http.Request) {
+	correlationID := r.Header.Get("X-Correlation-ID")
+	if correlationID == "" {
+		correlationID = watermill.NewUUID()
+		r.Header.Set("X-Correlation-ID", correlationID)
+	}
+	w.Header().Set("X-Correlation-ID", correlationID)
+}
+
 // Middleware renders every response of the ingestion route.
 func (e *Edge) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		correlationID := r.Header.Get("X-Correlation-ID")
-		if correlationID == "" {
-			correlationID = watermill.NewUUID()
-			r.Header.Set("X-Correlation-ID", correlationID)
-		}
-		w.Header().Set("X-Correlation-ID", correlationID)
+		correlate(w, r)
 
 		if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 			e.render(w, r, &exchange{decided: true, err: err}, false)

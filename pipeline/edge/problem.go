@@ -12,9 +12,9 @@ import (
 )
 
 // ProblemType is the media type of an RFC 9457 problem document. A client
-// that lists it in Accept (above application/json, or without it) gets its
-// errors in that shape; every other client gets the replaced service's
-// body, which its existing code reads.
+// that lists it in Accept (at least as high as application/json, or
+// without it) gets its errors in that shape; every other client gets the
+// replaced service's body, which its existing code reads.
 const ProblemType = "application/problem+json"
 
 // Problem is an error answer in the RFC 9457 shape. Type is always
@@ -32,9 +32,11 @@ type Problem struct {
 	CorrelationID string             `json:"correlation_id,omitempty"`
 }
 
-// wantsProblem reports whether accept ranks application/problem+json
-// above application/json. Only an explicit mention counts: "*/*", and no
-// Accept at all, keep the default body.
+// wantsProblem reports whether accept ranks application/problem+json at
+// least as high as application/json: a client that names both at the same
+// q has said it understands problems, so it gets the richer body. Only an
+// explicit mention counts: "*/*", and no Accept at all, keep the default
+// body.
 func wantsProblem(accept string) bool {
 	if accept == "" || !strings.Contains(strings.ToLower(accept), "problem+json") {
 		return false

@@ -20,9 +20,11 @@ type Refusal interface {
 }
 
 // Refuse answers a request the front door refused before the edge read it
-// (401, 429), in the replaced service's body shape, and reports it to
+// (401, 429), in the replaced service's body shape, with an
+// X-Correlation-ID like every other answer of the route, and reports it to
 // OnVerdict like every other verdict.
 func (e *Edge) Refuse(w http.ResponseWriter, r *http.Request, err error) {
+	correlate(w, r)
 	e.render(w, r, &exchange{decided: true, err: err}, false)
 }
 
