@@ -113,7 +113,7 @@ func checkBackends(cfg Config) CheckResult {
 		return r
 	}
 	backends, admins := set.Counts()
-	r.Status, r.Detail = CheckOK, fmt.Sprintf("%s: %d backends, %d admin keys", cfg.BackendsFile, backends, admins)
+	r.Status, r.Detail = CheckOK, fmt.Sprintf("%s: %s, %s", cfg.BackendsFile, count(backends, "backend"), count(admins, "admin key"))
 	return r
 }
 
@@ -430,4 +430,12 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// count is "1 backend", "2 backends".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

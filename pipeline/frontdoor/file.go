@@ -75,14 +75,26 @@ func Parse(name string, raw []byte) (*Set, error) {
 	var entries []Entry
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
-	if err := dec.Decode(&entries); err != nil && !errors.Is(err, io.EOF) {
+	// A field of the wrong name or type is a yaml.TypeError, one line per
+	// field, and the rest of the file is still decoded: reported together
+	// with validate's problems, every one at once.
+	var fieldErrs []error
+	var typeErr *yaml.TypeError
+	if err := dec.Decode(&entries); errors.As(err, &typeErr) {
+		for _, e := range typeErr.Errors {
+			fieldErrs = append(fieldErrs, fmt.Errorf("%s: %s", name, unknownField.ReplaceAllString(e, "unknown field $1 (want name, keys, admin, rate, burst, tables; a key: prefix, sha256)")))
+		}
+	} else if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %w (want a list of backends: - name: …, keys: [{prefix, sha256}])", name, err)
 	}
-	if err := validate(name, entries); err != nil {
+	if err := errors.Join(append(fieldErrs, validate(name, entries))...); err != nil {
 		return nil, err
 	}
 	return newSet(entries), nil
 }
+
+// unknownField is how yaml.v3 words a field that KnownFields refuses.
+var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
 
 func validate(file string, entries []Entry) error {
 	var errs []error

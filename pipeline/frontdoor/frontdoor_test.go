@@ -117,8 +117,18 @@ func TestParseReportsEveryProblem(t *testing.T) {
 			t.Errorf("missing %q in:\n%v", want, err)
 		}
 	}
-	if _, err := frontdoor.Parse("b.yaml", []byte("- name: x\n  key: []\n")); err == nil || !strings.Contains(err.Error(), "field key not found") {
-		t.Errorf("unknown field: %v", err)
+	// A misspelt field is named with its line and what is allowed, beside
+	// the other problems, one per line.
+	_, err = frontdoor.Parse("b.yaml", []byte("- name: X\n  key: []\n  rat: 5\n"))
+	for _, want := range []string{
+		"b.yaml: line 2: unknown field key (want name, keys, admin, rate, burst, tables; a key: prefix, sha256)\n",
+		"b.yaml: line 3: unknown field rat (want",
+		`b.yaml: entry 1 (X): name "X": want`,
+		"b.yaml: entry 1 (X): 0 keys",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("misspelt fields: missing %q in:\n%v", want, err)
+		}
 	}
 	// JSON is YAML too; an empty file is no backends.
 	if _, err := frontdoor.Parse("b.json", []byte(`[{"name":"x","keys":[{"prefix":"`+k.Prefix+`","sha256":"`+k.SHA256+`"}]}]`)); err != nil {
