@@ -184,7 +184,10 @@ func TestPythonExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, block, ok := strings.Cut(string(doc), "```python\n")
-	if block, _, ok = strings.Cut(block, "\n```"); !ok {
+	if ok {
+		block, _, ok = strings.Cut(block, "\n```")
+	}
+	if !ok {
 		t.Fatal("docs/api.md has no python block")
 	}
 	r := startService(t, testConfig(t, pipeline.PubSubEmbedded))

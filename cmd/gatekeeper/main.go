@@ -87,12 +87,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 // help lists the commands, on stdout; `help CMD [SUBCOMMAND]` is
 // `CMD [SUBCOMMAND] --help`.
 func help(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		if args[0] == "help" {
-			args = args[1:]
-		} else {
-			return run(append(slices.Clone(args), "--help"), stdout, stderr)
-		}
+	// `help help` is the list, as `help` is.
+	if len(args) > 0 && args[0] != "help" {
+		return run(append(slices.Clone(args), "--help"), stdout, stderr)
 	}
 	fmt.Fprintf(stdout, "usage: gatekeeper [COMMAND] [flags]\n\nCommands:\n")
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
