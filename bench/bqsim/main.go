@@ -329,7 +329,21 @@ func run(ctx context.Context, o options) (string, bool, error) {
 					msgs = append(msgs, message.NewMessage(p.id, body))
 					batchPayloads = append(batchPayloads, p)
 				}
-				if err := pub.Publish(pubCfg.TopicID, msgs...); err != nil {
+				// A publish that times out (a loaded machine) is tried
+				// again with the same ids: a payload published twice is
+				// one payload to the ledger.
+				var err error
+				for range 5 {
+					if err = pub.Publish(pubCfg.TopicID, msgs...); err == nil {
+						break
+					}
+					retry := make([]*message.Message, len(msgs))
+					for i, m := range msgs {
+						retry[i] = message.NewMessage(m.UUID, m.Payload)
+					}
+					msgs = retry
+				}
+				if err != nil {
 					publishErr <- fmt.Errorf("publish: %w", err)
 					return
 				}
