@@ -362,17 +362,18 @@ func run(ctx context.Context, o options) (string, bool, error) {
 
 	// Drain: wait until every accepted payload is in the ledger, or the
 	// drain time is up.
+	// Distinct payloads: the ledger may hold one twice.
 	lastApplied, lastChange := 0, time.Now()
 	drainEnd := time.Now().Add(o.drain)
 	for time.Now().Before(drainEnd) {
-		n := applied()
+		_, _, n := count(sim, accepted)
 		if n != lastApplied {
 			lastApplied, lastChange = n, time.Now()
 		}
 		if n >= len(accepted) {
 			break
 		}
-		time.Sleep(50 * time.Millisecond) // polling the simulator
+		time.Sleep(250 * time.Millisecond) // polling the simulator
 	}
 	elapsed := lastChange.Sub(began)
 	stopKilling()

@@ -459,7 +459,6 @@ func deletedCounts(rows [][]bigquery.Value) (map[int]int64, error) {
 func (w *Warehouse) runJob(ctx context.Context, key string, script func(jobID string) string, jp *jobPlan) ([][]bigquery.Value, error) {
 	id := w.attempts.id(key)
 	counts := jp.dmlStatements()
-	counts[warehouse.LedgerTable]++
 	if _, err := w.budget.reserve(ctx, counts); err != nil {
 		return nil, err
 	}

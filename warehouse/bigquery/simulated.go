@@ -190,6 +190,13 @@ func simStatements(jp *jobPlan) []bqsim.Statement {
 		ledger.Rows = append(ledger.Rows, row)
 	}
 	stmts := []bqsim.Statement{ledger}
+	if jp.fence {
+		fence := bqsim.Statement{Table: warehouse.LedgerTable, Update: true}
+		for _, r := range ledger.Rows {
+			fence.Where = append(fence.Where, bqsim.Predicate{Conds: []bqsim.Cond{{Column: "payload_id", Value: r["payload_id"]}}})
+		}
+		stmts = append(stmts, fence)
+	}
 	for _, tp := range jp.tables {
 		for _, bt := range tp.batches {
 			if !bt.insert {
