@@ -85,7 +85,7 @@ func main() {
 		os.Exit(2)
 	}
 	// A watchdog: the run is bounded whatever happens inside it.
-	limit := o.duration + o.drain + time.Minute
+	limit := o.duration + o.drain + 2*time.Minute
 	time.AfterFunc(limit, func() {
 		fmt.Fprintf(os.Stderr, "bqsim: no result after %s; giving up\n", limit)
 		os.Exit(1)
@@ -259,8 +259,11 @@ func run(ctx context.Context, o options) (string, bool, error) {
 		rs := replicas
 		replicas = nil
 		mu.Unlock()
+		// All at once: each may wait for its router's handlers to give up.
 		for _, r := range rs {
 			r.cancel()
+		}
+		for _, r := range rs {
 			<-r.done
 		}
 	}
