@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -87,7 +88,8 @@ func main() {
 	// A watchdog: the run is bounded whatever happens inside it.
 	limit := o.duration + o.drain + 2*time.Minute
 	time.AfterFunc(limit, func() {
-		fmt.Fprintf(os.Stderr, "bqsim: no result after %s; giving up\n", limit)
+		fmt.Fprintf(os.Stderr, "bqsim: no result after %s; giving up. Goroutines:\n", limit)
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 		os.Exit(1)
 	})
 	line, clean, err := run(context.Background(), o)
