@@ -74,6 +74,7 @@ type Warehouse struct {
 	attempts *jobAttempts
 	locks    *idLocks
 	budget   *dmlBudget
+	stats    stats
 	// qualifier is "`project`.`dataset`.", prefixed to every table name.
 	qualifier string
 	// ledgerRowsAffected: the ledger has the rows_affected column.

@@ -144,6 +144,14 @@ func (b *simBackend) attach(_ context.Context, jobID string) (job, error) {
 
 type simJob struct{ h *bqsim.Handle }
 
+func (j simJob) billedBytes() int64 {
+	if !j.h.Done() {
+		return 0
+	}
+	res, _ := j.h.Wait(context.Background())
+	return res.BilledBytes
+}
+
 func (j simJob) result(ctx context.Context, wantRows bool) ([][]bigquery.Value, error) {
 	res, err := j.h.Wait(ctx)
 	var se *bqsim.Error
