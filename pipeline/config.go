@@ -232,6 +232,10 @@ type Config struct {
 	// BigQueryLocation (BIGQUERY_LOCATION) is where a dataset gatekeeper
 	// creates lives and its jobs run. Optional, BigQuery's default.
 	BigQueryLocation string
+	// BigQueryDMLBudget (BIGQUERY_DML_BUDGET) is how many DML statements
+	// per table every 10 s this process runs (bigquery.Config.DMLBudget).
+	// Optional, default 25, BigQuery's rate across every process.
+	BigQueryDMLBudget int
 	// ApplyTimeout (APPLY_TIMEOUT) bounds one apply attempt. Optional, default 60s.
 	ApplyTimeout time.Duration
 	// Retry of transient apply failures. Optional, defaults: 5 retries, 100ms

@@ -25,6 +25,7 @@ import (
 	"github.com/gatekeeper/gatekeeper/pipeline/outbox"
 	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
+	"github.com/gatekeeper/gatekeeper/warehouse/bigquery"
 )
 
 // Service runs the configured stages in one process: the HTTP server, the
@@ -316,6 +317,12 @@ func (s *Service) registerGauges() {
 		s.Metrics.RegisterIngestBodyBytes(func() float64 { return float64(s.guard.BodyBytes()) })
 	}
 	if s.apply != nil {
+		if bq, ok := s.Store.(*bigquery.Warehouse); ok {
+			s.Metrics.RegisterBigQuery(func() metrics.BigQueryStats {
+				st := bq.Stats()
+				return metrics.BigQueryStats{ThrottledJobs: st.ThrottledJobs, ThrottledSeconds: st.ThrottledWait.Seconds(), BilledBytes: st.BilledBytes}
+			})
+		}
 		s.Metrics.RegisterApplyPause(s.apply.pause.Metrics)
 		s.Metrics.RegisterOldestUnapplied(func() float64 {
 			var oldest time.Time

@@ -30,6 +30,7 @@ func OpenWarehouse(ctx context.Context, cfg Config, logger *slog.Logger) (wareho
 			ProjectID:                   cfg.ProjectID,
 			DatasetID:                   cfg.DatasetID,
 			Location:                    cfg.BigQueryLocation,
+			DMLBudget:                   cfg.BigQueryDMLBudget,
 			EmulatorHost:                cfg.BigQueryEmulatorHost,
 			CredentialsFile:             cfg.CredentialsFile,
 			DoNotCreateDatasetIfMissing: cfg.DoNotCreateResources,

@@ -260,6 +260,7 @@ type settings struct {
 	Warehouse             string        `name:"warehouse" placeholder:"URL" envvar:"WAREHOUSE" essential:"" default:"${WAREHOUSE}" help:"sqlite:PATH or bigquery"`
 	BigQueryEmulatorHost  string        `name:"bigquery-emulator-host" placeholder:"HOST:PORT" envvar:"BIGQUERY_EMULATOR_HOST" help:"BigQuery emulator host:port, for WAREHOUSE=bigquery"`
 	BigQueryLocation      string        `name:"bigquery-location" envvar:"BIGQUERY_LOCATION" help:"location of a dataset gatekeeper creates, and of its jobs"`
+	BigQueryDMLBudget     int           `name:"bigquery-dml-budget" envvar:"BIGQUERY_DML_BUDGET" help:"DML statements per table every 10 s this process runs; BigQuery allows 25 across all processes, so give each of R apply replicas 25/R; 0 for 25"`
 	ApplyTimeout          time.Duration `name:"apply-timeout" envvar:"APPLY_TIMEOUT" default:"${APPLY_TIMEOUT}" help:"longest single apply attempt"`
 	RetryMax              int           `name:"retry-max" envvar:"RETRY_MAX" default:"${RETRY_MAX}" help:"retries of a transient apply failure before the payload is poisoned; 0 for none"`
 	RetryInitial          time.Duration `name:"retry-initial" envvar:"RETRY_INITIAL" default:"${RETRY_INITIAL}" help:"first retry backoff"`
@@ -317,8 +318,9 @@ func (s settings) config() pipeline.Config {
 		MaxInFlightPublishes: s.MaxInFlightPublishes, MaxInFlightBytes: s.MaxInFlightBytes,
 		ReadHeaderTimeout: s.ReadHeaderTimeout, ReadTimeout: s.ReadTimeout, WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout,
 		Warehouse: s.Warehouse, BigQueryEmulatorHost: s.BigQueryEmulatorHost, BigQueryLocation: s.BigQueryLocation,
-		ApplyTimeout: s.ApplyTimeout,
-		RetryMax:     none(s.RetryMax), RetryInitial: s.RetryInitial, RetryMaxInterval: s.RetryMaxInterval,
+		BigQueryDMLBudget: s.BigQueryDMLBudget,
+		ApplyTimeout:      s.ApplyTimeout,
+		RetryMax:          none(s.RetryMax), RetryInitial: s.RetryInitial, RetryMaxInterval: s.RetryMaxInterval,
 		RetryMultiplier: s.RetryMultiplier, RetryJitter: none(s.RetryJitter),
 		GroupMaxSize: s.GroupMaxSize, GroupMaxWait: s.GroupMaxWait, GroupMaxInFlight: s.GroupMaxInFlight,
 		Outbox: pipeline.OutboxMode(s.Outbox), OutboxPath: s.OutboxPath, OutboxRedeliverAfter: s.OutboxRedeliverAfter,

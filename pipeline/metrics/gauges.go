@@ -105,3 +105,28 @@ func (m *Metrics) RegisterOutboxPoisoned(value func() float64) {
 		"Poisoned payloads waiting for an operator, as this ingest process's outbox knows them.",
 		prometheus.Labels{"state": "poisoned"}, value)
 }
+
+// BigQueryStats is what the BigQuery adapter counts, for the metrics.
+type BigQueryStats struct {
+	// ThrottledJobs were held back by the DML budget (BIGQUERY_DML_BUDGET).
+	ThrottledJobs uint64
+	// ThrottledSeconds is how long they waited in all.
+	ThrottledSeconds float64
+	// BilledBytes is what the jobs billed, as BigQuery reports it.
+	BilledBytes int64
+}
+
+// RegisterBigQuery adds gatekeeper_bigquery_throttled_jobs_total,
+// gatekeeper_bigquery_throttled_seconds_total and
+// gatekeeper_bigquery_billed_bytes_total.
+func (m *Metrics) RegisterBigQuery(stats func() BigQueryStats) {
+	m.counterFunc("gatekeeper_bigquery_throttled_jobs_total",
+		"BigQuery jobs held back until their tables had room in the DML budget (BIGQUERY_DML_BUDGET statements per table every 10 s).", nil,
+		func() float64 { return float64(stats().ThrottledJobs) })
+	m.counterFunc("gatekeeper_bigquery_throttled_seconds_total",
+		"Time BigQuery jobs waited for the DML budget, in all.", nil,
+		func() float64 { return stats().ThrottledSeconds })
+	m.counterFunc("gatekeeper_bigquery_billed_bytes_total",
+		"Bytes billed by the apply stage's BigQuery jobs, as BigQuery reports them (on-demand pricing).", nil,
+		func() float64 { return float64(stats().BilledBytes) })
+}

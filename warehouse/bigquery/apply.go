@@ -459,8 +459,12 @@ func deletedCounts(rows [][]bigquery.Value) (map[int]int64, error) {
 func (w *Warehouse) runJob(ctx context.Context, key string, script func(jobID string) string, jp *jobPlan) ([][]bigquery.Value, error) {
 	id := w.attempts.id(key)
 	counts := jp.dmlStatements()
-	counts[warehouse.LedgerTable]++
-	if _, err := w.budget.reserve(ctx, counts); err != nil {
+	waited, err := w.budget.reserve(ctx, counts)
+	if waited > 0 {
+		w.stats.throttledJobs.Add(1)
+		w.stats.throttledWait.Add(int64(waited))
+	}
+	if err != nil {
 		return nil, err
 	}
 	j, err := w.backend.submit(ctx, id, script(id), jp.params, jp)
@@ -472,6 +476,9 @@ func (w *Warehouse) runJob(ctx context.Context, key string, script func(jobID st
 		return nil, err
 	}
 	rows, err := j.result(ctx, jp.hasDeletes)
+	if b, ok := j.(billedJob); ok {
+		w.stats.billed.Add(b.billedBytes())
+	}
 	var failed *jobFailedError
 	switch {
 	case err == nil:

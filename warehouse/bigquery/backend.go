@@ -49,6 +49,11 @@ type job interface {
 	result(ctx context.Context, wantRows bool) ([][]bigquery.Value, error)
 }
 
+// billedJob is a job that knows, once it ended, the bytes it billed.
+type billedJob interface {
+	billedBytes() int64
+}
+
 // jobFailedError is a job's own failure, as opposed to failing to learn
 // how the job went.
 type jobFailedError struct {
@@ -192,6 +197,17 @@ func (b *clientBackend) close() error { return b.client.Close() }
 
 type clientJob struct {
 	job *bigquery.Job
+}
+
+func (j clientJob) billedBytes() int64 {
+	st := j.job.LastStatus()
+	if st == nil || st.Statistics == nil {
+		return 0
+	}
+	if q, ok := st.Statistics.Details.(*bigquery.QueryStatistics); ok {
+		return q.TotalBytesBilled
+	}
+	return 0
 }
 
 func (j clientJob) result(ctx context.Context, wantRows bool) ([][]bigquery.Value, error) {

@@ -39,11 +39,12 @@
 // transient) a payload that reached the ledger after step 1. Job ids are
 // derived from the payload ids, so a job resubmitted after its reply was
 // lost is refused by BigQuery as a duplicate, and Apply waits for the first
-// one. One gap remains: BigQuery lets transactions that only insert commit
-// side by side, so two processes applying the same insert-only payload in
-// the very same seconds could both commit it. Within a process the
-// GroupCommitter and Apply's own per-id lock rule it out; across processes
-// it needs the same Pub/Sub message delivered twice at once.
+// one. BigQuery lets transactions that only insert commit side by side, so
+// a job carrying an insert-only payload also updates its payloads' ledger
+// rows (a no-op UPDATE): it is then a mutating transaction on the ledger,
+// and of two that overlap BigQuery aborts the later to commit, whose retry
+// finds the payload applied. Jobs whose payloads all delete conflict on
+// their tables already.
 package bigquery
 
 import (
@@ -73,6 +74,7 @@ type Warehouse struct {
 	attempts *jobAttempts
 	locks    *idLocks
 	budget   *dmlBudget
+	stats    stats
 	// qualifier is "`project`.`dataset`.", prefixed to every table name.
 	qualifier string
 	// ledgerRowsAffected: the ledger has the rows_affected column.

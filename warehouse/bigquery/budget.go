@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -86,4 +87,29 @@ func (b *dmlBudget) tryReserve(counts map[string]int) time.Duration {
 		b.used[table] = used
 	}
 	return 0
+}
+
+// Stats counts what the adapter's jobs met.
+type Stats struct {
+	// ThrottledJobs were held back by the DML budget; ThrottledWait is
+	// how long, in all.
+	ThrottledJobs uint64
+	ThrottledWait time.Duration
+	// BilledBytes is what the jobs billed, as BigQuery reports it.
+	BilledBytes int64
+}
+
+type stats struct {
+	throttledJobs atomic.Uint64
+	throttledWait atomic.Int64
+	billed        atomic.Int64
+}
+
+// Stats returns the counts so far.
+func (w *Warehouse) Stats() Stats {
+	return Stats{
+		ThrottledJobs: w.stats.throttledJobs.Load(),
+		ThrottledWait: time.Duration(w.stats.throttledWait.Load()),
+		BilledBytes:   w.stats.billed.Load(),
+	}
 }

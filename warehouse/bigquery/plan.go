@@ -133,6 +133,9 @@ type jobPlan struct {
 	tables     []*tablePlan
 	byTable    map[string]*tablePlan
 	hasDeletes bool
+	// fence: a payload of the job only inserts, so the job also updates
+	// its ledger rows (see render).
+	fence bool
 }
 
 func newJobPlan(qualifier string, offset int) *jobPlan {
@@ -156,6 +159,11 @@ func (jp *jobPlan) add(id, hash string, activities []resolvedActivity) error {
 		jp.hashes = append(jp.hashes, [2]string{idParam,
 			jp.newParam(bigquery.QueryParameterValue{Type: bigquery.StandardSQLDataType{TypeKind: "STRING"}, Value: hash}, hash)})
 	}
+	onlyInserts := true
+	for _, a := range activities {
+		onlyInserts = onlyInserts && a.Op == messages.OpInsert
+	}
+	jp.fence = jp.fence || onlyInserts
 	for _, a := range activities {
 		o := &op{payload: index, insert: a.Op == messages.OpInsert, cols: make([]opColumn, len(a.Columns))}
 		for i, c := range a.Columns {
@@ -281,6 +289,18 @@ func (jp *jobPlan) render(deletedTable string) string {
 		ledgerConflictMarker + ": payload ', id, ' is already in the ledger')))" + hashExpr + "\nFROM UNNEST(")
 	writeStringArray(&b, jp.ledgerParams)
 	b.WriteString(") AS id LEFT JOIN " + ledger + " AS l ON l.payload_id = id;\n")
+	if jp.fence {
+		// BigQuery commits transactions that only insert side by side, so
+		// two processes could both apply one insert-only payload: each
+		// one's ledger check reads a snapshot without the other's row.
+		// Updating the ledger rows makes the job a mutating transaction
+		// on the ledger, and of two such transactions that overlap,
+		// BigQuery aborts the later to commit; its retry finds the
+		// payload in the ledger.
+		b.WriteString("UPDATE " + ledger + " SET applied_at = applied_at WHERE payload_id IN UNNEST(")
+		writeStringArray(&b, jp.ledgerParams)
+		b.WriteString(");\n")
+	}
 	for _, tp := range jp.tables {
 		table := jp.qualifier + quoteIdent(tp.table)
 		for _, bt := range tp.batches {
@@ -456,9 +476,13 @@ func writeValue(b *strings.Builder, c opColumn) {
 	c.bound.expr(b, c.param)
 }
 
-// dmlStatements counts the DML statements the job runs on each table.
+// dmlStatements counts the DML statements the job runs on each table,
+// the ledger's included.
 func (jp *jobPlan) dmlStatements() map[string]int {
-	counts := map[string]int{}
+	counts := map[string]int{warehouse.LedgerTable: 1}
+	if jp.fence {
+		counts[warehouse.LedgerTable]++
+	}
 	for _, tp := range jp.tables {
 		for _, bt := range tp.batches {
 			if !bt.insert {

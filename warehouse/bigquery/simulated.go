@@ -144,6 +144,14 @@ func (b *simBackend) attach(_ context.Context, jobID string) (job, error) {
 
 type simJob struct{ h *bqsim.Handle }
 
+func (j simJob) billedBytes() int64 {
+	if !j.h.Done() {
+		return 0
+	}
+	res, _ := j.h.Wait(context.Background())
+	return res.BilledBytes
+}
+
 func (j simJob) result(ctx context.Context, wantRows bool) ([][]bigquery.Value, error) {
 	res, err := j.h.Wait(ctx)
 	var se *bqsim.Error
@@ -190,6 +198,13 @@ func simStatements(jp *jobPlan) []bqsim.Statement {
 		ledger.Rows = append(ledger.Rows, row)
 	}
 	stmts := []bqsim.Statement{ledger}
+	if jp.fence {
+		fence := bqsim.Statement{Table: warehouse.LedgerTable, Update: true}
+		for _, r := range ledger.Rows {
+			fence.Where = append(fence.Where, bqsim.Predicate{Conds: []bqsim.Cond{{Column: "payload_id", Value: r["payload_id"]}}})
+		}
+		stmts = append(stmts, fence)
+	}
 	for _, tp := range jp.tables {
 		for _, bt := range tp.batches {
 			if !bt.insert {

@@ -46,6 +46,10 @@ func TestSimulatedBackendRunsThePlan(t *testing.T) {
 	if len(rows) != 1 || rows[0]["b"] != "y" {
 		t.Errorf("rows %v, want the one row b=y", rows)
 	}
+	// The simulator's bytes billed reach the adapter's counts.
+	if st := w.Stats(); st.BilledBytes <= 0 || st.BilledBytes != sim.Stats().BilledBytes {
+		t.Errorf("adapter counted %d bytes billed, the simulator %d", st.BilledBytes, sim.Stats().BilledBytes)
+	}
 	if got := len(sim.Rows(warehouse.LedgerTable)); got != 2 {
 		t.Errorf("ledger rows %d, want 2", got)
 	}

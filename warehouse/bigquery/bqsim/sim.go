@@ -163,8 +163,10 @@ type Job struct {
 type Statement struct {
 	Table string
 	// Insert: Rows are inserted. Otherwise it is a DELETE of the rows that
-	// match any of Where.
+	// match any of Where, or with Update an UPDATE of them that changes no
+	// value: a mutating statement all the same.
 	Insert bool
+	Update bool
 	Rows   []Row
 	// Unique, for an insert, names a column whose values the statement
 	// fails on (ErrorMessage) when a row visible to the job has them
@@ -789,6 +791,9 @@ func (s *Sim) commitLocked(st *jobState) (Result, error) {
 			continue
 		}
 		result.BilledBytes += s.deleteBytes(t, stmt.Where)
+		if stmt.Update {
+			continue
+		}
 		for _, r := range s.candidates(t, stmt.Where) {
 			if !visible(r, st.snap) || deleted[r] != nil {
 				continue

@@ -214,6 +214,26 @@ func TestInsertOnlyTransactionsCommitSideBySide(t *testing.T) {
 	if _, err := wait(t, third); err == nil || !strings.Contains(err.Error(), "already in the ledger") {
 		t.Errorf("third: %v, want already in the ledger", err)
 	}
+	// An UPDATE of the ledger rows, even one that changes nothing, makes
+	// each a mutating transaction: of two that overlap, the later to
+	// commit is aborted.
+	fence := Statement{Table: ledgerName, Update: true, Where: []Predicate{{Conds: []Cond{{Column: "payload_id", Value: "p2"}}}}}
+	p2 := func() Statement {
+		st := ledger()
+		st.Rows = []Row{{"payload_id": "p2"}}
+		return st
+	}
+	fourth := h.submit(p2(), fence, insertRows("t", "2"))
+	fifth := h.submit(p2(), fence, insertRows("t", "2"))
+	h.advance(time.Second, fourth, fifth)
+	_, err4 := wait(t, fourth)
+	_, err5 := wait(t, fifth)
+	if (err4 == nil) == (err5 == nil) || !strings.Contains(fmt.Sprint(err4, err5), "Transaction is aborted due to concurrent update") {
+		t.Errorf("fenced: %v and %v, want one committed and one aborted", err4, err5)
+	}
+	if got := h.sim.Lookup(ledgerName, "payload_id", []any{"p2"}); len(got) != 1 {
+		t.Errorf("ledger holds p2 %d times, want 1", len(got))
+	}
 }
 
 // "Your project can run up to 25 DML statements every 10 seconds for each
