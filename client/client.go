@@ -28,6 +28,11 @@ import (
 	"time"
 )
 
+// expectContinueOver is the body size from which Post asks the service
+// before it sends the body (Expect: 100-continue); a smaller body costs
+// less to send than the round trip costs to wait.
+const expectContinueOver = 64 << 10
+
 // Config configures a Client.
 type Config struct {
 	// BaseURL is the service's ingestion listener, e.g.
@@ -281,6 +286,16 @@ func (c *Client) attempt(ctx context.Context, body []byte, o postOptions) (strin
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Idempotency-Key", o.idempotencyKey)
+	if len(body) > expectContinueOver {
+		// The service refuses a request by its headers before it reads a
+		// byte of the body (401, 429, a 503 shed, a 413 by Content-Length)
+		// and closes the connection: a large body sent meanwhile is wasted,
+		// and the close can reset the connection before the answer is
+		// read, which would look like a transport error. With 100-continue
+		// the body goes only once the service wants it (Go's transport
+		// waits up to its ExpectContinueTimeout, 1 s by default).
+		req.Header.Set("Expect", "100-continue")
+	}
 	if o.orderingKey != "" {
 		req.Header.Set("X-Ordering-Key", o.orderingKey)
 	}

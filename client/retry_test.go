@@ -3,8 +3,10 @@ package client_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -98,5 +100,39 @@ func TestPostNeverRetriesARefusal(t *testing.T) {
 			len(apiErr.Problems) != 1 || n.Load() != 1 {
 			t.Errorf("%d: %v after %d requests, want the APIError after 1", code, err, n.Load())
 		}
+	}
+}
+
+// A large body waits for the service to want it (Expect: 100-continue): a
+// request the service refuses by its headers is answered before its body
+// is sent, so that the refusal is read, not a reset connection. The
+// handler here answers 413 without reading the body, as the service does
+// for a Content-Length over MAX_BODY_BYTES.
+func TestPostAsksBeforeALargeBody(t *testing.T) {
+	var expects []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		expects = append(expects, r.Header.Get("Expect"))
+		if r.ContentLength > 1<<20 {
+			status(http.StatusRequestEntityTooLarge, "")(w)
+			return
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		accepted(w)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := client.New(client.Config{BaseURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Post(context.Background(), `{"activities":[]}`); err != nil {
+		t.Fatal(err)
+	}
+	big := `{"pad":"` + strings.Repeat("x", 2<<20) + `"}`
+	var apiErr *client.APIError
+	if _, err := c.Post(context.Background(), big); !errors.As(err, &apiErr) || apiErr.StatusCode != 413 {
+		t.Errorf("a body over the limit: %v, want the 413 APIError", err)
+	}
+	if want := []string{"", "100-continue"}; !slices.Equal(expects, want) {
+		t.Errorf("Expect headers %q, want %q (none on a small body)", expects, want)
 	}
 }

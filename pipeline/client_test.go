@@ -27,7 +27,10 @@ import (
 // and the client cannot know.
 func dropProxy(t *testing.T, upstream string, drop int64) (*httptest.Server, *atomic.Int64) {
 	var n atomic.Int64
-	fwd := &http.Transport{DisableKeepAlives: true}
+	// ExpectContinueTimeout: the proxy forwards the client's Expect:
+	// 100-continue as a client would, so a request refused by its headers
+	// is answered before its body is sent.
+	fwd := &http.Transport{DisableKeepAlives: true, ExpectContinueTimeout: time.Second}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		i := n.Add(1)
 		out, _ := http.NewRequestWithContext(r.Context(), r.Method, upstream+r.URL.RequestURI(), r.Body)
