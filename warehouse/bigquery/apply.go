@@ -457,6 +457,14 @@ func deletedCounts(rows [][]bigquery.Value) (map[int]int64, error) {
 // already has a job by that id (a submission whose reply was lost, or one
 // from before a restart), it waits for that job instead of submitting.
 func (w *Warehouse) runJob(ctx context.Context, key string, script func(jobID string) string, jp *jobPlan) ([][]bigquery.Value, error) {
+	if jp.fence {
+		select {
+		case w.fenced <- struct{}{}:
+			defer func() { <-w.fenced }()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	id := w.attempts.id(key)
 	counts := jp.dmlStatements()
 	waited, err := w.budget.reserve(ctx, counts)

@@ -74,7 +74,13 @@ type Warehouse struct {
 	attempts *jobAttempts
 	locks    *idLocks
 	budget   *dmlBudget
-	stats    stats
+	// fenced holds the one job of this process that updates the ledger
+	// (the insert-only fence, jobPlan.fence). BigQuery lets one mutating
+	// transaction on a table commit and aborts the others that overlap
+	// it, so two of this process's at once would only make one of them
+	// fail and retry after a backoff; across replicas they still may.
+	fenced chan struct{}
+	stats  stats
 	// qualifier is "`project`.`dataset`.", prefixed to every table name.
 	qualifier string
 	// ledgerRowsAffected: the ledger has the rows_affected column.
@@ -157,6 +163,7 @@ func open(ctx context.Context, cfg Config, logger *slog.Logger, b backend) (*War
 		attempts:           newJobAttempts(),
 		locks:              newIDLocks(),
 		budget:             newDMLBudget(cfg.DMLBudget),
+		fenced:             make(chan struct{}, 1),
 		qualifier:          quoteIdent(cfg.ProjectID) + "." + quoteIdent(cfg.DatasetID) + ".",
 	}
 	logger.Info("BigQuery warehouse open", "dataset", dataset, "location", location, "emulator", cfg.EmulatorHost != "")
