@@ -2,6 +2,7 @@ package bigquery
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -52,5 +53,45 @@ func TestSimulatedBackendRunsThePlan(t *testing.T) {
 	}
 	if got := len(sim.Rows(warehouse.LedgerTable)); got != 2 {
 		t.Errorf("ledger rows %d, want 2", got)
+	}
+}
+
+// One process runs one fenced job at a time: groups of insert-only
+// payloads applied at once by one Warehouse (GROUP_MAX_IN_FLIGHT) each
+// update the ledger, and BigQuery would abort all but one of any that
+// overlap. Serialised, none is aborted and each is applied once.
+func TestFencedJobsOfOneProcessDoNotAbortEachOther(t *testing.T) {
+	sim, err := bqsim.New(bqsim.Config{Latency: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	w, err := OpenSimulated(ctx, Config{}, nil, sim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	const groups = 4
+	errs := make(chan error, groups)
+	for g := range groups {
+		go func() {
+			p := warehousetest.Payload(fmt.Sprintf("p%d", g), warehousetest.Insert(fmt.Sprintf("t%d", g), icol("a", int64(g))))
+			o, err := w.Apply(ctx, []warehouse.Payload{p})
+			if err == nil && statuses(o) != "Applied" {
+				err = fmt.Errorf("group %d: %s", g, statuses(o))
+			}
+			errs <- err
+		}()
+	}
+	for range groups {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if st := sim.Stats(); st.Aborted != 0 {
+		t.Errorf("%d jobs aborted, want 0: one process's fenced jobs ran side by side", st.Aborted)
+	}
+	if got := len(sim.Rows(warehouse.LedgerTable)); got != groups {
+		t.Errorf("ledger rows %d, want %d", got, groups)
 	}
 }
