@@ -464,8 +464,11 @@ func TestDeployDocCommandsOnTheEmulators(t *testing.T) {
 	}
 	warehouse := map[string]string{"WAREHOUSE": "bigquery", "BIGQUERY_EMULATOR_HOST": bigqueryHost, "PROJECT_ID": project, "DATASET_ID": "gatekeeper"}
 	if !eventually(60*time.Second, 500*time.Millisecond, func() bool {
-		return strings.Contains(gk(t, dir, warehouse, "rows", table).stdout, `"a":1`)
+		// --direct: the processes run with ADMIN_ADDR=off, so rows reads the
+		// dataset itself.
+		return strings.Contains(gk(t, dir, warehouse, "rows", table, "--direct").stdout, `"a":1`)
 	}) {
-		t.Errorf("the payload never reached %s in the BigQuery emulator", table)
+		r := gk(t, dir, warehouse, "rows", table, "--direct")
+		t.Errorf("the payload never reached %s in the BigQuery emulator; rows --direct: exit %d\n%s%s", table, r.code, r.stdout, r.stderr)
 	}
 }
