@@ -213,6 +213,24 @@ func parseGoFiles(t *testing.T, mode goparser.Mode, visit func(rel string, f *as
 	}
 }
 
+// docProse calls f with every prose line of every Markdown page the
+// existence checks read (all but the dated records), i counting from 0.
+func docProse(t *testing.T, f func(page string, i int, line string)) {
+	t.Helper()
+	for _, page := range markdownPages(t) {
+		if datedRecord(page) {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(repoRoot, page))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range proseLines(string(raw)) {
+			f(page, i, line)
+		}
+	}
+}
+
 // proseLines returns the page's lines with those inside fenced code blocks
 // blanked, so that line numbers stay right.
 func proseLines(page string) []string {
@@ -287,45 +305,36 @@ func TestDocPathsExist(t *testing.T) {
 	}
 	basenames := repoBasenames(t)
 	checked := 0
-	for _, page := range markdownPages(t) {
-		if datedRecord(page) {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join(repoRoot, page))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, line := range proseLines(string(raw)) {
-			for _, span := range codeSpans(line) {
-				p := strings.TrimPrefix(span, module+"/")
-				switch {
-				case pathSpan.MatchString(p) && top[strings.SplitN(p, "/", 2)[0]]:
-					checked++
-					if _, err := os.Stat(filepath.Join(repoRoot, filepath.FromSlash(p))); err != nil {
-						t.Errorf("%s:%d: `%s` names a path that does not exist", page, i+1, span)
+	docProse(t, func(page string, i int, line string) {
+		for _, span := range codeSpans(line) {
+			p := strings.TrimPrefix(span, module+"/")
+			switch {
+			case pathSpan.MatchString(p) && top[strings.SplitN(p, "/", 2)[0]]:
+				checked++
+				if _, err := os.Stat(filepath.Join(repoRoot, filepath.FromSlash(p))); err != nil {
+					t.Errorf("%s:%d: `%s` names a path that does not exist", page, i+1, span)
+				}
+			case sourceName.MatchString(p):
+				checked++
+				if !basenames[p] {
+					t.Errorf("%s:%d: `%s` names a file the repository does not hold", page, i+1, span)
+				}
+			default:
+				// A command: its ./relative arguments (`go test ./pipeline/outbox`).
+				for _, arg := range strings.Fields(span) {
+					arg, ok := strings.CutPrefix(arg, "./")
+					arg = strings.TrimSuffix(strings.TrimSuffix(arg, "..."), "/")
+					if !ok || arg == "" || !pathSpan.MatchString(arg) || !top[strings.SplitN(arg, "/", 2)[0]] {
+						continue
 					}
-				case sourceName.MatchString(p):
 					checked++
-					if !basenames[p] {
-						t.Errorf("%s:%d: `%s` names a file the repository does not hold", page, i+1, span)
-					}
-				default:
-					// A command: its ./relative arguments (`go test ./pipeline/outbox`).
-					for _, arg := range strings.Fields(span) {
-						arg, ok := strings.CutPrefix(arg, "./")
-						arg = strings.TrimSuffix(strings.TrimSuffix(arg, "..."), "/")
-						if !ok || arg == "" || !pathSpan.MatchString(arg) || !top[strings.SplitN(arg, "/", 2)[0]] {
-							continue
-						}
-						checked++
-						if _, err := os.Stat(filepath.Join(repoRoot, filepath.FromSlash(arg))); err != nil {
-							t.Errorf("%s:%d: `%s` names ./%s, which does not exist", page, i+1, span, arg)
-						}
+					if _, err := os.Stat(filepath.Join(repoRoot, filepath.FromSlash(arg))); err != nil {
+						t.Errorf("%s:%d: `%s` names ./%s, which does not exist", page, i+1, span, arg)
 					}
 				}
 			}
 		}
-	}
+	})
 	if checked < 50 {
 		t.Errorf("checked only %d paths: is the path pattern still right?", checked)
 	}
@@ -340,53 +349,44 @@ func TestDocPathsExist(t *testing.T) {
 func TestDocSymbolsExist(t *testing.T) {
 	decls := moduleDecls(t)
 	checked := 0
-	for _, page := range markdownPages(t) {
-		if datedRecord(page) {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join(repoRoot, page))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, line := range proseLines(string(raw)) {
-			for _, m := range fileThenSymbol.FindAllStringSubmatch(line, -1) {
-				file, sym := m[1], strings.TrimSuffix(m[2], "()")
-				declared, ok := decls.byFile[file]
-				if !ok {
-					continue // TestDocPathsExist names a missing file
-				}
-				checked++
-				if !declared[sym] && !declaresMethod(declared, sym) {
-					t.Errorf("%s:%d: `%s` `%s`: %s declares no %s", page, i+1, m[1], m[2], file, sym)
-				}
+	docProse(t, func(page string, i int, line string) {
+		for _, m := range fileThenSymbol.FindAllStringSubmatch(line, -1) {
+			file, sym := m[1], strings.TrimSuffix(m[2], "()")
+			declared, ok := decls.byFile[file]
+			if !ok {
+				continue // TestDocPathsExist names a missing file
 			}
-			for _, span := range codeSpans(line) {
-				if testFunc.MatchString(span) {
-					checked++
-					if !decls.funcs[span] {
-						t.Errorf("%s:%d: `%s`: no package declares it", page, i+1, span)
-					}
-					continue
-				}
-				m := qualifiedSymbol.FindStringSubmatch(span)
-				if m == nil || fileName.MatchString(span) {
-					continue
-				}
-				dirs := decls.dirsNamed[m[1]]
-				if len(dirs) == 0 {
-					continue // not one of ours (http.Server, middleware.Retry)
-				}
-				checked++
-				found := false
-				for _, dir := range dirs {
-					found = found || decls.byDir[dir][m[2]]
-				}
-				if !found {
-					t.Errorf("%s:%d: `%s`: package %s declares no %s", page, i+1, span, m[1], m[2])
-				}
+			checked++
+			if !declared[sym] && !declaresMethod(declared, sym) {
+				t.Errorf("%s:%d: `%s` `%s`: %s declares no %s", page, i+1, m[1], m[2], file, sym)
 			}
 		}
-	}
+		for _, span := range codeSpans(line) {
+			if testFunc.MatchString(span) {
+				checked++
+				if !decls.funcs[span] {
+					t.Errorf("%s:%d: `%s`: no package declares it", page, i+1, span)
+				}
+				continue
+			}
+			m := qualifiedSymbol.FindStringSubmatch(span)
+			if m == nil || fileName.MatchString(span) {
+				continue
+			}
+			dirs := decls.dirsNamed[m[1]]
+			if len(dirs) == 0 {
+				continue // not one of ours (http.Server, middleware.Retry)
+			}
+			checked++
+			found := false
+			for _, dir := range dirs {
+				found = found || decls.byDir[dir][m[2]]
+			}
+			if !found {
+				t.Errorf("%s:%d: `%s`: package %s declares no %s", page, i+1, span, m[1], m[2])
+			}
+		}
+	})
 	if checked < 30 {
 		t.Errorf("checked only %d symbols: are the patterns still right?", checked)
 	}
@@ -425,27 +425,18 @@ func TestDocSettingsExist(t *testing.T) {
 		}
 	}
 	checked := 0
-	for _, page := range markdownPages(t) {
-		if datedRecord(page) {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join(repoRoot, page))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, line := range proseLines(string(raw)) {
-			for _, span := range codeSpans(line) {
-				name, _, _ := strings.Cut(span, "=")
-				if !envSpan.MatchString(name) {
-					continue
-				}
-				checked++
-				if !known[name] {
-					t.Errorf("%s:%d: `%s` names a setting nothing in the repository reads", page, i+1, span)
-				}
+	docProse(t, func(page string, i int, line string) {
+		for _, span := range codeSpans(line) {
+			name, _, _ := strings.Cut(span, "=")
+			if !envSpan.MatchString(name) {
+				continue
+			}
+			checked++
+			if !known[name] {
+				t.Errorf("%s:%d: `%s` names a setting nothing in the repository reads", page, i+1, span)
 			}
 		}
-	}
+	})
 	if checked < 50 {
 		t.Errorf("checked only %d settings: is the pattern still right?", checked)
 	}
