@@ -16,13 +16,13 @@ import (
 	"cloud.google.com/go/pubsub/v2"
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/api/googleapi"
-	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/gatekeeper/gatekeeper/pipeline/frontdoor"
 	"github.com/gatekeeper/gatekeeper/pipeline/transport"
 	"github.com/gatekeeper/gatekeeper/warehouse"
+	"github.com/gatekeeper/gatekeeper/warehouse/bigquery"
 )
 
 // CheckResult is one item `gatekeeper check` looked at before a deploy.
@@ -362,14 +362,7 @@ func checkBigQuery(ctx context.Context, cfg Config, logger *slog.Logger) []Check
 	ctx, cancel := context.WithTimeout(ctx, CheckTimeout)
 	defer cancel()
 	dataset := cfg.ProjectID + "." + cfg.DatasetID
-	var opts []option.ClientOption
-	switch {
-	case cfg.BigQueryEmulatorHost != "":
-		opts = append(opts, option.WithEndpoint("http://"+cfg.BigQueryEmulatorHost), option.WithoutAuthentication())
-	case cfg.CredentialsFile != "":
-		opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, cfg.CredentialsFile))
-	}
-	client, err := bq.NewClient(ctx, cfg.ProjectID, opts...)
+	client, err := bq.NewClient(ctx, cfg.ProjectID, bigquery.ClientOptions(cfg.BigQueryEmulatorHost, cfg.CredentialsFile)...)
 	if err != nil {
 		return []CheckResult{{Item: "warehouse", Status: CheckFailed, Detail: oneLine(err), Fix: credentialsFix(PubSubGoogle)}}
 	}

@@ -94,6 +94,20 @@ type Warehouse struct {
 	closed  bool
 }
 
+// ClientOptions are the BigQuery client's options for an emulator at
+// emulatorHost (no authentication), or a service account key file, or
+// else Application Default Credentials (none). Open and gatekeeper check
+// connect alike.
+func ClientOptions(emulatorHost, credentialsFile string) []option.ClientOption {
+	switch {
+	case emulatorHost != "":
+		return []option.ClientOption{option.WithEndpoint("http://" + emulatorHost), option.WithoutAuthentication()}
+	case credentialsFile != "":
+		return []option.ClientOption{option.WithAuthCredentialsFile(option.ServiceAccount, credentialsFile)}
+	}
+	return nil
+}
+
 // Open connects to BigQuery, creates the dataset (unless told not to) and
 // the ledger table when missing, and returns the warehouse. A nil logger
 // discards logs.
@@ -102,14 +116,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Warehouse, err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid bigquery warehouse config: %w", err)
 	}
-	var opts []option.ClientOption
-	switch {
-	case cfg.EmulatorHost != "":
-		opts = append(opts, option.WithEndpoint("http://"+cfg.EmulatorHost), option.WithoutAuthentication())
-	case cfg.CredentialsFile != "":
-		opts = append(opts, option.WithAuthCredentialsFile(option.ServiceAccount, cfg.CredentialsFile))
-	}
-	client, err := bigquery.NewClient(ctx, cfg.ProjectID, opts...)
+	client, err := bigquery.NewClient(ctx, cfg.ProjectID, ClientOptions(cfg.EmulatorHost, cfg.CredentialsFile)...)
 	if err != nil {
 		return nil, fmt.Errorf("bigquery client: %w", err)
 	}
